@@ -1,0 +1,42 @@
+"""taxosmooth: hierarchy-aware soft targets, losses, decisions and metrics for PyTorch.
+
+A taxonomy of the classes gives distances between them; distances give soft
+targets or misclassification costs; those feed losses that penalise close
+mistakes (horse → zebra) less than far ones (horse → whale).
+"""
+
+from taxosmooth.costs import cost_matrix, node_costs
+from taxosmooth.distances import class_distances, lca_matrix, node_distance
+from taxosmooth.errors import (
+    CycleError,
+    MultipleParentsError,
+    MultipleRootsError,
+    TaxonomyError,
+    TaxonomyFileError,
+    UnknownClassError,
+    WordNetDataError,
+    WordNetLookupError,
+)
+from taxosmooth.targets import soft_targets
+from taxosmooth.taxonomy import CompiledTree, Taxonomy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Taxonomy",
+    "CompiledTree",
+    "class_distances",
+    "node_distance",
+    "lca_matrix",
+    "soft_targets",
+    "cost_matrix",
+    "node_costs",
+    "TaxonomyError",
+    "CycleError",
+    "MultipleParentsError",
+    "MultipleRootsError",
+    "UnknownClassError",
+    "TaxonomyFileError",
+    "WordNetDataError",
+    "WordNetLookupError",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from taxosmooth.cli import main
+
+sys.exit(main())

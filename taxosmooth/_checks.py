@@ -1,0 +1,65 @@
+"""Validation at the boundary: user matrices and arguments."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+
+def as_numpy(matrix, name: str = "matrix") -> np.ndarray:
+    if isinstance(matrix, torch.Tensor):
+        matrix = matrix.detach().cpu().numpy()
+    try:
+        arr = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a numeric array, got {type(matrix).__name__} ({exc})") from None
+    return arr
+
+
+def check_square_matrix(matrix, name: str = "distance matrix", num_classes: int | None = None) -> np.ndarray:
+    """A ``(C, C)`` float64 copy of ``matrix`` after checking: finite, >= 0, zero diagonal.
+
+    The error names the first offending entry.
+    """
+    arr = as_numpy(matrix, name)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"{name} must be square (C, C), got shape {tuple(arr.shape)}")
+    if num_classes is not None and arr.shape[0] != num_classes:
+        raise ValueError(f"{name} has {arr.shape[0]} classes, expected {num_classes}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(f"{name}[{i}, {j}] is {arr[i, j]}; all entries must be finite")
+    neg = arr < 0
+    if neg.any():
+        i, j = np.argwhere(neg)[0]
+        raise ValueError(f"{name}[{i}, {j}] = {arr[i, j]} is negative; all entries must be >= 0")
+    diag = np.diagonal(arr)
+    nz = np.flatnonzero(diag != 0)
+    if nz.size:
+        i = nz[0]
+        raise ValueError(f"{name}[{i}, {i}] = {diag[i]}; the diagonal must be zero (a correct prediction costs nothing)")
+    return np.array(arr, dtype=np.float64)
+
+
+def check_positive(value, name: str, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+    return value
+
+
+def check_probability(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number in [0, 1], got {value!r}")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return value

@@ -1,0 +1,58 @@
+"""The ``taxosmooth`` command line.
+
+Each sub-command lives in its own module of this package and exposes
+``add_parser(subparsers)`` (registers its arguments and sets ``func``).
+Errors that come from bad input end as one line on stderr and exit status 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: sub-command modules, in the order ``--help`` lists them
+COMMANDS = ("demo", "info", "targets", "costs", "plot", "wordnet")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from taxosmooth import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="taxosmooth",
+        description="Hierarchy-aware soft targets and misclassification costs from a taxonomy.",
+    )
+    parser.add_argument("--version", action="version", version=f"taxosmooth {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"taxosmooth.cli.{name}")
+        except ModuleNotFoundError as exc:  # a command not written yet
+            if exc.name == f"taxosmooth.cli.{name}":
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0
+    from taxosmooth.cli._common import CLIError
+
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as exc:
+        print(f"taxosmooth {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"taxosmooth {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("taxosmooth: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,366 @@
+"""The :class:`Taxonomy`: an immutable, validated, compiled class hierarchy."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+
+import networkx as nx
+import numpy as np
+
+from taxosmooth.errors import TaxonomyError, UnknownClassError
+from taxosmooth.taxonomy._build import DEFAULT_ROOT_NAME, build_tree, graph_from_edges
+from taxosmooth.taxonomy._compiled import CompiledTree, compile_tree
+
+DISTANCE_KINDS = ("lca_height", "lca_depth_complement", "path_length")
+
+
+class Taxonomy:
+    """A class hierarchy: a rooted tree whose leaves are the classes.
+
+    Build one with a constructor (:meth:`from_networkx`, :meth:`from_edges`,
+    :meth:`from_paths`, :meth:`from_nested`, :meth:`load`,
+    :meth:`from_wordnet`); it is validated once and compiled into flat arrays
+    (:attr:`compiled`) that every distance, target, loss and metric uses.
+
+    Parameters (shared by all constructors)
+    ----------------------------------------
+    classes : sequence of hashable, optional
+        The classes in the order of the model's logit columns. Each must be a
+        node of the graph and none may lie above another; the tree is then
+        restricted to the classes and their ancestors. By default: every leaf,
+        in the order the leaves first appear in the input (file order, or
+        ``graph.nodes`` order). Saving and loading keeps this order.
+    multiple_parents : {"error", "first", "shortest", "longest"}, default "error"
+        What to do when a node has several parents (a DAG): refuse, keep the
+        first parent listed, or keep the parent on the shortest / longest path
+        (in edges) to the root; ties go to the first listed. Every choice is
+        recorded in :attr:`report`.
+    multiple_roots : {"join", "error"}, default "join"
+        Several roots (a forest) are joined under a virtual root named
+        ``root_name`` (reported), or refused.
+    root_name : hashable, default "<root>"
+        Name of the virtual root; it must not already be a node.
+    contract_unary : bool, default False
+        Remove every non-class node that has exactly one child (its child takes
+        its place; edge weights add up). Reported.
+
+    Examples
+    --------
+    >>> tax = Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
+    >>> tax.classes
+    ('horse', 'zebra', 'whale', 'shark')
+    >>> tax.distances("lca_height")[0].tolist()  # from horse
+    [0.0, 1.0, 2.0, 2.0]
+    """
+
+    __slots__ = ("_classes", "_names", "_index", "_class_index", "_compiled", "_report", "_virtual_root", "__weakref__")
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("build a Taxonomy with Taxonomy.from_networkx, from_edges, from_paths, from_nested, load or from_wordnet")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def _from_graph(
+        cls,
+        graph: nx.DiGraph,
+        classes: Sequence[Hashable] | None = None,
+        *,
+        multiple_parents: str = "error",
+        multiple_roots: str = "join",
+        root_name: Hashable = DEFAULT_ROOT_NAME,
+        contract_unary: bool = False,
+        report: Iterable[str] = (),
+    ) -> Taxonomy:
+        built = build_tree(
+            graph, classes, multiple_parents=multiple_parents, multiple_roots=multiple_roots,
+            root_name=root_name, contract_unary=contract_unary,
+        )
+        compiled, names = compile_tree(built.root, built.children, built.weight, built.classes)
+        self = object.__new__(cls)
+        self._classes = tuple(built.classes)
+        self._names = tuple(names)
+        self._index = {n: i for i, n in enumerate(names)}
+        self._class_index = {c: i for i, c in enumerate(self._classes)}
+        self._compiled = compiled
+        self._report = tuple(report) + tuple(built.report)
+        self._virtual_root = built.virtual_root
+        return self
+
+    @classmethod
+    def from_networkx(cls, graph: nx.DiGraph, classes: Sequence[Hashable] | None = None, **options) -> Taxonomy:
+        """From a directed graph with edges ``parent -> child``.
+
+        An edge attribute ``weight`` (finite, > 0) sets the length of that edge
+        for ``path_length``; it is 1 by default. The graph is not modified.
+        Options: see the class docstring.
+        """
+        return cls._from_graph(graph, classes, **options)
+
+    @classmethod
+    def from_edges(cls, edges: Iterable, classes: Sequence[Hashable] | None = None, **options) -> Taxonomy:
+        """From ``(parent, child)`` or ``(parent, child, weight)`` pairs.
+
+        >>> Taxonomy.from_edges([("animal", "horse"), ("animal", "whale")]).classes
+        ('horse', 'whale')
+        """
+        return cls._from_graph(graph_from_edges(edges), classes, **options)
+
+    @classmethod
+    def from_paths(cls, lines: Iterable[str], sep: str = "/", classes: Sequence[Hashable] | None = None, **options) -> Taxonomy:
+        """From root-to-leaf paths, one per line, e.g. ``Animalia/Chordata/Mammalia/Equus/zebra``.
+
+        Blank lines and lines starting with ``#`` are skipped; names are
+        stripped of surrounding white space. An empty component is an error
+        naming the line.
+        """
+        from taxosmooth.taxonomy.io import graph_from_paths
+
+        if isinstance(lines, str):
+            lines = lines.splitlines()
+        return cls._from_graph(graph_from_paths(lines, sep=sep), classes, **options)
+
+    @classmethod
+    def from_nested(cls, mapping: Mapping | Sequence, classes: Sequence[Hashable] | None = None, **options) -> Taxonomy:
+        """From nested dicts and lists: ``{"animal": {"mammal": ["horse", "zebra"]}}``.
+
+        A dict maps each node to its children (a dict, a list, or ``None`` /
+        an empty container for a leaf); a list holds leaf names or dicts.
+        """
+        from taxosmooth.taxonomy.io import graph_from_nested
+
+        return cls._from_graph(graph_from_nested(mapping), classes, **options)
+
+    @classmethod
+    def from_wordnet(cls, synsets: Iterable, **options) -> Taxonomy:
+        """From WordNet synsets: their hypernym closure, made a tree. See :mod:`taxosmooth.wordnet`."""
+        from taxosmooth.wordnet import taxonomy_from_wordnet
+
+        return taxonomy_from_wordnet(synsets, **options)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, classes: Sequence[Hashable] | None = None, **options) -> Taxonomy:
+        """Read a taxonomy file; the format follows the extension.
+
+        ``.csv`` / ``.tsv``: edge list ``parent,child[,weight]`` with an
+        optional header row; ``.json``: networkx node-link data (``links`` or
+        ``edges`` key) or a nested dict; ``.txt``: one root-to-leaf path per
+        line (``/``-separated). Errors name the file and line.
+        """
+        from taxosmooth.taxonomy.io import read_graph
+
+        graph, stored_classes = read_graph(path)
+        if classes is None:
+            classes = stored_classes
+        return cls._from_graph(graph, classes, **options)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the taxonomy; :meth:`load` reads back an equal one (names must be strings)."""
+        from taxosmooth.taxonomy.io import write_taxonomy
+
+        write_taxonomy(self, path)
+
+    # ------------------------------------------------------------------ basic facts
+    @property
+    def classes(self) -> tuple:
+        """The classes, in logit order."""
+        return self._classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self._classes)
+
+    @property
+    def nodes(self) -> tuple:
+        """All node names, in depth-first pre-order (the compiled node ids)."""
+        return self._names
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self._names)
+
+    @property
+    def root(self) -> Hashable:
+        return self._names[0]
+
+    @property
+    def max_depth(self) -> int:
+        """``D``: the largest depth of a class."""
+        return self._compiled.max_depth
+
+    @property
+    def compiled(self) -> CompiledTree:
+        """The read-only arrays behind every computation (see :class:`CompiledTree`)."""
+        return self._compiled
+
+    @property
+    def report(self) -> tuple[str, ...]:
+        """Every decision taken while building: DAG parents, virtual root, pruning, contractions."""
+        return self._report
+
+    @property
+    def has_virtual_root(self) -> bool:
+        return self._virtual_root
+
+    # ------------------------------------------------------------------ lookups by name
+    def node_index(self, name: Hashable) -> int:
+        """Compiled id of a node."""
+        try:
+            return self._index[name]
+        except (KeyError, TypeError):
+            raise UnknownClassError(f"{name!r} is not a node of this taxonomy") from None
+
+    def class_index(self, name: Hashable) -> int:
+        """Logit column of a class."""
+        try:
+            return self._class_index[name]
+        except (KeyError, TypeError):
+            what = "an internal node, not a class" if name in self._index else "not a class of this taxonomy"
+            raise UnknownClassError(f"{name!r} is {what}") from None
+
+    def parent(self, name: Hashable) -> Hashable | None:
+        p = self._compiled.parent[self.node_index(name)]
+        return None if p < 0 else self._names[p]
+
+    def children(self, name: Hashable) -> tuple:
+        v = self.node_index(name)
+        c = self._compiled
+        kids = np.arange(v + 1, c.subtree_end[v])
+        return tuple(self._names[i] for i in kids[c.parent[kids] == v])
+
+    def depth(self, name: Hashable) -> int:
+        """Edges from the root to ``name``."""
+        return int(self._compiled.depth[self.node_index(name)])
+
+    def height(self, name: Hashable) -> int:
+        """Edges from ``name`` down to its deepest leaf (0 for a leaf)."""
+        return int(self._compiled.height[self.node_index(name)])
+
+    def is_leaf(self, name: Hashable) -> bool:
+        return bool(self._compiled.is_leaf[self.node_index(name)])
+
+    def ancestors(self, name: Hashable, include_self: bool = False) -> tuple:
+        """Ancestors of ``name`` from its parent up to the root."""
+        v = self.node_index(name)
+        out = [self._names[v]] if include_self else []
+        parent = self._compiled.parent
+        while parent[v] >= 0:
+            v = int(parent[v])
+            out.append(self._names[v])
+        return tuple(out)
+
+    def descendants(self, name: Hashable) -> tuple:
+        v = self.node_index(name)
+        return self._names[v + 1 : int(self._compiled.subtree_end[v])]
+
+    def leaves_under(self, name: Hashable) -> tuple:
+        """Classes in the subtree of ``name`` (in class order)."""
+        v = self.node_index(name)
+        c = self._compiled
+        pos = np.arange(c.leaf_lo[v], c.leaf_hi[v])
+        return tuple(self._classes[i] for i in np.sort(c.position_class[pos]))
+
+    def lca(self, a: Hashable, b: Hashable) -> Hashable:
+        """Lowest common ancestor of two nodes."""
+        u, v = self.node_index(a), self.node_index(b)
+        end = self._compiled.subtree_end
+        parent = self._compiled.parent
+        # climb from u until its subtree contains v (pre-order ranges)
+        while not (u <= v < end[u]):
+            u = int(parent[u])
+        return self._names[u]
+
+    # ------------------------------------------------------------------ distances
+    def distances(self, kind: str = "lca_height", dtype=np.float64) -> np.ndarray:
+        """All-pairs class distances ``(C, C)`` in class order; see :func:`taxosmooth.distances.class_distances`."""
+        from taxosmooth.distances import class_distances
+
+        return class_distances(self, kind, dtype=dtype)
+
+    def node_distance(self, kind: str = "lca_height") -> np.ndarray:
+        """The distance as a function of the LCA node; see :func:`taxosmooth.distances.node_distance`."""
+        from taxosmooth.distances import node_distance
+
+        return node_distance(self, kind)
+
+    # ------------------------------------------------------------------ conversion
+    def to_networkx(self) -> nx.DiGraph:
+        """The tree as a DiGraph (``parent -> child``, with ``weight`` on each edge)."""
+        g = nx.DiGraph()
+        g.add_nodes_from(self._names)
+        c = self._compiled
+        g.add_weighted_edges_from(
+            (self._names[p], self._names[i], float(c.weight[i])) for i, p in enumerate(c.parent) if p >= 0
+        )
+        g.graph["classes"] = list(self._classes)
+        return g
+
+    def edges(self) -> list[tuple]:
+        """``(parent, child, weight)`` for every edge, in pre-order of the child."""
+        c = self._compiled
+        return [(self._names[p], self._names[i], float(c.weight[i])) for i, p in enumerate(c.parent) if p >= 0]
+
+    @property
+    def is_weighted(self) -> bool:
+        return bool(np.any(self._compiled.weight[1:] != 1.0))
+
+    def describe(self) -> str:
+        """A short human summary: sizes, depth, unary chains and every decision taken."""
+        c = self._compiled
+        leaf_depth = c.depth[c.leaf_node]
+        n_children = np.bincount(c.parent[1:], minlength=self.num_nodes)
+        unary = int(np.sum(n_children == 1))
+        lines = [
+            f"Taxonomy with {self.num_classes} classes and {self.num_nodes} nodes",
+            f"  root: {self.root!r}" + (" (virtual: joins several roots)" if self._virtual_root else ""),
+            f"  class depth: min {leaf_depth.min()}, max {leaf_depth.max()}, mean {leaf_depth.mean():.2f}",
+            f"  internal nodes: {self.num_nodes - self.num_classes} ({unary} with a single child)",
+            f"  edge weights: {'yes' if self.is_weighted else 'no (all 1)'}",
+        ]
+        if self._report:
+            lines.append(f"  decisions ({len(self._report)}):")
+            lines.extend(f"    - {r}" for r in self._report[:20])
+            if len(self._report) > 20:
+                lines.append(f"    ... and {len(self._report) - 20} more (see Taxonomy.report)")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def __repr__(self) -> str:
+        return f"<Taxonomy: {self.num_classes} classes, {self.num_nodes} nodes, depth {self.max_depth}, root {self.root!r}>"
+
+    def __len__(self) -> int:
+        return self.num_classes
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            return name in self._index
+        except TypeError:
+            return False
+
+    def _key(self):
+        c = self._compiled
+        parents = {self._names[i]: (None if p < 0 else self._names[p], float(c.weight[i])) for i, p in enumerate(c.parent)}
+        return self._classes, parents
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when the classes (in order), the parent of every node and every edge weight agree."""
+        if not isinstance(other, Taxonomy):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash((self._classes, self.num_nodes, self.root))
+
+    def __reduce__(self):
+        return (_rebuild, (self.edges(), self._classes, self.root, self._report, self._virtual_root))
+
+
+def _rebuild(edges, classes, root, report, virtual):
+    g = nx.DiGraph()
+    g.add_node(root)
+    g.add_weighted_edges_from(edges)
+    tax = Taxonomy._from_graph(g, classes, report=report)
+    tax._virtual_root = virtual
+    return tax

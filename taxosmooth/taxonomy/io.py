@@ -1,0 +1,260 @@
+"""Taxonomy files: edge lists (CSV/TSV), JSON (node-link or nested), path-per-line text.
+
+Every reader reports malformed input with the file name and line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import networkx as nx
+
+from taxosmooth.errors import TaxonomyError, TaxonomyFileError
+from taxosmooth.taxonomy._build import check_name
+
+FORMATS = {".csv": "edges", ".tsv": "edges", ".json": "json", ".txt": "paths"}
+
+
+def _format_of(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise TaxonomyFileError(
+            f"{path}: unknown taxonomy file extension {path.suffix!r}; use one of {', '.join(FORMATS)}"
+        )
+    return fmt
+
+
+def read_graph(path: str | os.PathLike) -> tuple[nx.DiGraph, list | None]:
+    """Read a taxonomy file into a DiGraph; also returns a stored class order, if any."""
+    path = Path(path)
+    fmt = _format_of(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such taxonomy file")
+    if path.is_dir():
+        raise TaxonomyFileError(f"{path}: is a folder, not a taxonomy file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TaxonomyFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not text.strip():
+        raise TaxonomyFileError(f"{path}: the file is empty")
+    if fmt == "edges":
+        return _read_edges(text, path, "\t" if path.suffix.lower() == ".tsv" else ","), None
+    if fmt == "paths":
+        return graph_from_paths(text.splitlines(), source=str(path)), None
+    return _read_json(text, path)
+
+
+def _read_edges(text: str, path: Path, delimiter: str) -> nx.DiGraph:
+    graph = nx.DiGraph()
+    rows = csv.reader(text.splitlines(), delimiter=delimiter)
+    first = True
+    width = None
+    for lineno, row in enumerate(rows, start=1):
+        if not row or all(not f.strip() for f in row) or row[0].lstrip().startswith("#"):
+            continue
+        fields = [f.strip() for f in row]
+        if first:
+            first = False
+            if [f.lower() for f in fields[:2]] == ["parent", "child"]:
+                if len(fields) == 3 and fields[2].lower() != "weight" or len(fields) > 3:
+                    raise TaxonomyFileError(f"{path}:{lineno}: header must be 'parent,child' or 'parent,child,weight', got {row!r}")
+                width = len(fields)
+                continue
+        if len(fields) not in (2, 3):
+            raise TaxonomyFileError(f"{path}:{lineno}: expected 2 fields (parent, child) or 3 (parent, child, weight), got {len(fields)}: {row!r}")
+        if width is not None and len(fields) != width:
+            raise TaxonomyFileError(f"{path}:{lineno}: expected {width} fields as in the header, got {len(fields)}: {row!r}")
+        parent, child = fields[0], fields[1]
+        for what, name in (("parent", parent), ("child", child)):
+            if not name:
+                raise TaxonomyFileError(f"{path}:{lineno}: empty {what} name in {row!r}")
+        if graph.has_edge(parent, child):
+            raise TaxonomyFileError(f"{path}:{lineno}: edge {parent!r} -> {child!r} is listed twice")
+        if len(fields) == 3:
+            try:
+                weight = float(fields[2])
+            except ValueError:
+                raise TaxonomyFileError(f"{path}:{lineno}: weight {fields[2]!r} is not a number") from None
+            if not math.isfinite(weight) or weight <= 0:
+                raise TaxonomyFileError(f"{path}:{lineno}: weight {fields[2]!r} must be finite and > 0")
+            graph.add_edge(parent, child, weight=weight)
+        else:
+            graph.add_edge(parent, child)
+    if graph.number_of_nodes() == 0:
+        raise TaxonomyFileError(f"{path}: no edges found")
+    return graph
+
+
+def graph_from_paths(lines: Iterable[str], sep: str = "/", source: str = "paths") -> nx.DiGraph:
+    """A DiGraph from root-to-leaf paths, one per line."""
+    if not sep:
+        raise ValueError("sep must be a non-empty string")
+    graph = nx.DiGraph()
+    for lineno, line in enumerate(lines, start=1):
+        if not isinstance(line, str):
+            raise TaxonomyError(f"{source}: line {lineno} is not a string: {line!r}")
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        parts = [p.strip() for p in stripped.split(sep)]
+        if any(not p for p in parts):
+            raise TaxonomyFileError(f"{source}:{lineno}: empty name in path {stripped!r}")
+        if len(set(parts)) != len(parts):
+            dup = next(p for p in parts if parts.count(p) > 1)
+            raise TaxonomyFileError(f"{source}:{lineno}: name {dup!r} appears twice in path {stripped!r} (a cycle)")
+        if len(parts) == 1:
+            graph.add_node(parts[0])
+        for u, v in zip(parts, parts[1:]):
+            graph.add_edge(u, v)
+    if graph.number_of_nodes() == 0:
+        raise TaxonomyFileError(f"{source}: no paths found")
+    return graph
+
+
+def graph_from_nested(mapping: Mapping | Sequence, source: str = "nested") -> nx.DiGraph:
+    """A DiGraph from nested dicts and lists."""
+    graph = nx.DiGraph()
+
+    def add(parent, value, where):
+        if value is None:
+            return
+        if isinstance(value, Mapping):
+            items = value.items()
+        elif isinstance(value, (list, tuple)):
+            items = []
+            for i, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    items.extend(item.items())
+                elif isinstance(item, (list, tuple)):
+                    raise TaxonomyError(f"{source}: {where}[{i}] is a list inside a list; use a dict to name the node it belongs to")
+                else:
+                    items.append((item, None))
+        elif isinstance(value, (str, int)) and parent is not None:
+            items = [(value, None)]
+        else:
+            raise TaxonomyError(f"{source}: {where} must be a dict, a list or None, got {type(value).__name__}")
+        for name, sub in items:
+            check_name(name, f"{source}: node under {where}")
+            if parent is None:
+                graph.add_node(name)
+            else:
+                if graph.has_edge(parent, name):
+                    raise TaxonomyError(f"{source}: {name!r} is listed twice under {parent!r}")
+                graph.add_edge(parent, name)
+            add(name, sub, repr(name))
+
+    if not isinstance(mapping, (Mapping, list, tuple)):
+        raise TaxonomyError(f"{source}: expected a dict or a list at the top, got {type(mapping).__name__}")
+    add(None, mapping, "the top level")
+    if graph.number_of_nodes() == 0:
+        raise TaxonomyError(f"{source}: no nodes found")
+    return graph
+
+
+def _read_json(text: str, path: Path) -> tuple[nx.DiGraph, list | None]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TaxonomyFileError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}, column {exc.colno})") from None
+    if isinstance(data, dict) and "nodes" in data and ("links" in data or "edges" in data):
+        return _node_link(data, path)
+    return graph_from_nested(data, source=str(path)), None
+
+
+def _node_link(data: dict, path: Path) -> tuple[nx.DiGraph, list | None]:
+    if data.get("directed") is False:
+        raise TaxonomyFileError(f"{path}: node-link data is undirected; a taxonomy needs directed parent -> child edges")
+    key = "edges" if "edges" in data else "links"
+    graph = nx.DiGraph()
+    for i, node in enumerate(data["nodes"]):
+        if not isinstance(node, dict) or "id" not in node:
+            raise TaxonomyFileError(f"{path}: nodes[{i}] has no 'id': {node!r}")
+        _check_json_name(node["id"], path, f"nodes[{i}]")
+        graph.add_node(node["id"])
+    for i, link in enumerate(data[key]):
+        if not isinstance(link, dict) or "source" not in link or "target" not in link:
+            raise TaxonomyFileError(f"{path}: {key}[{i}] needs 'source' and 'target': {link!r}")
+        u, v = link["source"], link["target"]
+        _check_json_name(u, path, f"{key}[{i}].source")
+        _check_json_name(v, path, f"{key}[{i}].target")
+        if graph.has_edge(u, v):
+            raise TaxonomyFileError(f"{path}: {key}[{i}]: edge {u!r} -> {v!r} is listed twice")
+        if "weight" in link:
+            graph.add_edge(u, v, weight=link["weight"])
+        else:
+            graph.add_edge(u, v)
+    classes = (data.get("graph") or {}).get("classes")
+    if classes is not None and not isinstance(classes, list):
+        raise TaxonomyFileError(f"{path}: graph.classes must be a list")
+    return graph, classes
+
+
+def _check_json_name(name, path, where) -> None:
+    if isinstance(name, (list, dict)):
+        raise TaxonomyFileError(f"{path}: {where} is a {type(name).__name__}, not a node name")
+    try:
+        check_name(name, where)
+    except TaxonomyError as exc:
+        raise TaxonomyFileError(f"{path}: {exc}") from None
+
+
+def write_taxonomy(tax, path: str | os.PathLike) -> None:
+    """Write ``tax`` so that :func:`read_graph` + the default class order give it back."""
+    path = Path(path)
+    fmt = _format_of(path)
+    bad = next((n for n in tax.nodes if not isinstance(n, str)), None)
+    if bad is not None and fmt != "json":
+        raise TaxonomyError(f"cannot write node {bad!r} ({type(bad).__name__}) to {path.suffix}: node names must be strings")
+    if fmt == "paths":
+        bad = next((n for n in tax.nodes if "/" in n), None)
+        if bad is not None:
+            raise TaxonomyError(f"cannot write node {bad!r} to a path file: it contains the separator '/'")
+        if tax.is_weighted:
+            raise TaxonomyError("a path file cannot hold edge weights; save as .csv or .json")
+        lines = ["/".join(reversed(tax.ancestors(c, include_self=True))) for c in tax.classes]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return
+    edges = _edges_in_class_order(tax)
+    if fmt == "edges":
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh, delimiter=delimiter, lineterminator="\n")
+            weighted = tax.is_weighted
+            w.writerow(["parent", "child", "weight"] if weighted else ["parent", "child"])
+            for u, v, wt in edges:
+                w.writerow([u, v, repr(wt)] if weighted else [u, v])
+        return
+    data = {
+        "directed": True,
+        "multigraph": False,
+        "graph": {"classes": list(tax.classes)},
+        "nodes": [{"id": n} for n in tax.nodes],
+        "edges": [
+            ({"source": u, "target": v, "weight": wt} if wt != 1.0 else {"source": u, "target": v})
+            for u, v, wt in edges
+        ],
+    }
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def _edges_in_class_order(tax) -> list[tuple]:
+    """Edges ordered so that the leaves first appear in class order."""
+    parent_of = {v: (u, w) for u, v, w in tax.edges()}
+    seen = set()
+    out = []
+    for c in tax.classes:
+        chain = []
+        v = c
+        while v in parent_of and v not in seen:
+            seen.add(v)
+            u, w = parent_of[v]
+            chain.append((u, v, w))
+            v = u
+        out.extend(reversed(chain))
+    return out
