@@ -232,13 +232,15 @@ def build_tree(
         check_name(root_name, "root")
         if root_name in graph:
             raise TaxonomyError(f"root_name {_describe(root_name)} is already a node of the taxonomy; choose another root_name")
-        sub = nx.DiGraph(sub)
-        sub.add_node(root_name)
-        # keep the new root first so that traversal orders stay stable
+        # keep the new root first and every other node in its original order;
+        # add the edges into each node in their original order, so that the
+        # "first listed" parent stays the first one
         rest = nx.DiGraph()
         rest.add_node(root_name)
+        rest.add_nodes_from(sub.nodes)
         rest.add_edges_from((root_name, r) for r in roots)
-        rest.add_edges_from(sub.edges(data=True))
+        pred = sub._pred
+        rest.add_edges_from((p, n, d) for n in sub.nodes for p, d in pred[n].items())
         sub = rest
         virtual = True
         report.append(f"joined {len(roots)} roots ({shown}) under a virtual root {_describe(root_name)}")
