@@ -8,10 +8,12 @@ it into arrays.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import networkx as nx
+import numpy as np
 
 from taxosmooth.errors import (
     CycleError,
@@ -84,10 +86,10 @@ def _check_graph(graph: nx.DiGraph) -> None:
 
 def _edge_weight(graph: nx.DiGraph, u: Hashable, v: Hashable) -> float:
     w = graph.edges[u, v].get("weight", 1.0)
-    try:
-        w = float(w)
-    except (TypeError, ValueError):
-        raise TaxonomyError(f"edge {_describe(u)} -> {_describe(v)} has a non-numeric weight {w!r}") from None
+    # no silent conversion: "2" or True are not edge lengths
+    if isinstance(w, (bool, np.bool_)) or not isinstance(w, numbers.Real):
+        raise TaxonomyError(f"edge {_describe(u)} -> {_describe(v)} has a non-numeric weight {w!r}")
+    w = float(w)
     if not math.isfinite(w) or w <= 0:
         raise TaxonomyError(f"edge {_describe(u)} -> {_describe(v)} has weight {w!r}; weights must be finite and > 0")
     return w
