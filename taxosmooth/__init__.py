@@ -5,7 +5,9 @@ targets or misclassification costs; those feed losses that penalise close
 mistakes (horse → zebra) less than far ones (horse → whale).
 """
 
+from taxosmooth import metrics
 from taxosmooth.costs import cost_matrix, node_costs
+from taxosmooth.decision import CRMClassifier, conditional_risk, crm_predict
 from taxosmooth.distances import class_distances, lca_matrix, node_distance
 from taxosmooth.errors import (
     CycleError,
@@ -31,6 +33,10 @@ __all__ = [
     "soft_targets",
     "cost_matrix",
     "node_costs",
+    "crm_predict",
+    "conditional_risk",
+    "CRMClassifier",
+    "metrics",
     "TaxonomyError",
     "CycleError",
     "MultipleParentsError",
