@@ -18,8 +18,10 @@ COMMANDS = ("demo", "info", "targets", "costs", "plot", "wordnet")
 
 def build_parser() -> argparse.ArgumentParser:
     from taxosmooth import __version__
+    from taxosmooth.cli._common import CLIArgumentParser
 
-    parser = argparse.ArgumentParser(
+    # sub-parsers inherit the class: every usage error is one line on stderr
+    parser = CLIArgumentParser(
         prog="taxosmooth",
         description="Hierarchy-aware soft targets and misclassification costs from a taxonomy.",
     )

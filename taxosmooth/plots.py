@@ -1,0 +1,376 @@
+"""Plots: a class matrix as a heatmap in tree order, with the taxonomy drawn beside it.
+
+Needs matplotlib (``pip install 'taxosmooth[plot]'``); it is imported only when
+a plot is drawn. The functions draw on ``matplotlib.figure.Figure`` objects and
+never touch ``pyplot``'s global state, so they work without a display.
+
+The dendrogram is drawn straight from the compiled tree: leaf ``k`` of the DFS
+order sits at position ``k`` (the centre of heatmap row/column ``k``), an
+internal node midway between its first and last child, and each node at a
+height: by default the tree distance of two classes whose lowest common ancestor
+it is, so that the dendrogram and the heatmap of that distance tell the same
+story (two classes merge at the height of their distance).
+
+Examples
+--------
+>>> from taxosmooth.data import load_animals
+>>> from taxosmooth import soft_targets
+>>> tax = load_animals()
+>>> fig = plot_matrix(soft_targets(tax, beta=4.0), tax, title="soft targets")  # doctest: +SKIP
+>>> fig.savefig("targets.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "tree_order",
+    "dendrogram_coordinates",
+    "dendrogram_segments",
+    "plot_dendrogram",
+    "plot_heatmap",
+    "plot_matrix",
+]
+
+#: at most this many classes get their names written beside the heatmap
+MAX_LABELS = 80
+#: at most this many classes get their values written in the cells
+MAX_ANNOTATED = 12
+
+
+def _require_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError(
+            "taxosmooth's plots need matplotlib, which is not installed: pip install 'taxosmooth[plot]'"
+        ) from None
+    return Figure
+
+
+def tree_order(tax) -> np.ndarray:
+    """Class indices (logit order) listed in the tree's depth-first leaf order.
+
+    ``matrix[np.ix_(order, order)]`` puts a class-order matrix in tree order,
+    where every subtree is a contiguous block.
+    """
+    return np.asarray(tax.compiled.position_class)
+
+
+def _node_heights(tax, node_height) -> np.ndarray:
+    c = tax.compiled
+    if isinstance(node_height, str):
+        if node_height == "height":
+            h = c.height.astype(np.float64)
+        elif node_height == "depth":
+            # D - depth(v): lca_depth_complement, the distance files of Bertinetto et al.
+            h = float(c.depth[c.leaf_node].max()) - c.depth.astype(np.float64)
+        elif node_height == "weighted_depth":
+            h = float(c.weighted_depth[c.leaf_node].max()) - c.weighted_depth
+        else:
+            raise ValueError(f"node_height must be 'height', 'depth', 'weighted_depth' or an array (N,), got {node_height!r}")
+        h = np.array(h, dtype=np.float64)
+    else:
+        h = np.array(node_height, dtype=np.float64)
+        if h.shape != (c.num_nodes,):
+            raise ValueError(f"node_height must have one value per node, shape ({c.num_nodes},), got {h.shape}")
+        if not np.all(np.isfinite(h)):
+            raise ValueError("node_height must be finite")
+    h[c.is_leaf] = 0.0  # leaves touch the heatmap
+    return h
+
+
+def dendrogram_coordinates(tax, node_height="height") -> tuple[np.ndarray, np.ndarray]:
+    """Where each node is drawn: ``(position, height)``, two float arrays ``(N,)`` by node id.
+
+    ``position`` of the leaf at DFS position ``k`` is ``k``; an internal node
+    sits midway between its first and last child. ``node_height`` is
+    ``"height"`` (edges down to the deepest leaf), ``"depth"`` (``D - depth``),
+    ``"weighted_depth"`` (the same with edge weights) or an array ``(N,)``
+    (e.g. :func:`taxosmooth.node_distance`); leaves are always at 0.
+    """
+    c = tax.compiled
+    n = c.num_nodes
+    height = _node_heights(tax, node_height)
+    pos = np.zeros(n, dtype=np.float64)
+    pos[c.leaf_node] = np.arange(c.num_classes, dtype=np.float64)
+    last_child = np.full(n, -1, dtype=np.int64)
+    np.maximum.at(last_child, c.parent[1:], np.arange(1, n))
+    # children come after their parent in pre-order; the first child of v is v + 1
+    for level in reversed(c.levels):
+        inner = level[last_child[level] >= 0]
+        pos[inner] = 0.5 * (pos[inner + 1] + pos[last_child[inner]])
+    return pos, height
+
+
+def dendrogram_segments(tax, node_height="height", leaf_stems: bool = True) -> np.ndarray:
+    """Line segments of the dendrogram, ``(M, 2, 2)`` as ``[[height, position], [height, position]]``.
+
+    One segment from each node to its parent's height (at the node's
+    position), and one joining the first and last child of every internal
+    node (at the node's height). ``leaf_stems=False`` leaves out the segments
+    of the leaves themselves (at thousands of classes they only fill a band).
+    """
+    c = tax.compiled
+    pos, height = dendrogram_coordinates(tax, node_height)
+    n = c.num_nodes
+    v = np.arange(1, n)
+    if not leaf_stems:
+        v = v[~c.is_leaf[v]]
+    p = c.parent[v]
+    stems = np.stack([np.stack([height[p], pos[v]], 1), np.stack([height[v], pos[v]], 1)], 1)
+    last_child = np.full(n, -1, dtype=np.int64)
+    np.maximum.at(last_child, c.parent[1:], np.arange(1, n))
+    inner = np.flatnonzero(last_child >= 0)
+    bars = np.stack(
+        [np.stack([height[inner], pos[inner + 1]], 1), np.stack([height[inner], pos[last_child[inner]]], 1)], 1
+    )
+    return np.concatenate([stems, bars])
+
+
+def plot_dendrogram(
+    tax, ax, orientation: str = "left", node_height="height", color="0.25", linewidth=None, leaf_stems="auto", rasterized=None
+):
+    """Draw the taxonomy as a dendrogram on ``ax``; returns the ``LineCollection``.
+
+    Leaf ``k`` of the DFS order is at position ``k``, so the dendrogram lines
+    up with :func:`plot_heatmap` on the shared axis. ``orientation`` says where
+    the root is: ``"left"`` (leaves on the right, positions top to bottom) or
+    ``"top"`` (leaves at the bottom, positions left to right). ``leaf_stems``:
+    draw the leaves' own segments (``"auto"``: up to 200 classes).
+    """
+    _require_matplotlib()
+    from matplotlib.collections import LineCollection
+
+    if orientation not in ("left", "top"):
+        raise ValueError(f"orientation must be 'left' or 'top', got {orientation!r}")
+    n_classes = tax.num_classes
+    if leaf_stems == "auto":
+        leaf_stems = n_classes <= 200
+    seg = dendrogram_segments(tax, node_height, leaf_stems=bool(leaf_stems))
+    if linewidth is None:
+        linewidth = 1.2 if n_classes <= 60 else 0.6 if n_classes <= 300 else 0.3
+    if rasterized is None:
+        rasterized = len(seg) > 2000
+    if orientation == "top":
+        seg = seg[:, :, ::-1]
+    lines = LineCollection(seg, colors=color, linewidths=linewidth, rasterized=rasterized, capstyle="projecting")
+    ax.add_collection(lines)
+    top = float(seg[..., 1 if orientation == "top" else 0].max()) if len(seg) else 1.0
+    top = top if top > 0 else 1.0
+    span = (-0.5, n_classes - 0.5)
+    if orientation == "left":
+        ax.set_xlim(top * 1.03, 0.0)  # root on the left, leaves touching the heatmap on the right
+        ax.set_ylim(span[1], span[0])  # position 0 at the top, like the heatmap's first row
+    else:
+        ax.set_ylim(0.0, top * 1.03)
+        ax.set_xlim(*span)
+    ax.set_axis_off()
+    return lines
+
+
+def plot_heatmap(
+    matrix,
+    ax,
+    order=None,
+    color_scale: str = "linear",
+    cmap="viridis",
+    vmin=None,
+    vmax=None,
+    annotate: bool = False,
+    rasterized: bool = True,
+):
+    """Draw a ``(C, C)`` matrix on ``ax`` (rows top to bottom), optionally reordered; returns the image.
+
+    ``order`` (e.g. :func:`tree_order`) reorders rows and columns alike.
+    ``color_scale`` is ``"linear"`` or ``"log"`` (zeros then show in the
+    colormap's lowest colour).
+    """
+    _require_matplotlib()
+    from matplotlib import colors
+
+    m = _as_array(matrix)
+    if order is not None:
+        m = m[np.ix_(order, order)]
+    n = m.shape[0]
+    if color_scale == "log":
+        positive = m[m > 0]
+        lo = float(positive.min()) if positive.size else 1e-12
+        hi = float(m.max()) if positive.size else 1.0
+        norm = colors.LogNorm(vmin=vmin or lo, vmax=vmax or max(hi, lo * 10))
+    elif color_scale == "linear":
+        norm = colors.Normalize(vmin=float(m.min()) if vmin is None else vmin, vmax=float(m.max()) if vmax is None else vmax)
+    else:
+        raise ValueError(f"color_scale must be 'linear' or 'log', got {color_scale!r}")
+    cm = _colormap(cmap)
+    image = ax.imshow(
+        np.ma.masked_less_equal(m, 0) if color_scale == "log" else m,
+        cmap=cm, norm=norm, aspect="auto", origin="upper",
+        interpolation="nearest" if n <= 400 else "antialiased", rasterized=rasterized,
+    )
+    if annotate:
+        fontsize = 7 if n > 8 else 8
+        for (i, j), value in np.ndenumerate(m):
+            r, g, b, _ = cm(norm(value)) if value > 0 or color_scale == "linear" else cm(0.0)
+            light = 0.299 * r + 0.587 * g + 0.114 * b > 0.5
+            ax.text(j, i, _short(value), ha="center", va="center", fontsize=fontsize, color="black" if light else "white")
+    return image
+
+
+def plot_matrix(
+    matrix,
+    tax=None,
+    classes=None,
+    *,
+    title: str | None = None,
+    colorbar_label: str | None = None,
+    node_height="height",
+    labels: str | bool = "auto",
+    annotate: str | bool = "auto",
+    color_scale: str = "auto",
+    cmap="viridis",
+    row_label: str = "true class",
+    column_label: str = "class",
+    figsize=None,
+):
+    """A class matrix as a heatmap in tree order, with the taxonomy as dendrograms on the left and top.
+
+    Parameters
+    ----------
+    matrix : array_like or torch.Tensor (C, C)
+        In the class order of ``tax`` (``tax.classes``), or of ``classes`` when given.
+    tax : Taxonomy, optional
+        Reorders the matrix in tree order and draws the tree. Without it the
+        matrix is drawn as given, without dendrograms.
+    classes : sequence, optional
+        The class of each row of ``matrix`` when that is not ``tax.classes``
+        (each must be a class of ``tax``; all of them, once).
+    title, colorbar_label : str, optional
+    node_height : "height", "depth", "weighted_depth" or array (N,), default "height"
+        Heights of the dendrogram's nodes (see :func:`dendrogram_coordinates`).
+    labels : "auto", True or False
+        Write the class names beside the heatmap; ``"auto"``: up to :data:`MAX_LABELS` classes.
+    annotate : "auto", True or False
+        Write each value in its cell; ``"auto"``: up to :data:`MAX_ANNOTATED` classes.
+    color_scale : "auto", "linear" or "log"
+        ``"auto"`` is ``"log"`` when the positive values span more than two
+        decades (soft targets at large ``beta``), else ``"linear"``.
+    cmap : str or Colormap, default "viridis"
+    row_label, column_label : str
+        Axis titles (rows are the true class).
+    figsize : (float, float), optional
+        Inches; by default it grows with the number of classes (up to 10 x 10).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    Figure = _require_matplotlib()
+    m = _as_array(matrix)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"matrix must be square (C, C), got shape {m.shape}")
+    n = m.shape[0]
+    if n == 0:
+        raise ValueError("matrix is empty")
+    names = None
+    order = None
+    if tax is not None:
+        if classes is not None and list(classes) != list(tax.classes):
+            classes = list(classes)
+            if len(classes) != tax.num_classes or len(set(classes)) != len(classes):
+                raise ValueError(f"classes must list each of the taxonomy's {tax.num_classes} classes once, got {len(classes)} names")
+            rows = np.array([tax.class_index(c) for c in classes])
+            inv = np.empty(n, dtype=np.int64)
+            inv[rows] = np.arange(n)
+            m = m[np.ix_(inv, inv)]  # now in tax.classes order
+        if tax.num_classes != n:
+            raise ValueError(f"matrix has {n} classes but the taxonomy has {tax.num_classes}")
+        order = tree_order(tax)
+        names = [str(tax.classes[i]) for i in order]
+    elif classes is not None:
+        names = [str(c) for c in classes]
+        if len(names) != n:
+            raise ValueError(f"{len(names)} class names for a {n}x{n} matrix")
+    show_labels = names is not None and (n <= MAX_LABELS if labels == "auto" else bool(labels))
+    show_values = n <= MAX_ANNOTATED if annotate == "auto" else bool(annotate)
+    if color_scale == "auto":
+        positive = m[m > 0]
+        spread = float(positive.max() / positive.min()) if positive.size else 1.0
+        color_scale = "log" if spread > 100 and not np.any(m[~np.eye(n, dtype=bool)] == 0) else "linear"
+
+    heat_in = figsize[0] * 0.7 if figsize else float(np.clip(n * 0.17, 4.5, 8.0))
+    tree_in = min(1.8, 0.25 * heat_in)
+    label_in = (0.13 * max(len(s) for s in names) + 0.3) if show_labels else 0.15
+    width = tree_in + heat_in + label_in + 0.4
+    height = tree_in + heat_in + label_in + (0.5 if title else 0.2)
+    fig = Figure(figsize=figsize or (width, height), dpi=150 if n > 100 else 100)
+    # absolute layout (in inches, then fractions): corner colorbar, top tree, left tree, heatmap
+    left, bottom = 0.2, label_in
+
+    def box(x, y, w, h):
+        return [x / width, y / height, w / width, h / height]
+
+    ax_heat = fig.add_axes(box(left + tree_in, bottom, heat_in, heat_in))
+    image = plot_heatmap(m, ax_heat, order=order, color_scale=color_scale, cmap=cmap, annotate=show_values)
+    if tax is not None:
+        ax_left = fig.add_axes(box(left, bottom, tree_in, heat_in), sharey=ax_heat)
+        plot_dendrogram(tax, ax_left, "left", node_height)
+        ax_top = fig.add_axes(box(left + tree_in, bottom + heat_in, heat_in, tree_in), sharex=ax_heat)
+        plot_dendrogram(tax, ax_top, "top", node_height)
+        ax_heat.set_ylim(n - 0.5, -0.5)
+        ax_heat.set_xlim(-0.5, n - 0.5)
+    ax_cbar = fig.add_axes(box(left + 0.1 * tree_in, bottom + heat_in + 0.55 * tree_in, 0.75 * tree_in, 0.1 * tree_in))
+    cbar = fig.colorbar(image, cax=ax_cbar, orientation="horizontal")
+    cbar.ax.tick_params(labelsize=6, length=2, pad=1)
+    if colorbar_label:
+        cbar.ax.set_title(colorbar_label, fontsize=7, pad=3)
+    if show_labels:
+        fontsize = float(np.clip(heat_in * 72 / n * 0.75, 3.0, 9.0))
+        ax_heat.set_yticks(np.arange(n), names, fontsize=fontsize)
+        if n > 12:
+            ax_heat.set_xticks(np.arange(n), names, fontsize=fontsize, rotation=90)
+        else:
+            ax_heat.set_xticks(np.arange(n), names, fontsize=fontsize, rotation=45, ha="right", rotation_mode="anchor")
+        ax_heat.yaxis.tick_right()
+        ax_heat.tick_params(length=0, pad=2)
+        ax_heat.set_xlabel(column_label, fontsize=8)
+    else:
+        ax_heat.set_xticks([])
+        ax_heat.set_yticks([])
+        ax_heat.set_xlabel(f"{column_label} ({n} in tree order)" if tax is not None else f"{column_label} ({n})", fontsize=8)
+    ax_heat.set_ylabel(row_label, fontsize=8)
+    ax_heat.yaxis.set_label_position("right")
+    for spine in ax_heat.spines.values():
+        spine.set_linewidth(0.5)
+    if title:
+        fig.suptitle(title, fontsize=11, y=1 - 0.12 / height, va="top")
+    return fig
+
+
+def _colormap(cmap):
+    from matplotlib import colormaps
+
+    cm = colormaps[cmap].copy() if isinstance(cmap, str) else cmap.copy()
+    cm.set_bad(cm(0.0))
+    return cm
+
+
+def _as_array(matrix) -> np.ndarray:
+    try:
+        import torch
+
+        if isinstance(matrix, torch.Tensor):
+            matrix = matrix.detach().cpu().to(torch.float64).numpy()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return np.asarray(matrix, dtype=np.float64)
+
+
+def _short(value: float) -> str:
+    if value == 0:
+        return "0"
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.2f}" if abs(value) >= 0.01 else f"{value:.0e}"
