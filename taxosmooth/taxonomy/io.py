@@ -6,8 +6,10 @@ Every reader reports malformed input with the file name and line number.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import numbers
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -52,10 +54,18 @@ def read_graph(path: str | os.PathLike) -> tuple[nx.DiGraph, list | None]:
 
 def _read_edges(text: str, path: Path, delimiter: str) -> nx.DiGraph:
     graph = nx.DiGraph()
-    rows = csv.reader(text.splitlines(), delimiter=delimiter)
+    # a file object (not splitlines) so that line numbers count quoted line breaks
+    rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     first = True
     width = None
-    for lineno, row in enumerate(rows, start=1):
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise TaxonomyFileError(f"{path}:{rows.line_num}: {exc}") from None
+        lineno = rows.line_num
         if not row or all(not f.strip() for f in row) or row[0].lstrip().startswith("#"):
             continue
         fields = [f.strip() for f in row]
@@ -171,6 +181,9 @@ def _node_link(data: dict, path: Path) -> tuple[nx.DiGraph, list | None]:
     if data.get("directed") is False:
         raise TaxonomyFileError(f"{path}: node-link data is undirected; a taxonomy needs directed parent -> child edges")
     key = "edges" if "edges" in data else "links"
+    for part in ("nodes", key):
+        if not isinstance(data[part], list):
+            raise TaxonomyFileError(f"{path}: {part!r} must be a list, got {type(data[part]).__name__}")
     graph = nx.DiGraph()
     for i, node in enumerate(data["nodes"]):
         if not isinstance(node, dict) or "id" not in node:
@@ -186,7 +199,10 @@ def _node_link(data: dict, path: Path) -> tuple[nx.DiGraph, list | None]:
         if graph.has_edge(u, v):
             raise TaxonomyFileError(f"{path}: {key}[{i}]: edge {u!r} -> {v!r} is listed twice")
         if "weight" in link:
-            graph.add_edge(u, v, weight=link["weight"])
+            w = link["weight"]
+            if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w <= 0:
+                raise TaxonomyFileError(f"{path}: {key}[{i}]: weight {w!r} of edge {u!r} -> {v!r} must be a finite number > 0")
+            graph.add_edge(u, v, weight=w)
         else:
             graph.add_edge(u, v)
     classes = (data.get("graph") or {}).get("classes")
@@ -204,13 +220,39 @@ def _check_json_name(name, path, where) -> None:
         raise TaxonomyFileError(f"{path}: {exc}") from None
 
 
+# str.splitlines() breaks lines at all of these
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def _check_writable(tax, path: Path, fmt: str) -> None:
+    """Refuse what the reader would not give back unchanged (before the file is created)."""
+    if fmt == "json":
+        bad = next((n for n in tax.nodes if type(n) not in (str, int)), None)
+        if bad is not None:
+            raise TaxonomyError(f"cannot write node {bad!r} ({type(bad).__name__}) to JSON: node names must be strings or integers")
+        return
+    bad = next((n for n in tax.nodes if not isinstance(n, str)), None)
+    if bad is not None:
+        raise TaxonomyError(f"cannot write node {bad!r} ({type(bad).__name__}) to {path.suffix}: node names must be strings")
+    for n in tax.nodes:
+        if _LINE_BREAKS.intersection(n):
+            raise TaxonomyError(f"cannot write node {n!r} to {path.suffix}: it contains a line break")
+        if n != n.strip():
+            raise TaxonomyError(f"cannot write node {n!r} to {path.suffix}: it starts or ends with white space, which the reader strips")
+    # a line that starts with '#' is a comment: the root in a path file, a parent in an edge list
+    first_column = (tax.root,) if fmt == "paths" else (n for n in tax.nodes if not tax.is_leaf(n))
+    bad = next((n for n in first_column if n.startswith("#")), None)
+    if bad is not None:
+        raise TaxonomyError(f"cannot write node {bad!r} to {path.suffix}: a line starting with '#' is read as a comment")
+    if fmt == "edges" and tax.num_nodes == 1:
+        raise TaxonomyError(f"cannot write a taxonomy with a single node ({tax.root!r}) as an edge list; use .json or .txt")
+
+
 def write_taxonomy(tax, path: str | os.PathLike) -> None:
     """Write ``tax`` so that :func:`read_graph` + the default class order give it back."""
     path = Path(path)
     fmt = _format_of(path)
-    bad = next((n for n in tax.nodes if not isinstance(n, str)), None)
-    if bad is not None and fmt != "json":
-        raise TaxonomyError(f"cannot write node {bad!r} ({type(bad).__name__}) to {path.suffix}: node names must be strings")
+    _check_writable(tax, path, fmt)
     if fmt == "paths":
         bad = next((n for n in tax.nodes if "/" in n), None)
         if bad is not None:
