@@ -1,0 +1,173 @@
+"""Soft targets: hand-computed softmax of -beta d / s, epsilon mixing, scales, user matrices."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from _trees import random_taxonomies, seed_taxonomy
+from hypothesis import given
+from hypothesis import strategies as st
+
+import taxosmooth as ts
+from taxosmooth.distances import DISTANCE_KINDS, LCA_KINDS
+from taxosmooth.targets import distance_source, max_pair_distance, resolve_scale, soft_targets
+
+
+def softmax_loop(d: np.ndarray, beta: float, s: float) -> np.ndarray:
+    """q_t(i) = exp(-beta d(t, i) / s) / sum_k exp(-beta d(t, k) / s), one entry at a time."""
+    C = d.shape[0]
+    q = np.zeros((C, C))
+    for t in range(C):
+        z = sum(math.exp(-beta * d[t, k] / s) for k in range(C))
+        for i in range(C):
+            q[t, i] = math.exp(-beta * d[t, i] / s) / z
+    return q
+
+
+def test_seed_targets_by_hand():
+    tax = seed_taxonomy()  # horse, zebra, whale, shark; lca_height from horse: 0, 1, 2, 2; max 2
+    q = soft_targets(tax, beta=2.0)
+    assert q.dtype == torch.float32 and q.shape == (4, 4)
+    # s = max d = 2, so the exponents are -beta * d / 2 = 0, -1, -2, -2
+    z = 1 + math.exp(-1) + 2 * math.exp(-2)
+    expected = [1 / z, math.exp(-1) / z, math.exp(-2) / z, math.exp(-2) / z]
+    np.testing.assert_allclose(q[0].double().numpy(), expected, rtol=1e-6)
+    h, zb, w = (tax.class_index(n) for n in ("horse", "zebra", "whale"))
+    assert q[h, zb] > q[h, w]  # zebra gets more of horse's mass than whale
+    # path_length from horse: 0, 2, 4, 4, scale None: exponents 0, -2, -4, -4 at beta 1
+    q = soft_targets(tax, beta=1.0, distance="path_length", scale=None, dtype=torch.float64)
+    z = 1 + math.exp(-2) + 2 * math.exp(-4)
+    np.testing.assert_allclose(q[0].numpy(), [1 / z, math.exp(-2) / z, math.exp(-4) / z, math.exp(-4) / z])
+
+
+def test_seed_epsilon_by_hand():
+    tax = seed_taxonomy()
+    q = soft_targets(tax, beta=2.0, epsilon=0.25, dtype=torch.float64)
+    z = 1 + math.exp(-1) + 2 * math.exp(-2)
+    base = np.array([1, math.exp(-1), math.exp(-2), math.exp(-2)]) / z
+    expected = 0.25 * base + 0.75 * np.array([1, 0, 0, 0])
+    np.testing.assert_allclose(q[0].numpy(), expected)
+    # epsilon 0: the one-hot label; epsilon 1: the plain soft targets
+    np.testing.assert_array_equal(soft_targets(tax, 2.0, epsilon=0.0), torch.eye(4))
+    np.testing.assert_array_equal(soft_targets(tax, 2.0, epsilon=1.0), soft_targets(tax, 2.0))
+
+
+def test_beta_limits():
+    tax = seed_taxonomy()
+    np.testing.assert_allclose(soft_targets(tax, 0.0), torch.full((4, 4), 0.25))
+    sharp = soft_targets(tax, 1e4, dtype=torch.float64)
+    np.testing.assert_allclose(sharp.numpy(), np.eye(4), atol=1e-300)
+
+
+@given(random_taxonomies(max_nodes=30, weighted=True), st.sampled_from(DISTANCE_KINDS),
+       st.floats(0, 20), st.sampled_from(["max", None, 0.5, 3.0]), st.one_of(st.none(), st.floats(0, 1)))
+def test_targets_match_loop_and_rows_sum_to_one(tax, kind, beta, scale, epsilon):
+    q = soft_targets(tax, beta, distance=kind, scale=scale, epsilon=epsilon, dtype=torch.float64).numpy()
+    d = tax.distances(kind)
+    s = {"max": d.max() if d.max() > 0 else 1.0, None: 1.0}.get(scale, scale)
+    expected = softmax_loop(d, beta, s)
+    if epsilon is not None:
+        expected = epsilon * expected + (1 - epsilon) * np.eye(len(d))
+    np.testing.assert_allclose(q, expected, rtol=1e-10, atol=1e-300)
+    np.testing.assert_allclose(q.sum(axis=1), 1.0, rtol=1e-12)
+    assert np.all(q >= 0)
+    # every row is largest at its own class and non-increasing in the distance
+    for t in range(len(d)):
+        assert q[t, t] == q[t].max()
+        order = np.argsort(d[t], kind="stable")
+        assert np.all(np.diff(q[t, order]) <= 1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_dtypes_do_not_overflow(dtype):
+    tax = seed_taxonomy()
+    q = soft_targets(tax, beta=1e6, scale=None, dtype=dtype)
+    assert q.dtype == dtype and torch.isfinite(q).all()
+    torch.testing.assert_close(q.float(), torch.eye(4))
+
+
+def test_user_matrix_source():
+    d = np.array([[0, 1, 3], [1, 0, 2], [3, 2, 0]], float)
+    q = soft_targets(d, beta=1.5, scale=None, dtype=torch.float64)
+    np.testing.assert_allclose(q.numpy(), softmax_loop(d, 1.5, 1.0))
+    # a torch tensor or nested lists work the same; the distance kind is ignored for matrices
+    np.testing.assert_array_equal(soft_targets(torch.tensor(d), 1.5, scale=None, dtype=torch.float64), q)
+    np.testing.assert_array_equal(soft_targets(d.tolist(), 1.5, distance="path_length", scale=None,
+                                               dtype=torch.float64), q)
+    # asymmetric user distances are allowed (row t uses d[t, :])
+    a = np.array([[0, 1], [5, 0]], float)
+    np.testing.assert_allclose(soft_targets(a, 1.0, scale=None, dtype=torch.float64).numpy(), softmax_loop(a, 1, 1))
+    # all-zero distances: scale "max" falls back to 1, targets are uniform
+    np.testing.assert_allclose(soft_targets(np.zeros((3, 3)), 5.0), torch.full((3, 3), 1 / 3))
+
+
+@pytest.mark.parametrize(
+    "matrix, match",
+    [
+        (np.zeros((2, 3)), r"square \(C, C\), got shape \(2, 3\)"),
+        (np.zeros(4), r"got shape \(4,\)"),
+        (np.zeros((0, 0)), "empty"),
+        (np.array([[0, np.nan], [1, 0]]), r"distance matrix\[0, 1\] is nan"),
+        (np.array([[0, 1], [np.inf, 0]]), r"distance matrix\[1, 0\] is inf"),
+        (np.array([[0, 1], [-2, 0]]), r"distance matrix\[1, 0\] = -2.0 is negative"),
+        (np.array([[0, 1], [1, 0.5]]), r"distance matrix\[1, 1\] = 0.5; the diagonal must be zero"),
+    ],
+)
+def test_user_matrix_validation_names_the_entry(matrix, match):
+    with pytest.raises(ValueError, match=match):
+        soft_targets(matrix, beta=1.0)
+
+
+def test_user_matrix_not_numeric():
+    with pytest.raises(TypeError, match="numeric"):
+        soft_targets([["a", "b"], ["c", "d"]], beta=1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(beta=-1.0), ValueError, "beta must be finite and >= 0, got -1.0"),
+        (dict(beta=float("nan")), ValueError, "beta"),
+        (dict(beta=float("inf")), ValueError, "beta"),
+        (dict(beta="2"), TypeError, "beta must be a real number"),
+        (dict(beta=True), TypeError, "beta"),
+        (dict(beta=1.0, epsilon=1.5), ValueError, r"epsilon must be in \[0, 1\], got 1.5"),
+        (dict(beta=1.0, epsilon=-0.1), ValueError, "epsilon"),
+        (dict(beta=1.0, epsilon=float("nan")), ValueError, "epsilon"),
+        (dict(beta=1.0, scale="mean"), ValueError, "scale must be 'max', None or a positive number, got 'mean'"),
+        (dict(beta=1.0, scale=0.0), ValueError, "scale must be finite and > 0"),
+        (dict(beta=1.0, scale=-2), ValueError, "scale"),
+        (dict(beta=1.0, distance="hops"), ValueError, "unknown distance kind 'hops'"),
+    ],
+)
+def test_argument_validation(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        soft_targets(seed_taxonomy(), **kwargs)
+
+
+def test_resolve_scale_and_distance_source():
+    assert resolve_scale("max", 4.0) == 4.0 and resolve_scale("max", 0.0) == 1.0
+    assert resolve_scale(None, 4.0) == 1.0 and resolve_scale(2, 4.0) == 2.0
+    tax = seed_taxonomy()
+    np.testing.assert_array_equal(distance_source(tax, "path_length"), tax.distances("path_length"))
+    user = np.array([[0.0, 2.0], [2.0, 0.0]])
+    out = distance_source(user)
+    np.testing.assert_array_equal(out, user)
+    out[0, 1] = 9  # a copy: the user's array is never modified
+    assert user[0, 1] == 2.0
+
+
+@given(random_taxonomies(max_nodes=30, weighted=True), st.sampled_from(DISTANCE_KINDS))
+def test_max_pair_distance_matches_dense(tax, kind):
+    d = tax.distances(kind)
+    assert max_pair_distance(tax, kind) == pytest.approx(d.max())
+    if kind in LCA_KINDS:
+        assert max_pair_distance(tax, kind) == d.max()
+
+
+def test_single_class_targets():
+    tax = ts.Taxonomy.from_edges([("r", "x")])
+    np.testing.assert_array_equal(soft_targets(tax, 3.0), [[1.0]])
