@@ -39,7 +39,8 @@ def _apply(d: np.ndarray, power: float, transform, max_value: float, what: str) 
         bad = np.flatnonzero(~np.isfinite(res) | (res < 0))
         if bad.size:
             k = bad[0]
-            raise ValueError(f"transform gave {res.flat[k]} for {what} {np.unravel_index(k, res.shape)} (distance {out.flat[k]}); costs must be finite and >= 0")
+            where = tuple(int(i) for i in np.unravel_index(k, res.shape))
+            raise ValueError(f"transform gave {res.flat[k]} for {what} {where} (distance {out.flat[k]}); costs must be finite and >= 0")
         return res
     raise ValueError(f"transform must be one of {TRANSFORMS} or a callable, got {transform!r}")
 
