@@ -1,0 +1,137 @@
+"""TreeTensors against brute-force loops over the taxonomy's own queries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _trees import random_taxonomies, seed_taxonomy
+from hypothesis import given
+from hypothesis import strategies as st
+
+from taxosmooth.tree_ops import TreeTensors
+
+
+def _leaves_under(tax):
+    """Per node id: the class indices below it, from Taxonomy.leaves_under (independent of the arrays)."""
+    return [[tax.class_index(c) for c in tax.leaves_under(name)] for name in tax.nodes]
+
+
+def _ancestors(tax, cls):
+    name = tax.classes[cls]
+    return [tax.node_index(a) for a in (name,) + tuple(tax.ancestors(name))]
+
+
+def _lca_node(tax, i, j):
+    return tax.node_index(tax.lca(tax.classes[i], tax.classes[j]))
+
+
+@given(random_taxonomies(max_nodes=25), st.integers(0, 2**31 - 1))
+def test_subtree_sum_and_logsumexp_match_loops(tax, seed):
+    tt = TreeTensors(tax).double()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, tax.num_classes, generator=g, dtype=torch.float64)
+    under = _leaves_under(tax)
+    want = torch.stack([x[:, idx].sum(1) for idx in under], dim=1)
+    torch.testing.assert_close(tt.subtree_sum(x), want, rtol=0, atol=1e-12)
+    want_lse = torch.stack([torch.logsumexp(x[:, idx], 1) for idx in under], dim=1)
+    torch.testing.assert_close(tt.subtree_logsumexp(x), want_lse, rtol=1e-12, atol=1e-12)
+
+
+def test_subtree_logsumexp_survives_underflow(seed_tax):
+    tt = TreeTensors(seed_tax)
+    # horse and zebra are 1000 nats below whale: P(mammal) underflows in float32, its log does not
+    logp = torch.log_softmax(torch.tensor([[-1000.0, -1001.0, 0.0, -1.0]], requires_grad=True), 1)
+    out = tt.subtree_logsumexp(logp)
+    mammal = seed_tax.node_index("mammal")
+    want = torch.logsumexp(logp[:, :2].double(), 1).float()
+    torch.testing.assert_close(out[:, mammal], want)
+    out.sum().backward()
+    assert torch.isfinite(out).all()
+
+
+@given(random_taxonomies(max_nodes=25), st.integers(0, 2**31 - 1))
+def test_accumulate_down_matches_ancestor_loop(tax, seed):
+    tt = TreeTensors(tax).double()
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(2, tax.num_nodes, generator=g, dtype=torch.float64)
+    want = torch.zeros_like(v)
+    for i, name in enumerate(tax.nodes):
+        for a in (name,) + tuple(tax.ancestors(name)):
+            want[:, i] += v[:, tax.node_index(a)]
+    torch.testing.assert_close(tt.accumulate_down(v), want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(tt.node_to_class(v), v[:, [tax.node_index(c) for c in tax.classes]])
+
+
+@given(random_taxonomies(max_nodes=25), st.data())
+def test_paths_rings_match_lca_loop(tax, data):
+    tt = TreeTensors(tax).double()
+    C, K = tax.num_classes, tt.max_depth
+    target = torch.tensor(data.draw(st.lists(st.integers(0, C - 1), min_size=1, max_size=5)))
+    B = len(target)
+    x = torch.randn(B, C, dtype=torch.float64)
+    mask = tt.path_mask(target)
+    path = tt.path_of(target)
+    nodes = torch.randn(B, tax.num_nodes, dtype=torch.float64)
+    gathered = tt.gather_path(nodes, target)
+    rings = tt.ring_sum(x, target)
+    vals = torch.randn(B, K + 1, dtype=torch.float64)
+    expanded = tt.ring_expand(vals, target)
+    for b in range(B):
+        t = int(target[b])
+        anc = _ancestors(tax, t)
+        assert path[b, : len(anc)].tolist() == anc
+        assert path[b, len(anc) :].eq(0).all()  # padded with the root
+        assert mask[b].tolist() == [k < len(anc) for k in range(K + 1)]
+        assert gathered[b].tolist() == nodes[b, path[b]].tolist()
+        want_r = torch.zeros(K + 1, dtype=torch.float64)
+        for j in range(C):
+            k = anc.index(_lca_node(tax, t, j))
+            want_r[k] += x[b, j]
+            assert expanded[b, j] == vals[b, k]
+        torch.testing.assert_close(rings[b], want_r, rtol=0, atol=1e-12)
+
+
+def test_ring_sum_and_expand_are_adjoint_and_differentiable(seed_tax):
+    tt = TreeTensors(seed_tax).double()
+    target = torch.tensor([0, 3, 2])
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(3, tt.max_depth + 1, dtype=torch.float64, requires_grad=True)
+    lhs = (tt.ring_sum(x, target) * v).sum()
+    rhs = (x * tt.ring_expand(v, target)).sum()
+    torch.testing.assert_close(lhs, rhs)
+    assert torch.autograd.gradcheck(lambda a: tt.ring_sum(a, target), (x,))
+    assert torch.autograd.gradcheck(lambda a: tt.ring_expand(a, target), (v,))
+    assert torch.autograd.gradcheck(tt.subtree_sum, (x,))
+    assert torch.autograd.gradcheck(tt.subtree_logsumexp, (x,))
+    n = torch.randn(2, seed_tax.num_nodes, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(tt.accumulate_down, (n,))
+
+
+def test_leading_dims_and_errors(seed_tax):
+    tt = TreeTensors(seed_tax)
+    x = torch.rand(2, 5, 4)
+    assert tt.subtree_sum(x).shape == (2, 5, seed_tax.num_nodes)
+    torch.testing.assert_close(tt.subtree_sum(x)[..., 0], x.sum(-1))
+    with pytest.raises(ValueError, match="size 4, got shape"):
+        tt.subtree_sum(torch.rand(2, 3))
+
+
+def test_buffers_move_and_stay_out_of_state_dict(seed_tax):
+    tt = TreeTensors(seed_tax)
+    assert tt.state_dict() == {}
+    assert tt.buffer_bytes() > 0
+    assert all(b.dtype in (torch.int64, torch.bool) for b in tt.buffers())
+    tt2 = tt.to(torch.float64)  # index buffers are not floating point: unchanged
+    assert tt2.path.dtype == torch.int64
+
+
+def test_single_class_and_flat_tree():
+    import taxosmooth as ts
+
+    flat = ts.Taxonomy.from_edges([("r", "a"), ("r", "b"), ("r", "c")])
+    tt = TreeTensors(flat)
+    x = torch.tensor([[1.0, 2.0, 3.0]])
+    assert tt.subtree_sum(x)[0].tolist() == [6.0, 1.0, 2.0, 3.0]
+    assert tt.ring_sum(x, torch.tensor([1]))[0].tolist() == [2.0, 4.0]
+    assert np.allclose(tt.ring_expand(torch.tensor([[5.0, 7.0]]), torch.tensor([2]))[0].numpy(), [7, 7, 5])
