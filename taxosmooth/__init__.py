@@ -9,6 +9,15 @@ from taxosmooth import metrics
 from taxosmooth.costs import cost_matrix, node_costs
 from taxosmooth.decision import CRMClassifier, conditional_risk, crm_predict
 from taxosmooth.distances import class_distances, lca_matrix, node_distance
+from taxosmooth import functional
+from taxosmooth.losses import (
+    ExpectedCostLoss,
+    HierarchicalSoftLabelLoss,
+    HXELoss,
+    PairwiseCostLoss,
+    SoftTargetCrossEntropy,
+    TreeWassersteinLoss,
+)
 from taxosmooth.errors import (
     CycleError,
     MultipleParentsError,
@@ -21,6 +30,7 @@ from taxosmooth.errors import (
 )
 from taxosmooth.targets import soft_targets
 from taxosmooth.taxonomy import CompiledTree, Taxonomy
+from taxosmooth.tree_ops import TreeTensors
 
 __version__ = "0.1.0"
 
@@ -37,6 +47,14 @@ __all__ = [
     "conditional_risk",
     "CRMClassifier",
     "metrics",
+    "functional",
+    "TreeTensors",
+    "SoftTargetCrossEntropy",
+    "HierarchicalSoftLabelLoss",
+    "HXELoss",
+    "ExpectedCostLoss",
+    "TreeWassersteinLoss",
+    "PairwiseCostLoss",
     "TaxonomyError",
     "CycleError",
     "MultipleParentsError",

@@ -1,0 +1,194 @@
+"""Shared plumbing of the losses: input validation, flattening, class weights, reduction.
+
+Every loss follows :func:`torch.nn.functional.cross_entropy`:
+
+* ``input`` logits ``(N, C)``, ``(N, C, d1, ...)`` or unbatched ``(C,)``;
+  ``target`` class indices ``(N)``, ``(N, d1, ...)`` or ``()``;
+* ``weight`` ``(C,)``: sample ``i`` counts ``weight[target_i]``; ``mean`` is the
+  weighted mean over non-ignored targets (``Σ w_i l_i / Σ w_i``);
+* targets equal to ``ignore_index`` contribute 0 and do not count;
+* ``reduction`` in ``"mean"``, ``"sum"``, ``"none"`` (``none`` keeps the target's
+  shape, ignored positions hold 0).
+
+float16 / bfloat16 logits are computed in float32 and the loss is returned in
+float32 (as under autocast, where ``cross_entropy`` also runs in float32).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from taxosmooth._checks import check_square_matrix
+from taxosmooth.taxonomy import Taxonomy
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_reduction(reduction: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    return reduction
+
+
+def check_weight(weight, num_classes: int) -> torch.Tensor | None:
+    """``weight`` as a float tensor ``(C,)`` (a copy), or ``None``."""
+    if weight is None:
+        return None
+    w = torch.as_tensor(weight).detach().clone()
+    if not (w.is_floating_point()):
+        w = w.to(torch.get_default_dtype())
+    if w.dim() != 1 or w.shape[0] != num_classes:
+        raise ValueError(f"weight must have shape ({num_classes},) (one entry per class), got {tuple(w.shape)}")
+    if not torch.isfinite(w).all():
+        raise ValueError("weight must be finite")
+    return w
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float16/bfloat16 (and anything below float32) compute in float32; float64 stays."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def no_autocast(device_type: str):
+    """The loss manages its own precision; autocast would run its matmuls in half precision."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 has no per-device query
+        enabled = torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+    if enabled:
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def flatten(input: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int, name: str):
+    """Validate and flatten ``(N, C, d1, ...)`` / ``(N, d1, ...)`` to ``(M, C)`` / ``(M,)``.
+
+    Returns ``(logits (M, C) in the compute dtype, safe_target (M,) with ignored
+    entries replaced by 0, valid (M,) bool, target_shape)``.
+    """
+    if not isinstance(input, torch.Tensor) or not input.is_floating_point():
+        raise TypeError(f"{name}: input must be a floating-point tensor of logits, got "
+                        f"{type(input).__name__ if not isinstance(input, torch.Tensor) else input.dtype}")
+    if not isinstance(target, torch.Tensor) or target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        got = type(target).__name__ if not isinstance(target, torch.Tensor) else target.dtype
+        raise TypeError(f"{name}: target must be an integer tensor of class indices, got {got}")
+    if input.dim() == 0:
+        raise ValueError(f"{name}: input must have a class dimension, got a scalar")
+    class_dim = 0 if input.dim() == 1 else 1
+    if input.shape[class_dim] != num_classes:
+        raise ValueError(
+            f"{name}: expected {num_classes} classes (the taxonomy's / matrix's size) in dimension {class_dim} "
+            f"of input, got {input.shape[class_dim]} (input shape {tuple(input.shape)})"
+        )
+    expected_target = input.shape[:class_dim] + input.shape[class_dim + 1 :]
+    if target.shape != expected_target:
+        raise ValueError(
+            f"{name}: expected target of shape {tuple(expected_target)} for input of shape {tuple(input.shape)}, "
+            f"got {tuple(target.shape)}"
+        )
+    if class_dim == 0:
+        z = input.unsqueeze(0)
+    elif input.dim() == 2:
+        z = input
+    else:
+        z = input.movedim(1, -1).reshape(-1, num_classes)
+    z = z.to(compute_dtype(input.dtype))
+    t = target.reshape(-1).long()
+    valid = t != ignore_index
+    if not torch.compiler.is_compiling():
+        bad = valid & ((t < 0) | (t >= num_classes))
+        if bool(bad.any()):
+            k = int(bad.nonzero()[0, 0])
+            pos = tuple(int(i) for i in np.unravel_index(k, tuple(target.shape))) if target.dim() else ()
+            raise IndexError(
+                f"{name}: target {int(t[k])} at position {pos} is out of range; expected class indices in "
+                f"[0, {num_classes}) or ignore_index={ignore_index}"
+            )
+    safe = torch.where(valid, t, torch.zeros_like(t))
+    return z, safe, valid, target.shape
+
+
+def reduce(loss: torch.Tensor, safe_target: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor | None,
+           reduction: str, target_shape) -> torch.Tensor:
+    """Weight, mask and reduce per-sample losses ``(M,)`` exactly as ``cross_entropy`` does."""
+    if weight is not None:
+        w = weight.to(device=loss.device, dtype=loss.dtype).index_select(0, safe_target)
+        w = torch.where(valid, w, torch.zeros_like(w))
+    else:
+        w = valid.to(loss.dtype)
+    # where, not multiply: an ignored sample's loss may be anything (its target was replaced by 0)
+    weighted = torch.where(valid, loss * w, torch.zeros_like(loss))
+    if reduction == "none":
+        return weighted.reshape(target_shape)
+    if reduction == "sum":
+        return weighted.sum()
+    return weighted.sum() / w.sum()
+
+
+def class_costs(costs_or_taxonomy, name: str) -> np.ndarray:
+    """A validated dense ``(C, C)`` float64 cost matrix (user matrices only)."""
+    return check_square_matrix(costs_or_taxonomy, f"{name}: cost matrix")
+
+
+class TreeLossBase(nn.Module):
+    """Common state of the losses: ``weight`` buffer, ``ignore_index``, ``reduction``.
+
+    Subclasses implement ``_per_sample(z, safe_target) -> (M,)`` on flattened,
+    validated logits in the compute dtype, and set ``num_classes``.
+    """
+
+    num_classes: int
+
+    def __init__(self, num_classes: int, weight=None, ignore_index: int = -100, reduction: str = "mean"):
+        super().__init__()
+        self.num_classes = int(num_classes)
+        self.ignore_index = int(ignore_index)
+        self.reduction = check_reduction(reduction)
+        self.register_buffer("weight", check_weight(weight, self.num_classes))
+
+    def _loss(self, input, target, weight, ignore_index, reduction):
+        with no_autocast(input.device.type):
+            z, t, valid, shape = flatten(input, target, self.num_classes, ignore_index, type(self).__name__)
+            loss = self._per_sample(z, t)
+            return reduce(loss, t, valid, weight, reduction, shape)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self._loss(input, target, self.weight, self.ignore_index, self.reduction)
+
+    def _per_sample(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def buffer_bytes(self) -> int:
+        """Bytes held in buffers (index tensors and per-class tables)."""
+        seen, total = set(), 0
+        for b in self.buffers():
+            if id(b) not in seen:
+                seen.add(id(b))
+                total += b.numel() * b.element_size()
+        return total
+
+
+def as_taxonomy(obj, name: str) -> Taxonomy:
+    if not isinstance(obj, Taxonomy):
+        raise TypeError(f"{name}: expected a Taxonomy, got {type(obj).__name__}")
+    return obj
+
+
+def cached(factory: Callable, key: tuple, device: torch.device):
+    """A module built once per (key, device): the functional twins reuse their tables."""
+    k = key + (str(device),)
+    mod = _CACHE.get(k)
+    if mod is None:
+        mod = factory().to(device)
+        if len(_CACHE) >= 32:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[k] = mod
+    return mod
+
+
+_CACHE: dict = {}

@@ -1,0 +1,121 @@
+"""Expected misclassification cost (Bayes risk), mixed with cross entropy."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from taxosmooth._checks import check_positive
+from taxosmooth.costs import node_costs
+from taxosmooth.losses._common import TreeLossBase, class_costs
+from taxosmooth.taxonomy import Taxonomy
+from taxosmooth.tree_ops import TreeTensors
+
+__all__ = ["ExpectedCostLoss", "ring_costs"]
+
+
+def ring_costs(taxonomy, distance="lca_height", transform="identity", power=1.0) -> np.ndarray:
+    """``cost[t, j]`` on each ring of ``t``: float64 ``(C, K+1)``, 0 on ring 0 (``j = t``).
+
+    From :func:`~taxosmooth.node_costs`; only distances that are functions of the
+    LCA node (others raise, naming :func:`~taxosmooth.cost_matrix` instead).
+    """
+    table = node_costs(taxonomy, distance, transform, power)
+    c = taxonomy.compiled
+    path = c.class_path.copy()
+    path[path < 0] = 0
+    out = table[path]
+    out[:, 0] = 0.0
+    return out
+
+
+class _CostLoss(TreeLossBase):
+    """Holds either a structured ring-cost table (taxonomy) or a dense matrix."""
+
+    def __init__(self, costs_or_taxonomy, distance, transform, power, weight, ignore_index, reduction):
+        name = type(self).__name__
+        if isinstance(costs_or_taxonomy, Taxonomy):
+            tax = costs_or_taxonomy
+            try:
+                rc = ring_costs(tax, distance, transform, power)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}; pass {name}(cost_matrix(taxonomy, {distance!r}, ...)) for a "
+                                 "dense cost matrix") from None
+            super().__init__(tax.num_classes, weight, ignore_index, reduction)
+            self.tree = TreeTensors(tax)
+            self.register_buffer("ring_costs", torch.from_numpy(rc), persistent=False)
+            self.register_buffer("costs", None)
+        else:
+            m = class_costs(costs_or_taxonomy, name)
+            super().__init__(m.shape[0], weight, ignore_index, reduction)
+            self.tree = None
+            self.register_buffer("ring_costs", None)
+            self.register_buffer("costs", torch.from_numpy(m).to(torch.float32))
+
+    @property
+    def structured(self) -> bool:
+        return self.tree is not None
+
+    def _weighted(self, values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``Σ_j cost[t, j] · values_j`` per row."""
+        if self.tree is not None:
+            rc = self.ring_costs.to(values.dtype).index_select(0, t)
+            return (rc * self.tree.ring_sum(values, t)).sum(dim=1)
+        return (self.costs.to(values.dtype).index_select(0, t) * values).sum(dim=1)
+
+
+class ExpectedCostLoss(_CostLoss):
+    r"""Expected misclassification cost under the predicted distribution, plus cross entropy.
+
+    .. math::
+
+        \ell(z, t) = \sum_j \operatorname{softmax}(z)_j\, \mathrm{cost}[t, j]
+            \;+\; \gamma \cdot \mathrm{CE}(z, t)
+
+    The first term is the Bayes risk of the prediction; minimised alone it can
+    collapse onto the class that is cheapest on average, hence the cross-entropy
+    term (``ce_weight = γ``; 0 disables it).
+
+    Parameters
+    ----------
+    costs_or_taxonomy : Taxonomy or array_like (C, C)
+        A taxonomy: costs ``f(d(t, j))`` as in :func:`~taxosmooth.node_costs`,
+        computed structurally on the rings of ``t`` (O(batch × classes), no
+        ``(C, C)`` tensor; LCA distances only). A matrix: used as given
+        (finite, ``>= 0``, zero diagonal).
+    ce_weight : float, default 1.0
+    distance, transform, power
+        Used with a taxonomy; see :func:`~taxosmooth.cost_matrix`.
+    weight, ignore_index, reduction
+        As in :func:`torch.nn.functional.cross_entropy`.
+
+    Shape
+    -----
+    - input: ``(N, C)``, ``(N, C, d1, ...)`` or ``(C,)``
+    - target: ``(N)``, ``(N, d1, ...)`` or ``()``, class indices
+    - output: scalar, or the target's shape with ``reduction="none"``
+
+    Examples
+    --------
+    >>> import torch, taxosmooth as ts
+    >>> tax = ts.Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
+    >>> loss = ts.ExpectedCostLoss(tax, ce_weight=0.0)
+    >>> loss(torch.zeros(1, 4), torch.tensor([0])).item()  # (0 + 1 + 2 + 2) / 4
+    1.25
+    """
+
+    def __init__(self, costs_or_taxonomy, ce_weight: float = 1.0, distance: str = "lca_height",
+                 transform="identity", power: float = 1.0, weight=None, ignore_index: int = -100,
+                 reduction: str = "mean"):
+        super().__init__(costs_or_taxonomy, distance, transform, power, weight, ignore_index, reduction)
+        self.ce_weight = check_positive(ce_weight, "ce_weight", allow_zero=True)
+
+    def extra_repr(self) -> str:
+        return f"ce_weight={self.ce_weight}, structured={self.structured}"
+
+    def _per_sample(self, z, t):
+        log_p = torch.log_softmax(z, dim=1)
+        risk = self._weighted(log_p.exp(), t)
+        if self.ce_weight == 0.0:
+            return risk
+        return risk - self.ce_weight * log_p.gather(1, t.unsqueeze(1)).squeeze(1)

@@ -1,0 +1,120 @@
+"""Hierarchical soft labels, computed structurally (no ``(C, C)`` tensor)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from taxosmooth._checks import check_positive, check_probability
+from taxosmooth.distances import LCA_KINDS, check_kind, node_distance
+from taxosmooth.losses._common import TreeLossBase, as_taxonomy
+from taxosmooth.targets import max_pair_distance, resolve_scale
+from taxosmooth.tree_ops import TreeTensors
+
+__all__ = ["HierarchicalSoftLabelLoss", "ring_target_weights"]
+
+
+def ring_target_weights(taxonomy, beta: float, distance: str = "lca_height", scale="max", epsilon=None) -> np.ndarray:
+    """Soft-target mass per class of each ring: ``q[t, k] = q_t(j)`` for every ``j`` in ring ``k`` of ``t``.
+
+    float64 ``(C, K+1)``; row ``t`` times the ring sizes sums to 1. Equal to
+    ``soft_targets(taxonomy, beta, distance, scale, epsilon)[t, j]`` for
+    ``LCA(t, j) = a_k`` (see :mod:`taxosmooth.tree_ops` for rings).
+    """
+    beta = check_positive(beta, "beta", allow_zero=True)
+    check_kind(distance)
+    if distance not in LCA_KINDS:
+        raise ValueError(
+            f"HierarchicalSoftLabelLoss: distance {distance!r} is not a function of the LCA node, so it has no "
+            "structured form here; use SoftTargetCrossEntropy(soft_targets(taxonomy, beta, "
+            f"distance={distance!r})) (a dense (C, C) matrix)"
+        )
+    c = taxonomy.compiled
+    s = resolve_scale(scale, max_pair_distance(taxonomy, distance))
+    table = node_distance(taxonomy, distance)
+    path = c.class_path.copy()
+    path[path < 0] = 0
+    d = table[path]
+    d[:, 0] = 0.0
+    n = (c.leaf_hi - c.leaf_lo)[path].astype(np.float64)
+    ring_size = np.diff(n, axis=1, prepend=0.0)
+    # all exponents <= 0: nothing overflows; the ring containing t has e = 1
+    e = np.exp(-beta * d / s)
+    z = (e * ring_size).sum(axis=1, keepdims=True)
+    q = e / z
+    q[ring_size == 0] = 0.0
+    if epsilon is not None:
+        epsilon = check_probability(epsilon, "epsilon")
+        q *= epsilon
+        q[:, 0] += 1.0 - epsilon
+    return q
+
+
+class HierarchicalSoftLabelLoss(TreeLossBase):
+    r"""Soft-label cross entropy from tree distances, computed structurally.
+
+    .. math::
+
+        \ell(z, t) = -\sum_j q_t(j) \log \operatorname{softmax}(z)_j, \qquad
+        q_t(j) = \frac{\exp(-\beta\, d(t, j) / s)}{\sum_k \exp(-\beta\, d(t, k) / s)}
+
+    optionally mixed with the label, ``(1 - ε)·onehot + ε·q`` (Bertinetto et al.,
+    "Making Better Mistakes", CVPR 2020, Sec. 3.2 "soft labels"). The values
+    equal :class:`SoftTargetCrossEntropy` with
+    :func:`~taxosmooth.soft_targets` ``(taxonomy, beta, distance, scale, epsilon)``.
+
+    How: ``d(t, j)`` depends only on ``LCA(t, j)``, so ``q_t`` is constant on
+    each *ring* ``subtree(a_k) \ subtree(a_{k-1})`` of the ancestors ``a_k`` of
+    ``t``. With ``q_k`` that constant and ``R_k(z)`` the sum of the logits on
+    ring ``k`` (exact segment sums, :meth:`TreeTensors.ring_sum`),
+    ``ℓ = logsumexp(z) - Σ_k q_k R_k(z)``: O(batch × classes) time, buffers
+    O(classes × depth), never a ``(C, C)`` tensor.
+
+    Parameters
+    ----------
+    taxonomy : Taxonomy
+    beta : float
+        Inverse temperature, ``>= 0`` (0: uniform targets; large: one-hot, i.e.
+        plain cross entropy).
+    distance : {"lca_height", "lca_depth_complement"}, default "lca_height"
+        ``"path_length"`` is not a function of the LCA node: use
+        ``SoftTargetCrossEntropy(soft_targets(taxonomy, beta, "path_length"))``.
+    scale : "max", None or float, default "max"
+        Distances are divided by ``s``: their maximum over class pairs (as the
+        reference code does), 1, or the number given.
+    epsilon : float in [0, 1], optional
+        Mixing with the one-hot label.
+    weight, ignore_index, reduction
+        As in :func:`torch.nn.functional.cross_entropy`.
+
+    Shape
+    -----
+    - input: ``(N, C)``, ``(N, C, d1, ...)`` or ``(C,)``
+    - target: ``(N)``, ``(N, d1, ...)`` or ``()``, class indices
+    - output: scalar, or the target's shape with ``reduction="none"``
+
+    Examples
+    --------
+    >>> import torch, taxosmooth as ts
+    >>> tax = ts.Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
+    >>> loss = ts.HierarchicalSoftLabelLoss(tax, beta=4.0)
+    >>> z = torch.tensor([[3.0, 2.0, -1.0, -1.0]])
+    >>> bool(loss(z, torch.tensor([0])) < loss(z, torch.tensor([2])))  # horse ≈ zebra is a small mistake
+    True
+    """
+
+    def __init__(self, taxonomy, beta: float, distance: str = "lca_height", scale="max", epsilon=None,
+                 weight=None, ignore_index: int = -100, reduction: str = "mean"):
+        tax = as_taxonomy(taxonomy, "HierarchicalSoftLabelLoss")
+        q = ring_target_weights(tax, beta, distance, scale, epsilon)
+        super().__init__(tax.num_classes, weight, ignore_index, reduction)
+        self.beta, self.distance, self.scale, self.epsilon = float(beta), distance, scale, epsilon
+        self.tree = TreeTensors(tax)
+        self.register_buffer("ring_weights", torch.from_numpy(q), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, distance={self.distance!r}, scale={self.scale!r}, epsilon={self.epsilon}"
+
+    def _per_sample(self, z, t):
+        q = self.ring_weights.to(z.dtype).index_select(0, t)
+        return torch.logsumexp(z, dim=1) - (q * self.tree.ring_sum(z, t)).sum(dim=1)
