@@ -302,9 +302,11 @@ def plot_matrix(
 
     heat_in = figsize[0] * 0.7 if figsize else float(np.clip(n * 0.17, 4.5, 8.0))
     tree_in = min(1.8, 0.25 * heat_in)
-    label_in = (0.13 * max(len(s) for s in names) + 0.3) if show_labels else 0.15
-    width = tree_in + heat_in + label_in + 0.4
-    height = tree_in + heat_in + label_in + (0.5 if title else 0.2)
+    # without a tree: no dendrograms, a strip above the heatmap for the colour bar
+    left_in, top_in = (tree_in, tree_in) if tax is not None else (0.0, 0.7)
+    label_in = (0.13 * max(len(s) for s in names) + 0.3) if show_labels else 0.35
+    width = left_in + heat_in + label_in + 0.4
+    height = top_in + heat_in + label_in + (0.5 if title else 0.2)
     fig = Figure(figsize=figsize or (width, height), dpi=150 if n > 100 else 100)
     # absolute layout (in inches, then fractions): corner colorbar, top tree, left tree, heatmap
     left, bottom = 0.2, label_in
@@ -312,7 +314,7 @@ def plot_matrix(
     def box(x, y, w, h):
         return [x / width, y / height, w / width, h / height]
 
-    ax_heat = fig.add_axes(box(left + tree_in, bottom, heat_in, heat_in))
+    ax_heat = fig.add_axes(box(left + left_in, bottom, heat_in, heat_in))
     image = plot_heatmap(m, ax_heat, order=order, color_scale=color_scale, cmap=cmap, annotate=show_values)
     if tax is not None:
         ax_left = fig.add_axes(box(left, bottom, tree_in, heat_in), sharey=ax_heat)
@@ -321,7 +323,10 @@ def plot_matrix(
         plot_dendrogram(tax, ax_top, "top", node_height)
         ax_heat.set_ylim(n - 0.5, -0.5)
         ax_heat.set_xlim(-0.5, n - 0.5)
-    ax_cbar = fig.add_axes(box(left + 0.1 * tree_in, bottom + heat_in + 0.55 * tree_in, 0.75 * tree_in, 0.1 * tree_in))
+    if tax is not None:
+        ax_cbar = fig.add_axes(box(left + 0.1 * tree_in, bottom + heat_in + 0.55 * tree_in, 0.75 * tree_in, 0.1 * tree_in))
+    else:
+        ax_cbar = fig.add_axes(box(left, bottom + heat_in + 0.2, min(2.0, 0.35 * heat_in), 0.12))
     cbar = fig.colorbar(image, cax=ax_cbar, orientation="horizontal")
     cbar.ax.tick_params(labelsize=6, length=2, pad=1)
     if colorbar_label:

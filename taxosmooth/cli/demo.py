@@ -1,0 +1,230 @@
+"""``taxosmooth demo``: the whole idea on the bundled animal taxonomy, in a few seconds.
+
+1. load and describe the bundled taxonomy (40 animals: horse, zebra, whale, shark, ...);
+2. print the soft targets of a few classes: how much of horse's target mass goes to
+   zebra, to whale, to shark;
+3. train a linear classifier on synthetic features whose class means follow the tree
+   (siblings share most of their mean) with plain cross entropy, with soft targets,
+   and with cross entropy plus conditional risk minimisation at test time, and print
+   the top-1 error and how bad the mistakes are (mistake severity, hierarchical
+   distance @1 and @5) over a few seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from taxosmooth.cli._common import add_command, add_progress_option, nonnegative_float, step
+
+EPILOG = """
+  taxosmooth demo
+  taxosmooth demo --beta 10 --seed 1
+  taxosmooth demo --quick          # one short training run per method
+
+The training data are synthetic: each node of the tree gets a random vector and a class's
+features are the sum of the vectors on its path plus noise, so related classes look alike.
+The numbers show what the losses do on such data; they are not a benchmark.
+"""
+
+#: the classes whose soft targets are printed (all in the bundled taxonomy)
+SHOWN_CLASSES = ("horse", "zebra", "whale", "shark")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = add_command(
+        subparsers, "demo",
+        help="run the main example on the bundled animal taxonomy (soft targets and a tiny training run)",
+        description="Load the bundled animal taxonomy, print the soft targets of horse, zebra, whale and "
+                    "shark, then train a small classifier on synthetic data with cross entropy, with "
+                    "hierarchy-aware soft targets, and with cost-aware decisions, and compare their "
+                    "top-1 error and the severity of their mistakes.",
+        epilog=EPILOG,
+    )
+    p.add_argument("--beta", type=nonnegative_float, default=4.0,
+                   help="inverse temperature of the soft targets (larger: closer to one-hot)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of the first training run")
+    p.add_argument("--seeds", type=int, default=3, help="training runs per method (mean ± std)")
+    p.add_argument("--quick", action="store_true", help="one short run per method (for a smoke test)")
+    p.add_argument("--no-train", action="store_true", help="only describe the taxonomy and print the targets")
+    add_progress_option(p)
+    p.set_defaults(func=run)
+    return p
+
+
+# ---------------------------------------------------------------- printing
+def target_table(q, tax, names) -> str:
+    """The soft targets among ``names``: row t, column i is ``q_t(i)``."""
+    idx = [tax.class_index(n) for n in names]
+    sub = np.asarray(q)[np.ix_(idx, idx)]
+    width = max(8, *(len(n) for n in names))
+    lines = [" " * (width + 2) + "".join(f"{n:>{width}}" for n in names)]
+    for n, row in zip(names, sub):
+        lines.append(f"{n:>{width}}  " + "".join(f"{v:>{width}.3f}" for v in row))
+    return "\n".join(lines)
+
+
+def row_by_distance(q, distances, tax, name: str, max_names: int = 4) -> str:
+    """One class's soft-target row, grouped by distance (every class at a distance gets the same mass)."""
+    t = tax.class_index(name)
+    q_row, d_row = np.asarray(q)[t], np.asarray(distances)[t]
+    lines = [f"  {'d':>3}  {'classes':<42} {'each':>7} {'total':>7}"]
+    for d in np.unique(d_row):
+        members = np.flatnonzero(d_row == d)
+        shown = ", ".join(str(tax.classes[i]) for i in members[:max_names])
+        if len(members) > max_names:
+            shown += f", ... ({len(members)} classes)"
+        lines.append(f"  {d:>3g}  {shown:<42} {q_row[members[0]]:>7.4f} {q_row[members].sum():>7.4f}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- synthetic task
+def synthetic_data(tax, per_class: int, generator, dim: int = 32, noise: float = 1.0, means=None):
+    """Features whose class means are sums of random node vectors along the class's path.
+
+    Returns ``(x, y, means)``; pass ``means`` back to draw more samples of the same task.
+    """
+    import torch
+
+    c = tax.compiled
+    if means is None:
+        z = torch.randn(c.num_nodes, dim, generator=generator)
+        z[0] = 0.0
+        path = torch.from_numpy(np.where(c.class_path < 0, 0, c.class_path))
+        means = z[path].sum(dim=1)
+    y = torch.arange(tax.num_classes).repeat_interleave(per_class)
+    x = means[y] + noise * means.std() * torch.randn(len(y), means.shape[1], generator=generator)
+    return x, y, means
+
+
+def soft_target_loss(q):
+    """``-Σ_i q_t(i) log softmax(z)_i`` (the library's loss when :mod:`taxosmooth.losses` provides it)."""
+    import torch
+
+    def loss(logits, target):
+        return -(q[target] * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+    return loss
+
+
+def train_linear(x, y, num_classes: int, loss_fn, steps: int, seed: int):
+    """A linear classifier trained full-batch with Adam; returns the model."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(x.shape[1], num_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05, weight_decay=1e-3)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+    return model
+
+
+def evaluate(scores, y, tax, predictions=None) -> dict:
+    """Top-1 error, mistake severity, hierarchical distance @1 and @5 (lca_height)."""
+    import torch
+
+    d = torch.from_numpy(tax.distances("lca_height"))
+    if predictions is None:
+        top5 = scores.topk(5, dim=1).indices
+        pred = top5[:, 0]
+    else:  # a decision rule gives the ranking
+        top5 = predictions
+        pred = top5[:, 0]
+    wrong = pred != y
+    dist = d[y[:, None], top5]
+    return {
+        "top-1 error": wrong.double().mean().item(),
+        "mistake severity": dist[:, 0][wrong].mean().item() if wrong.any() else float("nan"),
+        "hier. dist @1": dist[:, 0].mean().item(),
+        "hier. dist @5": dist.mean().item(),
+    }
+
+
+def results_table(results: dict[str, list[dict]]) -> str:
+    metrics = list(next(iter(results.values()))[0])
+    width = max(len(m) for m in results) + 2
+    lines = [f"{'method':<{width}}" + "".join(f"{m:>20}" for m in metrics)]
+    for method, runs in results.items():
+        cells = []
+        for m in metrics:
+            v = np.array([r[m] for r in runs])
+            cells.append(f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v[0]:.3f}")
+        lines.append(f"{method:<{width}}" + "".join(f"{c:>20}" for c in cells))
+    return "\n".join(lines)
+
+
+def _methods(tax, beta: float):
+    """(name, training loss, test-time decision) for each compared method."""
+    import torch
+
+    from taxosmooth import soft_targets
+
+    q = soft_targets(tax, beta)
+    methods = [
+        ("cross entropy", torch.nn.functional.cross_entropy, None),
+        (f"soft targets (beta={beta:g})", soft_target_loss(q), None),
+    ]
+    try:
+        from taxosmooth.decision import crm_predict
+    except ImportError:  # pragma: no cover - part of the package
+        crm_predict = None
+    if crm_predict is not None:
+        methods.append(("cross entropy + CRM", torch.nn.functional.cross_entropy,
+                        lambda scores: crm_predict(scores, tax, k=5, from_logits=True)))
+    return methods
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from taxosmooth import soft_targets
+    from taxosmooth.data import example_path, load_animals
+
+    path = example_path("animals.csv")
+    tax = load_animals()
+    print(f"taxosmooth demo: the bundled taxonomy {path}")
+    print(f"(see it whole: taxosmooth info {path}; plot it: taxosmooth plot {path} -o animals.png)\n")
+    print(tax.describe())
+
+    d = tax.distances("lca_height")
+    q = soft_targets(tax, args.beta).numpy()
+    print(f"\nSoft targets q_t(i) = softmax_i(-beta d(t, i) / max d), beta = {args.beta:g}, d = height of the lowest")
+    print(f"common ancestor (max d = {d.max():g}). Row t is what a model is trained towards when the truth is t:\n")
+    print(target_table(q, tax, SHOWN_CLASSES))
+    print(f"\nThe whole row of 'horse', grouped by distance (horse -> zebra is a small mistake, horse -> shark a big one):")
+    print(row_by_distance(q, d, tax, "horse"))
+    if args.no_train:
+        return 0
+
+    seeds = 1 if args.quick else max(1, args.seeds)
+    steps = 100 if args.quick else 300
+    per_class_train, per_class_test = (10, 25) if args.quick else (15, 100)
+    # one task (the class means); each seed draws its own training and test samples and initialisation
+    _, _, means = synthetic_data(tax, 1, torch.Generator().manual_seed(args.seed))
+    samples = []
+    for s in range(seeds):
+        g = torch.Generator().manual_seed(10_000 * (args.seed + 1) + s)
+        samples.append((*synthetic_data(tax, per_class_train, g, means=means)[:2],
+                        *synthetic_data(tax, per_class_test, g, means=means)[:2]))
+    print(f"\nA linear classifier on synthetic features ({tax.num_classes} classes, {len(samples[0][1])} training and "
+          f"{len(samples[0][3])} test samples, {steps} full-batch Adam steps, {seeds} seed{'s' if seeds > 1 else ''}):\n")
+    # a model this small trains fastest on one thread (and does not fight other processes for cores)
+    torch.set_num_threads(1)
+    results: dict[str, list[dict]] = {}
+    for name, loss_fn, decide in _methods(tax, args.beta):
+        with step(args, f"training: {name}"):
+            for s, (x_train, y_train, x_test, y_test) in enumerate(samples):
+                model = train_linear(x_train, y_train, tax.num_classes, loss_fn, steps, args.seed + s)
+                with torch.no_grad():
+                    scores = model(x_test)
+                ranking = decide(scores) if decide is not None else None
+                results.setdefault(name, []).append(evaluate(scores, y_test, tax, ranking))
+    print(results_table(results))
+    print("\nLower is better everywhere. Mistake severity: mean distance of the wrong top-1 predictions;"
+          "\nhier. dist @k: mean distance of the k best predictions (a correct one counts 0).")
+    sys.stdout.flush()
+    return 0
