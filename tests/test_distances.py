@@ -240,3 +240,19 @@ def test_large_tree_sampled_pairs():
         assert dense["lca_height"][i, j] == max(depth[u] for u in below) - depth[lca]
         assert dense["path_length"][i, j] == pytest.approx(nx.shortest_path_length(und, a, b, weight="weight"))
         assert dense["path_length"][i, j] == pytest.approx(wdepth[a] + wdepth[b] - 2 * wdepth[lca])
+
+
+@given(random_graphs(max_nodes=30), st.lists(st.floats(0.01, 100), min_size=29, max_size=29))
+def test_path_length_is_the_depth_formula_exactly(graph_classes, weights):
+    """Dense path_length == (wd(i) + wd(j)) - 2 wd(LCA(i, j)) bit for bit, the LCA from lca_matrix."""
+    g, classes = graph_classes
+    for (u, v), w in zip(g.edges, weights):
+        g.edges[u, v]["weight"] = w
+    tax = ts.Taxonomy.from_networkx(g, classes=classes)
+    c = tax.compiled
+    wd = c.weighted_depth
+    leaf = wd[c.class_node]
+    expected = leaf[:, None] + leaf[None, :] - 2.0 * wd[lca_matrix(tax)]
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_array_equal(tax.distances("path_length"), expected)
+    np.testing.assert_array_equal(class_distances(tax, "path_length", dtype=np.float32), expected.astype(np.float32))
