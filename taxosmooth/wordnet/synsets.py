@@ -1,0 +1,162 @@
+"""Turning what users write into nltk ``Synset`` objects.
+
+Accepted, item by item:
+
+* a synset name: ``"horse.n.01"`` (lemma, part of speech ``n v a s r``, sense number);
+* an ImageNet-style id: ``"n02374451"`` (part of speech + 8-digit offset), or
+  the ``"02374451-n"`` form of WordNet's IC and mapping files;
+* a ``(pos, offset)`` pair: ``("n", 2374451)``;
+* an nltk ``Synset`` object (used as it is);
+* a plain lemma: ``"zebra"`` or ``"sea lion"`` (spaces become ``_``): its
+  first noun sense, and the choice is reported.
+
+An unknown or malformed item raises :class:`~taxosmooth.errors.WordNetLookupError`
+naming it (and its position); two items that resolve to the same synset are
+refused.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterable
+
+from taxosmooth.errors import WordNetLookupError
+
+_POS = "nvasr"
+_WNID = re.compile(r"^([nvasr])(\d{8})$")
+_OFFSET_POS = re.compile(r"^(\d{8})-([nvasr])$")
+_NAME = re.compile(r"^(.+)\.([^.]+)\.(\d+)$")
+
+
+def _is_synset(obj) -> bool:
+    from nltk.corpus.reader.wordnet import Synset
+
+    return isinstance(obj, Synset)
+
+
+def _from_offset(reader, pos: str, offset, item, where: str):
+    if pos not in _POS:
+        raise WordNetLookupError(f"{where}{item!r}: part of speech must be one of {', '.join(_POS)}, got {pos!r}")
+    try:
+        offset = int(offset)
+    except (TypeError, ValueError):
+        raise WordNetLookupError(f"{where}{item!r}: the offset must be an integer, got {offset!r}") from None
+    if offset < 0:
+        raise WordNetLookupError(f"{where}{item!r}: negative offset {offset}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nltk warns, then returns None, for a bad offset
+        try:
+            synset = reader.synset_from_pos_and_offset(pos, offset)
+        except Exception:  # noqa: BLE001 - nltk raises assorted errors on garbage offsets
+            synset = None
+    if synset is None:
+        raise WordNetLookupError(f"{where}{item!r}: no WordNet synset with part of speech {pos!r} at offset {offset:08d}")
+    return synset
+
+
+def resolve_synset(item, *, wordnet=None, report: list | None = None, position: int | None = None):
+    """One item (any accepted form) to an nltk ``Synset``. See the module docstring."""
+    where = "" if position is None else f"synsets[{position}] = "
+    if _is_synset(item):
+        return item
+    reader = wordnet
+    if reader is None:
+        from taxosmooth.wordnet.data import load_wordnet
+
+        reader = load_wordnet()
+    if isinstance(item, tuple):
+        if len(item) != 2:
+            raise WordNetLookupError(f"{where}{item!r}: a tuple must be (pos, offset)")
+        return _from_offset(reader, item[0], item[1], item, where)
+    if not isinstance(item, str):
+        raise WordNetLookupError(
+            f"{where}{item!r}: expected a synset name, an ImageNet id, a (pos, offset) pair, "
+            f"a Synset or a lemma, got {type(item).__name__}"
+        )
+    text = item.strip()
+    if not text:
+        raise WordNetLookupError(f"{where}{item!r}: empty synset")
+    m = _WNID.match(text) or _OFFSET_POS.match(text)
+    if m:
+        pos, offset = (m.group(1), m.group(2)) if m.re is _WNID else (m.group(2), m.group(1))
+        return _from_offset(reader, pos, offset, item, where)
+    m = _NAME.match(text)
+    if m:
+        if m.group(2) not in _POS:
+            raise WordNetLookupError(
+                f"{where}{item!r}: malformed synset name, the part of speech {m.group(2)!r} is not one of "
+                f"{', '.join(_POS)} (expected e.g. 'horse.n.01')"
+            )
+        from nltk.corpus.reader.wordnet import WordNetError
+
+        try:
+            return reader.synset(text)
+        except (WordNetError, ValueError, KeyError, AssertionError) as exc:
+            raise WordNetLookupError(f"{where}{item!r}: no such WordNet synset ({exc})") from None
+    lemma = text.replace(" ", "_")
+    senses = reader.synsets(lemma, pos="n")
+    if not senses:
+        raise WordNetLookupError(
+            f"{where}{item!r}: not a synset name ('horse.n.01'), an ImageNet id ('n02374451') "
+            "or a noun of WordNet"
+        )
+    synset = senses[0]
+    if report is not None:
+        more = f"first of {len(senses)} noun senses" if len(senses) > 1 else "its only noun sense"
+        report.append(f"lemma {item!r} -> {synset.name()} ({more})")
+    return synset
+
+
+def resolve_synsets(items: Iterable, *, wordnet=None, report: list | None = None) -> list:
+    """Resolve a list of synsets given in any accepted form (module docstring).
+
+    Parameters
+    ----------
+    items : iterable
+        Names, ImageNet ids, ``(pos, offset)`` pairs, ``Synset`` objects or
+        lemmas, mixed freely.
+    wordnet : WordNetCorpusReader, optional
+        Defaults to :func:`taxosmooth.wordnet.load_wordnet`.
+    report : list, optional
+        Receives one line per interpretation that involved a choice (a lemma
+        mapped to its first noun sense).
+
+    Returns
+    -------
+    list of nltk Synset
+
+    Raises
+    ------
+    WordNetLookupError
+        For an unknown or malformed item, an empty list, or two items naming
+        the same synset.
+    """
+    if isinstance(items, (str, bytes)) or _is_synset(items):
+        raise WordNetLookupError("expected a list of synsets, got a single one; wrap it in a list")
+    items = list(items)
+    if not items:
+        raise WordNetLookupError("the list of synsets is empty")
+    if wordnet is None and not all(_is_synset(s) for s in items):
+        from taxosmooth.wordnet.data import load_wordnet
+
+        wordnet = load_wordnet()
+    out: list = []
+    seen: dict = {}
+    for k, item in enumerate(items):
+        synset = resolve_synset(item, wordnet=wordnet, report=report, position=k)
+        if synset in seen:
+            j = seen[synset]
+            same = f"{items[j]!r} and {item!r}" if items[j] != item else f"{item!r}"
+            raise WordNetLookupError(
+                f"synset {synset.name()} is given twice (synsets[{j}] and synsets[{k}]: {same}); "
+                "each class must appear once"
+            )
+        seen[synset] = k
+        out.append(synset)
+    return out
+
+
+def wnid(synset) -> str:
+    """The ImageNet-style id of a synset: part of speech + 8-digit offset (``n02374451``)."""
+    return f"{synset.pos()}{synset.offset():08d}"
