@@ -54,7 +54,9 @@ def check_scores(scores, name: str = "scores", num_classes: int | None = None) -
     if scores.shape[1] == 0:
         raise ValueError(f"{name} has no classes (shape {tuple(scores.shape)})")
     if num_classes is not None and scores.shape[1] != num_classes:
-        raise ValueError(f"{name} has {scores.shape[1]} classes (columns) but the costs/distances have {num_classes}")
+        raise ValueError(
+            f"{name} has {scores.shape[1]} columns but there are {num_classes} classes (in the taxonomy, costs or distances)"
+        )
     nan = torch.isnan(scores)
     if nan.any():
         raise ValueError(f"{name}{list(_first(nan))} is NaN")

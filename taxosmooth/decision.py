@@ -58,57 +58,61 @@ from taxosmooth._tensor_checks import (
 from taxosmooth.costs import cost_matrix, node_costs
 from taxosmooth.distances import LCA_KINDS, check_kind
 from taxosmooth.taxonomy import Taxonomy
+from taxosmooth.tree_ops import TreeTensors
 
 __all__ = ["conditional_risk", "crm_predict", "CRMClassifier"]
 
 
-class _Costs:
-    """Costs prepared once (on the CPU) and moved to each device/dtype on first use."""
+class _Costs(nn.Module):
+    """Costs prepared once: a node-cost table on a :class:`~taxosmooth.tree_ops.TreeTensors`
+    (structured), or a ``(C, C)`` matrix (dense). Buffers are non-persistent: they
+    follow ``.to(device)`` and stay out of ``state_dict``."""
 
     def __init__(self, source, distance: str = "lca_height", transform="identity", power: float = 1.0):
+        super().__init__()
+        self.tree = None
         if isinstance(source, Taxonomy):
             check_kind(distance)
             self.num_classes = source.num_classes
-            if distance in LCA_KINDS:
-                self.structured = True
+            self.structured = distance in LCA_KINDS
+            if self.structured:
                 table = node_costs(source, distance, transform, power)
                 c = source.compiled
-                self._levels = [(torch.from_numpy(lv), torch.from_numpy(c.parent[lv])) for lv in c.levels[1:]]
                 parent_cost = np.where(c.parent >= 0, table[np.maximum(c.parent, 0)], 0.0)
-                self._cpu = {"delta": torch.from_numpy(table - parent_cost), "class_node": torch.from_numpy(c.class_node)}
-                self._num_nodes = c.num_nodes
+                self.tree = TreeTensors(c)
+                # g(u) = c(u) - c(parent(u)), c(parent(root)) := 0
+                self.register_buffer("delta", torch.from_numpy(table - parent_cost), persistent=False)
             else:
-                self.structured = False
-                self._cpu = {"cost": cost_matrix(source, distance, transform, power, dtype=torch.float64)}
+                self.register_buffer("cost", cost_matrix(source, distance, transform, power, dtype=torch.float64), persistent=False)
         else:
             if not (distance == "lca_height" and transform == "identity" and power == 1.0):
                 raise ValueError("distance, transform and power apply to a Taxonomy; a cost matrix is used as given")
             cost = check_square_tensor(source, "cost matrix")
             self.structured = False
             self.num_classes = int(cost.shape[0])
-            self._cpu = {"cost": cost}
-        self._cache: dict = {}
+            self.register_buffer("cost", cost.detach().clone(), persistent=False)
+        self._cast: dict = {}
 
-    def tensors(self, device: torch.device, dtype: torch.dtype) -> dict:
-        key = (str(device), dtype)
-        if key not in self._cache:
-            self._cache[key] = {name: t.to(device=device, dtype=dtype) for name, t in self._cpu.items()}
-        return self._cache[key]
+    def _apply(self, fn, *args, **kwargs):
+        self._cast = {}  # device or dtype changed: drop the cast copies
+        return super()._apply(fn, *args, **kwargs)
+
+    def _as(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        t = getattr(self, name)
+        if t.device == like.device and t.dtype == like.dtype:
+            return t
+        key = (name, like.device, like.dtype)
+        if key not in self._cast:  # one cast per device/dtype, not one per call
+            self._cast[key] = t.to(device=like.device, dtype=like.dtype)
+        return self._cast[key]
 
     def risk(self, p: torch.Tensor) -> torch.Tensor:
-        t = self.tensors(p.device, p.dtype)
         if not self.structured:
-            return p @ t["cost"]
-        # TEMPORARY until tree_ops lands
-        dev = p.device
-        P = p.new_zeros(p.shape[0], self._num_nodes)
-        P[:, t["class_node"].to(dev).long()] = p
-        for lv, par in reversed(self._levels):
-            P.index_add_(1, par.to(dev), P[:, lv.to(dev)])
-        G = P * t["delta"]
-        for lv, par in self._levels:
-            G[:, lv.to(dev)] += G[:, par.to(dev)]
-        return G[:, t["class_node"].long()]
+            return p @ self._as("cost", p)
+        if self.tree.class_node.device != p.device:
+            self.to(p.device)
+        mass = self.tree.subtree_sum(p)  # (B, N): P(u), exact segment sums
+        return self.tree.node_to_class(self.tree.accumulate_down(mass * self._as("delta", p)))
 
 
 def _probabilities(probs, from_logits: bool, num_classes: int) -> torch.Tensor:
@@ -252,25 +256,25 @@ class CRMClassifier(nn.Module):
     ):
         super().__init__()
         self.model = model
-        self._costs = _Costs(costs_or_taxonomy, distance, transform, power)
-        self.k = check_k(k, self._costs.num_classes)
+        self.costs = _Costs(costs_or_taxonomy, distance, transform, power)
+        self.k = check_k(k, self.costs.num_classes)
         self.from_logits = bool(from_logits)
 
     @property
     def num_classes(self) -> int:
-        return self._costs.num_classes
+        return self.costs.num_classes
 
     def risk(self, *args, **kwargs) -> torch.Tensor:
         """Expected costs ``(N, C)`` of the model's output."""
-        return conditional_risk(self.model(*args, **kwargs), self._costs, self.from_logits)
+        return conditional_risk(self.model(*args, **kwargs), self.costs, self.from_logits)
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
         return -self.risk(*args, **kwargs)
 
     def predict(self, *args, **kwargs) -> torch.Tensor:
         """The CRM decision: ``(N,)`` for ``k == 1``, else ``(N, k)`` best first."""
-        return crm_predict(self.model(*args, **kwargs), self._costs, self.k, self.from_logits)
+        return crm_predict(self.model(*args, **kwargs), self.costs, self.k, self.from_logits)
 
     def extra_repr(self) -> str:
-        kind = "structured" if self._costs.structured else "dense"
+        kind = "structured" if self.costs.structured else "dense"
         return f"num_classes={self.num_classes}, k={self.k}, costs={kind}"
