@@ -76,16 +76,15 @@ def _check_graph(graph: nx.DiGraph) -> None:
     loops = list(nx.selfloop_edges(graph))
     if loops:
         raise CycleError(f"self-loop on node {_describe(loops[0][0])}")
-    try:
-        cycle = nx.find_cycle(graph)
-    except nx.NetworkXNoCycle:
+    if nx.is_directed_acyclic_graph(graph):  # a fast check; find_cycle only to name the cycle
         return
+    cycle = nx.find_cycle(graph)
     path = " -> ".join(_describe(u) for u, _ in cycle) + f" -> {_describe(cycle[0][0])}"
     raise CycleError(f"the taxonomy has a cycle: {path}")
 
 
 def _edge_weight(graph: nx.DiGraph, u: Hashable, v: Hashable) -> float:
-    w = graph.edges[u, v].get("weight", 1.0)
+    w = graph._succ[u][v].get("weight", 1.0)  # the edge's data dict, without building a view
     # no silent conversion: "2" or True are not edge lengths
     if isinstance(w, (bool, np.bool_)) or not isinstance(w, numbers.Real):
         raise TaxonomyError(f"edge {_describe(u)} -> {_describe(v)} has a non-numeric weight {w!r}")
@@ -97,7 +96,8 @@ def _edge_weight(graph: nx.DiGraph, u: Hashable, v: Hashable) -> float:
 
 def _check_classes(graph: nx.DiGraph, classes: Sequence[Hashable] | None) -> tuple:
     if classes is None:
-        leaves = tuple(n for n in graph.nodes if graph.out_degree(n) == 0)
+        succ = graph._succ
+        leaves = tuple(n for n in graph.nodes if not succ[n])
         return leaves
     if isinstance(classes, (str, bytes)):
         raise TaxonomyError("classes must be a sequence of class names, not a single string")
@@ -225,7 +225,8 @@ def build_tree(
         if dropped:
             report.append(f"pruned {dropped} node(s) that are not above any of the {len(classes)} classes")
 
-    roots = [n for n in sub.nodes if sub.in_degree(n) == 0]
+    sub_pred = sub._pred
+    roots = [n for n in sub.nodes if not sub_pred[n]]
     virtual = False
     if len(roots) > 1:
         shown = ", ".join(map(_describe, roots[:5])) + (", ..." if len(roots) > 5 else "")

@@ -66,7 +66,7 @@ def _read_edges(text: str, path: Path, delimiter: str) -> nx.DiGraph:
         except csv.Error as exc:
             raise TaxonomyFileError(f"{path}:{rows.line_num}: {exc}") from None
         lineno = rows.line_num
-        if not row or all(not f.strip() for f in row) or row[0].lstrip().startswith("#"):
+        if not row or row[0].lstrip().startswith("#") or not "".join(row).strip():
             continue
         fields = [f.strip() for f in row]
         if first:
