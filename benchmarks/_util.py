@@ -1,0 +1,65 @@
+"""Tiny helpers shared by the benchmark scripts: best-of-n timing and peak memory."""
+
+from __future__ import annotations
+
+import gc
+import time
+import tracemalloc
+from collections.abc import Callable
+
+
+def best_of(fn: Callable[[], object], repeat: int = 3, number: int = 1) -> float:
+    """Smallest wall-clock time of ``number`` calls of ``fn``, over ``repeat`` rounds, per call (seconds)."""
+    best = float("inf")
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / number)
+    return best
+
+
+def peak_memory(fn: Callable[[], object]) -> tuple[object, int]:
+    """``(result, peak bytes)`` of Python and numpy allocations made while ``fn`` runs (tracemalloc)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        result = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, peak
+
+
+def fmt_seconds(s: float) -> str:
+    if s < 1e-3:
+        return f"{s * 1e6:.0f} µs"
+    if s < 1:
+        return f"{s * 1e3:.1f} ms"
+    return f"{s:.2f} s"
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def table(rows: list[dict], markdown: bool = False) -> str:
+    """Rows of equal keys as an aligned text table, or a markdown table."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    cells = [[str(r[k]) for k in keys] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(keys) + " |", "|" + "|".join("---" for _ in keys) + "|"]
+        lines += ["| " + " | ".join(c) + " |" for c in cells]
+        return "\n".join(lines)
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    out = ["  ".join(k.ljust(w) for k, w in zip(keys, widths))]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(out)
