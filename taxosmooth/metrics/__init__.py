@@ -61,9 +61,10 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in _METRIC_CLASSES:
-        from taxosmooth.metrics import modules  # raises ImportError naming the extra without torchmetrics
+        import importlib
 
-        return getattr(modules, name)
+        # raises an ImportError that names the extra when torchmetrics is missing
+        return getattr(importlib.import_module("taxosmooth.metrics.modules"), name)
     raise AttributeError(f"module 'taxosmooth.metrics' has no attribute {name!r}")
 
 
