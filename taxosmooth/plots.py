@@ -358,7 +358,7 @@ def _colormap(cmap):
     from matplotlib import colormaps
 
     cm = colormaps[cmap].copy() if isinstance(cmap, str) else cmap.copy()
-    cm.set_bad(cm(0.0))
+    cm = cm.with_extremes(bad=cm(0.0))
     return cm
 
 
