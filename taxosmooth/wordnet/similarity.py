@@ -379,7 +379,8 @@ def similarity_matrix(
         Synset names (``"horse.n.01"``), ImageNet ids (``"n02374451"``),
         ``(pos, offset)`` pairs, nltk ``Synset`` objects or plain lemmas
         (first noun sense); see :func:`taxosmooth.wordnet.resolve_synsets`.
-        Duplicates are refused.
+        Duplicates are refused. Or the result of :func:`compile_synsets`, to
+        compute several measures on one compiled closure.
     measure : {"path", "wup", "lch", "res", "jcn", "lin"}, default "wup"
     ic : "intrinsic", dict, str or path, default "intrinsic"
         Information content for ``res``/``jcn``/``lin``: ``"intrinsic"``
