@@ -83,8 +83,8 @@ def class_distances(tax: Taxonomy, kind: str = "lca_height", dtype=np.float64) -
     in ``[a, b)`` lies in the subtree of ``LCA(a, b)``, and ``LCA(a, b)`` is one
     of them. The LCA kinds grow strictly up the tree, so ``d(a, b)`` is the
     running *maximum* of the adjacent-LCA values; the weighted depth grows
-    strictly down the tree, so the depth of ``LCA(a, b)`` for ``path_length``
-    is their running *minimum*. One running max/min per row and one gather
+    strictly down the tree, so for ``path_length`` ``-2 wd(LCA(a, b))`` is the
+    running maximum of ``-2 wd`` over them. One running max/min per row and one gather
     into class order: O(C²), no loop over pairs, no C×C index array.
 
     Examples
@@ -101,15 +101,15 @@ def class_distances(tax: Taxonomy, kind: str = "lca_height", dtype=np.float64) -
     pos = c.class_position
     path = kind == "path_length"
     if path:
-        key = c.weighted_depth[adjacent]  # depth of the LCA = running minimum
-        running = np.minimum.accumulate
+        # -2 wd(LCA) is the running maximum of -2 wd over the adjacent LCAs
+        key = -2.0 * c.weighted_depth[adjacent]
         leaf_wd = c.weighted_depth[c.leaf_node]  # leaf order
         pair = np.empty(C, dtype=np.float64)
     else:
         key = node_distance(tax, kind)[adjacent]  # d at the LCA = running maximum
-        running = np.maximum.accumulate
+    running = np.maximum.accumulate
     row = np.empty(C, dtype=np.float64)  # one row in leaf order
-    buf = row if out.dtype == np.float64 else np.empty(C, dtype=np.float64)
+    direct = out.dtype == np.float64  # gather straight into the output row
     for i in range(C):
         a = pos[i]
         if a + 1 < C:
@@ -118,12 +118,10 @@ def class_distances(tax: Taxonomy, kind: str = "lca_height", dtype=np.float64) -
             running(key[a - 1 :: -1], out=row[a - 1 :: -1])
         if path:
             # (wd(a) + wd(b)) - 2 wd(LCA), rounded as the formula reads
-            row[a] = leaf_wd[a]
             np.add(leaf_wd, leaf_wd[a], out=pair)
-            row *= -2.0
             row += pair
         row[a] = 0.0
-        if buf is row:
+        if direct:
             np.take(row, pos, out=out[i])
         else:
             out[i] = row[pos]
