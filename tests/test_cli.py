@@ -100,7 +100,7 @@ def test_demo_end_to_end():
     r = run_cli("demo", "--quick")
     assert r.returncode == 0, r.stderr
     assert "horse" in r.stdout and "whale" in r.stdout
-    for method in ("cross entropy", "soft targets (beta=4)"):
+    for method in ("cross entropy", "soft labels (beta=4)", "HXE (alpha=0.5)", "cross entropy + CRM"):
         assert method in r.stdout
     assert "mistake severity" in r.stdout
 

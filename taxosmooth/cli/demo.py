@@ -4,10 +4,10 @@
 2. print the soft targets of a few classes: how much of horse's target mass goes to
    zebra, to whale, to shark;
 3. train a linear classifier on synthetic features whose class means follow the tree
-   (siblings share most of their mean) with plain cross entropy, with soft targets,
-   and with cross entropy plus conditional risk minimisation at test time, and print
-   the top-1 error and how bad the mistakes are (mistake severity, hierarchical
-   distance @1 and @5) over a few seeds.
+   (siblings share most of their mean) with plain cross entropy, with hierarchical soft
+   labels, with hierarchical cross entropy (HXE), and with cross entropy plus conditional
+   risk minimisation (CRM) at test time, and print the top-1 error and how bad the
+   mistakes are (mistake severity, hierarchical distance @1 and @5) over a few seeds.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from taxosmooth.cli._common import add_command, add_progress_option, nonnegative_float, step
+from taxosmooth.cli._common import add_command, add_progress_option, nonnegative_float, positive_int, step
 
 EPILOG = """
   taxosmooth demo
@@ -39,14 +39,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="run the main example on the bundled animal taxonomy (soft targets and a tiny training run)",
         description="Load the bundled animal taxonomy, print the soft targets of horse, zebra, whale and "
                     "shark, then train a small classifier on synthetic data with cross entropy, with "
-                    "hierarchy-aware soft targets, and with cost-aware decisions, and compare their "
+                    "hierarchical soft labels, with hierarchical cross entropy, and with cost-aware decisions (CRM), and compare their "
                     "top-1 error and the severity of their mistakes.",
         epilog=EPILOG,
     )
     p.add_argument("--beta", type=nonnegative_float, default=4.0,
                    help="inverse temperature of the soft targets (larger: closer to one-hot)")
+    p.add_argument("--alpha", type=nonnegative_float, default=0.5,
+                   help="HXE's alpha: weight exp(-alpha depth) of each level (larger: the coarse levels count more)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of the first training run")
-    p.add_argument("--seeds", type=int, default=3, help="training runs per method (mean ± std)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="training runs per method (mean ± std)")
     p.add_argument("--quick", action="store_true", help="one short run per method (for a smoke test)")
     p.add_argument("--no-train", action="store_true", help="only describe the taxonomy and print the targets")
     add_progress_option(p)
@@ -99,16 +101,6 @@ def synthetic_data(tax, per_class: int, generator, dim: int = 32, noise: float =
     return x, y, means
 
 
-def soft_target_loss(q):
-    """``-Σ_i q_t(i) log softmax(z)_i`` (the library's loss when :mod:`taxosmooth.losses` provides it)."""
-    import torch
-
-    def loss(logits, target):
-        return -(q[target] * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
-
-    return loss
-
-
 def train_linear(x, y, num_classes: int, loss_fn, steps: int, seed: int):
     """A linear classifier trained full-batch with Adam; returns the model."""
     import torch
@@ -123,24 +115,15 @@ def train_linear(x, y, num_classes: int, loss_fn, steps: int, seed: int):
     return model
 
 
-def evaluate(scores, y, tax, predictions=None) -> dict:
-    """Top-1 error, mistake severity, hierarchical distance @1 and @5 (lca_height)."""
-    import torch
+def evaluate(scores, y, tax) -> dict:
+    """Top-1 error, mistake severity, hierarchical distance @1 and @5 (``lca_height``) of a ranking."""
+    from taxosmooth.metrics import hierarchical_distance_at_k, mistake_severity, topk_error
 
-    d = torch.from_numpy(tax.distances("lca_height"))
-    if predictions is None:
-        top5 = scores.topk(5, dim=1).indices
-        pred = top5[:, 0]
-    else:  # a decision rule gives the ranking
-        top5 = predictions
-        pred = top5[:, 0]
-    wrong = pred != y
-    dist = d[y[:, None], top5]
     return {
-        "top-1 error": wrong.double().mean().item(),
-        "mistake severity": dist[:, 0][wrong].mean().item() if wrong.any() else float("nan"),
-        "hier. dist @1": dist[:, 0].mean().item(),
-        "hier. dist @5": dist.mean().item(),
+        "top-1 error": topk_error(scores, y).item(),
+        "mistake severity": mistake_severity(scores, y, tax).item(),
+        "hier. dist @1": hierarchical_distance_at_k(scores, y, tax, 1).item(),
+        "hier. dist @5": hierarchical_distance_at_k(scores, y, tax, 5).item(),
     }
 
 
@@ -157,25 +140,26 @@ def results_table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def _methods(tax, beta: float):
-    """(name, training loss, test-time decision) for each compared method."""
+def methods(tax, beta: float, alpha: float):
+    """(name, training loss, test-time scores from logits) for each compared method."""
     import torch
 
-    from taxosmooth import soft_targets
+    from taxosmooth.decision import conditional_risk
+    from taxosmooth.losses import HierarchicalSoftLabelLoss, HXELoss
 
-    q = soft_targets(tax, beta)
-    methods = [
-        ("cross entropy", torch.nn.functional.cross_entropy, None),
-        (f"soft targets (beta={beta:g})", soft_target_loss(q), None),
+    def logits(z):
+        return z
+
+    def crm_scores(z):  # rank by expected cost, lowest first (Karthik et al., ICLR 2021)
+        return -conditional_risk(z, tax, from_logits=True)
+
+    ce = torch.nn.CrossEntropyLoss()
+    return [
+        ("cross entropy", ce, logits),
+        (f"soft labels (beta={beta:g})", HierarchicalSoftLabelLoss(tax, beta), logits),
+        (f"HXE (alpha={alpha:g})", HXELoss(tax, alpha), logits),
+        ("cross entropy + CRM", ce, crm_scores),
     ]
-    try:
-        from taxosmooth.decision import crm_predict
-    except ImportError:  # pragma: no cover - part of the package
-        crm_predict = None
-    if crm_predict is not None:
-        methods.append(("cross entropy + CRM", torch.nn.functional.cross_entropy,
-                        lambda scores: crm_predict(scores, tax, k=5, from_logits=True)))
-    return methods
 
 
 def run(args: argparse.Namespace) -> int:
@@ -200,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_train:
         return 0
 
-    seeds = 1 if args.quick else max(1, args.seeds)
+    seeds = 1 if args.quick else args.seeds
     steps = 100 if args.quick else 300
     per_class_train, per_class_test = (10, 25) if args.quick else (15, 100)
     # one task (the class means); each seed draws its own training and test samples and initialisation
@@ -215,14 +199,13 @@ def run(args: argparse.Namespace) -> int:
     # a model this small trains fastest on one thread (and does not fight other processes for cores)
     torch.set_num_threads(1)
     results: dict[str, list[dict]] = {}
-    for name, loss_fn, decide in _methods(tax, args.beta):
+    for name, loss_fn, decide in methods(tax, args.beta, args.alpha):
         with step(args, f"training: {name}"):
             for s, (x_train, y_train, x_test, y_test) in enumerate(samples):
                 model = train_linear(x_train, y_train, tax.num_classes, loss_fn, steps, args.seed + s)
                 with torch.no_grad():
-                    scores = model(x_test)
-                ranking = decide(scores) if decide is not None else None
-                results.setdefault(name, []).append(evaluate(scores, y_test, tax, ranking))
+                    scores = decide(model(x_test))
+                results.setdefault(name, []).append(evaluate(scores, y_test, tax))
     print(results_table(results))
     print("\nLower is better everywhere. Mistake severity: mean distance of the wrong top-1 predictions;"
           "\nhier. dist @k: mean distance of the k best predictions (a correct one counts 0).")
