@@ -307,3 +307,9 @@ def test_demo_without_training(capsys):
     h, z = tax.class_index("horse"), tax.class_index("zebra")
     assert f"{q[h, z].item():.3f}" in out
     assert "zebra, donkey" in out
+
+
+def test_plot_without_matplotlib_names_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    _error(capsys, ["plot", ANIMALS, "-o", str(tmp_path / "f.png")], "taxosmooth[plot]")

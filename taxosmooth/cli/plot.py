@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from taxosmooth.cli._common import (
@@ -14,7 +15,6 @@ from taxosmooth.cli._common import (
     is_matrix_file,
     load_taxonomy,
     nonnegative_float,
-    read_class_list,
     read_matrix,
     step,
 )
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             labels=labels, color_scale=args.color_scale, cmap=args.cmap, column_label=column,
         )
         fig.savefig(out)
-    print(f"wrote {out}", file=__import__("sys").stderr)
+    print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
