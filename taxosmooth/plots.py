@@ -37,6 +37,8 @@ __all__ = [
 MAX_LABELS = 80
 #: at most this many classes get their values written in the cells
 MAX_ANNOTATED = 12
+#: larger matrices are drawn as averages of k x k blocks (a figure has fewer pixels than that)
+MAX_CELLS = 2000
 
 
 def _require_matplotlib():
@@ -184,7 +186,9 @@ def plot_heatmap(
 ):
     """Draw a ``(C, C)`` matrix on ``ax`` (rows top to bottom), optionally reordered; returns the image.
 
-    ``order`` (e.g. :func:`tree_order`) reorders rows and columns alike.
+    Cell ``(i, j)`` is centred at ``(j, i)``. ``order`` (e.g. :func:`tree_order`)
+    reorders rows and columns alike. Above :data:`MAX_CELLS` classes the image
+    shows the means of ``k x k`` blocks (more cells than a figure has pixels).
     ``color_scale`` is ``"linear"`` or ``"log"`` (zeros then show in the
     colormap's lowest colour).
     """
@@ -195,6 +199,15 @@ def plot_heatmap(
     if order is not None:
         m = m[np.ix_(order, order)]
     n = m.shape[0]
+    # more cells than pixels: average blocks of k x k cells; the image keeps the cell coordinates
+    k = -(-n // MAX_CELLS)
+    if k > 1:
+        annotate = False
+        pad = (-n) % k
+        if pad:
+            m = np.pad(m, ((0, pad), (0, pad)), mode="edge")
+        b = m.shape[0] // k
+        m = m.reshape(b, k, b, k).mean(axis=(1, 3))
     if color_scale == "log":
         positive = m[m > 0]
         lo = float(positive.min()) if positive.size else 1e-12
@@ -209,6 +222,7 @@ def plot_heatmap(
         np.ma.masked_less_equal(m, 0) if color_scale == "log" else m,
         cmap=cm, norm=norm, aspect="auto", origin="upper",
         interpolation="nearest" if n <= 400 else "antialiased", rasterized=rasterized,
+        extent=(-0.5, k * m.shape[0] - 0.5, k * m.shape[0] - 0.5, -0.5),
     )
     if annotate:
         fontsize = 7 if n > 8 else 8
@@ -367,10 +381,13 @@ def _as_array(matrix) -> np.ndarray:
         import torch
 
         if isinstance(matrix, torch.Tensor):
-            matrix = matrix.detach().cpu().to(torch.float64).numpy()
+            matrix = matrix.detach().cpu()
+            matrix = matrix.numpy() if matrix.dtype in (torch.float32, torch.float64) else matrix.double().numpy()
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
-    return np.asarray(matrix, dtype=np.float64)
+    m = np.asarray(matrix)
+    # beyond the pixels of a figure float32 is plenty, and halves the memory of a large matrix
+    return m.astype(np.float32 if m.size > MAX_CELLS**2 else np.float64, copy=False)
 
 
 def _short(value: float) -> str:

@@ -194,3 +194,14 @@ def test_tensor_input_and_savefig(tmp_path):
     fig.savefig(tmp_path / "seed.png")
     img = mpimg.imread(tmp_path / "seed.png")
     assert img.shape[0] > 300 and img.shape[1] > 300
+
+
+def test_large_matrices_are_drawn_as_block_means(monkeypatch, seed_tax):
+    monkeypatch.setattr(plots, "MAX_CELLS", 2)
+    d = seed_tax.distances()
+    fig = plots.plot_matrix(d, seed_tax)
+    image = fig.axes[0].images[0]
+    order = plots.tree_order(seed_tax)
+    blocks = d[np.ix_(order, order)].reshape(2, 2, 2, 2).mean(axis=(1, 3))
+    np.testing.assert_allclose(image.get_array(), blocks)
+    assert image.get_extent() == [-0.5, 3.5, 3.5, -0.5]  # still in cell coordinates, under the dendrogram
