@@ -74,7 +74,8 @@ def cost_matrix(
     d = distance_source(source, distance)
     cost = _apply(d, power, transform, float(d.max()), "entry")
     check_square_matrix(cost, "cost matrix")  # a callable must keep the diagonal at 0
-    return torch.from_numpy(cost).to(dtype)
+    device = source.device if isinstance(source, torch.Tensor) else None  # follow a tensor input
+    return torch.from_numpy(cost).to(device=device, dtype=dtype)
 
 
 def node_costs(

@@ -97,4 +97,5 @@ def soft_targets(
         epsilon = check_probability(epsilon, "epsilon")
         q *= epsilon
         q[np.diag_indices_from(q)] += 1.0 - epsilon
-    return torch.from_numpy(q).to(dtype)
+    device = source.device if isinstance(source, torch.Tensor) else None  # follow a tensor input
+    return torch.from_numpy(q).to(device=device, dtype=dtype)

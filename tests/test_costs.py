@@ -126,3 +126,14 @@ def test_single_class_costs():
     np.testing.assert_array_equal(cost_matrix(tax, transform="normalize"), [[0.0]])
     table = node_costs(tax, transform="normalize")
     assert table.shape == (2,) and table[tax.node_index("x")] == 0.0
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_tensor_source_keeps_its_device(device):
+    d = torch.tensor([[0.0, 2.0], [2.0, 0.0]], device=device)
+    c = cost_matrix(d, transform="normalize", dtype=torch.float16)
+    assert c.device == d.device and c.dtype == torch.float16
+    np.testing.assert_array_equal(c.cpu().float().numpy(), [[0, 1], [1, 0]])

@@ -171,3 +171,16 @@ def test_max_pair_distance_matches_dense(tax, kind):
 def test_single_class_targets():
     tax = ts.Taxonomy.from_edges([("r", "x")])
     np.testing.assert_array_equal(soft_targets(tax, 3.0), [[1.0]])
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_tensor_source_keeps_its_device(device):
+    d = torch.tensor([[0.0, 1.0], [1.0, 0.0]], device=device, requires_grad=True)
+    q = soft_targets(d, beta=1.0, scale=None, dtype=torch.float64)
+    assert q.device == d.device
+    e = 1 / (1 + np.exp(-1.0))
+    np.testing.assert_allclose(q.cpu().numpy(), [[e, 1 - e], [1 - e, e]])
+    assert soft_targets(seed_taxonomy(), 1.0).device.type == "cpu"
