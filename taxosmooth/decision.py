@@ -157,9 +157,10 @@ def conditional_risk(
 
     Examples
     --------
-    >>> tax = Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
-    >>> conditional_risk(torch.tensor([[0.4, 0.0, 0.3, 0.3]]), tax).tolist()
-    [[1.2, 1.6, 1.1, 1.1]]
+    >>> import taxosmooth as ts
+    >>> tax = ts.Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
+    >>> conditional_risk(torch.tensor([[0.4, 0.0, 0.3, 0.3]], dtype=torch.float64), tax)
+    tensor([[1.2000, 1.6000, 1.1000, 1.1000]], dtype=torch.float64)
     """
     costs = costs_or_taxonomy if isinstance(costs_or_taxonomy, _Costs) else _Costs(costs_or_taxonomy, distance, transform, power)
     return costs.risk(_probabilities(probs, from_logits, costs.num_classes))
@@ -201,7 +202,8 @@ def crm_predict(
 
     Examples
     --------
-    >>> tax = Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
+    >>> import taxosmooth as ts
+    >>> tax = ts.Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
     >>> p = torch.tensor([[0.4, 0.0, 0.3, 0.3]])   # argmax: horse
     >>> crm_predict(p, tax).tolist()               # "sea" holds 0.6: whale is the safer bet
     [2]
@@ -237,7 +239,8 @@ class CRMClassifier(nn.Module):
 
     Examples
     --------
-    >>> tax = Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
+    >>> import taxosmooth as ts
+    >>> tax = ts.Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
     >>> crm = CRMClassifier(nn.Linear(3, 4), tax).eval()
     >>> crm.predict(torch.randn(5, 3)).shape
     torch.Size([5])

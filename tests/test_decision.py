@@ -239,6 +239,19 @@ def test_crm_classifier(device):
     assert "structured" in repr(crm)
 
 
+def test_crm_classifier_scores_feed_the_metrics():
+    """Metrics of the wrapper's output evaluate the CRM decisions (same tie rule)."""
+    tax = seed_taxonomy()
+    model = torch.nn.Linear(3, 4)
+    crm = CRMClassifier(model, tax, k=2)
+    x, y = torch.randn(40, 3), torch.randint(0, 4, (40,))
+    with torch.no_grad():
+        scores, pred = crm(x), crm.predict(x)
+    assert ts.metrics.topk_error(scores, y).item() == pytest.approx((pred[:, 0] != y).double().mean().item())
+    hits = (pred == y[:, None]).any(1)
+    assert ts.metrics.topk_error(scores, y, k=2).item() == pytest.approx(1 - hits.double().mean().item())
+
+
 def test_crm_classifier_probabilities_and_matrix():
     model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Softmax(dim=1))
     cost = torch.tensor([[0.0, 1, 4], [1, 0, 4], [4, 4, 0]])

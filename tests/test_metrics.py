@@ -253,6 +253,8 @@ def test_validation(seed_tax):
         M.expected_calibration_error(torch.softmax(scores, 1), target, n_bins=0)
     with pytest.raises(ValueError, match="unknown distance kind"):
         M.mistake_severity(scores, target, seed_tax, distance="nope")
+    with pytest.raises(ValueError, match="applies to a Taxonomy"):
+        M.mistake_severity(scores, target, seed_tax.distances(), distance="path_length")
 
 
 def test_inf_scores_allowed(seed_tax):

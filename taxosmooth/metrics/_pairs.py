@@ -57,6 +57,8 @@ class PairDistances:
             cpu["class_depth"] = torch.from_numpy(c.depth[c.class_node])
             cpu["class_node"] = torch.from_numpy(np.array(c.class_node))
         else:
+            if distance != "lca_height":
+                raise ValueError(f"distance={distance!r} applies to a Taxonomy; a distance matrix is used as given")
             matrix = check_square_tensor(source, "distance matrix")
             self.num_classes = int(matrix.shape[0])
             cpu = {"matrix": matrix}

@@ -391,7 +391,8 @@ def report(
 
     Examples
     --------
-    >>> tax = Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
+    >>> import taxosmooth as ts
+    >>> tax = ts.Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
     >>> probs = torch.tensor([[0.7, 0.2, 0.1, 0.0], [0.1, 0.6, 0.2, 0.1]])
     >>> r = report(probs, torch.tensor([0, 2]), tax, k=2)
     >>> r["top1_error"], r["top2_error"], r["mistake_severity"]

@@ -10,7 +10,8 @@ set — batch averages are never averaged.
 
 Examples
 --------
->>> tax = Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
+>>> import taxosmooth as ts
+>>> tax = ts.Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
 >>> metric = MistakeSeverity(tax)
 >>> metric.update(torch.tensor([[0.1, 0.0, 0.9, 0.0]]), torch.tensor([0]))
 >>> metric.update(torch.tensor([[0.1, 0.9, 0.0, 0.0]]), torch.tensor([0]))
