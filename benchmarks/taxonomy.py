@@ -27,7 +27,6 @@ import itertools
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import networkx as nx

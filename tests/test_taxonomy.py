@@ -8,6 +8,7 @@ import pickle
 import networkx as nx
 import numpy as np
 import pytest
+from _oracles import brute_force_distances
 from _trees import SEED_NESTED, random_graphs, random_taxonomies, seed_taxonomy
 from hypothesis import given
 from hypothesis import strategies as st
@@ -501,3 +502,19 @@ def test_equality_sees_order_parents_and_weights():
     assert base != T.from_edges([("r", "a", 2.0), ("r", "b")])  # weight
     assert base != T.from_edges([("s", "a"), ("s", "b")])  # a parent
     assert base.__eq__("r") is NotImplemented
+
+
+@given(random_dags(max_nodes=12), st.sampled_from(["first", "shortest", "longest"]), st.booleans(), st.data())
+def test_any_options_give_a_consistent_tree(dag, policy, contract, data):
+    """DAG policy x contraction x class subset: the result is a tree whose distances match the oracle."""
+    g, _ = dag
+    leaves = [v for v in g.nodes if g.out_degree(v) == 0]
+    k = data.draw(st.integers(1, len(leaves)))
+    classes = data.draw(st.permutations(leaves))[:k]
+    tax = T.from_networkx(g, classes=classes, multiple_parents=policy, contract_unary=contract)
+    assert tax.classes == tuple(classes)
+    tree = tax.to_networkx()
+    assert nx.is_arborescence(tree)
+    assert {v for v in tree if tree.out_degree(v) == 0} == set(classes)
+    for kind in ts.distances.DISTANCE_KINDS:
+        np.testing.assert_allclose(tax.distances(kind), brute_force_distances(tree, list(classes), kind))
