@@ -133,6 +133,15 @@ def test_txt_paths(tmp_path):
     assert T.load(path) == seed_taxonomy()
 
 
+def test_txt_paths_may_describe_a_dag(tmp_path):
+    # the same class by two paths: two parents, resolved by multiple_parents
+    path = write(tmp_path, "dag.txt", "r/a/x\nr/b/x\nr/b/y\n")
+    with pytest.raises(MultipleParentsError, match="'x' has 2 parents"):
+        T.load(path)
+    tax = T.load(path, multiple_parents="first")
+    assert tax.parent("x") == "a" and tax.classes == ("x", "y")
+
+
 def test_nested_json(tmp_path):
     path = write(tmp_path, "n.json", json.dumps(SEED_NESTED))
     assert T.load(path) == seed_taxonomy()
@@ -202,6 +211,9 @@ def test_node_link_keeps_class_order_from_graph_attribute(tmp_path):
         ("cy.csv", "r,a\na,a\n", CycleError, "self-loop on node 'a'"),
         ("p.txt", "a/b\na//c\n", TaxonomyFileError, r"p\.txt:2: empty name"),
         ("p.txt", "a/b\n\n# x\na/b/a\n", TaxonomyFileError, r"p\.txt:4: name 'a' appears twice"),
+        ("p.txt", "a/b\na/c\n\na/b\n", TaxonomyFileError, r"p\.txt:4: the path to 'b' is listed twice \(lines 1 and 4\)"),
+        ("p.txt", "a/b\na/b/c\n", TaxonomyFileError, r"p\.txt:1: the path ends at 'b', which other lines continue below \(to 'c'\)"),
+        ("p.txt", "a/b/c\na/b\n", TaxonomyFileError, r"p\.txt:2: the path ends at 'b'"),
         ("j.json", '{"a": [\n  "b",\n  ]\n}', TaxonomyFileError, r"j\.json:3: invalid JSON"),
         ("j.json", '{"a": ', TaxonomyFileError, r"j\.json:1: invalid JSON"),
         ("j.json", '"animal"', TaxonomyError, "expected a dict or a list"),

@@ -106,6 +106,8 @@ def graph_from_paths(lines: Iterable[str], sep: str = "/", source: str = "paths"
     if not sep:
         raise ValueError("sep must be a non-empty string")
     graph = nx.DiGraph()
+    ends: dict = {}  # class -> first line of a path to it
+    seen: dict = {}  # path -> line
     for lineno, line in enumerate(lines, start=1):
         if not isinstance(line, str):
             raise TaxonomyError(f"{source}: line {lineno} is not a string: {line!r}")
@@ -118,12 +120,26 @@ def graph_from_paths(lines: Iterable[str], sep: str = "/", source: str = "paths"
         if len(set(parts)) != len(parts):
             dup = next(p for p in parts if parts.count(p) > 1)
             raise TaxonomyFileError(f"{source}:{lineno}: name {dup!r} appears twice in path {stripped!r} (a cycle)")
+        # the same class by another path is a DAG (multiple_parents decides); the same path twice is a slip
+        key = tuple(parts)
+        if key in seen:
+            raise TaxonomyFileError(f"{source}:{lineno}: the path to {parts[-1]!r} is listed twice (lines {seen[key]} and {lineno})")
+        seen[key] = lineno
+        ends.setdefault(parts[-1], lineno)
         if len(parts) == 1:
             graph.add_node(parts[0])
         for u, v in zip(parts, parts[1:]):
             graph.add_edge(u, v)
     if graph.number_of_nodes() == 0:
         raise TaxonomyFileError(f"{source}: no paths found")
+    # every line ends at a class: a path may not run through another line's class
+    succ = graph._succ
+    inner = next((n for n in ends if succ[n]), None)
+    if inner is not None:
+        raise TaxonomyFileError(
+            f"{source}:{ends[inner]}: the path ends at {inner!r}, which other lines continue below "
+            f"(to {next(iter(succ[inner]))!r}); a class cannot contain another class"
+        )
     return graph
 
 
