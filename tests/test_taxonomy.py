@@ -324,6 +324,16 @@ def test_multiple_roots_joined_under_virtual_root():
     assert tax.classes == ("x", "solo") and tax.parent("solo") == "<root>"
 
 
+def test_contracted_virtual_root_is_not_reported_as_root():
+    # b loses x to a and is pruned: the virtual root has one child and contraction removes it
+    tax = T.from_edges([("a", "x"), ("b", "x"), ("a", "y")], multiple_parents="first", contract_unary=True)
+    assert tax.root == "a" and not tax.has_virtual_root
+    assert "virtual" not in tax.describe().splitlines()[1]
+    assert "contracted 1 single-child node(s): '<root>'" in tax.report[-1]
+    kept = T.from_edges([("a", "x"), ("b", "x"), ("a", "y")], multiple_parents="first")
+    assert kept.root == "<root>" and kept.has_virtual_root
+
+
 def test_single_root_never_gets_a_virtual_root():
     tax = T.from_edges([("a", "x")], multiple_roots="error")
     assert tax.root == "a" and not tax.has_virtual_root

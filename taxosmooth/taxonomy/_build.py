@@ -276,6 +276,7 @@ def build_tree(
     root = next(n for n, p in parent.items() if p is None)
     if contract_unary:
         root = _contract_unary(root, parent, children, weight, class_set, report)
+        virtual = virtual and root_name in parent  # the virtual root itself may have been contracted
     return BuiltTree(root, parent, children, weight, classes, report, virtual)
 
 
