@@ -293,3 +293,26 @@ def test_deep_chain_tree():
     C = tax.num_classes
     p = torch.softmax(torch.randn(4, C, dtype=torch.float64), 1)
     torch.testing.assert_close(conditional_risk(p, tax), p @ ts.cost_matrix(tax, dtype=torch.float64))
+
+
+@pytest.mark.slow
+def test_scale_100k_classes_without_a_dense_matrix():
+    """~100,000 classes: the structured path never builds (C, C); columns checked against LCA rows."""
+    rng = np.random.default_rng(0)
+    n = 200_000
+    parents = rng.integers(0, np.arange(1, n))  # random recursive tree: about n/2 leaves
+    tax = ts.Taxonomy.from_edges(zip(parents.tolist(), range(1, n)))
+    C = tax.num_classes
+    assert C > 90_000
+    p = torch.softmax(torch.randn(3, C, dtype=torch.float64), 1)
+    risk = conditional_risk(p, tax)
+    table = ts.node_distance(tax, "lca_height")
+    cols = rng.choice(C, 20, replace=False)
+    cost_cols = table[tax.compiled.lca_rows(cols)].T  # cost[:, j] = d(j, .) (symmetric), (C, 20)
+    torch.testing.assert_close(risk[:, cols], p @ torch.from_numpy(cost_cols))
+    best = crm_predict(p, tax, k=5)
+    assert torch.equal(best, torch.sort(risk, dim=1, stable=True).indices[:, :5])
+    y = torch.from_numpy(rng.integers(0, C, 3))
+    d = ts.metrics.hierarchical_distance_at_k(-risk, y, tax, 5)  # scores -R rank as CRM does
+    expected = np.mean([table[tax.compiled.lca_rows([int(t)])[0, best[b].numpy()]].mean() for b, t in enumerate(y)])
+    assert d.item() == pytest.approx(expected)
