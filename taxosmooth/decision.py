@@ -83,7 +83,8 @@ class _Costs(nn.Module):
                 # g(u) = c(u) - c(parent(u)), c(parent(root)) := 0
                 self.register_buffer("delta", torch.from_numpy(table - parent_cost), persistent=False)
             else:
-                self.register_buffer("cost", cost_matrix(source, distance, transform, power, dtype=torch.float64), persistent=False)
+                # float32: the usual input dtype, so no per-call cast of a (C, C) matrix
+                self.register_buffer("cost", cost_matrix(source, distance, transform, power), persistent=False)
         else:
             if not (distance == "lca_height" and transform == "identity" and power == 1.0):
                 raise ValueError("distance, transform and power apply to a Taxonomy; a cost matrix is used as given")
@@ -91,28 +92,15 @@ class _Costs(nn.Module):
             self.structured = False
             self.num_classes = int(cost.shape[0])
             self.register_buffer("cost", cost.detach().clone(), persistent=False)
-        self._cast: dict = {}
-
-    def _apply(self, fn, *args, **kwargs):
-        self._cast = {}  # device or dtype changed: drop the cast copies
-        return super()._apply(fn, *args, **kwargs)
-
-    def _as(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        t = getattr(self, name)
-        if t.device == like.device and t.dtype == like.dtype:
-            return t
-        key = (name, like.device, like.dtype)
-        if key not in self._cast:  # one cast per device/dtype, not one per call
-            self._cast[key] = t.to(device=like.device, dtype=like.dtype)
-        return self._cast[key]
 
     def risk(self, p: torch.Tensor) -> torch.Tensor:
         if not self.structured:
-            return p @ self._as("cost", p)
+            # a cast, if any, costs O(C²): small next to the O(B·C²) product
+            return p @ self.cost.to(device=p.device, dtype=p.dtype)
         if self.tree.class_node.device != p.device:
             self.to(p.device)
         mass = self.tree.subtree_sum(p)  # (B, N): P(u), exact segment sums
-        return self.tree.node_to_class(self.tree.accumulate_down(mass * self._as("delta", p)))
+        return self.tree.node_to_class(self.tree.accumulate_down(mass * self.delta.to(device=p.device, dtype=p.dtype)))
 
 
 def _probabilities(probs, from_logits: bool, num_classes: int) -> torch.Tensor:
