@@ -269,9 +269,6 @@ def taxonomy_depth(reader, pos: str) -> int:
     For ``pos="a"`` nltk counts the satellites too (its ``all_synsets("a")``
     includes them); for ``"s"`` only the satellites.
     """
-    cached = getattr(reader, "_max_depth", {}).get((pos, False))
-    if cached is not None:
-        return int(cached)
     g = pos_graph(reader, pos)
     depths = g.max_depth[g.ss_type == "s"] if pos == "s" else g.max_depth
     return int(depths.max()) if len(depths) else 0

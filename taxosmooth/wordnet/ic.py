@@ -110,9 +110,10 @@ def resolve_ic(ic, *, wordnet=None) -> Mapping:
         return intrinsic_ic(wordnet)
     if isinstance(ic, Mapping):
         for p, table in ic.items():
-            if not isinstance(table, Mapping) or 0 not in table:
+            if not isinstance(table, Mapping):
                 raise ValueError(
-                    f"ic[{p!r}] must map synset offsets to counts, with the root count at key 0 (nltk's format)"
+                    f"ic[{p!r}] must map synset offsets to counts, with the root count at key 0 (nltk's format), "
+                    f"got {type(table).__name__}"
                 )
         return ic
     if isinstance(ic, (str, os.PathLike)):

@@ -290,7 +290,13 @@ def _ic_values(dag: HypernymDAG, ic) -> np.ndarray:
                 f"the information-content table has no entries for part of speech {pos!r} (synset {s.name()!r})"
             ) from None
         count = table.get(s.offset(), 0.0)
-        out[v] = NLTK_INF if count == 0 else -math.log(count / table[0])
+        if count == 0:
+            out[v] = NLTK_INF
+            continue
+        root = table.get(0, 0.0)
+        if not root:
+            raise ValueError(f"the information-content table for part of speech {pos!r} has no root count (key 0)")
+        out[v] = -math.log(count / root)
     return out
 
 
