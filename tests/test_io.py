@@ -311,3 +311,33 @@ def test_single_node_round_trips_where_the_format_allows(tmp_path):
         path = tmp_path / f"one.{ext}"
         tax.save(path)
         assert T.load(path) == tax
+
+
+@pytest.mark.slow
+def test_large_file_round_trip(tmp_path):
+    """100,000 nodes (WordNet-noun size) through CSV and JSON; sampled distances vs networkx."""
+    rng = np.random.default_rng(0)
+    n = 100_000
+    parents = (rng.random(n - 1) * np.arange(1, n)).astype(np.int64)
+    path = tmp_path / "big.csv"
+    path.write_text("parent,child\n" + "".join(f"n{p},n{i}\n" for i, p in enumerate(parents, start=1)))
+    tax = T.load(path)
+    assert tax.num_nodes == n
+    for ext in ("tsv", "json"):
+        out = tmp_path / f"big.{ext}"
+        tax.save(out)
+        assert T.load(out) == tax
+    g = nx.DiGraph((f"n{p}", f"n{i}") for i, p in enumerate(parents, start=1))
+    depth = nx.shortest_path_length(g, "n0")
+    rows = rng.integers(0, tax.num_classes, 4)
+    lca = tax.compiled.lca_rows(rows)
+    for r, row in zip(rows, lca):
+        a = tax.classes[r]
+        above_a = nx.ancestors(g, a) | {a}
+        for j in rng.integers(0, tax.num_classes, 50):
+            b = tax.classes[j]
+            v = b  # climb from b to the first ancestor of a
+            while v not in above_a:
+                (v,) = g.predecessors(v)
+            assert tax.nodes[row[j]] == v
+            assert depth[v] <= min(depth[a], depth[b])
