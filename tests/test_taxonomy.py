@@ -74,6 +74,9 @@ def test_seed_queries():
         tax.depth("cat")
     with pytest.raises(KeyError):  # UnknownClassError is also a KeyError
         tax.parent("cat")
+    for query in (tax.class_index, tax.node_index, tax.depth):
+        with pytest.raises(UnknownClassError, match=r"\[1\] is not a"):
+            query([1])  # unhashable: the same error, not a TypeError
 
 
 def test_summary_and_repr():

@@ -215,7 +215,7 @@ class Taxonomy:
         try:
             return self._class_index[name]
         except (KeyError, TypeError):
-            what = "an internal node, not a class" if name in self._index else "not a class of this taxonomy"
+            what = "an internal node, not a class" if name in self else "not a class of this taxonomy"
             raise UnknownClassError(f"{name!r} is {what}") from None
 
     def parent(self, name: Hashable) -> Hashable | None:
