@@ -85,6 +85,7 @@ def main(argv=None) -> int:
             "structured setup": f"{t_struct * 1e3:.1f} ms", "dense setup": f"{t_dense * 1e3:.1f} ms",
             "structured buffers": fmt_bytes(buffer_bytes(structured)), "dense buffers": fmt_bytes(buffer_bytes(dense)),
         })
+        # m.costs: the costs the classifier prepared once; crm_predict accepts them as they are
         k1_s = lambda m: (lambda: ts.crm_predict(probs, m.costs))  # noqa: E731
         methods = {
             ("risk", "structured"): lambda: structured.risk(probs),

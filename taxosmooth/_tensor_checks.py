@@ -14,10 +14,12 @@ __all__ = [
     "as_float_tensor",
     "check_scores",
     "check_probabilities",
+    "check_logits",
     "check_target",
     "check_k",
     "check_square_tensor",
     "accumulate_dtype",
+    "compute_dtype",
 ]
 
 
