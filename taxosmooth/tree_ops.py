@@ -53,7 +53,7 @@ from torch import nn
 
 from taxosmooth.taxonomy import CompiledTree, Taxonomy
 
-__all__ = ["TreeTensors", "compiled_tree"]
+__all__ = ["TreeTensors", "compiled_tree", "ring_sum_leaf_order", "ring_expand_leaf_order"]
 
 
 def compiled_tree(tree) -> CompiledTree:
@@ -67,6 +67,81 @@ def compiled_tree(tree) -> CompiledTree:
 
 def _t(a) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(a, dtype=np.int64).copy())
+
+
+class _Permute(torch.autograd.Function):
+    """``x.index_select(-1, perm)`` whose backward is another gather (``inverse``), not a scatter-add."""
+
+    @staticmethod
+    def forward(ctx, x, perm, inverse):
+        ctx.save_for_backward(perm, inverse)
+        return x.index_select(-1, perm)
+
+    @staticmethod
+    def backward(ctx, grad):
+        perm, inverse = ctx.saved_tensors
+        return _Permute.apply(grad, inverse, perm), None, None
+
+
+def _fold_segments(seg: torch.Tensor, K: int) -> torch.Tensor:
+    # segment s of a ring layout belongs to ring |s - K|
+    right = seg[:, K:]
+    if K == 0:
+        return right
+    left = seg[:, :K].flip(1)
+    return right + torch.cat([torch.zeros_like(right[:, :1]), left], dim=1)
+
+
+def ring_sum_leaf_order(x_leaf: torch.Tensor, lengths: torch.Tensor, ring_of_segment: torch.Tensor) -> torch.Tensor:
+    """Ring sums of ``x_leaf`` (B, C) in leaf order, ``lengths = ring_lengths[target]``; not differentiable.
+
+    The low-level kernel behind :meth:`TreeTensors.ring_sum`, for fused losses
+    that write their own backward.
+    """
+    seg = torch.segment_reduce(x_leaf.contiguous(), "sum", lengths=lengths, axis=1)
+    return _fold_segments(seg, (ring_of_segment.shape[0] - 1) // 2)
+
+
+def ring_expand_leaf_order(values: torch.Tensor, lengths: torch.Tensor, ring_of_segment: torch.Tensor,
+                           num_classes: int) -> torch.Tensor:
+    """``out[b, j] = values[b, ring(j)]`` (B, C) in leaf order; not differentiable.
+
+    The low-level kernel behind :meth:`TreeTensors.ring_expand`.
+    """
+    b = values.shape[0]
+    seg_vals = values.index_select(1, ring_of_segment).reshape(-1)
+    # an int32 gather index is half the memory traffic of repeat_interleave's int64 one
+    index = torch.repeat_interleave(lengths.reshape(-1).to(torch.int32), output_size=b * num_classes)
+    return seg_vals.index_select(0, index).view(b, num_classes)
+
+
+class _RingSum(torch.autograd.Function):
+    """Ring sums in leaf order; the backward is :class:`_RingExpand` (they are adjoint)."""
+
+    @staticmethod
+    def forward(ctx, x_leaf, lengths, ring_of_segment):
+        ctx.save_for_backward(lengths, ring_of_segment)
+        ctx.num_classes = x_leaf.shape[1]
+        return ring_sum_leaf_order(x_leaf, lengths, ring_of_segment)
+
+    @staticmethod
+    def backward(ctx, grad):
+        lengths, ring_of_segment = ctx.saved_tensors
+        return _RingExpand.apply(grad, lengths, ring_of_segment, ctx.num_classes), None, None
+
+
+class _RingExpand(torch.autograd.Function):
+    """``out[b, j] = values[b, ring(j)]`` in leaf order; the backward is :class:`_RingSum`."""
+
+    @staticmethod
+    def forward(ctx, values, lengths, ring_of_segment, num_classes):
+        ctx.save_for_backward(lengths, ring_of_segment)
+        return ring_expand_leaf_order(values, lengths, ring_of_segment, num_classes)
+
+    @staticmethod
+    def backward(ctx, grad):
+        lengths, ring_of_segment = ctx.saved_tensors
+        return _RingSum.apply(grad, lengths, ring_of_segment), None, None, None
 
 
 def _flat(x: torch.Tensor, size: int, what: str) -> torch.Tensor:
@@ -87,9 +162,9 @@ class TreeTensors(nn.Module):
     >>> import torch, taxosmooth as ts
     >>> tax = ts.Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
     >>> tt = TreeTensors(tax)
-    >>> p = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    >>> p = torch.tensor([[0.125, 0.25, 0.125, 0.5]])
     >>> tt.subtree_sum(p)[0, [tax.node_index(n) for n in ("animal", "mammal", "sea")]].tolist()
-    [1.0, 0.30000001192092896, 0.699999988079071]
+    [1.0, 0.375, 0.625]
     """
 
     def __init__(self, tree):
@@ -160,16 +235,16 @@ class TreeTensors(nn.Module):
 
     # ------------------------------------------------------------------ orders
     def to_leaf_order(self, x: torch.Tensor) -> torch.Tensor:
-        """``(..., C)`` class order → DFS leaf order (a no-op view when they coincide)."""
+        """``(..., C)`` class order → DFS leaf order (the input itself when they coincide)."""
         if self.leaf_order_is_class_order:
             return x
-        return x.index_select(-1, self.position_class)
+        return _Permute.apply(x, self.position_class, self.class_position)
 
     def to_class_order(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., C)`` DFS leaf order → class order."""
         if self.leaf_order_is_class_order:
             return x
-        return x.index_select(-1, self.class_position)
+        return _Permute.apply(x, self.class_position, self.position_class)
 
     def node_to_class(self, values: torch.Tensor) -> torch.Tensor:
         """Node values ``(..., N)`` → the values at the class nodes ``(..., C)``, class order."""
@@ -312,14 +387,8 @@ class TreeTensors(nn.Module):
         -------
         Tensor (B, K+1).
         """
-        x = self.to_leaf_order(x)
-        seg = torch.segment_reduce(x.contiguous(), "sum", lengths=self.ring_lengths[target], axis=1)
-        K = self.max_depth
-        right = seg[:, K:]
-        if K == 0:
-            return right
-        left = seg[:, :K].flip(1)  # rings K..1 → 1..K
-        return right + torch.cat([torch.zeros_like(right[:, :1]), left], dim=1)
+        lengths = self.ring_lengths.index_select(0, target)
+        return _RingSum.apply(self.to_leaf_order(x), lengths, self.ring_of_segment)
 
     def ring_expand(self, values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The adjoint of :meth:`ring_sum`: ``out[b, j] = values[b, k]`` where ``LCA(target_b, j) = a_k``.
@@ -336,9 +405,5 @@ class TreeTensors(nn.Module):
         -------
         Tensor (B, C), class order.
         """
-        b = values.shape[0]
-        seg_vals = values.index_select(1, self.ring_of_segment)
-        flat = torch.repeat_interleave(
-            seg_vals.reshape(-1), self.ring_lengths[target].reshape(-1), output_size=b * self.num_classes
-        )
-        return self.to_class_order(flat.view(b, self.num_classes))
+        lengths = self.ring_lengths.index_select(0, target)
+        return self.to_class_order(_RingExpand.apply(values, lengths, self.ring_of_segment, self.num_classes))

@@ -130,6 +130,19 @@ def reduce(loss: torch.Tensor, safe_target: torch.Tensor, valid: torch.Tensor, w
     return weighted.sum() / w.sum()
 
 
+def softmax_lse(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(softmax(z), logsumexp(z))`` of ``z`` (M, C) with one exponential pass (no autograd).
+
+    The softmax is a fresh tensor the caller may modify in place.
+    """
+    m = z.amax(dim=1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    p = torch.sub(z, m).exp_()
+    total = p.sum(dim=1, keepdim=True)
+    lse = (m + total.log()).squeeze(1)
+    return p.div_(total), lse
+
+
 def class_costs(costs_or_taxonomy, name: str) -> np.ndarray:
     """A validated dense ``(C, C)`` float64 cost matrix (user matrices only)."""
     return check_square_matrix(costs_or_taxonomy, f"{name}: cost matrix")

@@ -7,11 +7,11 @@ import torch
 
 from taxosmooth._checks import check_positive
 from taxosmooth.costs import node_costs
-from taxosmooth.losses._common import TreeLossBase, class_costs
+from taxosmooth.losses._common import TreeLossBase, class_costs, softmax_lse
 from taxosmooth.taxonomy import Taxonomy
 from taxosmooth.tree_ops import TreeTensors
 
-__all__ = ["ExpectedCostLoss", "ring_costs"]
+__all__ = ["ExpectedCostLoss", "ring_costs", "expected_row"]
 
 
 def ring_costs(taxonomy, distance="lca_height", transform="identity", power=1.0) -> np.ndarray:
@@ -27,6 +27,40 @@ def ring_costs(taxonomy, distance="lca_height", transform="identity", power=1.0)
     out = table[path]
     out[:, 0] = 0.0
     return out
+
+
+class _ExpectedRow(torch.autograd.Function):
+    """``Σ_j softmax(z)_j row_j + γ·CE(z, t)`` for constant rows ``(M, C)``, gradient written out.
+
+    ``∂/∂z_j = p_j (row_j - risk + γ) - γ [j = t]`` (``risk`` the first term).
+    """
+
+    @staticmethod
+    def forward(ctx, z, rows, target, gamma: float):
+        p, lse = softmax_lse(z)
+        risk = torch.linalg.vecdot(p, rows, dim=1)
+        loss = risk
+        if gamma:
+            loss = risk + gamma * (lse - z.gather(1, target.unsqueeze(1)).squeeze(1))
+        diff = rows.sub(risk.unsqueeze(1) - gamma).mul_(p)
+        ctx.save_for_backward(diff, target)
+        ctx.gamma = gamma
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        diff, target = ctx.saved_tensors
+        g = grad.unsqueeze(1)
+        out = diff * g
+        if ctx.gamma:
+            out.scatter_add_(1, target.unsqueeze(1), -ctx.gamma * g)
+        return out, None, None, None
+
+
+def expected_row(z: torch.Tensor, rows: torch.Tensor, target: torch.Tensor, ce_weight: float) -> torch.Tensor:
+    """``Σ_j softmax(z)_j rows_j + ce_weight · CE(z, target)`` per row; rows are constants."""
+    return _ExpectedRow.apply(z, rows, target, float(ce_weight))
 
 
 class _CostLoss(TreeLossBase):
@@ -56,12 +90,12 @@ class _CostLoss(TreeLossBase):
     def structured(self) -> bool:
         return self.tree is not None
 
-    def _weighted(self, values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``Σ_j cost[t, j] · values_j`` per row."""
-        if self.tree is not None:
-            rc = self.ring_costs.to(values.dtype).index_select(0, t)
-            return (rc * self.tree.ring_sum(values, t)).sum(dim=1)
-        return (self.costs.to(values.dtype).index_select(0, t) * values).sum(dim=1)
+    def _cost_rows(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``cost[t_i, :]`` for the batch, ``(M, C)``: written from the ring costs, or gathered."""
+        with torch.no_grad():
+            if self.tree is not None:
+                return self.tree.ring_expand(self.ring_costs.to(dtype).index_select(0, t), t)
+            return self.costs.to(dtype).index_select(0, t)
 
 
 class ExpectedCostLoss(_CostLoss):
@@ -114,8 +148,4 @@ class ExpectedCostLoss(_CostLoss):
         return f"ce_weight={self.ce_weight}, structured={self.structured}"
 
     def _per_sample(self, z, t):
-        log_p = torch.log_softmax(z, dim=1)
-        risk = self._weighted(log_p.exp(), t)
-        if self.ce_weight == 0.0:
-            return risk
-        return risk - self.ce_weight * log_p.gather(1, t.unsqueeze(1)).squeeze(1)
+        return _ExpectedRow.apply(z, self._cost_rows(t, z.dtype), t, self.ce_weight)

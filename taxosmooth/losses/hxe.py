@@ -7,14 +7,16 @@ import torch
 
 from taxosmooth._checks import check_positive
 from taxosmooth.losses._common import TreeLossBase, as_taxonomy
-from taxosmooth.tree_ops import TreeTensors
+from taxosmooth.tree_ops import TreeTensors, ring_expand_leaf_order, ring_sum_leaf_order
 
 __all__ = ["HXELoss", "hxe_coefficients", "hxe_node_weights", "WEIGHTINGS"]
 
 WEIGHTINGS = ("depth", "height")
 
-# shift of the exponentials: at most this many nats below the log-sum-exp (e^70 · C stays finite in float32)
+# shift of the exponentials: at most this many nats below the largest logit (e^70 · C stays finite in float32)
 _SHIFT_FLOOR = 70.0
+# rows whose target is further than this below the largest logit take the exact log-space path
+_EXACT_GAP = 100.0
 
 
 def hxe_node_weights(taxonomy, alpha: float, weighting: str = "depth", normalize: bool = False) -> np.ndarray:
@@ -56,6 +58,49 @@ def hxe_coefficients(taxonomy, alpha: float, weighting: str = "depth", normalize
     return coef
 
 
+class _HierarchicalCrossEntropy(torch.autograd.Function):
+    """``-Σ_l c_l log P(a_l)`` in leaf order, gradient written out.
+
+    ``log P(a_0)`` is the log-softmax of the target itself; ``P(a_l)``, ``l >= 1``,
+    are cumulative ring sums of ``e = exp(z - s)``, ``s = max(z_t, max(z) - 70)``
+    (the same pass gives the log-sum-exp). Gradient:
+    ``p_j Σ_l c_l - c_0 [j = t] - e_j Σ_{l >= max(k(j), 1)} c_l / E_l`` with
+    ``E_l = Σ_{j under a_l} e_j`` and ``k(j)`` the ring of ``j``.
+    """
+
+    @staticmethod
+    def forward(ctx, z_leaf, target_pos, coef, lengths, ring_of_segment):
+        m = z_leaf.amax(dim=1)
+        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+        zt = z_leaf.gather(1, target_pos.unsqueeze(1)).squeeze(1)
+        shift = torch.maximum(zt, m - _SHIFT_FLOOR)
+        shift = torch.where(torch.isfinite(shift), shift, m)
+        e = torch.sub(z_leaf, shift.unsqueeze(1)).exp_()  # <= e^70: no overflow
+        lse = shift + e.sum(dim=1).log()
+        mass = ring_sum_leaf_order(e, lengths, ring_of_segment).cumsum(dim=1)
+        # a subtree whose mass underflowed entirely is clamped (value) and gets no gradient
+        floor = torch.finfo(mass.dtype).tiny * 1e8
+        log_p = torch.log(mass.clamp_min(floor)) + (shift - lse).unsqueeze(1)
+        log_p[:, 0] = zt - lse
+        ctx.save_for_backward(e, coef, mass, shift - lse, target_pos, lengths, ring_of_segment)
+        ctx.floor = floor
+        return -(coef * log_p).sum(dim=1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        e, coef, mass, shift_minus_lse, target_pos, lengths, ring_of_segment = ctx.saved_tensors
+        inv = torch.where(mass > ctx.floor, coef / mass.clamp_min(ctx.floor), torch.zeros_like(mass))
+        inv[:, 0] = 0.0
+        per_ring = inv.flip(1).cumsum(dim=1).flip(1)  # Σ_{l >= max(k, 1)} c_l / E_l
+        g = grad.unsqueeze(1)
+        scale = coef.sum(dim=1, keepdim=True) * shift_minus_lse.exp().unsqueeze(1) * g
+        out = ring_expand_leaf_order(per_ring * g, lengths, ring_of_segment, e.shape[1])
+        out.neg_().add_(scale).mul_(e)
+        out.scatter_add_(1, target_pos.unsqueeze(1), -(coef[:, :1] * g))
+        return out, None, None, None, None
+
+
 class HXELoss(TreeLossBase):
     r"""Hierarchical cross entropy.
 
@@ -90,8 +135,11 @@ class HXELoss(TreeLossBase):
     coefficients (:func:`hxe_coefficients`); ``log p_t`` is the log-softmax
     itself (exactly cross entropy's term) and ``P(a_l)``, ``l >= 1``, are
     partial sums of exact ring sums of ``exp(z - s)`` with a per-sample shift
-    ``s = max(z_t, logsumexp(z) - 70)``, so nothing overflows and nothing
-    relevant underflows. O(batch × classes); no ``(C, C, depth)`` tensor.
+    ``s = max(z_t, max_j z_j - 70)``, so nothing overflows; rows whose target
+    lies more than 100 nats below the best logit (where a whole subtree could
+    underflow) are recomputed exactly in log space
+    (:meth:`TreeTensors.subtree_logsumexp`; skipped under ``torch.compile``).
+    O(batch × classes); no ``(C, C, depth)`` tensor.
 
     Parameters
     ----------
@@ -130,14 +178,20 @@ class HXELoss(TreeLossBase):
         return f"alpha={self.alpha}, weighting={self.weighting!r}, normalize={self.normalize}"
 
     def _per_sample(self, z, t):
+        tree = self.tree
         coef = self.coefficients.to(z.dtype).index_select(0, t)
-        lse = torch.logsumexp(z, dim=1)
-        zt = z.gather(1, t.unsqueeze(1)).squeeze(1)
-        loss = -coef[:, 0] * (zt - lse)
-        if coef.shape[1] == 1:
+        lengths = tree.ring_lengths.index_select(0, t)
+        pos = tree.class_position.index_select(0, t)
+        loss = _HierarchicalCrossEntropy.apply(tree.to_leaf_order(z), pos, coef, lengths, tree.ring_of_segment)
+        if torch.compiler.is_compiling():
             return loss
-        shift = torch.maximum(zt, lse - _SHIFT_FLOOR).detach()
-        mass = self.tree.ring_sum(torch.exp(z - shift.unsqueeze(1)), t).cumsum(dim=1)[:, 1:]
-        # P(a_l) = mass_l · exp(shift - lse); the clamp only acts when the whole subtree underflowed
-        log_p = torch.log(mass.clamp_min(torch.finfo(z.dtype).tiny)) + (shift - lse).unsqueeze(1)
-        return loss - (coef[:, 1:] * log_p).sum(dim=1)
+        # A target far below the best logit can leave whole subtrees underflowing in the shared
+        # shift of the fast path; recompute those (rare) rows in log space, level by level.
+        gap = z.detach().amax(dim=1) - z.detach().gather(1, t.unsqueeze(1)).squeeze(1)
+        far = gap > _EXACT_GAP
+        if bool(far.any()):
+            idx = far.nonzero().squeeze(1)
+            log_q = torch.log_softmax(z.index_select(0, idx), dim=1)
+            log_p = tree.gather_path(tree.subtree_logsumexp(log_q), t.index_select(0, idx))
+            loss = loss.index_put((idx,), -(coef.index_select(0, idx) * log_p).sum(dim=1))
+        return loss

@@ -7,6 +7,28 @@ import torch.nn.functional as F
 
 from taxosmooth.losses.expected_cost import _CostLoss
 
+
+class _PairwiseCost(torch.autograd.Function):
+    """``Σ_j row_j softplus(z_j - z_t)`` (``row_t = 0``), gradient written out:
+    ``row_j σ(z_j - z_t)`` for ``j ≠ t`` and minus their sum at ``t``."""
+
+    @staticmethod
+    def forward(ctx, z, rows, target):
+        u = z - z.gather(1, target.unsqueeze(1))
+        loss = torch.linalg.vecdot(rows, F.softplus(u), dim=1)
+        d = u.sigmoid_().mul_(rows)
+        ctx.save_for_backward(d, target)
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        d, target = ctx.saved_tensors
+        g = grad.unsqueeze(1)
+        out = d * g
+        out.scatter_add_(1, target.unsqueeze(1), -out.sum(dim=1, keepdim=True))
+        return out, None, None
+
 __all__ = ["PairwiseCostLoss"]
 
 
@@ -52,5 +74,4 @@ class PairwiseCostLoss(_CostLoss):
         return f"structured={self.structured}"
 
     def _per_sample(self, z, t):
-        zt = z.gather(1, t.unsqueeze(1))
-        return self._weighted(F.softplus(z - zt), t)
+        return _PairwiseCost.apply(z, self._cost_rows(t, z.dtype), t)

@@ -50,6 +50,28 @@ def ring_target_weights(taxonomy, beta: float, distance: str = "lca_height", sca
     return q
 
 
+class _SoftLabelCrossEntropy(torch.autograd.Function):
+    """``logsumexp(z) - <Q, z>`` with the gradient ``softmax(z) - Q`` written out.
+
+    ``Q`` (the soft-target rows, ``(M, C)``) is written from the per-ring
+    weights once and used for both the forward dot product and the gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, z, target_rows):
+        log_p = torch.log_softmax(z, dim=1)
+        # every term q_j · (-log p_j) is >= 0: no cancellation
+        loss = -torch.linalg.vecdot(target_rows, log_p, dim=1)
+        ctx.save_for_backward(log_p.exp_().sub_(target_rows))
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (diff,) = ctx.saved_tensors
+        return diff * grad.unsqueeze(1), None
+
+
 class HierarchicalSoftLabelLoss(TreeLossBase):
     r"""Soft-label cross entropy from tree distances, computed structurally.
 
@@ -66,9 +88,10 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
     How: ``d(t, j)`` depends only on ``LCA(t, j)``, so ``q_t`` is constant on
     each *ring* ``subtree(a_k) \ subtree(a_{k-1})`` of the ancestors ``a_k`` of
     ``t``. With ``q_k`` that constant and ``R_k(z)`` the sum of the logits on
-    ring ``k`` (exact segment sums, :meth:`TreeTensors.ring_sum`),
-    ``ℓ = logsumexp(z) - Σ_k q_k R_k(z)``: O(batch × classes) time, buffers
-    O(classes × depth), never a ``(C, C)`` tensor.
+    ring ``k``, ``ℓ = logsumexp(z) - Σ_k q_k R_k(z)``. The batch's target rows
+    are written directly from the ring weights (:meth:`TreeTensors.ring_expand`,
+    O(batch × classes)) and reused for the gradient ``softmax(z) - q_t``;
+    buffers are O(classes × depth), never a ``(C, C)`` tensor.
 
     Parameters
     ----------
@@ -117,4 +140,6 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
 
     def _per_sample(self, z, t):
         q = self.ring_weights.to(z.dtype).index_select(0, t)
-        return torch.logsumexp(z, dim=1) - (q * self.tree.ring_sum(z, t)).sum(dim=1)
+        with torch.no_grad():
+            rows = self.tree.ring_expand(q, t)  # the soft targets of the batch, (M, C)
+        return _SoftLabelCrossEntropy.apply(z, rows)

@@ -7,6 +7,7 @@ import torch
 
 from taxosmooth._checks import check_positive
 from taxosmooth.losses._common import TreeLossBase, as_taxonomy
+from taxosmooth.losses.expected_cost import expected_row
 from taxosmooth.tree_ops import TreeTensors
 
 __all__ = ["TreeWassersteinLoss"]
@@ -27,11 +28,13 @@ class TreeWassersteinLoss(TreeLossBase):
     Le et al., "Tree-Sliced Variants of Wasserstein Distances", NeurIPS 2019),
     so no solver is needed.
 
-    How: for a one-hot label, with ``a_k`` the ancestors of ``t``, ``R_k`` the
-    predicted mass on ring ``k`` and ``wd`` the weighted depth,
-    ``W_1 = Σ_k R_k (wd(t) - wd(a_k)) + Σ_k Σ_{j ∈ ring k} p_j (wd(j) - wd(a_k))``:
-    mass above the path plus mass off the path, every term ``>= 0`` (no
-    cancellation). O(batch × classes) time, O(classes × depth) buffers.
+    How: for a one-hot label the optimal plan moves all of ``p`` to ``t``, so
+    ``W_1 = Σ_j p_j d(t, j)`` with the (weighted) path length
+    ``d(t, j) = wd(t) + wd(j) - 2 wd(LCA(t, j))`` (``wd`` the weighted depth):
+    the batch's rows ``d(t, ·)`` are written from the ancestors' depths ring by
+    ring (:meth:`TreeTensors.ring_expand`), then one dot product, every term
+    ``>= 0``. O(batch × classes) time, O(classes × depth) buffers. The test
+    suite checks it against an LP solution of the transport problem.
 
     Parameters
     ----------
@@ -63,24 +66,18 @@ class TreeWassersteinLoss(TreeLossBase):
         c = tax.compiled
         path = c.class_path.copy()
         path[path < 0] = 0
-        wd_path = c.weighted_depth[path]  # (C, K+1)
+        wd_path = c.weighted_depth[path]  # (C, K+1): wd(a_k)
+        # d(t, j) = wd(j) + (wd(t) - 2 wd(a_k)) for j on ring k; ring 0 gives exactly 0
+        ring_part = wd_path[:, :1] - 2.0 * wd_path
         self.tree = TreeTensors(tax)
-        self.register_buffer("path_wdepth", torch.from_numpy(wd_path), persistent=False)
+        self.register_buffer("ring_part", torch.from_numpy(ring_part), persistent=False)
         self.register_buffer("class_wdepth", torch.from_numpy(np.ascontiguousarray(wd_path[:, 0])), persistent=False)
 
     def extra_repr(self) -> str:
         return f"ce_weight={self.ce_weight}"
 
     def _per_sample(self, z, t):
-        log_p = torch.log_softmax(z, dim=1)
-        p = log_p.exp()
-        wd = self.class_wdepth.to(z.dtype)
-        wd_path = self.path_wdepth.to(z.dtype).index_select(0, t)  # wd(a_k)
-        both = self.tree.ring_sum(torch.cat([p, p * wd], dim=0), torch.cat([t, t]))
-        mass, mass_wd = both.chunk(2, dim=0)
-        above = (mass * (wd_path[:, :1] - wd_path)).sum(dim=1)
-        off_path = (mass_wd - mass * wd_path).sum(dim=1)
-        loss = above + off_path
-        if self.ce_weight == 0.0:
-            return loss
-        return loss - self.ce_weight * log_p.gather(1, t.unsqueeze(1)).squeeze(1)
+        with torch.no_grad():
+            rows = self.tree.ring_expand(self.ring_part.to(z.dtype).index_select(0, t), t)
+            rows += self.class_wdepth.to(z.dtype)
+        return expected_row(z, rows, t, self.ce_weight)

@@ -1,0 +1,205 @@
+"""Speed and memory of the structured losses against cross entropy and dense baselines.
+
+Forward + backward, float32, batch 256, C = 1,000 and 10,000 on a synthetic
+taxonomy (depth 7 by default, classes in the file's DFS order). Every method is
+timed in the same run, interleaved round by round, and reported as the median;
+ratios are against ``F.cross_entropy`` with hard labels measured alongside.
+
+    python benchmarks/losses.py                   # CPU, text table
+    python benchmarks/losses.py --markdown        # a table for the docs
+    python benchmarks/losses.py --device cuda     # on a GPU
+    python benchmarks/losses.py --shuffle-classes # class order != DFS order
+
+Baselines written here:
+
+* dense soft targets: ``SoftTargetCrossEntropy(soft_targets(tax, beta))`` — a
+  ``(C, C)`` matrix and a ``(B, C)`` gather per step;
+* dense HXE: the public reference implementation's approach — per class a
+  ``(C, K)`` indicator of the leaves under each ancestor (numerators and
+  denominators), gathered to ``(B, C, K)`` and multiplied with the
+  probabilities (``bmm``); C = 1,000 only (it needs ``2 C² K`` floats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import taxosmooth as ts
+
+
+def synthetic_taxonomy(num_classes: int, depth: int, seed: int = 0, shuffle_classes: bool = False) -> ts.Taxonomy:
+    """All classes at ``depth``; level ``d`` has about ``C^(d/depth)`` nodes with random fan-out."""
+    rng = np.random.default_rng(seed)
+    sizes = [max(1, round(num_classes ** (d / depth))) for d in range(depth + 1)]
+    sizes[-1] = num_classes
+    for d in range(1, depth + 1):
+        sizes[d] = max(sizes[d], sizes[d - 1])
+    parents = []
+    for d in range(1, depth + 1):
+        extra = rng.integers(0, sizes[d - 1], sizes[d] - sizes[d - 1])
+        parents.append(np.sort(np.concatenate([np.arange(sizes[d - 1]), extra])))
+    # root-to-leaf paths in DFS order
+    lines = []
+    for leaf in range(num_classes):
+        names, i = [], leaf
+        for d in range(depth, 0, -1):
+            names.append(f"n{d}_{i}")
+            i = parents[d - 1][i]
+        lines.append("/".join(["root"] + names[::-1]))
+    tax = ts.Taxonomy.from_paths(lines)
+    if shuffle_classes:
+        order = list(tax.classes)
+        rng.shuffle(order)
+        tax = ts.Taxonomy.from_paths(lines, classes=order)
+    return tax
+
+
+class DenseHXE(torch.nn.Module):
+    """HXE with ``(C, C, K)`` indicator tensors, as in the public reference code (a baseline)."""
+
+    def __init__(self, tax: ts.Taxonomy, alpha: float):
+        super().__init__()
+        c = tax.compiled
+        C, K = c.num_classes, c.max_depth
+        lam = np.exp(-alpha * c.depth.astype(np.float64))
+        num = np.zeros((C, C, K), dtype=np.float32)
+        den = np.zeros((C, C, K), dtype=np.float32)
+        w = np.zeros((C, K), dtype=np.float32)
+        for t in range(C):
+            path = c.class_path[t]
+            path = path[path >= 0]
+            for lvl in range(len(path) - 1):
+                v, u = path[lvl], path[lvl + 1]
+                num[t, c.position_class[c.leaf_lo[v] : c.leaf_hi[v]], lvl] = 1
+                den[t, c.position_class[c.leaf_lo[u] : c.leaf_hi[u]], lvl] = 1
+                w[t, lvl] = lam[v]
+        self.register_buffer("num", torch.from_numpy(num))
+        self.register_buffer("den", torch.from_numpy(den))
+        self.register_buffer("w", torch.from_numpy(w))
+
+    def forward(self, logits, target):
+        p = torch.softmax(logits, 1).unsqueeze(1)
+        num = torch.bmm(p, self.num[target]).squeeze(1)
+        den = torch.bmm(p, self.den[target]).squeeze(1)
+        ratio = torch.where(den > 0, num / den.clamp_min(1e-30), torch.ones_like(num))
+        return -(self.w[target] * torch.log(ratio.clamp_min(1e-30))).sum(1).mean()
+
+
+def time_methods(methods: dict, logits: torch.Tensor, target: torch.Tensor, rounds: int, device: str) -> dict:
+    """Median seconds per forward+backward: CPU time of the process on CPU (robust to other
+    processes competing for the cores), wall time after a synchronize on CUDA."""
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    clock = time.perf_counter if cuda else time.process_time
+
+    def step(fn):
+        z = logits.detach().requires_grad_(True)
+        fn(z, target).backward()
+
+    for fn in methods.values():  # warm up
+        step(fn)
+        step(fn)
+    times = {k: [] for k in methods}
+    for _ in range(rounds):
+        for k, fn in methods.items():
+            sync()
+            t0 = clock()
+            step(fn)
+            sync()
+            times[k].append(clock() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def fmt_ms(s: float) -> str:
+    return f"{s * 1e3:.2f}"
+
+
+def fmt_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def render(rows: list[dict], markdown: bool) -> str:
+    keys = list(rows[0])
+    cells = [[str(r[k]) for k in keys] for r in rows]
+    if markdown:
+        out = ["| " + " | ".join(keys) + " |", "|" + "|".join("---" for _ in keys) + "|"]
+        return "\n".join(out + ["| " + " | ".join(c) + " |" for c in cells])
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    out = ["  ".join(k.ljust(w) for k, w in zip(keys, widths)), "  ".join("-" * w for w in widths)]
+    return "\n".join(out + ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--classes", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument("--depth", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--shuffle-classes", action="store_true", help="class order differs from the DFS leaf order")
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = args.device
+    print(f"# torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}, batch {args.batch}, "
+          f"depth {args.depth}, float32, forward+backward, median of {args.rounds} interleaved rounds "
+          f"({'wall time' if dev.startswith('cuda') else 'process CPU time'})"
+          + (", shuffled class order" if args.shuffle_classes else ""))
+    speed_rows, mem_rows = [], []
+    for C in args.classes:
+        tax = synthetic_taxonomy(C, args.depth, shuffle_classes=args.shuffle_classes)
+        g = torch.Generator().manual_seed(0)
+        logits = torch.randn(args.batch, C, generator=g).mul_(3).to(dev)
+        target = torch.randint(0, C, (args.batch,), generator=g).to(dev)
+        losses = {
+            "HierarchicalSoftLabelLoss": ts.HierarchicalSoftLabelLoss(tax, beta=10.0),
+            "HXELoss": ts.HXELoss(tax, alpha=0.5),
+            "ExpectedCostLoss": ts.ExpectedCostLoss(tax),
+            "TreeWassersteinLoss": ts.TreeWassersteinLoss(tax),
+            "PairwiseCostLoss": ts.PairwiseCostLoss(tax),
+        }
+        losses = {k: m.to(dev) for k, m in losses.items()}
+        methods = {"F.cross_entropy": F.cross_entropy, **losses}
+        dense_soft = ts.SoftTargetCrossEntropy(ts.soft_targets(tax, beta=10.0)).to(dev)
+        methods["dense soft targets"] = dense_soft
+        if C <= 1000:
+            methods["dense HXE (C,C,K)"] = DenseHXE(tax, alpha=0.5).to(dev)
+        t = time_methods(methods, logits, target, args.rounds, dev)
+        ce = t["F.cross_entropy"]
+        for k, s in t.items():
+            row = {"C": C, "loss": k, "ms": fmt_ms(s), "× CE": f"{s / ce:.2f}"}
+            if k == "HierarchicalSoftLabelLoss":
+                row["vs baseline"] = f"{t['dense soft targets'] / s:.1f}× faster than dense soft targets"
+            elif k == "HXELoss" and "dense HXE (C,C,K)" in t:
+                row["vs baseline"] = f"{t['dense HXE (C,C,K)'] / s:.1f}× faster than dense HXE"
+            else:
+                row["vs baseline"] = ""
+            speed_rows.append(row)
+        for k, m in losses.items():
+            mem_rows.append({"C": C, "nodes": tax.num_nodes, "loss": k, "buffers": fmt_bytes(m.buffer_bytes()),
+                             "bytes / node": f"{m.buffer_bytes() / tax.num_nodes:.0f}"})
+        mem_rows.append({"C": C, "nodes": tax.num_nodes, "loss": "dense soft targets (C, C)",
+                         "buffers": fmt_bytes(dense_soft.targets.numel() * 4),
+                         "bytes / node": f"{dense_soft.targets.numel() * 4 / tax.num_nodes:.0f}"})
+    print()
+    print(render(speed_rows, args.markdown))
+    print()
+    print(render(mem_rows, args.markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

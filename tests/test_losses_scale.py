@@ -1,0 +1,95 @@
+"""Scale: 100,000 classes, depth 8 — the structured losses must never build a (C, C) tensor.
+
+A float32 (C, C) tensor at this size is 40 GB; the forward and backward of
+each structured loss on a batch of 32 must stay within a couple of GB of
+resident memory (measured as the growth of the process's peak RSS).
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+
+import numpy as np
+import pytest
+import torch
+
+import taxosmooth as ts
+
+C, DEPTH, BATCH = 100_000, 8, 32
+LIMIT = 2 * 1024**3  # bytes; a dense (C, C) float32 would need 4e10
+
+
+def level_taxonomy(num_classes: int, depth: int, seed: int = 0) -> ts.Taxonomy:
+    """All classes at ``depth``; about ``C^(d/depth)`` nodes at level ``d``, random fan-out."""
+    rng = np.random.default_rng(seed)
+    sizes = [max(1, round(num_classes ** (d / depth))) for d in range(depth + 1)]
+    sizes[-1] = num_classes
+    edges = []
+    for d in range(1, depth + 1):
+        parents = np.sort(np.concatenate([np.arange(sizes[d - 1]), rng.integers(0, sizes[d - 1], sizes[d] - sizes[d - 1])]))
+        edges += [(f"{d - 1}_{p}", f"{d}_{i}") for i, p in enumerate(parents)]
+    return ts.Taxonomy.from_edges(edges)
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS counter (Linux); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_growth(fn) -> int:
+    """Bytes by which the peak resident set grows while ``fn`` runs."""
+    gc.collect()
+    if _reset_peak() and _status_kib("VmHWM") is not None:
+        before = _status_kib("VmRSS")
+        fn()
+        return (_status_kib("VmHWM") - before) * 1024
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+
+
+@pytest.mark.slow
+def test_structured_losses_at_100k_classes():
+    tax = level_taxonomy(C, DEPTH)
+    assert tax.num_classes == C and tax.max_depth == DEPTH
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(BATCH, C, generator=g)
+    target = torch.randint(0, C, (BATCH,), generator=g)
+    makers = {
+        "HierarchicalSoftLabelLoss": lambda: ts.HierarchicalSoftLabelLoss(tax, beta=5.0),
+        "HXELoss": lambda: ts.HXELoss(tax, alpha=0.5),
+        "TreeWassersteinLoss": lambda: ts.TreeWassersteinLoss(tax),
+    }
+    for name, make in makers.items():
+        out = {}
+
+        def run():
+            loss = make()
+            z = logits.clone().requires_grad_(True)
+            value = loss(z, target)
+            value.backward()
+            out["value"], out["grad"], out["bytes"] = value.detach(), z.grad, loss.buffer_bytes()
+
+        growth = peak_growth(run)
+        assert torch.isfinite(out["value"]) and torch.isfinite(out["grad"]).all(), name
+        # softmax gradients of a mean loss sum to zero over the classes
+        assert out["grad"].sum(dim=1).abs().max() < 1e-5, name
+        assert growth < LIMIT, f"{name}: peak RSS grew by {growth / 2**30:.2f} GiB"
+        assert out["bytes"] < 64 * 2**20, f"{name}: {out['bytes']} bytes of buffers"
