@@ -81,7 +81,7 @@ def main(argv=None) -> int:
             "ratio": f"{full / ours:,.0f}x",
             "max |diff|": f"{diff:.1e}",
         })
-    print(f"WordNet: {wordnet_source().describe()}", file=sys.stderr)
+    print(wordnet_source().describe(), file=sys.stderr)
     print(f"one-time: opening WordNet {fmt_seconds(load_s)}, intrinsic IC table {fmt_seconds(ic_s)}\n")
     print(table(rows, args.markdown))
     return 0

@@ -97,20 +97,27 @@ def test_dictionary_folder_becomes_an_nltk_corpus_in_the_cache(no_wordnet, monke
     assert system.kind == "system" and system.corpus == str(corpus)
 
 
-def _build(args):
-    cache, source = args
+def _build(cache, source, barrier, results):
     os.environ["XDG_CACHE_HOME"] = cache
-    return str(wndata.prepare_corpus(wndata.WordNetSource("system", source, str(Path(cache) / "taxosmooth" / "nltk_data" / "corpora" / "wordnet"))))
+    corpus = str(Path(cache) / "taxosmooth" / "nltk_data" / "corpora" / "wordnet")
+    barrier.wait(timeout=60)  # start together
+    results.put(str(wndata.prepare_corpus(wndata.WordNetSource("system", source, corpus))))
 
 
 @pytest.mark.skipif(SYSTEM is None, reason="no system WordNet folder (apt-get install wordnet-base wordnet-sense-index)")
 def test_concurrent_builds_leave_one_valid_cache(tmp_path):
-    cache = str(tmp_path / "cache")
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        results = pool.map(_build, [(cache, SYSTEM)] * 4)
-    corpus = Path(results[0])
-    assert set(results) == {str(corpus)}
-    assert not wndata.missing_files(corpus) and (corpus / "lexnames").is_file()
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    workers = [ctx.Process(target=_build, args=(str(tmp_path / "cache"), SYSTEM, barrier, results)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    paths = [results.get(timeout=120) for _ in workers]
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    corpus = Path(paths[0])
+    assert set(paths) == {str(corpus)}
+    assert not wndata.missing_files(corpus) and (corpus / "lexnames").read_text() == wndata.lexnames_text()
     assert sorted(p.name for p in corpus.parent.iterdir()) == ["wordnet"]  # no temporary folders left
 
 

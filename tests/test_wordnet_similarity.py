@@ -269,7 +269,11 @@ def test_distances_follow_the_documented_formulas(wordnet, nouns):
     synsets = nouns[:200]
     path = similarity_matrix(synsets, "path")
     assert np.array_equal(distance_matrix(synsets, "path"), np.rint(1 / path - 1))
-    assert np.array_equal(distance_matrix(synsets, "wup"), 1 - similarity_matrix(synsets, "wup"))
+    wup = similarity_matrix(synsets, "wup")
+    d_wup = distance_matrix(synsets, "wup")
+    assert (np.diag(wup) < 1).any() and np.all(np.diag(d_wup) == 0)  # a distance is 0 from a synset to itself
+    off = ~np.eye(len(synsets), dtype=bool)
+    assert np.array_equal(d_wup[off], 1 - wup[off])
     lch = similarity_matrix(synsets, "lch")
     d_lch = distance_matrix(synsets, "lch")
     assert np.abs(d_lch - (np.diag(lch)[:, None] - lch)).max() <= TOL
@@ -280,7 +284,7 @@ def test_distances_follow_the_documented_formulas(wordnet, nouns):
     np.fill_diagonal(jc, 0)
     for measure in ("res", "jcn"):
         assert np.abs(distance_matrix(synsets, measure, ic=ic) - jc).max() <= TOL
-    assert np.array_equal(distance_matrix(synsets, "lin", ic=ic), 1 - similarity_matrix(synsets, "lin", ic=ic))
+    assert np.array_equal(distance_matrix(synsets, "lin", ic=ic)[off], 1 - similarity_matrix(synsets, "lin", ic=ic)[off])
 
 
 def test_one_compiled_closure_serves_every_measure(wordnet, verbs):
@@ -306,3 +310,14 @@ def test_taxonomy_depth_of_lch_matches_nltk(wordnet):
     g = pos_graph(wordnet, "n")
     for o in g.offsets[g.max_depth == g.max_depth.max()][:3]:
         assert wordnet.synset_from_pos_and_offset("n", int(o)).max_depth() == taxonomy_depth(wordnet, "n")
+
+
+@pytest.mark.parametrize("measure", ["path", "wup", "lch", "jcn", "lin"])
+def test_distance_matrices_feed_soft_targets(wordnet, nouns, measure):
+    from taxosmooth import soft_targets
+
+    d = distance_matrix(nouns[:100], measure)
+    q = soft_targets(d, beta=5.0)
+    assert q.shape == (100, 100)
+    assert np.allclose(q.sum(dim=1).numpy(), 1.0, atol=1e-5)
+    assert bool((q.argmax(dim=1) == np.arange(100)).all())  # each synset is closest to itself

@@ -236,6 +236,9 @@ def prepare_corpus(source: WordNetSource) -> Path:
         return corpus
     try:
         corpus.parent.mkdir(parents=True, exist_ok=True)
+        for folder in (cache_dir(), corpus.parent.parent, corpus.parent):
+            if folder.stat().st_mode & 0o022:  # nltk distrusts folders others can write
+                folder.chmod(0o755)
         for _attempt in range(5):
             tmp = Path(tempfile.mkdtemp(prefix=".wordnet-tmp-", dir=corpus.parent))
             try:

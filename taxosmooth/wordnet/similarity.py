@@ -32,7 +32,7 @@ nltk's conventions, reproduced
   of its ancestors has a larger ``min_depth`` than itself.
 * ``lch = -log((p + 1) / (2 D))``, ``p`` the shortest path length and ``D``
   nltk's taxonomy depth for the part of speech (its largest ``max_depth``,
-  ``+1`` when that part of speech needs a root: 19 for WordNet 3.0 nouns, 14
+  ``+1`` when that part of speech needs a root: 19 for WordNet 3.0 nouns, 13
   for verbs). Both synsets must have the same part of speech.
 * ``res = IC(lcs)``, the largest IC of a common ancestor-or-self (0 when
   there is none); ``jcn = 1 / (IC(a) + IC(b) - 2 IC(lcs))``, with nltk's
@@ -63,8 +63,12 @@ measure           distance
 ``lin``           ``1 - lin``
 ================  ======================================================
 
-Each distance is 0 on the diagonal except where nltk's similarity of a synset
-with itself is not maximal (``wup``); ``nan`` stays ``nan``.
+Every distance is 0 on the diagonal, by definition: nltk's ``wup`` of a synset
+with itself can be below 1 and ``lin`` of the root with itself is undefined,
+but a synset is at distance 0 from itself (so the matrix is a valid input to
+:func:`taxosmooth.soft_targets` and :func:`taxosmooth.cost_matrix`). Off the
+diagonal ``nan`` stays ``nan``, and ``wup``'s rare asymmetric pairs stay
+asymmetric.
 """
 
 from __future__ import annotations
@@ -437,8 +441,9 @@ def distance_matrix(
 
     ``path``: shortest path length in edges; ``wup``: ``1 - wup``; ``lch``:
     ``log(1 + path length)``; ``res`` and ``jcn``: the Jiang-Conrath distance
-    ``IC(a) + IC(b) - 2 IC(lcs)``; ``lin``: ``1 - lin``. Arguments as in
-    :func:`similarity_matrix`; ``nan`` where nltk has no value.
+    ``IC(a) + IC(b) - 2 IC(lcs)``; ``lin``: ``1 - lin``. 0 on the diagonal
+    for every measure. Arguments as in :func:`similarity_matrix`; ``nan``
+    where nltk has no value.
 
     Returns
     -------
@@ -453,9 +458,12 @@ def distance_matrix(
         root = _pair_root_mask(need, simulate_root, either=measure == "path")
         dist = _path_lengths(pairs, root)
         dist[np.isinf(dist)] = np.nan
-        return dist if measure == "path" else np.log1p(dist)
-    if measure == "wup":
-        return 1.0 - _wup(pairs, _pair_root_mask(_needs_root(pairs.dag), simulate_root))
-    if measure == "lin":
-        return 1.0 - _lin(pairs, table)
-    return _jc_distance(pairs, table, measure)
+        out = dist if measure == "path" else np.log1p(dist)
+    elif measure == "wup":
+        out = 1.0 - _wup(pairs, _pair_root_mask(_needs_root(pairs.dag), simulate_root))
+    elif measure == "lin":
+        out = 1.0 - _lin(pairs, table)
+    else:
+        out = _jc_distance(pairs, table, measure)
+    np.fill_diagonal(out, 0.0)
+    return out
