@@ -8,7 +8,7 @@
   synsets each time; best of 3), and nltk's own ``<measure>_similarity``
   called pair by pair on a fixed sample of pairs, extrapolated to the full
   square; the ratio is nltk's extrapolated time / ours. The sampled values are
-  compared too (``max |diff|``).
+  compared too (``max abs diff``).
 
 nltk's ``lch`` computes the taxonomy depth of all nouns on first use (seconds);
 that one-time cost is excluded from its per-pair time by a warm-up call.
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
             "nltk per pair": fmt_seconds(per_pair),
             f"nltk {args.n}x{args.n} (extrapolated)": fmt_seconds(full),
             "ratio": f"{full / ours:,.0f}x",
-            "max |diff|": f"{diff:.1e}",
+            "max abs diff": f"{diff:.1e}",
         })
     print(wordnet_source().describe(), file=sys.stderr)
     print(f"one-time: opening WordNet {fmt_seconds(load_s)}, intrinsic IC table {fmt_seconds(ic_s)}\n")
