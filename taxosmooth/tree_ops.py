@@ -111,7 +111,7 @@ def ring_expand_leaf_order(values: torch.Tensor, lengths: torch.Tensor, ring_of_
     b = values.shape[0]
     seg_vals = values.index_select(1, ring_of_segment).reshape(-1)
     # an int32 gather index is half the memory traffic of repeat_interleave's int64 one
-    index = torch.repeat_interleave(lengths.reshape(-1).to(torch.int32), output_size=b * num_classes)
+    index = torch.repeat_interleave(lengths.reshape(-1).to(torch.int32, copy=False), output_size=b * num_classes)
     return seg_vals.index_select(0, index).view(b, num_classes)
 
 
@@ -213,6 +213,7 @@ class TreeTensors(nn.Module):
         self.register_buffer("path", _t(path), persistent=False)
         self.register_buffer("path_len", _t(path_len), persistent=False)
         self.register_buffer("ring_lengths", _t(ring_lengths), persistent=False)
+        self.register_buffer("_ring_lengths32", _t(ring_lengths).to(torch.int32), persistent=False)
         self.register_buffer("ring_of_segment", _t(self.ring_of_segment_list), persistent=False)
         self.register_buffer("_level_order", _t(level_order), persistent=False)
         self.register_buffer("_level_pos", _t(level_pos), persistent=False)
@@ -389,6 +390,14 @@ class TreeTensors(nn.Module):
         """
         lengths = self.ring_lengths.index_select(0, target)
         return _RingSum.apply(self.to_leaf_order(x), lengths, self.ring_of_segment)
+
+    def ring_rows(self, values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """:meth:`ring_expand` without autograd, for constant tables: the rows of a
+        structured ``(C, C)`` matrix (soft targets, costs) for the batch's targets."""
+        with torch.no_grad():
+            lengths = self._ring_lengths32.index_select(0, target)
+            rows = ring_expand_leaf_order(values, lengths, self.ring_of_segment, self.num_classes)
+            return rows if self.leaf_order_is_class_order else rows.index_select(1, self.class_position)
 
     def ring_expand(self, values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The adjoint of :meth:`ring_sum`: ``out[b, j] = values[b, k]`` where ``LCA(target_b, j) = a_k``.

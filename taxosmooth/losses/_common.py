@@ -69,7 +69,8 @@ def flatten(input: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_
     """Validate and flatten ``(N, C, d1, ...)`` / ``(N, d1, ...)`` to ``(M, C)`` / ``(M,)``.
 
     Returns ``(logits (M, C) in the compute dtype, safe_target (M,) with ignored
-    entries replaced by 0, valid (M,) bool, target_shape)``.
+    entries replaced by 0, valid (M,) bool or None when every target counts,
+    target_shape)``.
     """
     if not isinstance(input, torch.Tensor) or not input.is_floating_point():
         raise TypeError(f"{name}: input must be a floating-point tensor of logits, got "
@@ -99,6 +100,13 @@ def flatten(input: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_
         z = input.movedim(1, -1).reshape(-1, num_classes)
     z = z.to(compute_dtype(input.dtype))
     t = target.reshape(-1).long()
+    if t.numel() == 0:
+        return z, t, None, target.shape
+    if not torch.compiler.is_compiling():
+        lo, hi = torch.aminmax(t)
+        lo, hi = int(lo), int(hi)
+        if lo >= 0 and hi < num_classes and not (lo <= ignore_index <= hi):
+            return z, t, None, target.shape  # every target valid, none ignored: no masking needed
     valid = t != ignore_index
     if not torch.compiler.is_compiling():
         bad = valid & ((t < 0) | (t >= num_classes))
@@ -116,13 +124,21 @@ def flatten(input: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_
 def reduce(loss: torch.Tensor, safe_target: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor | None,
            reduction: str, target_shape) -> torch.Tensor:
     """Weight, mask and reduce per-sample losses ``(M,)`` exactly as ``cross_entropy`` does."""
-    if weight is not None:
+    if valid is None:  # nothing ignored
+        if weight is None:
+            if reduction == "none":
+                return loss.reshape(target_shape)
+            return loss.sum() if reduction == "sum" else loss.mean()
         w = weight.to(device=loss.device, dtype=loss.dtype).index_select(0, safe_target)
-        w = torch.where(valid, w, torch.zeros_like(w))
+        weighted = loss * w
     else:
-        w = valid.to(loss.dtype)
-    # where, not multiply: an ignored sample's loss may be anything (its target was replaced by 0)
-    weighted = torch.where(valid, loss * w, torch.zeros_like(loss))
+        if weight is not None:
+            w = weight.to(device=loss.device, dtype=loss.dtype).index_select(0, safe_target)
+            w = torch.where(valid, w, torch.zeros_like(w))
+        else:
+            w = valid.to(loss.dtype)
+        # where, not multiply: an ignored sample's loss may be anything (its target was replaced by 0)
+        weighted = torch.where(valid, loss * w, torch.zeros_like(loss))
     if reduction == "none":
         return weighted.reshape(target_shape)
     if reduction == "sum":

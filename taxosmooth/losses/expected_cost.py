@@ -42,7 +42,7 @@ class _ExpectedRow(torch.autograd.Function):
         loss = risk
         if gamma:
             loss = risk + gamma * (lse - z.gather(1, target.unsqueeze(1)).squeeze(1))
-        diff = rows.sub(risk.unsqueeze(1) - gamma).mul_(p)
+        diff = rows.sub_(risk.unsqueeze(1) - gamma).mul_(p)  # rows are a scratch copy
         ctx.save_for_backward(diff, target)
         ctx.gamma = gamma
         return loss
@@ -92,10 +92,9 @@ class _CostLoss(TreeLossBase):
 
     def _cost_rows(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """``cost[t_i, :]`` for the batch, ``(M, C)``: written from the ring costs, or gathered."""
-        with torch.no_grad():
-            if self.tree is not None:
-                return self.tree.ring_expand(self.ring_costs.to(dtype).index_select(0, t), t)
-            return self.costs.to(dtype).index_select(0, t)
+        if self.tree is not None:
+            return self.tree.ring_rows(self.ring_costs.to(dtype).index_select(0, t), t)
+        return self.costs.to(dtype).index_select(0, t)
 
 
 class ExpectedCostLoss(_CostLoss):

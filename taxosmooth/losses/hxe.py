@@ -84,19 +84,21 @@ class _HierarchicalCrossEntropy(torch.autograd.Function):
         log_p[:, 0] = zt - lse
         ctx.save_for_backward(e, coef, mass, shift - lse, target_pos, lengths, ring_of_segment)
         ctx.floor = floor
-        return -(coef * log_p).sum(dim=1)
+        gap = m - zt  # how far the target is below the best logit (not differentiable)
+        ctx.mark_non_differentiable(gap)
+        return -(coef * log_p).sum(dim=1), gap
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
+    def backward(ctx, grad, _grad_gap):
         e, coef, mass, shift_minus_lse, target_pos, lengths, ring_of_segment = ctx.saved_tensors
         inv = torch.where(mass > ctx.floor, coef / mass.clamp_min(ctx.floor), torch.zeros_like(mass))
         inv[:, 0] = 0.0
         per_ring = inv.flip(1).cumsum(dim=1).flip(1)  # Σ_{l >= max(k, 1)} c_l / E_l
         g = grad.unsqueeze(1)
-        scale = coef.sum(dim=1, keepdim=True) * shift_minus_lse.exp().unsqueeze(1) * g
-        out = ring_expand_leaf_order(per_ring * g, lengths, ring_of_segment, e.shape[1])
-        out.neg_().add_(scale).mul_(e)
+        scale = coef.sum(dim=1, keepdim=True) * shift_minus_lse.exp().unsqueeze(1)
+        # ∂/∂z_j = e_j · (scale - per_ring[k(j)]) · g, minus c_0 · g at the target
+        out = ring_expand_leaf_order((scale - per_ring) * g, lengths, ring_of_segment, e.shape[1]).mul_(e)
         out.scatter_add_(1, target_pos.unsqueeze(1), -(coef[:, :1] * g))
         return out, None, None, None, None
 
@@ -182,12 +184,11 @@ class HXELoss(TreeLossBase):
         coef = self.coefficients.to(z.dtype).index_select(0, t)
         lengths = tree.ring_lengths.index_select(0, t)
         pos = tree.class_position.index_select(0, t)
-        loss = _HierarchicalCrossEntropy.apply(tree.to_leaf_order(z), pos, coef, lengths, tree.ring_of_segment)
+        loss, gap = _HierarchicalCrossEntropy.apply(tree.to_leaf_order(z), pos, coef, lengths, tree.ring_of_segment)
         if torch.compiler.is_compiling():
             return loss
         # A target far below the best logit can leave whole subtrees underflowing in the shared
         # shift of the fast path; recompute those (rare) rows in log space, level by level.
-        gap = z.detach().amax(dim=1) - z.detach().gather(1, t.unsqueeze(1)).squeeze(1)
         far = gap > _EXACT_GAP
         if bool(far.any()):
             idx = far.nonzero().squeeze(1)

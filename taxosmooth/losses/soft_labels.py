@@ -9,7 +9,7 @@ from taxosmooth._checks import check_positive, check_probability
 from taxosmooth.distances import LCA_KINDS, check_kind, node_distance
 from taxosmooth.losses._common import TreeLossBase, as_taxonomy
 from taxosmooth.targets import max_pair_distance, resolve_scale
-from taxosmooth.tree_ops import TreeTensors
+from taxosmooth.tree_ops import TreeTensors, ring_expand_leaf_order, ring_sum_leaf_order
 
 __all__ = ["HierarchicalSoftLabelLoss", "ring_target_weights"]
 
@@ -51,25 +51,28 @@ def ring_target_weights(taxonomy, beta: float, distance: str = "lca_height", sca
 
 
 class _SoftLabelCrossEntropy(torch.autograd.Function):
-    """``logsumexp(z) - <Q, z>`` with the gradient ``softmax(z) - Q`` written out.
+    """``-Σ_k q_k Σ_{j ∈ ring k} log_softmax(z)_j`` in leaf order, gradient ``softmax(z) - Q`` written out.
 
-    ``Q`` (the soft-target rows, ``(M, C)``) is written from the per-ring
-    weights once and used for both the forward dot product and the gradient.
+    Forward: one log-softmax and one segment sum per ring (every term
+    ``q_k · (-log p_j) >= 0``: no cancellation). Backward: the soft-target
+    rows ``Q`` are written once from the ring weights, straight into the
+    gradient. Three ``(M, C)`` buffers in all, like cross entropy.
     """
 
     @staticmethod
-    def forward(ctx, z, target_rows):
-        log_p = torch.log_softmax(z, dim=1)
-        # every term q_j · (-log p_j) is >= 0: no cancellation
-        loss = -torch.linalg.vecdot(target_rows, log_p, dim=1)
-        ctx.save_for_backward(log_p.exp_().sub_(target_rows))
+    def forward(ctx, z_leaf, q, lengths, lengths32, ring_of_segment):
+        log_p = torch.log_softmax(z_leaf, dim=1)
+        loss = -(q * ring_sum_leaf_order(log_p, lengths, ring_of_segment)).sum(dim=1)
+        ctx.save_for_backward(log_p.exp_(), q, lengths32, ring_of_segment)
         return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        (diff,) = ctx.saved_tensors
-        return diff * grad.unsqueeze(1), None
+        p, q, lengths32, ring_of_segment = ctx.saved_tensors
+        g = grad.unsqueeze(1)
+        out = ring_expand_leaf_order(q * g, lengths32, ring_of_segment, p.shape[1])
+        return out.neg_().addcmul_(p, g), None, None, None, None
 
 
 class HierarchicalSoftLabelLoss(TreeLossBase):
@@ -88,10 +91,10 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
     How: ``d(t, j)`` depends only on ``LCA(t, j)``, so ``q_t`` is constant on
     each *ring* ``subtree(a_k) \ subtree(a_{k-1})`` of the ancestors ``a_k`` of
     ``t``. With ``q_k`` that constant and ``R_k(z)`` the sum of the logits on
-    ring ``k``, ``ℓ = logsumexp(z) - Σ_k q_k R_k(z)``. The batch's target rows
-    are written directly from the ring weights (:meth:`TreeTensors.ring_expand`,
-    O(batch × classes)) and reused for the gradient ``softmax(z) - q_t``;
-    buffers are O(classes × depth), never a ``(C, C)`` tensor.
+    ring ``k`` (exact segment sums), ``ℓ = logsumexp(z) - Σ_k q_k R_k(z)``; the
+    gradient ``softmax(z) - q_t`` writes the batch's target rows directly from
+    the ring weights (:meth:`TreeTensors.ring_expand`). O(batch × classes)
+    time, O(classes × depth) buffers, never a ``(C, C)`` tensor.
 
     Parameters
     ----------
@@ -140,6 +143,6 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
 
     def _per_sample(self, z, t):
         q = self.ring_weights.to(z.dtype).index_select(0, t)
-        with torch.no_grad():
-            rows = self.tree.ring_expand(q, t)  # the soft targets of the batch, (M, C)
-        return _SoftLabelCrossEntropy.apply(z, rows)
+        tree = self.tree
+        return _SoftLabelCrossEntropy.apply(tree.to_leaf_order(z), q, tree.ring_lengths.index_select(0, t),
+                                            tree._ring_lengths32.index_select(0, t), tree.ring_of_segment)

@@ -77,7 +77,6 @@ class TreeWassersteinLoss(TreeLossBase):
         return f"ce_weight={self.ce_weight}"
 
     def _per_sample(self, z, t):
-        with torch.no_grad():
-            rows = self.tree.ring_expand(self.ring_part.to(z.dtype).index_select(0, t), t)
-            rows += self.class_wdepth.to(z.dtype)
+        rows = self.tree.ring_rows(self.ring_part.to(z.dtype).index_select(0, t), t)
+        rows += self.class_wdepth.to(z.dtype)
         return expected_row(z, rows, t, self.ce_weight)
