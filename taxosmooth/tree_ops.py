@@ -98,8 +98,11 @@ def ring_sum_leaf_order(x_leaf: torch.Tensor, lengths: torch.Tensor, ring_of_seg
     The low-level kernel behind :meth:`TreeTensors.ring_sum`, for fused losses
     that write their own backward.
     """
+    K = (ring_of_segment.shape[0] - 1) // 2
+    if x_leaf.shape[0] == 0:  # segment_reduce refuses empty inputs
+        return x_leaf.new_zeros((0, K + 1))
     seg = torch.segment_reduce(x_leaf.contiguous(), "sum", lengths=lengths, axis=1)
-    return _fold_segments(seg, (ring_of_segment.shape[0] - 1) // 2)
+    return _fold_segments(seg, K)
 
 
 def ring_expand_leaf_order(values: torch.Tensor, lengths: torch.Tensor, ring_of_segment: torch.Tensor,
@@ -272,6 +275,8 @@ class TreeTensors(nn.Module):
         shape = x.shape[:-1]
         x2 = _flat(x, self.num_classes, "x")
         b = x2.shape[0]
+        if b == 0:
+            return x.new_zeros((*shape, self.num_nodes))
         lv = self._levels_from_classes(x2, 0.0)
         off = self.level_offsets
         parts = [None] * (self.depth_levels + 1)
@@ -299,6 +304,8 @@ class TreeTensors(nn.Module):
         shape = x.shape[:-1]
         x2 = _flat(x, self.num_classes, "x")
         b = x2.shape[0]
+        if b == 0:
+            return x.new_zeros((*shape, self.num_nodes))
         lv = self._levels_from_classes(x2, float("-inf"))
         off = self.level_offsets
         parts = [None] * (self.depth_levels + 1)

@@ -583,3 +583,24 @@ def test_torch_compile_matches_eager(seed_tax):
     g_got = torch.autograd.grad(got.sum(), model.weight)[0]
     torch.testing.assert_close(got, eager)
     torch.testing.assert_close(g_got, g_eager)
+
+
+def test_empty_batch_and_single_class_tree():
+    one = ts.Taxonomy.from_edges([("r", "a")])
+    chain = ts.Taxonomy.from_edges([("r", "x"), ("x", "a"), ("r", "b")])  # a unary chain above "a"
+    for tax in (one, chain):
+        C = tax.num_classes
+        mods = [ts.HierarchicalSoftLabelLoss(tax, 1.0), ts.HXELoss(tax, 1.0), ts.TreeWassersteinLoss(tax),
+                ts.ExpectedCostLoss(tax), ts.PairwiseCostLoss(tax)]
+        for mod in mods:
+            empty = torch.zeros(0, C), torch.zeros(0, dtype=torch.long)
+            assert torch.isnan(mod(*empty)) == torch.isnan(F.cross_entropy(*empty))
+            assert mod(*empty).shape == ()
+            z = torch.randn(3, C, requires_grad=True)
+            t = torch.randint(0, C, (3,))
+            mod(z, t).backward()
+            assert torch.isfinite(z.grad).all()
+        if C == 1:  # one class: nothing to get wrong
+            z = torch.randn(2, 1)
+            t = torch.zeros(2, dtype=torch.long)
+            assert all(mod(z, t).item() == pytest.approx(0.0) for mod in mods)
