@@ -37,9 +37,10 @@ API (stable)
 ``TreeTensors(tree)``
     ``tree`` a :class:`~taxosmooth.Taxonomy` or :class:`~taxosmooth.taxonomy.CompiledTree`.
 Attributes (Python ints): ``num_nodes`` (N), ``num_classes`` (C), ``max_depth`` (K).
-Buffers (int64): ``parent`` (N,; root's parent is 0), ``depth`` (N,), ``class_node`` (C,),
+Buffers, int64: ``parent`` (N,; root's parent is 0), ``depth`` (N,), ``class_node`` (C,),
 ``class_position`` (C,), ``position_class`` (C,), ``path`` (C, K+1; padded with the root),
-``path_len`` (C,; ``depth(t) + 1``, the number of real path entries), ``ring_lengths`` (C, 2K+1).
+``path_len`` (C,; ``depth(t) + 1``, the number of real path entries); int32: ``ring_lengths`` (C, 2K+1),
+the lengths of the DFS leaf segments of each class's rings (segment ``s`` belongs to ring ``|s - K|``).
 Methods: :meth:`subtree_sum`, :meth:`subtree_logsumexp`, :meth:`accumulate_down`,
 :meth:`node_to_class`, :meth:`path_of`, :meth:`path_mask`, :meth:`gather_path`,
 :meth:`ring_sum`, :meth:`ring_expand`, :meth:`to_leaf_order`, :meth:`to_class_order`.
@@ -101,7 +102,7 @@ def ring_sum_leaf_order(x_leaf: torch.Tensor, lengths: torch.Tensor, ring_of_seg
     K = (ring_of_segment.shape[0] - 1) // 2
     if x_leaf.shape[0] == 0:  # segment_reduce refuses empty inputs
         return x_leaf.new_zeros((0, K + 1))
-    seg = torch.segment_reduce(x_leaf.contiguous(), "sum", lengths=lengths, axis=1)
+    seg = torch.segment_reduce(x_leaf.contiguous(), "sum", lengths=lengths.long(), axis=1)
     return _fold_segments(seg, K)
 
 
@@ -215,8 +216,7 @@ class TreeTensors(nn.Module):
         self.register_buffer("position_class", _t(c.position_class), persistent=False)
         self.register_buffer("path", _t(path), persistent=False)
         self.register_buffer("path_len", _t(path_len), persistent=False)
-        self.register_buffer("ring_lengths", _t(ring_lengths), persistent=False)
-        self.register_buffer("_ring_lengths32", _t(ring_lengths).to(torch.int32), persistent=False)
+        self.register_buffer("ring_lengths", _t(ring_lengths).to(torch.int32), persistent=False)
         self.register_buffer("ring_of_segment", _t(self.ring_of_segment_list), persistent=False)
         self.register_buffer("_level_order", _t(level_order), persistent=False)
         self.register_buffer("_level_pos", _t(level_pos), persistent=False)
@@ -402,7 +402,7 @@ class TreeTensors(nn.Module):
         """:meth:`ring_expand` without autograd, for constant tables: the rows of a
         structured ``(C, C)`` matrix (soft targets, costs) for the batch's targets."""
         with torch.no_grad():
-            lengths = self._ring_lengths32.index_select(0, target)
+            lengths = self.ring_lengths.index_select(0, target)
             rows = ring_expand_leaf_order(values, lengths, self.ring_of_segment, self.num_classes)
             return rows if self.leaf_order_is_class_order else rows.index_select(1, self.class_position)
 

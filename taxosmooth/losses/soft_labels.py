@@ -60,19 +60,19 @@ class _SoftLabelCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z_leaf, q, lengths, lengths32, ring_of_segment):
+    def forward(ctx, z_leaf, q, lengths, ring_of_segment):
         log_p = torch.log_softmax(z_leaf, dim=1)
         loss = -(q * ring_sum_leaf_order(log_p, lengths, ring_of_segment)).sum(dim=1)
-        ctx.save_for_backward(log_p.exp_(), q, lengths32, ring_of_segment)
+        ctx.save_for_backward(log_p.exp_(), q, lengths, ring_of_segment)
         return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        p, q, lengths32, ring_of_segment = ctx.saved_tensors
+        p, q, lengths, ring_of_segment = ctx.saved_tensors
         g = grad.unsqueeze(1)
-        out = ring_expand_leaf_order(q * g, lengths32, ring_of_segment, p.shape[1])
-        return out.neg_().addcmul_(p, g), None, None, None, None
+        out = ring_expand_leaf_order(q * g, lengths, ring_of_segment, p.shape[1])
+        return out.neg_().addcmul_(p, g), None, None, None
 
 
 class HierarchicalSoftLabelLoss(TreeLossBase):
@@ -144,5 +144,5 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
     def _per_sample(self, z, t):
         q = self.ring_weights.to(z.dtype).index_select(0, t)
         tree = self.tree
-        return _SoftLabelCrossEntropy.apply(tree.to_leaf_order(z), q, tree.ring_lengths.index_select(0, t),
-                                            tree._ring_lengths32.index_select(0, t), tree.ring_of_segment)
+        lengths = tree.ring_lengths.index_select(0, t)
+        return _SoftLabelCrossEntropy.apply(tree.to_leaf_order(z), q, lengths, tree.ring_of_segment)
