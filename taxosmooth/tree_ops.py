@@ -331,10 +331,11 @@ class TreeTensors(nn.Module):
     def accumulate_down(self, values: torch.Tensor) -> torch.Tensor:
         """``A(v) = Σ_{u ancestor of v, v included} values(u)`` for every node ``v``.
 
-        E.g. conditional risk with a structured cost: with ``g(u) = table[u] -
-        table[parent(u)]``, ``node_to_class(accumulate_down(P * g))`` is the
-        expected cost ``Σ_i p_i · table[LCA(i, j)]`` of predicting each class
-        ``j`` (up to the root term). Top-down, level by level, O(batch × nodes).
+        E.g. conditional risk with a structured cost ``cost[i, j] =
+        table[LCA(i, j)]`` (``table`` 0 on leaves): with ``g(u) = table[u] -
+        table[parent(u)]`` (``g(root) = table[root]``) and ``P = subtree_sum(p)``,
+        ``node_to_class(accumulate_down(P * g))[j] = Σ_i p_i cost[i, j]``, the
+        expected cost of predicting ``j``. Top-down, level by level, O(batch × nodes).
 
         Parameters
         ----------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _trees import random_taxonomies, seed_taxonomy
+from _trees import random_taxonomies
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -135,3 +135,20 @@ def test_single_class_and_flat_tree():
     assert tt.subtree_sum(x)[0].tolist() == [6.0, 1.0, 2.0, 3.0]
     assert tt.ring_sum(x, torch.tensor([1]))[0].tolist() == [2.0, 4.0]
     assert np.allclose(tt.ring_expand(torch.tensor([[5.0, 7.0]]), torch.tensor([2]))[0].numpy(), [7, 7, 5])
+
+
+@given(random_taxonomies(max_nodes=25), st.sampled_from(["lca_height", "lca_depth_complement"]),
+       st.integers(0, 2**31 - 1))
+def test_accumulate_down_gives_conditional_risk(tax, kind, seed):
+    """The documented CRM recipe equals p @ cost with the dense cost matrix."""
+    import taxosmooth as ts
+
+    tt = TreeTensors(tax).double()
+    table = torch.from_numpy(ts.node_distance(tax, kind))
+    parent = torch.from_numpy(tax.compiled.parent.copy())
+    g = table - torch.where(parent >= 0, table[parent.clamp_min(0)], torch.zeros_like(table))
+    p = torch.softmax(torch.randn(3, tax.num_classes, generator=torch.Generator().manual_seed(seed),
+                                  dtype=torch.float64), 1)
+    risk = tt.node_to_class(tt.accumulate_down(tt.subtree_sum(p) * g))
+    want = p @ torch.from_numpy(ts.class_distances(tax, kind))
+    torch.testing.assert_close(risk, want, rtol=1e-10, atol=1e-12)

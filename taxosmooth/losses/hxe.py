@@ -120,9 +120,8 @@ class HXELoss(TreeLossBase):
     * ``weighting="depth"`` (default): ``λ(v) = exp(-α·depth(v))``. This is what
       the public reference code implements (``get_exponential_weighting``:
       "each edge is weighted according to its distance from the root") and what
-      produced the paper's results; it matches the paper's stated intent of
-      discounting fine-grained terms, so larger ``α`` favours getting the coarse
-      levels right.
+      produced the paper's published results: larger ``α`` moves the weight
+      towards the coarse decisions near the root.
     * ``weighting="height"``: ``λ(v) = exp(-α·height(v))``, the formula as
       printed in the paper. On a tree with all leaves at one depth this runs the
       opposite way (leaf terms weigh most).

@@ -90,10 +90,10 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
 
     How: ``d(t, j)`` depends only on ``LCA(t, j)``, so ``q_t`` is constant on
     each *ring* ``subtree(a_k) \ subtree(a_{k-1})`` of the ancestors ``a_k`` of
-    ``t``. With ``q_k`` that constant and ``R_k(z)`` the sum of the logits on
-    ring ``k`` (exact segment sums), ``ℓ = logsumexp(z) - Σ_k q_k R_k(z)``; the
-    gradient ``softmax(z) - q_t`` writes the batch's target rows directly from
-    the ring weights (:meth:`TreeTensors.ring_expand`). O(batch × classes)
+    ``t``. With ``q_k`` that constant, ``ℓ = -Σ_k q_k Σ_{j ∈ ring k} log p_j``:
+    one segment sum per ring over the log-softmax (exact, every term ``>= 0``);
+    the gradient ``softmax(z) - q_t`` writes the batch's target rows directly
+    from the ring weights (:meth:`TreeTensors.ring_expand`). O(batch × classes)
     time, O(classes × depth) buffers, never a ``(C, C)`` tensor.
 
     Parameters
