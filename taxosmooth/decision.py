@@ -7,7 +7,7 @@ most probable class, CRM predicts the class of lowest *expected cost*
 
     R_j = \\sum_i p_i \\, \\mathrm{cost}[i, j], \\qquad \\hat y = \\arg\\min_j R_j,
 
-(Karthik, Prabhu, Dokania and Torr, "No Cost Likelihood Manipulation at Test
+(Karthik, Prabhu, Dokania and Gandhi, "No Cost Likelihood Manipulation at Test
 Time for Making Better Mistakes in Deep Networks", ICLR 2021). With 0/1 costs
 ``R_j = 1 - p_j`` and CRM is the usual argmax; with tree costs it trades a
 little top-1 accuracy for much milder mistakes, without retraining.
