@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import taxosmooth as ts
+from taxosmooth.tree_ops import ring_expand_leaf_order, ring_sum_leaf_order
 
 
 def synthetic_taxonomy(num_classes: int, depth: int, seed: int = 0, shuffle_classes: bool = False) -> ts.Taxonomy:
@@ -118,6 +119,23 @@ def time_methods(methods: dict, logits: torch.Tensor, target: torch.Tensor, roun
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def _no_backward(fn):
+    """Wrap a forward-only callable so that time_methods' ``.backward()`` is a no-op for it."""
+
+    class _Done:
+        def backward(self):
+            pass
+
+    def run(z, t):
+        out = fn(z, t)
+        if out.requires_grad:
+            return out
+        _ = float(out)
+        return _Done()
+
+    return run
+
+
 def fmt_ms(s: float) -> str:
     return f"{s * 1e3:.2f}"
 
@@ -152,6 +170,8 @@ def main(argv=None) -> int:
                     help="torch CPU threads (default 1: CPU time is then robust to other load; with more, wall time)")
     ap.add_argument("--shuffle-classes", action="store_true", help="class order differs from the DFS leaf order")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also time the two structured kernels (ring segment sum, ring expansion) alone")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     dev = args.device
@@ -189,6 +209,22 @@ def main(argv=None) -> int:
             else:
                 row["vs baseline"] = ""
             speed_rows.append(row)
+        if args.breakdown:
+            tree = losses["HXELoss"].tree
+            lengths = tree.ring_lengths.index_select(0, target)
+            values = torch.rand(args.batch, tree.max_depth + 1, device=dev)
+            kernels = {
+                "F.cross_entropy": lambda z, t: F.cross_entropy(z, t),
+                "  log_softmax (forward only)": lambda z, t: torch.log_softmax(z.detach(), 1).sum(),
+                "  ring segment sum (forward only)": lambda z, t: ring_sum_leaf_order(z.detach(), lengths,
+                                                                                     tree.ring_of_segment).sum(),
+                "  ring expansion (forward only)": lambda z, t: ring_expand_leaf_order(values, lengths,
+                                                                                      tree.ring_of_segment, C).sum(),
+            }
+            kt = time_methods({k: _no_backward(f) for k, f in kernels.items()}, logits, target, args.rounds, dev)
+            for k, s_ in kt.items():
+                speed_rows.append({"C": C, "loss": k, "ms": fmt_ms(s_), "× CE": f"{s_ / kt['F.cross_entropy']:.2f}",
+                                   "vs baseline": "kernel alone" if k.startswith(" ") else "forward+backward"})
         for k, m in losses.items():
             mem_rows.append({"C": C, "nodes": tax.num_nodes, "loss": k, "buffers": fmt_bytes(m.buffer_bytes()),
                              "bytes / node": f"{m.buffer_bytes() / tax.num_nodes:.0f}"})

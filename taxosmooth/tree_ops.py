@@ -84,13 +84,9 @@ class _Permute(torch.autograd.Function):
         return _Permute.apply(grad, inverse, perm), None, None
 
 
-def _fold_segments(seg: torch.Tensor, K: int) -> torch.Tensor:
+def _fold_segments(seg: torch.Tensor, ring_of_segment: torch.Tensor, K: int) -> torch.Tensor:
     # segment s of a ring layout belongs to ring |s - K|
-    right = seg[:, K:]
-    if K == 0:
-        return right
-    left = seg[:, :K].flip(1)
-    return right + torch.cat([torch.zeros_like(right[:, :1]), left], dim=1)
+    return seg.new_zeros((seg.shape[0], K + 1)).index_add_(1, ring_of_segment, seg)
 
 
 def ring_sum_leaf_order(x_leaf: torch.Tensor, lengths: torch.Tensor, ring_of_segment: torch.Tensor) -> torch.Tensor:
@@ -103,7 +99,7 @@ def ring_sum_leaf_order(x_leaf: torch.Tensor, lengths: torch.Tensor, ring_of_seg
     if x_leaf.shape[0] == 0:  # segment_reduce refuses empty inputs
         return x_leaf.new_zeros((0, K + 1))
     seg = torch.segment_reduce(x_leaf.contiguous(), "sum", lengths=lengths.long(), axis=1)
-    return _fold_segments(seg, K)
+    return _fold_segments(seg, ring_of_segment, K)
 
 
 def ring_expand_leaf_order(values: torch.Tensor, lengths: torch.Tensor, ring_of_segment: torch.Tensor,

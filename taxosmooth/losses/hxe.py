@@ -70,23 +70,21 @@ class _HierarchicalCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z_leaf, target_pos, coef, lengths, ring_of_segment):
-        m = z_leaf.amax(dim=1)
-        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-        zt = z_leaf.gather(1, target_pos.unsqueeze(1)).squeeze(1)
-        shift = torch.maximum(zt, m - _SHIFT_FLOOR)
-        shift = torch.where(torch.isfinite(shift), shift, m)
-        e = torch.sub(z_leaf, shift.unsqueeze(1)).exp_()  # <= e^70: no overflow
-        lse = shift + e.sum(dim=1).log()
-        mass = ring_sum_leaf_order(e, lengths, ring_of_segment).cumsum(dim=1)
+        m = z_leaf.amax(dim=1, keepdim=True)
+        zt = z_leaf.gather(1, target_pos.unsqueeze(1))
+        shift = torch.maximum(zt, m - _SHIFT_FLOOR)  # (non-finite logits give NaN, as in cross_entropy)
+        e = torch.sub(z_leaf, shift).exp_()  # <= e^70: no overflow
+        shift_minus_lse = e.sum(dim=1, keepdim=True).log_().neg_()
+        mass = ring_sum_leaf_order(e, lengths, ring_of_segment).cumsum_(dim=1)
         # a subtree whose mass underflowed entirely is clamped (value) and gets no gradient
         floor = torch.finfo(mass.dtype).tiny * 1e8
-        log_p = torch.log(mass.clamp_min(floor)) + (shift - lse).unsqueeze(1)
-        log_p[:, 0] = zt - lse
-        ctx.save_for_backward(e, coef, mass, shift - lse, target_pos, lengths, ring_of_segment)
+        log_p = mass.clamp_min(floor).log_().add_(shift_minus_lse)
+        log_p[:, :1] = zt - shift - shift_minus_lse.neg()  # log p_t = z_t - lse, exactly as cross entropy
+        ctx.save_for_backward(e, coef, mass, shift_minus_lse, target_pos, lengths, ring_of_segment)
         ctx.floor = floor
-        gap = m - zt  # how far the target is below the best logit (not differentiable)
+        gap = (m - zt).squeeze(1)  # how far the target is below the best logit (not differentiable)
         ctx.mark_non_differentiable(gap)
-        return -(coef * log_p).sum(dim=1), gap
+        return torch.linalg.vecdot(coef, log_p, dim=1).neg_(), gap
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -96,7 +94,7 @@ class _HierarchicalCrossEntropy(torch.autograd.Function):
         inv[:, 0] = 0.0
         per_ring = inv.flip(1).cumsum(dim=1).flip(1)  # Σ_{l >= max(k, 1)} c_l / E_l
         g = grad.unsqueeze(1)
-        scale = coef.sum(dim=1, keepdim=True) * shift_minus_lse.exp().unsqueeze(1)
+        scale = coef.sum(dim=1, keepdim=True) * shift_minus_lse.exp()
         # ∂/∂z_j = e_j · (scale - per_ring[k(j)]) · g, minus c_0 · g at the target
         out = ring_expand_leaf_order((scale - per_ring) * g, lengths, ring_of_segment, e.shape[1]).mul_(e)
         out.scatter_add_(1, target_pos.unsqueeze(1), -(coef[:, :1] * g))
