@@ -106,3 +106,23 @@ def test_mkdocs_build_strict(tmp_path):
     losses = (site / "api" / "losses" / "index.html").read_text(encoding="utf-8")
     for name in ("HierarchicalSoftLabelLoss", "HXELoss", "TreeWassersteinLoss", "ExpectedCostLoss"):
         assert f'id="taxosmooth.losses.{name}"' in losses, name
+
+
+def test_experiment_results_match_the_page():
+    """The table of 'Choosing β and α' is the one the experiment wrote (docs/data/...json)."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("wordnet_glosses", ROOT / "examples" / "wordnet_glosses.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = json.loads((DOCS / "data" / "wordnet_glosses_results.json").read_text(encoding="utf-8"))
+    page = (DOCS / "choosing-beta-alpha.md").read_text(encoding="utf-8")
+    shown = page.split("<!-- results-table:begin -->\n", 1)[1].split("\n<!-- results-table:end -->", 1)[0]
+    assert shown == module.markdown_table(data["results"])
+    # every seed is there, and the summary is the mean of the seeds
+    for name, r in data["results"].items():
+        assert len(r["runs"]) == data["setting"]["seeds"] >= 3, name
+        mean = sum(run["top1_error"] for run in r["runs"]) / len(r["runs"])
+        assert abs(mean - r["summary"]["top1_error"]["mean"]) < 1e-12, name
+    assert (DOCS / "img" / "wordnet_glosses_tradeoff.png").stat().st_size > 10_000
