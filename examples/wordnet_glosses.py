@@ -8,7 +8,7 @@ does it cost in top-1 error? The data ship with WordNet:
   hyponyms included). They are found top-down from ``entity.n.01``: a synset
   with more than ``--max-size`` hyponyms is split into its hyponyms, one within
   the range becomes a class, a smaller one is dropped. The defaults give about
-  200 classes (``dog.n.01``, ``fish_genus.n.01``, ``writer.n.01``, ...).
+  200 classes (``bird.n.01``, ``carnivore.n.01``, ``city.n.01``, ``writer.n.01``, ...).
 * **Samples.** Every noun synset below exactly one class is a sample; its text
   is its gloss (``Synset.definition()``), its label the class. Synsets below
   two classes (WordNet is a DAG) are left out.
