@@ -54,7 +54,14 @@ from torch import nn
 
 from taxosmooth.taxonomy import CompiledTree, Taxonomy
 
-__all__ = ["TreeTensors", "compiled_tree", "ring_sum_leaf_order", "ring_expand_leaf_order"]
+__all__ = [
+    "TreeTensors",
+    "compiled_tree",
+    "ring_sum_leaf_order",
+    "ring_expand_leaf_order",
+    "segment_sum_leaf_order",
+    "segment_expand_leaf_order",
+]
 
 
 def compiled_tree(tree) -> CompiledTree:
@@ -89,6 +96,53 @@ def _fold_segments(seg: torch.Tensor, ring_of_segment: torch.Tensor, K: int) -> 
     return seg.new_zeros((seg.shape[0], K + 1)).index_add_(1, ring_of_segment, seg)
 
 
+def _host_kernel(x: torch.Tensor) -> bool:
+    # numpy's segment kernels (np.add.reduceat, np.repeat) run several times faster than
+    # torch.segment_reduce / repeat_interleave + gather on the CPU; on other devices, and
+    # while tracing for torch.compile, the torch ops are used
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling()
+
+
+def segment_sum_leaf_order(x_leaf: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Sums of ``x_leaf`` (B, C) over each row's consecutive segments of the given ``lengths`` (B, S).
+
+    Each row's lengths add up to ``C``; empty segments sum to 0. Every segment
+    is summed on its own (pairwise summation on the CPU), never as a difference
+    of prefix sums. Not differentiable: the low-level kernel of fused losses.
+    With ``lengths = ring_lengths[target]``, segment ``s`` belongs to ring
+    ``|s - K|`` (:func:`ring_sum_leaf_order` folds them).
+    """
+    b = x_leaf.shape[0]
+    if b == 0:  # segment_reduce refuses empty inputs
+        return x_leaf.new_zeros((0, lengths.shape[-1]))
+    if not _host_kernel(x_leaf):
+        return torch.segment_reduce(x_leaf.contiguous(), "sum", lengths=lengths.long(), axis=1)
+    flat = lengths.numpy().reshape(-1)
+    nonempty = np.flatnonzero(flat)
+    starts = np.zeros(flat.shape[0] + 1, dtype=np.int64)
+    np.cumsum(flat, out=starts[1:])
+    x = x_leaf.detach().contiguous().numpy().reshape(-1)
+    seg = np.zeros(flat.shape, dtype=x.dtype)
+    # reduceat sums x[starts[i]:starts[i+1]]; over the non-empty segments that is each one exactly
+    seg[nonempty] = np.add.reduceat(x, starts[nonempty])
+    return torch.from_numpy(seg).view(b, -1)
+
+
+def segment_expand_leaf_order(seg_values: torch.Tensor, lengths: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``out[b, j] = seg_values[b, s]`` for ``j`` in segment ``s`` of row ``b`` (B, C); not differentiable.
+
+    The adjoint of :func:`segment_sum_leaf_order`: a fresh tensor, the caller may
+    modify it in place.
+    """
+    b = seg_values.shape[0]
+    if b > 0 and _host_kernel(seg_values):
+        values = seg_values.detach().contiguous().numpy().reshape(-1)
+        return torch.from_numpy(np.repeat(values, lengths.numpy().reshape(-1))).view(b, num_classes)
+    # an int32 gather index is half the memory traffic of repeat_interleave's int64 one
+    index = torch.repeat_interleave(lengths.reshape(-1).to(torch.int32, copy=False), output_size=b * num_classes)
+    return seg_values.reshape(-1).index_select(0, index).view(b, num_classes)
+
+
 def ring_sum_leaf_order(x_leaf: torch.Tensor, lengths: torch.Tensor, ring_of_segment: torch.Tensor) -> torch.Tensor:
     """Ring sums of ``x_leaf`` (B, C) in leaf order, ``lengths = ring_lengths[target]``; not differentiable.
 
@@ -96,10 +150,7 @@ def ring_sum_leaf_order(x_leaf: torch.Tensor, lengths: torch.Tensor, ring_of_seg
     that write their own backward.
     """
     K = (ring_of_segment.shape[0] - 1) // 2
-    if x_leaf.shape[0] == 0:  # segment_reduce refuses empty inputs
-        return x_leaf.new_zeros((0, K + 1))
-    seg = torch.segment_reduce(x_leaf.contiguous(), "sum", lengths=lengths.long(), axis=1)
-    return _fold_segments(seg, ring_of_segment, K)
+    return _fold_segments(segment_sum_leaf_order(x_leaf, lengths), ring_of_segment, K)
 
 
 def ring_expand_leaf_order(values: torch.Tensor, lengths: torch.Tensor, ring_of_segment: torch.Tensor,
@@ -108,11 +159,7 @@ def ring_expand_leaf_order(values: torch.Tensor, lengths: torch.Tensor, ring_of_
 
     The low-level kernel behind :meth:`TreeTensors.ring_expand`.
     """
-    b = values.shape[0]
-    seg_vals = values.index_select(1, ring_of_segment).reshape(-1)
-    # an int32 gather index is half the memory traffic of repeat_interleave's int64 one
-    index = torch.repeat_interleave(lengths.reshape(-1).to(torch.int32, copy=False), output_size=b * num_classes)
-    return seg_vals.index_select(0, index).view(b, num_classes)
+    return segment_expand_leaf_order(values.index_select(1, ring_of_segment), lengths, num_classes)
 
 
 class _RingSum(torch.autograd.Function):

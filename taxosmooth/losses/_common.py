@@ -168,10 +168,15 @@ class TreeLossBase(nn.Module):
     """Common state of the losses: ``weight`` buffer, ``ignore_index``, ``reduction``.
 
     Subclasses implement ``_per_sample(z, safe_target) -> (M,)`` on flattened,
-    validated logits in the compute dtype, and set ``num_classes``.
+    validated logits in the compute dtype, and set ``num_classes``. A subclass
+    whose kernel can also sum its rows sets ``fuses_reduction = True`` and
+    accepts ``_per_sample(z, safe_target, scale)``, returning ``scale · Σ_i l_i``
+    (a scalar): used when no target is ignored and there is no class weight,
+    which spares a reduction and its backward.
     """
 
     num_classes: int
+    fuses_reduction: bool = False
 
     def __init__(self, num_classes: int, weight=None, ignore_index: int = -100, reduction: str = "mean"):
         super().__init__()
@@ -183,6 +188,8 @@ class TreeLossBase(nn.Module):
     def _loss(self, input, target, weight, ignore_index, reduction):
         with no_autocast(input.device.type):
             z, t, valid, shape = flatten(input, target, self.num_classes, ignore_index, type(self).__name__)
+            if self.fuses_reduction and valid is None and weight is None and reduction != "none" and t.numel() > 0:
+                return self._per_sample(z, t, 1.0 / t.numel() if reduction == "mean" else 1.0)
             loss = self._per_sample(z, t)
             return reduce(loss, t, valid, weight, reduction, shape)
 

@@ -7,16 +7,16 @@ import torch
 
 from taxosmooth._checks import check_positive
 from taxosmooth.losses._common import TreeLossBase, as_taxonomy
-from taxosmooth.tree_ops import TreeTensors, ring_expand_leaf_order, ring_sum_leaf_order
+from taxosmooth.tree_ops import TreeTensors, segment_expand_leaf_order, segment_sum_leaf_order
 
 __all__ = ["HXELoss", "hxe_coefficients", "hxe_node_weights", "WEIGHTINGS"]
 
 WEIGHTINGS = ("depth", "height")
 
-# shift of the exponentials: at most this many nats below the largest logit (e^70 · C stays finite in float32)
-_SHIFT_FLOOR = 70.0
-# rows whose target is further than this below the largest logit take the exact log-space path
-_EXACT_GAP = 100.0
+# on the fast path every P(a_l) >= p_t >= this many times the smallest normal float: the ratios
+# c_l / P(a_l) in the gradient stay far from overflow; rows whose target probability is smaller
+# take the exact log-space path
+_FAR_MARGIN = 2.0**40
 
 
 def hxe_node_weights(taxonomy, alpha: float, weighting: str = "depth", normalize: bool = False) -> np.ndarray:
@@ -59,46 +59,56 @@ def hxe_coefficients(taxonomy, alpha: float, weighting: str = "depth", normalize
 
 
 class _HierarchicalCrossEntropy(torch.autograd.Function):
-    """``-Σ_l c_l log P(a_l)`` in leaf order, gradient written out.
+    """``-Σ_l c_l log P(a_l)`` per row in leaf order (or ``scale ×`` their sum), gradient built in the forward.
 
-    ``log P(a_0)`` is the log-softmax of the target itself; ``P(a_l)``, ``l >= 1``,
-    are cumulative ring sums of ``e = exp(z - s)``, ``s = max(z_t, max(z) - 70)``
-    (the same pass gives the log-sum-exp). Gradient:
-    ``p_j Σ_l c_l - c_0 [j = t] - e_j Σ_{l >= max(k(j), 1)} c_l / E_l`` with
-    ``E_l = Σ_{j under a_l} e_j`` and ``k(j)`` the ring of ``j``.
+    ``p = softmax(z)``; ``P(a_l)`` are the cumulative ring sums of ``p`` (exact
+    segment sums of non-negative terms; ``P(a_0) = p_t``), clamped below at
+    ``floor``. Gradient, one value per ring times ``p``:
+    ``∂ℓ/∂z_j = p_j (Σ_l c_l - Σ_{l >= k(j)} c_l / P(a_l))`` with ``k(j)`` the
+    ring of ``j`` (at the target, ``p_t · c_0 / p_t`` is ``c_0`` to rounding).
+    The small per-ring steps are two constant 0/1 matrices: ``fold`` (segments
+    → cumulative ring sums) and ``spread`` (``[l >= ring(s)]``). The gradient
+    is written in the forward, so the backward only scales it (nothing at all
+    for an incoming ``1``). Also returns ``p_t`` (not differentiable): rows
+    where it is below ``floor`` are left to the caller, and count 0 in the
+    summed form.
     """
 
     @staticmethod
-    def forward(ctx, z_leaf, target_pos, coef, lengths, ring_of_segment):
-        m = z_leaf.amax(dim=1, keepdim=True)
-        zt = z_leaf.gather(1, target_pos.unsqueeze(1))
-        shift = torch.maximum(zt, m - _SHIFT_FLOOR)  # (non-finite logits give NaN, as in cross_entropy)
-        e = torch.sub(z_leaf, shift).exp_()  # <= e^70: no overflow
-        shift_minus_lse = e.sum(dim=1, keepdim=True).log_().neg_()
-        mass = ring_sum_leaf_order(e, lengths, ring_of_segment).cumsum_(dim=1)
-        # a subtree whose mass underflowed entirely is clamped (value) and gets no gradient
-        floor = torch.finfo(mass.dtype).tiny * 1e8
-        log_p = mass.clamp_min(floor).log_().add_(shift_minus_lse)
-        log_p[:, :1] = zt - shift - shift_minus_lse.neg()  # log p_t = z_t - lse, exactly as cross entropy
-        ctx.save_for_backward(e, coef, mass, shift_minus_lse, target_pos, lengths, ring_of_segment)
-        ctx.floor = floor
-        gap = (m - zt).squeeze(1)  # how far the target is below the best logit (not differentiable)
-        ctx.mark_non_differentiable(gap)
-        return torch.linalg.vecdot(coef, log_p, dim=1).neg_(), gap
+    def forward(ctx, z_leaf, coef, lengths, fold, spread, floor, scale):
+        s = 1.0 if scale is None else scale
+        p = torch.softmax(z_leaf, dim=1)
+        mass = torch.mm(segment_sum_leaf_order(p, lengths), fold)
+        p_target = mass[:, 0]
+        mass_c = mass.clamp_min(floor)
+        log_mass = mass_c.log()
+        # s · (Σ_l c_l - Σ_{l >= ring(s)} c_l / P(a_l)) on each segment
+        values = torch.addmm(coef.sum(dim=1, keepdim=True), coef / mass_c, spread, beta=s, alpha=-s)
+        grad = segment_expand_leaf_order(values, lengths, p.shape[1]).mul_(p)
+        if scale is None:
+            loss = torch.linalg.vecdot(coef, log_mass, dim=1).neg_()
+        else:
+            loss = torch.dot(coef.view(-1), log_mass.view(-1)).mul_(-s)
+            far = p_target < floor
+            if not torch.compiler.is_compiling() and bool(far.any()):
+                idx = far.nonzero().squeeze(1)
+                grad.index_fill_(0, idx, 0.0)
+                far_rows = torch.linalg.vecdot(coef.index_select(0, idx), log_mass.index_select(0, idx), dim=1)
+                loss = loss + far_rows.sum() * s
+        ctx.save_for_backward(grad)
+        ctx.fused = scale is not None
+        ctx.mark_non_differentiable(p_target)
+        return loss, p_target
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad, _grad_gap):
-        e, coef, mass, shift_minus_lse, target_pos, lengths, ring_of_segment = ctx.saved_tensors
-        inv = torch.where(mass > ctx.floor, coef / mass.clamp_min(ctx.floor), torch.zeros_like(mass))
-        inv[:, 0] = 0.0
-        per_ring = inv.flip(1).cumsum(dim=1).flip(1)  # Σ_{l >= max(k, 1)} c_l / E_l
-        g = grad.unsqueeze(1)
-        scale = coef.sum(dim=1, keepdim=True) * shift_minus_lse.exp()
-        # ∂/∂z_j = e_j · (scale - per_ring[k(j)]) · g, minus c_0 · g at the target
-        out = ring_expand_leaf_order((scale - per_ring) * g, lengths, ring_of_segment, e.shape[1]).mul_(e)
-        out.scatter_add_(1, target_pos.unsqueeze(1), -(coef[:, :1] * g))
-        return out, None, None, None, None
+    def backward(ctx, grad_loss, _grad_p_target):
+        (grad,) = ctx.saved_tensors
+        if not ctx.fused:
+            return grad * grad_loss.unsqueeze(1), None, None, None, None, None, None
+        if grad_loss.device.type == "cpu" and float(grad_loss) == 1.0:
+            return grad, None, None, None, None, None, None
+        return grad * grad_loss, None, None, None, None, None, None
 
 
 class HXELoss(TreeLossBase):
@@ -172,24 +182,40 @@ class HXELoss(TreeLossBase):
         self.alpha, self.weighting, self.normalize = float(alpha), weighting, normalize
         self.tree = TreeTensors(tax)
         self.register_buffer("coefficients", torch.from_numpy(coef), persistent=False)
+        # segment s of a class's ring layout belongs to ring |s - K|; fold[s, k] = [|s - K| <= k] turns
+        # segment sums into the cumulative ring sums P(a_k), spread[l, s] = [l >= |s - K|] the other way
+        K = self.tree.max_depth
+        ring = np.abs(np.arange(2 * K + 1) - K)
+        level = np.arange(K + 1)
+        self.register_buffer("_fold", torch.from_numpy((ring[:, None] <= level[None, :]).astype(np.float32)),
+                             persistent=False)
+        self.register_buffer("_spread", torch.from_numpy((level[:, None] >= ring[None, :]).astype(np.float32)),
+                             persistent=False)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, weighting={self.weighting!r}, normalize={self.normalize}"
 
-    def _per_sample(self, z, t):
+    fuses_reduction = True
+
+    def _per_sample(self, z, t, scale=None):
         tree = self.tree
-        coef = self.coefficients.to(z.dtype).index_select(0, t)
-        lengths = tree.ring_lengths.index_select(0, t)
-        pos = tree.class_position.index_select(0, t)
-        loss, gap = _HierarchicalCrossEntropy.apply(tree.to_leaf_order(z), pos, coef, lengths, tree.ring_of_segment)
+        coef = self.coefficients.index_select(0, t).to(z.dtype)
+        fold, spread = self._fold, self._spread
+        if fold.dtype != z.dtype:  # 0/1 entries: exact in any dtype
+            fold, spread = fold.to(z.dtype), spread.to(z.dtype)
+        floor = torch.finfo(z.dtype).tiny * _FAR_MARGIN
+        loss, p_target = _HierarchicalCrossEntropy.apply(tree.to_leaf_order(z), coef, tree.ring_lengths.index_select(0, t),
+                                                         fold, spread, floor, scale)
         if torch.compiler.is_compiling():
             return loss
-        # A target far below the best logit can leave whole subtrees underflowing in the shared
-        # shift of the fast path; recompute those (rare) rows in log space, level by level.
-        far = gap > _EXACT_GAP
+        # A target far below the best logit leaves p_t, and perhaps whole subtrees, underflowing
+        # (or denormal); recompute those (rare) rows in log space, level by level.
+        far = p_target < floor
         if bool(far.any()):
             idx = far.nonzero().squeeze(1)
             log_q = torch.log_softmax(z.index_select(0, idx), dim=1)
             log_p = tree.gather_path(tree.subtree_logsumexp(log_q), t.index_select(0, idx))
-            loss = loss.index_put((idx,), -(coef.index_select(0, idx) * log_p).sum(dim=1))
+            exact = -(coef.index_select(0, idx) * log_p).sum(dim=1)
+            # the kernel counted these rows as 0 in the summed form
+            loss = loss + exact.sum() * scale if scale is not None else loss.index_put((idx,), exact)
         return loss

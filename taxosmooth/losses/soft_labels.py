@@ -9,7 +9,7 @@ from taxosmooth._checks import check_positive, check_probability
 from taxosmooth.distances import LCA_KINDS, check_kind, node_distance
 from taxosmooth.losses._common import TreeLossBase, as_taxonomy
 from taxosmooth.targets import max_pair_distance, resolve_scale
-from taxosmooth.tree_ops import TreeTensors, ring_expand_leaf_order, ring_sum_leaf_order
+from taxosmooth.tree_ops import TreeTensors, segment_expand_leaf_order
 
 __all__ = ["HierarchicalSoftLabelLoss", "ring_target_weights"]
 
@@ -51,28 +51,41 @@ def ring_target_weights(taxonomy, beta: float, distance: str = "lca_height", sca
 
 
 class _SoftLabelCrossEntropy(torch.autograd.Function):
-    """``-Σ_k q_k Σ_{j ∈ ring k} log_softmax(z)_j`` in leaf order, gradient ``softmax(z) - Q`` written out.
+    """``-Σ_j Q_j log_softmax(z)_j`` per row in leaf order (or ``scale ×`` their sum), gradient built in the forward.
 
-    Forward: one log-softmax and one segment sum per ring (every term
-    ``q_k · (-log p_j) >= 0``: no cancellation). Backward: the soft-target
-    rows ``Q`` are written once from the ring weights, straight into the
-    gradient. Three ``(M, C)`` buffers in all, like cross entropy.
+    ``w`` holds each ring's soft-target mass per class, laid out on the row's
+    leaf segments; the rows ``-Q`` are written once from it (times ``scale``).
+    Forward: one log-softmax, one dot product with ``-Q`` (every term
+    ``Q_j · (-log p_j) >= 0``: no cancellation), then the log-softmax becomes
+    the softmax in place and ``scale·(p - Q)``, the gradient, is written over
+    ``-Q``. Backward: that gradient times the incoming one (nothing at all for
+    an incoming ``1``, as in ``loss.backward()``). Two ``(M, C)`` buffers in
+    all (cross entropy uses three).
     """
 
     @staticmethod
-    def forward(ctx, z_leaf, q, lengths, ring_of_segment):
+    def forward(ctx, z_leaf, w, lengths, scale):
+        s = 1.0 if scale is None else scale
         log_p = torch.log_softmax(z_leaf, dim=1)
-        loss = -(q * ring_sum_leaf_order(log_p, lengths, ring_of_segment)).sum(dim=1)
-        ctx.save_for_backward(log_p.exp_(), q, lengths, ring_of_segment)
+        grad = segment_expand_leaf_order(w * -s, lengths, z_leaf.shape[1])  # -s·Q
+        if scale is None:
+            loss = torch.linalg.vecdot(grad, log_p, dim=1)
+        else:
+            loss = torch.dot(grad.view(-1), log_p.view(-1))
+        torch.add(grad, log_p.exp_(), alpha=s, out=grad)  # s·(p - Q)
+        ctx.save_for_backward(grad)
+        ctx.fused = scale is not None
         return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        p, q, lengths, ring_of_segment = ctx.saved_tensors
-        g = grad.unsqueeze(1)
-        out = ring_expand_leaf_order(q * g, lengths, ring_of_segment, p.shape[1])
-        return out.neg_().addcmul_(p, g), None, None, None
+    def backward(ctx, grad_loss):
+        (grad,) = ctx.saved_tensors
+        if not ctx.fused:
+            return grad * grad_loss.unsqueeze(1), None, None, None
+        if grad_loss.device.type == "cpu" and float(grad_loss) == 1.0:
+            return grad, None, None, None
+        return grad * grad_loss, None, None, None
 
 
 class HierarchicalSoftLabelLoss(TreeLossBase):
@@ -136,13 +149,16 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
         super().__init__(tax.num_classes, weight, ignore_index, reduction)
         self.beta, self.distance, self.scale, self.epsilon = float(beta), distance, scale, epsilon
         self.tree = TreeTensors(tax)
-        self.register_buffer("ring_weights", torch.from_numpy(q), persistent=False)
+        # the ring weights laid out on the leaf segments of each class's rings (segment s: ring |s - K|)
+        self.register_buffer("segment_weights", torch.from_numpy(q[:, list(self.tree.ring_of_segment_list)]),
+                             persistent=False)
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, distance={self.distance!r}, scale={self.scale!r}, epsilon={self.epsilon}"
 
-    def _per_sample(self, z, t):
-        q = self.ring_weights.to(z.dtype).index_select(0, t)
+    fuses_reduction = True
+
+    def _per_sample(self, z, t, scale=None):
         tree = self.tree
-        lengths = tree.ring_lengths.index_select(0, t)
-        return _SoftLabelCrossEntropy.apply(tree.to_leaf_order(z), q, lengths, tree.ring_of_segment)
+        w = self.segment_weights.index_select(0, t).to(z.dtype)
+        return _SoftLabelCrossEntropy.apply(tree.to_leaf_order(z), w, tree.ring_lengths.index_select(0, t), scale)
