@@ -46,7 +46,23 @@ def check_square_matrix(matrix, name: str = "distance matrix", num_classes: int 
     return np.array(arr, dtype=np.float64)
 
 
+def _scalar(value):
+    """A one-element tensor or numpy array as a Python number; anything else unchanged."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, np.ndarray) and value.size == 1:
+        return value.item()
+    return value
+
+
+def check_float_dtype(dtype, name: str = "dtype") -> torch.dtype:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point torch dtype (e.g. torch.float32), got {dtype!r}")
+    return dtype
+
+
 def check_positive(value, name: str, allow_zero: bool = False) -> float:
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
@@ -57,6 +73,7 @@ def check_positive(value, name: str, allow_zero: bool = False) -> float:
 
 
 def check_probability(value, name: str) -> float:
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number in [0, 1], got {value!r}")
     value = float(value)

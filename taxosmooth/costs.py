@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from taxosmooth._checks import check_positive, check_square_matrix
+from taxosmooth._checks import check_float_dtype, check_positive, check_square_matrix
 from taxosmooth.distances import LCA_KINDS, check_kind, node_distance
 from taxosmooth.targets import distance_source
 from taxosmooth.taxonomy import Taxonomy
@@ -71,6 +71,7 @@ def cost_matrix(
     >>> cost_matrix(tax, transform="normalize")[0].tolist()
     [0.0, 0.5, 1.0, 1.0]
     """
+    check_float_dtype(dtype)
     d = distance_source(source, distance)
     cost = _apply(d, power, transform, float(d.max()), "entry")
     check_square_matrix(cost, "cost matrix")  # a callable must keep the diagonal at 0

@@ -10,6 +10,9 @@ For classes ``i != j`` with lowest common ancestor ``LCA(i, j)``:
 * ``path_length``: ``depth(i) + depth(j) - 2 depth(LCA(i, j))``, the number of
   edges on the tree path (the sum of edge weights when the tree is weighted).
 
+Edge weights enter ``path_length`` only: the two LCA kinds count edges, as
+their definitions (heights and depths of nodes) do.
+
 Every distance is 0 on the diagonal. The first two are functions of the LCA
 node alone (:func:`node_distance`), which is what lets losses, targets and
 decisions stay structured: O(batch × nodes) instead of O(batch × classes²).

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from taxosmooth._checks import check_positive, check_probability, check_square_matrix
+from taxosmooth._checks import check_float_dtype, check_positive, check_probability, check_square_matrix
 from taxosmooth.distances import LCA_KINDS, check_kind, class_distances, node_distance
 from taxosmooth.taxonomy import Taxonomy
 
@@ -87,6 +87,7 @@ def soft_targets(
     True
     """
     beta = check_positive(beta, "beta", allow_zero=True)
+    check_float_dtype(dtype)
     d = distance_source(source, distance)
     s = resolve_scale(scale, float(d.max()))
     logits = -beta * d / s

@@ -184,3 +184,18 @@ def test_tensor_source_keeps_its_device(device):
     e = 1 / (1 + np.exp(-1.0))
     np.testing.assert_allclose(q.cpu().numpy(), [[e, 1 - e], [1 - e, e]])
     assert soft_targets(seed_taxonomy(), 1.0).device.type == "cpu"
+
+
+def test_integer_dtype_is_refused_not_zeroed(seed_tax):
+    with pytest.raises(TypeError, match="floating-point"):
+        ts.soft_targets(seed_tax, 1.0, dtype=torch.int64)
+    with pytest.raises(TypeError, match="floating-point"):
+        ts.cost_matrix(seed_tax, dtype=torch.int64)
+
+
+def test_one_element_tensors_are_accepted_as_numbers(seed_tax):
+    expected = ts.soft_targets(seed_tax, 2.0, epsilon=0.5)
+    got = ts.soft_targets(seed_tax, torch.tensor(2.0), epsilon=np.array(0.5))
+    torch.testing.assert_close(got, expected)
+    with pytest.raises(TypeError, match="beta"):
+        ts.soft_targets(seed_tax, torch.tensor([1.0, 2.0]))

@@ -531,3 +531,10 @@ def test_any_options_give_a_consistent_tree(dag, policy, contract, data):
     assert {v for v in tree if tree.out_degree(v) == 0} == set(classes)
     for kind in ts.distances.DISTANCE_KINDS:
         np.testing.assert_allclose(tax.distances(kind), brute_force_distances(tree, list(classes), kind))
+
+
+def test_unknown_option_is_named_with_the_valid_ones():
+    with pytest.raises(TypeError, match=r"'foo'.*multiple_parents, multiple_roots, root_name, contract_unary"):
+        ts.Taxonomy.from_edges([("a", "b")], foo=1)
+    with pytest.raises(TypeError, match="from_nested"):
+        ts.Taxonomy.from_nested({"a": ["b"]}, multiple_parent="first")

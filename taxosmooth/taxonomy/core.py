@@ -28,7 +28,10 @@ class Taxonomy:
     classes : sequence of hashable, optional
         The classes in the order of the model's logit columns. Each must be a
         node of the graph and none may lie above another; the tree is then
-        restricted to the classes and their ancestors. By default: every leaf,
+        restricted to the classes and their ancestors (reported), and every
+        depth, height and distance is that of the restricted tree — the
+        taxonomy *of these classes*: ``lca_height`` between two kept classes
+        can be smaller than in the full graph. By default: every leaf,
         in the order the leaves first appear in the input (file order, or
         ``graph.nodes`` order). Saving and loading keeps this order.
     multiple_parents : {"error", "first", "shortest", "longest"}, default "error"
@@ -60,6 +63,17 @@ class Taxonomy:
         raise TypeError("build a Taxonomy with Taxonomy.from_networkx, from_edges, from_paths, from_nested, load or from_wordnet")
 
     # ------------------------------------------------------------------ construction
+    _OPTIONS = ("multiple_parents", "multiple_roots", "root_name", "contract_unary")
+
+    @classmethod
+    def _check_options(cls, options: dict, where: str) -> None:
+        unknown = sorted(set(options) - set(cls._OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"Taxonomy.{where}() got unexpected option(s) {', '.join(map(repr, unknown))}; "
+                f"the options are {', '.join(cls._OPTIONS)}"
+            )
+
     @classmethod
     def _from_graph(
         cls,
@@ -92,9 +106,12 @@ class Taxonomy:
         """From a directed graph with edges ``parent -> child``.
 
         An edge attribute ``weight`` (finite, > 0) sets the length of that edge
-        for ``path_length``; it is 1 by default. The graph is not modified.
+        for ``path_length``; it is 1 by default. ``lca_height`` and
+        ``lca_depth_complement`` count edges and ignore weights. The graph is
+        not modified.
         Options: see the class docstring.
         """
+        cls._check_options(options, "from_networkx")
         return cls._from_graph(graph, classes, **options)
 
     @classmethod
@@ -104,6 +121,7 @@ class Taxonomy:
         >>> Taxonomy.from_edges([("animal", "horse"), ("animal", "whale")]).classes
         ('horse', 'whale')
         """
+        cls._check_options(options, "from_edges")
         return cls._from_graph(graph_from_edges(edges), classes, **options)
 
     @classmethod
@@ -114,6 +132,7 @@ class Taxonomy:
         stripped of surrounding white space. An empty component is an error
         naming the line.
         """
+        cls._check_options(options, "from_paths")
         from taxosmooth.taxonomy.io import graph_from_paths
 
         if isinstance(lines, str):
@@ -127,6 +146,7 @@ class Taxonomy:
         A dict maps each node to its children (a dict, a list, or ``None`` /
         an empty container for a leaf); a list holds leaf names or dicts.
         """
+        cls._check_options(options, "from_nested")
         from taxosmooth.taxonomy.io import graph_from_nested
 
         return cls._from_graph(graph_from_nested(mapping), classes, **options)
@@ -147,6 +167,7 @@ class Taxonomy:
         ``edges`` key) or a nested dict; ``.txt``: one root-to-leaf path per
         line (``/``-separated). Errors name the file and line.
         """
+        cls._check_options(options, "load")
         from taxosmooth.taxonomy.io import read_graph
 
         graph, stored_classes = read_graph(path)
