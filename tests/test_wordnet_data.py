@@ -25,6 +25,17 @@ def no_wordnet(monkeypatch, tmp_path):
     return tmp_path
 
 
+@pytest.fixture
+def system_wordnet():
+    """These tests need the Debian/Ubuntu WordNet folder itself: skip without it, fail under
+    TAXOSMOOTH_REQUIRE_WORDNET=1 (CI installs wordnet-base and wordnet-sense-index)."""
+    if SYSTEM is None:
+        msg = "no system WordNet folder (apt-get install wordnet-base wordnet-sense-index)"
+        if os.environ.get("TAXOSMOOTH_REQUIRE_WORDNET") == "1":
+            pytest.fail(f"TAXOSMOOTH_REQUIRE_WORDNET=1 but {msg}", pytrace=False)
+        pytest.skip(msg)
+
+
 def test_missing_data_is_one_clear_error(no_wordnet):
     with pytest.raises(WordNetDataError) as info:
         wndata.find_wordnet_data()
@@ -74,7 +85,7 @@ def test_lexnames_agree_with_every_synset_of_the_data_files(wordnet):
     assert wordnet.synset("run.v.01").lexname() == "verb.motion"
 
 
-@pytest.mark.skipif(SYSTEM is None, reason="no system WordNet folder (apt-get install wordnet-base wordnet-sense-index)")
+@pytest.mark.usefixtures("system_wordnet")
 def test_dictionary_folder_becomes_an_nltk_corpus_in_the_cache(no_wordnet, monkeypatch):
     monkeypatch.setenv(wndata.ENV_VAR, SYSTEM)
     source = wndata.find_wordnet_data()
@@ -104,7 +115,7 @@ def _build(cache, source, barrier, results):
     results.put(str(wndata.prepare_corpus(wndata.WordNetSource("system", source, corpus))))
 
 
-@pytest.mark.skipif(SYSTEM is None, reason="no system WordNet folder (apt-get install wordnet-base wordnet-sense-index)")
+@pytest.mark.usefixtures("system_wordnet")
 def test_concurrent_builds_leave_one_valid_cache(tmp_path):
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     barrier, results = ctx.Barrier(4), ctx.Queue()
@@ -121,7 +132,7 @@ def test_concurrent_builds_leave_one_valid_cache(tmp_path):
     assert sorted(p.name for p in corpus.parent.iterdir()) == ["wordnet"]  # no temporary folders left
 
 
-@pytest.mark.skipif(SYSTEM is None, reason="no system WordNet folder (apt-get install wordnet-base wordnet-sense-index)")
+@pytest.mark.usefixtures("system_wordnet")
 def test_stale_cache_from_another_source_is_rebuilt(no_wordnet):
     corpus = no_wordnet / "cache" / "taxosmooth" / "nltk_data" / "corpora" / "wordnet"
     corpus.mkdir(parents=True)
