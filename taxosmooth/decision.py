@@ -95,12 +95,27 @@ class _Costs(nn.Module):
 
     def risk(self, p: torch.Tensor) -> torch.Tensor:
         if not self.structured:
+            if self.cost.device != p.device:
+                raise RuntimeError(
+                    f"the cost matrix is on {self.cost.device} but the probabilities on {p.device}; "
+                    "move the module with .to(device)"
+                )
             # a cast, if any, costs O(C²): small next to the O(B·C²) product
-            return p @ self.cost.to(device=p.device, dtype=p.dtype)
-        if self.tree.class_node.device != p.device:
-            self.to(p.device)
+            return p @ self.cost.to(dtype=p.dtype)
+        if self.delta.device != p.device:
+            raise RuntimeError(
+                f"the costs are on {self.delta.device} but the probabilities on {p.device}; "
+                "move the module with .to(device)"
+            )
         mass = self.tree.subtree_sum(p)  # (B, N): P(u), exact segment sums
         return self.tree.node_to_class(self.tree.accumulate_down(mass * self.delta.to(device=p.device, dtype=p.dtype)))
+
+
+def _prepare(costs_or_taxonomy, distance, transform, power) -> _Costs:
+    # the functional forms prepare the costs per call; CRMClassifier prepares them once
+    if isinstance(costs_or_taxonomy, _Costs):
+        return costs_or_taxonomy
+    return _Costs(costs_or_taxonomy, distance, transform, power)
 
 
 def _probabilities(probs, from_logits: bool, num_classes: int) -> torch.Tensor:
@@ -150,8 +165,9 @@ def conditional_risk(
     >>> conditional_risk(torch.tensor([[0.4, 0.0, 0.3, 0.3]], dtype=torch.float64), tax)
     tensor([[1.2000, 1.6000, 1.1000, 1.1000]], dtype=torch.float64)
     """
-    costs = costs_or_taxonomy if isinstance(costs_or_taxonomy, _Costs) else _Costs(costs_or_taxonomy, distance, transform, power)
-    return costs.risk(_probabilities(probs, from_logits, costs.num_classes))
+    costs = _prepare(costs_or_taxonomy, distance, transform, power)
+    p = _probabilities(probs, from_logits, costs.num_classes)
+    return costs.to(p.device).risk(p) if costs is not costs_or_taxonomy else costs.risk(p)
 
 
 def crm_predict(
@@ -196,9 +212,10 @@ def crm_predict(
     >>> crm_predict(p, tax).tolist()               # "sea" holds 0.6: whale is the safer bet
     [2]
     """
-    costs = costs_or_taxonomy if isinstance(costs_or_taxonomy, _Costs) else _Costs(costs_or_taxonomy, distance, transform, power)
+    costs = _prepare(costs_or_taxonomy, distance, transform, power)
     k = check_k(k, costs.num_classes)
-    risk = costs.risk(_probabilities(probs, from_logits, costs.num_classes))
+    p = _probabilities(probs, from_logits, costs.num_classes)
+    risk = costs.to(p.device).risk(p) if costs is not costs_or_taxonomy else costs.risk(p)
     idx = stable_topk(risk, k, largest=False)
     return idx[:, 0] if k == 1 else idx
 

@@ -316,3 +316,12 @@ def test_scale_100k_classes_without_a_dense_matrix():
     d = ts.metrics.hierarchical_distance_at_k(-risk, y, tax, 5)  # scores -R rank as CRM does
     expected = np.mean([table[tax.compiled.lca_rows([int(t)])[0, best[b].numpy()]].mean() for b, t in enumerate(y)])
     assert d.item() == pytest.approx(expected)
+
+
+def test_costs_on_another_device_are_an_error_not_a_silent_move():
+    tax = seed_taxonomy()
+    for source in (tax, ts.cost_matrix(tax)):
+        crm = CRMClassifier(torch.nn.Identity(), source, from_logits=False)
+        crm.costs.to("meta")
+        with pytest.raises(RuntimeError, match="move the module with .to"):
+            crm(torch.full((2, 4), 0.25))
