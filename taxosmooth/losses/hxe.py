@@ -141,12 +141,13 @@ class HXELoss(TreeLossBase):
       (the terms telescope to ``-log p_t``).
 
     How: by summation by parts ``ℓ = -Σ_l c_l log P(a_l)`` with per-class
-    coefficients (:func:`hxe_coefficients`); ``log p_t`` is the log-softmax
-    itself (exactly cross entropy's term) and ``P(a_l)``, ``l >= 1``, are
-    partial sums of exact ring sums of ``exp(z - s)`` with a per-sample shift
-    ``s = max(z_t, max_j z_j - 70)``, so nothing overflows; rows whose target
-    lies more than 100 nats below the best logit (where a whole subtree could
-    underflow) are recomputed exactly in log space
+    coefficients (:func:`hxe_coefficients`); ``P(a_l)`` are partial sums of
+    exact ring sums (segment sums of non-negative terms) of ``p = softmax(z)``,
+    ``P(a_0) = p_t``. The gradient is one value per ring times ``p``, written
+    in the forward over one buffer (the backward only scales it). Rows whose
+    target probability is below ``2^40`` times the smallest normal float (a
+    target about 60 nats below the rest in float32; there ``p_t``, and perhaps
+    whole subtrees, underflow) are recomputed exactly in log space
     (:meth:`TreeTensors.subtree_logsumexp`; skipped under ``torch.compile``).
     O(batch × classes); no ``(C, C, depth)`` tensor.
 

@@ -103,11 +103,13 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
 
     How: ``d(t, j)`` depends only on ``LCA(t, j)``, so ``q_t`` is constant on
     each *ring* ``subtree(a_k) \ subtree(a_{k-1})`` of the ancestors ``a_k`` of
-    ``t``. With ``q_k`` that constant, ``ℓ = -Σ_k q_k Σ_{j ∈ ring k} log p_j``:
-    one segment sum per ring over the log-softmax (exact, every term ``>= 0``);
-    the gradient ``softmax(z) - q_t`` writes the batch's target rows directly
-    from the ring weights (:meth:`TreeTensors.ring_expand`). O(batch × classes)
-    time, O(classes × depth) buffers, never a ``(C, C)`` tensor.
+    ``t``: the batch's target rows are written once from ``O(depth)`` ring
+    weights per row (:func:`~taxosmooth.tree_ops.segment_expand_leaf_order`).
+    The loss is one dot product of those rows with the log-softmax (exact,
+    every term ``>= 0``), and the gradient ``softmax(z) - q_t`` is formed in the
+    forward over the same buffer, so the backward only scales it. Two
+    ``(batch, C)`` buffers, O(batch × classes) time, O(classes × depth)
+    buffers, never a ``(C, C)`` tensor.
 
     Parameters
     ----------
