@@ -152,3 +152,33 @@ def test_accumulate_down_gives_conditional_risk(tax, kind, seed):
     risk = tt.node_to_class(tt.accumulate_down(tt.subtree_sum(p) * g))
     want = p @ torch.from_numpy(ts.class_distances(tax, kind))
     torch.testing.assert_close(risk, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("host", [True, False])
+def test_segment_kernels_match_loops(dtype, host, monkeypatch):
+    """Both code paths (numpy on the CPU, torch elsewhere) of the segment kernels, empty segments included."""
+    import taxosmooth.tree_ops as tree_ops
+
+    if not host:
+        monkeypatch.setattr(tree_ops, "_host_kernel", lambda x: False)
+    rng = np.random.default_rng(0)
+    lengths = np.array([[0, 3, 0, 1, 2, 0], [6, 0, 0, 0, 0, 0], [0, 0, 1, 1, 1, 3], [1, 1, 1, 1, 1, 1]])
+    x = rng.normal(size=(4, 6))
+    vals = rng.normal(size=(4, 6))
+    want_sum = np.zeros((4, 6))
+    want_expand = np.zeros((4, 6))
+    for b in range(4):
+        pos = 0
+        for s, n in enumerate(lengths[b]):
+            want_sum[b, s] = x[b, pos : pos + n].sum()
+            want_expand[b, pos : pos + n] = vals[b, s]
+            pos += n
+    L = torch.as_tensor(lengths, dtype=torch.int32)
+    got_sum = tree_ops.segment_sum_leaf_order(torch.as_tensor(x, dtype=dtype), L)
+    got_expand = tree_ops.segment_expand_leaf_order(torch.as_tensor(vals, dtype=dtype), L, 6)
+    tol = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_sum, torch.as_tensor(want_sum, dtype=dtype), **tol)
+    torch.testing.assert_close(got_expand, torch.as_tensor(want_expand, dtype=dtype), **tol)
+    assert tree_ops.segment_sum_leaf_order(torch.zeros(0, 6, dtype=dtype), L[:0]).shape == (0, 6)
+    assert tree_ops.segment_expand_leaf_order(torch.zeros(0, 6, dtype=dtype), L[:0], 6).shape == (0, 6)
