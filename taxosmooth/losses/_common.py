@@ -44,8 +44,10 @@ def check_weight(weight, num_classes: int) -> torch.Tensor | None:
         w = w.to(torch.get_default_dtype())
     if w.dim() != 1 or w.shape[0] != num_classes:
         raise ValueError(f"weight must have shape ({num_classes},) (one entry per class), got {tuple(w.shape)}")
-    if not torch.isfinite(w).all():
-        raise ValueError("weight must be finite")
+    bad = ~torch.isfinite(w) | (w < 0)
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0, 0])
+        raise ValueError(f"weight[{k}] = {w[k].item()}; class weights must be finite and >= 0")
     return w
 
 

@@ -1,0 +1,44 @@
+"""Losses on awkward input: masked (-inf) and bad (NaN, +inf) logits, casts of the module,
+class-weight validation, the functional cache, target dtypes, and eager == compiled."""
+
+from __future__ import annotations
+
+import gc
+import math
+import weakref
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _trees import seed_taxonomy
+
+import taxosmooth as ts
+from taxosmooth import functional as TF
+from taxosmooth.losses import _common
+
+
+def all_modules(tax, **kw):
+    cost = ts.cost_matrix(tax)
+    return [
+        ts.SoftTargetCrossEntropy(ts.soft_targets(tax, 2.0), **kw),
+        ts.HierarchicalSoftLabelLoss(tax, 2.0, **kw),
+        ts.HXELoss(tax, 0.5, **kw),
+        ts.ExpectedCostLoss(tax, **kw),
+        ts.ExpectedCostLoss(cost, **kw),
+        ts.TreeWassersteinLoss(tax, **kw),
+        ts.PairwiseCostLoss(tax, **kw),
+        ts.PairwiseCostLoss(cost, **kw),
+    ]
+
+
+# ----------------------------------------------------------------------------- class weights
+def test_negative_or_non_finite_class_weights_are_named(seed_tax):
+    with pytest.raises(ValueError, match=r"weight\[0\] = -1.0; class weights must be finite and >= 0"):
+        ts.HXELoss(seed_tax, 1.0, weight=[-1.0, 1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"weight\[2\] = nan"):
+        ts.HierarchicalSoftLabelLoss(seed_tax, 1.0, weight=[1.0, 1.0, math.nan, 1.0])
+    with pytest.raises(ValueError, match=r"weight\[3\] = inf"):
+        TF.hxe_loss(torch.randn(2, 4), torch.tensor([0, 1]), seed_tax, 1.0, weight=torch.tensor([1.0, 1, 1, math.inf]))
+    with pytest.raises(ValueError, match=r"weight must have shape \(4,\)"):
+        ts.HXELoss(seed_tax, 1.0, weight=[1.0, 1.0])
+    ts.HXELoss(seed_tax, 1.0, weight=[0.0, 1.0, 2.0, 1.0])  # zero is a valid weight
