@@ -6,8 +6,8 @@ loss's options, plus ``weight``, ``ignore_index`` and ``reduction`` exactly as
 in the docstrings of the matching modules.
 
 With a taxonomy, the per-class tables are built once per (taxonomy, options,
-device) and cached (the last 32 combinations), so calling these in a training
-loop costs no rebuilding. With a matrix, the module is rebuilt and the matrix
+device) and cached (the last 32 combinations, released when the taxonomy is
+garbage-collected), so calling these in a training loop costs no rebuilding. With a matrix, the module is rebuilt and the matrix
 validated on every call: build the module once for a training loop.
 """
 
@@ -44,7 +44,7 @@ def _call(module, input, target, weight, ignore_index, reduction):
 
 def _module(cls, source, key, device, *args, **kwargs):
     if isinstance(source, Taxonomy):
-        return cached(lambda: cls(source, *args, **kwargs), (cls, source) + key, device)
+        return cached(lambda: cls(source, *args, **kwargs), source, (cls,) + key, device)
     return cls(source, *args, **kwargs).to(device)
 
 

@@ -42,3 +42,19 @@ def test_negative_or_non_finite_class_weights_are_named(seed_tax):
     with pytest.raises(ValueError, match=r"weight must have shape \(4,\)"):
         ts.HXELoss(seed_tax, 1.0, weight=[1.0, 1.0])
     ts.HXELoss(seed_tax, 1.0, weight=[0.0, 1.0, 2.0, 1.0])  # zero is a valid weight
+
+
+# ----------------------------------------------------------------------------- functional cache
+def test_functional_options_unhashable_named_and_cache_releases_taxonomy():
+    z, t = torch.randn(3, 4), torch.tensor([0, 1, 3])
+    tax = seed_taxonomy()
+    with pytest.raises(TypeError, match=r"scale must be a real number, got \[1\]"):
+        TF.hierarchical_soft_label_loss(z, t, tax, 2.0, scale=[1])
+    want = ts.HXELoss(tax, 0.5)(z, t)
+    torch.testing.assert_close(TF.hxe_loss(z, t, tax, 0.5), want)
+    torch.testing.assert_close(TF.hxe_loss(z, t, tax, 0.5), want)  # cached
+    torch.testing.assert_close(TF.hxe_loss(z, t, seed_taxonomy(), 0.5), want)  # equal taxonomy, own entry
+    ref = weakref.ref(tax)
+    del tax
+    gc.collect()
+    assert ref() is None, "the functional cache keeps the taxonomy alive"

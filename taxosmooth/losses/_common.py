@@ -17,6 +17,8 @@ float32 (as under autocast, where ``cross_entropy`` also runs in float32).
 from __future__ import annotations
 
 import contextlib
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
@@ -217,16 +219,39 @@ def as_taxonomy(obj, name: str) -> Taxonomy:
     return obj
 
 
-def cached(factory: Callable, key: tuple, device: torch.device):
-    """A module built once per (key, device): the functional twins reuse their tables."""
-    k = key + (str(device),)
+def cached(factory: Callable, taxonomy, key: tuple, device: torch.device):
+    """A module built once per (taxonomy, key, device): the functional twins reuse their tables.
+
+    Keyed on the taxonomy's identity (no O(nodes) hashing); the entries of a
+    taxonomy are dropped when it is garbage-collected (a weak reference), and
+    only the last :data:`_CACHE_SIZE` modules are kept.
+    """
+    try:
+        hash(key)
+    except TypeError:
+        return factory().to(device)  # the module validates the options (and names the bad one)
+    tid = id(taxonomy)
+    k = (tid,) + key + (str(device),)
     mod = _CACHE.get(k)
-    if mod is None:
-        mod = factory().to(device)
-        if len(_CACHE) >= 32:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[k] = mod
+    if mod is not None and _ALIVE.get(tid) is not None and _ALIVE[tid]() is taxonomy:
+        _CACHE.move_to_end(k)
+        return mod
+    mod = factory().to(device)
+    if _ALIVE.get(tid) is None or _ALIVE[tid]() is not taxonomy:
+        _forget(tid)
+        _ALIVE[tid] = weakref.ref(taxonomy, lambda ref, tid=tid: _ALIVE.get(tid) is ref and _forget(tid))
+    _CACHE[k] = mod
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
     return mod
 
 
-_CACHE: dict = {}
+def _forget(tid: int) -> None:
+    for k in [k for k in _CACHE if k[0] == tid]:
+        del _CACHE[k]
+    _ALIVE.pop(tid, None)
+
+
+_CACHE_SIZE = 32
+_CACHE: OrderedDict = OrderedDict()
+_ALIVE: dict = {}
