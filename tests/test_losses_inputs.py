@@ -58,3 +58,21 @@ def test_functional_options_unhashable_named_and_cache_releases_taxonomy():
     del tax
     gc.collect()
     assert ref() is None, "the functional cache keeps the taxonomy alive"
+
+
+# ----------------------------------------------------------------------------- casts of the module
+def test_half_and_bfloat16_casts_keep_the_loss_tables(seed_tax):
+    z = torch.randn(5, 4)
+    t = torch.tensor([0, 1, 2, 3, 1])
+    w = torch.tensor([0.3, 1.0, 2.0, 0.7])
+    for cast in (lambda m: m.half(), lambda m: m.to(torch.bfloat16), lambda m: m.double()):
+        for mod in all_modules(seed_tax, weight=w):
+            want = mod(z, t)
+            dtypes = {k: b.dtype for k, b in mod.named_buffers()}
+            model = torch.nn.Sequential(torch.nn.Linear(2, 2), mod)
+            cast(model)
+            assert {k: b.dtype for k, b in mod.named_buffers()} == dtypes
+            assert model[0].weight.dtype != torch.float32  # the rest of the model was cast
+            torch.testing.assert_close(mod(z, t), want, rtol=0, atol=0)
+    soft = ts.SoftTargetCrossEntropy(ts.soft_targets(seed_tax, 2.0)).half()
+    torch.testing.assert_close(soft.targets.sum(1), torch.ones(4))

@@ -12,6 +12,11 @@ Every loss follows :func:`torch.nn.functional.cross_entropy`:
 
 float16 / bfloat16 logits are computed in float32 and the loss is returned in
 float32 (as under autocast, where ``cross_entropy`` also runs in float32).
+
+The per-class tables of a loss (ring weights, coefficients, soft targets, costs)
+keep their dtype when the module is cast (``.half()``, ``.to(torch.bfloat16)``
+on a model containing the loss): they only follow device moves, so the loss's
+value does not change with the model's precision.
 """
 
 from __future__ import annotations
@@ -211,6 +216,20 @@ class TreeLossBase(nn.Module):
                 seen.add(id(b))
                 total += b.numel() * b.element_size()
         return total
+
+    def _apply(self, fn, recurse=True):
+        # dtype casts (.half(), .to(torch.bfloat16), .double()) of a model containing the loss must not
+        # round the loss's tables: float buffers only follow the device
+        tables = {k: b for k, b in self._buffers.items() if b is not None and b.is_floating_point()}
+        for k in tables:
+            self._buffers[k] = None
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            for k, b in tables.items():
+                device = fn(b.new_empty(0)).device
+                self._buffers[k] = b if device == b.device else b.to(device)
+        return self
 
 
 def as_taxonomy(obj, name: str) -> Taxonomy:
