@@ -76,3 +76,18 @@ def test_half_and_bfloat16_casts_keep_the_loss_tables(seed_tax):
             torch.testing.assert_close(mod(z, t), want, rtol=0, atol=0)
     soft = ts.SoftTargetCrossEntropy(ts.soft_targets(seed_tax, 2.0)).half()
     torch.testing.assert_close(soft.targets.sum(1), torch.ones(4))
+
+
+# ----------------------------------------------------------------------------- soft-target dtype
+def test_soft_target_matrix_keeps_its_dtype(seed_tax):
+    q64 = ts.soft_targets(seed_tax, 1.0 / 3.0, dtype=torch.float64)  # entries not exact in float32
+    mod = ts.SoftTargetCrossEntropy(q64, reduction="none")
+    assert mod.targets.dtype == torch.float64
+    assert torch.equal(mod.targets, q64)
+    assert ts.SoftTargetCrossEntropy(q64.float()).targets.dtype == torch.float32
+    assert ts.SoftTargetCrossEntropy(q64.numpy()).targets.dtype == torch.float64
+    z = torch.randn(4, 4, dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, 3])
+    want = torch.stack([-(q64[int(t[i])] * torch.log_softmax(z[i], 0)).sum() for i in range(4)])
+    torch.testing.assert_close(mod(z, t), want, rtol=1e-15, atol=0)
+    assert mod(z.float(), t).dtype == torch.float32

@@ -12,7 +12,16 @@ __all__ = ["SoftTargetCrossEntropy", "soft_target_per_sample", "check_target_mat
 
 
 def check_target_matrix(targets) -> torch.Tensor:
-    """A float64 copy of a ``(C, C)`` soft-target matrix: finite, >= 0, rows summing to 1."""
+    """A copy of a ``(C, C)`` soft-target matrix (finite, >= 0, rows summing to 1) in its own dtype.
+
+    A floating-point tensor or array keeps its dtype; anything else becomes float32.
+    """
+    if isinstance(targets, torch.Tensor) and targets.is_floating_point():
+        dtype = targets.dtype
+    elif isinstance(targets, np.ndarray) and targets.dtype in (np.float16, np.float32, np.float64):
+        dtype = torch.from_numpy(np.zeros(0, dtype=targets.dtype)).dtype
+    else:
+        dtype = torch.float32
     q = as_numpy(targets, "targets")
     if q.ndim != 2 or q.shape[0] != q.shape[1] or q.shape[0] == 0:
         raise ValueError(f"targets must be a non-empty square matrix (C, C), got shape {tuple(q.shape)}")
@@ -25,12 +34,12 @@ def check_target_matrix(targets) -> torch.Tensor:
     if off.size:
         i = int(off[0])
         raise ValueError(f"row {i} of targets sums to {sums[i]}; each row must be a distribution (sum 1)")
-    return torch.from_numpy(q.copy())
+    return torch.from_numpy(q.copy()).to(dtype)
 
 
 def soft_target_per_sample(z: torch.Tensor, t: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``-Σ_j targets[t, j] · log_softmax(z)_j`` per row of ``z`` (M, C)."""
-    q = targets.to(dtype=z.dtype, device=z.device).index_select(0, t)
+    """``-Σ_j targets[t, j] · log_softmax(z)_j`` per row of ``z`` (M, C), in ``z``'s dtype."""
+    q = targets.index_select(0, t).to(dtype=z.dtype, device=z.device)
     return -(q * torch.log_softmax(z, dim=1)).sum(dim=1)
 
 
@@ -50,7 +59,9 @@ class SoftTargetCrossEntropy(TreeLossBase):
     ----------
     targets : array_like or Tensor (C, C)
         Row ``t`` is the target distribution for class ``t`` (finite, ``>= 0``,
-        rows sum to 1). Stored as a buffer (in ``state_dict``).
+        rows sum to 1). Stored as a buffer (in ``state_dict``) in its own
+        dtype (a float64 matrix stays float64; lists become float32); the loss is
+        computed in the input's compute dtype.
     weight : Tensor (C,), optional
         Class weights, as in :func:`torch.nn.functional.cross_entropy`.
     ignore_index : int, default -100
@@ -74,7 +85,7 @@ class SoftTargetCrossEntropy(TreeLossBase):
     def __init__(self, targets, weight=None, ignore_index: int = -100, reduction: str = "mean"):
         q = check_target_matrix(targets)
         super().__init__(q.shape[0], weight, ignore_index, reduction)
-        self.register_buffer("targets", q.to(torch.float32))
+        self.register_buffer("targets", q)
 
     def _per_sample(self, z, t):
         return soft_target_per_sample(z, t, self.targets)
