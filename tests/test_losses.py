@@ -583,6 +583,14 @@ def test_torch_compile_matches_eager(seed_tax):
     g_got = torch.autograd.grad(got.sum(), model.weight)[0]
     torch.testing.assert_close(got, eager)
     torch.testing.assert_close(g_got, g_eager)
+    # HXE with a target far below the best logit: eager recomputes that row in log space, so must compile
+    rows = torch.tensor([[-500.0, -501.0, 0.0, -2.0], [1.0, 0.5, -0.5, 0.0]])
+    far_t = torch.tensor([0, 2])
+    for reduction in ("none", "mean"):
+        hxe = ts.HXELoss(seed_tax, 0.5, reduction=reduction)
+        want = hxe(rows, far_t)
+        got = torch.compile(lambda z, t, hxe=hxe: hxe(z, t), backend="aot_eager")(rows, far_t)
+        torch.testing.assert_close(got, want)
 
 
 def test_empty_batch_and_single_class_tree():

@@ -148,7 +148,9 @@ class HXELoss(TreeLossBase):
     target probability is below ``2^40`` times the smallest normal float (a
     target about 60 nats below the rest in float32; there ``p_t``, and perhaps
     whole subtrees, underflow) are recomputed exactly in log space
-    (:meth:`TreeTensors.subtree_logsumexp`; skipped under ``torch.compile``).
+    (:meth:`TreeTensors.subtree_logsumexp`; under ``torch.compile``, which
+    cannot branch on data, every row is computed both ways and the exact value
+    selected, so compiled and eager agree at the price of the exact pass).
     O(batch × classes); no ``(C, C, depth)`` tensor.
 
     Parameters
@@ -205,10 +207,20 @@ class HXELoss(TreeLossBase):
         if fold.dtype != z.dtype:  # 0/1 entries: exact in any dtype
             fold, spread = fold.to(z.dtype), spread.to(z.dtype)
         floor = torch.finfo(z.dtype).tiny * _FAR_MARGIN
-        loss, p_target = _HierarchicalCrossEntropy.apply(tree.to_leaf_order(z), coef, tree.ring_lengths.index_select(0, t),
-                                                         fold, spread, floor, scale)
+        lengths = tree.ring_lengths.index_select(0, t)
         if torch.compiler.is_compiling():
-            return loss
+            # no data-dependent branch: both paths for every row, the exact one where p_t is far below
+            loss, p_target = _HierarchicalCrossEntropy.apply(tree.to_leaf_order(z), coef, lengths, fold, spread,
+                                                             floor, None)
+            far = p_target < floor
+            # other rows reach the exact path detached: whatever its backward makes of them is dropped, not
+            # multiplied by 0 (0 · inf would be nan)
+            z_far = torch.where(far.unsqueeze(1), z, z.detach())
+            log_p = tree.gather_path(tree.subtree_logsumexp(torch.log_softmax(z_far, dim=1)), t)
+            loss = torch.where(far, -(coef * log_p).sum(dim=1), loss)
+            return loss if scale is None else loss.sum() * scale
+        loss, p_target = _HierarchicalCrossEntropy.apply(tree.to_leaf_order(z), coef, lengths, fold, spread, floor,
+                                                         scale)
         # A target far below the best logit leaves p_t, and perhaps whole subtrees, underflowing
         # (or denormal); recompute those (rare) rows in log space, level by level.
         far = p_target < floor
