@@ -91,3 +91,13 @@ def test_soft_target_matrix_keeps_its_dtype(seed_tax):
     want = torch.stack([-(q64[int(t[i])] * torch.log_softmax(z[i], 0)).sum() for i in range(4)])
     torch.testing.assert_close(mod(z, t), want, rtol=1e-15, atol=0)
     assert mod(z.float(), t).dtype == torch.float32
+
+
+# ----------------------------------------------------------------------------- compile
+def test_compiled_out_of_range_target_names_the_range(seed_tax):
+    torch._dynamo.reset()
+    for mod in (ts.HXELoss(seed_tax, 0.5), ts.HierarchicalSoftLabelLoss(seed_tax, 2.0)):
+        f = torch.compile(lambda z, t, mod=mod: mod(z, t), backend="aot_eager")
+        f(torch.randn(2, 4), torch.tensor([0, 3]))
+        with pytest.raises(RuntimeError, match=r"out of range; expected class indices in \[0, 4\)"):
+            f(torch.randn(2, 4), torch.tensor([0, 4]))

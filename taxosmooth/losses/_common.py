@@ -117,6 +117,12 @@ def flatten(input: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_
         if lo >= 0 and hi < num_classes and not (lo <= ignore_index <= hi):
             return z, t, None, target.shape  # every target valid, none ignored: no masking needed
     valid = t != ignore_index
+    if torch.compiler.is_compiling():
+        # traceable, asynchronous: no host synchronisation, no position in the message
+        in_range = (t >= 0) & (t < num_classes)
+        torch._assert_async((in_range | ~valid).all(),
+                            f"{name}: a target is out of range; expected class indices in [0, {num_classes}) "
+                            f"or ignore_index={ignore_index}")
     if not torch.compiler.is_compiling():
         bad = valid & ((t < 0) | (t >= num_classes))
         if bool(bad.any()):
