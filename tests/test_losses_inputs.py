@@ -93,6 +93,55 @@ def test_soft_target_matrix_keeps_its_dtype(seed_tax):
     assert mod(z.float(), t).dtype == torch.float32
 
 
+# ----------------------------------------------------------------------------- bad logits
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nan_or_inf_logits_are_named(seed_tax, bad):
+    z = torch.randn(3, 4)
+    z[1, 2] = bad
+    t = torch.tensor([0, 1, 3])
+    word = "nan" if math.isnan(bad) else "inf"
+    for mod in all_modules(seed_tax) + all_modules(seed_tax, reduction="none", weight=torch.rand(4)):
+        with pytest.raises(ValueError, match=rf"{type(mod).__name__}: input\[1, 2\] is {word}"):
+            mod(z, t)
+    seg = torch.randn(2, 4, 3, 2)
+    seg[1, 3, 2, 0] = bad
+    ts_ = torch.randint(0, 4, (2, 3, 2))
+    with pytest.raises(ValueError, match=rf"input\[1, 3, 2, 0\] is {word}"):
+        ts.HXELoss(seed_tax, 0.5)(seg, ts_)
+    with pytest.raises(ValueError, match=rf"input\[2\] is {word}"):
+        ts.HierarchicalSoftLabelLoss(seed_tax, 1.0)(z[1], torch.tensor(0))
+    # a bad logit in an ignored sample does not count
+    t_ign = torch.tensor([0, -100, 3])
+    for mod in all_modules(seed_tax):
+        assert torch.isfinite(mod(z, t_ign))
+
+
+def test_checks_can_be_turned_off(seed_tax):
+    z = torch.randn(3, 4)
+    z[0, 1] = math.nan
+    t = torch.tensor([0, 1, 3])
+    previous = ts.losses.set_checks(False)
+    try:
+        assert previous is True
+        for mod in all_modules(seed_tax):
+            assert torch.isnan(mod(z, t))
+    finally:
+        ts.losses.set_checks(previous)
+    with pytest.raises(ValueError, match=r"input\[0, 1\] is nan"):
+        ts.HXELoss(seed_tax, 0.5)(z, t)
+    with pytest.raises(TypeError, match="set_checks expects a bool"):
+        ts.losses.set_checks(0)
+
+
+def test_minus_inf_logits_elsewhere_stay_allowed(seed_tax):
+    z = torch.tensor([[1.0, 0.5, -math.inf, 0.0]])
+    t = torch.tensor([0])
+    for mod in all_modules(seed_tax):
+        if isinstance(mod, ts.SoftTargetCrossEntropy | ts.HierarchicalSoftLabelLoss):
+            continue  # beta = 2 puts mass on every class: +inf, tested above
+        assert torch.isfinite(mod(z, t)), type(mod).__name__
+
+
 # ----------------------------------------------------------------------------- compile
 def test_compiled_out_of_range_target_names_the_range(seed_tax):
     torch._dynamo.reset()

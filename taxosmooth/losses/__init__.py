@@ -3,9 +3,12 @@
 Every loss takes logits ``(N, C)`` or ``(N, C, d1, ...)`` and integer targets,
 with ``weight``, ``ignore_index`` and ``reduction`` as in
 :func:`torch.nn.functional.cross_entropy`; the functional twins live in
-:mod:`taxosmooth.functional`.
+:mod:`taxosmooth.functional`. Inputs are validated on every call (target range;
+NaN / ``+inf`` logits named in a ``ValueError``), at the cost of host
+synchronisations on a GPU; :func:`set_checks` ``(False)`` turns that off.
 """
 
+from taxosmooth.losses._common import set_checks
 from taxosmooth.losses.expected_cost import ExpectedCostLoss
 from taxosmooth.losses.hxe import HXELoss
 from taxosmooth.losses.pairwise import PairwiseCostLoss
@@ -20,4 +23,5 @@ __all__ = [
     "ExpectedCostLoss",
     "TreeWassersteinLoss",
     "PairwiseCostLoss",
+    "set_checks",
 ]

@@ -13,6 +13,17 @@ Every loss follows :func:`torch.nn.functional.cross_entropy`:
 float16 / bfloat16 logits are computed in float32 and the loss is returned in
 float32 (as under autocast, where ``cross_entropy`` also runs in float32).
 
+Validation per call (on by default, :func:`set_checks`): targets outside
+``[0, C)`` (other than ``ignore_index``) raise ``IndexError`` naming the first
+one; a NaN or ``+inf`` logit that makes the loss non-finite raises
+``ValueError`` naming its position (``-inf`` logits, a common way to mask
+classes, are allowed: a class with no target mass and a ``-inf`` logit
+contributes 0; target mass on a ``-inf`` class gives a loss of ``+inf``). On a
+GPU each check is one host synchronisation (two per call in all);
+``set_checks(False)`` turns both off for speed. Under ``torch.compile`` the
+target check is an asynchronous device assertion (``RuntimeError`` with a fixed
+message, no position) and the logits are not checked.
+
 The per-class tables of a loss (ring weights, coefficients, soft targets, costs)
 keep their dtype when the module is cast (``.half()``, ``.to(torch.bfloat16)``
 on a model containing the loss): they only follow device moves, so the loss's
@@ -22,6 +33,7 @@ value does not change with the model's precision.
 from __future__ import annotations
 
 import contextlib
+import math
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -34,6 +46,28 @@ from taxosmooth._checks import check_square_matrix
 from taxosmooth.taxonomy import Taxonomy
 
 REDUCTIONS = ("mean", "sum", "none")
+
+_CHECKS = True
+
+
+def set_checks(enabled: bool) -> bool:
+    """Turn the per-call input validation of every loss on or off; returns the previous setting.
+
+    On (the default), each call checks that the targets are in range and, when the
+    loss comes out non-finite, which logit is NaN or ``+inf``: on a GPU that is two
+    host synchronisations per call. Off, bad targets fail inside torch (or give
+    garbage) and NaN logits give a NaN loss silently.
+    """
+    global _CHECKS
+    if not isinstance(enabled, bool):
+        raise TypeError(f"set_checks expects a bool, got {enabled!r}")
+    previous, _CHECKS = _CHECKS, enabled
+    return previous
+
+
+def checks_enabled() -> bool:
+    """Whether the per-call validation runs now (see :func:`set_checks`; never while compiling)."""
+    return _CHECKS and not torch.compiler.is_compiling()
 
 
 def check_reduction(reduction: str) -> str:
@@ -111,19 +145,20 @@ def flatten(input: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_
     t = target.reshape(-1).long()
     if t.numel() == 0:
         return z, t, None, target.shape
-    if not torch.compiler.is_compiling():
+    check = checks_enabled()
+    if check:
         lo, hi = torch.aminmax(t)
         lo, hi = int(lo), int(hi)
         if lo >= 0 and hi < num_classes and not (lo <= ignore_index <= hi):
             return z, t, None, target.shape  # every target valid, none ignored: no masking needed
     valid = t != ignore_index
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() and _CHECKS:
         # traceable, asynchronous: no host synchronisation, no position in the message
         in_range = (t >= 0) & (t < num_classes)
         torch._assert_async((in_range | ~valid).all(),
                             f"{name}: a target is out of range; expected class indices in [0, {num_classes}) "
                             f"or ignore_index={ignore_index}")
-    if not torch.compiler.is_compiling():
+    if check:
         bad = valid & ((t < 0) | (t >= num_classes))
         if bool(bad.any()):
             k = int(bad.nonzero()[0, 0])
@@ -201,12 +236,48 @@ class TreeLossBase(nn.Module):
         self.register_buffer("weight", check_weight(weight, self.num_classes))
 
     def _loss(self, input, target, weight, ignore_index, reduction):
+        name = type(self).__name__
         with no_autocast(input.device.type):
-            z, t, valid, shape = flatten(input, target, self.num_classes, ignore_index, type(self).__name__)
+            z, t, valid, shape = flatten(input, target, self.num_classes, ignore_index, name)
+            check = checks_enabled() and t.numel() > 0
             if self.fuses_reduction and valid is None and weight is None and reduction != "none" and t.numel() > 0:
-                return self._per_sample(z, t, 1.0 / t.numel() if reduction == "mean" else 1.0)
+                out = self._per_sample(z, t, 1.0 / t.numel() if reduction == "mean" else 1.0)
+                if check and not bool(torch.isfinite(out)):
+                    return reduce(self._nonfinite(input, z, t, valid, name), t, valid, weight, reduction, shape)
+                return out
             loss = self._per_sample(z, t)
+            if check:
+                counted = loss if valid is None else torch.where(valid, loss, torch.zeros_like(loss))
+                if not bool(torch.isfinite(counted).all()):
+                    loss = self._nonfinite(input, z, t, valid, name)
             return reduce(loss, t, valid, weight, reduction, shape)
+
+    def _nonfinite(self, input, z, t, valid, name) -> torch.Tensor:
+        """A non-finite loss: name the first NaN / +inf logit, else recompute with ``_exact_per_sample``."""
+        bad = torch.isnan(z) | (z == math.inf)
+        if valid is not None:
+            bad &= valid.unsqueeze(1)
+        if bool(bad.any()):
+            row, col = (int(i) for i in bad.nonzero()[0])
+            if input.dim() == 1:
+                pos = (col,)
+            else:
+                rest = np.unravel_index(row, (input.shape[0],) + tuple(input.shape[2:]))
+                pos = (int(rest[0]), col) + tuple(int(i) for i in rest[1:])
+            value = input[pos].item()
+            raise ValueError(f"{name}: input[{', '.join(map(str, pos))}] is {value}; logits must be finite or -inf")
+        # only -inf logits: a loss with an exact form for them recomputes; +inf (target mass on a -inf class) stays
+        loss = self._exact_per_sample(z, t)
+        counted = loss if valid is None else torch.where(valid, loss, torch.zeros_like(loss))
+        if bool(torch.isnan(counted).any()):
+            k = int(torch.isnan(counted).nonzero()[0, 0])
+            raise ValueError(f"{name}: the loss of sample {k} (flattened) is nan; its logits are finite or -inf, "
+                             "but -inf where this loss cannot take it (e.g. at the target)")
+        return loss
+
+    def _exact_per_sample(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss for rows with ``-inf`` logits (slow, autograd); by default the ordinary one."""
+        return self._per_sample(z, t)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self._loss(input, target, self.weight, self.ignore_index, self.reduction)

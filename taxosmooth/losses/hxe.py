@@ -151,6 +151,9 @@ class HXELoss(TreeLossBase):
     (:meth:`TreeTensors.subtree_logsumexp`; under ``torch.compile``, which
     cannot branch on data, every row is computed both ways and the exact value
     selected, so compiled and eager agree at the price of the exact pass).
+    A NaN or ``+inf`` logit raises ``ValueError`` naming it; ``-inf`` logits
+    (masked classes) are allowed (see :func:`taxosmooth.losses.set_checks`:
+    validation costs host synchronisations on a GPU).
     O(batch × classes); no ``(C, C, depth)`` tensor.
 
     Parameters
