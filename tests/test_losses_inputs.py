@@ -93,6 +93,36 @@ def test_soft_target_matrix_keeps_its_dtype(seed_tax):
     assert mod(z.float(), t).dtype == torch.float32
 
 
+# ----------------------------------------------------------------------------- masked logits
+def test_masked_logits_with_zero_target_mass_stay_finite(seed_tax):
+    """-inf logits on classes without target mass: 0·log 0 = 0, as cross entropy with hard labels."""
+    z0 = torch.tensor([[2.0, -math.inf, 0.5, 0.1], [0.3, -0.2, -math.inf, -math.inf]])
+    t = torch.tensor([0, 1])
+    mods = [ts.HierarchicalSoftLabelLoss(seed_tax, 4.0, epsilon=0.0),
+            ts.SoftTargetCrossEntropy(ts.soft_targets(seed_tax, 4.0, epsilon=0.0))]
+    for reduction in ("mean", "none"):
+        for mod in mods:
+            mod.reduction = reduction
+            z = z0.clone().requires_grad_()
+            zr = z0.clone().requires_grad_()
+            got, want = mod(z, t), F.cross_entropy(zr, t, reduction=reduction)
+            torch.testing.assert_close(got, want)
+            got.sum().backward()
+            want.sum().backward()
+            assert torch.isfinite(z.grad).all()
+            torch.testing.assert_close(z.grad, zr.grad)
+    # target mass on a masked class: the loss is +inf (the exact value), not nan
+    soft = ts.HierarchicalSoftLabelLoss(seed_tax, 1.0, reduction="none")
+    out = soft(z0, t)
+    assert out[0].item() == math.inf and math.isinf(out[1].item())
+    # compiled: the same values
+    torch._dynamo.reset()
+    for mod in mods:
+        mod.reduction = "none"
+        got = torch.compile(lambda z, t, mod=mod: mod(z, t), backend="aot_eager")(z0, t)
+        torch.testing.assert_close(got, F.cross_entropy(z0, t, reduction="none"))
+
+
 # ----------------------------------------------------------------------------- bad logits
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
 def test_nan_or_inf_logits_are_named(seed_tax, bad):

@@ -209,6 +209,12 @@ def softmax_lse(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return p.div_(total), lse
 
 
+def xlogy_cross_entropy(q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``-Σ_j q_j log_softmax(z)_j`` per row with ``0·log 0 = 0`` (``-inf`` logits without mass), by autograd."""
+    log_p = torch.log_softmax(z, dim=1)
+    return -torch.where(q == 0, torch.zeros_like(log_p), q * log_p).sum(dim=1)
+
+
 def class_costs(costs_or_taxonomy, name: str) -> np.ndarray:
     """A validated dense ``(C, C)`` float64 cost matrix (user matrices only)."""
     return check_square_matrix(costs_or_taxonomy, f"{name}: cost matrix")

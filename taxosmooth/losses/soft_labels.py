@@ -7,7 +7,7 @@ import torch
 
 from taxosmooth._checks import check_positive, check_probability
 from taxosmooth.distances import LCA_KINDS, check_kind, node_distance
-from taxosmooth.losses._common import TreeLossBase, as_taxonomy
+from taxosmooth.losses._common import TreeLossBase, as_taxonomy, xlogy_cross_entropy
 from taxosmooth.targets import max_pair_distance, resolve_scale
 from taxosmooth.tree_ops import TreeTensors, segment_expand_leaf_order
 
@@ -68,10 +68,13 @@ class _SoftLabelCrossEntropy(torch.autograd.Function):
         s = 1.0 if scale is None else scale
         log_p = torch.log_softmax(z_leaf, dim=1)
         grad = segment_expand_leaf_order(w * -s, lengths, z_leaf.shape[1])  # -s·Q
+        # under compile, 0·log 0 = 0 for masked (-inf) classes without target mass, fused for free; eager
+        # checks the loss and recomputes such rows (TreeLossBase._nonfinite), sparing the fast path a pass
+        terms = torch.where(grad == 0, 0.0, log_p) if torch.compiler.is_compiling() else log_p
         if scale is None:
-            loss = torch.linalg.vecdot(grad, log_p, dim=1)
+            loss = torch.linalg.vecdot(grad, terms, dim=1)
         else:
-            loss = torch.dot(grad.view(-1), log_p.view(-1))
+            loss = torch.dot(grad.view(-1), terms.view(-1))
         torch.add(grad, log_p.exp_(), alpha=s, out=grad)  # s·(p - Q)
         ctx.save_for_backward(grad)
         ctx.fused = scale is not None
@@ -110,6 +113,12 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
     forward over the same buffer, so the backward only scales it. Two
     ``(batch, C)`` buffers, O(batch × classes) time, O(classes × depth)
     buffers, never a ``(C, C)`` tensor.
+
+    ``-inf`` logits (masked classes) are allowed: a class without target mass
+    contributes ``0·log 0 = 0`` (value and gradient finite); target mass on a
+    ``-inf`` class makes the loss ``+inf``. A NaN or ``+inf`` logit raises
+    ``ValueError`` naming it (see :func:`taxosmooth.losses.set_checks`: one host
+    synchronisation per check on a GPU).
 
     Parameters
     ----------
@@ -164,3 +173,10 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
         tree = self.tree
         w = self.segment_weights.index_select(0, t).to(z.dtype)
         return _SoftLabelCrossEntropy.apply(tree.to_leaf_order(z), w, tree.ring_lengths.index_select(0, t), scale)
+
+    def _exact_per_sample(self, z, t):
+        # -Σ_j Q_j log p_j with 0·log 0 = 0 (masked classes), by autograd: finite gradients there too
+        tree = self.tree
+        w = self.segment_weights.index_select(0, t).to(z.dtype)
+        q = segment_expand_leaf_order(w, tree.ring_lengths.index_select(0, t), z.shape[1])
+        return xlogy_cross_entropy(q, tree.to_leaf_order(z))

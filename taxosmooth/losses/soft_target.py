@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from taxosmooth._checks import as_numpy
-from taxosmooth.losses._common import TreeLossBase
+from taxosmooth.losses._common import TreeLossBase, xlogy_cross_entropy
 
 __all__ = ["SoftTargetCrossEntropy", "soft_target_per_sample", "check_target_matrix"]
 
@@ -40,6 +40,8 @@ def check_target_matrix(targets) -> torch.Tensor:
 def soft_target_per_sample(z: torch.Tensor, t: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``-Σ_j targets[t, j] · log_softmax(z)_j`` per row of ``z`` (M, C), in ``z``'s dtype."""
     q = targets.index_select(0, t).to(dtype=z.dtype, device=z.device)
+    if torch.compiler.is_compiling():  # 0·log 0 = 0 for masked classes, fused under compile
+        return xlogy_cross_entropy(q, z)
     return -(q * torch.log_softmax(z, dim=1)).sum(dim=1)
 
 
@@ -61,7 +63,10 @@ class SoftTargetCrossEntropy(TreeLossBase):
         Row ``t`` is the target distribution for class ``t`` (finite, ``>= 0``,
         rows sum to 1). Stored as a buffer (in ``state_dict``) in its own
         dtype (a float64 matrix stays float64; lists become float32); the loss is
-        computed in the input's compute dtype.
+        computed in the input's compute dtype. ``-inf`` logits are allowed: a
+        class without target mass contributes ``0·log 0 = 0``; target mass on a
+        ``-inf`` class makes the loss ``+inf``. A NaN or ``+inf`` logit raises
+        ``ValueError`` naming it (:func:`taxosmooth.losses.set_checks`).
     weight : Tensor (C,), optional
         Class weights, as in :func:`torch.nn.functional.cross_entropy`.
     ignore_index : int, default -100
@@ -89,3 +94,6 @@ class SoftTargetCrossEntropy(TreeLossBase):
 
     def _per_sample(self, z, t):
         return soft_target_per_sample(z, t, self.targets)
+
+    def _exact_per_sample(self, z, t):
+        return xlogy_cross_entropy(self.targets.index_select(0, t).to(z.dtype), z)
