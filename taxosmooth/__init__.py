@@ -17,6 +17,7 @@ from taxosmooth.losses import (
     PairwiseCostLoss,
     SoftTargetCrossEntropy,
     TreeWassersteinLoss,
+    set_checks,
 )
 from taxosmooth.errors import (
     CycleError,
@@ -35,6 +36,7 @@ from taxosmooth.tree_ops import TreeTensors
 __version__ = "0.1.0"
 
 __all__ = [
+    "set_checks",
     "Taxonomy",
     "CompiledTree",
     "class_distances",
