@@ -289,7 +289,7 @@ class TreeLossBase(nn.Module):
         return self._loss(input, target, self.weight, self.ignore_index, self.reduction)
 
     def _per_sample(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define _per_sample(z, t): the per-sample loss of (M, C) logits")
 
     def buffer_bytes(self) -> int:
         """Bytes held in buffers (index tensors and per-class tables)."""

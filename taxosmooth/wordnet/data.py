@@ -247,7 +247,8 @@ def prepare_corpus(source: WordNetSource) -> Path:
                     os.rename(tmp, corpus)
                     return corpus
                 except OSError:
-                    pass  # the folder exists: built by another process, or stale
+                    # the folder exists: built by another process, or stale
+                    pass
                 if _cache_is_valid(corpus, source.path):
                     return corpus
                 # stale (another source, broken links): move it aside atomically, then retry
