@@ -379,7 +379,7 @@ def test_tree_wasserstein_formula_equals_lp_for_any_two_distributions():
     C = tax.num_classes
     d = ts.class_distances(tax, "path_length")
     tt = ts.TreeTensors(tax).double()
-    w = torch.from_numpy(tax.compiled.weight)
+    w = torch.from_numpy(tax.compiled.weight.copy())
     rng = np.random.default_rng(0)
     for _ in range(5):
         p, q = rng.dirichlet(np.ones(C)), rng.dirichlet(np.ones(C))
