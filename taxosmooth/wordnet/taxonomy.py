@@ -131,7 +131,8 @@ def taxonomy_from_wordnet(
         f"WordNet hypernym closure: {dag.num_nodes} synsets above and including the {len(classes)} classes, "
         f"{multi} with several hypernyms"
     )
-    return Taxonomy.from_networkx(
+    # the package-internal constructor: it also takes the report of the WordNet steps
+    return Taxonomy._from_graph(
         graph,
         classes,
         multiple_parents=multiple_parents,
