@@ -153,3 +153,12 @@ def check_square_tensor(matrix, name: str) -> torch.Tensor:
         i = int(nz.nonzero()[0, 0])
         raise ValueError(f"{name}[{i}, {i}] = {float(diag[i])}; the diagonal must be zero (a correct prediction costs nothing)")
     return matrix
+
+
+def as_probabilities(scores, from_logits: bool, num_classes: int | None = None, name: str = "probs") -> torch.Tensor:
+    """Validated probabilities in the compute dtype: a softmax of checked logits, or checked probabilities."""
+    if from_logits:
+        logits = check_logits(scores, "logits", num_classes)
+        return torch.softmax(logits.to(compute_dtype(logits.dtype)), dim=1)
+    p = check_probabilities(scores, name, num_classes)
+    return p.to(compute_dtype(p.dtype))

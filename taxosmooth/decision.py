@@ -49,11 +49,9 @@ from torch import nn
 
 from taxosmooth._ranking import stable_topk
 from taxosmooth._tensor_checks import (
+    as_probabilities,
     check_k,
-    check_logits,
-    check_probabilities,
     check_square_tensor,
-    compute_dtype,
 )
 from taxosmooth.costs import cost_matrix, node_costs
 from taxosmooth.distances import LCA_KINDS, check_kind
@@ -118,14 +116,6 @@ def _prepare(costs_or_taxonomy, distance, transform, power) -> _Costs:
     return _Costs(costs_or_taxonomy, distance, transform, power)
 
 
-def _probabilities(probs, from_logits: bool, num_classes: int) -> torch.Tensor:
-    if from_logits:
-        logits = check_logits(probs, "logits", num_classes)
-        return torch.softmax(logits.to(compute_dtype(logits.dtype)), dim=1)
-    p = check_probabilities(probs, "probs", num_classes)
-    return p.to(compute_dtype(p.dtype))
-
-
 def conditional_risk(
     probs: torch.Tensor,
     costs_or_taxonomy,
@@ -166,7 +156,7 @@ def conditional_risk(
     tensor([[1.2000, 1.6000, 1.1000, 1.1000]], dtype=torch.float64)
     """
     costs = _prepare(costs_or_taxonomy, distance, transform, power)
-    p = _probabilities(probs, from_logits, costs.num_classes)
+    p = as_probabilities(probs, from_logits, costs.num_classes)
     return costs.to(p.device).risk(p) if costs is not costs_or_taxonomy else costs.risk(p)
 
 
@@ -214,7 +204,7 @@ def crm_predict(
     """
     costs = _prepare(costs_or_taxonomy, distance, transform, power)
     k = check_k(k, costs.num_classes)
-    p = _probabilities(probs, from_logits, costs.num_classes)
+    p = as_probabilities(probs, from_logits, costs.num_classes)
     risk = costs.to(p.device).risk(p) if costs is not costs_or_taxonomy else costs.risk(p)
     idx = stable_topk(risk, k, largest=False)
     return idx[:, 0] if k == 1 else idx

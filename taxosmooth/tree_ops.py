@@ -237,8 +237,7 @@ class TreeTensors(nn.Module):
 
         parent = c.parent.copy()
         parent[0] = 0
-        path = c.class_path.copy()
-        path[path < 0] = 0
+        path = c.padded_path
         path_len = c.depth[c.class_node] + 1
 
         # ring segments in leaf order: breakpoints lo(a_K) <= ... <= lo(a_0) < hi(a_0) <= ... <= hi(a_K)

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from taxosmooth._checks import check_square_matrix
+from taxosmooth._tensor_checks import compute_dtype
 from taxosmooth.taxonomy import Taxonomy
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -90,11 +91,6 @@ def check_weight(weight, num_classes: int) -> torch.Tensor | None:
         k = int(bad.nonzero()[0, 0])
         raise ValueError(f"weight[{k}] = {w[k].item()}; class weights must be finite and >= 0")
     return w
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float16/bfloat16 (and anything below float32) compute in float32; float64 stays."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def no_autocast(device_type: str):

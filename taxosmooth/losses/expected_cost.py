@@ -22,8 +22,7 @@ def ring_costs(taxonomy, distance="lca_height", transform="identity", power=1.0)
     """
     table = node_costs(taxonomy, distance, transform, power)
     c = taxonomy.compiled
-    path = c.class_path.copy()
-    path[path < 0] = 0
+    path = c.padded_path
     out = table[path]
     out[:, 0] = 0.0
     return out

@@ -49,8 +49,7 @@ def hxe_coefficients(taxonomy, alpha: float, weighting: str = "depth", normalize
     """
     lam = hxe_node_weights(taxonomy, alpha, weighting, normalize)
     c = taxonomy.compiled
-    path = c.class_path.copy()
-    path[path < 0] = 0
+    path = c.padded_path
     lp = lam[path]
     coef = np.diff(lp, axis=1, prepend=0.0)
     H = c.depth[c.class_node]

@@ -64,8 +64,7 @@ class TreeWassersteinLoss(TreeLossBase):
         super().__init__(tax.num_classes, weight, ignore_index, reduction)
         self.ce_weight = check_positive(ce_weight, "ce_weight", allow_zero=True)
         c = tax.compiled
-        path = c.class_path.copy()
-        path[path < 0] = 0
+        path = c.padded_path
         wd_path = c.weighted_depth[path]  # (C, K+1): wd(a_k)
         # d(t, j) = wd(j) + (wd(t) - 2 wd(a_k)) for j on ring k; ring 0 gives exactly 0
         ring_part = wd_path[:, :1] - 2.0 * wd_path

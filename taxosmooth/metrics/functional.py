@@ -30,12 +30,10 @@ import torch
 from taxosmooth._ranking import rank_of, stable_topk
 from taxosmooth._tensor_checks import (
     accumulate_dtype,
+    as_probabilities,
     check_k,
-    check_logits,
-    check_probabilities,
     check_scores,
     check_target,
-    compute_dtype,
 )
 from taxosmooth.metrics._pairs import PairDistances
 
@@ -132,13 +130,6 @@ def _check_bins(n_bins) -> int:
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive int, got {n_bins!r}")
     return n_bins
-
-
-def _probabilities(scores, from_logits: bool, name: str = "probs") -> torch.Tensor:
-    if from_logits:
-        logits = check_logits(scores, "logits")
-        return torch.softmax(logits.to(compute_dtype(logits.dtype)), dim=1)
-    return check_probabilities(scores, name)
 
 
 # ---------------------------------------------------------------------- metrics
@@ -312,7 +303,7 @@ def expected_calibration_error(probs, target, n_bins: int = 15, from_logits: boo
     Tensor
         0-dim, in [0, 1].
     """
-    probs = _probabilities(probs, from_logits)
+    probs = as_probabilities(probs, from_logits)
     target = check_target(target, probs.shape[0], probs.shape[1]).to(probs.device)
     return _ece_from(_ece_stats(probs, target, _check_bins(n_bins)))
 
@@ -401,6 +392,6 @@ def report(
     pairs = _pairs(distances, distance)
     scores, target = _check(scores, target, pairs.num_classes)
     ks = _check_ks(k, scores.shape[1])
-    probs = _probabilities(scores, from_logits, "scores")
+    probs = as_probabilities(scores, from_logits, name="scores")
     stats = _report_stats(scores, target, pairs, ks, probs, _check_bins(n_bins))
     return {name: float(v) for name, v in _report_from(stats, ks).items()}

@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
 import torch
 
 from taxosmooth._ranking import stable_topk
-from taxosmooth._tensor_checks import check_k, check_target
+from taxosmooth._tensor_checks import as_probabilities, check_k, check_target
 from taxosmooth.metrics import functional as F
 from taxosmooth.metrics._pairs import PairDistances
 
@@ -266,7 +266,7 @@ class ExpectedCalibrationError(_SumMetric):
         self._sum_state("bin_correct", floating=True, size=self.n_bins)
 
     def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
-        probs = F._probabilities(probs, self.from_logits)
+        probs = as_probabilities(probs, self.from_logits)
         target = check_target(target, probs.shape[0], probs.shape[1]).to(probs.device)
         self._add(F._ece_stats(probs, target, self.n_bins))
 
@@ -314,7 +314,7 @@ class HierarchicalReport(_SumMetric):
 
     def update(self, scores: torch.Tensor, target: torch.Tensor) -> None:
         scores, target = self._check(scores, target)
-        probs = F._probabilities(scores, self.from_logits, "scores")
+        probs = as_probabilities(scores, self.from_logits, name="scores")
         self._add(F._report_stats(scores, target, self.pairs, self.ks, probs, self.n_bins))
 
     def compute(self) -> dict[str, torch.Tensor]:

@@ -93,6 +93,14 @@ class CompiledTree:
         counts = np.bincount(self.parent[1:], minlength=self.num_nodes)
         return counts >= 2
 
+    @property
+    def padded_path(self) -> np.ndarray:
+        """``class_path`` with the ``-1`` padding replaced by the root (0): safe to index with.
+
+        Consumers mask the padded entries themselves (e.g. by ring size or depth).
+        """
+        return np.maximum(self.class_path, 0)
+
     def adjacent_lca(self) -> np.ndarray:
         """Node id of ``LCA(leaf_k, leaf_{k+1})`` for ``k = 0 … C-2`` (leaf order).
 
