@@ -41,3 +41,18 @@ def random_taxonomies(draw, min_nodes: int = 2, max_nodes: int = 30, weighted: b
     """A random :class:`Taxonomy` with classes in a random (non-DFS) order."""
     g, leaves = draw(random_graphs(min_nodes, max_nodes, weighted))
     return ts.Taxonomy.from_networkx(g, classes=leaves)
+
+
+def all_loss_modules(tax, **kw):
+    """One instance of every loss on ``tax`` (taxonomy and matrix forms), sharing ``kw``."""
+    cost = ts.cost_matrix(tax)
+    return [
+        ts.SoftTargetCrossEntropy(ts.soft_targets(tax, 2.0), **kw),
+        ts.HierarchicalSoftLabelLoss(tax, 2.0, **kw),
+        ts.HXELoss(tax, 0.5, **kw),
+        ts.ExpectedCostLoss(tax, **kw),
+        ts.ExpectedCostLoss(cost, **kw),
+        ts.TreeWassersteinLoss(tax, **kw),
+        ts.PairwiseCostLoss(tax, **kw),
+        ts.PairwiseCostLoss(cost, **kw),
+    ]

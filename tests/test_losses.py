@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _trees import random_taxonomies, seed_taxonomy
+from _trees import all_loss_modules, random_taxonomies, seed_taxonomy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -412,24 +412,10 @@ def test_hand_computed_values(seed_tax):
 
 
 # ----------------------------------------------------------------------------- conventions
-def all_modules(tax, **kw):
-    cost = ts.cost_matrix(tax)
-    return [
-        ts.SoftTargetCrossEntropy(ts.soft_targets(tax, 2.0), **kw),
-        ts.HierarchicalSoftLabelLoss(tax, 2.0, **kw),
-        ts.HXELoss(tax, 0.5, **kw),
-        ts.ExpectedCostLoss(tax, **kw),
-        ts.ExpectedCostLoss(cost, **kw),
-        ts.TreeWassersteinLoss(tax, **kw),
-        ts.PairwiseCostLoss(tax, **kw),
-        ts.PairwiseCostLoss(cost, **kw),
-    ]
-
-
 def test_shapes_unbatched_and_segmentation(seed_tax):
     z = torch.randn(2, 4, 3, 5)
     t = torch.randint(0, 4, (2, 3, 5))
-    for mod in all_modules(seed_tax, reduction="none"):
+    for mod in all_loss_modules(seed_tax, reduction="none"):
         out = mod(z, t)
         assert out.shape == (2, 3, 5)
         flat = mod(z.movedim(1, -1).reshape(-1, 4), t.reshape(-1))
@@ -443,14 +429,14 @@ def test_all_ignored_mean_is_nan_like_cross_entropy(seed_tax):
     z = torch.randn(3, 4)
     t = torch.full((3,), -100)
     assert torch.isnan(F.cross_entropy(z, t))
-    for mod in all_modules(seed_tax):
+    for mod in all_loss_modules(seed_tax):
         assert torch.isnan(mod(z, t))
-    for mod in all_modules(seed_tax, reduction="sum"):
+    for mod in all_loss_modules(seed_tax, reduction="sum"):
         assert mod(z, t).item() == 0.0
 
 
 def test_errors_name_expected_and_actual(seed_tax):
-    for mod in all_modules(seed_tax):
+    for mod in all_loss_modules(seed_tax):
         name = type(mod).__name__
         with pytest.raises(ValueError, match=r"expected 4 classes .* got 5"):
             mod(torch.randn(2, 5), torch.tensor([0, 1]))
@@ -483,7 +469,7 @@ def test_errors_name_expected_and_actual(seed_tax):
 def test_half_precision_computes_in_float32(seed_tax, dtype):
     z = (torch.randn(6, 4) * 2e4).clamp(-6e4, 6e4).to(dtype)  # huge logits: exp overflows in half precision
     t = torch.randint(0, 4, (6,))
-    for mod in all_modules(seed_tax):
+    for mod in all_loss_modules(seed_tax):
         out = mod(z, t)
         assert out.dtype == torch.float32
         assert torch.isfinite(out)
@@ -497,7 +483,7 @@ def test_autocast_bfloat16_model(seed_tax):
     model = torch.nn.Linear(3, 4)
     x = torch.randn(5, 3)
     t = torch.randint(0, 4, (5,))
-    for mod in all_modules(seed_tax):
+    for mod in all_loss_modules(seed_tax):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits = model(x)
             out = mod(logits, t)
@@ -510,7 +496,7 @@ def test_autocast_bfloat16_model(seed_tax):
 def test_device_and_dtype_follow_input(seed_tax, device):
     z = torch.randn(3, 4, dtype=torch.float64, device=device, requires_grad=True)
     t = torch.tensor([0, 3, 1], device=device)
-    for mod in all_modules(seed_tax, weight=torch.ones(4)):
+    for mod in all_loss_modules(seed_tax, weight=torch.ones(4)):
         mod = mod.to(device)
         assert all(b.device.type == device for b in mod.buffers())
         out = mod(z, t)
@@ -523,7 +509,7 @@ def test_state_dict_round_trip(seed_tax):
     w = torch.tensor([1.0, 2.0, 0.5, 1.5])
     z = torch.randn(4, 4)
     t = torch.tensor([0, 1, 2, 3])
-    for mod, fresh in zip(all_modules(seed_tax, weight=w), all_modules(seed_tax, weight=torch.ones(4))):
+    for mod, fresh in zip(all_loss_modules(seed_tax, weight=w), all_loss_modules(seed_tax, weight=torch.ones(4))):
         sd = mod.state_dict()
         assert "weight" in sd
         assert set(sd) <= {"weight", "targets", "costs"}  # derived index tables stay out
@@ -533,7 +519,7 @@ def test_state_dict_round_trip(seed_tax):
 
 
 def test_buffers_are_structured(seed_tax):
-    for mod in all_modules(seed_tax):
+    for mod in all_loss_modules(seed_tax):
         assert mod.buffer_bytes() > 0
     big = seed_taxonomy()
     assert ts.HierarchicalSoftLabelLoss(big, 1.0).buffer_bytes() < 2000

@@ -10,25 +10,11 @@ import weakref
 import pytest
 import torch
 import torch.nn.functional as F
-from _trees import seed_taxonomy
+from _trees import all_loss_modules, seed_taxonomy
 
 import taxosmooth as ts
 from taxosmooth import functional as TF
 from taxosmooth.losses import _common
-
-
-def all_modules(tax, **kw):
-    cost = ts.cost_matrix(tax)
-    return [
-        ts.SoftTargetCrossEntropy(ts.soft_targets(tax, 2.0), **kw),
-        ts.HierarchicalSoftLabelLoss(tax, 2.0, **kw),
-        ts.HXELoss(tax, 0.5, **kw),
-        ts.ExpectedCostLoss(tax, **kw),
-        ts.ExpectedCostLoss(cost, **kw),
-        ts.TreeWassersteinLoss(tax, **kw),
-        ts.PairwiseCostLoss(tax, **kw),
-        ts.PairwiseCostLoss(cost, **kw),
-    ]
 
 
 # ----------------------------------------------------------------------------- class weights
@@ -66,7 +52,7 @@ def test_half_and_bfloat16_casts_keep_the_loss_tables(seed_tax):
     t = torch.tensor([0, 1, 2, 3, 1])
     w = torch.tensor([0.3, 1.0, 2.0, 0.7])
     for cast in (lambda m: m.half(), lambda m: m.to(torch.bfloat16), lambda m: m.double()):
-        for mod in all_modules(seed_tax, weight=w):
+        for mod in all_loss_modules(seed_tax, weight=w):
             want = mod(z, t)
             dtypes = {k: b.dtype for k, b in mod.named_buffers()}
             model = torch.nn.Sequential(torch.nn.Linear(2, 2), mod)
@@ -130,7 +116,7 @@ def test_nan_or_inf_logits_are_named(seed_tax, bad):
     z[1, 2] = bad
     t = torch.tensor([0, 1, 3])
     word = "nan" if math.isnan(bad) else "inf"
-    for mod in all_modules(seed_tax) + all_modules(seed_tax, reduction="none", weight=torch.rand(4)):
+    for mod in all_loss_modules(seed_tax) + all_loss_modules(seed_tax, reduction="none", weight=torch.rand(4)):
         with pytest.raises(ValueError, match=rf"{type(mod).__name__}: input\[1, 2\] is {word}"):
             mod(z, t)
     seg = torch.randn(2, 4, 3, 2)
@@ -142,7 +128,7 @@ def test_nan_or_inf_logits_are_named(seed_tax, bad):
         ts.HierarchicalSoftLabelLoss(seed_tax, 1.0)(z[1], torch.tensor(0))
     # a bad logit in an ignored sample does not count
     t_ign = torch.tensor([0, -100, 3])
-    for mod in all_modules(seed_tax):
+    for mod in all_loss_modules(seed_tax):
         assert torch.isfinite(mod(z, t_ign))
 
 
@@ -153,7 +139,7 @@ def test_checks_can_be_turned_off(seed_tax):
     previous = ts.losses.set_checks(False)
     try:
         assert previous is True
-        for mod in all_modules(seed_tax):
+        for mod in all_loss_modules(seed_tax):
             assert torch.isnan(mod(z, t))
     finally:
         ts.losses.set_checks(previous)
@@ -166,7 +152,7 @@ def test_checks_can_be_turned_off(seed_tax):
 def test_minus_inf_logits_elsewhere_stay_allowed(seed_tax):
     z = torch.tensor([[1.0, 0.5, -math.inf, 0.0]])
     t = torch.tensor([0])
-    for mod in all_modules(seed_tax):
+    for mod in all_loss_modules(seed_tax):
         if isinstance(mod, ts.SoftTargetCrossEntropy | ts.HierarchicalSoftLabelLoss):
             continue  # beta = 2 puts mass on every class: +inf, tested above
         assert torch.isfinite(mod(z, t)), type(mod).__name__

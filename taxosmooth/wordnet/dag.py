@@ -36,6 +36,24 @@ from taxosmooth.errors import TaxonomyError
 FAKE_ROOT_NAME = "*ROOT*"
 
 
+def _topological_order(parents: list) -> tuple[list, list]:
+    """Kahn's algorithm, parents first. Returns the order and the count of unvisited
+    parents per node: a cycle leaves nodes out of the order (with a count > 0)."""
+    n = len(parents)
+    children: list = [[] for _ in range(n)]
+    pending = [len(ps) for ps in parents]
+    for v, ps in enumerate(parents):
+        for p in ps:
+            children[p].append(v)
+    order = [v for v in range(n) if pending[v] == 0]
+    for v in order:
+        for c in children[v]:
+            pending[c] -= 1
+            if pending[c] == 0:
+                order.append(c)
+    return order, pending
+
+
 def ordered_hypernyms(synset) -> list:
     """``hypernyms()`` then ``instance_hypernyms()``, each sorted by name (see module docstring)."""
     return sorted(synset.hypernyms(), key=_name) + sorted(synset.instance_hypernyms(), key=_name)
@@ -101,19 +119,8 @@ def compile_dag(synsets) -> HypernymDAG:
                 stack.append(h)
     parents_of = [[index[h] for h in ordered_hypernyms(s)] for s in nodes]
 
-    # topological order, parents first (Kahn); a cycle would leave nodes behind
     m = len(nodes)
-    children: list = [[] for _ in range(m)]
-    pending = [len(ps) for ps in parents_of]
-    for v, ps in enumerate(parents_of):
-        for p in ps:
-            children[p].append(v)
-    order = [v for v in range(m) if pending[v] == 0]
-    for v in order:
-        for c in children[v]:
-            pending[c] -= 1
-            if pending[c] == 0:
-                order.append(c)
+    order, pending = _topological_order(parents_of)
     if len(order) != m:
         stuck = next(nodes[v].name() for v in range(m) if pending[v])
         raise TaxonomyError(f"the WordNet hypernym graph has a cycle through {stuck!r}")
@@ -230,18 +237,7 @@ def pos_graph(reader, pos: str) -> PosGraph:
     where = {o: k for k, o in enumerate(offsets)}
     n = len(offsets)
     parents = [[where[o] for o in hs] for hs in hyper]
-    # topological order (parents first)
-    children: list = [[] for _ in range(n)]
-    pending = [len(ps) for ps in parents]
-    for v, ps in enumerate(parents):
-        for p in ps:
-            children[p].append(v)
-    order = [v for v in range(n) if pending[v] == 0]
-    for v in order:
-        for c in children[v]:
-            pending[c] -= 1
-            if pending[c] == 0:
-                order.append(c)
+    order, _ = _topological_order(parents)
     if len(order) != n:
         raise TaxonomyError(f"the WordNet hypernym graph in {fileid} has a cycle")
     new_id = np.empty(n, dtype=np.int64)
