@@ -58,6 +58,10 @@ def set_checks(enabled: bool) -> bool:
     loss comes out non-finite, which logit is NaN or ``+inf``: on a GPU that is two
     host synchronisations per call. Off, bad targets fail inside torch (or give
     garbage) and NaN logits give a NaN loss silently.
+
+    Turning checks off saves the synchronisations, not arithmetic: the target
+    check is also what tells a loss that no target is ignored, which lets it
+    take its fastest path; without it every call masks. On a CPU, leave them on.
     """
     global _CHECKS
     if not isinstance(enabled, bool):
