@@ -166,3 +166,15 @@ def test_compiled_out_of_range_target_names_the_range(seed_tax):
         f(torch.randn(2, 4), torch.tensor([0, 3]))
         with pytest.raises(RuntimeError, match=r"out of range; expected class indices in \[0, 4\)"):
             f(torch.randn(2, 4), torch.tensor([0, 4]))
+
+
+def test_float64_cost_matrices_stay_float64(seed_tax):
+    # a float32 copy would limit the dense forms to ~1e-7 against the float64 structured ones
+    costs = ts.cost_matrix(seed_tax, dtype=torch.float64) / 3.0
+    z = torch.randn(5, 4, dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, 3, 0])
+    for cls in (ts.ExpectedCostLoss, ts.PairwiseCostLoss):
+        dense = cls(costs)
+        assert dense.costs.dtype == torch.float64
+        structured = cls(seed_tax, transform=lambda d: d / 3.0)
+        torch.testing.assert_close(dense(z, t), structured(z, t), rtol=1e-13, atol=1e-13)

@@ -75,6 +75,15 @@ def checks_enabled() -> bool:
     return _CHECKS and not torch.compiler.is_compiling()
 
 
+def given_float_dtype(matrix) -> torch.dtype:
+    """The dtype a user matrix is kept in: its own floating dtype, else float32."""
+    if isinstance(matrix, torch.Tensor) and matrix.is_floating_point():
+        return matrix.dtype
+    if isinstance(matrix, np.ndarray) and matrix.dtype in (np.float16, np.float32, np.float64):
+        return torch.from_numpy(np.zeros(0, dtype=matrix.dtype)).dtype
+    return torch.float32
+
+
 def check_reduction(reduction: str) -> str:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")

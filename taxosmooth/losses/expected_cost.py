@@ -7,7 +7,7 @@ import torch
 
 from taxosmooth._checks import check_positive
 from taxosmooth.costs import node_costs
-from taxosmooth.losses._common import TreeLossBase, class_costs, softmax_lse
+from taxosmooth.losses._common import TreeLossBase, class_costs, given_float_dtype, softmax_lse
 from taxosmooth.taxonomy import Taxonomy
 from taxosmooth.tree_ops import TreeTensors
 
@@ -83,7 +83,7 @@ class _CostLoss(TreeLossBase):
             super().__init__(m.shape[0], weight, ignore_index, reduction)
             self.tree = None
             self.register_buffer("ring_costs", None)
-            self.register_buffer("costs", torch.from_numpy(m).to(torch.float32))
+            self.register_buffer("costs", torch.from_numpy(m).to(given_float_dtype(costs_or_taxonomy)))
 
     @property
     def structured(self) -> bool:

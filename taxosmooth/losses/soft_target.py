@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from taxosmooth._checks import as_numpy
-from taxosmooth.losses._common import TreeLossBase, xlogy_cross_entropy
+from taxosmooth.losses._common import TreeLossBase, given_float_dtype, xlogy_cross_entropy
 
 __all__ = ["SoftTargetCrossEntropy", "soft_target_per_sample", "check_target_matrix"]
 
@@ -16,12 +16,7 @@ def check_target_matrix(targets) -> torch.Tensor:
 
     A floating-point tensor or array keeps its dtype; anything else becomes float32.
     """
-    if isinstance(targets, torch.Tensor) and targets.is_floating_point():
-        dtype = targets.dtype
-    elif isinstance(targets, np.ndarray) and targets.dtype in (np.float16, np.float32, np.float64):
-        dtype = torch.from_numpy(np.zeros(0, dtype=targets.dtype)).dtype
-    else:
-        dtype = torch.float32
+    dtype = given_float_dtype(targets)
     q = as_numpy(targets, "targets")
     if q.ndim != 2 or q.shape[0] != q.shape[1] or q.shape[0] == 0:
         raise ValueError(f"targets must be a non-empty square matrix (C, C), got shape {tuple(q.shape)}")
