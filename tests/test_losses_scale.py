@@ -2,7 +2,8 @@
 
 A float32 (C, C) tensor at this size is 40 GB; the forward and backward of
 each structured loss on a batch of 32 must stay within a couple of GB of
-resident memory (measured as the growth of the process's peak RSS).
+resident memory (measured as the growth of the process's peak RSS), or of
+GPU memory on CUDA (the growth of the allocator's peak).
 """
 
 from __future__ import annotations
@@ -65,13 +66,29 @@ def peak_growth(fn) -> int:
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
 
 
+def cuda_peak_growth(fn) -> int:
+    """Bytes by which the CUDA allocator's peak grows while ``fn`` runs."""
+    gc.collect()
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
 @pytest.mark.slow
-def test_structured_losses_at_100k_classes():
+@pytest.mark.parametrize("device", DEVICES)
+def test_structured_losses_at_100k_classes(device):
     tax = level_taxonomy(C, DEPTH)
     assert tax.num_classes == C and tax.max_depth == DEPTH
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(BATCH, C, generator=g)
-    target = torch.randint(0, C, (BATCH,), generator=g)
+    logits = torch.randn(BATCH, C, generator=g).to(device)
+    target = torch.randint(0, C, (BATCH,), generator=g).to(device)
     makers = {
         "HierarchicalSoftLabelLoss": lambda: ts.HierarchicalSoftLabelLoss(tax, beta=5.0),
         "HXELoss": lambda: ts.HXELoss(tax, alpha=0.5),
@@ -81,13 +98,13 @@ def test_structured_losses_at_100k_classes():
         out = {}
 
         def run():
-            loss = make()
+            loss = make().to(device)
             z = logits.clone().requires_grad_(True)
             value = loss(z, target)
             value.backward()
             out["value"], out["grad"], out["bytes"] = value.detach(), z.grad, loss.buffer_bytes()
 
-        growth = peak_growth(run)
+        growth = peak_growth(run) if device == "cpu" else cuda_peak_growth(run)
         assert torch.isfinite(out["value"]) and torch.isfinite(out["grad"]).all(), name
         # softmax gradients of a mean loss sum to zero over the classes
         assert out["grad"].sum(dim=1).abs().max() < 1e-5, name
