@@ -48,7 +48,8 @@ Attributes (Python ints): ``num_nodes`` (N), ``num_classes`` (C), ``max_depth`` 
 Buffers, int64: ``parent`` (N,; root's parent is 0), ``depth`` (N,), ``class_node`` (C,),
 ``class_position`` (C,), ``position_class`` (C,), ``path`` (C, K+1; padded with the root),
 ``path_len`` (C,; ``depth(t) + 1``, the number of real path entries); int32: ``ring_lengths`` (C, 2K+1),
-the lengths of the DFS leaf segments of each class's rings (segment ``s`` belongs to ring ``|s - K|``).
+the lengths of the DFS leaf segments of each class's rings (segment ``s`` belongs to ring ``|s - K|``),
+and ``ring_starts`` (C, 2K+1), their offsets in the leaf order.
 Low-level kernels (not differentiable, leaf order): :func:`segment_sum_leaf_order`,
 :func:`segment_expand_leaf_order`, :func:`ring_sum_leaf_order`, :func:`ring_expand_leaf_order`.
 Methods: :meth:`subtree_sum`, :meth:`subtree_logsumexp`, :meth:`accumulate_down`,
@@ -106,36 +107,65 @@ def _fold_segments(seg: torch.Tensor, ring_of_segment: torch.Tensor, K: int) -> 
     return seg.new_zeros((seg.shape[0], K + 1)).index_add_(1, ring_of_segment, seg)
 
 
+# the tests turn this off to run the device kernels (torch ops) on the CPU too
+_HOST_KERNELS = True
+
+
 def _host_kernel(x: torch.Tensor) -> bool:
     # numpy's segment kernels (np.add.reduceat, np.repeat) run several times faster than
     # torch.segment_reduce / repeat_interleave + gather on the CPU; on other devices, and
     # while tracing for torch.compile, the torch ops are used
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling()
+    return (_HOST_KERNELS and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and not torch.compiler.is_compiling())
 
 
-def segment_sum_leaf_order(x_leaf: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def host_segment_sum(x: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """numpy kernel of :func:`segment_sum_leaf_order`: ``x`` (B, C), ``starts``/``lengths`` (B, S) per row.
+
+    ``starts`` are each row's segment offsets within the row (the exclusive
+    cumulative sum of ``lengths``). One ``np.add.reduceat`` over the whole
+    batch; empty segments are set to 0.
+    """
+    b, c = x.shape
+    if b == 0:
+        return np.zeros(starts.shape, dtype=x.dtype)
+    flat = x.reshape(-1)
+    index = (starts + np.arange(0, b * c, c)[:, None]).reshape(-1)
+    n = b * c
+    # reduceat needs indices < n: empty segments at the end of the last row start at n
+    clipped = index[-1] >= n
+    if clipped:
+        np.minimum(index, n - 1, out=index)
+    seg = np.add.reduceat(flat, index)
+    if clipped:
+        # the last non-empty segment stopped one short of the end (unless it is the last element alone)
+        k = np.flatnonzero(lengths.reshape(-1))[-1]
+        if index[k] < n - 1:
+            seg[k] += flat[-1]
+    seg[lengths.reshape(-1) == 0] = 0
+    return seg.reshape(b, -1)
+
+
+def segment_sum_leaf_order(x_leaf: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor | None = None
+                           ) -> torch.Tensor:
     """Sums of ``x_leaf`` (B, C) over each row's consecutive segments of the given ``lengths`` (B, S).
 
     Each row's lengths add up to ``C``; empty segments sum to 0. Every segment
     is summed on its own (pairwise summation on the CPU), never as a difference
     of prefix sums. Not differentiable: the low-level kernel of fused losses.
     With ``lengths = ring_lengths[target]``, segment ``s`` belongs to ring
-    ``|s - K|`` (:func:`ring_sum_leaf_order` folds them).
+    ``|s - K|`` (:func:`ring_sum_leaf_order` folds them). ``starts``, the
+    segments' offsets within each row (``ring_starts[target]``), saves the CPU
+    kernel a cumulative sum.
     """
     b = x_leaf.shape[0]
     if b == 0:  # segment_reduce refuses empty inputs
         return x_leaf.new_zeros((0, lengths.shape[-1]))
     if not _host_kernel(x_leaf):
         return torch.segment_reduce(x_leaf.contiguous(), "sum", lengths=lengths.long(), axis=1)
-    flat = lengths.numpy().reshape(-1)
-    nonempty = np.flatnonzero(flat)
-    starts = np.zeros(flat.shape[0] + 1, dtype=np.int64)
-    np.cumsum(flat, out=starts[1:])
-    x = x_leaf.detach().contiguous().numpy().reshape(-1)
-    seg = np.zeros(flat.shape, dtype=x.dtype)
-    # reduceat sums x[starts[i]:starts[i+1]]; over the non-empty segments that is each one exactly
-    seg[nonempty] = np.add.reduceat(x, starts[nonempty])
-    return torch.from_numpy(seg).view(b, -1)
+    ln = lengths.numpy()
+    st = np.cumsum(ln, axis=1, dtype=np.int64) - ln if starts is None else starts.numpy()
+    return torch.from_numpy(host_segment_sum(x_leaf.detach().contiguous().numpy(), st, ln))
 
 
 def segment_expand_leaf_order(seg_values: torch.Tensor, lengths: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -269,6 +299,7 @@ class TreeTensors(nn.Module):
         self.register_buffer("path", _t(path), persistent=False)
         self.register_buffer("path_len", _t(path_len), persistent=False)
         self.register_buffer("ring_lengths", _t(ring_lengths).to(torch.int32), persistent=False)
+        self.register_buffer("ring_starts", _t(br[:, :-1]).to(torch.int32), persistent=False)
         self.register_buffer("ring_of_segment", _t(self.ring_of_segment_list), persistent=False)
         self.register_buffer("_level_order", _t(level_order), persistent=False)
         self.register_buffer("_level_pos", _t(level_pos), persistent=False)

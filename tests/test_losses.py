@@ -192,7 +192,12 @@ TREES = {"seed": seed_taxonomy, "weighted_unbalanced": weighted_tax}
 
 @pytest.mark.parametrize("tree", list(TREES))
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_losses_match_loop_oracles_values_and_gradients(tree, reduction):
+@pytest.mark.parametrize("kernels", ["numpy", "torch"])
+def test_losses_match_loop_oracles_values_and_gradients(tree, reduction, kernels, monkeypatch):
+    """Both kernel paths: numpy on the CPU (the default there) and the torch ops other devices use."""
+    from taxosmooth import tree_ops
+
+    monkeypatch.setattr(tree_ops, "_HOST_KERNELS", kernels == "numpy")
     tax = TREES[tree]()
     view = TreeView(tax)
     C = tax.num_classes

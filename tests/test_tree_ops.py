@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from _trees import random_taxonomies
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taxosmooth.tree_ops import TreeTensors
+from taxosmooth.tree_ops import TreeTensors, segment_sum_leaf_order
 
 
 def _leaves_under(tax):
@@ -67,6 +67,9 @@ def test_accumulate_down_matches_ancestor_loop(tax, seed):
 def test_paths_rings_match_lca_loop(tax, data):
     tt = TreeTensors(tax).double()
     C, K = tax.num_classes, tt.max_depth
+    lengths = tt.ring_lengths.long()
+    assert torch.equal(tt.ring_starts.long(), torch.cumsum(lengths, 1) - lengths)
+    assert torch.equal(tt.ring_starts[:, K].long(), tt.class_position)  # segment K is the class itself
     target = torch.tensor(data.draw(st.lists(st.integers(0, C - 1), min_size=1, max_size=5)))
     B = len(target)
     x = torch.randn(B, C, dtype=torch.float64)
@@ -182,3 +185,32 @@ def test_segment_kernels_match_loops(dtype, host, monkeypatch):
     torch.testing.assert_close(got_expand, torch.as_tensor(want_expand, dtype=dtype), **tol)
     assert tree_ops.segment_sum_leaf_order(torch.zeros(0, 6, dtype=dtype), L[:0]).shape == (0, 6)
     assert tree_ops.segment_expand_leaf_order(torch.zeros(0, 6, dtype=dtype), L[:0], 6).shape == (0, 6)
+
+
+@settings(max_examples=60)
+@given(st.data())
+def test_host_segment_sum_on_random_layouts(data):
+    """The numpy kernel against a loop, on random segment layouts: empty segments anywhere, including
+    at the end of the last row (where reduceat's start index would be past the end), and a last
+    non-empty segment of one element."""
+    from taxosmooth.tree_ops import host_segment_sum
+
+    b = data.draw(st.integers(1, 4))
+    c = data.draw(st.integers(1, 7))
+    s = data.draw(st.integers(1, 5))
+    rows = []
+    for _ in range(b):
+        cuts = sorted(data.draw(st.lists(st.integers(0, c), min_size=s - 1, max_size=s - 1)))
+        rows.append(np.diff([0, *cuts, c]))
+    lengths = np.array(rows, dtype=np.int32)
+    x = np.random.default_rng(b * 100 + c).normal(size=(b, c))
+    want = np.zeros((b, s))
+    for i in range(b):
+        pos = 0
+        for k, n in enumerate(lengths[i]):
+            want[i, k] = x[i, pos : pos + n].sum()
+            pos += n
+    starts = np.cumsum(lengths, axis=1) - lengths
+    np.testing.assert_allclose(host_segment_sum(x, starts, lengths), want, rtol=1e-12, atol=1e-12)
+    got = segment_sum_leaf_order(torch.from_numpy(x), torch.from_numpy(lengths), torch.from_numpy(starts))
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12)

@@ -7,7 +7,13 @@ import torch
 
 from taxosmooth._checks import check_positive
 from taxosmooth.losses._common import TreeLossBase, as_taxonomy
-from taxosmooth.tree_ops import TreeTensors, segment_expand_leaf_order, segment_sum_leaf_order
+from taxosmooth.tree_ops import (
+    TreeTensors,
+    _host_kernel,
+    host_segment_sum,
+    segment_expand_leaf_order,
+    segment_sum_leaf_order,
+)
 
 __all__ = ["HXELoss", "hxe_coefficients", "hxe_node_weights", "WEIGHTINGS"]
 
@@ -57,57 +63,85 @@ def hxe_coefficients(taxonomy, alpha: float, weighting: str = "depth", normalize
     return coef
 
 
+def _ring_terms(seg, coef, fold, spread, floor: float, s: float, log):
+    """The per-ring arithmetic of :class:`_HierarchicalCrossEntropy`, for numpy and torch arrays alike.
+
+    ``seg`` (B, S): segment sums of ``e = exp(z - max)``; returns ``(far, terms,
+    values)``: rows whose ``p_t = P(a_0)`` is below ``floor``, the terms
+    ``c_l log P(a_l)`` (B, K+1) and the per-segment gradient factors
+    ``s (Σ_l c_l - Σ_{l >= ring(seg)} c_l / P(a_l)) / Σ_j e_j`` (B, S).
+    """
+    total = seg.sum(1)[:, None]
+    mass = (seg @ fold) / total
+    mass_c = mass.clip(min=floor)
+    values = (coef.sum(1)[:, None] - (coef / mass_c) @ spread) * (s / total)
+    return mass[:, 0] < floor, coef * log(mass_c), values
+
+
 class _HierarchicalCrossEntropy(torch.autograd.Function):
     """``-Σ_l c_l log P(a_l)`` per row in leaf order (or ``scale ×`` their sum), gradient built in the forward.
 
-    ``p = softmax(z)``; ``P(a_l)`` are the cumulative ring sums of ``p`` (exact
-    segment sums of non-negative terms; ``P(a_0) = p_t``), clamped below at
-    ``floor``. Gradient, one value per ring times ``p``:
-    ``∂ℓ/∂z_j = p_j (Σ_l c_l - Σ_{l >= k(j)} c_l / P(a_l))`` with ``k(j)`` the
-    ring of ``j`` (at the target, ``p_t · c_0 / p_t`` is ``c_0`` to rounding).
-    The small per-ring steps are two constant 0/1 matrices: ``fold`` (segments
-    → cumulative ring sums) and ``spread`` (``[l >= ring(s)]``). The gradient
-    is written in the forward, so the backward only scales it (nothing at all
-    for an incoming ``1``). Also returns ``p_t`` (not differentiable): rows
-    where it is below ``floor`` are left to the caller, and count 0 in the
-    summed form.
+    ``e = exp(z - max z)``; ``P(a_l)`` are the cumulative ring sums of ``e``
+    over their total (exact segment sums of non-negative terms; ``P(a_0) =
+    p_t``), clamped below at ``floor``. Gradient, one value per ring times
+    ``p``: ``∂ℓ/∂z_j = p_j (Σ_l c_l - Σ_{l >= k(j)} c_l / P(a_l))`` with
+    ``k(j)`` the ring of ``j`` (at the target, ``p_t · c_0 / p_t`` is ``c_0``
+    to rounding). The small per-ring steps are two constant 0/1 matrices:
+    ``fold`` (segments → cumulative ring sums) and ``spread`` (``[l >=
+    ring(s)]``), computed in float64 numpy on the CPU (a few microseconds)
+    and in torch elsewhere. The gradient is written in the forward over ``e``,
+    so the backward only scales it (nothing at all for an incoming ``1``).
+    Also returns which rows have ``p_t`` below ``floor`` (not differentiable):
+    they are left to the caller, with gradient 0 and, in the summed form, loss 0.
     """
 
     @staticmethod
-    def forward(ctx, z_leaf, coef, lengths, fold, spread, floor, scale):
+    def forward(ctx, z_leaf, t, coefficients, ring_lengths, ring_starts, fold, spread, floor, scale):
         s = 1.0 if scale is None else scale
-        p = torch.softmax(z_leaf, dim=1)
-        mass = torch.mm(segment_sum_leaf_order(p, lengths), fold)
-        p_target = mass[:, 0]
-        mass_c = mass.clamp_min(floor)
-        log_mass = mass_c.log()
-        # s · (Σ_l c_l - Σ_{l >= ring(s)} c_l / P(a_l)) on each segment
-        values = torch.addmm(coef.sum(dim=1, keepdim=True), coef / mass_c, spread, beta=s, alpha=-s)
-        grad = segment_expand_leaf_order(values, lengths, p.shape[1]).mul_(p)
-        if scale is None:
-            loss = torch.linalg.vecdot(coef, log_mass, dim=1).neg_()
+        b, c = z_leaf.shape
+        m = z_leaf.amax(dim=1, keepdim=True)
+        e = torch.sub(z_leaf, m.nan_to_num_(0.0, 0.0, 0.0)).exp_()
+        if _host_kernel(e):
+            tn = t.numpy()
+            lengths = ring_lengths.numpy()[tn]
+            seg = host_segment_sum(e.numpy(), ring_starts.numpy()[tn], lengths).astype(np.float64)
+            far, terms, values = _ring_terms(seg, coefficients.numpy()[tn], fold.numpy(), spread.numpy(),
+                                             floor, s, np.log)
+            e.mul_(torch.from_numpy(np.repeat(values.astype(e.numpy().dtype).reshape(-1), lengths.reshape(-1)))
+                   .view(b, c))
+            far = torch.from_numpy(far)
+            if scale is not None and far.any():
+                e[far] = 0.0
+                terms[far.numpy()] = 0.0
+            loss = torch.from_numpy(-terms.sum(1)).to(e.dtype) if scale is None else \
+                torch.tensor(-s * terms.sum(), dtype=e.dtype)
         else:
-            loss = torch.dot(coef.view(-1), log_mass.view(-1)).mul_(-s)
-            far = p_target < floor
-            if not torch.compiler.is_compiling() and bool(far.any()):
-                idx = far.nonzero().squeeze(1)
-                grad.index_fill_(0, idx, 0.0)
-                far_rows = torch.linalg.vecdot(coef.index_select(0, idx), log_mass.index_select(0, idx), dim=1)
-                loss = loss + far_rows.sum() * s
-        ctx.save_for_backward(grad)
+            lengths = ring_lengths.index_select(0, t)
+            far, terms, values = _ring_terms(segment_sum_leaf_order(e, lengths), coefficients.index_select(0, t)
+                                             .to(e.dtype), fold.to(e.dtype), spread.to(e.dtype), floor, s, torch.log)
+            e.mul_(segment_expand_leaf_order(values, lengths, c))
+            if scale is None:
+                loss = -terms.sum(1)
+            else:
+                if not torch.compiler.is_compiling() and bool(far.any()):
+                    e.masked_fill_(far.unsqueeze(1), 0.0)
+                    terms = terms.masked_fill(far.unsqueeze(1), 0.0)
+                loss = -s * terms.sum()
+        ctx.save_for_backward(e)
         ctx.fused = scale is not None
-        ctx.mark_non_differentiable(p_target)
-        return loss, p_target
+        ctx.mark_non_differentiable(far)
+        return loss, far
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss, _grad_p_target):
+    def backward(ctx, grad_loss, _grad_far):
         (grad,) = ctx.saved_tensors
+        nones = (None,) * 8
         if not ctx.fused:
-            return grad * grad_loss.unsqueeze(1), None, None, None, None, None, None
-        if grad_loss.device.type == "cpu" and float(grad_loss) == 1.0:
-            return grad, None, None, None, None, None, None
-        return grad * grad_loss, None, None, None, None, None, None
+            return grad * grad_loss.unsqueeze(1), *nones
+        if grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:
+            return grad, *nones
+        return grad * grad_loss, *nones
 
 
 class HXELoss(TreeLossBase):
@@ -204,33 +238,27 @@ class HXELoss(TreeLossBase):
 
     def _per_sample(self, z, t, scale=None):
         tree = self.tree
-        coef = self.coefficients.index_select(0, t).to(z.dtype)
-        fold, spread = self._fold, self._spread
-        if fold.dtype != z.dtype:  # 0/1 entries: exact in any dtype
-            fold, spread = fold.to(z.dtype), spread.to(z.dtype)
         floor = torch.finfo(z.dtype).tiny * _FAR_MARGIN
-        lengths = tree.ring_lengths.index_select(0, t)
+        args = (self.coefficients, tree.ring_lengths, tree.ring_starts, self._fold, self._spread, floor)
         if torch.compiler.is_compiling():
             # no data-dependent branch: both paths for every row, the exact one where p_t is far below
-            loss, p_target = _HierarchicalCrossEntropy.apply(tree.to_leaf_order(z), coef, lengths, fold, spread,
-                                                             floor, None)
-            far = p_target < floor
+            loss, far = _HierarchicalCrossEntropy.apply(tree.to_leaf_order(z), t, *args, None)
             # other rows reach the exact path detached: whatever its backward makes of them is dropped, not
             # multiplied by 0 (0 · inf would be nan)
             z_far = torch.where(far.unsqueeze(1), z, z.detach())
             log_p = tree.gather_path(tree.subtree_logsumexp(torch.log_softmax(z_far, dim=1)), t)
+            coef = self.coefficients.index_select(0, t).to(z.dtype)
             loss = torch.where(far, -(coef * log_p).sum(dim=1), loss)
             return loss if scale is None else loss.sum() * scale
-        loss, p_target = _HierarchicalCrossEntropy.apply(tree.to_leaf_order(z), coef, lengths, fold, spread, floor,
-                                                         scale)
+        loss, far = _HierarchicalCrossEntropy.apply(tree.to_leaf_order(z), t, *args, scale)
         # A target far below the best logit leaves p_t, and perhaps whole subtrees, underflowing
         # (or denormal); recompute those (rare) rows in log space, level by level.
-        far = p_target < floor
         if bool(far.any()):
             idx = far.nonzero().squeeze(1)
             log_q = torch.log_softmax(z.index_select(0, idx), dim=1)
-            log_p = tree.gather_path(tree.subtree_logsumexp(log_q), t.index_select(0, idx))
-            exact = -(coef.index_select(0, idx) * log_p).sum(dim=1)
+            t_far = t.index_select(0, idx)
+            log_p = tree.gather_path(tree.subtree_logsumexp(log_q), t_far)
+            exact = -(self.coefficients.index_select(0, t_far).to(z.dtype) * log_p).sum(dim=1)
             # the kernel counted these rows as 0 in the summed form
             loss = loss + exact.sum() * scale if scale is not None else loss.index_put((idx,), exact)
         return loss
