@@ -119,6 +119,55 @@ def _host_kernel(x: torch.Tensor) -> bool:
             and not torch.compiler.is_compiling())
 
 
+_OFFSETS: dict = {}
+
+
+def _row_offsets(b: int, c: int) -> np.ndarray:
+    """``[[0], [c], [2c], ...]`` (b, 1) int64, cached: the same batch shape comes back every step."""
+    key = (b, c)
+    out = _OFFSETS.get(key)
+    if out is None:
+        if len(_OFFSETS) > 64:
+            _OFFSETS.clear()
+        out = _OFFSETS[key] = np.arange(0, b * c, c, dtype=np.int64)[:, None]
+        out.flags.writeable = False
+    return out
+
+
+def host_segment_layout(starts: np.ndarray, lengths: np.ndarray, c: int):
+    """Flat ``np.add.reduceat`` indices for segments of rows of length ``c``: ``(index, empty, fix)``.
+
+    ``starts``/``lengths`` (B, S) per row (``starts`` the segments' offsets in the
+    row). ``empty`` marks the empty segments (reduceat gives them one element:
+    they are zeroed); reduceat needs indices below ``B·c``, so empty segments at
+    the end of the last row are moved back one place, and ``fix`` is the
+    segment that then misses the last element (``-1``: none). Depends on the
+    targets only, so it is prepared before the big passes over the batch.
+    """
+    b = starts.shape[0]
+    index = np.add(starts, _row_offsets(b, c)).reshape(-1)
+    empty = lengths.reshape(-1) == 0
+    n = b * c
+    fix = -1
+    if index[-1] >= n:
+        np.minimum(index, n - 1, out=index)
+        # the last non-empty segment stops one short of the end (unless it is the last element alone)
+        k = int(np.flatnonzero(~empty)[-1])
+        fix = k if index[k] < n - 1 else -1
+    return index, empty, fix
+
+
+def host_segment_reduce(x: np.ndarray, layout) -> np.ndarray:
+    """Segment sums (B, S) of ``x`` (B, C) on a :func:`host_segment_layout`: one ``np.add.reduceat``."""
+    index, empty, fix = layout
+    flat = x.reshape(-1)
+    seg = np.add.reduceat(flat, index)
+    if fix >= 0:
+        seg[fix] += flat[-1]
+    seg[empty] = 0
+    return seg.reshape(x.shape[0], -1)
+
+
 def host_segment_sum(x: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """numpy kernel of :func:`segment_sum_leaf_order`: ``x`` (B, C), ``starts``/``lengths`` (B, S) per row.
 
@@ -129,21 +178,7 @@ def host_segment_sum(x: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> 
     b, c = x.shape
     if b == 0:
         return np.zeros(starts.shape, dtype=x.dtype)
-    flat = x.reshape(-1)
-    index = (starts + np.arange(0, b * c, c)[:, None]).reshape(-1)
-    n = b * c
-    # reduceat needs indices < n: empty segments at the end of the last row start at n
-    clipped = index[-1] >= n
-    if clipped:
-        np.minimum(index, n - 1, out=index)
-    seg = np.add.reduceat(flat, index)
-    if clipped:
-        # the last non-empty segment stopped one short of the end (unless it is the last element alone)
-        k = np.flatnonzero(lengths.reshape(-1))[-1]
-        if index[k] < n - 1:
-            seg[k] += flat[-1]
-    seg[lengths.reshape(-1) == 0] = 0
-    return seg.reshape(b, -1)
+    return host_segment_reduce(x, host_segment_layout(starts, lengths, c))
 
 
 def segment_sum_leaf_order(x_leaf: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor | None = None

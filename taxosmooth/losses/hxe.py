@@ -10,7 +10,8 @@ from taxosmooth.losses._common import TreeLossBase, as_taxonomy
 from taxosmooth.tree_ops import (
     TreeTensors,
     _host_kernel,
-    host_segment_sum,
+    host_segment_layout,
+    host_segment_reduce,
     segment_expand_leaf_order,
     segment_sum_leaf_order,
 )
@@ -63,71 +64,75 @@ def hxe_coefficients(taxonomy, alpha: float, weighting: str = "depth", normalize
     return coef
 
 
-def _ring_terms(seg, coef, fold, spread, floor: float, s: float, log):
+def _ring_terms(seg, coef, fold, spread, floor: float, s: float, log, clamp_min):
     """The per-ring arithmetic of :class:`_HierarchicalCrossEntropy`, for numpy and torch arrays alike.
 
-    ``seg`` (B, S): segment sums of ``e = exp(z - max)``; returns ``(far, terms,
+    ``seg`` (B, S): segment sums of ``p = softmax(z)``; returns ``(far, terms,
     values)``: rows whose ``p_t = P(a_0)`` is below ``floor``, the terms
     ``c_l log P(a_l)`` (B, K+1) and the per-segment gradient factors
-    ``s (Σ_l c_l - Σ_{l >= ring(seg)} c_l / P(a_l)) / Σ_j e_j`` (B, S).
+    ``s (Σ_l c_l - Σ_{l >= ring(seg)} c_l / P(a_l))`` (B, S).
     """
-    total = seg.sum(1)[:, None]
-    mass = (seg @ fold) / total
-    mass_c = mass.clip(min=floor)
-    values = (coef.sum(1)[:, None] - (coef / mass_c) @ spread) * (s / total)
+    mass = seg @ fold
+    mass_c = clamp_min(mass, floor)
+    values = (coef.sum(1)[:, None] - (coef / mass_c) @ spread) * s
     return mass[:, 0] < floor, coef * log(mass_c), values
 
 
 class _HierarchicalCrossEntropy(torch.autograd.Function):
     """``-Σ_l c_l log P(a_l)`` per row in leaf order (or ``scale ×`` their sum), gradient built in the forward.
 
-    ``e = exp(z - max z)``; ``P(a_l)`` are the cumulative ring sums of ``e``
-    over their total (exact segment sums of non-negative terms; ``P(a_0) =
-    p_t``), clamped below at ``floor``. Gradient, one value per ring times
-    ``p``: ``∂ℓ/∂z_j = p_j (Σ_l c_l - Σ_{l >= k(j)} c_l / P(a_l))`` with
-    ``k(j)`` the ring of ``j`` (at the target, ``p_t · c_0 / p_t`` is ``c_0``
-    to rounding). The small per-ring steps are two constant 0/1 matrices:
-    ``fold`` (segments → cumulative ring sums) and ``spread`` (``[l >=
-    ring(s)]``), computed in float64 numpy on the CPU (a few microseconds)
-    and in torch elsewhere. The gradient is written in the forward over ``e``,
-    so the backward only scales it (nothing at all for an incoming ``1``).
-    Also returns which rows have ``p_t`` below ``floor`` (not differentiable):
-    they are left to the caller, with gradient 0 and, in the summed form, loss 0.
+    ``p = softmax(z)``; ``P(a_l)`` are the cumulative ring sums of ``p`` (exact
+    segment sums of non-negative terms; ``P(a_0) = p_t``), clamped below at
+    ``floor``. Gradient, one value per ring times ``p``:
+    ``∂ℓ/∂z_j = p_j (Σ_l c_l - Σ_{l >= k(j)} c_l / P(a_l))`` with ``k(j)`` the
+    ring of ``j`` (at the target, ``p_t · c_0 / p_t`` is ``c_0`` to rounding).
+    The small per-ring steps are two constant 0/1 matrices: ``fold`` (segments
+    → cumulative ring sums) and ``spread`` (``[l >= ring(s)]``), in float64
+    numpy on the CPU and in torch elsewhere (:func:`_ring_terms`). The
+    gradient is written in the forward over ``p``, so the backward only
+    scales it (nothing at all for an incoming ``1``). Also returns which rows
+    have ``p_t`` below ``floor`` (not differentiable): they are left to the
+    caller, with gradient 0 and, in the summed form, loss 0.
     """
 
     @staticmethod
     def forward(ctx, z_leaf, t, coefficients, ring_lengths, ring_starts, fold, spread, floor, scale):
         s = 1.0 if scale is None else scale
         b, c = z_leaf.shape
-        m = z_leaf.amax(dim=1, keepdim=True)
-        e = torch.sub(z_leaf, m.nan_to_num_(0.0, 0.0, 0.0)).exp_()
-        if _host_kernel(e):
+        if _host_kernel(z_leaf) and b > 0:
+            # everything that depends on the targets alone first, then the passes over the batch
             tn = t.numpy()
             lengths = ring_lengths.numpy()[tn]
-            seg = host_segment_sum(e.numpy(), ring_starts.numpy()[tn], lengths).astype(np.float64)
-            far, terms, values = _ring_terms(seg, coefficients.numpy()[tn], fold.numpy(), spread.numpy(),
-                                             floor, s, np.log)
-            e.mul_(torch.from_numpy(np.repeat(values.astype(e.numpy().dtype).reshape(-1), lengths.reshape(-1)))
-                   .view(b, c))
+            layout = host_segment_layout(ring_starts.numpy()[tn], lengths, c)
+            coef = coefficients.numpy()[tn]
+            p = torch.softmax(z_leaf, dim=1)
+            pn = p.numpy()
+            far, terms, values = _ring_terms(host_segment_reduce(pn, layout), coef, fold.numpy(), spread.numpy(),
+                                             floor, s, np.log, np.maximum)
+            np.multiply(pn, np.repeat(values.astype(pn.dtype).reshape(-1), lengths.reshape(-1)).reshape(b, c), out=pn)
+            if scale is None:
+                loss = torch.from_numpy(terms.sum(1)).neg_().to(p.dtype)
+            else:
+                if far.any():
+                    pn[far] = 0.0
+                    terms[far] = 0.0
+                loss = torch.from_numpy(np.asarray(-s * terms.sum(), dtype=pn.dtype))
             far = torch.from_numpy(far)
-            if scale is not None and far.any():
-                e[far] = 0.0
-                terms[far.numpy()] = 0.0
-            loss = torch.from_numpy(-terms.sum(1)).to(e.dtype) if scale is None else \
-                torch.tensor(-s * terms.sum(), dtype=e.dtype)
         else:
+            p = torch.softmax(z_leaf, dim=1)
             lengths = ring_lengths.index_select(0, t)
-            far, terms, values = _ring_terms(segment_sum_leaf_order(e, lengths), coefficients.index_select(0, t)
-                                             .to(e.dtype), fold.to(e.dtype), spread.to(e.dtype), floor, s, torch.log)
-            e.mul_(segment_expand_leaf_order(values, lengths, c))
+            far, terms, values = _ring_terms(segment_sum_leaf_order(p, lengths), coefficients.index_select(0, t)
+                                             .to(p.dtype), fold.to(p.dtype), spread.to(p.dtype), floor, s, torch.log,
+                                             torch.clamp_min)
+            p.mul_(segment_expand_leaf_order(values, lengths, c))
             if scale is None:
                 loss = -terms.sum(1)
             else:
                 if not torch.compiler.is_compiling() and bool(far.any()):
-                    e.masked_fill_(far.unsqueeze(1), 0.0)
+                    p.masked_fill_(far.unsqueeze(1), 0.0)
                     terms = terms.masked_fill(far.unsqueeze(1), 0.0)
                 loss = -s * terms.sum()
-        ctx.save_for_backward(e)
+        ctx.save_for_backward(p)
         ctx.fused = scale is not None
         ctx.mark_non_differentiable(far)
         return loss, far
@@ -253,7 +258,7 @@ class HXELoss(TreeLossBase):
         loss, far = _HierarchicalCrossEntropy.apply(tree.to_leaf_order(z), t, *args, scale)
         # A target far below the best logit leaves p_t, and perhaps whole subtrees, underflowing
         # (or denormal); recompute those (rare) rows in log space, level by level.
-        if bool(far.any()):
+        if far.numpy().any() if far.device.type == "cpu" else bool(far.any()):
             idx = far.nonzero().squeeze(1)
             log_q = torch.log_softmax(z.index_select(0, idx), dim=1)
             t_far = t.index_select(0, idx)

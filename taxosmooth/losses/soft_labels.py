@@ -9,7 +9,7 @@ from taxosmooth._checks import check_positive, check_probability
 from taxosmooth.distances import LCA_KINDS, check_kind, node_distance
 from taxosmooth.losses._common import TreeLossBase, as_taxonomy, xlogy_cross_entropy
 from taxosmooth.targets import max_pair_distance, resolve_scale
-from taxosmooth.tree_ops import TreeTensors, segment_expand_leaf_order
+from taxosmooth.tree_ops import TreeTensors, _host_kernel, segment_expand_leaf_order
 
 __all__ = ["HierarchicalSoftLabelLoss", "ring_target_weights"]
 
@@ -63,10 +63,19 @@ class _SoftLabelCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z_leaf, w, lengths, scale):
+    def forward(ctx, z_leaf, t, segment_weights, ring_lengths, scale):
         s = 1.0 if scale is None else scale
+        b, c = z_leaf.shape
+        if _host_kernel(z_leaf):
+            # the rows' gathers in numpy (a fraction of index_select's cost on small tables), before the
+            # passes over the batch; -s·Q written first
+            tn = t.numpy()
+            w = (segment_weights.numpy()[tn] * -s).astype(z_leaf.detach().numpy().dtype)
+            grad = torch.from_numpy(np.repeat(w.reshape(-1), ring_lengths.numpy()[tn].reshape(-1))).view(b, c)
+        else:
+            w = segment_weights.index_select(0, t).to(z_leaf.dtype)
+            grad = segment_expand_leaf_order(w * -s, ring_lengths.index_select(0, t), c)  # -s·Q
         log_p = torch.log_softmax(z_leaf, dim=1)
-        grad = segment_expand_leaf_order(w * -s, lengths, z_leaf.shape[1])  # -s·Q
         # under compile, 0·log 0 = 0 for masked (-inf) classes without target mass, fused for free; eager
         # checks the loss and recomputes such rows (TreeLossBase._nonfinite), sparing the fast path a pass
         terms = torch.where(grad == 0, 0.0, log_p) if torch.compiler.is_compiling() else log_p
@@ -84,10 +93,10 @@ class _SoftLabelCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         (grad,) = ctx.saved_tensors
         if not ctx.fused:
-            return grad * grad_loss.unsqueeze(1), None, None, None
-        if grad_loss.device.type == "cpu" and float(grad_loss) == 1.0:
-            return grad, None, None, None
-        return grad * grad_loss, None, None, None
+            return grad * grad_loss.unsqueeze(1), None, None, None, None
+        if grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:
+            return grad, None, None, None, None
+        return grad * grad_loss, None, None, None, None
 
 
 class HierarchicalSoftLabelLoss(TreeLossBase):
@@ -170,8 +179,7 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
 
     def _per_sample(self, z, t, scale=None):
         tree = self.tree
-        w = self.segment_weights.index_select(0, t).to(z.dtype)
-        return _SoftLabelCrossEntropy.apply(tree.to_leaf_order(z), w, tree.ring_lengths.index_select(0, t), scale)
+        return _SoftLabelCrossEntropy.apply(tree.to_leaf_order(z), t, self.segment_weights, tree.ring_lengths, scale)
 
     def _exact_per_sample(self, z, t):
         # -Σ_j Q_j log p_j with 0·log 0 = 0 (masked classes), by autograd: finite gradients there too
