@@ -525,6 +525,25 @@ class TreeTensors(nn.Module):
             rows = ring_expand_leaf_order(values, lengths, self.ring_of_segment, self.num_classes)
             return rows if self.leaf_order_is_class_order else rows.index_select(1, self.class_position)
 
+    def segment_rows(self, table: torch.Tensor, target: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Rows ``j ↦ table[t, seg(t, j)]`` (B, C) in class order for a constant per-class table of
+        segment values ``(C, 2K+1)`` (a ring table laid out with :attr:`ring_of_segment`); no autograd.
+
+        The rows of a structured ``(C, C)`` matrix (soft targets, costs) for the
+        batch's targets, a fresh tensor in ``dtype``; gathered with numpy on the CPU.
+        """
+        if (_host_kernel(table) and dtype in (torch.float32, torch.float64) and target.device.type == "cpu"
+                and target.numel() > 0):
+            tn = target.numpy()
+            np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+            rows = torch.from_numpy(np.repeat(table.numpy()[tn].astype(np_dtype, copy=False).reshape(-1),
+                                              self.ring_lengths.numpy()[tn].reshape(-1))).view(-1, self.num_classes)
+        else:
+            with torch.no_grad():
+                rows = segment_expand_leaf_order(table.index_select(0, target).to(dtype),
+                                                 self.ring_lengths.index_select(0, target), self.num_classes)
+        return rows if self.leaf_order_is_class_order else rows.index_select(1, self.class_position)
+
     def ring_expand(self, values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The adjoint of :meth:`ring_sum`: ``out[b, j] = values[b, k]`` where ``LCA(target_b, j) = a_k``.
 

@@ -230,17 +230,18 @@ def reduce(loss: torch.Tensor, safe_target: torch.Tensor, valid: torch.Tensor, w
     return weighted.sum() / w.sum()
 
 
-def softmax_lse(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(softmax(z), logsumexp(z))`` of ``z`` (M, C) with one exponential pass (no autograd).
+def softmax_lse(z: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale · softmax(z), logsumexp(z))`` of ``z`` (M, C) with one exponential pass (no autograd).
 
-    The softmax is a fresh tensor the caller may modify in place.
+    The softmax is a fresh tensor the caller may modify in place; ``scale``
+    costs nothing (it joins the normalisation).
     """
     m = z.amax(dim=1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     p = torch.sub(z, m).exp_()
     total = p.sum(dim=1, keepdim=True)
     lse = (m + total.log()).squeeze(1)
-    return p.div_(total), lse
+    return p.mul_(total.reciprocal_().mul_(scale)), lse
 
 
 def xlogy_cross_entropy(q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -31,35 +31,44 @@ def ring_costs(taxonomy, distance="lca_height", transform="identity", power=1.0)
 class _ExpectedRow(torch.autograd.Function):
     """``Σ_j softmax(z)_j row_j + γ·CE(z, t)`` for constant rows ``(M, C)``, gradient written out.
 
-    ``∂/∂z_j = p_j (row_j - risk + γ) - γ [j = t]`` (``risk`` the first term).
+    ``∂/∂z_j = p_j (row_j - risk + γ) - γ [j = t]`` (``risk`` the first term),
+    written in the forward over the rows (a scratch copy). With ``scale``
+    the loss is ``scale ×`` the sum of the rows' and the gradient is scaled
+    alike, so the backward only hands it on (nothing at all for an incoming
+    ``1``).
     """
 
     @staticmethod
-    def forward(ctx, z, rows, target, gamma: float):
-        p, lse = softmax_lse(z)
-        risk = torch.linalg.vecdot(p, rows, dim=1)
+    def forward(ctx, z, rows, target, gamma: float, scale):
+        s = 1.0 if scale is None else scale
+        p, lse = softmax_lse(z, s)  # s·p
+        risk = torch.linalg.vecdot(p, rows, dim=1)  # s·risk
         loss = risk
         if gamma:
-            loss = risk + gamma * (lse - z.gather(1, target.unsqueeze(1)).squeeze(1))
-        diff = rows.sub_(risk.unsqueeze(1) - gamma).mul_(p)  # rows are a scratch copy
-        ctx.save_for_backward(diff, target)
-        ctx.gamma = gamma
-        return loss
+            loss = risk + (s * gamma) * (lse - z.gather(1, target.unsqueeze(1)).squeeze(1))
+        diff = rows.sub_(risk.unsqueeze(1).div(s).sub_(gamma)).mul_(p)
+        if gamma:
+            diff.scatter_add_(1, target.unsqueeze(1), diff.new_full((diff.shape[0], 1), -s * gamma))
+        ctx.save_for_backward(diff)
+        ctx.fused = scale is not None
+        return loss if scale is None else loss.sum()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        diff, target = ctx.saved_tensors
-        g = grad.unsqueeze(1)
-        out = diff * g
-        if ctx.gamma:
-            out.scatter_add_(1, target.unsqueeze(1), -ctx.gamma * g)
-        return out, None, None, None
+        (diff,) = ctx.saved_tensors
+        if not ctx.fused:
+            return diff * grad.unsqueeze(1), None, None, None, None
+        if grad.device.type == "cpu" and grad.item() == 1.0:
+            return diff, None, None, None, None
+        return diff * grad, None, None, None, None
 
 
-def expected_row(z: torch.Tensor, rows: torch.Tensor, target: torch.Tensor, ce_weight: float) -> torch.Tensor:
-    """``Σ_j softmax(z)_j rows_j + ce_weight · CE(z, target)`` per row; rows are constants."""
-    return _ExpectedRow.apply(z, rows, target, float(ce_weight))
+def expected_row(z: torch.Tensor, rows: torch.Tensor, target: torch.Tensor, ce_weight: float,
+                 scale: float | None = None) -> torch.Tensor:
+    """``Σ_j softmax(z)_j rows_j + ce_weight · CE(z, target)`` per row (``scale ×`` their sum with
+    ``scale``); rows are constants, and overwritten."""
+    return _ExpectedRow.apply(z, rows, target, float(ce_weight), scale)
 
 
 class _CostLoss(TreeLossBase):
@@ -76,24 +85,29 @@ class _CostLoss(TreeLossBase):
                                  "dense cost matrix") from None
             super().__init__(tax.num_classes, weight, ignore_index, reduction)
             self.tree = TreeTensors(tax)
-            self.register_buffer("ring_costs", torch.from_numpy(rc), persistent=False)
+            # the ring costs laid out on each class's leaf segments (segment s: ring |s - K|)
+            self.register_buffer("segment_costs", torch.from_numpy(rc[:, list(self.tree.ring_of_segment_list)]),
+                                 persistent=False)
             self.register_buffer("costs", None)
         else:
             m = class_costs(costs_or_taxonomy, name)
             super().__init__(m.shape[0], weight, ignore_index, reduction)
             self.tree = None
-            self.register_buffer("ring_costs", None)
+            self.register_buffer("segment_costs", None)
             self.register_buffer("costs", torch.from_numpy(m).to(given_float_dtype(costs_or_taxonomy)))
 
     @property
     def structured(self) -> bool:
         return self.tree is not None
 
+    fuses_reduction = True
+
     def _cost_rows(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """``cost[t_i, :]`` for the batch, ``(M, C)``: written from the ring costs, or gathered."""
-        if self.tree is not None:
-            return self.tree.ring_rows(self.ring_costs.to(dtype).index_select(0, t), t)
-        return self.costs.to(dtype).index_select(0, t)
+        """``cost[t_i, :]`` for the batch, ``(M, C)`` in class order, a fresh tensor: written from the
+        ring costs, or gathered from the matrix."""
+        if self.tree is None:
+            return self.costs.index_select(0, t).to(dtype)
+        return self.tree.segment_rows(self.segment_costs, t, dtype)
 
 
 class ExpectedCostLoss(_CostLoss):
@@ -145,5 +159,5 @@ class ExpectedCostLoss(_CostLoss):
     def extra_repr(self) -> str:
         return f"ce_weight={self.ce_weight}, structured={self.structured}"
 
-    def _per_sample(self, z, t):
-        return _ExpectedRow.apply(z, self._cost_rows(t, z.dtype), t, self.ce_weight)
+    def _per_sample(self, z, t, scale=None):
+        return _ExpectedRow.apply(z, self._cost_rows(t, z.dtype), t, self.ce_weight, scale)

@@ -9,25 +9,34 @@ from taxosmooth.losses.expected_cost import _CostLoss
 
 
 class _PairwiseCost(torch.autograd.Function):
-    """``Σ_j row_j softplus(z_j - z_t)`` (``row_t = 0``), gradient written out:
-    ``row_j σ(z_j - z_t)`` for ``j ≠ t`` and minus their sum at ``t``."""
+    """``Σ_j row_j softplus(z_j - z_t)`` (``row_t = 0``), gradient written out in the forward:
+    ``row_j σ(z_j - z_t)`` for ``j ≠ t`` and minus their sum at ``t`` (times ``scale`` with
+    ``scale``, when the loss is ``scale ×`` the sum over rows)."""
 
     @staticmethod
-    def forward(ctx, z, rows, target):
+    def forward(ctx, z, rows, target, scale):
         u = z - z.gather(1, target.unsqueeze(1))
-        loss = torch.linalg.vecdot(rows, F.softplus(u), dim=1)
+        if scale is None:
+            loss = torch.linalg.vecdot(rows, F.softplus(u), dim=1)
+        else:
+            loss = torch.dot(rows.view(-1), F.softplus(u).view(-1)).mul_(scale)
+            rows.mul_(scale)  # a scratch copy
         d = u.sigmoid_().mul_(rows)
-        ctx.save_for_backward(d, target)
+        d.scatter_add_(1, target.unsqueeze(1), -d.sum(dim=1, keepdim=True))
+        ctx.save_for_backward(d)
+        ctx.fused = scale is not None
         return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        d, target = ctx.saved_tensors
-        g = grad.unsqueeze(1)
-        out = d * g
-        out.scatter_add_(1, target.unsqueeze(1), -out.sum(dim=1, keepdim=True))
-        return out, None, None
+        (d,) = ctx.saved_tensors
+        if not ctx.fused:
+            return d * grad.unsqueeze(1), None, None, None
+        if grad.device.type == "cpu" and grad.item() == 1.0:
+            return d, None, None, None
+        return d * grad, None, None, None
+
 
 __all__ = ["PairwiseCostLoss"]
 
@@ -73,5 +82,5 @@ class PairwiseCostLoss(_CostLoss):
     def extra_repr(self) -> str:
         return f"structured={self.structured}"
 
-    def _per_sample(self, z, t):
-        return _PairwiseCost.apply(z, self._cost_rows(t, z.dtype), t)
+    def _per_sample(self, z, t, scale=None):
+        return _PairwiseCost.apply(z, self._cost_rows(t, z.dtype), t, scale)

@@ -69,13 +69,16 @@ class TreeWassersteinLoss(TreeLossBase):
         # d(t, j) = wd(j) + (wd(t) - 2 wd(a_k)) for j on ring k; ring 0 gives exactly 0
         ring_part = wd_path[:, :1] - 2.0 * wd_path
         self.tree = TreeTensors(tax)
-        self.register_buffer("ring_part", torch.from_numpy(ring_part), persistent=False)
+        self.register_buffer("segment_part", torch.from_numpy(ring_part[:, list(self.tree.ring_of_segment_list)]),
+                             persistent=False)
         self.register_buffer("class_wdepth", torch.from_numpy(np.ascontiguousarray(wd_path[:, 0])), persistent=False)
 
     def extra_repr(self) -> str:
         return f"ce_weight={self.ce_weight}"
 
-    def _per_sample(self, z, t):
-        rows = self.tree.ring_rows(self.ring_part.to(z.dtype).index_select(0, t), t)
+    fuses_reduction = True
+
+    def _per_sample(self, z, t, scale=None):
+        rows = self.tree.segment_rows(self.segment_part, t, z.dtype)
         rows += self.class_wdepth.to(z.dtype)
-        return expected_row(z, rows, t, self.ce_weight)
+        return expected_row(z, rows, t, self.ce_weight, scale)
