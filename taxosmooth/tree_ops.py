@@ -54,7 +54,9 @@ Low-level kernels (not differentiable, leaf order): :func:`segment_sum_leaf_orde
 :func:`segment_expand_leaf_order`, :func:`ring_sum_leaf_order`, :func:`ring_expand_leaf_order`.
 Methods: :meth:`subtree_sum`, :meth:`subtree_logsumexp`, :meth:`accumulate_down`,
 :meth:`node_to_class`, :meth:`path_of`, :meth:`path_mask`, :meth:`gather_path`,
-:meth:`ring_sum`, :meth:`ring_expand`, :meth:`to_leaf_order`, :meth:`to_class_order`.
+:meth:`ring_sum`, :meth:`ring_expand`, :meth:`ring_rows`, :meth:`segment_rows`, :meth:`to_leaf_order`,
+:meth:`to_class_order`. CPU kernels (numpy): :func:`host_segment_layout`, :func:`host_segment_reduce`,
+:func:`host_segment_sum`.
 """
 
 from __future__ import annotations
