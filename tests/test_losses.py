@@ -193,8 +193,10 @@ TREES = {"seed": seed_taxonomy, "weighted_unbalanced": weighted_tax}
 @pytest.mark.parametrize("tree", list(TREES))
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("kernels", ["numpy", "torch"])
-def test_losses_match_loop_oracles_values_and_gradients(tree, reduction, kernels, monkeypatch):
-    """Both kernel paths: numpy on the CPU (the default there) and the torch ops other devices use."""
+@pytest.mark.parametrize("device", DEVICES)
+def test_losses_match_loop_oracles_values_and_gradients(tree, reduction, kernels, device, monkeypatch):
+    """Both kernel paths (numpy on the CPU, the default there, and the torch ops other devices use),
+    on every available device; the oracles run on the CPU."""
     from taxosmooth import tree_ops
 
     monkeypatch.setattr(tree_ops, "_HOST_KERNELS", kernels == "numpy")
@@ -210,15 +212,16 @@ def test_losses_match_loop_oracles_values_and_gradients(tree, reduction, kernels
     target[2, 1, 0] = -1
     for name, make, oracle in make_cases(tax, view):
         for w in (None, weight):
-            mod = make(weight=w, ignore_index=-1, reduction=reduction)
-            z1 = z.clone().requires_grad_(True)
+            mod = make(weight=w, ignore_index=-1, reduction=reduction).to(device)
+            z1 = z.clone().to(device).requires_grad_(True)
             z2 = z.clone().requires_grad_(True)
-            got = mod(z1, target)
+            got = mod(z1, target.to(device))
+            assert got.device.type == device, name
             want = run_oracle(oracle, z2, target, w, -1, reduction)
-            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10, msg=f"{name} value")
+            torch.testing.assert_close(got.cpu(), want, rtol=1e-9, atol=1e-10, msg=f"{name} value")
             got.sum().backward()
             want.sum().backward()
-            torch.testing.assert_close(z1.grad, z2.grad, rtol=1e-8, atol=1e-10, msg=f"{name} gradient")
+            torch.testing.assert_close(z1.grad.cpu(), z2.grad, rtol=1e-8, atol=1e-10, msg=f"{name} gradient")
 
 
 @pytest.mark.parametrize("tree", list(TREES))
