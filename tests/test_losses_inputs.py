@@ -14,7 +14,6 @@ from _trees import all_loss_modules, seed_taxonomy
 
 import taxosmooth as ts
 from taxosmooth import functional as TF
-from taxosmooth.losses import _common
 
 
 # ----------------------------------------------------------------------------- class weights

@@ -33,7 +33,6 @@ def batches(n, seed):
 
 def pairs_of(tax, k):
     """(metric object, the functional metric of the whole set) for every class."""
-    probs_only = lambda fn: (lambda s, t: fn(torch.softmax(s, 1), t))  # noqa: E731
     return [
         (M.TopKError(k), lambda s, t: M.topk_error(s, t, k)),
         (M.MistakeSeverity(tax), lambda s, t: M.mistake_severity(s, t, tax)),

@@ -254,8 +254,6 @@ def write_matrix(path: str | os.PathLike, matrix, classes) -> list[Path]:
 
 
 def _write_csv(path: Path, values, names: list[str]) -> None:
-    import numpy as np
-
     # numpy writes the shortest text that reads back as the same float32 / float64
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")

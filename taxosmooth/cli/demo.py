@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nSoft targets q_t(i) = softmax_i(-beta d(t, i) / max d), beta = {args.beta:g}, d = height of the lowest")
     print(f"common ancestor (max d = {d.max():g}). Row t is what a model is trained towards when the truth is t:\n")
     print(target_table(q, tax, SHOWN_CLASSES))
-    print(f"\nThe whole row of 'horse', grouped by distance (horse -> zebra is a small mistake, horse -> shark a big one):")
+    print("\nThe whole row of 'horse', grouped by distance (horse -> zebra is a small mistake, horse -> shark a big one):")
     print(row_by_distance(q, d, tax, "horse"))
     if args.no_train:
         return 0

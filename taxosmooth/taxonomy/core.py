@@ -8,7 +8,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 import networkx as nx
 import numpy as np
 
-from taxosmooth.errors import TaxonomyError, UnknownClassError
+from taxosmooth.errors import UnknownClassError
 from taxosmooth.taxonomy._build import DEFAULT_ROOT_NAME, build_tree, graph_from_edges
 from taxosmooth.taxonomy._compiled import CompiledTree, compile_tree
 
