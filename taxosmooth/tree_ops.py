@@ -440,9 +440,12 @@ class TreeTensors(nn.Module):
             s = torch.segment_reduce(torch.exp(below_c - m_child), "sum", lengths=lengths, axis=1)
             is_leaf = self._level_is_leaf[off[d - 1] : off[d]]
             # leaves of level d-1 carry their own value; internal nodes the combined children
-            # (log of 1, not of the empty sum, at leaves: keeps the unused branch's gradient finite)
-            s = torch.where(is_leaf, torch.ones_like(s), s)
-            below = torch.where(is_leaf, lv[:, off[d - 1] : off[d]], torch.log(s) + m)
+            # (log of 1, not of the empty sum, at leaves and at subtrees whose leaves are all -inf:
+            # keeps the gradient finite; such a subtree is -inf)
+            masked = s == 0
+            s = torch.where(is_leaf | masked, torch.ones_like(s), s)
+            combined = (torch.log(s) + m).masked_fill(masked, float("-inf"))
+            below = torch.where(is_leaf, lv[:, off[d - 1] : off[d]], combined)
             parts[d - 1] = below
         out = torch.cat(parts, dim=1).index_select(1, self._level_pos)
         return out.reshape(*shape, self.num_nodes)
