@@ -1,0 +1,587 @@
+"""The CPU fast paths of the ring losses (numpy gathers and segment sums, direct flatten, one-pass
+target check) against the plain loop oracles of ``test_losses`` and against the torch kernels that
+other devices run (``tree_ops._HOST_KERNELS = False``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from _trees import random_taxonomies, seed_taxonomy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_losses import TreeView, hxe_oracle, run_oracle, soft_label_oracle, weighted_tax
+
+import taxosmooth as ts
+from taxosmooth import tree_ops
+from taxosmooth.losses import set_checks
+
+
+def chain_tax():
+    """Unary chains (x, g), unequal depths, classes far from DFS order; the last subtree of the root
+    ends the leaf order, so its classes' rings end in empty segments."""
+    g = nx.DiGraph()
+    g.add_edges_from([("r", "x"), ("x", "a"), ("r", "b"), ("b", "c"), ("c", "d"), ("c", "e"),
+                      ("r", "f"), ("f", "g"), ("g", "h"), ("h", "i"), ("h", "j"), ("f", "k")])
+    return ts.Taxonomy.from_networkx(g, classes=["k", "a", "j", "d", "i", "e"])
+
+
+def single_class_tax():
+    return ts.Taxonomy.from_edges([("r", "a")])
+
+
+TREES = {"seed": seed_taxonomy, "weighted": weighted_tax, "chain": chain_tax, "one": single_class_tax}
+
+
+def loss_cases(tax, view):
+    """(name, factory(**kw), per-sample oracle) for the two ring losses with CPU fast paths."""
+    return [
+        ("hxe_depth", lambda **kw: ts.HXELoss(tax, 0.6, **kw), hxe_oracle(view, 0.6, "depth", False)),
+        ("hxe_height_norm", lambda **kw: ts.HXELoss(tax, 0.4, "height", True, **kw),
+         hxe_oracle(view, 0.4, "height", True)),
+        ("soft_labels", lambda **kw: ts.HierarchicalSoftLabelLoss(tax, 1.7, **kw),
+         soft_label_oracle(view, 1.7, "lca_height", "max", None)),
+        ("soft_labels_eps", lambda **kw: ts.HierarchicalSoftLabelLoss(tax, 3.0, "lca_depth_complement", None, 0.8, **kw),
+         soft_label_oracle(view, 3.0, "lca_depth_complement", None, 0.8)),
+    ]
+
+
+def value_and_grad(mod, z, t):
+    z = z.detach().clone().requires_grad_(True)
+    out = mod(z, t)
+    out.sum().backward()
+    return out.detach(), z.grad
+
+
+def both_paths(monkeypatch, mod, z, t):
+    """(value, grad) on the numpy path and on the torch path."""
+    monkeypatch.setattr(tree_ops, "_HOST_KERNELS", True)
+    host = value_and_grad(mod, z, t)
+    monkeypatch.setattr(tree_ops, "_HOST_KERNELS", False)
+    dev = value_and_grad(mod, z, t)
+    monkeypatch.setattr(tree_ops, "_HOST_KERNELS", True)
+    return host, dev
+
+
+def oracle_value_and_grad(oracle, z, t, weight=None, ignore_index=-100, reduction="mean"):
+    z = z.detach().clone().requires_grad_(True)
+    out = run_oracle(oracle, z, t, weight, ignore_index, reduction)
+    out.sum().backward()
+    return out.detach(), z.grad
+
+
+def last_leaf_class(tax):
+    """The class at the last DFS leaf position (its rings' last segments are empty)."""
+    return int(tax.compiled.position_class[-1])
+
+
+def hxe_log_oracle(view: TreeView, alpha, weighting, normalize):
+    """``hxe_oracle`` in log space (``log P(v)`` a logsumexp of log-softmax entries): exact where ``P`` underflows."""
+    level = view.depth if weighting == "depth" else view.height
+    lam = {v: math.exp(-alpha * level[v]) for v in view.g}
+    total = sum(lam.values()) if normalize else 1.0
+
+    def f(z, t):
+        log_p = torch.log_softmax(z, 0)
+        path = view.path(t)
+        loss = z.new_zeros(())
+        for lo, hi in zip(path, path[1:]):
+            log_ratio = torch.logsumexp(log_p[view.leaf_set[lo]], 0) - torch.logsumexp(log_p[view.leaf_set[hi]], 0)
+            loss = loss - lam[lo] / total * log_ratio
+        return loss
+
+    return f
+
+
+# ----------------------------------------------------------------------------- buffers and kernels
+@settings(max_examples=30)
+@given(random_taxonomies(max_nodes=25))
+def test_ring_starts_are_the_offsets_of_ring_lengths(tax):
+    tt = tree_ops.TreeTensors(tax)
+    lengths = tt.ring_lengths.numpy().astype(np.int64)
+    want = np.cumsum(lengths, axis=1) - lengths
+    assert tt.ring_starts.dtype == torch.int32
+    np.testing.assert_array_equal(tt.ring_starts.numpy(), want)
+    assert (lengths.sum(1) == tax.num_classes).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_segment_sum_with_and_without_starts_on_every_last_row_layout(dtype):
+    """Every (target row, last row) pair of a tree with trailing empty segments: the fix-up of the last
+    row's final segment, the one-element case and empty rows in between."""
+    tax = chain_tax()
+    tt = tree_ops.TreeTensors(tax)
+    C = tax.num_classes
+    x = torch.randn(2, C, dtype=torch.float64).to(dtype) + 3.0
+    for a in range(C):
+        for b in range(C):
+            t = torch.tensor([a, b])
+            lengths, starts = tt.ring_lengths[t], tt.ring_starts[t]
+            want = torch.zeros(2, lengths.shape[1], dtype=torch.float64)
+            for i in range(2):
+                pos = 0
+                for s, n in enumerate(lengths[i].tolist()):
+                    want[i, s] = x[i, pos : pos + n].double().sum()
+                    pos += n
+            for st_ in (None, starts):
+                got = tree_ops.segment_sum_leaf_order(x, lengths, st_)
+                assert got.dtype == dtype
+                torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_row_offsets_cache_is_read_only_and_reused():
+    a = tree_ops._row_offsets(3, 5)
+    assert a is tree_ops._row_offsets(3, 5)
+    assert not a.flags.writeable
+    np.testing.assert_array_equal(a[:, 0], [0, 5, 10])
+    for b in range(80):  # past the cache's size: cleared, still right
+        np.testing.assert_array_equal(tree_ops._row_offsets(b + 1, 7)[:, 0], np.arange(b + 1) * 7)
+
+
+# ----------------------------------------------------------------------------- losses: paths and oracles
+@pytest.mark.parametrize("tree", list(TREES))
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_host_and_torch_paths_match_oracle(tree, reduction, monkeypatch):
+    """Batch of one, last-leaf targets, ignore_index inside [0, C), class weights: both paths, the oracle."""
+    tax = TREES[tree]()
+    view = TreeView(tax)
+    C = tax.num_classes
+    g = torch.Generator().manual_seed(3)
+    last = last_leaf_class(tax)
+    weight = torch.rand(C, generator=g, dtype=torch.float64) + 0.5
+    z = torch.randn(5, C, generator=g, dtype=torch.float64) * 2
+    batches = [
+        torch.tensor([last]),  # batch of one, its last segments empty
+        torch.full((5,), last),  # every target the last class in leaf order
+        torch.randint(0, C, (5,), generator=g),
+    ]
+    for name, make, oracle in loss_cases(tax, view):
+        for t in batches:
+            zz = z[: len(t)]
+            for w in (None, weight):
+                # ignore_index outside (fast path) and inside [0, C) (present: masked; C == 1: everything ignored)
+                for ii in (-100, C - 1 if C > 1 else -100):
+                    mod = make(weight=w, ignore_index=ii, reduction=reduction)
+                    (hv, hg), (dv, dg) = both_paths(monkeypatch, mod, zz, t)
+                    ov, og = oracle_value_and_grad(oracle, zz, t, w, ii, reduction)
+                    msg = f"{name} t={t.tolist()} w={w is not None} ii={ii}"
+                    torch.testing.assert_close(hv, ov, rtol=1e-9, atol=1e-10, msg=msg, equal_nan=True)
+                    torch.testing.assert_close(dv, ov, rtol=1e-9, atol=1e-10, msg=msg, equal_nan=True)
+                    if bool((t == ii).all()):
+                        og = torch.zeros_like(og)  # cross_entropy's gradient; the loop oracle's 0/0 is nan
+                    torch.testing.assert_close(hg, og, rtol=1e-8, atol=1e-10, msg=msg)
+                    torch.testing.assert_close(dg, og, rtol=1e-8, atol=1e-10, msg=msg)
+
+
+@settings(max_examples=25)
+@given(random_taxonomies(max_nodes=20), st.integers(1, 4), st.sampled_from(["mean", "sum", "none"]),
+       st.booleans(), st.integers(0, 2**31 - 1))
+def test_random_trees_both_paths_match_oracle(tax, n, reduction, last_row_last_leaf, seed):
+    view = TreeView(tax)
+    C = tax.num_classes
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, C, generator=g, dtype=torch.float64) * 2
+    t = torch.randint(0, C, (n,), generator=g)
+    if last_row_last_leaf:
+        t[-1] = last_leaf_class(tax)
+    mp = pytest.MonkeyPatch()
+    try:
+        for name, make, oracle in loss_cases(tax, view)[::2]:
+            mod = make(reduction=reduction)
+            (hv, hg), (dv, dg) = both_paths(mp, mod, z, t)
+            ov, og = oracle_value_and_grad(oracle, z, t, reduction=reduction)
+            torch.testing.assert_close(hv, ov, rtol=1e-9, atol=1e-10, msg=name)
+            torch.testing.assert_close(dv, ov, rtol=1e-9, atol=1e-10, msg=name)
+            torch.testing.assert_close(hg, og, rtol=1e-8, atol=1e-10, msg=name)
+            torch.testing.assert_close(dg, og, rtol=1e-8, atol=1e-10, msg=name)
+    finally:
+        mp.undo()
+
+
+# ----------------------------------------------------------------------------- input forms
+def _every_loss(tax, **kw):
+    return [ts.HXELoss(tax, 0.5, **kw), ts.HXELoss(tax, 0.3, "height", True, **kw),
+            ts.HierarchicalSoftLabelLoss(tax, 2.0, **kw), ts.HierarchicalSoftLabelLoss(tax, 1.0, epsilon=0.5, **kw)]
+
+
+@pytest.mark.parametrize("tree", ["seed", "chain"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_target_dtypes_and_layouts_agree(tree, reduction):
+    tax = TREES[tree]()
+    C = tax.num_classes
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(6, C, generator=g)
+    t = torch.randint(0, C, (6,), generator=g)
+    wide = torch.randint(0, C, (12,), generator=g)
+    wide[::2] = t
+    forms = [t.int(), t.to(torch.uint8), t.short(), wide[::2], t.clone().unsqueeze(1).expand(6, 3)[:, 1]]
+    for mod in _every_loss(tax, reduction=reduction):
+        want, want_g = value_and_grad(mod, z, t)
+        for form in forms:
+            got, got_g = value_and_grad(mod, z, form)
+            torch.testing.assert_close(got, want, rtol=0, atol=0, msg=str(form.dtype))
+            torch.testing.assert_close(got_g, want_g, rtol=0, atol=0)
+    # one repeated target as an expanded (stride 0) tensor
+    same = torch.tensor(C - 1).expand(6)
+    for mod in _every_loss(tax, reduction=reduction):
+        torch.testing.assert_close(mod(z, same), mod(z, same.contiguous()), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("tree", ["seed", "chain", "weighted"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_non_contiguous_logits_agree_with_contiguous(tree, reduction, dtype, monkeypatch):
+    """Views straight into the loss (the seed tree's classes are in DFS order: the kernel sees them as
+    they are): a transposed (C, N) tensor, a slice with strides in both dimensions, an expanded row."""
+    tax = TREES[tree]()
+    C = tax.num_classes
+    g = torch.Generator().manual_seed(1)
+    t = torch.randint(0, C, (5,), generator=g)
+    views = [
+        (torch.randn(C, 5, generator=g, dtype=dtype) * 3, lambda a: a.t()),
+        (torch.randn(10, 2 * C, generator=g, dtype=dtype) * 3, lambda a: a[::2, 1::2]),
+        (torch.randn(1, C, generator=g, dtype=dtype) * 3, lambda a: a.expand(5, C)),
+    ]
+    for mod in _every_loss(tax, reduction=reduction):
+        for kernels in (True, False):
+            monkeypatch.setattr(tree_ops, "_HOST_KERNELS", kernels)
+            for base, view in views:
+                leaf = base.clone().requires_grad_(True)
+                form = view(leaf)
+                assert not form.is_contiguous()
+                got = mod(form, t)
+                got.sum().backward()
+                ref = view(base).contiguous().requires_grad_(True)
+                want = mod(ref, t)
+                want.sum().backward()
+                torch.testing.assert_close(got, want, msg=f"{kernels} {form.stride()}")
+                # the gradient of the view is the contiguous one, carried back through the view
+                expect = torch.zeros_like(base)
+                if form.stride()[0] == 0:  # expanded: the rows' gradients add up
+                    expect += ref.grad.sum(0, keepdim=True)
+                else:
+                    view(expect).copy_(ref.grad)
+                torch.testing.assert_close(leaf.grad, expect)
+                with torch.no_grad():
+                    torch.testing.assert_close(mod(view(base), t), want.detach())
+
+
+@pytest.mark.parametrize("tree", ["seed", "chain"])
+def test_float32_host_path_close_to_float64(tree):
+    tax = TREES[tree]()
+    C = tax.num_classes
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(7, C, generator=g, dtype=torch.float64) * 3
+    t = torch.randint(0, C, (7,), generator=g)
+    for reduction in ("mean", "sum", "none"):
+        for mod in _every_loss(tax, reduction=reduction):
+            v32, g32 = value_and_grad(mod, z.float(), t)
+            v64, g64 = value_and_grad(mod, z, t)
+            assert v32.dtype == torch.float32 and v64.dtype == torch.float64
+            torch.testing.assert_close(v32.double(), v64, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(g32.double(), g64, rtol=1e-5, atol=1e-6)
+
+
+def test_ignore_index_inside_range_masks_only_when_present(seed_tax, monkeypatch):
+    """ignore_index = 2 is a class: samples with target 2 are ignored, as in cross_entropy (alpha = 0)."""
+    z = torch.randn(6, 4, dtype=torch.float64)
+    for t in (torch.tensor([0, 2, 1, 2, 3, 0]), torch.tensor([0, 1, 1, 3, 3, 0]), torch.tensor([2])):
+        zz = z[: len(t)]
+        for reduction in ("mean", "sum", "none"):
+            for kernels in (True, False):
+                monkeypatch.setattr(tree_ops, "_HOST_KERNELS", kernels)
+                got = ts.HXELoss(seed_tax, 0.0, ignore_index=2, reduction=reduction)(zz, t)
+                want = F.cross_entropy(zz, t, ignore_index=2, reduction=reduction)
+                torch.testing.assert_close(got, want, equal_nan=True)
+                got = ts.HierarchicalSoftLabelLoss(seed_tax, 1e4, ignore_index=2, reduction=reduction)(zz, t)
+                torch.testing.assert_close(got, want, equal_nan=True)
+
+
+# ----------------------------------------------------------------------------- -inf and far-below targets
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_minus_inf_logits_match_oracle_on_both_paths(reduction, monkeypatch):
+    tax = chain_tax()
+    view = TreeView(tax)
+    C = tax.num_classes
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(4, C, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, last_leaf_class(tax)])
+    for i in range(4):
+        z[i, (int(t[i]) + 1 + i) % C] = -math.inf
+    z[3, [j for j in range(C) if j != int(t[3])]] = -math.inf  # only the target left
+    for name, make, oracle in loss_cases(tax, view):
+        mod = make(reduction=reduction)
+        (hv, hg), (dv, dg) = both_paths(monkeypatch, mod, z, t)
+        ov = run_oracle(oracle, z, t, reduction=reduction)
+        torch.testing.assert_close(hv, ov, msg=name)
+        torch.testing.assert_close(dv, ov, msg=name)
+        torch.testing.assert_close(hg, dg, msg=name)
+        assert torch.isfinite(hg).all(), name
+        # target mass on a -inf class: +inf, not nan (class 1 sits under a unary chain, where HXE's
+        # "height" weights give -inf + inf: named as sample 1, the behaviour before the fast paths too)
+        z2 = z.clone()
+        z2[1, 1] = -math.inf
+        if name == "hxe_height_norm":
+            with pytest.raises(ValueError, match="sample 1 "):
+                mod(z2, t)
+            continue
+        out = mod(z2, t)
+        assert (out[1] if reduction == "none" else out).item() == math.inf
+
+
+@pytest.mark.parametrize("dtype,gap", [(torch.float32, 250.0), (torch.float32, 1000.0), (torch.float64, 800.0)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_far_below_targets_fused_and_unfused(dtype, gap, reduction, monkeypatch):
+    """Targets (and their whole subtrees) far below the best logit, next to ordinary rows, on both paths."""
+    tax = chain_tax()
+    view = TreeView(tax)
+    C = tax.num_classes
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(5, C, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 1, last_leaf_class(tax), 3, 4])
+    far_rows = [0, 2, 4]
+    for i in far_rows:
+        z[i] -= gap
+        z[i, (int(t[i]) + 1) % C] += 2 * gap  # one other class far above
+    oracle = hxe_log_oracle(view, 0.6, "depth", False)
+    ov, og = oracle_value_and_grad(oracle, z, t, reduction=reduction)
+    for weight in (None, torch.linspace(0.5, 2.0, C, dtype=torch.float64)):
+        mod = ts.HXELoss(tax, 0.6, weight=weight, reduction=reduction)
+        ow, owg = oracle_value_and_grad(oracle, z, t, weight, reduction=reduction) if weight is not None else (ov, og)
+        (hv, hg), (dv, dg) = both_paths(monkeypatch, mod, z.to(dtype), t)
+        tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+        for v, gr in ((hv, hg), (dv, dg)):
+            torch.testing.assert_close(v.double(), ow, **tol)
+            assert torch.isfinite(gr).all()
+            torch.testing.assert_close(gr.double(), owg, **tol)
+
+
+# ----------------------------------------------------------------------------- checks, errors, compile
+def test_checks_off_gives_the_same_values(monkeypatch):
+    tax = chain_tax()
+    C = tax.num_classes
+    z = torch.randn(5, C)
+    t = torch.tensor([0, C - 1, 2, C - 1, last_leaf_class(tax)])
+    for ii in (-100, C - 1):
+        for reduction in ("mean", "sum", "none"):
+            for mod in _every_loss(tax, ignore_index=ii, reduction=reduction):
+                want, want_g = value_and_grad(mod, z, t)
+                previous = set_checks(False)
+                try:
+                    got, got_g = value_and_grad(mod, z, t)
+                finally:
+                    set_checks(previous)
+                torch.testing.assert_close(got, want)
+                torch.testing.assert_close(got_g, want_g)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8])
+def test_out_of_range_targets_are_named(seed_tax, dtype):
+    z = torch.randn(4, 4)
+    for mod in _every_loss(seed_tax) + _every_loss(seed_tax, ignore_index=1):
+        name = type(mod).__name__
+        bad = [(torch.tensor([0, 4, 1, 2]), "target 4 at position (1,)"),
+               (torch.tensor([0, 1, 2, 200]), "target 200 at position (3,)")]
+        if dtype != torch.uint8:
+            bad.append((torch.tensor([-1, 1, 2, 3]), "target -1 at position (0,)"))
+            bad.append((torch.tensor([1, 1, 2, -100]), None if mod.ignore_index == -100 else "target -100"))
+        for t, msg in bad:
+            t = t.to(dtype)
+            if msg is None:
+                mod(z, t)  # ignored
+                continue
+            with pytest.raises(IndexError, match=rf"{name}: {re.escape(msg)}"):
+                mod(z, t)
+    # a 2-D segmentation target names its full position
+    z4 = torch.randn(2, 4, 3)
+    t4 = torch.zeros(2, 3, dtype=torch.int64)
+    t4[1, 2] = 9
+    with pytest.raises(IndexError, match=r"target 9 at position \(1, 2\)"):
+        ts.HXELoss(seed_tax, 0.5)(z4, t4)
+
+
+def test_nan_logit_is_named_on_the_direct_path(seed_tax):
+    for reduction in ("mean", "sum", "none"):
+        for mod in _every_loss(seed_tax, reduction=reduction):
+            z = torch.randn(3, 4)
+            z[2, 1] = math.nan
+            with pytest.raises(ValueError, match=r"input\[2, 1\] is nan"):
+                mod(z, torch.tensor([0, 1, 3]))
+            z[2, 1] = math.inf
+            with pytest.raises(ValueError, match=r"input\[2, 1\] is inf"):
+                mod(z, torch.tensor([0, 1, 3]))
+
+
+def test_wrong_shapes_still_named_on_the_direct_path(seed_tax):
+    mod = ts.HXELoss(seed_tax, 0.5)
+    with pytest.raises(ValueError, match="expected 4 classes"):
+        mod(torch.randn(3, 5), torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"expected target of shape \(3,\)"):
+        mod(torch.randn(3, 4), torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match="integer tensor"):
+        mod(torch.randn(3, 4), torch.tensor([0.0, 1.0, 2.0]))
+
+
+def test_compile_matches_eager_on_the_host_path():
+    """Eager takes the numpy path on the CPU, compiled code the torch one: same values and gradients,
+    far-below rows and classes out of DFS order included."""
+    torch._dynamo.reset()
+    tax = chain_tax()
+    C = tax.num_classes
+    z = torch.randn(4, C, dtype=torch.float64)
+    t = torch.tensor([0, last_leaf_class(tax), 2, 3])
+    z[1] -= 300.0
+    z[1, 1] += 600.0  # target k far below a
+    z[1, [3, 5]] = -math.inf  # d and e: the whole subtree under c masked
+    z[2, [3, 5]] = -math.inf
+    for reduction in ("mean", "none"):
+        for mod in (ts.HXELoss(tax, 0.5, reduction=reduction), ts.HierarchicalSoftLabelLoss(tax, 2.0, reduction=reduction)):
+            want, want_g = value_and_grad(mod, z.float(), t)
+            compiled = torch.compile(lambda a, b, mod=mod: mod(a, b), backend="aot_eager")
+            got, got_g = value_and_grad(compiled, z.float(), t)
+            torch.testing.assert_close(got, want)
+            torch.testing.assert_close(got_g, want_g)
+            assert torch.isfinite(got_g).all()
+
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_incoming_gradients_other_than_one(reduction, monkeypatch):
+    """The backward scales the gradient written in the forward (fused: a scalar; per sample: a vector)."""
+    tax = chain_tax()
+    view = TreeView(tax)
+    C = tax.num_classes
+    g = torch.Generator().manual_seed(6)
+    z = torch.randn(4, C, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, last_leaf_class(tax), 2, 5])
+    up = torch.tensor(2.5, dtype=torch.float64) if reduction != "none" else torch.randn(4, generator=g,
+                                                                                       dtype=torch.float64)
+    for name, make, oracle in loss_cases(tax, view):
+        zo = z.clone().requires_grad_()
+        (run_oracle(oracle, zo, t, reduction=reduction) * up).sum().backward()
+        for kernels in (True, False):
+            monkeypatch.setattr(tree_ops, "_HOST_KERNELS", kernels)
+            zz = z.clone().requires_grad_()
+            (make(reduction=reduction)(zz, t) * up).sum().backward()
+            torch.testing.assert_close(zz.grad, zo.grad, rtol=1e-9, atol=1e-11, msg=f"{name} {kernels}")
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+def test_unbatched_and_segmentation_shapes_match_oracle(kernels, monkeypatch):
+    monkeypatch.setattr(tree_ops, "_HOST_KERNELS", kernels)
+    tax = chain_tax()
+    view = TreeView(tax)
+    C = tax.num_classes
+    g = torch.Generator().manual_seed(7)
+    z = torch.randn(2, C, 3, generator=g, dtype=torch.float64)
+    t = torch.randint(0, C, (2, 3), generator=g)
+    t[1, 2] = last_leaf_class(tax)
+    for name, make, oracle in loss_cases(tax, view):
+        for reduction in ("mean", "none"):
+            mod = make(reduction=reduction)
+            got, got_g = value_and_grad(mod, z, t)
+            want, want_g = oracle_value_and_grad(oracle, z, t, reduction=reduction)
+            torch.testing.assert_close(got, want, msg=name)
+            torch.testing.assert_close(got_g, want_g, msg=name)
+            one, one_g = value_and_grad(mod, z[1, :, 2], t[1, 2])
+            want, want_g = oracle_value_and_grad(oracle, z[1, :, 2].unsqueeze(0), t[1, 2].reshape(1),
+                                                 reduction=reduction)
+            torch.testing.assert_close(one, want.reshape(()), msg=name)
+            torch.testing.assert_close(one_g, want_g[0], msg=name)
+    with pytest.raises(IndexError, match=r"target 6 at position \(\)"):
+        ts.HXELoss(tax, 0.5)(z[0, :, 0], torch.tensor(6))
+
+
+@settings(max_examples=20)
+@given(random_taxonomies(max_nodes=25), st.integers(1, 5), st.integers(0, 2**31 - 1))
+def test_segment_rows_match_ring_rows_on_both_paths(tax, n, seed):
+    """Rows of a structured matrix from a per-class segment table (numpy gathers on the CPU) against
+    ring_rows and against the dense rows (costs) gathered directly."""
+    tt = tree_ops.TreeTensors(tax)
+    C = tax.num_classes
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randint(0, C, (n,), generator=g)
+    t[-1] = last_leaf_class(tax)
+    table = torch.rand(C, tt.max_depth + 1, generator=g, dtype=torch.float64)
+    table[:, 0] = 0.0
+    seg_table = table[:, list(tt.ring_of_segment_list)].contiguous()
+    want = tt.ring_rows(table.index_select(0, t), t)
+    dense = torch.from_numpy(ts.class_distances(tax, "lca_height"))
+    mp = pytest.MonkeyPatch()
+    try:
+        for kernels in (True, False):
+            mp.setattr(tree_ops, "_HOST_KERNELS", kernels)
+            for dtype in (torch.float32, torch.float64):
+                got = tt.segment_rows(seg_table, t, dtype)
+                assert got.dtype == dtype and got.shape == (n, C)
+                torch.testing.assert_close(got, want.to(dtype))
+                got[:] = -1.0  # a fresh tensor: the table is untouched
+                assert (seg_table >= 0).all()
+            assert tt.segment_rows(seg_table, t[:0], torch.float32).shape == (0, C)
+    finally:
+        mp.undo()
+    # the cost rows: table[t, k] = height(a_k(t)) for k >= 1 gives d(t, j) = height(LCA(t, j))
+    height = torch.from_numpy(tax.compiled.height.astype(np.float64))
+    ring_h = height[tt.path]
+    ring_h[:, 0] = 0.0
+    rows = tt.segment_rows(ring_h[:, list(tt.ring_of_segment_list)].contiguous(), t, torch.float64)
+    torch.testing.assert_close(rows, dense.index_select(0, t))
+
+
+@pytest.mark.parametrize("dtype,gap", [(torch.float32, 200.0), (torch.float64, 800.0)])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("kernels", [True, False])
+def test_far_below_target_next_to_a_masked_subtree_has_finite_gradient(dtype, gap, reduction, kernels, monkeypatch):
+    """Regression: a far-below row goes through subtree_logsumexp, whose gradient was nan wherever a whole
+    subtree was masked (every leaf -inf: log of an empty sum)."""
+    monkeypatch.setattr(tree_ops, "_HOST_KERNELS", kernels)
+    tax = seed_taxonomy()
+    view = TreeView(tax)
+    rows = [[-math.inf, -math.inf, -gap, 0.0], [-math.inf, -math.inf, 1.0, 0.0]]  # mammal masked; whale far below
+    t = torch.tensor([2, 2])
+    z = torch.tensor(rows, dtype=dtype, requires_grad=True)
+    loss = ts.HXELoss(tax, 0.5, reduction=reduction)(z, t)
+    loss.sum().backward()
+    want, want_g = oracle_value_and_grad(hxe_log_oracle(view, 0.5, "depth", False),
+                                         torch.tensor(rows, dtype=torch.float64), t, reduction=reduction)
+    want_g = torch.nan_to_num(want_g, nan=0.0)  # the oracle's logsumexp over all -inf entries (0 there)
+    assert torch.isfinite(z.grad).all()
+    tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(loss.detach().double(), want, **tol)
+    torch.testing.assert_close(z.grad.double(), want_g, **tol)
+
+
+def test_subtree_logsumexp_of_a_masked_subtree_is_minus_inf_with_zero_gradient(seed_tax):
+    tt = tree_ops.TreeTensors(seed_tax)
+    x = torch.tensor([[-math.inf, -math.inf, -1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    out = tt.subtree_logsumexp(x)
+    assert out[0, seed_tax.node_index("mammal")].item() == -math.inf
+    out[0, [seed_tax.node_index("sea"), 0]].sum().backward()
+    p = torch.softmax(torch.tensor([-1.0, 0.0], dtype=torch.float64), 0)
+    torch.testing.assert_close(x.grad, torch.cat([torch.zeros(2, dtype=torch.float64), 2 * p]).unsqueeze(0))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_masked_classes_without_target_mass_on_both_paths(reduction, monkeypatch):
+    """Soft labels with beta large enough that far rings get exactly 0 mass: -inf logits there count
+    0·log 0 = 0 on both kernel paths (the fused form is recomputed exactly), as cross entropy does."""
+    tax = chain_tax()
+    C = tax.num_classes
+    g = torch.Generator().manual_seed(8)
+    z = torch.randn(3, C, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, last_leaf_class(tax), 3])
+    z[0, 3] = z[1, 1] = z[2, 0] = -math.inf  # never the target's ring-0 class
+    mod = ts.HierarchicalSoftLabelLoss(tax, 1e4, reduction=reduction)
+    (hv, hg), (dv, dg) = both_paths(monkeypatch, mod, z, t)
+    want = F.cross_entropy(z, t, reduction=reduction)
+    zc = z.clone().requires_grad_()
+    F.cross_entropy(zc, t, reduction=reduction).sum().backward()
+    for v, gr in ((hv, hg), (dv, dg)):
+        torch.testing.assert_close(v, want)
+        torch.testing.assert_close(gr, zc.grad)
