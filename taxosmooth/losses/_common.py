@@ -230,6 +230,20 @@ def reduce(loss: torch.Tensor, safe_target: torch.Tensor, valid: torch.Tensor, w
     return weighted.sum() / w.sum()
 
 
+def scale_saved_gradient(grad: torch.Tensor, grad_out: torch.Tensor, fused: bool) -> torch.Tensor:
+    """The backward of a loss kernel that wrote its gradient ``grad`` (M, C) in the forward.
+
+    Per-row losses (``fused=False``): each row times its incoming gradient.
+    Summed form (``fused=True``): times the incoming scalar, or ``grad`` itself
+    for an incoming ``1`` on the CPU (as in ``loss.backward()``), no pass at all.
+    """
+    if not fused:
+        return grad * grad_out.unsqueeze(1)
+    if grad_out.device.type == "cpu" and grad_out.item() == 1.0:
+        return grad
+    return grad * grad_out
+
+
 def softmax_lse(z: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``(scale · softmax(z), logsumexp(z))`` of ``z`` (M, C) with one exponential pass (no autograd).
 

@@ -7,7 +7,13 @@ import torch
 
 from taxosmooth._checks import check_positive
 from taxosmooth.costs import node_costs
-from taxosmooth.losses._common import TreeLossBase, class_costs, given_float_dtype, softmax_lse
+from taxosmooth.losses._common import (
+    TreeLossBase,
+    class_costs,
+    given_float_dtype,
+    scale_saved_gradient,
+    softmax_lse,
+)
 from taxosmooth.taxonomy import Taxonomy
 from taxosmooth.tree_ops import TreeTensors
 
@@ -57,11 +63,7 @@ class _ExpectedRow(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         (diff,) = ctx.saved_tensors
-        if not ctx.fused:
-            return diff * grad.unsqueeze(1), None, None, None, None
-        if grad.device.type == "cpu" and grad.item() == 1.0:
-            return diff, None, None, None, None
-        return diff * grad, None, None, None, None
+        return scale_saved_gradient(diff, grad, ctx.fused), None, None, None, None
 
 
 def expected_row(z: torch.Tensor, rows: torch.Tensor, target: torch.Tensor, ce_weight: float,

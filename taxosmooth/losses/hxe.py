@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from taxosmooth._checks import check_positive
-from taxosmooth.losses._common import TreeLossBase, as_taxonomy
+from taxosmooth.losses._common import TreeLossBase, as_taxonomy, scale_saved_gradient
 from taxosmooth.tree_ops import (
     TreeTensors,
     _host_kernel,
@@ -141,12 +141,7 @@ class _HierarchicalCrossEntropy(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss, _grad_far):
         (grad,) = ctx.saved_tensors
-        nones = (None,) * 8
-        if not ctx.fused:
-            return grad * grad_loss.unsqueeze(1), *nones
-        if grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:
-            return grad, *nones
-        return grad * grad_loss, *nones
+        return scale_saved_gradient(grad, grad_loss, ctx.fused), *(None,) * 8
 
 
 class HXELoss(TreeLossBase):

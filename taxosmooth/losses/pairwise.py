@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from taxosmooth.losses._common import scale_saved_gradient
 from taxosmooth.losses.expected_cost import _CostLoss
 
 
@@ -31,11 +32,7 @@ class _PairwiseCost(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         (d,) = ctx.saved_tensors
-        if not ctx.fused:
-            return d * grad.unsqueeze(1), None, None, None
-        if grad.device.type == "cpu" and grad.item() == 1.0:
-            return d, None, None, None
-        return d * grad, None, None, None
+        return scale_saved_gradient(d, grad, ctx.fused), None, None, None
 
 
 __all__ = ["PairwiseCostLoss"]

@@ -7,7 +7,7 @@ import torch
 
 from taxosmooth._checks import check_positive, check_probability
 from taxosmooth.distances import LCA_KINDS, check_kind, node_distance
-from taxosmooth.losses._common import TreeLossBase, as_taxonomy, xlogy_cross_entropy
+from taxosmooth.losses._common import TreeLossBase, as_taxonomy, scale_saved_gradient, xlogy_cross_entropy
 from taxosmooth.targets import max_pair_distance, resolve_scale
 from taxosmooth.tree_ops import TreeTensors, _host_kernel, segment_expand_leaf_order
 
@@ -92,11 +92,7 @@ class _SoftLabelCrossEntropy(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
         (grad,) = ctx.saved_tensors
-        if not ctx.fused:
-            return grad * grad_loss.unsqueeze(1), None, None, None, None
-        if grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:
-            return grad, None, None, None, None
-        return grad * grad_loss, None, None, None, None
+        return scale_saved_gradient(grad, grad_loss, ctx.fused), None, None, None, None
 
 
 class HierarchicalSoftLabelLoss(TreeLossBase):
