@@ -77,8 +77,8 @@ def bench_distances(name: str, edges, nx_pairs: int, repeat: int) -> list[dict]:
     rows = []
     ours, cpu = {}, {}
     for kind in ts.distances.DISTANCE_KINDS:
-        ours[kind] = best_of(lambda: tax.distances(kind), repeat=repeat)
-        cpu[kind] = best_cpu(lambda: tax.distances(kind), repeat=repeat)
+        ours[kind] = best_of(lambda: ts.class_distances(tax, kind), repeat=repeat)
+        cpu[kind] = best_cpu(lambda: ts.class_distances(tax, kind), repeat=repeat)
     ours_lca = best_of(lambda: ts.lca_matrix(tax), repeat=repeat)
     cpu["lca"] = best_cpu(lambda: ts.lca_matrix(tax), repeat=repeat)
 

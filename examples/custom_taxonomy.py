@@ -78,7 +78,7 @@ def run(folder: Path, beta: float) -> None:
     assert tax.classes == tuple(order)
     q = ts.soft_targets(tax, beta=beta)
     cost = ts.cost_matrix(tax, transform="normalize")
-    d = tax.distances("lca_height")
+    d = ts.class_distances(tax, "lca_height")
     print(f"soft targets (beta={beta:g}), row 'taxi':", {c: round(float(v), 3) for c, v in zip(order, q[0])})
     print("normalised costs, row 'taxi':      ", {c: round(float(v), 3) for c, v in zip(order, cost[0])})
     assert d[0, 1] < d[0, 2] < d[0, 6]  # taxi-sedan < taxi-bike < taxi-airliner

@@ -37,7 +37,7 @@ def main(argv=None) -> None:
 
     # 2. Distances, soft targets, costs.
     print("\nlca_height distances (height of the lowest common ancestor):")
-    print(tax.distances("lca_height"))
+    print(ts.class_distances(tax, "lca_height"))
     q = ts.soft_targets(tax, beta=args.beta)
     print(f"\nsoft targets, beta={args.beta} (row t = target distribution of class t):")
     print(q)

@@ -13,7 +13,7 @@ does it cost in top-1 error? The data ship with WordNet:
   is its gloss (``Synset.definition()``), its label the class. Synsets below
   two classes (WordNet is a DAG) are left out.
 * **Taxonomy.** The WordNet tree above the classes:
-  ``Taxonomy.from_wordnet(classes)`` (each class keeps its longest hypernym
+  ``taxonomy_from_wordnet(classes)`` (each class keeps its longest hypernym
   path). Distances are ``lca_height``, the height of the lowest common ancestor
   (Bertinetto et al., CVPR 2020).
 * **Model.** Bag of words: tf-idf weighted unigrams and bigrams (vocabulary
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
             by_class[s[2]].append(i)
         keep = sorted(i for c in classes for i in rng.permutation(by_class[c])[: args.max_per_class])
         samples = [samples[i] for i in keep]
-    tax = ts.Taxonomy.from_wordnet(classes, wordnet=wn)
+    tax = ts.wordnet.taxonomy_from_wordnet(classes, wordnet=wn)
     class_index = {c: i for i, c in enumerate(tax.classes)}
     texts = [s[1] for s in samples]
     y = torch.tensor([class_index[s[2]] for s in samples])
@@ -347,7 +347,7 @@ def main(argv=None) -> int:
     print(
         f"{tax.num_classes} classes, {len(samples)} glosses ({len(train_idx)} train / {len(test_idx)} test), "
         f"{bow.vocab_size} features; taxonomy: {tax.num_nodes} nodes, class depth {depth.min()}-{depth.max()}, "
-        f"largest lca_height {tax.distances('lca_height').max():g}",
+        f"largest lca_height {ts.class_distances(tax, 'lca_height').max():g}",
         flush=True,
     )
     t_data = time.perf_counter() - t_start

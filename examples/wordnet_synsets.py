@@ -3,7 +3,7 @@
 Synsets can be given as names (``horse.n.01``), ImageNet ids
 (``n02391049``), or plain nouns (first noun sense, reported). The example:
 
-1. builds ``Taxonomy.from_wordnet`` (the hypernym closure made a tree; every
+1. builds ``taxonomy_from_wordnet`` (the hypernym closure made a tree; every
    choice it made is in ``tax.report``),
 2. computes nltk's ``wup`` and ``path`` similarities for all pairs (the same
    values as nltk's own functions, checked here on a few pairs),
@@ -53,7 +53,7 @@ def main(argv=None) -> None:
     print(wordnet_source().describe())
 
     # 1. The taxonomy: multiple_parents="longest" (default) keeps each synset's longest hypernym path.
-    tax = ts.Taxonomy.from_wordnet(args.synsets, contract_unary=True)
+    tax = ts.wordnet.taxonomy_from_wordnet(args.synsets, contract_unary=True)
     print("\n" + tax.describe())
     names = [c.split(".")[0] for c in tax.classes]
     print("\nclasses:", ", ".join(tax.classes))
@@ -61,7 +61,7 @@ def main(argv=None) -> None:
     # 2. Similarity and distance matrices, equal to nltk's.
     wup = similarity_matrix(args.synsets, "wup")
     path = distance_matrix(args.synsets, "path")
-    synsets = [wn.synset(c) for c in tax.classes]  # from_wordnet resolved every input to a synset name
+    synsets = [wn.synset(c) for c in tax.classes]  # taxonomy_from_wordnet resolved every input to a synset name
     for i, j in itertools.combinations(range(min(4, len(synsets))), 2):
         assert wup[i, j] == synsets[i].wup_similarity(synsets[j])
         assert path[i, j] == synsets[i].shortest_path_distance(synsets[j], simulate_root=True)
@@ -72,7 +72,7 @@ def main(argv=None) -> None:
         print(f"{n:>{width}} " + " ".join(f"{v:6.3f}" for v in row))
 
     # 3. Tree distances of the (contracted) taxonomy, soft targets, and a loss.
-    d = tax.distances("lca_height")
+    d = ts.class_distances(tax, "lca_height")
     q = ts.soft_targets(tax, beta=args.beta)
     i = 0
     order = np.argsort(d[i], kind="stable")

@@ -45,7 +45,7 @@ def test_bundled_files_hold_the_same_taxonomy():
     assert csv_tax == txt_tax == load_animals()
     assert csv_tax.num_classes == 40 and set(EXAMPLES) == {"animals.csv", "animals.txt"}
     # the seed question inside it: horse -> zebra is the smallest mistake, horse -> shark a larger one than -> whale
-    d = csv_tax.distances()
+    d = ts.class_distances(csv_tax)
     h, z, w, s = (csv_tax.class_index(c) for c in ("horse", "zebra", "whale", "shark"))
     assert d[h, z] < d[h, w] < d[h, s]
     with pytest.raises(ValueError, match="unknown example"):

@@ -43,7 +43,7 @@ def test_node_costs_seed_by_hand():
 def test_cost_matrix_is_f_of_distance(tax, kind, power, transform):
     funcs = {"log1p": np.log1p, "square_plus": lambda x: x * x + x}
     fn = funcs.get(transform, transform)
-    d = tax.distances(kind)
+    d = ts.class_distances(tax, kind)
     c = cost_matrix(tax, kind, transform=fn, power=power, dtype=torch.float64).numpy()
     C = len(d)
     expected = np.zeros((C, C))

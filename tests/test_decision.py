@@ -69,7 +69,7 @@ def test_matches_loop_oracle_exactly(tax, seed, kind):
     rng = np.random.default_rng(seed)
     C = tax.num_classes
     probs = dyadic_probs(rng, 4, C)
-    cost = tax.distances(kind)
+    cost = ts.class_distances(tax, kind)
     oracle = loop_risk(probs, cost)
     p = torch.from_numpy(probs)
     risk = conditional_risk(p, tax, distance=kind)

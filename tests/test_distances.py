@@ -23,12 +23,12 @@ def test_seed_distances_by_hand():
     assert tax.classes == ("horse", "zebra", "whale", "shark")
     lca_height = np.array([[0, 1, 2, 2], [1, 0, 2, 2], [2, 2, 0, 1], [2, 2, 1, 0]], float)
     path = np.array([[0, 2, 4, 4], [2, 0, 4, 4], [4, 4, 0, 2], [4, 4, 2, 0]], float)
-    np.testing.assert_array_equal(tax.distances("lca_height"), lca_height)
+    np.testing.assert_array_equal(ts.class_distances(tax, "lca_height"), lca_height)
     # every class sits at depth D = 2, so the complement equals the height
-    np.testing.assert_array_equal(tax.distances("lca_depth_complement"), lca_height)
-    np.testing.assert_array_equal(tax.distances("path_length"), path)
+    np.testing.assert_array_equal(ts.class_distances(tax, "lca_depth_complement"), lca_height)
+    np.testing.assert_array_equal(ts.class_distances(tax, "path_length"), path)
     for kind in DISTANCE_KINDS:
-        d = tax.distances(kind)
+        d = ts.class_distances(tax, kind)
         h, z, w = (tax.class_index(n) for n in ("horse", "zebra", "whale"))
         assert d[h, z] < d[h, w]  # horse -> zebra is the smaller mistake
 
@@ -40,9 +40,9 @@ UNEVEN = [("r", "a"), ("r", "b"), ("a", "x"), ("a", "y"), ("b", "c"), ("b", "w")
 def test_uneven_tree_by_hand():
     tax = ts.Taxonomy.from_edges(UNEVEN, classes=["u", "x", "w", "y", "v"])
     i = {c: k for k, c in enumerate(tax.classes)}
-    h = tax.distances("lca_height")
-    dc = tax.distances("lca_depth_complement")
-    pl = tax.distances("path_length")
+    h = ts.class_distances(tax, "lca_height")
+    dc = ts.class_distances(tax, "lca_depth_complement")
+    pl = ts.class_distances(tax, "path_length")
     # (pair, lca_height, D - depth(LCA) with D = 3, path length)
     expected = [
         (("x", "y"), 1, 2, 2),  # LCA a: height 1, depth 1
@@ -63,29 +63,29 @@ def test_weighted_path_length_by_hand():
     tax = ts.Taxonomy.from_edges(edges)
     assert tax.classes == ("x", "y", "z")
     expected = np.array([[0, 4.5, 8.0], [4.5, 0, 9.5], [8.0, 9.5, 0]])
-    np.testing.assert_allclose(tax.distances("path_length"), expected)
+    np.testing.assert_allclose(ts.class_distances(tax, "path_length"), expected)
     # weights do not change the LCA kinds, which count edges
-    np.testing.assert_array_equal(tax.distances("lca_height"), [[0, 1, 2], [1, 0, 2], [2, 2, 0]])
+    np.testing.assert_array_equal(ts.class_distances(tax, "lca_height"), [[0, 1, 2], [1, 0, 2], [2, 2, 0]])
 
 
 def test_single_class_and_star():
     one = ts.Taxonomy.from_edges([("r", "x")])
     for kind in DISTANCE_KINDS:
-        np.testing.assert_array_equal(one.distances(kind), [[0.0]])
+        np.testing.assert_array_equal(ts.class_distances(one, kind), [[0.0]])
     star = ts.Taxonomy.from_edges([("r", c) for c in "abcd"])
     for kind, off in (("lca_height", 1), ("lca_depth_complement", 1), ("path_length", 2)):
-        np.testing.assert_array_equal(star.distances(kind), off * (1 - np.eye(4)))
+        np.testing.assert_array_equal(ts.class_distances(star, kind), off * (1 - np.eye(4)))
 
 
 def test_unknown_kind_and_dtype():
     tax = seed_taxonomy()
     with pytest.raises(ValueError, match="'hops'"):
-        tax.distances("hops")
+        ts.class_distances(tax, "hops")
     with pytest.raises(ValueError, match="path_length"):
         node_distance(tax, "path_length")
     d32 = class_distances(tax, "lca_height", dtype=np.float32)
     assert d32.dtype == np.float32
-    np.testing.assert_array_equal(d32, tax.distances("lca_height"))
+    np.testing.assert_array_equal(d32, ts.class_distances(tax, "lca_height"))
 
 
 # ---------------------------------------------------------------------------- oracle on random trees
@@ -96,7 +96,7 @@ def test_distances_match_brute_force(graph_classes, kind):
     g, classes = graph_classes
     tax = ts.Taxonomy.from_networkx(g, classes=classes)
     assert tax.classes == tuple(classes)
-    np.testing.assert_allclose(tax.distances(kind), brute_force_distances(g, classes, kind), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ts.class_distances(tax, kind), brute_force_distances(g, classes, kind), rtol=0, atol=1e-12)
 
 
 @given(random_graphs(max_nodes=25))
@@ -126,10 +126,10 @@ def test_node_distance_agrees_with_dense(graph_classes, kind):
     table = node_distance(tax, kind)
     assert table.shape == (tax.num_nodes,)
     np.testing.assert_array_equal(table[tax.compiled.is_leaf], 0.0)
-    dense = tax.distances(kind)
+    dense = ts.class_distances(tax, kind)
     via_lca = table[lca_matrix(tax)]
     np.testing.assert_array_equal(via_lca, dense)
-    np.testing.assert_array_equal(tax.node_distance(kind), table)
+    np.testing.assert_array_equal(ts.node_distance(tax, kind), table)
 
 
 # ---------------------------------------------------------------------------- metric properties
@@ -138,7 +138,7 @@ def test_node_distance_agrees_with_dense(graph_classes, kind):
 @given(random_graphs(max_nodes=30, weighted=True), st.sampled_from(DISTANCE_KINDS))
 def test_symmetric_zero_diagonal_nonnegative(graph_classes, kind):
     g, classes = graph_classes
-    d = ts.Taxonomy.from_networkx(g, classes=classes).distances(kind)
+    d = ts.class_distances(ts.Taxonomy.from_networkx(g, classes=classes), kind)
     np.testing.assert_array_equal(d, d.T)
     np.testing.assert_array_equal(np.diag(d), 0.0)
     off = ~np.eye(len(classes), dtype=bool)
@@ -148,7 +148,7 @@ def test_symmetric_zero_diagonal_nonnegative(graph_classes, kind):
 @given(random_graphs(max_nodes=30), st.sampled_from(LCA_KINDS))
 def test_lca_kinds_are_ultrametrics(graph_classes, kind):
     g, classes = graph_classes
-    d = ts.Taxonomy.from_networkx(g, classes=classes).distances(kind)
+    d = ts.class_distances(ts.Taxonomy.from_networkx(g, classes=classes), kind)
     # d(i, k) <= max(d(i, j), d(j, k)) for all i, j, k
     bound = np.maximum(d[:, :, None], d[None, :, :])  # [i, j, k]
     assert np.all(d[:, None, :] <= bound)
@@ -157,7 +157,7 @@ def test_lca_kinds_are_ultrametrics(graph_classes, kind):
 @given(random_graphs(max_nodes=30, weighted=True))
 def test_path_length_triangle_inequality(graph_classes):
     g, classes = graph_classes
-    d = ts.Taxonomy.from_networkx(g, classes=classes).distances("path_length")
+    d = ts.class_distances(ts.Taxonomy.from_networkx(g, classes=classes), "path_length")
     assert np.all(d[:, None, :] <= d[:, :, None] + d[None, :, :] + 1e-9)
 
 
@@ -178,7 +178,7 @@ def test_complement_equals_height_when_leaves_level(graph_classes):
             prev = nxt
         classes.append(prev)
     tax = ts.Taxonomy.from_networkx(h, classes=classes)
-    np.testing.assert_array_equal(tax.distances("lca_height"), tax.distances("lca_depth_complement"))
+    np.testing.assert_array_equal(ts.class_distances(tax, "lca_height"), ts.class_distances(tax, "lca_depth_complement"))
 
 
 def test_large_tree_sampled_pairs():
@@ -198,7 +198,7 @@ def test_large_tree_sampled_pairs():
     wdepth = nx.shortest_path_length(g, 0, weight="weight")
     und = g.to_undirected()
     D = max(depth[c] for c in classes)
-    dense = {k: tax.distances(k) for k in DISTANCE_KINDS}
+    dense = {k: ts.class_distances(tax, k) for k in DISTANCE_KINDS}
     for _ in range(150):
         i, j = (int(x) for x in rng.integers(0, len(classes), 2))
         a, b = classes[i], classes[j]
@@ -224,5 +224,5 @@ def test_path_length_is_the_depth_formula_exactly(graph_classes, weights):
     leaf = wd[c.class_node]
     expected = leaf[:, None] + leaf[None, :] - 2.0 * wd[lca_matrix(tax)]
     np.fill_diagonal(expected, 0.0)
-    np.testing.assert_array_equal(tax.distances("path_length"), expected)
+    np.testing.assert_array_equal(ts.class_distances(tax, "path_length"), expected)
     np.testing.assert_array_equal(class_distances(tax, "path_length", dtype=np.float32), expected.astype(np.float32))

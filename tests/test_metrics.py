@@ -87,7 +87,7 @@ def test_metrics_match_loops_on_random_trees(tax, seed, kind, ties):
     C = tax.num_classes
     logits, target = random_case(seed, 12, C, ties)
     s, t = logits.tolist(), target.tolist()
-    d = tax.distances(kind).tolist()
+    d = ts.class_distances(tax, kind).tolist()
     for k in range(1, C + 1):
         assert M.topk_error(logits, target, k).item() == pytest.approx(loop_topk_error(s, t, k))
         assert M.hierarchical_distance_at_k(logits, target, tax, k, distance=kind).item() == pytest.approx(loop_hdist_at_k(s, t, d, k))
@@ -108,7 +108,7 @@ def test_taxonomy_equals_its_distance_matrix(tax, seed, kind):
     """The structured (LCA) pair distances equal a gather from the dense matrix."""
     C = tax.num_classes
     logits, target = random_case(seed, 20, C)
-    matrix = torch.from_numpy(tax.distances(kind))
+    matrix = torch.from_numpy(ts.class_distances(tax, kind))
     for k in {1, C}:
         for fn in (M.hierarchical_distance_at_k, M.hierarchical_distance_top_k):
             torch.testing.assert_close(fn(logits, target, tax, k, distance=kind), fn(logits, target, matrix, k))
@@ -207,7 +207,7 @@ def test_report_equals_the_individual_metrics(seed_tax):
     assert r["ece"] == pytest.approx(M.expected_calibration_error(probs, target).item())
     assert all(isinstance(v, float) for v in r.values())
     # with a matrix there are no ancestor sets
-    r2 = M.report(probs, target, seed_tax.distances())
+    r2 = M.report(probs, target, ts.class_distances(seed_tax))
     assert "hierarchical_precision" not in r2 and r2["mistake_severity"] == pytest.approx(r["mistake_severity"])
 
 
@@ -244,7 +244,7 @@ def test_validation(seed_tax):
     with pytest.raises(ValueError, match="5 columns but there are 4 classes"):
         M.mistake_severity(torch.randn(3, 5), target, seed_tax)
     with pytest.raises(TypeError, match="need a Taxonomy"):
-        M.hierarchical_precision(scores, target, seed_tax.distances())
+        M.hierarchical_precision(scores, target, ts.class_distances(seed_tax))
     with pytest.raises(ValueError, match="diagonal must be zero"):
         M.mistake_severity(scores, target, torch.ones(4, 4))
     with pytest.raises(ValueError, match="not a probability"):
@@ -254,7 +254,7 @@ def test_validation(seed_tax):
     with pytest.raises(ValueError, match="unknown distance kind"):
         M.mistake_severity(scores, target, seed_tax, distance="nope")
     with pytest.raises(ValueError, match="applies to a Taxonomy"):
-        M.mistake_severity(scores, target, seed_tax.distances(), distance="path_length")
+        M.mistake_severity(scores, target, ts.class_distances(seed_tax), distance="path_length")
 
 
 def test_inf_scores_allowed(seed_tax):

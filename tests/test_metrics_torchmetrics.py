@@ -12,6 +12,7 @@ from _trees import random_taxonomies, seed_taxonomy
 from hypothesis import given
 from hypothesis import strategies as st
 
+import taxosmooth as ts
 from taxosmooth import metrics as M
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -36,7 +37,7 @@ def pairs_of(tax, k):
     return [
         (M.TopKError(k), lambda s, t: M.topk_error(s, t, k)),
         (M.MistakeSeverity(tax), lambda s, t: M.mistake_severity(s, t, tax)),
-        (M.MistakeSeverity(tax.distances("path_length")), lambda s, t: M.mistake_severity(s, t, tax, distance="path_length")),
+        (M.MistakeSeverity(ts.class_distances(tax, "path_length")), lambda s, t: M.mistake_severity(s, t, tax, distance="path_length")),
         (M.HierarchicalDistanceAtK(tax, k), lambda s, t: M.hierarchical_distance_at_k(s, t, tax, k)),
         (M.HierarchicalDistanceTopK(tax, k, distance="lca_depth_complement"),
          lambda s, t: M.hierarchical_distance_top_k(s, t, tax, k, distance="lca_depth_complement")),
@@ -126,7 +127,7 @@ def test_validation(seed_tax):
     with pytest.raises(ValueError, match="k = 5 is out of range"):
         M.HierarchicalDistanceAtK(seed_tax, 5)
     with pytest.raises(TypeError, match="needs a Taxonomy"):
-        M.HierarchicalF1(seed_tax.distances())
+        M.HierarchicalF1(ts.class_distances(seed_tax))
     m = M.MistakeSeverity(seed_tax)
     with pytest.raises(ValueError, match="5 columns but there are 4 classes"):
         m.update(torch.randn(2, 5), torch.tensor([0, 1]))

@@ -51,7 +51,7 @@ def test_merge_heights_are_the_distances(tax):
     """Two classes meet at their LCA; with node_height matching a distance kind, its height is their distance."""
     for node_height, kind in (("height", "lca_height"), ("depth", "lca_depth_complement")):
         _, h = plots.dendrogram_coordinates(tax, node_height)
-        d = tax.distances(kind)
+        d = ts.class_distances(tax, kind)
         for i, a in enumerate(tax.classes):
             for j, b in enumerate(tax.classes):
                 if i != j:
@@ -131,7 +131,7 @@ def test_plot_matrix_labels_and_image_follow_tree_order():
 
 
 def test_plot_matrix_given_classes_reorders_like_the_taxonomy(seed_tax):
-    d = seed_tax.distances()
+    d = ts.class_distances(seed_tax)
     perm = [2, 0, 3, 1]
     shuffled = d[np.ix_(perm, perm)]
     a = plots.plot_matrix(d, seed_tax).axes[0].images[0].get_array()
@@ -175,7 +175,7 @@ def test_log_colour_scale_is_chosen_for_peaked_targets(seed_tax):
 
     fig = plots.plot_matrix(ts.soft_targets(seed_tax, 30.0), seed_tax)
     assert isinstance(fig.axes[0].images[0].norm, LogNorm)
-    fig = plots.plot_matrix(seed_tax.distances(), seed_tax)
+    fig = plots.plot_matrix(ts.class_distances(seed_tax), seed_tax)
     assert not isinstance(fig.axes[0].images[0].norm, LogNorm)
 
 
@@ -190,7 +190,7 @@ def test_tensor_input_and_savefig(tmp_path):
     import matplotlib.image as mpimg
 
     tax = seed_taxonomy()
-    fig = plots.plot_matrix(torch.tensor(tax.distances(), dtype=torch.float16), tax, title="seed")
+    fig = plots.plot_matrix(torch.tensor(ts.class_distances(tax), dtype=torch.float16), tax, title="seed")
     fig.savefig(tmp_path / "seed.png")
     img = mpimg.imread(tmp_path / "seed.png")
     assert img.shape[0] > 300 and img.shape[1] > 300
@@ -198,7 +198,7 @@ def test_tensor_input_and_savefig(tmp_path):
 
 def test_large_matrices_are_drawn_as_block_means(monkeypatch, seed_tax):
     monkeypatch.setattr(plots, "MAX_CELLS", 2)
-    d = seed_tax.distances()
+    d = ts.class_distances(seed_tax)
     fig = plots.plot_matrix(d, seed_tax)
     image = fig.axes[0].images[0]
     order = plots.tree_order(seed_tax)

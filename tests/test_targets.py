@@ -66,7 +66,7 @@ def test_beta_limits():
        st.floats(0, 20), st.sampled_from(["max", None, 0.5, 3.0]), st.one_of(st.none(), st.floats(0, 1)))
 def test_targets_match_loop_and_rows_sum_to_one(tax, kind, beta, scale, epsilon):
     q = soft_targets(tax, beta, distance=kind, scale=scale, epsilon=epsilon, dtype=torch.float64).numpy()
-    d = tax.distances(kind)
+    d = ts.class_distances(tax, kind)
     s = {"max": d.max() if d.max() > 0 else 1.0, None: 1.0}.get(scale, scale)
     expected = softmax_loop(d, beta, s)
     if epsilon is not None:
@@ -152,7 +152,7 @@ def test_resolve_scale_and_distance_source():
     assert resolve_scale("max", 4.0) == 4.0 and resolve_scale("max", 0.0) == 1.0
     assert resolve_scale(None, 4.0) == 1.0 and resolve_scale(2, 4.0) == 2.0
     tax = seed_taxonomy()
-    np.testing.assert_array_equal(distance_source(tax, "path_length"), tax.distances("path_length"))
+    np.testing.assert_array_equal(distance_source(tax, "path_length"), ts.class_distances(tax, "path_length"))
     user = np.array([[0.0, 2.0], [2.0, 0.0]])
     out = distance_source(user)
     np.testing.assert_array_equal(out, user)
@@ -162,7 +162,7 @@ def test_resolve_scale_and_distance_source():
 
 @given(random_taxonomies(max_nodes=30, weighted=True), st.sampled_from(DISTANCE_KINDS))
 def test_max_pair_distance_matches_dense(tax, kind):
-    d = tax.distances(kind)
+    d = ts.class_distances(tax, kind)
     assert max_pair_distance(tax, kind) == pytest.approx(d.max())
     if kind in LCA_KINDS:
         assert max_pair_distance(tax, kind) == d.max()

@@ -149,9 +149,9 @@ def test_contraction_and_wnid_names(wordnet):
     assert all(len(short.children(v)) != 1 for v in short.nodes if not short.is_leaf(v))
 
 
-def test_from_wordnet_classmethod(wordnet):
-    tax = Taxonomy.from_wordnet(["horse.n.01", "zebra.n.01"], contract_unary=True)
-    assert tax.parent("horse.n.01") == "equine.n.01"
+def test_taxonomy_knows_no_wordnet():
+    # adapters stand above the core: a Taxonomy is built by taxonomy_from_wordnet, not by a classmethod
+    assert not hasattr(Taxonomy, "from_wordnet")
 
 
 # ---------------------------------------------------------------------------- CLI

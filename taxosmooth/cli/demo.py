@@ -165,7 +165,7 @@ def methods(tax, beta: float, alpha: float):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from taxosmooth import soft_targets
+    from taxosmooth import class_distances, soft_targets
     from taxosmooth.data import example_path, load_animals
 
     path = example_path("animals.csv")
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"(see it whole: taxosmooth info {path}; plot it: taxosmooth plot {path} -o animals.png)\n")
     print(tax.describe())
 
-    d = tax.distances("lca_height")
+    d = class_distances(tax, "lca_height")
     q = soft_targets(tax, args.beta).numpy()
     print(f"\nSoft targets q_t(i) = softmax_i(-beta d(t, i) / max d), beta = {args.beta:g}, d = height of the lowest")
     print(f"common ancestor (max d = {d.max():g}). Row t is what a model is trained towards when the truth is t:\n")

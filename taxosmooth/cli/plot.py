@@ -134,7 +134,9 @@ def _compute(tax, args):
     import torch
 
     if args.matrix == "distances":
-        return tax.distances(args.distance), f"{args.distance} distances", "distance", "class"
+        from taxosmooth.distances import class_distances
+
+        return class_distances(tax, args.distance), f"{args.distance} distances", "distance", "class"
     if args.matrix == "targets":
         from taxosmooth.targets import soft_targets
 

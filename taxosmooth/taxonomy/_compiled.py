@@ -5,7 +5,7 @@ parent comes before its children). Leaves are laid out in that order too, so
 the leaves under any node ``v`` occupy the contiguous positions
 ``[leaf_lo[v], leaf_hi[v])``. With that layout every hierarchy operation —
 subtree sums, LCAs, ancestor paths — is array arithmetic in O(nodes) or
-O(batch × nodes); see ``DESIGN.md`` and ``docs/concepts.md``.
+O(batch × nodes); see ``docs/concepts.md``.
 
 Two orders of the classes exist and must not be confused:
 
@@ -14,6 +14,12 @@ Two orders of the classes exist and must not be confused:
 
 ``class_position[c]`` is the leaf position of class ``c``;
 ``position_class[k]`` is the class at leaf position ``k``.
+
+**Target ids** name any node as a label (a class, or a coarse label such as a
+genus): a class keeps its class index in ``[0, C)``; the internal nodes follow
+in ``[C, N)``, in node-id (depth-first) order. ``target_node[i]`` is the node
+id of target id ``i`` and ``node_target`` the inverse; both are permutations
+of ``0 … N-1``.
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ class CompiledTree:
         Node id of each class (class order).
     class_path : int64 (C, max_depth + 1)
         Row ``c``: node ids from class ``c`` up to the root, padded with ``-1``.
+    target_node, node_target : int64 (N,)
+        Node id of each target id, and the target id of each node (see the module docstring).
     levels : tuple of int64 arrays
         ``levels[d]`` are the node ids at depth ``d``.
     """
@@ -68,6 +76,8 @@ class CompiledTree:
     position_class: np.ndarray
     class_node: np.ndarray
     class_path: np.ndarray
+    target_node: np.ndarray
+    node_target: np.ndarray
     levels: tuple
 
     @property
@@ -203,11 +213,16 @@ def compile_tree(root, children: dict, weight: dict, classes: tuple) -> tuple[Co
         ok = prev > 0  # the root (id 0) has no parent
         path[ok, k] = parent[prev[ok]]
 
+    # target ids: the classes in class order, then the internal nodes in node-id order
+    target_node = np.concatenate([class_node, np.flatnonzero(~is_leaf)])
+    node_target = np.empty_like(target_node)
+    node_target[target_node] = ids
+
     arrays = dict(
         parent=parent, depth=depth, height=height, weight=w, weighted_depth=wdepth,
         subtree_end=subtree_end, leaf_lo=leaf_lo, leaf_hi=leaf_hi, leaf_node=leaf_node,
         class_position=class_position, position_class=position_class, class_node=class_node,
-        class_path=path,
+        class_path=path, target_node=target_node, node_target=node_target,
     )
     for a in list(arrays.values()) + list(levels):
         a.setflags(write=False)

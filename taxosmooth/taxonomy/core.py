@@ -19,9 +19,10 @@ class Taxonomy:
     """A class hierarchy: a rooted tree whose leaves are the classes.
 
     Build one with a constructor (:meth:`from_networkx`, :meth:`from_edges`,
-    :meth:`from_paths`, :meth:`from_nested`, :meth:`load`,
-    :meth:`from_wordnet`); it is validated once and compiled into flat arrays
-    (:attr:`compiled`) that every distance, target, loss and metric uses.
+    :meth:`from_paths`, :meth:`from_nested`, :meth:`load`, or
+    :func:`taxosmooth.wordnet.taxonomy_from_wordnet`); it is validated once and
+    compiled into flat arrays (:attr:`compiled`) that every distance, target,
+    loss and metric uses.
 
     Parameters (shared by all constructors)
     ----------------------------------------
@@ -53,14 +54,16 @@ class Taxonomy:
     >>> tax = Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
     >>> tax.classes
     ('horse', 'zebra', 'whale', 'shark')
-    >>> tax.distances("lca_height")[0].tolist()  # from horse
-    [0.0, 1.0, 2.0, 2.0]
+    >>> tax.target_names  # target ids: the classes, then the internal nodes in depth-first order
+    ('horse', 'zebra', 'whale', 'shark', 'animal', 'mammal', 'sea')
     """
 
-    __slots__ = ("_classes", "_names", "_index", "_class_index", "_compiled", "_report", "_virtual_root", "__weakref__")
+    __slots__ = ("_classes", "_names", "_index", "_class_index", "_target_names", "_target_index", "_compiled",
+                 "_report", "_virtual_root", "__weakref__")
 
     def __init__(self, *args, **kwargs):
-        raise TypeError("build a Taxonomy with Taxonomy.from_networkx, from_edges, from_paths, from_nested, load or from_wordnet")
+        raise TypeError("build a Taxonomy with Taxonomy.from_networkx, from_edges, from_paths, from_nested or load "
+                        "(or taxosmooth.wordnet.taxonomy_from_wordnet)")
 
     # ------------------------------------------------------------------ construction
     _OPTIONS = ("multiple_parents", "multiple_roots", "root_name", "contract_unary")
@@ -96,6 +99,8 @@ class Taxonomy:
         self._names = tuple(names)
         self._index = {n: i for i, n in enumerate(names)}
         self._class_index = {c: i for i, c in enumerate(self._classes)}
+        self._target_names = tuple(self._names[v] for v in compiled.target_node)
+        self._target_index = {n: i for i, n in enumerate(self._target_names)}
         self._compiled = compiled
         self._report = tuple(report) + tuple(built.report)
         self._virtual_root = built.virtual_root
@@ -150,13 +155,6 @@ class Taxonomy:
         from taxosmooth.taxonomy.io import graph_from_nested
 
         return cls._from_graph(graph_from_nested(mapping), classes, **options)
-
-    @classmethod
-    def from_wordnet(cls, synsets: Iterable, **options) -> Taxonomy:
-        """From WordNet synsets: their hypernym closure, made a tree. See :mod:`taxosmooth.wordnet`."""
-        from taxosmooth.wordnet import taxonomy_from_wordnet
-
-        return taxonomy_from_wordnet(synsets, **options)
 
     @classmethod
     def load(cls, path: str | os.PathLike, classes: Sequence[Hashable] | None = None, **options) -> Taxonomy:
@@ -291,18 +289,137 @@ class Taxonomy:
             u = int(parent[u])
         return self._names[u]
 
-    # ------------------------------------------------------------------ distances
-    def distances(self, kind: str = "lca_height", dtype=np.float64) -> np.ndarray:
-        """All-pairs class distances ``(C, C)`` in class order; see :func:`taxosmooth.distances.class_distances`."""
-        from taxosmooth.distances import class_distances
+    # ------------------------------------------------------------------ target ids
+    @property
+    def target_names(self) -> tuple:
+        """The name of every target id: the classes (ids ``0 … C-1``, class order), then the
+        internal nodes (ids ``C … N-1``, depth-first order). See :meth:`encode`."""
+        return self._target_names
 
-        return class_distances(self, kind, dtype=dtype)
+    def encode(self, labels) -> np.ndarray:
+        """Target ids of node names: int64, one per label.
 
-    def node_distance(self, kind: str = "lca_height") -> np.ndarray:
-        """The distance as a function of the LCA node; see :func:`taxosmooth.distances.node_distance`."""
-        from taxosmooth.distances import node_distance
+        A class keeps its class index in ``[0, C)`` (its logit column); an
+        internal node — a coarse label such as a genus — gets an id in
+        ``[C, num_nodes)``, in depth-first order. Losses and metrics accept ids
+        ``>= C`` only with ``coarse_labels=True``.
 
-        return node_distance(self, kind)
+        Parameters
+        ----------
+        labels : str or sequence of node names
+            One name (a 0-dim array is returned) or a sequence of names.
+
+        Raises
+        ------
+        UnknownClassError
+            Naming every unknown label (the first ten), its position and the
+            closest names.
+
+        Examples
+        --------
+        >>> tax = Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
+        >>> tax.encode(["zebra", "sea", "horse"]).tolist()
+        [1, 6, 0]
+        >>> tax.decode([1, 6, 0])
+        ['zebra', 'sea', 'horse']
+        """
+        index = self._target_index
+        if isinstance(labels, (str, bytes)):
+            return np.asarray(self._encode_one(labels, None), dtype=np.int64)
+        if not isinstance(labels, Iterable):
+            raise TypeError(f"labels must be a node name or a sequence of node names, got {type(labels).__name__}")
+        out = []
+        unknown = []
+        for i, name in enumerate(labels):
+            try:
+                out.append(index[name])
+            except (KeyError, TypeError):
+                unknown.append((i, name))
+                out.append(-1)
+        if unknown:
+            raise UnknownClassError(self._unknown_message(unknown))
+        return np.asarray(out, dtype=np.int64).reshape(len(out))
+
+    def _encode_one(self, name, position) -> int:
+        try:
+            return self._target_index[name]
+        except (KeyError, TypeError):
+            raise UnknownClassError(self._unknown_message([(position, name)])) from None
+
+    def _unknown_message(self, unknown: list) -> str:
+        import difflib
+
+        strings = [n for n in self._target_names if isinstance(n, str)]
+        parts = []
+        for i, name in unknown[:10]:
+            where = f" (position {i})" if i is not None else ""
+            close = difflib.get_close_matches(name, strings, n=3) if isinstance(name, str) else []
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            parts.append(f"{name!r}{where}{hint}")
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        noun = "label is" if len(unknown) == 1 else f"{len(unknown)} labels are"
+        return f"{noun} not a node of this taxonomy: " + "; ".join(parts) + more
+
+    def _check_ids(self, ids, name: str = "ids") -> np.ndarray:
+        """Target ids as an int64 array after checking their range; the error names the first bad one."""
+        if hasattr(ids, "detach"):  # a torch tensor
+            ids = ids.detach().cpu().numpy()
+        arr = np.asarray(ids)
+        if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+            raise TypeError(f"{name} must be integer target ids, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64, copy=False)
+        bad = (arr < 0) | (arr >= self.num_nodes)
+        if bad.any():
+            k = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise IndexError(f"{name}{list(k)} = {int(arr[k])} is not a target id in [0, {self.num_nodes})")
+        return arr
+
+    def decode(self, ids):
+        """Node names of target ids (the inverse of :meth:`encode`).
+
+        ``ids``: an int, or a sequence / numpy array / tensor of ints (any
+        shape: nested lists come back). Ids outside ``[0, num_nodes)`` raise
+        ``IndexError`` naming the first one.
+        """
+        arr = self._check_ids(ids)
+        names = self._target_names
+        if arr.ndim == 0:
+            return names[int(arr)]
+        return np.vectorize(names.__getitem__, otypes=[object])(arr).tolist() if arr.size else arr.tolist()
+
+    def target_depth(self, ids) -> np.ndarray:
+        """Depth (edges from the root) of each target id."""
+        c = self._compiled
+        return c.depth[c.target_node[self._check_ids(ids)]]
+
+    def ancestor_at_depth(self, ids, depth: int) -> np.ndarray:
+        """Target id of the ancestor at ``depth`` of each target id (the id itself at its own depth).
+
+        ``-1`` where the node is shallower than ``depth`` (it has no ancestor
+        there: a coarse label above that rank). No table: the ancestor at depth
+        ``k`` of node ``v`` is the last node of depth ``k`` before ``v`` in
+        pre-order, found by binary search. O(len(ids) · log N).
+
+        Examples
+        --------
+        >>> tax = Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
+        >>> tax.decode(tax.ancestor_at_depth(tax.encode(["horse", "whale"]), 1))
+        ['mammal', 'sea']
+        """
+        import numbers
+
+        if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 0:
+            raise ValueError(f"depth must be an int >= 0, got {depth!r}")
+        arr = self._check_ids(ids)
+        c = self._compiled
+        if depth > int(c.depth.max()):
+            return np.full(arr.shape, -1, dtype=np.int64)
+        node = c.target_node[arr]
+        level = c.levels[depth]
+        k = np.searchsorted(level, node, side="right") - 1
+        u = level[np.maximum(k, 0)]
+        inside = (k >= 0) & (node < c.subtree_end[u]) & (c.depth[node] >= depth)
+        return np.where(inside, c.node_target[u], -1).astype(np.int64)
 
     # ------------------------------------------------------------------ conversion
     def to_networkx(self) -> nx.DiGraph:
