@@ -40,7 +40,6 @@ import torch
 import torch.nn.functional as F
 
 import taxosmooth as ts
-from taxosmooth.tree_ops import segment_expand_leaf_order, segment_sum_leaf_order
 
 
 def synthetic_taxonomy(num_classes: int, depth: int, seed: int = 0, shuffle_classes: bool = False) -> ts.Taxonomy:
@@ -211,7 +210,7 @@ def main(argv=None) -> int:
             "HierarchicalSoftLabelLoss": ts.HierarchicalSoftLabelLoss(tax, beta=10.0),
             "HXELoss": ts.HXELoss(tax, alpha=0.5),
             "ExpectedCostLoss": ts.ExpectedCostLoss(tax),
-            "TreeWassersteinLoss": ts.TreeWassersteinLoss(tax),
+            "TreeWassersteinLoss": ts.TreeWassersteinLoss(tax, ce_weight=0.0),
             "PairwiseCostLoss": ts.PairwiseCostLoss(tax),
         }
         losses = {k: m.to(dev) for k, m in losses.items()}
@@ -234,13 +233,15 @@ def main(argv=None) -> int:
             speed_rows.append(row)
         if args.breakdown:
             tree = losses["HXELoss"].tree
-            lengths = tree.ring_lengths.index_select(0, target)
-            values = torch.rand(args.batch, 2 * tree.max_depth + 1, device=dev)
+            values = np.random.default_rng(0).random((args.batch, 2 * tree.num_rings - 1)).astype(np.float32)
             kernels = {
                 "F.cross_entropy": lambda z, t: F.cross_entropy(z, t),
                 "  log_softmax (forward only)": lambda z, t: torch.log_softmax(z.detach(), 1).sum(),
-                "  ring segment sum (forward only)": lambda z, t: segment_sum_leaf_order(z.detach(), lengths).sum(),
-                "  ring expansion (forward only)": lambda z, t: segment_expand_leaf_order(values, lengths, C).sum(),
+                "  ring layout (forward only)": lambda z, t: torch.tensor(float(tree.rings(t).lengths.sum())),
+                "  ring segment sum (forward only)":
+                    lambda z, t: torch.tensor(float(tree.rings(t).sum(z.detach().numpy()).sum())),
+                "  ring expansion (forward only)":
+                    lambda z, t: torch.tensor(float(tree.rings(t).expand(values).sum())),
             }
             fns = {k: _no_backward(f) for k, f in kernels.items()}
             ks = time_methods(fns, logits, target, max(2, args.rounds // 5), dev, block=args.block)
@@ -253,8 +254,8 @@ def main(argv=None) -> int:
             mem_rows.append({"C": C, "nodes": tax.num_nodes, "loss": k, "buffers": fmt_bytes(m.buffer_bytes()),
                              "bytes / node": f"{m.buffer_bytes() / tax.num_nodes:.0f}"})
         mem_rows.append({"C": C, "nodes": tax.num_nodes, "loss": "dense soft targets (C, C)",
-                         "buffers": fmt_bytes(dense_soft.targets.numel() * 4),
-                         "bytes / node": f"{dense_soft.targets.numel() * 4 / tax.num_nodes:.0f}"})
+                         "buffers": fmt_bytes(dense_soft.matrix.numel() * 4),
+                         "bytes / node": f"{dense_soft.matrix.numel() * 4 / tax.num_nodes:.0f}"})
     print()
     print(render(speed_rows, args.markdown))
     print()

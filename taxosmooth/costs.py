@@ -4,7 +4,15 @@
 largest cost) or passed through a user function. The diagonal is always 0:
 a correct prediction costs nothing. Costs are used by
 :class:`~taxosmooth.losses.ExpectedCostLoss`, :class:`~taxosmooth.losses.PairwiseCostLoss`
-and conditional risk minimisation (:func:`~taxosmooth.decision.crm_predict`).
+and conditional risk minimisation (:func:`~taxosmooth.decision.crm_predict`);
+every one of them resolves its ``source`` with :func:`resolve_costs`, so the
+same arguments mean the same costs everywhere.
+
+A ``source`` is a :class:`~taxosmooth.Taxonomy` (``distance=`` picks the tree
+distance) or a ``(C, C)`` matrix of distances (finite, ``>= 0``, zero
+diagonal): ``transform`` and ``power`` apply to both, ``distance`` only to a
+taxonomy (refused with a matrix). With the defaults a matrix is the cost
+matrix itself.
 """
 
 from __future__ import annotations
@@ -15,24 +23,35 @@ import numpy as np
 import torch
 
 from taxosmooth._checks import check_float_dtype, check_positive, check_square_matrix
-from taxosmooth.distances import LCA_KINDS, check_kind, node_distance
-from taxosmooth.targets import distance_source
+from taxosmooth.distances import DistanceSource, resolve_source
 from taxosmooth.taxonomy import Taxonomy
 
-__all__ = ["cost_matrix", "node_costs"]
+__all__ = ["cost_matrix", "node_costs", "resolve_costs", "CostSource", "TRANSFORMS"]
 
 TRANSFORMS = ("identity", "normalize")
 
 
+def _check_transform(transform):
+    if transform is None or callable(transform) or transform in TRANSFORMS:
+        return transform
+    raise ValueError(f"transform must be one of {TRANSFORMS} or a callable (or None), got {transform!r}")
+
+
 def _apply(d: np.ndarray, power: float, transform, max_value: float, what: str) -> np.ndarray:
-    power = check_positive(power, "power")
-    out = d**power if power != 1.0 else d.copy()
-    if transform is None or transform == "identity":
-        return out
+    """``f(d)``: ``d ** power``, then the transform; every result is checked finite and ``>= 0``."""
+    with np.errstate(over="ignore"):
+        out = d**power if power != 1.0 else d.copy()
     if transform == "normalize":
-        m = max_value**power
-        return out / m if m > 0 else out
-    if callable(transform):
+        # the largest cost, computed as the entries are (d ** power), so that it is their maximum
+        with np.errstate(over="ignore"):
+            m = np.float64(max_value) ** power
+        if not np.isfinite(m):
+            raise ValueError(
+                f"power={power:g} overflows: the largest distance {max_value:g} ** {power:g} is not a finite "
+                "float64; lower the power (normalising first is not the same cost: pass a callable transform)"
+            )
+        out = out / m if m > 0 else out
+    elif callable(transform):
         res = np.asarray(transform(out), dtype=np.float64)
         if res.shape != out.shape:
             raise ValueError(f"transform must be elementwise: returned shape {res.shape} for input {out.shape}")
@@ -40,14 +59,112 @@ def _apply(d: np.ndarray, power: float, transform, max_value: float, what: str) 
         if bad.size:
             k = bad[0]
             where = tuple(int(i) for i in np.unravel_index(k, res.shape))
-            raise ValueError(f"transform gave {res.flat[k]} for {what} {where} (distance {out.flat[k]}); costs must be finite and >= 0")
+            raise ValueError(f"transform gave {res.flat[k]} for {what} {where} (distance {out.flat[k]}); costs must "
+                             "be finite and >= 0")
         return res
-    raise ValueError(f"transform must be one of {TRANSFORMS} or a callable, got {transform!r}")
+    bad = np.flatnonzero(~np.isfinite(out))
+    if bad.size:
+        k = bad[0]
+        where = tuple(int(i) for i in np.unravel_index(k, out.shape))
+        raise ValueError(f"power={power:g} overflows: distance {d.flat[k]} ** {power:g} for {what} {where} is not a "
+                         "finite float64; lower the power")
+    return out
+
+
+class CostSource:
+    """A resolved cost ``source``: a node-cost table (structured) or a dense ``(C, C)`` matrix.
+
+    Built by :func:`resolve_costs`.
+
+    Attributes
+    ----------
+    taxonomy : Taxonomy or None
+    num_classes : int
+    node_table : ndarray (N,) or None
+        ``cost[i, j] = node_table[LCA(i, j)]`` (0 on leaves) when the costs are
+        a function of the LCA node; ``None`` otherwise.
+    given_dtype : torch dtype or None
+        The floating dtype of a user matrix (losses keep it).
+    """
+
+    __slots__ = ("taxonomy", "num_classes", "node_table", "_dense", "given_dtype", "distance")
+
+    def __init__(self, taxonomy, distance, num_classes, node_table, dense, given_dtype):
+        self.taxonomy = taxonomy
+        self.distance = distance
+        self.num_classes = num_classes
+        self.node_table = node_table
+        self._dense = dense
+        self.given_dtype = given_dtype
+
+    @property
+    def structured(self) -> bool:
+        return self.node_table is not None
+
+    def dense(self) -> np.ndarray:
+        """The ``(C, C)`` float64 costs (read-only); for structured costs built on first use."""
+        if self._dense is None:
+            from taxosmooth.distances import class_distances, lca_matrix
+
+            if self.node_table is not None:
+                m = self.node_table[lca_matrix(self.taxonomy)]
+                np.fill_diagonal(m, 0.0)
+            else:  # pragma: no cover - resolve_costs fills _dense for the dense kinds
+                m = class_distances(self.taxonomy, self.distance)
+            m.setflags(write=False)
+            self._dense = m
+        return self._dense
+
+    def __repr__(self) -> str:
+        kind = "structured" if self.structured else "dense"
+        return f"<CostSource {kind}, {self.num_classes} classes>"
+
+
+def resolve_costs(
+    source,
+    distance: str | None = None,
+    transform: str | Callable | None = "identity",
+    power: float = 1.0,
+    *,
+    where: str = "source",
+    what: str = "cost matrix",
+) -> CostSource:
+    """Resolve a cost ``source`` once: the single place that turns "taxonomy or matrix" into costs.
+
+    Parameters
+    ----------
+    source : Taxonomy, array_like (C, C), Tensor (C, C) or CostSource
+        A taxonomy, or a distance matrix (with the default ``transform`` and
+        ``power``, the cost matrix itself).
+    distance : str, optional
+        Tree distance of a taxonomy (default ``"lca_height"``); refused with a matrix.
+    transform : {"identity", "normalize"}, None or callable, default "identity"
+    power : float, default 1.0
+    where : str
+        The caller's name, for error messages.
+    """
+    if isinstance(source, CostSource):
+        if distance is not None or transform not in (None, "identity") or power != 1.0:
+            raise ValueError(f"{where}: the costs are already resolved; pass distance, transform and power "
+                             "when resolving them")
+        return source
+    transform = _check_transform(transform)
+    power = check_positive(power, "power")
+    src = resolve_source(source, distance, where=where, what=what)
+    if src.structured:
+        table = node_costs(src.taxonomy, src.distance, transform, power)
+        table.setflags(write=False)
+        return CostSource(src.taxonomy, src.distance, src.num_classes, table, None, None)
+    d = src.dense()
+    cost = _apply(d, power, transform, float(d.max()), "entry")
+    check_square_matrix(cost, f"{where}: cost matrix")  # a callable must keep the diagonal at 0
+    cost.setflags(write=False)
+    return CostSource(src.taxonomy, src.distance, src.num_classes, None, cost, src.given_dtype)
 
 
 def cost_matrix(
     source,
-    distance: str = "lca_height",
+    distance: str | None = None,
     transform: str | Callable | None = "identity",
     power: float = 1.0,
     dtype: torch.dtype = torch.float32,
@@ -58,12 +175,14 @@ def cost_matrix(
     ----------
     source : Taxonomy or array_like (C, C)
         A taxonomy (its ``distance`` is used) or a distance matrix.
-    distance : str, default "lca_height"
+    distance : str, optional
+        Tree distance, with a taxonomy only (default ``"lca_height"``).
     transform : {"identity", "normalize"} or callable, default "identity"
         ``"normalize"`` divides by the largest cost (costs in [0, 1]); a
         callable maps a numpy array of ``d ** power`` elementwise to costs.
     power : float, default 1.0
         ``cost = d ** power`` before the transform.
+    dtype : torch.dtype, default torch.float32
 
     Examples
     --------
@@ -72,16 +191,14 @@ def cost_matrix(
     [0.0, 0.5, 1.0, 1.0]
     """
     check_float_dtype(dtype)
-    d = distance_source(source, distance)
-    cost = _apply(d, power, transform, float(d.max()), "entry")
-    check_square_matrix(cost, "cost matrix")  # a callable must keep the diagonal at 0
+    costs = resolve_costs(source, distance, transform, power, where="cost_matrix", what="distance matrix")
     device = source.device if isinstance(source, torch.Tensor) else None  # follow a tensor input
-    return torch.from_numpy(cost).to(device=device, dtype=dtype)
+    return torch.from_numpy(np.array(costs.dense())).to(device=device, dtype=dtype)
 
 
 def node_costs(
-    tax: Taxonomy,
-    distance: str = "lca_height",
+    taxonomy: Taxonomy,
+    distance: str | None = None,
     transform: str | Callable | None = "identity",
     power: float = 1.0,
 ) -> np.ndarray:
@@ -92,14 +209,17 @@ def node_costs(
     distances that are functions of the LCA node (``lca_height``,
     ``lca_depth_complement``).
     """
-    check_kind(distance)
-    if distance not in LCA_KINDS:
-        raise ValueError(f"{distance!r} is not a function of the LCA node; use cost_matrix() instead")
-    table = node_distance(tax, distance)
-    c = tax.compiled
-    branching = c.is_branching
-    max_value = float(table[branching].max()) if branching.any() else 0.0
-    out = _apply(table, power, transform, max_value, "node")
+    if not isinstance(taxonomy, Taxonomy):
+        raise TypeError(f"node_costs: taxonomy must be a Taxonomy, got {type(taxonomy).__name__}")
+    transform = _check_transform(transform)
+    power = check_positive(power, "power")
+    src: DistanceSource = resolve_source(taxonomy, distance, where="node_costs")
+    if not src.structured:
+        raise ValueError(f"{src.distance!r} is not a function of the LCA node; use cost_matrix() instead")
+    table = src.node_table
+    c = taxonomy.compiled
+    out = _apply(table, power, transform, src.max_distance(), "node")
     if np.any(out[c.is_leaf] != 0):
         raise ValueError("transform(0) must be 0: a correct prediction costs nothing")
-    return out
+    return np.array(out)
+

@@ -8,34 +8,26 @@
 Bertinetto et al., "Making Better Mistakes: Leveraging Class Hierarchies with
 Deep Networks", CVPR 2020, Sec. 3.2 ("soft labels"); their public code divides
 the distances by their maximum (``scale="max"``).
+
+**Coarse labels.** For a target id ``v`` that is an internal node ("the class
+is somewhere under ``v``"), the classes under ``v`` are one merged outcome at
+distance 0, and every other class ``j`` sits at ``d(v, j) = d(LCA(v, j))``:
+``q_v(merged) = 1 / Z``, ``q_v(j) = exp(-β d(LCA(v, j)) / s) / Z``. At a leaf
+this is ``q_t`` above (:func:`ring_soft_targets`).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-from taxosmooth._checks import check_float_dtype, check_positive, check_probability, check_square_matrix
-from taxosmooth.distances import LCA_KINDS, check_kind, class_distances, node_distance
+from taxosmooth._checks import check_float_dtype, check_positive, check_probability
+from taxosmooth.distances import DistanceSource, resolve_source
 from taxosmooth.taxonomy import Taxonomy
 
-__all__ = ["soft_targets", "resolve_scale", "distance_source"]
-
-
-def distance_source(source, distance: str = "lca_height") -> np.ndarray:
-    """Dense ``(C, C)`` distances from a :class:`Taxonomy` or a validated user matrix."""
-    if isinstance(source, Taxonomy):
-        return class_distances(source, check_kind(distance))
-    return check_square_matrix(source, "distance matrix")
-
-
-def max_pair_distance(tax: Taxonomy, distance: str) -> float:
-    """``max_{i != j} d(i, j)`` without building the matrix when ``d`` is a function of the LCA."""
-    if distance in LCA_KINDS:
-        c = tax.compiled
-        branching = c.is_branching
-        return float(node_distance(tax, distance)[branching].max()) if branching.any() else 0.0
-    return float(class_distances(tax, distance).max())
+__all__ = ["soft_targets", "beta_for_mass", "ring_soft_targets", "resolve_scale"]
 
 
 def resolve_scale(scale, max_distance: float) -> float:
@@ -49,10 +41,14 @@ def resolve_scale(scale, max_distance: float) -> float:
     return check_positive(scale, "scale")
 
 
+def _check_epsilon(epsilon) -> float | None:
+    return None if epsilon is None else check_probability(epsilon, "epsilon")
+
+
 def soft_targets(
     source,
     beta: float,
-    distance: str = "lca_height",
+    distance: str | None = None,
     scale="max",
     epsilon: float | None = None,
     dtype: torch.dtype = torch.float32,
@@ -63,12 +59,13 @@ def soft_targets(
     ----------
     source : Taxonomy or array_like (C, C)
         A taxonomy (its ``distance`` is used) or a distance matrix (finite,
-        non-negative, zero diagonal).
+        non-negative, zero diagonal), see :func:`~taxosmooth.distances.resolve_source`.
     beta : float
         Inverse temperature, ``>= 0``. ``beta = 0`` is uniform; large ``beta``
-        tends to the one-hot label.
-    distance : str, default "lca_height"
-        Kind of tree distance when ``source`` is a taxonomy.
+        tends to the one-hot label. :func:`beta_for_mass` picks it from the
+        mass wanted on the true class.
+    distance : str, optional
+        Kind of tree distance, with a taxonomy only (default ``"lca_height"``).
     scale : "max", None or float, default "max"
         Divide distances by ``s``: their maximum, 1, or the number given.
     epsilon : float in [0, 1], optional
@@ -77,7 +74,7 @@ def soft_targets(
 
     Returns
     -------
-    torch.Tensor (C, C), rows sum to 1.
+    torch.Tensor (C, C), rows sum to 1; on the device of a tensor ``source``.
 
     Examples
     --------
@@ -88,15 +85,170 @@ def soft_targets(
     """
     beta = check_positive(beta, "beta", allow_zero=True)
     check_float_dtype(dtype)
-    d = distance_source(source, distance)
+    epsilon = _check_epsilon(epsilon)
+    src = resolve_source(source, distance, where="soft_targets")
+    d = src.dense()
     s = resolve_scale(scale, float(d.max()))
-    logits = -beta * d / s
-    # the diagonal is 0 and every other entry <= 0, so exp never overflows
-    q = np.exp(logits - logits.max(axis=1, keepdims=True))
+    # -beta d / s <= 0 with 0 on the diagonal: exp never overflows and each row's sum is >= 1
+    # (a huge beta makes the product -inf: exp gives 0, no warning needed)
+    with np.errstate(over="ignore"):
+        q = np.exp(-beta * (d / s))
     q /= q.sum(axis=1, keepdims=True)
     if epsilon is not None:
-        epsilon = check_probability(epsilon, "epsilon")
         q *= epsilon
         q[np.diag_indices_from(q)] += 1.0 - epsilon
     device = source.device if isinstance(source, torch.Tensor) else None  # follow a tensor input
     return torch.from_numpy(q).to(device=device, dtype=dtype)
+
+
+def _ring_layout(src: DistanceSource):
+    """Per target id: ring sizes ``n`` and ring distances ``d`` (num_nodes, K+1), for an LCA kind.
+
+    Ring 0 of target id ``v`` is the subtree of ``v`` (its classes, one merged
+    outcome); ring ``k >= 1`` the classes whose LCA with ``v`` is the ``k``-th
+    ancestor ``a_k`` of ``v``, each at distance ``node_table[a_k]``. Padding
+    entries (beyond the root) have size 0.
+    """
+    c = src.taxonomy.compiled
+    path = node_paths(c)  # (N, K+1) node ids, target-id order, padded with -1
+    safe = np.maximum(path, 0)
+    size = (c.leaf_hi - c.leaf_lo)[safe].astype(np.float64)
+    size[path < 0] = 0.0
+    ring = np.diff(size, axis=1, prepend=0.0)  # subtree(a_k) \ subtree(a_{k-1})
+    d = src.node_table[safe].copy()
+    d[:, 0] = 0.0
+    return ring, d
+
+
+def node_paths(c) -> np.ndarray:
+    """``(num_nodes, K+1)`` node ids from each target id's node up to the root, padded with ``-1``.
+
+    Row ``i`` belongs to target id ``i`` (a class's row equals its ``class_path``).
+    """
+    n = c.num_nodes
+    K = c.max_depth
+    path = np.full((n, K + 1), -1, dtype=np.int64)
+    path[:, 0] = c.target_node
+    for k in range(1, K + 1):
+        prev = path[:, k - 1]
+        ok = prev > 0  # the root (node 0) has no parent
+        path[ok, k] = c.parent[prev[ok]]
+    return path
+
+
+def ring_soft_targets(taxonomy: Taxonomy, beta: float, distance: str | None = None, scale="max",
+                      epsilon: float | None = None) -> np.ndarray:
+    """Soft-target masses per ring, for every target id: float64 ``(num_nodes, K+1)``.
+
+    Column 0 is the mass of ring 0 as a whole (the target class, or the merged
+    classes under a coarse label); column ``k >= 1`` is the mass of *each*
+    class of ring ``k``. So for a class ``t`` and ``LCA(t, j) = a_k``, ``k >= 1``,
+    ``out[t, k] = soft_targets(...)[t, j]`` and ``out[t, 0] = soft_targets(...)[t, t]``;
+    for a coarse label see the module docstring. Rows times the ring sizes
+    (ring 0 counted once) sum to 1. LCA kinds only: the structured form.
+    """
+    beta = check_positive(beta, "beta", allow_zero=True)
+    epsilon = _check_epsilon(epsilon)
+    src = resolve_source(taxonomy, distance, where="ring_soft_targets")
+    if src.taxonomy is None:
+        raise TypeError("ring_soft_targets needs a Taxonomy")
+    if not src.structured:
+        raise ValueError(
+            f"distance {src.distance!r} is not a function of the LCA node, so it has no structured form; "
+            "use the dense soft_targets() matrix"
+        )
+    s = resolve_scale(scale, src.max_distance())
+    ring, d = _ring_layout(src)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(-beta * (d / s))  # every exponent <= 0: no overflow; ring 0 has e = 1
+    e[:, 0] = 1.0
+    counts = ring.copy()
+    counts[:, 0] = 1.0  # ring 0 is one outcome
+    z = (e * counts).sum(axis=1, keepdims=True)
+    q = e / z
+    q[ring == 0] = 0.0
+    if epsilon is not None:
+        q *= epsilon
+        q[:, 0] += 1.0 - epsilon
+    return q
+
+
+def beta_for_mass(
+    source,
+    mass: float,
+    distance: str | None = None,
+    scale="max",
+    epsilon: float | None = None,
+) -> float:
+    """The ``beta`` at which soft targets keep, on average over the classes, ``mass`` on the true class.
+
+    Solves ``(1/C) Σ_t q_t(t; β) = mass`` for ``β`` (with ``q`` as in
+    :func:`soft_targets`, the same ``distance``, ``scale`` and ``epsilon``).
+    The mean is strictly increasing in ``β``: from ``1/C`` (``β = 0``, uniform
+    targets; with ``epsilon``, ``1 - ε + ε/C``) towards ``1`` (one-hot) — less
+    when a user matrix has zero distances off the diagonal. Bisection to
+    ``1e-12`` relative in ``β``; O(nodes) per step for the LCA kinds, O(C²)
+    otherwise.
+
+    Parameters
+    ----------
+    source : Taxonomy or array_like (C, C)
+    mass : float
+        The mean target mass on the true class, strictly between the two limits above.
+    distance, scale, epsilon
+        As in :func:`soft_targets`.
+
+    Examples
+    --------
+    >>> tax = Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
+    >>> beta = beta_for_mass(tax, 0.8)
+    >>> round(float(soft_targets(tax, beta).diagonal().mean()), 6)
+    0.8
+    """
+    epsilon = _check_epsilon(epsilon)
+    if isinstance(mass, bool) or not isinstance(mass, (int, float, np.floating, np.integer)):
+        raise TypeError(f"mass must be a number in (0, 1), got {mass!r}")
+    mass = float(mass)
+    src = resolve_source(source, distance, where="beta_for_mass")
+    C = src.num_classes
+    if src.structured:
+        ring, d = _ring_layout(src)
+        ring, d = ring[:C], d[:C]  # the classes' rows
+        s = resolve_scale(scale, src.max_distance())
+        d = d / s
+        counts = ring
+    else:
+        dense = src.dense()
+        s = resolve_scale(scale, float(dense.max()))
+        d = dense / s
+        counts = None
+
+    def mean_mass(beta: float) -> float:
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            e = np.exp(-beta * d)
+        e[np.isnan(e)] = 1.0  # beta * 0 with beta = inf
+        z = (e * counts).sum(axis=1) if counts is not None else e.sum(axis=1)
+        q = 1.0 / z if counts is not None else np.diagonal(e) / z
+        if epsilon is not None:
+            q = (1.0 - epsilon) + epsilon * q
+        return float(q.mean())
+
+    low, high = mean_mass(0.0), mean_mass(math.inf)
+    if not low < mass < high:
+        raise ValueError(
+            f"mass must lie strictly between {low:.6g} (beta = 0) and {high:.6g} (beta -> inf) for this "
+            f"source{'' if epsilon is None else f' and epsilon={epsilon:g}'}, got {mass!r}"
+        )
+    lo, hi = 0.0, 1.0
+    while mean_mass(hi) < mass:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mean_mass(mid) < mass:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * hi:
+            break
+    return 0.5 * (lo + hi)
+

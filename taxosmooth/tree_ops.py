@@ -1,65 +1,64 @@
-"""Hierarchy primitives in torch: subtree sums, top-down accumulation, ancestor rings.
+"""Hierarchy primitives: the compiled tree as tensors, per-batch ring layouts, node passes.
 
-:class:`TreeTensors` holds the index tensors of a :class:`~taxosmooth.taxonomy.CompiledTree`
-as (non-persistent) module buffers, so a loss or metric that owns one as a
-sub-module moves it with ``.to(device)`` and keeps it out of ``state_dict``
-(it is derived from the taxonomy, which is configuration, not state). Every
-operation is a handful of vectorized torch calls, O(batch × nodes) or
-O(batch × classes); none loops over samples or class pairs, and none builds a
-``(C, C)`` tensor.
+:class:`TreeTensors` holds what the losses, decisions and metrics need of a
+:class:`~taxosmooth.taxonomy.CompiledTree`: index tensors as non-persistent
+buffers (they follow ``.to(device)`` and stay out of ``state_dict``: they are
+derived from the taxonomy, which is configuration, not state), the same
+arrays in numpy for the CPU kernels, and vectorized passes over them. Nothing
+loops over samples or class pairs, and nothing builds a ``(C, C)`` tensor.
 
 Conventions
 -----------
 * ``x`` with a trailing class dimension ``(..., C)`` is in **class order**
   (the model's logit columns); node values ``(..., N)`` are indexed by
-  **compiled node id** (DFS pre-order, root = 0).
-* ``K = max_depth`` (the largest class depth). The ancestor path of class ``t``
-  is ``a_0 = t, a_1 = parent(t), ..., a_{depth(t)} = root``; for
-  ``k > depth(t)`` it is padded with the root, so every path has ``K + 1``
-  entries (:attr:`TreeTensors.path`).
-* The **ring** ``k`` of class ``t`` is the set of classes ``j`` with
-  ``LCA(t, j) = a_k``: ``subtree(a_k) \\ subtree(a_{k-1})`` (ring 0 is ``{t}``;
-  rings of padding entries, and of unary-chain nodes, are empty). Any function
-  of the LCA node, e.g. ``d(t, j) = table[LCA(t, j)]``, is constant on a ring,
-  which is what makes structured losses O(batch × classes).
+  **compiled node id** (DFS pre-order, root = 0). The **leaf order** is the
+  DFS order of the classes, in which every subtree is a contiguous range.
+* A **target id** (:meth:`~taxosmooth.Taxonomy.encode`) names a class
+  (``[0, C)``) or an internal node (``[C, N)``, a coarse label).
+
+Rings
+-----
+For a target id ``v`` with ancestors ``a_1 = parent(v), …, root``, the **ring**
+of ``a_k`` is ``subtree(a_k) \\ subtree(a_{k-1})``: the classes ``j`` with
+``LCA(v, j) = a_k``; ring 0 is the subtree of ``v`` itself (the class, or the
+classes under a coarse label). Any function of the LCA node is constant on a
+ring, which is what makes the structured losses O(batch × classes).
+Ancestors with an empty ring (single-child nodes) are skipped: the **ring
+nodes** of ``v`` are ``r_0 = v`` and its branching ancestors ``r_1, r_2, …``
+(``r_{k+1} = parent(top(r_k))``, ``top(u)`` the highest node reached from ``u``
+through single-child parents), at most ``R`` of them per class, padded with
+the root. In leaf order each ring is at most two contiguous **segments**
+(left and right of the inner rings): a target's ``S = 2R - 1`` segments have
+breakpoints ``lo(r_{R-1}) <= … <= lo(r_0) < hi(r_0) <= … <= hi(r_{R-1})``, and
+segment ``s`` belongs to ring ``|s - (R - 1)|``. :meth:`TreeTensors.rings`
+lays out a batch once (:class:`Rings`); the losses then read as arithmetic on
+``(B, R)`` ring values, ``(B, S)`` segment sums and ``(B, C)`` expansions.
+
+Kernels
+-------
+One switch, :func:`set_kernels`, decides how the losses compute:
+``"auto"`` (default) runs the fused CPU kernels (numpy ``reduceat`` / ``repeat``
+over the segment layout, gradient written in the forward) for eager float32 /
+float64 CPU tensors, and the pure-torch, autograd-differentiable formulation
+everywhere else: other devices, ``torch.compile``, ``torch.jit.trace``,
+``torch.func`` transforms, and double backward. ``"torch"`` forces the
+torch formulation on every device (the tests use it to check one against the
+other). :func:`use_host_kernels` is the single place that decides.
 
 Exactness
 ---------
-Subtree and ring sums add the leaf values of each subtree directly (segment
-sums over contiguous DFS leaf ranges, bottom-up level by level); no prefix sum
-is ever differenced, so small subtrees next to large ones lose no precision.
-:meth:`TreeTensors.subtree_logsumexp` works in log space with a per-node
-maximum, so log-probabilities of subtrees whose probability underflows stay
-finite.
-
-Speed
------
-The ring kernels (:func:`segment_sum_leaf_order`, :func:`segment_expand_leaf_order`)
-run on numpy's ``np.add.reduceat`` (pairwise summation per segment) and
-``np.repeat`` for CPU tensors, several times faster there than
-``torch.segment_reduce`` and a ``repeat_interleave`` gather, which they use on
-other devices and under ``torch.compile``.
-
-API (stable)
-------------
-``TreeTensors(tree)``
-    ``tree`` a :class:`~taxosmooth.Taxonomy` or :class:`~taxosmooth.taxonomy.CompiledTree`.
-Attributes (Python ints): ``num_nodes`` (N), ``num_classes`` (C), ``max_depth`` (K).
-Buffers, int64: ``parent`` (N,; root's parent is 0), ``depth`` (N,), ``class_node`` (C,),
-``class_position`` (C,), ``position_class`` (C,), ``path`` (C, K+1; padded with the root),
-``path_len`` (C,; ``depth(t) + 1``, the number of real path entries); int32: ``ring_lengths`` (C, 2K+1),
-the lengths of the DFS leaf segments of each class's rings (segment ``s`` belongs to ring ``|s - K|``),
-and ``ring_starts`` (C, 2K+1), their offsets in the leaf order.
-Low-level kernels (not differentiable, leaf order): :func:`segment_sum_leaf_order`,
-:func:`segment_expand_leaf_order`, :func:`ring_sum_leaf_order`, :func:`ring_expand_leaf_order`.
-Methods: :meth:`subtree_sum`, :meth:`subtree_logsumexp`, :meth:`accumulate_down`,
-:meth:`node_to_class`, :meth:`path_of`, :meth:`path_mask`, :meth:`gather_path`,
-:meth:`ring_sum`, :meth:`ring_expand`, :meth:`ring_rows`, :meth:`segment_rows`, :meth:`to_leaf_order`,
-:meth:`to_class_order`. CPU kernels (numpy): :func:`host_segment_layout`, :func:`host_segment_reduce`,
-:func:`host_segment_sum`.
+Subtree and segment sums add the leaf values of each subtree directly
+(per level, or per segment), never as a difference of prefix sums, so small
+subtrees next to large ones lose no precision. Log-space passes
+(:meth:`TreeTensors.subtree_logsumexp`, :meth:`Rings.logsumexp`) shift each
+subtree or segment by its own maximum, so log-probabilities of subtrees whose
+probability underflows stay finite.
 """
 
 from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -67,14 +66,55 @@ from torch import nn
 
 from taxosmooth.taxonomy import CompiledTree, Taxonomy
 
-__all__ = [
-    "TreeTensors",
-    "compiled_tree",
-    "ring_sum_leaf_order",
-    "ring_expand_leaf_order",
-    "segment_sum_leaf_order",
-    "segment_expand_leaf_order",
-]
+__all__ = ["TreeTensors", "Rings", "set_kernels", "kernels", "use_host_kernels", "compiled_tree"]
+
+# ------------------------------------------------------------------ the one switch
+KERNEL_MODES = ("auto", "torch")
+_KERNELS = "auto"
+
+
+def set_kernels(mode: str) -> str:
+    """Choose how the losses compute; returns the previous mode.
+
+    ``"auto"`` (default): fused numpy kernels for eager float32/float64 CPU
+    tensors, the pure-torch formulation elsewhere. ``"torch"``: the pure-torch
+    formulation everywhere (slower on the CPU; what other devices, compilation,
+    tracing and ``torch.func`` always use).
+    """
+    global _KERNELS
+    if mode not in KERNEL_MODES:
+        raise ValueError(f"kernel mode must be one of {', '.join(KERNEL_MODES)}, got {mode!r}")
+    previous, _KERNELS = _KERNELS, mode
+    return previous
+
+
+@contextlib.contextmanager
+def kernels(mode: str):
+    """Context manager form of :func:`set_kernels`."""
+    previous = set_kernels(mode)
+    try:
+        yield
+    finally:
+        set_kernels(previous)
+
+
+def _is_functorch_wrapped(x: torch.Tensor) -> bool:
+    try:
+        return bool(torch._C._functorch.is_functorch_wrapped_tensor(x))
+    except AttributeError:  # pragma: no cover - older torch
+        return False
+
+
+def use_host_kernels(x: torch.Tensor) -> bool:
+    """Whether the fused CPU (numpy) kernels apply to ``x``: the single decision point.
+
+    True for an eager float32/float64 CPU tensor that numpy can read, with the
+    switch on ``"auto"``; False while compiling, tracing, under ``torch.func``
+    transforms, for other dtypes or devices.
+    """
+    return (_KERNELS == "auto" and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and not _is_functorch_wrapped(x))
 
 
 def compiled_tree(tree) -> CompiledTree:
@@ -86,8 +126,12 @@ def compiled_tree(tree) -> CompiledTree:
     raise TypeError(f"expected a Taxonomy or CompiledTree, got {type(tree).__name__}")
 
 
-def _t(a) -> torch.Tensor:
-    return torch.as_tensor(np.ascontiguousarray(a, dtype=np.int64).copy())
+def _t(a, dtype=torch.int64) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(a).copy()).to(dtype)
+
+
+#: tables larger than this are refused before they are allocated
+TABLE_BYTES_LIMIT = 4 * 1024**3
 
 
 class _Permute(torch.autograd.Function):
@@ -104,174 +148,89 @@ class _Permute(torch.autograd.Function):
         return _Permute.apply(grad, inverse, perm), None, None
 
 
-def _fold_segments(seg: torch.Tensor, ring_of_segment: torch.Tensor, K: int) -> torch.Tensor:
-    # segment s of a ring layout belongs to ring |s - K|
-    return seg.new_zeros((seg.shape[0], K + 1)).index_add_(1, ring_of_segment, seg)
-
-
-# the tests turn this off to run the device kernels (torch ops) on the CPU too
-_HOST_KERNELS = True
-
-
-def _host_kernel(x: torch.Tensor) -> bool:
-    # numpy's segment kernels (np.add.reduceat, np.repeat) run several times faster than
-    # torch.segment_reduce / repeat_interleave + gather on the CPU; on other devices, and
-    # while tracing for torch.compile, the torch ops are used
-    return (_HOST_KERNELS and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and not torch.compiler.is_compiling())
-
-
-_OFFSETS: dict = {}
-
-
-def _row_offsets(b: int, c: int) -> np.ndarray:
-    """``[[0], [c], [2c], ...]`` (b, 1) int64, cached: the same batch shape comes back every step."""
-    key = (b, c)
-    out = _OFFSETS.get(key)
-    if out is None:
-        if len(_OFFSETS) > 64:
-            _OFFSETS.clear()
-        out = _OFFSETS[key] = np.arange(0, b * c, c, dtype=np.int64)[:, None]
-        out.flags.writeable = False
-    return out
-
-
-def host_segment_layout(starts: np.ndarray, lengths: np.ndarray, c: int):
-    """Flat ``np.add.reduceat`` indices for segments of rows of length ``c``: ``(index, empty, fix)``.
-
-    ``starts``/``lengths`` (B, S) per row (``starts`` the segments' offsets in the
-    row). ``empty`` marks the empty segments (reduceat gives them one element:
-    they are zeroed); reduceat needs indices below ``B·c``, so empty segments at
-    the end of the last row are moved back one place, and ``fix`` is the
-    segment that then misses the last element (``-1``: none). Depends on the
-    targets only, so it is prepared before the big passes over the batch.
-    """
-    b = starts.shape[0]
-    index = np.add(starts, _row_offsets(b, c)).reshape(-1)
-    empty = lengths.reshape(-1) == 0
-    n = b * c
-    fix = -1
-    if index[-1] >= n:
-        np.minimum(index, n - 1, out=index)
-        # the last non-empty segment stops one short of the end (unless it is the last element alone)
-        k = int(np.flatnonzero(~empty)[-1])
-        fix = k if index[k] < n - 1 else -1
-    return index, empty, fix
-
-
-def host_segment_reduce(x: np.ndarray, layout) -> np.ndarray:
-    """Segment sums (B, S) of ``x`` (B, C) on a :func:`host_segment_layout`: one ``np.add.reduceat``."""
-    index, empty, fix = layout
-    flat = x.reshape(-1)
-    seg = np.add.reduceat(flat, index)
-    if fix >= 0:
-        seg[fix] += flat[-1]
-    seg[empty] = 0
-    return seg.reshape(x.shape[0], -1)
-
-
-def host_segment_sum(x: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """numpy kernel of :func:`segment_sum_leaf_order`: ``x`` (B, C), ``starts``/``lengths`` (B, S) per row.
-
-    ``starts`` are each row's segment offsets within the row (the exclusive
-    cumulative sum of ``lengths``). One ``np.add.reduceat`` over the whole
-    batch; empty segments are set to 0.
-    """
-    b, c = x.shape
-    if b == 0:
-        return np.zeros(starts.shape, dtype=x.dtype)
-    return host_segment_reduce(x, host_segment_layout(starts, lengths, c))
-
-
-def segment_sum_leaf_order(x_leaf: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor | None = None
-                           ) -> torch.Tensor:
-    """Sums of ``x_leaf`` (B, C) over each row's consecutive segments of the given ``lengths`` (B, S).
-
-    Each row's lengths add up to ``C``; empty segments sum to 0. Every segment
-    is summed on its own (pairwise summation on the CPU), never as a difference
-    of prefix sums. Not differentiable: the low-level kernel of fused losses.
-    With ``lengths = ring_lengths[target]``, segment ``s`` belongs to ring
-    ``|s - K|`` (:func:`ring_sum_leaf_order` folds them). ``starts``, the
-    segments' offsets within each row (``ring_starts[target]``), saves the CPU
-    kernel a cumulative sum.
-    """
-    b = x_leaf.shape[0]
-    if b == 0:  # segment_reduce refuses empty inputs
-        return x_leaf.new_zeros((0, lengths.shape[-1]))
-    if not _host_kernel(x_leaf):
-        return torch.segment_reduce(x_leaf.contiguous(), "sum", lengths=lengths.long(), axis=1)
-    ln = lengths.numpy()
-    st = np.cumsum(ln, axis=1, dtype=np.int64) - ln if starts is None else starts.numpy()
-    return torch.from_numpy(host_segment_sum(x_leaf.detach().contiguous().numpy(), st, ln))
-
-
-def segment_expand_leaf_order(seg_values: torch.Tensor, lengths: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``out[b, j] = seg_values[b, s]`` for ``j`` in segment ``s`` of row ``b`` (B, C); not differentiable.
-
-    The adjoint of :func:`segment_sum_leaf_order`: a fresh tensor, the caller may
-    modify it in place.
-    """
-    b = seg_values.shape[0]
-    if b > 0 and _host_kernel(seg_values):
-        values = seg_values.detach().contiguous().numpy().reshape(-1)
-        return torch.from_numpy(np.repeat(values, lengths.numpy().reshape(-1))).view(b, num_classes)
-    # an int32 gather index is half the memory traffic of repeat_interleave's int64 one
-    index = torch.repeat_interleave(lengths.reshape(-1).to(torch.int32, copy=False), output_size=b * num_classes)
-    return seg_values.reshape(-1).index_select(0, index).view(b, num_classes)
-
-
-def ring_sum_leaf_order(x_leaf: torch.Tensor, lengths: torch.Tensor, ring_of_segment: torch.Tensor) -> torch.Tensor:
-    """Ring sums of ``x_leaf`` (B, C) in leaf order, ``lengths = ring_lengths[target]``; not differentiable.
-
-    The low-level kernel behind :meth:`TreeTensors.ring_sum`, for fused losses
-    that write their own backward.
-    """
-    K = (ring_of_segment.shape[0] - 1) // 2
-    return _fold_segments(segment_sum_leaf_order(x_leaf, lengths), ring_of_segment, K)
-
-
-def ring_expand_leaf_order(values: torch.Tensor, lengths: torch.Tensor, ring_of_segment: torch.Tensor,
-                           num_classes: int) -> torch.Tensor:
-    """``out[b, j] = values[b, ring(j)]`` (B, C) in leaf order; not differentiable.
-
-    The low-level kernel behind :meth:`TreeTensors.ring_expand`.
-    """
-    return segment_expand_leaf_order(values.index_select(1, ring_of_segment), lengths, num_classes)
-
-
-class _RingSum(torch.autograd.Function):
-    """Ring sums in leaf order; the backward is :class:`_RingExpand` (they are adjoint)."""
-
-    @staticmethod
-    def forward(ctx, x_leaf, lengths, ring_of_segment):
-        ctx.save_for_backward(lengths, ring_of_segment)
-        ctx.num_classes = x_leaf.shape[1]
-        return ring_sum_leaf_order(x_leaf, lengths, ring_of_segment)
-
-    @staticmethod
-    def backward(ctx, grad):
-        lengths, ring_of_segment = ctx.saved_tensors
-        return _RingExpand.apply(grad, lengths, ring_of_segment, ctx.num_classes), None, None
-
-
-class _RingExpand(torch.autograd.Function):
-    """``out[b, j] = values[b, ring(j)]`` in leaf order; the backward is :class:`_RingSum`."""
-
-    @staticmethod
-    def forward(ctx, values, lengths, ring_of_segment, num_classes):
-        ctx.save_for_backward(lengths, ring_of_segment)
-        return ring_expand_leaf_order(values, lengths, ring_of_segment, num_classes)
-
-    @staticmethod
-    def backward(ctx, grad):
-        lengths, ring_of_segment = ctx.saved_tensors
-        return _RingSum.apply(grad, lengths, ring_of_segment), None, None, None
-
-
 def _flat(x: torch.Tensor, size: int, what: str) -> torch.Tensor:
     if x.dim() < 1 or x.shape[-1] != size:
         raise ValueError(f"{what} must have a last dimension of size {size}, got shape {tuple(x.shape)}")
     return x.reshape(-1, size)
+
+
+@dataclass(frozen=True)
+class _HostTree:
+    """The numpy arrays of the CPU kernels (read-only)."""
+
+    leaf_lo: np.ndarray  # (N,)
+    leaf_hi: np.ndarray  # (N,)
+    depth: np.ndarray  # (N,)
+    target_node: np.ndarray  # (N,)
+    node_target: np.ndarray  # (N,)
+    class_position: np.ndarray  # (C,)
+    position_class: np.ndarray  # (C,)
+    ring_nodes: np.ndarray  # (C, R) class order; padded with the root
+    first_class: np.ndarray  # (N,) the class at the first leaf position of each node
+    ring_shift: np.ndarray  # (N,) rings of first_class at or below the node (excluding ring 0)
+    leaf_node: np.ndarray  # (C,) node id at each leaf position
+    top: np.ndarray  # (N,) top(u): the highest node reached from u through single-child parents
+    subtree_end: np.ndarray  # (N,) node ids of the subtree of u are [u, subtree_end[u])
+    is_leaf: np.ndarray  # (N,) bool
+    # node passes, in leaf-order-aware level layout (see _LevelLayout)
+    levels: tuple
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One step of a bottom-up pass: the internal nodes of depth ``d - 1`` combine their children at depth ``d``."""
+
+    parents: np.ndarray  # node ids of the internal nodes at depth d-1 (increasing)
+    children: np.ndarray  # node ids at depth d (increasing); the children of consecutive parents are consecutive
+    starts: np.ndarray  # offsets in ``children`` of each parent's first child (for reduceat)
+    counts: np.ndarray  # number of children of each parent
+    parent_of_child: np.ndarray  # index into ``parents`` of each child's parent
+
+
+def _top_of_chain(c: CompiledTree, n_children: np.ndarray) -> np.ndarray:
+    """``top(u)``: climb from ``u`` while the parent has a single child (the root stops the climb)."""
+    n = c.num_nodes
+    top = np.arange(n, dtype=np.int64)
+    for d in range(1, len(c.levels)):
+        lv = c.levels[d]
+        par = c.parent[lv]
+        top[lv] = np.where(n_children[par] == 1, top[par], lv)
+    return top
+
+
+def _ring_nodes(c: CompiledTree, top: np.ndarray) -> np.ndarray:
+    """``(C, R)`` ring nodes of every class (class order), padded with the root."""
+    # the next ring node above u is the parent of top(u) (none above the root)
+    nxt = np.where(top > 0, c.parent[np.maximum(top, 0)], -1)
+    nxt[top == 0] = -1
+    rows = [c.class_node.astype(np.int64)]
+    cur = rows[0]
+    while True:
+        cur = np.where(cur >= 0, nxt[np.maximum(cur, 0)], -1)
+        if not (cur >= 0).any():
+            break
+        rows.append(cur)
+        size = len(rows) * c.num_classes * 8
+        if size > TABLE_BYTES_LIMIT:
+            raise MemoryError(
+                f"the ring table of this taxonomy would take more than {size / 1024**3:.1f} GiB "
+                f"({c.num_classes} classes × {len(rows)}+ branching ancestors); its classes sit too deep "
+                "below too many branching nodes for the structured losses"
+            )
+    out = np.stack(rows, axis=1)
+    out[out < 0] = 0
+    return out
+
+
+def _levels(c: CompiledTree, n_children: np.ndarray) -> tuple:
+    out = []
+    for d in range(len(c.levels) - 1, 0, -1):
+        children = c.levels[d]
+        par_of = c.parent[children]
+        parents, first, counts = np.unique(par_of, return_index=True, return_counts=True)
+        out.append(_Level(parents=parents, children=children, starts=first, counts=counts,
+                          parent_of_child=np.repeat(np.arange(len(parents)), counts)))
+    return tuple(out)
 
 
 class TreeTensors(nn.Module):
@@ -279,7 +238,13 @@ class TreeTensors(nn.Module):
 
     Parameters
     ----------
-    tree : Taxonomy or CompiledTree
+    taxonomy : Taxonomy or CompiledTree
+
+    Attributes
+    ----------
+    num_nodes, num_classes : int
+    num_rings : int
+        ``R``: the most ring nodes a class has (1 + its branching ancestors).
 
     Examples
     --------
@@ -291,70 +256,83 @@ class TreeTensors(nn.Module):
     [1.0, 0.375, 0.625]
     """
 
-    def __init__(self, tree):
+    def __init__(self, taxonomy):
         super().__init__()
-        c = compiled_tree(tree)
+        c = compiled_tree(taxonomy)
         n, C = c.num_nodes, c.num_classes
-        K = c.max_depth
-        self.num_nodes, self.num_classes, self.max_depth = n, C, K
-        # the whole tree may be deeper than K only through non-class nodes, which
-        # cannot exist (every leaf is a class); levels therefore run 0..K
-        levels = c.levels
-        depth_levels = len(levels) - 1
+        self.num_nodes, self.num_classes = n, C
+        n_children = np.bincount(c.parent[1:], minlength=n)
+        top = _top_of_chain(c, n_children)
+        ring_nodes = _ring_nodes(c, top)
+        R = ring_nodes.shape[1]
+        self.num_rings = R
+        first_class = c.position_class[np.minimum(c.leaf_lo, C - 1)]
+        # rings of first_class whose node is the node itself or below it: they merge into its ring 0
+        # (padding repeats the root, depth 0: never at or below an internal node other than the root)
+        ring_depth = c.depth[ring_nodes]
+        ring_depth[:, 0] = -1
+        shift = np.zeros(n, dtype=np.int64)
+        step = max(1, (1 << 24) // max(R, 1))
+        for a in range(0, n, step):  # chunks bound the (nodes, R) comparison
+            v = np.arange(a, min(n, a + step))
+            shift[v] = (ring_depth[first_class[v]] >= c.depth[v][:, None]).sum(1)
+        shift[c.is_leaf] = 0
+        self.leaf_order_is_class_order = bool(np.array_equal(c.position_class, np.arange(C)))
+        self._host = _HostTree(
+            leaf_lo=c.leaf_lo, leaf_hi=c.leaf_hi, depth=c.depth, target_node=c.target_node,
+            node_target=c.node_target, class_position=c.class_position, position_class=c.position_class,
+            ring_nodes=ring_nodes, first_class=first_class, ring_shift=shift, leaf_node=c.leaf_node,
+            top=top, subtree_end=c.subtree_end, is_leaf=c.is_leaf, levels=_levels(c, n_children),
+        )
+        for a in (ring_nodes, first_class, shift, top):
+            a.setflags(write=False)
+        self.ring_of_segment_list = tuple(abs(s - (R - 1)) for s in range(2 * R - 1))
 
+        # buffers of the torch formulation (any device)
         parent = c.parent.copy()
         parent[0] = 0
-        path = c.padded_path
-        path_len = c.depth[c.class_node] + 1
-
-        # ring segments in leaf order: breakpoints lo(a_K) <= ... <= lo(a_0) < hi(a_0) <= ... <= hi(a_K)
-        lo, hi = c.leaf_lo[path], c.leaf_hi[path]  # (C, K+1)
-        br = np.concatenate([lo[:, ::-1], hi], axis=1)  # (C, 2K+2), br[:, 0] = 0, br[:, -1] = C
-        ring_lengths = np.diff(br, axis=1)
-        # segment s belongs to ring |s - K|
-        self.ring_of_segment_list = tuple(abs(s - K) for s in range(2 * K + 1))
-
-        # bottom-up level layout: nodes by depth, each level in id order; the
-        # children of consecutive nodes of level d-1 are consecutive in level d
-        level_order = np.concatenate(levels)
-        offsets = np.concatenate([[0], np.cumsum([len(lv) for lv in levels])])
-        n_children = np.bincount(c.parent[1:], minlength=n)
-        is_leaf = c.is_leaf
-        node_class = np.full(n, C, dtype=np.int64)  # C = the zero column appended to x
-        node_class[c.class_node] = np.arange(C)
-        level_pos = np.empty(n, dtype=np.int64)
-        level_pos[level_order] = np.arange(n)
-        self.level_offsets = tuple(int(o) for o in offsets)
-        self.depth_levels = depth_levels
-        self.leaf_order_is_class_order = bool(np.array_equal(c.position_class, np.arange(C)))
-
         self.register_buffer("parent", _t(parent), persistent=False)
         self.register_buffer("depth", _t(c.depth), persistent=False)
         self.register_buffer("class_node", _t(c.class_node), persistent=False)
         self.register_buffer("class_position", _t(c.class_position), persistent=False)
         self.register_buffer("position_class", _t(c.position_class), persistent=False)
-        self.register_buffer("path", _t(path), persistent=False)
-        self.register_buffer("path_len", _t(path_len), persistent=False)
-        self.register_buffer("ring_lengths", _t(ring_lengths).to(torch.int32), persistent=False)
-        self.register_buffer("ring_starts", _t(br[:, :-1]).to(torch.int32), persistent=False)
+        self.register_buffer("target_node", _t(c.target_node), persistent=False)
+        self.register_buffer("leaf_lo", _t(c.leaf_lo), persistent=False)
+        self.register_buffer("leaf_hi", _t(c.leaf_hi), persistent=False)
+        self.register_buffer("ring_nodes", _t(ring_nodes), persistent=False)
+        self.register_buffer("first_class", _t(first_class), persistent=False)
+        self.register_buffer("ring_shift", _t(shift), persistent=False)
         self.register_buffer("ring_of_segment", _t(self.ring_of_segment_list), persistent=False)
+        self.register_buffer("top", _t(top), persistent=False)
+        self.register_buffer("subtree_end", _t(c.subtree_end), persistent=False)
+
+        # bottom-up level layout for the differentiable node passes: nodes by depth, each level in id
+        # order; the children of consecutive nodes of level d-1 are consecutive in level d
+        levels = c.levels
+        self.depth_levels = len(levels) - 1
+        level_order = np.concatenate(levels)
+        offsets = np.concatenate([[0], np.cumsum([len(lv) for lv in levels])])
+        node_class = np.full(n, C, dtype=np.int64)  # C = the zero column appended to x
+        node_class[c.class_node] = np.arange(C)
+        level_pos = np.empty(n, dtype=np.int64)
+        level_pos[level_order] = np.arange(n)
+        self.level_offsets = tuple(int(o) for o in offsets)
         self.register_buffer("_level_order", _t(level_order), persistent=False)
         self.register_buffer("_level_pos", _t(level_pos), persistent=False)
         self.register_buffer("_level_children", _t(n_children[level_order]), persistent=False)
         self.register_buffer("_level_class", _t(node_class[level_order]), persistent=False)
-        self.register_buffer("_level_is_leaf", torch.as_tensor(is_leaf[level_order].copy()), persistent=False)
-        # position in level d-1 of the parent of each node of level d (for top-down passes)
+        self.register_buffer("_level_is_leaf", torch.as_tensor(c.is_leaf[level_order].copy()), persistent=False)
         parent_level_pos = np.zeros(n, dtype=np.int64)
-        for d in range(1, depth_levels + 1):
+        for d in range(1, self.depth_levels + 1):
             lv = levels[d]
             parent_level_pos[offsets[d] : offsets[d + 1]] = level_pos[c.parent[lv]] - offsets[d - 1]
         self.register_buffer("_parent_level_pos", _t(parent_level_pos), persistent=False)
 
     def extra_repr(self) -> str:
-        return f"num_nodes={self.num_nodes}, num_classes={self.num_classes}, max_depth={self.max_depth}"
+        return f"num_nodes={self.num_nodes}, num_classes={self.num_classes}, num_rings={self.num_rings}"
 
     def buffer_bytes(self) -> int:
-        """Total size of the buffers in bytes: O(nodes + classes × depth)."""
+        """Total size of the buffers in bytes: O(nodes + classes × rings)."""
         return sum(b.numel() * b.element_size() for b in self.buffers())
 
     # ------------------------------------------------------------------ orders
@@ -370,11 +348,41 @@ class TreeTensors(nn.Module):
             return x
         return _Permute.apply(x, self.class_position, self.position_class)
 
+    def leaf_cols(self, x):
+        """``(M, C)`` class order → leaf order, for numpy arrays and tensors alike (no autograd needed)."""
+        if self.leaf_order_is_class_order:
+            return x
+        if isinstance(x, torch.Tensor):
+            return x.index_select(1, self.position_class.to(x.device))
+        return np.take(x, self._host.position_class, axis=1)
+
+    def class_cols(self, x):
+        """``(M, C)`` leaf order → class order (the inverse of :meth:`leaf_cols`)."""
+        if self.leaf_order_is_class_order:
+            return x
+        if isinstance(x, torch.Tensor):
+            return x.index_select(1, self.class_position.to(x.device))
+        return np.take(x, self._host.class_position, axis=1)
+
     def node_to_class(self, values: torch.Tensor) -> torch.Tensor:
         """Node values ``(..., N)`` → the values at the class nodes ``(..., C)``, class order."""
         return values.index_select(-1, self.class_node)
 
-    # ------------------------------------------------------------------ bottom-up
+    # ------------------------------------------------------------------ rings
+    def rings(self, target: torch.Tensor, host: bool | None = None) -> Rings:
+        """The ring layout of a batch of target ids ``(B,)`` (see the module docstring).
+
+        ``host``: numpy arrays for the host kernels (default: when the targets
+        are on the CPU and the kernel switch allows), else torch tensors on the
+        targets' device. Targets must be valid ids (``[0, N)``); the caller
+        checks them.
+        """
+        if host is None:
+            host = target.device.type == "cpu" and _KERNELS == "auto" and not torch.compiler.is_compiling() \
+                and not torch.jit.is_tracing()
+        return Rings.build(self, target, host)
+
+    # ------------------------------------------------------------------ bottom-up (differentiable)
     def _levels_from_classes(self, x: torch.Tensor, fill: float) -> torch.Tensor:
         # (B, C) class order → (B, N) level order with leaves filled, internal nodes = fill
         ext = torch.cat([x, x.new_full((x.shape[0], 1), fill)], dim=1)
@@ -415,7 +423,8 @@ class TreeTensors(nn.Module):
 
         With ``x = log_softmax(logits)`` this is ``log P(v)`` and stays finite
         where ``P(v)`` underflows. Each level combines its children with their
-        own maximum, so no exponent overflows or underflows needlessly.
+        own maximum, so no exponent overflows or underflows needlessly. A
+        subtree whose leaves are all ``-inf`` is ``-inf`` with a zero gradient.
 
         Returns
         -------
@@ -450,7 +459,7 @@ class TreeTensors(nn.Module):
         out = torch.cat(parts, dim=1).index_select(1, self._level_pos)
         return out.reshape(*shape, self.num_nodes)
 
-    # ------------------------------------------------------------------ top-down
+    # ------------------------------------------------------------------ top-down (differentiable)
     def accumulate_down(self, values: torch.Tensor) -> torch.Tensor:
         """``A(v) = Σ_{u ancestor of v, v included} values(u)`` for every node ``v``.
 
@@ -479,90 +488,304 @@ class TreeTensors(nn.Module):
         out = torch.cat(parts, dim=1).index_select(1, self._level_pos)
         return out.reshape(*shape, self.num_nodes)
 
-    # ------------------------------------------------------------------ paths and rings
-    def path_of(self, target: torch.Tensor) -> torch.Tensor:
-        """Node ids ``a_0 … a_K`` of each target's ancestor path, ``(..., K+1)``, padded with the root."""
-        return self.path[target]
+    # ------------------------------------------------------------------ node passes in numpy (no autograd)
+    def host_subtree_sum(self, x_leaf: np.ndarray) -> np.ndarray:
+        """numpy: ``(B, C)`` values in **leaf order** → ``(B, N)`` subtree sums (node-id order), exact.
 
-    def path_mask(self, target: torch.Tensor) -> torch.Tensor:
-        """``(..., K+1)`` bool: ``True`` for real path entries ``k <= depth(t)``, ``False`` for padding."""
-        k = torch.arange(self.max_depth + 1, device=target.device)
-        return k < self.path_len[target].unsqueeze(-1)
-
-    def gather_path(self, values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Node values along each target's path: ``out[..., k] = values[..., a_k(target)]``.
-
-        Parameters
-        ----------
-        values : Tensor (..., N), node-id order.
-        target : LongTensor (...), class indices.
-
-        Returns
-        -------
-        Tensor (..., K+1); padding entries hold the root's value (see :meth:`path_mask`).
+        One ``np.add.reduceat`` per level over the children of that level's
+        internal nodes: O(B × N).
         """
-        return torch.gather(values, -1, self.path[target])
+        h = self._host
+        b = x_leaf.shape[0]
+        out = np.zeros((b, self.num_nodes), dtype=x_leaf.dtype)
+        out[:, h.leaf_node] = x_leaf
+        for lv in h.levels:
+            if len(lv.parents):
+                out[:, lv.parents] = np.add.reduceat(out[:, lv.children], lv.starts, axis=1)
+        return out
 
-    def ring_sum(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``R_k = Σ_{j : LCA(target, j) = a_k} x_j`` for ``k = 0 … K``.
+    def host_accumulate_down(self, values: np.ndarray) -> np.ndarray:
+        """numpy: ``(B, N)`` node values → ``(B, N)`` sums over each node's ancestors (itself included)."""
+        h = self._host
+        out = values.copy()
+        for lv in reversed(h.levels):
+            out[:, lv.children] += out[:, lv.parents][:, lv.parent_of_child]
+        return out
 
-        Exact segment sums over at most two contiguous leaf ranges per ring,
-        O(batch × classes). Partial sums ``Σ_{k' <= k} R_k'`` are the subtree
-        sums ``P(a_k)`` along the path, without cancellation.
+    def host_children_sum(self, values: np.ndarray) -> np.ndarray:
+        """numpy: ``(B, N)`` node values → ``(B, N)``: for each node the sum over its children (0 at leaves)."""
+        out = np.zeros_like(values)
+        for lv in self._host.levels:
+            if len(lv.parents):
+                out[:, lv.parents] = np.add.reduceat(values[:, lv.children], lv.starts, axis=1)
+        return out
 
-        Parameters
-        ----------
-        x : Tensor (B, C), class order.
-        target : LongTensor (B,), valid class indices.
+    def children_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Torch (differentiable): ``(B, N)`` node values → the sum over each node's children."""
+        out = torch.zeros_like(values)
+        return out.index_add(1, self.parent[1:], values[:, 1:])
 
-        Returns
-        -------
-        Tensor (B, K+1).
-        """
-        lengths = self.ring_lengths.index_select(0, target)
-        return _RingSum.apply(self.to_leaf_order(x), lengths, self.ring_of_segment)
+    def ancestor_indicator(self, node, host: bool):
+        """``(B, N)``: 1 where node ``u`` is an ancestor of (or is) ``node[b]`` (pre-order ranges)."""
+        if host:
+            h = self._host
+            u = np.arange(self.num_nodes)
+            v = np.asarray(node)[:, None]
+            return ((u[None, :] <= v) & (v < h.subtree_end[None, :])).astype(np.float64)
+        u = torch.arange(self.num_nodes, device=node.device)
+        v = node[:, None]
+        return ((u[None, :] <= v) & (v < self.subtree_end[None, :])).to(torch.float64)
 
-    def ring_rows(self, values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """:meth:`ring_expand` without autograd, for constant tables: the rows of a
-        structured ``(C, C)`` matrix (soft targets, costs) for the batch's targets."""
-        with torch.no_grad():
-            lengths = self.ring_lengths.index_select(0, target)
-            rows = ring_expand_leaf_order(values, lengths, self.ring_of_segment, self.num_classes)
-            return rows if self.leaf_order_is_class_order else rows.index_select(1, self.class_position)
+    def host_subtree_max(self, x_leaf: np.ndarray) -> np.ndarray:
+        """numpy: ``(B, C)`` leaf-order values → ``(B, N)`` maximum over each subtree."""
+        h = self._host
+        b = x_leaf.shape[0]
+        out = np.full((b, self.num_nodes), -np.inf, dtype=x_leaf.dtype)
+        out[:, h.leaf_node] = x_leaf
+        for lv in h.levels:
+            if len(lv.parents):
+                out[:, lv.parents] = np.maximum.reduceat(out[:, lv.children], lv.starts, axis=1)
+        return out
 
-    def segment_rows(self, table: torch.Tensor, target: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """Rows ``j ↦ table[t, seg(t, j)]`` (B, C) in class order for a constant per-class table of
-        segment values ``(C, 2K+1)`` (a ring table laid out with :attr:`ring_of_segment`); no autograd.
 
-        The rows of a structured ``(C, C)`` matrix (soft targets, costs) for the
-        batch's targets, a fresh tensor in ``dtype``; gathered with numpy on the CPU.
-        """
-        if (_host_kernel(table) and dtype in (torch.float32, torch.float64) and target.device.type == "cpu"
-                and target.numel() > 0):
-            tn = target.numpy()
-            np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
-            rows = torch.from_numpy(np.repeat(table.numpy()[tn].astype(np_dtype, copy=False).reshape(-1),
-                                              self.ring_lengths.numpy()[tn].reshape(-1))).view(-1, self.num_classes)
+# ------------------------------------------------------------------ per-batch ring layouts
+_OFFSETS: dict = {}
+
+
+def _row_offsets(b: int, c: int) -> np.ndarray:
+    """``[[0], [c], [2c], ...]`` (b, 1) int64, cached: the same batch shape comes back every step."""
+    key = (b, c)
+    out = _OFFSETS.get(key)
+    if out is None:
+        if len(_OFFSETS) > 64:
+            _OFFSETS.clear()
+        out = _OFFSETS[key] = np.arange(0, b * c, c, dtype=np.int64)[:, None]
+        out.flags.writeable = False
+    return out
+
+
+def _reduceat_layout(starts: np.ndarray, lengths: np.ndarray, c: int):
+    """Flat ``reduceat`` indices for segments of rows of length ``c``: ``(index, empty, fix)``.
+
+    ``starts``/``lengths`` (B, S) per row. ``empty`` marks the empty segments
+    (reduceat gives them one element: the caller overwrites them); reduceat
+    needs indices below ``B·c``, so empty segments at the end of the last row
+    are moved back one place, and ``fix`` is the segment that then misses the
+    last element (``-1``: none).
+    """
+    b = starts.shape[0]
+    index = np.add(starts, _row_offsets(b, c)).reshape(-1)
+    empty = lengths.reshape(-1) == 0
+    n = b * c
+    fix = -1
+    if index.size and index[-1] >= n:
+        np.minimum(index, n - 1, out=index)
+        k = int(np.flatnonzero(~empty)[-1])
+        fix = k if index[k] < n - 1 else -1
+    return index, empty, fix
+
+
+class Rings:
+    """The ring layout of one batch of target ids (built by :meth:`TreeTensors.rings`).
+
+    Fields are numpy arrays (host kernels) or torch tensors (everywhere else):
+
+    * ``target`` (B,): target ids; ``node`` (B,): their node ids;
+    * ``nodes`` (B, R): ring nodes ``r_0 = node, r_1, …`` (padded with the root);
+    * ``size`` (B, R): classes per ring (ring 0: the classes under the target);
+    * ``lengths``, ``starts`` (B, S): the leaf-order segments (segment ``s`` of ring ``|s - (R-1)|``);
+    * ``coarse``: whether any target is an internal node (host kernels only; always True in torch).
+
+    Methods give segment sums and maxima of ``(B, C)`` leaf-order arrays and
+    expansions of per-ring or per-segment values back to ``(B, C)``; none is
+    differentiable (the tables they expand are constants).
+    """
+
+    __slots__ = ("tree", "host", "target", "node", "nodes", "size", "lengths", "starts", "coarse", "_layout")
+
+    @classmethod
+    def build(cls, tree: TreeTensors, target: torch.Tensor, host: bool) -> Rings:
+        self = object.__new__(cls)
+        self.tree = tree
+        self.host = bool(host)
+        self._layout = None
+        C = tree.num_classes
+        if self.host:
+            h = tree._host
+            t = target.numpy() if target.dtype == torch.int64 else target.numpy().astype(np.int64)
+            node = h.target_node[t]
+            coarse = bool((t >= C).any()) if t.size else False
+            if not coarse:
+                nodes = h.ring_nodes[t]
+            else:
+                cls_ = np.where(t < C, t, h.first_class[node])
+                nodes = _shift_rings(h.ring_nodes[cls_], h.ring_shift[node], node, np)
+            lo, hi = h.leaf_lo[nodes], h.leaf_hi[nodes]
+            self.coarse = coarse
         else:
-            with torch.no_grad():
-                rows = segment_expand_leaf_order(table.index_select(0, target).to(dtype),
-                                                 self.ring_lengths.index_select(0, target), self.num_classes)
-        return rows if self.leaf_order_is_class_order else rows.index_select(1, self.class_position)
+            t = target.long()
+            node = tree.target_node.index_select(0, t)
+            cls_ = torch.where(t < C, t, tree.first_class.index_select(0, node))
+            nodes = _shift_rings(tree.ring_nodes.index_select(0, cls_), tree.ring_shift.index_select(0, node), node,
+                                 torch)
+            lo, hi = tree.leaf_lo[nodes], tree.leaf_hi[nodes]
+            self.coarse = True
+        lib = np if self.host else torch
+        self.target, self.node, self.nodes = t, node, nodes
+        size = hi - lo
+        self.size = lib.concatenate([size[:, :1], size[:, 1:] - size[:, :-1]], 1) if self.host else \
+            torch.cat([size[:, :1], size[:, 1:] - size[:, :-1]], 1)
+        # breakpoints lo(r_{R-1}) .. lo(r_0), hi(r_0) .. hi(r_{R-1}); segments between them
+        if self.host:
+            br = np.concatenate([lo[:, ::-1], hi], axis=1)
+            self.starts = br[:, :-1]
+            self.lengths = np.diff(br, axis=1)
+        else:
+            br = torch.cat([lo.flip(1), hi], dim=1)
+            self.starts = br[:, :-1]
+            self.lengths = br[:, 1:] - br[:, :-1]
+        return self
 
-    def ring_expand(self, values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The adjoint of :meth:`ring_sum`: ``out[b, j] = values[b, k]`` where ``LCA(target_b, j) = a_k``.
+    def take(self, rows) -> Rings:
+        """The layout of a subset of the batch's rows (host kernels): ``rows`` an index array."""
+        out = object.__new__(Rings)
+        out.tree, out.host, out._layout = self.tree, self.host, None
+        for name in ("target", "node", "nodes", "size", "lengths", "starts"):
+            setattr(out, name, getattr(self, name)[rows])
+        out.coarse = bool((out.target >= self.tree.num_classes).any()) if self.coarse else False
+        return out
 
-        With ``values[b, k] = f(a_k)`` this writes the row ``j ↦ f(LCA(t, j))``,
-        e.g. a soft-target or cost row, in O(batch × classes).
+    # ------------------------------------------------------------------ tables on rings
+    def gather(self, table):
+        """``table[r_k]`` for every ring node: a node table ``(N,)`` (numpy or tensor) → ``(B, R)``."""
+        if self.host:
+            return np.asarray(table)[self.nodes]
+        return table[self.nodes]
 
-        Parameters
-        ----------
-        values : Tensor (B, K+1).
-        target : LongTensor (B,), valid class indices.
+    def segments(self, ring_values):
+        """Per-ring values ``(B, R)`` → per-segment values ``(B, S)``."""
+        idx = self.tree.ring_of_segment_list
+        if self.host:
+            return ring_values[:, list(idx)]
+        return ring_values.index_select(1, self.tree.ring_of_segment.to(ring_values.device))
 
-        Returns
-        -------
-        Tensor (B, C), class order.
+    def expand(self, seg_values, dtype=None):
+        """Per-segment values ``(B, S)`` → ``(B, C)`` in leaf order (a fresh array/tensor)."""
+        C = self.tree.num_classes
+        b = seg_values.shape[0]
+        if self.host:
+            v = seg_values if dtype is None else seg_values.astype(dtype, copy=False)
+            return np.repeat(v.reshape(-1), self.lengths.reshape(-1)).reshape(b, C)
+        if dtype is not None:
+            seg_values = seg_values.to(dtype)
+        index = torch.repeat_interleave(self.lengths.reshape(-1).to(torch.int32), output_size=b * C)
+        return seg_values.reshape(-1).index_select(0, index).view(b, C)
+
+    def expand_rings(self, ring_values, dtype=None):
+        """Per-ring values ``(B, R)`` → ``(B, C)`` in leaf order: ``out[b, j] = ring_values[b, ring(j)]``."""
+        return self.expand(self.segments(ring_values), dtype)
+
+    # ------------------------------------------------------------------ reductions (host kernels)
+    def _host_layout(self):
+        if self._layout is None:
+            self._layout = _reduceat_layout(self.starts, self.lengths, self.tree.num_classes)
+        return self._layout
+
+    def sum(self, x_leaf: np.ndarray) -> np.ndarray:
+        """Segment sums ``(B, S)`` of ``(B, C)`` leaf-order values (numpy); empty segments are 0."""
+        index, empty, fix = self._host_layout()
+        flat = x_leaf.reshape(-1)
+        seg = np.add.reduceat(flat, index)
+        if fix >= 0:
+            seg[fix] += flat[-1]
+        seg[empty] = 0
+        return seg.reshape(x_leaf.shape[0], -1)
+
+    def max(self, x_leaf: np.ndarray) -> np.ndarray:
+        """Segment maxima ``(B, S)`` (numpy); empty segments are ``-inf``."""
+        index, empty, fix = self._host_layout()
+        flat = x_leaf.reshape(-1)
+        seg = np.maximum.reduceat(flat, index)
+        if fix >= 0:
+            seg[fix] = max(seg[fix], flat[-1])
+        seg[empty] = -np.inf
+        return seg.reshape(x_leaf.shape[0], -1)
+
+    def ring_sums(self, seg: np.ndarray) -> np.ndarray:
+        """Segment values ``(B, S)`` folded to rings ``(B, R)`` (each ring's two segments added)."""
+        R = self.tree.num_rings
+        out = seg[:, R - 1 :].copy()
+        out[:, 1:] += seg[:, R - 2 :: -1]
+        return out
+
+    def logsumexp(self, x_leaf: np.ndarray):
+        """Exact log-space masses of the rings, host kernels.
+
+        Returns ``(e, m, ring_lse)``: ``m`` (B, S) the segment maxima (``-inf``
+        for empty or all ``-inf`` segments), ``e = exp(x - m_seg)`` (B, C) (a
+        fresh array, each element shifted by its segment's maximum, 0 in
+        ``-inf`` segments) and ``ring_lse`` (B, R) float64
+        ``log Σ_{j ∈ ring k} exp(x_j)`` (``-inf`` for empty rings). No exponent
+        overflows, none underflows needlessly.
         """
-        lengths = self.ring_lengths.index_select(0, target)
-        return self.to_class_order(_RingExpand.apply(values, lengths, self.ring_of_segment, self.num_classes))
+        m = self.max(x_leaf)
+        shift = np.where(np.isfinite(m), m, 0.0).astype(x_leaf.dtype)
+        e = self.expand(shift)
+        np.subtract(x_leaf, e, out=e)
+        np.exp(e, out=e)
+        seg = self.sum(e).astype(np.float64)
+        with np.errstate(divide="ignore"):
+            seg_lse = np.log(seg) + shift
+        R = self.tree.num_rings
+        ring_lse = seg_lse[:, R - 1 :].copy()
+        if R > 1:
+            ring_lse[:, 1:] = np.logaddexp(ring_lse[:, 1:], seg_lse[:, R - 2 :: -1])
+        return e, m, ring_lse
+
+    def ring0_logsumexp(self, x_leaf: np.ndarray) -> np.ndarray:
+        """``log Σ_{j ∈ ring 0} exp(x_j)`` per row (float64, exact), host kernels.
+
+        For a class target it is ``x_t``; for a coarse label a log-sum-exp over
+        the classes under it (each row's one contiguous range).
+        """
+        b, C = x_leaf.shape
+        h = self.tree._host
+        if not self.coarse:
+            return x_leaf[np.arange(b), h.class_position[self.target]].astype(np.float64)
+        lo = h.leaf_lo[self.node]
+        hi = h.leaf_hi[self.node]
+        # three segments per row: [0, lo), [lo, hi), [hi, C); ring 0 is the middle one
+        starts = np.stack([np.zeros_like(lo), lo, hi], axis=1)
+        lengths = np.stack([lo, hi - lo, C - hi], axis=1)
+        index, empty, fix = _reduceat_layout(starts, lengths, C)
+        flat = x_leaf.reshape(-1)
+        m = np.maximum.reduceat(flat, index)
+        if fix >= 0:
+            m[fix] = max(m[fix], flat[-1])
+        m = m.reshape(b, 3)[:, 1]
+        m = np.where(np.isfinite(m), m, 0.0).astype(x_leaf.dtype)
+        e = np.exp(x_leaf - m[:, None])
+        s = np.add.reduceat(e.reshape(-1), index)
+        if fix >= 0:
+            s[fix] += e.reshape(-1)[-1]
+        s = s.reshape(b, 3)[:, 1].astype(np.float64)
+        with np.errstate(divide="ignore"):
+            return np.log(s) + m
+
+
+def _shift_rings(rows, shift, node, lib):
+    """Ring nodes of coarse targets from those of their first class: drop the rings at or below the
+    node (they are its ring 0), keep the rest, pad with the root; ``r_0`` becomes the node itself."""
+    R = rows.shape[1]
+    if lib is np:
+        k = np.arange(R)[None, :]
+        src = k + shift[:, None]
+        out = np.take_along_axis(rows, np.minimum(src, R - 1), axis=1)
+        out[src > R - 1] = 0
+        out[:, 0] = node
+        return out
+    k = torch.arange(R, device=rows.device)[None, :]
+    src = k + shift[:, None]
+    out = torch.gather(rows, 1, src.clamp_max(R - 1))
+    out = torch.where(src > R - 1, torch.zeros_like(out), out)
+    return torch.cat([node[:, None], out[:, 1:]], dim=1)

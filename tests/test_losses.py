@@ -170,6 +170,7 @@ def make_cases(tax: ts.Taxonomy, view: TreeView):
         ("expected_cost_dense", lambda **kw: ts.ExpectedCostLoss(lca_cost * 2, ce_weight=0.0, **kw),
          expected_cost_oracle(lca_cost * 2, 0.0)),
         ("wasserstein", lambda **kw: ts.TreeWassersteinLoss(tax, ce_weight=0.25, **kw), wasserstein_oracle(view, 0.25)),
+        ("wasserstein_ce", lambda **kw: ts.TreeWassersteinLoss(tax, **kw), wasserstein_oracle(view, 1.0)),
         ("pairwise", lambda **kw: ts.PairwiseCostLoss(tax, **kw), pairwise_oracle(lca_cost)),
         ("pairwise_dense", lambda **kw: ts.PairwiseCostLoss(lca_cost.T.contiguous() + 0, **kw), pairwise_oracle(lca_cost.T)),
     ]
@@ -199,7 +200,7 @@ def test_losses_match_loop_oracles_values_and_gradients(tree, reduction, kernels
     on every available device; the oracles run on the CPU."""
     from taxosmooth import tree_ops
 
-    monkeypatch.setattr(tree_ops, "_HOST_KERNELS", kernels == "numpy")
+    monkeypatch.setattr(tree_ops, "_KERNELS", "auto" if kernels == "numpy" else "torch")
     tax = TREES[tree]()
     view = TreeView(tax)
     C = tax.num_classes
@@ -271,7 +272,7 @@ def test_random_trees_against_oracles(tax, seed):
     cases = [
         (ts.HXELoss(tax, 0.8, reduction="none"), hxe_oracle(view, 0.8, "depth", False)),
         (ts.HXELoss(tax, 0.3, "height", True, reduction="none"), hxe_oracle(view, 0.3, "height", True)),
-        (ts.TreeWassersteinLoss(tax, reduction="none"), wasserstein_oracle(view, 0.0)),
+        (ts.TreeWassersteinLoss(tax, ce_weight=0.0, reduction="none"), wasserstein_oracle(view, 0.0)),
         (ts.ExpectedCostLoss(tax, 0.0, "lca_depth_complement", reduction="none"), expected_cost_oracle(cost, 0.0)),
         (ts.PairwiseCostLoss(tax, "lca_depth_complement", reduction="none"), pairwise_oracle(cost)),
     ]
@@ -370,7 +371,7 @@ def test_wasserstein_equals_linear_program():
         d = ts.class_distances(tax, "path_length")
         z = torch.randn(5, C, dtype=torch.float64)
         t = torch.randint(0, C, (5,))
-        got = ts.TreeWassersteinLoss(tax, reduction="none")(z, t)
+        got = ts.TreeWassersteinLoss(tax, ce_weight=0.0, reduction="none")(z, t)
         for i in range(5):
             p = torch.softmax(z[i], 0).numpy()
             q = np.eye(C)[int(t[i])]
@@ -401,8 +402,13 @@ def test_tree_wasserstein_formula_equals_lp_for_any_two_distributions():
 def test_path_length_soft_labels_point_to_dense(seed_tax):
     with pytest.raises(ValueError, match=r"SoftTargetCrossEntropy\(soft_targets"):
         ts.HierarchicalSoftLabelLoss(seed_tax, 1.0, distance="path_length")
-    with pytest.raises(ValueError, match="cost_matrix"):
-        ts.ExpectedCostLoss(seed_tax, distance="path_length")
+    # cost losses resolve path_length to the dense matrix, as cost_matrix and crm_predict do
+    z, t = torch.randn(3, 4, dtype=torch.float64), torch.tensor([0, 2, 3])
+    for cls in (ts.ExpectedCostLoss, ts.PairwiseCostLoss):
+        dense = cls(ts.cost_matrix(seed_tax, "path_length", dtype=torch.float64))
+        torch.testing.assert_close(cls(seed_tax, distance="path_length")(z, t), dense(z, t))
+    with pytest.raises(ValueError, match="coarse labels need costs that are a function of the LCA node"):
+        ts.ExpectedCostLoss(seed_tax, distance="path_length", coarse_labels=True)
 
 
 def test_hand_computed_values(seed_tax):
@@ -410,7 +416,9 @@ def test_hand_computed_values(seed_tax):
     t = torch.tensor([0])
     # uniform prediction: E[cost] = (0 + 1 + 2 + 2) / 4; W1 = (0 + 2 + 4 + 4) / 4; pairwise = 5 log 2
     assert ts.ExpectedCostLoss(seed_tax, ce_weight=0.0)(z, t).item() == pytest.approx(1.25)
-    assert ts.TreeWassersteinLoss(seed_tax)(z, t).item() == pytest.approx(2.5)
+    assert ts.TreeWassersteinLoss(seed_tax, ce_weight=0.0)(z, t).item() == pytest.approx(2.5)
+    # the cost losses add cross entropy by default: + log 4 for a uniform prediction
+    assert ts.TreeWassersteinLoss(seed_tax)(z, t).item() == pytest.approx(2.5 + math.log(4))
     assert ts.PairwiseCostLoss(seed_tax)(z, t).item() == pytest.approx(5 * math.log(2))
     # soft labels, beta = log 2 · 2 (scale max = 2): weights 1, 1/2, 1/4, 1/4 -> q = (0.5, 0.25, 0.125, 0.125)
     q = torch.tensor([0.5, 0.25, 0.125, 0.125])
@@ -454,8 +462,10 @@ def test_errors_name_expected_and_actual(seed_tax):
             mod(torch.randn(1, 4, 2), torch.tensor([[0, -3]]))
         with pytest.raises(ValueError, match=r"expected target of shape \(2,\) .* got \(3,\)"):
             mod(torch.randn(2, 4), torch.tensor([0, 1, 2]))
-        with pytest.raises(TypeError, match="integer tensor of class indices"):
+        with pytest.raises(ValueError, match="a floating-point target holds class probabilities and must have the input's shape"):
             mod(torch.randn(2, 4), torch.tensor([0.0, 1.0]))
+        with pytest.raises(TypeError, match="integer class indices or floating-point probabilities"):
+            mod(torch.randn(2, 4), torch.tensor([True, False]))
         assert name in str(pytest.raises(ValueError, mod, torch.randn(2, 5), torch.tensor([0, 1])).value)
     with pytest.raises(ValueError, match=r"weight must have shape \(4,\)"):
         ts.HXELoss(seed_tax, 1.0, weight=torch.ones(3))
@@ -465,7 +475,7 @@ def test_errors_name_expected_and_actual(seed_tax):
         ts.HXELoss(seed_tax, 1.0, weighting="width")
     with pytest.raises(ValueError, match="alpha must be finite and >= 0"):
         ts.HXELoss(seed_tax, -1.0)
-    with pytest.raises(ValueError, match=r"row 1 of targets sums to 0.5"):
+    with pytest.raises(ValueError, match=r"row 1 of matrix sums to 0.5"):
         ts.SoftTargetCrossEntropy([[1.0, 0.0], [0.25, 0.25]])
     with pytest.raises(ValueError, match=r"cost matrix\[1, 1\]"):
         ts.PairwiseCostLoss([[0.0, 1.0], [1.0, 2.0]])
@@ -520,10 +530,10 @@ def test_state_dict_round_trip(seed_tax):
     for mod, fresh in zip(all_loss_modules(seed_tax, weight=w), all_loss_modules(seed_tax, weight=torch.ones(4))):
         sd = mod.state_dict()
         assert "weight" in sd
-        assert set(sd) <= {"weight", "targets", "costs"}  # derived index tables stay out
+        assert set(sd) <= {"weight", "matrix", "costs", "_extra_state"}  # derived index tables stay out
         fresh.load_state_dict(sd)
         torch.testing.assert_close(fresh(z, t), mod(z, t))
-    assert ts.HXELoss(seed_tax, 1.0).state_dict() == {}
+    assert set(ts.HXELoss(seed_tax, 1.0).state_dict()) == {"_extra_state"}  # the taxonomy's fingerprint
 
 
 def test_buffers_are_structured(seed_tax):

@@ -251,7 +251,7 @@ def test_validation(seed_tax):
         M.expected_calibration_error(scores, target)
     with pytest.raises(ValueError, match="n_bins"):
         M.expected_calibration_error(torch.softmax(scores, 1), target, n_bins=0)
-    with pytest.raises(ValueError, match="unknown distance kind"):
+    with pytest.raises(ValueError, match="unknown distance '"):
         M.mistake_severity(scores, target, seed_tax, distance="nope")
     with pytest.raises(ValueError, match="applies to a Taxonomy"):
         M.mistake_severity(scores, target, ts.class_distances(seed_tax), distance="path_length")

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 import taxosmooth as ts
 from taxosmooth.distances import DISTANCE_KINDS, LCA_KINDS
-from taxosmooth.targets import distance_source, max_pair_distance, resolve_scale, soft_targets
+from taxosmooth.distances import resolve_source
+from taxosmooth.targets import resolve_scale, soft_targets
 
 
 def softmax_loop(d: np.ndarray, beta: float, s: float) -> np.ndarray:
@@ -93,10 +94,11 @@ def test_user_matrix_source():
     d = np.array([[0, 1, 3], [1, 0, 2], [3, 2, 0]], float)
     q = soft_targets(d, beta=1.5, scale=None, dtype=torch.float64)
     np.testing.assert_allclose(q.numpy(), softmax_loop(d, 1.5, 1.0))
-    # a torch tensor or nested lists work the same; the distance kind is ignored for matrices
+    # a torch tensor or nested lists work the same; a distance kind does not apply to a matrix: refused
     np.testing.assert_array_equal(soft_targets(torch.tensor(d), 1.5, scale=None, dtype=torch.float64), q)
-    np.testing.assert_array_equal(soft_targets(d.tolist(), 1.5, distance="path_length", scale=None,
-                                               dtype=torch.float64), q)
+    np.testing.assert_array_equal(soft_targets(d.tolist(), 1.5, scale=None, dtype=torch.float64), q)
+    with pytest.raises(ValueError, match="distance='path_length' applies to a Taxonomy; a matrix is used as given"):
+        soft_targets(d, 1.5, distance="path_length")
     # asymmetric user distances are allowed (row t uses d[t, :])
     a = np.array([[0, 1], [5, 0]], float)
     np.testing.assert_allclose(soft_targets(a, 1.0, scale=None, dtype=torch.float64).numpy(), softmax_loop(a, 1, 1))
@@ -140,7 +142,7 @@ def test_user_matrix_not_numeric():
         (dict(beta=1.0, scale="mean"), ValueError, "scale must be 'max', None or a positive number, got 'mean'"),
         (dict(beta=1.0, scale=0.0), ValueError, "scale must be finite and > 0"),
         (dict(beta=1.0, scale=-2), ValueError, "scale"),
-        (dict(beta=1.0, distance="hops"), ValueError, "unknown distance kind 'hops'"),
+        (dict(beta=1.0, distance="hops"), ValueError, "unknown distance 'hops'"),
     ],
 )
 def test_argument_validation(kwargs, error, match):
@@ -148,24 +150,27 @@ def test_argument_validation(kwargs, error, match):
         soft_targets(seed_taxonomy(), **kwargs)
 
 
-def test_resolve_scale_and_distance_source():
+def test_resolve_scale_and_resolve_source():
     assert resolve_scale("max", 4.0) == 4.0 and resolve_scale("max", 0.0) == 1.0
     assert resolve_scale(None, 4.0) == 1.0 and resolve_scale(2, 4.0) == 2.0
     tax = seed_taxonomy()
-    np.testing.assert_array_equal(distance_source(tax, "path_length"), ts.class_distances(tax, "path_length"))
+    np.testing.assert_array_equal(resolve_source(tax, "path_length").dense(), ts.class_distances(tax, "path_length"))
     user = np.array([[0.0, 2.0], [2.0, 0.0]])
-    out = distance_source(user)
+    out = resolve_source(user).dense()
     np.testing.assert_array_equal(out, user)
-    out[0, 1] = 9  # a copy: the user's array is never modified
-    assert user[0, 1] == 2.0
+    assert not out.flags.writeable
+    user[0, 1] = 9  # a copy: changing the user's array later changes nothing
+    assert out[0, 1] == 2.0
 
 
 @given(random_taxonomies(max_nodes=30, weighted=True), st.sampled_from(DISTANCE_KINDS))
 def test_max_pair_distance_matches_dense(tax, kind):
     d = ts.class_distances(tax, kind)
-    assert max_pair_distance(tax, kind) == pytest.approx(d.max())
+    src = resolve_source(tax, kind)
+    assert src.max_distance() == pytest.approx(d.max())
+    assert src.structured == (kind in LCA_KINDS)
     if kind in LCA_KINDS:
-        assert max_pair_distance(tax, kind) == d.max()
+        assert src.max_distance() == d.max()
 
 
 def test_single_class_targets():

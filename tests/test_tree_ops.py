@@ -9,7 +9,7 @@ from _trees import random_taxonomies
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taxosmooth.tree_ops import TreeTensors, segment_sum_leaf_order
+from taxosmooth.tree_ops import TreeTensors, _reduceat_layout
 
 
 def _leaves_under(tax):
@@ -63,52 +63,132 @@ def test_accumulate_down_matches_ancestor_loop(tax, seed):
     torch.testing.assert_close(tt.node_to_class(v), v[:, [tax.node_index(c) for c in tax.classes]])
 
 
+def _target_ancestors(tax, tid):
+    """Node ids from target id ``tid``'s node up to the root (Taxonomy queries only)."""
+    name = tax.target_names[tid]
+    return [tax.node_index(a) for a in (name,) + tuple(tax.ancestors(name))]
+
+
+def _ring_of(tax, tid, j):
+    """The ancestor of target ``tid`` at which class ``j`` joins it: ``LCA(node, j)`` (the node itself
+    when ``j`` is under it)."""
+    name = tax.target_names[tid]
+    return tax.node_index(tax.lca(name, tax.classes[j]))
+
+
 @given(random_taxonomies(max_nodes=25), st.data())
-def test_paths_rings_match_lca_loop(tax, data):
-    tt = TreeTensors(tax).double()
-    C, K = tax.num_classes, tt.max_depth
-    lengths = tt.ring_lengths.long()
-    assert torch.equal(tt.ring_starts.long(), torch.cumsum(lengths, 1) - lengths)
-    assert torch.equal(tt.ring_starts[:, K].long(), tt.class_position)  # segment K is the class itself
-    target = torch.tensor(data.draw(st.lists(st.integers(0, C - 1), min_size=1, max_size=5)))
+def test_rings_match_lca_loop(tax, data):
+    """Ring nodes, sizes and segments of class and coarse targets, host and torch, against Taxonomy.lca."""
+    tt = TreeTensors(tax)
+    C, N, R = tax.num_classes, tax.num_nodes, tt.num_rings
+    target = torch.tensor(data.draw(st.lists(st.integers(0, N - 1), min_size=1, max_size=6)))
     B = len(target)
-    x = torch.randn(B, C, dtype=torch.float64)
-    mask = tt.path_mask(target)
-    path = tt.path_of(target)
-    nodes = torch.randn(B, tax.num_nodes, dtype=torch.float64)
-    gathered = tt.gather_path(nodes, target)
-    rings = tt.ring_sum(x, target)
-    vals = torch.randn(B, K + 1, dtype=torch.float64)
-    expanded = tt.ring_expand(vals, target)
-    for b in range(B):
-        t = int(target[b])
-        anc = _ancestors(tax, t)
-        assert path[b, : len(anc)].tolist() == anc
-        assert path[b, len(anc) :].eq(0).all()  # padded with the root
-        assert mask[b].tolist() == [k < len(anc) for k in range(K + 1)]
-        assert gathered[b].tolist() == nodes[b, path[b]].tolist()
-        want_r = torch.zeros(K + 1, dtype=torch.float64)
-        for j in range(C):
-            k = anc.index(_lca_node(tax, t, j))
-            want_r[k] += x[b, j]
-            assert expanded[b, j] == vals[b, k]
-        torch.testing.assert_close(rings[b], want_r, rtol=0, atol=1e-12)
+    x = np.random.default_rng(B).normal(size=(B, C))
+    x_leaf = x[:, tax.compiled.position_class]
+    vals = np.random.default_rng(B + 1).normal(size=(B, R))
+    for host in (True, False):
+        rings = tt.rings(target, host=host)
+        nodes = np.asarray(rings.nodes)
+        size = np.asarray(rings.size)
+        lengths = np.asarray(rings.lengths)
+        assert lengths.sum(1).tolist() == [C] * B
+        expanded = np.asarray(rings.expand_rings(vals if host else torch.from_numpy(vals)))
+        for b in range(B):
+            tid = int(target[b])
+            anc = _target_ancestors(tax, tid)
+            joins = [_ring_of(tax, tid, j) for j in range(C)]
+            # ring nodes: the target's node, then the ancestors at which some class joins; then the root
+            want_nodes = [anc[0]] + [a for a in anc[1:] if a in joins]
+            assert nodes[b, : len(want_nodes)].tolist() == want_nodes
+            assert (nodes[b, len(want_nodes) :] == 0).all()
+            for k, a in enumerate(want_nodes):
+                assert size[b, k] == joins.count(a)
+                for j in range(C):
+                    if joins[j] == a:
+                        assert expanded[b, tax.compiled.class_position[j]] == vals[b, k]
+            assert (size[b, len(want_nodes) :] == 0).all()
+        if host:
+            seg = rings.sum(x_leaf)
+            mx = rings.max(x_leaf)
+            for b in range(B):
+                pos = 0
+                for s_, n in enumerate(lengths[b]):
+                    part = x_leaf[b, pos : pos + n]
+                    assert abs(seg[b, s_] - part.sum()) < 1e-12
+                    assert mx[b, s_] == (part.max() if n else -np.inf)
+                    pos += n
+            # exact log-space ring masses, and ring 0's log-sum-exp
+            e, m, ring_lse = rings.logsumexp(x_leaf)
+            rs = rings.ring_sums(rings.sum(np.exp(x_leaf)))
+            with np.errstate(divide="ignore"):
+                np.testing.assert_allclose(ring_lse, np.log(rs), rtol=1e-12, atol=1e-12)
+            r0 = rings.ring0_logsumexp(x_leaf)
+            np.testing.assert_allclose(r0, np.log(rs[:, 0]), rtol=1e-12, atol=1e-12)
 
 
-def test_ring_sum_and_expand_are_adjoint_and_differentiable(seed_tax):
+@settings(max_examples=60)
+@given(st.data())
+def test_reduceat_layout_on_random_segments(data):
+    """The flat reduceat layout against a loop: empty segments anywhere, including at the end of the
+    last row (where reduceat's index would be past the end), and a last non-empty segment of one element."""
+    b = data.draw(st.integers(1, 4))
+    c = data.draw(st.integers(1, 7))
+    s = data.draw(st.integers(1, 5))
+    rows = []
+    for _ in range(b):
+        cuts = sorted(data.draw(st.lists(st.integers(0, c), min_size=s - 1, max_size=s - 1)))
+        rows.append(np.diff([0, *cuts, c]))
+    lengths = np.array(rows)
+    starts = np.cumsum(lengths, axis=1) - lengths
+    x = np.random.default_rng(b * 100 + c).normal(size=(b, c))
+    index, empty, fix = _reduceat_layout(starts, lengths, c)
+    flat = x.reshape(-1)
+    got = np.add.reduceat(flat, index)
+    if fix >= 0:
+        got[fix] += flat[-1]
+    got[empty] = 0
+    want = np.zeros((b, s))
+    for i in range(b):
+        pos = 0
+        for k, n in enumerate(lengths[i]):
+            want[i, k] = x[i, pos : pos + n].sum()
+            pos += n
+    np.testing.assert_allclose(got.reshape(b, s), want, rtol=1e-12, atol=1e-12)
+
+
+@given(random_taxonomies(max_nodes=25), st.integers(0, 2**31 - 1))
+def test_host_node_passes_match_torch(tax, seed):
+    tt = TreeTensors(tax).double()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, tax.num_classes, generator=g, dtype=torch.float64)
+    v = torch.randn(3, tax.num_nodes, generator=g, dtype=torch.float64)
+    x_leaf = tt.leaf_cols(x.numpy())
+    np.testing.assert_allclose(tt.host_subtree_sum(x_leaf), tt.subtree_sum(x).numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(tt.host_accumulate_down(v.numpy()), tt.accumulate_down(v).numpy(), rtol=1e-12,
+                               atol=1e-12)
+    kids = np.zeros_like(v.numpy())
+    for u in range(1, tax.num_nodes):
+        kids[:, tax.compiled.parent[u]] += v.numpy()[:, u]
+    np.testing.assert_allclose(tt.host_children_sum(v.numpy()), kids, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(tt.children_sum(v).numpy(), kids, rtol=1e-12, atol=1e-12)
+    mx = tt.host_subtree_max(x_leaf)
+    for u, name in enumerate(tax.nodes):
+        under = [tax.class_index(c) for c in tax.leaves_under(name)]
+        np.testing.assert_allclose(mx[:, u], x.numpy()[:, under].max(1))
+    anc = tt.ancestor_indicator(np.arange(tax.num_nodes), host=True)
+    for v_ in range(tax.num_nodes):
+        chain = {v_} | {tax.node_index(a) for a in tax.ancestors(tax.nodes[v_])}
+        assert set(np.flatnonzero(anc[v_])) == chain
+
+
+def test_node_passes_are_differentiable(seed_tax):
     tt = TreeTensors(seed_tax).double()
-    target = torch.tensor([0, 3, 2])
     x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
-    v = torch.randn(3, tt.max_depth + 1, dtype=torch.float64, requires_grad=True)
-    lhs = (tt.ring_sum(x, target) * v).sum()
-    rhs = (x * tt.ring_expand(v, target)).sum()
-    torch.testing.assert_close(lhs, rhs)
-    assert torch.autograd.gradcheck(lambda a: tt.ring_sum(a, target), (x,))
-    assert torch.autograd.gradcheck(lambda a: tt.ring_expand(a, target), (v,))
     assert torch.autograd.gradcheck(tt.subtree_sum, (x,))
     assert torch.autograd.gradcheck(tt.subtree_logsumexp, (x,))
     n = torch.randn(2, seed_tax.num_nodes, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(tt.accumulate_down, (n,))
+    assert torch.autograd.gradcheck(tt.children_sum, (n,))
 
 
 def test_leading_dims_and_errors(seed_tax):
@@ -126,7 +206,7 @@ def test_buffers_move_and_stay_out_of_state_dict(seed_tax):
     assert tt.buffer_bytes() > 0
     assert all(b.dtype in (torch.int64, torch.int32, torch.bool) for b in tt.buffers())
     tt2 = tt.to(torch.float64)  # index buffers are not floating point: unchanged
-    assert tt2.path.dtype == torch.int64
+    assert tt2.ring_nodes.dtype == torch.int64
 
 
 def test_single_class_and_flat_tree():
@@ -136,8 +216,9 @@ def test_single_class_and_flat_tree():
     tt = TreeTensors(flat)
     x = torch.tensor([[1.0, 2.0, 3.0]])
     assert tt.subtree_sum(x)[0].tolist() == [6.0, 1.0, 2.0, 3.0]
-    assert tt.ring_sum(x, torch.tensor([1]))[0].tolist() == [2.0, 4.0]
-    assert np.allclose(tt.ring_expand(torch.tensor([[5.0, 7.0]]), torch.tensor([2]))[0].numpy(), [7, 7, 5])
+    rings = tt.rings(torch.tensor([1]), host=True)
+    assert rings.ring_sums(rings.sum(x.numpy()))[0].tolist() == [2.0, 4.0]
+    assert rings.expand_rings(np.array([[5.0, 7.0]]))[0].tolist() == [7, 5, 7]
 
 
 @given(random_taxonomies(max_nodes=25), st.sampled_from(["lca_height", "lca_depth_complement"]),
@@ -155,62 +236,3 @@ def test_accumulate_down_gives_conditional_risk(tax, kind, seed):
     risk = tt.node_to_class(tt.accumulate_down(tt.subtree_sum(p) * g))
     want = p @ torch.from_numpy(ts.class_distances(tax, kind))
     torch.testing.assert_close(risk, want, rtol=1e-10, atol=1e-12)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("host", [True, False])
-def test_segment_kernels_match_loops(dtype, host, monkeypatch):
-    """Both code paths (numpy on the CPU, torch elsewhere) of the segment kernels, empty segments included."""
-    import taxosmooth.tree_ops as tree_ops
-
-    if not host:
-        monkeypatch.setattr(tree_ops, "_host_kernel", lambda x: False)
-    rng = np.random.default_rng(0)
-    lengths = np.array([[0, 3, 0, 1, 2, 0], [6, 0, 0, 0, 0, 0], [0, 0, 1, 1, 1, 3], [1, 1, 1, 1, 1, 1]])
-    x = rng.normal(size=(4, 6))
-    vals = rng.normal(size=(4, 6))
-    want_sum = np.zeros((4, 6))
-    want_expand = np.zeros((4, 6))
-    for b in range(4):
-        pos = 0
-        for s, n in enumerate(lengths[b]):
-            want_sum[b, s] = x[b, pos : pos + n].sum()
-            want_expand[b, pos : pos + n] = vals[b, s]
-            pos += n
-    L = torch.as_tensor(lengths, dtype=torch.int32)
-    got_sum = tree_ops.segment_sum_leaf_order(torch.as_tensor(x, dtype=dtype), L)
-    got_expand = tree_ops.segment_expand_leaf_order(torch.as_tensor(vals, dtype=dtype), L, 6)
-    tol = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(got_sum, torch.as_tensor(want_sum, dtype=dtype), **tol)
-    torch.testing.assert_close(got_expand, torch.as_tensor(want_expand, dtype=dtype), **tol)
-    assert tree_ops.segment_sum_leaf_order(torch.zeros(0, 6, dtype=dtype), L[:0]).shape == (0, 6)
-    assert tree_ops.segment_expand_leaf_order(torch.zeros(0, 6, dtype=dtype), L[:0], 6).shape == (0, 6)
-
-
-@settings(max_examples=60)
-@given(st.data())
-def test_host_segment_sum_on_random_layouts(data):
-    """The numpy kernel against a loop, on random segment layouts: empty segments anywhere, including
-    at the end of the last row (where reduceat's start index would be past the end), and a last
-    non-empty segment of one element."""
-    from taxosmooth.tree_ops import host_segment_sum
-
-    b = data.draw(st.integers(1, 4))
-    c = data.draw(st.integers(1, 7))
-    s = data.draw(st.integers(1, 5))
-    rows = []
-    for _ in range(b):
-        cuts = sorted(data.draw(st.lists(st.integers(0, c), min_size=s - 1, max_size=s - 1)))
-        rows.append(np.diff([0, *cuts, c]))
-    lengths = np.array(rows, dtype=np.int32)
-    x = np.random.default_rng(b * 100 + c).normal(size=(b, c))
-    want = np.zeros((b, s))
-    for i in range(b):
-        pos = 0
-        for k, n in enumerate(lengths[i]):
-            want[i, k] = x[i, pos : pos + n].sum()
-            pos += n
-    starts = np.cumsum(lengths, axis=1) - lengths
-    np.testing.assert_allclose(host_segment_sum(x, starts, lengths), want, rtol=1e-12, atol=1e-12)
-    got = segment_sum_leaf_order(torch.from_numpy(x), torch.from_numpy(lengths), torch.from_numpy(starts))
-    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12)

@@ -1,14 +1,20 @@
 """Losses that penalise close mistakes less: drop-in replacements for ``nn.CrossEntropyLoss``.
 
-Every loss takes logits ``(N, C)`` or ``(N, C, d1, ...)`` and integer targets,
-with ``weight``, ``ignore_index`` and ``reduction`` as in
-:func:`torch.nn.functional.cross_entropy`; the functional twins live in
-:mod:`taxosmooth.functional`. Inputs are validated on every call (target range;
-NaN / ``+inf`` logits named in a ``ValueError``), at the cost of host
-synchronisations on a GPU; :func:`set_checks` ``(False)`` turns that off.
+Every loss takes logits ``(N, C)`` or ``(N, C, d1, ...)`` and, as target,
+integer class indices, class probabilities (Mixup, CutMix) or — with
+``coarse_labels=True`` — the target ids of internal nodes (a genus, "shoes");
+``weight``, ``ignore_index``, ``reduction`` and ``label_smoothing`` are those of
+:func:`torch.nn.functional.cross_entropy`. The functional twins live in
+:mod:`taxosmooth.functional`.
+
+Inputs are validated on every call; :func:`set_checks` chooses how: ``"full"``
+(errors that name the offending target, row or logit; a host synchronisation
+per check on a GPU), ``"device"`` (asynchronous device-side assertions, no
+synchronisation, a fixed message) or ``"off"``. The default ``"auto"`` is
+``"full"`` on the CPU and ``"device"`` elsewhere.
 """
 
-from taxosmooth.losses._common import set_checks
+from taxosmooth.losses._inputs import set_checks
 from taxosmooth.losses.expected_cost import ExpectedCostLoss
 from taxosmooth.losses.hxe import HXELoss
 from taxosmooth.losses.pairwise import PairwiseCostLoss

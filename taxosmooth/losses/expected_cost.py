@@ -1,4 +1,4 @@
-"""Expected misclassification cost (Bayes risk), mixed with cross entropy."""
+"""Expected misclassification cost (Bayes risk), mixed with cross entropy; the cost rows it shares."""
 
 from __future__ import annotations
 
@@ -6,113 +6,186 @@ import numpy as np
 import torch
 
 from taxosmooth._checks import check_positive
-from taxosmooth.costs import node_costs
-from taxosmooth.losses._common import (
-    TreeLossBase,
-    class_costs,
-    given_float_dtype,
-    scale_saved_gradient,
-    softmax_lse,
-)
-from taxosmooth.taxonomy import Taxonomy
+from taxosmooth.costs import CostSource, resolve_costs
+from taxosmooth.losses._base import LossTarget, TreeLossBase
+from taxosmooth.losses._kernels import host_ring0_correction, host_softmax, ref_ring0_log_mass, row_dot
 from taxosmooth.tree_ops import TreeTensors
 
-__all__ = ["ExpectedCostLoss", "ring_costs", "expected_row"]
+__all__ = ["ExpectedCostLoss", "CostLossBase"]
 
 
-def ring_costs(taxonomy, distance="lca_height", transform="identity", power=1.0) -> np.ndarray:
-    """``cost[t, j]`` on each ring of ``t``: float64 ``(C, K+1)``, 0 on ring 0 (``j = t``).
-
-    From :func:`~taxosmooth.node_costs`; only distances that are functions of the
-    LCA node (others raise, naming :func:`~taxosmooth.cost_matrix` instead).
-    """
-    table = node_costs(taxonomy, distance, transform, power)
-    c = taxonomy.compiled
-    path = c.padded_path
-    out = table[path]
-    out[:, 0] = 0.0
-    return out
+def _col(x, like):
+    if x is None:
+        return None
+    if isinstance(x, float):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x).to(like.dtype)[:, None]
+    return x.to(like.dtype)[:, None]
 
 
-class _ExpectedRow(torch.autograd.Function):
-    """``Σ_j softmax(z)_j row_j + γ·CE(z, t)`` for constant rows ``(M, C)``, gradient written out.
+class CostLossBase(TreeLossBase):
+    """A loss built on costs (:func:`~taxosmooth.costs.resolve_costs`): structured node costs on a
+    taxonomy, or a dense ``(C, C)`` matrix. Rows of costs for a batch come from here."""
 
-    ``∂/∂z_j = p_j (row_j - risk + γ) - γ [j = t]`` (``risk`` the first term),
-    written in the forward over the rows (a scratch copy). With ``scale``
-    the loss is ``scale ×`` the sum of the rows' and the gradient is scaled
-    alike, so the backward only hands it on (nothing at all for an incoming
-    ``1``).
-    """
-
-    @staticmethod
-    def forward(ctx, z, rows, target, gamma: float, scale):
-        s = 1.0 if scale is None else scale
-        p, lse = softmax_lse(z, s)  # s·p
-        risk = torch.linalg.vecdot(p, rows, dim=1)  # s·risk
-        loss = risk
-        if gamma:
-            loss = risk + (s * gamma) * (lse - z.gather(1, target.unsqueeze(1)).squeeze(1))
-        diff = rows.sub_(risk.unsqueeze(1).div(s).sub_(gamma)).mul_(p)
-        if gamma:
-            diff.scatter_add_(1, target.unsqueeze(1), diff.new_full((diff.shape[0], 1), -s * gamma))
-        ctx.save_for_backward(diff)
-        ctx.fused = scale is not None
-        return loss if scale is None else loss.sum()
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        (diff,) = ctx.saved_tensors
-        return scale_saved_gradient(diff, grad, ctx.fused), None, None, None, None
-
-
-def expected_row(z: torch.Tensor, rows: torch.Tensor, target: torch.Tensor, ce_weight: float,
-                 scale: float | None = None) -> torch.Tensor:
-    """``Σ_j softmax(z)_j rows_j + ce_weight · CE(z, target)`` per row (``scale ×`` their sum with
-    ``scale``); rows are constants, and overwritten."""
-    return _ExpectedRow.apply(z, rows, target, float(ce_weight), scale)
-
-
-class _CostLoss(TreeLossBase):
-    """Holds either a structured ring-cost table (taxonomy) or a dense matrix."""
-
-    def __init__(self, costs_or_taxonomy, distance, transform, power, weight, ignore_index, reduction):
+    def __init__(self, source, distance, transform, power, weight, ignore_index, reduction, label_smoothing,
+                 coarse_labels):
         name = type(self).__name__
-        if isinstance(costs_or_taxonomy, Taxonomy):
-            tax = costs_or_taxonomy
-            try:
-                rc = ring_costs(tax, distance, transform, power)
-            except ValueError as exc:
-                raise ValueError(f"{name}: {exc}; pass {name}(cost_matrix(taxonomy, {distance!r}, ...)) for a "
-                                 "dense cost matrix") from None
-            super().__init__(tax.num_classes, weight, ignore_index, reduction)
-            self.tree = TreeTensors(tax)
-            # the ring costs laid out on each class's leaf segments (segment s: ring |s - K|)
-            self.register_buffer("segment_costs", torch.from_numpy(rc[:, list(self.tree.ring_of_segment_list)]),
-                                 persistent=False)
+        costs: CostSource = resolve_costs(source, distance, transform, power, where=name)
+        tax = costs.taxonomy
+        tree = TreeTensors(tax) if costs.structured else None
+        if coarse_labels and tax is not None and not costs.structured:
+            raise ValueError(f"{name}: coarse labels need costs that are a function of the LCA node "
+                             f"(distance {costs.distance!r} is not); use lca_height or lca_depth_complement")
+        super().__init__(costs.num_classes, weight, ignore_index, reduction, label_smoothing, coarse_labels, tree,
+                         tax if costs.structured else None)
+        self.costs_source = costs
+        if costs.structured:
+            c = tax.compiled
+            table = costs.node_table
+            self._node_cost = table
+            self._node_cost_step = table - np.where(c.parent >= 0, table[np.maximum(c.parent, 0)], 0.0)
+            self.register_buffer("node_cost", torch.from_numpy(np.array(table)), persistent=False)
+            self.register_buffer("node_cost_step", torch.from_numpy(self._node_cost_step.copy()), persistent=False)
             self.register_buffer("costs", None)
         else:
-            m = class_costs(costs_or_taxonomy, name)
-            super().__init__(m.shape[0], weight, ignore_index, reduction)
-            self.tree = None
-            self.register_buffer("segment_costs", None)
-            self.register_buffer("costs", torch.from_numpy(m).to(given_float_dtype(costs_or_taxonomy)))
+            dtype = costs.given_dtype or torch.float64
+            self.register_buffer("costs", torch.from_numpy(np.array(costs.dense())).to(dtype))
 
     @property
     def structured(self) -> bool:
-        return self.tree is not None
+        return self.costs is None
 
-    fuses_reduction = True
+    # ------------------------------------------------------------------ rows of costs
+    def _ring_costs(self, rings):
+        """``cost(v, j)`` per ring ``(B, R)``: the node cost of the ring node, 0 on ring 0."""
+        table = self._node_cost if rings.host else self.node_cost
+        vals = rings.gather(table)
+        if rings.host:
+            vals = vals.copy()
+            vals[:, 0] = 0.0
+            return vals
+        return torch.cat([torch.zeros_like(vals[:, :1]), vals[:, 1:]], dim=1)
 
-    def _cost_rows(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """``cost[t_i, :]`` for the batch, ``(M, C)`` in class order, a fresh tensor: written from the
-        ring costs, or gathered from the matrix."""
-        if self.tree is None:
-            return self.costs.index_select(0, t).to(dtype)
-        return self.tree.segment_rows(self.segment_costs, t, dtype)
+    def _id_rows(self, target: LossTarget, host: bool, dtype, rings=None):
+        """``ω_i cost(t_i, ·)`` (M, C): leaf order on the host for structured costs, else class order."""
+        if self.structured:
+            omega = target.host_omega() if host else target.omega
+            vals = self._ring_costs(rings)
+            vals = vals * (omega if isinstance(omega, float) else (omega[:, None] if host else omega.to(vals.dtype)[:, None]))
+            rows = rings.expand_rings(vals, dtype if host else None)
+            return rows if host else self.tree.to_class_order(rows).to(dtype)
+        if not isinstance(dtype, torch.dtype):
+            dtype = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+        rows = self.costs.index_select(0, target.ids).to(dtype)
+        om = _col(target.omega, rows)
+        return rows * om if om is not None else rows
+
+    def _prob_rows(self, p, host: bool, dtype):
+        """``Σ_c p_c cost(c, ·)`` for unnormalised rows ``p`` (M, C): structured or a matmul.
+
+        Host: ``p`` numpy float64 in leaf order (structured) or class order; returns the same order.
+        """
+        if self.structured:
+            tree = self.tree
+            if host:
+                mass = tree.host_subtree_sum(p) * self._node_cost_step
+                return tree.host_accumulate_down(mass)[:, tree._host.leaf_node].astype(dtype)
+            mass = tree.subtree_sum(p) * self.node_cost_step.to(p.dtype)
+            return tree.node_to_class(tree.accumulate_down(mass)).to(dtype)
+        if host:
+            return (p @ self.costs.double().numpy()).astype(dtype)
+        return (p @ self.costs.to(p.dtype)).to(dtype)
+
+    def _weighted_prob(self, target: LossTarget, host: bool):
+        """The prob target times class weights and the row scale (M, C) float64 (host: numpy, leaf order)."""
+        p = target.prob.to(torch.float64)
+        if target.class_weight is not None:
+            p = p * target.class_weight.to(torch.float64)
+        om = target.omega
+        p = p * (om if isinstance(om, float) else om.to(torch.float64)[:, None])
+        if host:
+            p = p.numpy()
+            if self.structured:
+                p = self.tree.leaf_cols(p)
+        return p
+
+    def _uniform_prob(self, target: LossTarget, host: bool):
+        """``weight / C`` as one row (1, C) float64 (host: numpy, leaf order when structured)."""
+        C = self.num_classes
+        cw = target.class_weight
+        u = torch.full((1, C), 1.0 / C, dtype=torch.float64) if cw is None else (cw.to(torch.float64) / C)[None, :]
+        if host:
+            u = u.cpu().numpy()
+            if self.structured:
+                u = self.tree.leaf_cols(u)
+            return u
+        return u.to(self._table_device())
+
+    def _table_device(self):
+        return (self.node_cost if self.structured else self.costs).device
+
+    def _leaf(self, z):
+        return self.tree.leaf_cols(z) if self.structured else z
+
+    def _unleaf(self, g):
+        return self.tree.class_cols(g) if self.structured else g
+
+    def _rings(self, target, host):
+        return self.tree.rings(target.ids, host=host) if self.structured else None
 
 
-class ExpectedCostLoss(_CostLoss):
+def host_expected_row(z, rows, ce_coef=None, rings=None, positions=None, ce_rows=None):
+    """``Σ_j p_j R_j + ce_coef·(-log P(ring 0)) - Σ_j G_j log p_j`` per row and its gradient.
+
+    ``z`` (M, C) in the order of ``rows`` (leaf order with ``rings``); ``rows``
+    ``R`` (M, C) a fresh tensor (overwritten with the gradient); ``ce_coef``
+    (M,) float64 numpy or None: the cross-entropy term of integer targets, whose
+    ring 0 is given by ``rings`` or, for class targets without a tree, by their
+    ``positions`` (M,); ``ce_rows`` ``G`` (M, C) or None: the cross-entropy term
+    of dense target rows. Returns float64 numpy rows and the gradient.
+    """
+    p, lse = host_softmax(z)
+    risk = row_dot(p, rows)
+    out = risk
+    # ∂/∂z_j = p_j (R_j - risk + c) - c [j in ring 0] e^{z_j - lse0}: the first part in one pass
+    shift = risk if ce_coef is None else risk - ce_coef
+    grad = rows.sub_(torch.from_numpy(shift).to(rows.dtype).unsqueeze(1)).mul_(p)
+    if ce_coef is not None:
+        zl = z.numpy()
+        g = grad.numpy()
+        if rings is not None:
+            lse0 = rings.ring0_logsumexp(zl)
+        else:
+            lse0 = zl[np.arange(zl.shape[0]), positions].astype(np.float64)
+        out = out + np.where(ce_coef == 0, 0.0, ce_coef * (lse.double().numpy() - lse0))
+        if rings is not None:
+            host_ring0_correction(g, zl, rings, ce_coef, lse0)
+        else:
+            g[np.arange(g.shape[0]), positions] -= ce_coef.astype(g.dtype)
+    if ce_rows is not None:
+        log_p = z - lse.unsqueeze(1)  # exact, also where p underflows; -inf logits masked below
+        log_p = torch.where(ce_rows == 0, torch.zeros_like(log_p), log_p)
+        out = out - row_dot(ce_rows, log_p)
+        grad += p * ce_rows.sum(1, keepdim=True) - ce_rows
+    return out, grad
+
+
+def ref_expected_row(z, rows, ce_coef=None, log_mass0=None, ce_rows=None):
+    """Torch counterpart of :func:`host_expected_row` (class order)."""
+    log_p = torch.log_softmax(z, dim=1)
+    out = (log_p.exp() * rows).sum(1)
+    if ce_coef is not None:
+        coef = ce_coef.to(z.dtype) if isinstance(ce_coef, torch.Tensor) else ce_coef
+        lm = log_mass0 - torch.logsumexp(z, dim=1)
+        out = out - (torch.where(coef == 0, torch.zeros_like(lm), coef * lm) if isinstance(coef, torch.Tensor)
+                     else coef * lm)
+    if ce_rows is not None:
+        out = out - torch.where(ce_rows == 0, torch.zeros_like(log_p), ce_rows * log_p).sum(1)
+    return out
+
+
+class ExpectedCostLoss(CostLossBase):
     r"""Expected misclassification cost under the predicted distribution, plus cross entropy.
 
     .. math::
@@ -122,25 +195,38 @@ class ExpectedCostLoss(_CostLoss):
 
     The first term is the Bayes risk of the prediction; minimised alone it can
     collapse onto the class that is cheapest on average, hence the cross-entropy
-    term (``ce_weight = γ``; 0 disables it).
+    term (``ce_weight = γ``, 1 by default as for every cost loss; 0 disables it).
+
+    Targets:
+
+    * a **class** ``t``: the formula above;
+    * **probabilities** ``p``: ``Σ_c p_c ℓ(z, c)``, i.e. the costs
+      ``Σ_c p_c cost[c, j]`` (structurally: subtree sums of ``p``) plus
+      ``γ`` times the soft-target cross entropy;
+    * a **coarse label** ``v``: predicting a class under ``v`` costs nothing,
+      any other class ``j`` costs ``cost(LCA(v, j))``, and the cross entropy
+      becomes ``-log P(v)``: ``ℓ = Σ_{j ∉ v} softmax(z)_j cost(LCA(v, j)) - γ log P(v)``.
 
     Parameters
     ----------
-    costs_or_taxonomy : Taxonomy or array_like (C, C)
-        A taxonomy: costs ``f(d(t, j))`` as in :func:`~taxosmooth.node_costs`,
-        computed structurally on the rings of ``t`` (O(batch × classes), no
-        ``(C, C)`` tensor; LCA distances only). A matrix: used as given
-        (finite, ``>= 0``, zero diagonal).
+    source : Taxonomy or array_like (C, C)
+        A taxonomy: costs ``f(d(t, j))`` as in :func:`~taxosmooth.cost_matrix`,
+        computed structurally on the rings of ``t`` for the LCA distances
+        (O(batch × classes), no ``(C, C)`` tensor). A matrix: distances
+        (finite, ``>= 0``, zero diagonal), the cost matrix itself with the
+        default ``transform`` and ``power``.
     ce_weight : float, default 1.0
-    distance, transform, power
-        Used with a taxonomy; see :func:`~taxosmooth.cost_matrix`.
-    weight, ignore_index, reduction
-        As in :func:`torch.nn.functional.cross_entropy`.
+    distance : str, optional
+        Tree distance, with a taxonomy only (default ``"lca_height"``).
+    transform, power
+        See :func:`~taxosmooth.cost_matrix`.
+    weight, ignore_index, reduction, label_smoothing, coarse_labels
+        As in :mod:`taxosmooth.losses`.
 
     Shape
     -----
     - input: ``(N, C)``, ``(N, C, d1, ...)`` or ``(C,)``
-    - target: ``(N)``, ``(N, d1, ...)`` or ``()``, class indices
+    - target: ``(N)``, ``(N, d1, ...)`` or ``()`` ids, or probabilities with the input's shape
     - output: scalar, or the target's shape with ``reduction="none"``
 
     Examples
@@ -152,14 +238,69 @@ class ExpectedCostLoss(_CostLoss):
     1.25
     """
 
-    def __init__(self, costs_or_taxonomy, ce_weight: float = 1.0, distance: str = "lca_height",
-                 transform="identity", power: float = 1.0, weight=None, ignore_index: int = -100,
-                 reduction: str = "mean"):
-        super().__init__(costs_or_taxonomy, distance, transform, power, weight, ignore_index, reduction)
+    def __init__(self, source, ce_weight: float = 1.0, distance: str | None = None, transform="identity",
+                 power: float = 1.0, weight=None, ignore_index: int = -100, reduction: str = "mean",
+                 label_smoothing: float = 0.0, coarse_labels: bool = False):
+        super().__init__(source, distance, transform, power, weight, ignore_index, reduction, label_smoothing,
+                         coarse_labels)
         self.ce_weight = check_positive(ce_weight, "ce_weight", allow_zero=True)
 
     def extra_repr(self) -> str:
-        return f"ce_weight={self.ce_weight}, structured={self.structured}"
+        base = super().extra_repr()
+        return f"ce_weight={self.ce_weight}, structured={self.structured}" + (", " + base if base else "")
 
-    def _per_sample(self, z, t, scale=None):
-        return _ExpectedRow.apply(z, self._cost_rows(t, z.dtype), t, self.ce_weight, scale)
+    def _host(self, z, target: LossTarget):
+        zl = self._leaf(z)
+        dt = z.numpy().dtype
+        gamma = self.ce_weight
+        if target.kind == "prob":
+            p = self._weighted_prob(target, host=True)
+            rows = torch.from_numpy(self._prob_rows(p, True, dt))
+            ce_rows = torch.from_numpy((gamma * p).astype(dt)) if gamma else None
+            out, grad = host_expected_row(zl, rows, ce_rows=ce_rows)
+            return out, self._unleaf(grad)
+        rings = self._rings(target, True)
+        rows = self._id_rows(target, True, dt, rings)
+        rows = rows if isinstance(rows, torch.Tensor) else torch.from_numpy(rows)
+        ce_rows = None
+        if target.smooth is not None:
+            u = self._uniform_prob(target, host=True)
+            sm = target.host_smooth()
+            smc = sm if isinstance(sm, float) else sm[:, None]
+            rows += torch.from_numpy((self._prob_rows(u, True, np.float64) * smc).astype(dt))
+            if gamma:
+                ce_rows = torch.from_numpy((gamma * u * smc).astype(dt))
+                if ce_rows.shape[0] != rows.shape[0]:
+                    ce_rows = ce_rows.expand_as(rows).contiguous()
+        coef = None
+        if gamma:
+            om = target.host_omega()
+            coef = gamma * (np.full(z.shape[0], om) if isinstance(om, float) else om)
+        out, grad = host_expected_row(zl, rows, coef, rings, None if rings is not None else target.ids.numpy(),
+                                      ce_rows)
+        return out, self._unleaf(grad)
+
+    def _reference(self, z, target: LossTarget):
+        gamma = self.ce_weight
+        if target.kind == "prob":
+            p = self._weighted_prob(target, host=False)
+            rows = self._prob_rows(p, False, z.dtype)
+            return ref_expected_row(z, rows, ce_rows=(gamma * p).to(z.dtype) if gamma else None)
+        rings = self._rings(target, False)
+        rows = self._id_rows(target, False, z.dtype, rings)
+        ce_rows = None
+        if target.smooth is not None:
+            u = self._uniform_prob(target, host=False)
+            sm = target.smooth
+            smc = sm if isinstance(sm, float) else sm.to(torch.float64)[:, None]
+            rows = rows + (self._prob_rows(u, False, torch.float64) * smc).to(z.dtype)
+            if gamma:
+                ce_rows = (gamma * u * smc).to(z.dtype).expand_as(rows)
+        coef = log_mass0 = None
+        if gamma:
+            om = target.omega
+            coef = gamma * (om if isinstance(om, float) else om)
+            node = rings.node if rings is not None else None
+            log_mass0 = ref_ring0_log_mass(self.tree, z, node) if node is not None else \
+                z.gather(1, target.ids[:, None]).squeeze(1)
+        return ref_expected_row(z, rows, coef, log_mass0, ce_rows)

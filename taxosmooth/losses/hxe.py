@@ -6,23 +6,16 @@ import numpy as np
 import torch
 
 from taxosmooth._checks import check_positive
-from taxosmooth.losses._common import TreeLossBase, as_taxonomy, scale_saved_gradient
-from taxosmooth.tree_ops import (
-    TreeTensors,
-    _host_kernel,
-    host_segment_layout,
-    host_segment_reduce,
-    segment_expand_leaf_order,
-    segment_sum_leaf_order,
-)
+from taxosmooth.losses._base import LossTarget, TreeLossBase, as_taxonomy
+from taxosmooth.tree_ops import TreeTensors
 
-__all__ = ["HXELoss", "hxe_coefficients", "hxe_node_weights", "WEIGHTINGS"]
+__all__ = ["HXELoss", "hxe_node_weights", "WEIGHTINGS"]
 
 WEIGHTINGS = ("depth", "height")
 
-# on the fast path every P(a_l) >= p_t >= this many times the smallest normal float: the ratios
-# c_l / P(a_l) in the gradient stay far from overflow; rows whose target probability is smaller
-# take the exact log-space path
+# a row's subtree masses P(u) >= this many times the smallest normal float keep the ratios a(u) / P(u) of
+# the probability-target kernel far from overflow; rows with a smaller one (a subtree with target mass
+# some 60 nats below the best logit in float32) are computed exactly in log space instead
 _FAR_MARGIN = 2.0**40
 
 
@@ -47,103 +40,6 @@ def hxe_node_weights(taxonomy, alpha: float, weighting: str = "depth", normalize
     return lam
 
 
-def hxe_coefficients(taxonomy, alpha: float, weighting: str = "depth", normalize: bool = False) -> np.ndarray:
-    """Per class, the coefficient of ``-log P(a_l)`` along its path, float64 ``(C, K+1)``.
-
-    Summation by parts of ``-Σ_{l<H} λ(a_l) [log P(a_l) - log P(a_{l+1})]``
-    (``log P(root) = 0``): ``c_0 = λ(a_0)``, ``c_l = λ(a_l) - λ(a_{l-1})`` for
-    ``0 < l < H``, ``c_l = 0`` for ``l >= H = depth(t)``.
-    """
-    lam = hxe_node_weights(taxonomy, alpha, weighting, normalize)
-    c = taxonomy.compiled
-    path = c.padded_path
-    lp = lam[path]
-    coef = np.diff(lp, axis=1, prepend=0.0)
-    H = c.depth[c.class_node]
-    coef[np.arange(coef.shape[1])[None, :] >= H[:, None]] = 0.0
-    return coef
-
-
-def _ring_terms(seg, coef, fold, spread, floor: float, s: float, log, clamp_min):
-    """The per-ring arithmetic of :class:`_HierarchicalCrossEntropy`, for numpy and torch arrays alike.
-
-    ``seg`` (B, S): segment sums of ``p = softmax(z)``; returns ``(far, terms,
-    values)``: rows whose ``p_t = P(a_0)`` is below ``floor``, the terms
-    ``c_l log P(a_l)`` (B, K+1) and the per-segment gradient factors
-    ``s (Σ_l c_l - Σ_{l >= ring(seg)} c_l / P(a_l))`` (B, S).
-    """
-    mass = seg @ fold
-    mass_c = clamp_min(mass, floor)
-    values = (coef.sum(1)[:, None] - (coef / mass_c) @ spread) * s
-    return mass[:, 0] < floor, coef * log(mass_c), values
-
-
-class _HierarchicalCrossEntropy(torch.autograd.Function):
-    """``-Σ_l c_l log P(a_l)`` per row in leaf order (or ``scale ×`` their sum), gradient built in the forward.
-
-    ``p = softmax(z)``; ``P(a_l)`` are the cumulative ring sums of ``p`` (exact
-    segment sums of non-negative terms; ``P(a_0) = p_t``), clamped below at
-    ``floor``. Gradient, one value per ring times ``p``:
-    ``∂ℓ/∂z_j = p_j (Σ_l c_l - Σ_{l >= k(j)} c_l / P(a_l))`` with ``k(j)`` the
-    ring of ``j`` (at the target, ``p_t · c_0 / p_t`` is ``c_0`` to rounding).
-    The small per-ring steps are two constant 0/1 matrices: ``fold`` (segments
-    → cumulative ring sums) and ``spread`` (``[l >= ring(s)]``), in float64
-    numpy on the CPU and in torch elsewhere (:func:`_ring_terms`). The
-    gradient is written in the forward over ``p``, so the backward only
-    scales it (nothing at all for an incoming ``1``). Also returns which rows
-    have ``p_t`` below ``floor`` (not differentiable): they are left to the
-    caller, with gradient 0 and, in the summed form, loss 0.
-    """
-
-    @staticmethod
-    def forward(ctx, z_leaf, t, coefficients, ring_lengths, ring_starts, fold, spread, floor, scale):
-        s = 1.0 if scale is None else scale
-        b, c = z_leaf.shape
-        if _host_kernel(z_leaf) and b > 0:
-            # everything that depends on the targets alone first, then the passes over the batch
-            tn = t.numpy()
-            lengths = ring_lengths.numpy()[tn]
-            layout = host_segment_layout(ring_starts.numpy()[tn], lengths, c)
-            coef = coefficients.numpy()[tn]
-            p = torch.softmax(z_leaf, dim=1)
-            pn = p.numpy()
-            far, terms, values = _ring_terms(host_segment_reduce(pn, layout), coef, fold.numpy(), spread.numpy(),
-                                             floor, s, np.log, np.maximum)
-            np.multiply(pn, np.repeat(values.astype(pn.dtype).reshape(-1), lengths.reshape(-1)).reshape(b, c), out=pn)
-            if scale is None:
-                loss = torch.from_numpy(terms.sum(1)).neg_().to(p.dtype)
-            else:
-                if far.any():
-                    pn[far] = 0.0
-                    terms[far] = 0.0
-                loss = torch.from_numpy(np.asarray(-s * terms.sum(), dtype=pn.dtype))
-            far = torch.from_numpy(far)
-        else:
-            p = torch.softmax(z_leaf, dim=1)
-            lengths = ring_lengths.index_select(0, t)
-            far, terms, values = _ring_terms(segment_sum_leaf_order(p, lengths), coefficients.index_select(0, t)
-                                             .to(p.dtype), fold.to(p.dtype), spread.to(p.dtype), floor, s, torch.log,
-                                             torch.clamp_min)
-            p.mul_(segment_expand_leaf_order(values, lengths, c))
-            if scale is None:
-                loss = -terms.sum(1)
-            else:
-                if not torch.compiler.is_compiling() and bool(far.any()):
-                    p.masked_fill_(far.unsqueeze(1), 0.0)
-                    terms = terms.masked_fill(far.unsqueeze(1), 0.0)
-                loss = -s * terms.sum()
-        ctx.save_for_backward(p)
-        ctx.fused = scale is not None
-        ctx.mark_non_differentiable(far)
-        return loss, far
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss, _grad_far):
-        (grad,) = ctx.saved_tensors
-        return scale_saved_gradient(grad, grad_loss, ctx.fused), *(None,) * 8
-
-
 class HXELoss(TreeLossBase):
     r"""Hierarchical cross entropy.
 
@@ -155,6 +51,17 @@ class HXELoss(TreeLossBase):
 
     along the path ``C^(0) = t, …, C^(H) = root`` (Bertinetto et al., "Making
     Better Mistakes", CVPR 2020, Sec. 3.1).
+
+    Targets:
+
+    * a **class** ``t``: the formula above;
+    * **probabilities** ``p`` (Mixup): ``Σ_c p_c ℓ(z, c) = -Σ_{u ≠ root} λ(u) T(u)
+      log(P(u) / P(parent(u)))`` with ``T(u) = Σ_{c under u} p_c``;
+    * a **coarse label** ``v`` (``coarse_labels=True``): the path starts at
+      ``v``: ``ℓ = -Σ_{l} λ(C^{(l)}) log(P(C^{(l)}) / P(C^{(l+1)}))`` from
+      ``C^(0) = v``, so only ``P(v)`` and the masses above it matter; with
+      ``alpha = 0`` (and ``normalize=False``) it is the partial-label
+      likelihood ``-log P(v)``.
 
     Weighting conventions
     ---------------------
@@ -171,23 +78,16 @@ class HXELoss(TreeLossBase):
       normalize=True`` reproduces it. The default ``normalize=False`` keeps the
       loss on the scale of cross entropy, independent of the tree's size, and
       makes ``alpha=0`` exactly :func:`torch.nn.functional.cross_entropy`
-      (the terms telescope to ``-log p_t``).
+      (the terms telescope to ``-log p_t``; with ``label_smoothing`` too).
 
-    How: by summation by parts ``ℓ = -Σ_l c_l log P(a_l)`` with per-class
-    coefficients (:func:`hxe_coefficients`); ``P(a_l)`` are partial sums of
-    exact ring sums (segment sums of non-negative terms) of ``p = softmax(z)``,
-    ``P(a_0) = p_t``. The gradient is one value per ring times ``p``, written
-    in the forward over one buffer (the backward only scales it). Rows whose
-    target probability is below ``2^40`` times the smallest normal float (a
-    target about 60 nats below the rest in float32; there ``p_t``, and perhaps
-    whole subtrees, underflow) are recomputed exactly in log space
-    (:meth:`TreeTensors.subtree_logsumexp`; under ``torch.compile``, which
-    cannot branch on data, every row is computed both ways and the exact value
-    selected, so compiled and eager agree at the price of the exact pass).
-    A NaN or ``+inf`` logit raises ``ValueError`` naming it; ``-inf`` logits
-    (masked classes) are allowed (see :func:`taxosmooth.losses.set_checks`:
-    validation costs host synchronisations on a GPU).
-    O(batch × classes); no ``(C, C, depth)`` tensor.
+    How: by summation by parts ``ℓ = -Σ_k c_k log P(r_k)`` over the target's
+    ring nodes (its branching ancestors, :mod:`taxosmooth.tree_ops`), each
+    ``log P(r_k)`` a log-sum-exp of the rings inside it, every ring shifted by
+    its own maximum: exact in log space, so a target far below the best logit
+    loses nothing. The gradient is one value per ring segment times
+    ``exp(z - max)``, written in the forward (the backward only scales it).
+    Probability targets take a node-level pass (subtree sums of ``p`` and of the
+    prediction). O(batch × classes), no ``(C, C, depth)`` tensor.
 
     Parameters
     ----------
@@ -195,13 +95,13 @@ class HXELoss(TreeLossBase):
     alpha : float, ``>= 0``
     weighting : {"depth", "height"}, default "depth"
     normalize : bool, default False
-    weight, ignore_index, reduction
-        As in :func:`torch.nn.functional.cross_entropy`.
+    weight, ignore_index, reduction, label_smoothing, coarse_labels
+        As in :mod:`taxosmooth.losses`.
 
     Shape
     -----
     - input: ``(N, C)``, ``(N, C, d1, ...)`` or ``(C,)``
-    - target: ``(N)``, ``(N, d1, ...)`` or ``()``, class indices
+    - target: ``(N)``, ``(N, d1, ...)`` or ``()`` ids, or probabilities with the input's shape
     - output: scalar, or the target's shape with ``reduction="none"``
 
     Examples
@@ -214,51 +114,200 @@ class HXELoss(TreeLossBase):
     """
 
     def __init__(self, taxonomy, alpha: float, weighting: str = "depth", normalize: bool = False,
-                 weight=None, ignore_index: int = -100, reduction: str = "mean"):
+                 weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                 coarse_labels: bool = False):
         tax = as_taxonomy(taxonomy, "HXELoss")
-        coef = hxe_coefficients(tax, alpha, weighting, normalize)
-        super().__init__(tax.num_classes, weight, ignore_index, reduction)
+        lam = hxe_node_weights(tax, alpha, weighting, normalize)
+        tree = TreeTensors(tax)
+        super().__init__(tax.num_classes, weight, ignore_index, reduction, label_smoothing, coarse_labels, tree, tax)
         self.alpha, self.weighting, self.normalize = float(alpha), weighting, normalize
-        self.tree = TreeTensors(tax)
-        self.register_buffer("coefficients", torch.from_numpy(coef), persistent=False)
-        # segment s of a class's ring layout belongs to ring |s - K|; fold[s, k] = [|s - K| <= k] turns
-        # segment sums into the cumulative ring sums P(a_k), spread[l, s] = [l >= |s - K|] the other way
-        K = self.tree.max_depth
-        ring = np.abs(np.arange(2 * K + 1) - K)
-        level = np.arange(K + 1)
-        self.register_buffer("_fold", torch.from_numpy((ring[:, None] <= level[None, :]).astype(np.float32)),
-                             persistent=False)
-        self.register_buffer("_spread", torch.from_numpy((level[:, None] >= ring[None, :]).astype(np.float32)),
-                             persistent=False)
+        self._lam = lam
+        self._lam_top = lam[tree._host.top]  # λ(top(u)): the coefficient sums of ring nodes telescope to it
+        self.register_buffer("node_lambda", torch.from_numpy(lam), persistent=False)
+        self.register_buffer("node_lambda_top", torch.from_numpy(self._lam_top.copy()), persistent=False)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, weighting={self.weighting!r}, normalize={self.normalize}"
+        base = super().extra_repr()
+        return (f"alpha={self.alpha}, weighting={self.weighting!r}, normalize={self.normalize}"
+                + (", " + base if base else ""))
 
-    fuses_reduction = True
+    # ------------------------------------------------------------------ coefficients
+    def _coefficients(self, rings, omega):
+        """``c_k = λ(top(r_k)) - λ(top(r_{k-1}))`` (``c_0 = λ(top(r_0))``) times the rows' factors (B, R)."""
+        if rings.host:
+            lt = rings.gather(self._lam_top)
+            coef = lt.copy()
+            coef[:, 1:] -= lt[:, :-1]
+            return coef * (omega if isinstance(omega, float) else omega[:, None])
+        lt = rings.gather(self.node_lambda_top)
+        coef = torch.cat([lt[:, :1], lt[:, 1:] - lt[:, :-1]], dim=1)
+        return coef * (omega if isinstance(omega, float) else omega.to(coef.dtype)[:, None])
 
-    def _per_sample(self, z, t, scale=None):
+    def _node_targets(self, target: LossTarget, host: bool):
+        """The target mass under every node, ``T`` (M, N), for probability or smoothed targets."""
         tree = self.tree
-        floor = torch.finfo(z.dtype).tiny * _FAR_MARGIN
-        args = (self.coefficients, tree.ring_lengths, tree.ring_starts, self._fold, self._spread, floor)
-        if torch.compiler.is_compiling():
-            # no data-dependent branch: both paths for every row, the exact one where p_t is far below
-            loss, far = _HierarchicalCrossEntropy.apply(tree.to_leaf_order(z), t, *args, None)
-            # other rows reach the exact path detached: whatever its backward makes of them is dropped, not
-            # multiplied by 0 (0 · inf would be nan)
-            z_far = torch.where(far.unsqueeze(1), z, z.detach())
-            log_p = tree.gather_path(tree.subtree_logsumexp(torch.log_softmax(z_far, dim=1)), t)
-            coef = self.coefficients.index_select(0, t).to(z.dtype)
-            loss = torch.where(far, -(coef * log_p).sum(dim=1), loss)
-            return loss if scale is None else loss.sum() * scale
-        loss, far = _HierarchicalCrossEntropy.apply(tree.to_leaf_order(z), t, *args, scale)
-        # A target far below the best logit leaves p_t, and perhaps whole subtrees, underflowing
-        # (or denormal); recompute those (rare) rows in log space, level by level.
-        if far.numpy().any() if far.device.type == "cpu" else bool(far.any()):
-            idx = far.nonzero().squeeze(1)
-            log_q = torch.log_softmax(z.index_select(0, idx), dim=1)
-            t_far = t.index_select(0, idx)
-            log_p = tree.gather_path(tree.subtree_logsumexp(log_q), t_far)
-            exact = -(self.coefficients.index_select(0, t_far).to(z.dtype) * log_p).sum(dim=1)
-            # the kernel counted these rows as 0 in the summed form
-            loss = loss + exact.sum() * scale if scale is not None else loss.index_put((idx,), exact)
-        return loss
+        cw = target.class_weight
+        C = self.num_classes
+        if host:
+            if target.kind == "prob":
+                p = target.prob.double().numpy()
+                if cw is not None:
+                    p = p * cw.double().numpy()
+                p = tree.leaf_cols(p)
+                return tree.host_subtree_sum(p) * _host_col(target.omega)
+            anc = tree.ancestor_indicator(tree._host.target_node[target.ids.numpy()], host=True)
+            u = np.full((1, C), 1.0 / C) if cw is None else (cw.double().numpy() / C)[None, tree._host.position_class]
+            t_u = tree.host_subtree_sum(u)
+            return anc * _host_col(target.omega) + t_u * _host_col(target.smooth)
+        if target.kind == "prob":
+            p = target.prob.to(torch.float64)
+            if cw is not None:
+                p = p * cw.to(torch.float64)
+            return tree.subtree_sum(p) * _ref_col(target.omega)
+        anc = tree.ancestor_indicator(tree.target_node.index_select(0, target.ids), host=False)
+        u = torch.full((1, C), 1.0 / C, dtype=torch.float64, device=anc.device) if cw is None else \
+            (cw.to(torch.float64) / C)[None, :]
+        return anc * _ref_col(target.omega) + tree.subtree_sum(u) * _ref_col(target.smooth)
+
+    # ------------------------------------------------------------------ host kernels
+    def _host(self, z, target: LossTarget):
+        if target.kind == "index" and target.smooth is None:
+            return self._host_rings(z, target)
+        return self._host_nodes(z, self._node_targets(target, host=True), target)
+
+    def _host_rings(self, z, target: LossTarget):
+        """Class and coarse targets: ``-Σ_k c_k log P(r_k)`` from ring sums of the softmax.
+
+        In linear space first (one softmax, one segment sum, one expansion); rows where a weighted
+        ``P(r_k)`` underflows (a target far below the best logit) are recomputed exactly in log space
+        (:meth:`_host_rings_exact`).
+        """
+        tree = self.tree
+        zl = tree.leaf_cols(z)
+        rings = tree.rings(target.ids, host=True)
+        coef = self._coefficients(rings, target.host_omega())
+        p, _ = _softmax(zl)
+        pn = p.numpy()
+        mass = np.cumsum(rings.ring_sums(rings.sum(pn).astype(np.float64)), axis=1)  # P(r_k)
+        live = coef != 0
+        far = (live & (mass < np.finfo(pn.dtype).tiny * _FAR_MARGIN)).any(axis=1)
+        safe = np.where(live, mass, 1.0)
+        rows = -(np.where(live, coef, 0.0) * np.log(safe)).sum(1)
+        # ∂ℓ/∂z_j = p_j (Σ_l c_l - Σ_{l >= ring(j)} c_l / P(r_l)): a reverse cumulative sum over the rings
+        tail = np.cumsum((coef / safe)[:, ::-1], axis=1)[:, ::-1]
+        f = coef.sum(1)[:, None] - tail
+        pn *= rings.expand(rings.segments(f).astype(pn.dtype))
+        if far.any():
+            idx = np.flatnonzero(far)
+            r, g = self._host_rings_exact(zl.numpy()[idx], rings.take(idx), coef[idx])
+            rows[idx] = r
+            pn[idx] = g
+        return rows, tree.class_cols(p)
+
+    def _host_rings_exact(self, zl: np.ndarray, rings, coef: np.ndarray):
+        """The ring kernel in log space: every ring shifted by its own maximum (leaf order, numpy)."""
+        tree = self.tree
+        e, m, ring_lse = rings.logsumexp(zl)
+        lse_path = np.logaddexp.accumulate(ring_lse, axis=1)  # log Σ e^z over the subtree of r_k
+        lse = lse_path[:, -1]
+        live = coef != 0
+        rows = -np.where(live, coef * (lse_path - lse[:, None]), 0.0).sum(1)
+        # Σ_{l >= k} c_l exp(lse_k - lse_l) by a reverse recurrence with factors <= 1
+        R = coef.shape[1]
+        h = coef.copy()
+        if R > 1:
+            ratio = np.where(np.isfinite(lse_path[:, 1:]), np.exp(lse_path[:, :-1] - lse_path[:, 1:]), 0.0)
+            for k in range(R - 2, -1, -1):
+                h[:, k] += ratio[:, k] * h[:, k + 1]
+        ring = list(tree.ring_of_segment_list)
+        alive = np.isfinite(m)
+        ms = np.where(alive, m, 0.0)
+        f = np.exp(ms - lse[:, None]) * coef.sum(1)[:, None] - np.exp(ms - lse_path[:, ring]) * h[:, ring]
+        e *= rings.expand(np.where(alive, f, 0.0).astype(e.dtype))
+        return rows, e
+
+    def _host_nodes(self, z, t_nodes: np.ndarray, target: LossTarget):
+        """Node-level kernel for node target masses ``T`` (M, N): probability and smoothed targets."""
+        tree = self.tree
+        h = tree._host
+        p_t, lse_t = _softmax(z)
+        p = p_t.numpy()
+        pl = tree.leaf_cols(p)
+        lam_t = t_nodes * self._lam
+        a = lam_t - tree.host_children_sum(lam_t)
+        a[:, 0] = 0.0  # log P(root) = 0
+        s = tree.host_subtree_sum(pl.astype(np.float64))
+        floor = np.finfo(p.dtype).tiny * _FAR_MARGIN
+        internal = ~h.is_leaf
+        weighted = (a != 0) & internal[None, :]
+        far = (weighted & (s < floor)).any(axis=1)
+        zl = tree.leaf_cols(z.double().numpy())
+        log_s = np.empty_like(s)
+        with np.errstate(divide="ignore"):
+            log_s[:, internal] = np.log(s[:, internal])
+        log_s[:, h.leaf_node] = zl - lse_t.double().numpy()[:, None]  # leaves: log softmax, exact
+        with np.errstate(invalid="ignore"):
+            rows = -np.where(a == 0, 0.0, a * log_s).sum(1)
+            ratio = np.where(weighted, a / np.where(weighted, s, 1.0), 0.0)
+        d = tree.host_accumulate_down(ratio)[:, h.leaf_node]
+        total = a.sum(1)
+        grad_leaf = pl * (total[:, None] - d) - a[:, h.leaf_node]
+        grad = tree.class_cols(torch.from_numpy(grad_leaf.astype(p.dtype)))
+        if far.any():
+            rows, grad = self._exact_rows(z, t_nodes, rows, grad, far)
+        return rows, grad
+
+    def _exact_rows(self, z, t_nodes, rows, grad, far):
+        """Rows whose target mass sits on a subtree whose probability underflows: log space, by autograd."""
+        idx = torch.from_numpy(np.flatnonzero(far))
+        zf = z.index_select(0, idx).detach().requires_grad_(True)
+        with torch.enable_grad():
+            r = self._ref_nodes(zf, torch.from_numpy(t_nodes[far]))
+            (g,) = torch.autograd.grad(r.sum(), zf)
+        rows = rows.copy()
+        rows[far] = r.detach().double().numpy()
+        grad[idx] = g.to(grad.dtype)
+        return rows, grad
+
+    # ------------------------------------------------------------------ torch formulation
+    def _reference(self, z, target: LossTarget):
+        if target.kind == "index" and target.smooth is None:
+            tree = self.tree
+            rings = tree.rings(target.ids, host=False)
+            coef = self._coefficients(rings, target.omega).to(z.dtype)
+            log_p = tree.subtree_logsumexp(torch.log_softmax(z, dim=1)).gather(1, rings.nodes)
+            return -torch.where(coef == 0, torch.zeros_like(log_p), coef * log_p).sum(1)
+        return self._ref_nodes(z, self._node_targets(target, host=False))
+
+    def _ref_nodes(self, z, t_nodes: torch.Tensor):
+        tree = self.tree
+        lam_t = t_nodes.to(torch.float64) * self.node_lambda.to(device=z.device)
+        a = (lam_t - tree.children_sum(lam_t)).to(z.dtype)
+        a = torch.cat([torch.zeros_like(a[:, :1]), a[:, 1:]], dim=1)  # log P(root) = 0
+        log_p = tree.subtree_logsumexp(torch.log_softmax(z, dim=1))
+        return -torch.where(a == 0, torch.zeros_like(log_p), a * log_p).sum(1)
+
+
+def _softmax(z):
+    m = z.amax(dim=1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    p = torch.sub(z, m).exp_()
+    total = p.sum(dim=1, keepdim=True)
+    lse = (m + total.log()).squeeze(1)
+    return p.mul_(total.reciprocal_()), lse
+
+
+def _host_col(x):
+    if x is None:
+        return 0.0
+    if isinstance(x, float):
+        return x
+    return x.detach().double().numpy()[:, None]
+
+
+def _ref_col(x):
+    if x is None:
+        return 0.0
+    if isinstance(x, float):
+        return x
+    return x.to(torch.float64)[:, None]

@@ -2,43 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from taxosmooth.losses._common import scale_saved_gradient
-from taxosmooth.losses.expected_cost import _CostLoss
-
-
-class _PairwiseCost(torch.autograd.Function):
-    """``Σ_j row_j softplus(z_j - z_t)`` (``row_t = 0``), gradient written out in the forward:
-    ``row_j σ(z_j - z_t)`` for ``j ≠ t`` and minus their sum at ``t`` (times ``scale`` with
-    ``scale``, when the loss is ``scale ×`` the sum over rows)."""
-
-    @staticmethod
-    def forward(ctx, z, rows, target, scale):
-        u = z - z.gather(1, target.unsqueeze(1))
-        if scale is None:
-            loss = torch.linalg.vecdot(rows, F.softplus(u), dim=1)
-        else:
-            loss = torch.dot(rows.view(-1), F.softplus(u).view(-1)).mul_(scale)
-            rows.mul_(scale)  # a scratch copy
-        d = u.sigmoid_().mul_(rows)
-        d.scatter_add_(1, target.unsqueeze(1), -d.sum(dim=1, keepdim=True))
-        ctx.save_for_backward(d)
-        ctx.fused = scale is not None
-        return loss
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        (d,) = ctx.saved_tensors
-        return scale_saved_gradient(d, grad, ctx.fused), None, None, None
-
+from taxosmooth.losses._base import LossTarget
+from taxosmooth.losses._kernels import host_ring0_correction, ref_ring0_log_mass
+from taxosmooth.losses.expected_cost import CostLossBase
 
 __all__ = ["PairwiseCostLoss"]
 
+#: elements of (pairs, C) blocks evaluated at once for probability targets
+_BLOCK = 1 << 22
 
-class PairwiseCostLoss(_CostLoss):
+
+class PairwiseCostLoss(CostLossBase):
     r"""Pairwise ranking loss weighted by misclassification cost.
 
     .. math::
@@ -49,19 +27,31 @@ class PairwiseCostLoss(_CostLoss):
     penalty scaled by how bad confusing ``t`` with ``j`` would be; a correct
     class costs 0 so ``j = t`` drops out.
 
+    Targets:
+
+    * a **class** ``t``: the formula above;
+    * **probabilities** ``p``: ``Σ_c p_c ℓ(z, c)``. Each class with target mass
+      costs one pass over the classes: Mixup and CutMix rows (two classes) cost
+      about twice a class target, while a dense row (``label_smoothing``, whose
+      uniform part touches every class) costs O(C²) per sample — evaluated in
+      blocks, never as a ``(C, C)`` tensor, but slow for large ``C``;
+    * a **coarse label** ``v``: the classes under ``v`` count as one, with the
+      log-sum-exp of their logits ``ζ_v = log Σ_{c ∈ v} exp(z_c)`` in place of
+      ``z_t``: ``ℓ = Σ_{j ∉ v} cost(LCA(v, j)) softplus(z_j - ζ_v)``.
+
     Parameters
     ----------
-    costs_or_taxonomy : Taxonomy or array_like (C, C)
-        As in :class:`ExpectedCostLoss` (structured with a taxonomy).
+    source : Taxonomy or array_like (C, C)
+        As in :class:`ExpectedCostLoss` (structured with a taxonomy and an LCA distance).
     distance, transform, power
-        Used with a taxonomy; see :func:`~taxosmooth.cost_matrix`.
-    weight, ignore_index, reduction
-        As in :func:`torch.nn.functional.cross_entropy`.
+        See :func:`~taxosmooth.cost_matrix` (``distance`` with a taxonomy only).
+    weight, ignore_index, reduction, label_smoothing, coarse_labels
+        As in :mod:`taxosmooth.losses`.
 
     Shape
     -----
     - input: ``(N, C)``, ``(N, C, d1, ...)`` or ``(C,)``
-    - target: ``(N)``, ``(N, d1, ...)`` or ``()``, class indices
+    - target: ``(N)``, ``(N, d1, ...)`` or ``()`` ids, or probabilities with the input's shape
     - output: scalar, or the target's shape with ``reduction="none"``
 
     Examples
@@ -72,12 +62,108 @@ class PairwiseCostLoss(_CostLoss):
     3.4657
     """
 
-    def __init__(self, costs_or_taxonomy, distance: str = "lca_height", transform="identity", power: float = 1.0,
-                 weight=None, ignore_index: int = -100, reduction: str = "mean"):
-        super().__init__(costs_or_taxonomy, distance, transform, power, weight, ignore_index, reduction)
+    def __init__(self, source, distance: str | None = None, transform="identity", power: float = 1.0,
+                 weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                 coarse_labels: bool = False):
+        super().__init__(source, distance, transform, power, weight, ignore_index, reduction, label_smoothing,
+                         coarse_labels)
 
     def extra_repr(self) -> str:
-        return f"structured={self.structured}"
+        base = super().extra_repr()
+        return f"structured={self.structured}" + (", " + base if base else "")
 
-    def _per_sample(self, z, t, scale=None):
-        return _PairwiseCost.apply(z, self._cost_rows(t, z.dtype), t, scale)
+    # ------------------------------------------------------------------ integer targets
+    def _host_ids(self, z, target: LossTarget):
+        zl = self._leaf(z)
+        rings = self._rings(target, True)
+        w = self._id_rows(target, True, z.numpy().dtype, rings)
+        w = w if isinstance(w, torch.Tensor) else torch.from_numpy(w)
+        znp = zl.numpy()
+        if rings is not None:
+            zeta = rings.ring0_logsumexp(znp)
+        else:
+            zeta = znp[np.arange(znp.shape[0]), target.ids.numpy()].astype(np.float64)
+        u = zl - torch.from_numpy(zeta).to(zl.dtype).unsqueeze(1)
+        rows = torch.linalg.vecdot(w, F.softplus(u), dim=1).double()
+        d = u.sigmoid_().mul_(w)
+        total = d.sum(dim=1).double().numpy()
+        g = d.numpy()
+        if rings is not None:
+            host_ring0_correction(g, znp, rings, total, zeta)
+        else:
+            g[np.arange(g.shape[0]), target.ids.numpy()] -= total.astype(g.dtype)
+        return rows.numpy(), self._unleaf(d)
+
+    def _ref_ids(self, z, target: LossTarget):
+        rings = self._rings(target, False)
+        w = self._id_rows(target, False, z.dtype, rings)
+        zeta = ref_ring0_log_mass(self.tree, z, rings.node) if rings is not None else \
+            z.gather(1, target.ids[:, None])[:, 0]
+        return (w * F.softplus(z - zeta[:, None])).sum(1)
+
+    # ------------------------------------------------------------------ dense targets, by pairs
+    def _pair_rows(self, z, weights: torch.Tensor):
+        """``Σ_c weights[i, c] Σ_j cost[c, j] softplus(z_j - z_c)`` per row ``i`` (differentiable).
+
+        Only the pairs ``(i, c)`` with a nonzero weight are evaluated, in blocks
+        of about ``_BLOCK`` elements.
+        """
+        n, C = z.shape
+        rows_i, cls = weights.nonzero(as_tuple=True)
+        out = z.new_zeros(n)
+        step = max(1, _BLOCK // max(C, 1))
+        for a in range(0, rows_i.shape[0], step):
+            ri, ci = rows_i[a : a + step], cls[a : a + step]
+            cost = self._cost_rows_of(ci, z.dtype)
+            zi = z.index_select(0, ri)
+            term = (cost * F.softplus(zi - zi.gather(1, ci[:, None]))).sum(1) * weights[ri, ci].to(z.dtype)
+            out = out.index_add(0, ri, term)
+        return out
+
+    def _cost_rows_of(self, classes: torch.Tensor, dtype) -> torch.Tensor:
+        if not self.structured:
+            return self.costs.index_select(0, classes).to(dtype)
+        rings = self.tree.rings(classes, host=False)
+        return self.tree.to_class_order(rings.expand_rings(self._ring_costs(rings))).to(dtype)
+
+    def _dense_weights(self, target: LossTarget, device) -> torch.Tensor | None:
+        """The rows' class weights of the dense part (M, C): probability targets, or the uniform part."""
+        cw = target.class_weight
+        if target.kind == "prob":
+            p = target.prob.to(torch.float64)
+            p = p if cw is None else p * cw.to(torch.float64)
+            om = target.omega
+            return p * (om if isinstance(om, float) else om.to(torch.float64)[:, None])
+        if target.smooth is None:
+            return None
+        C = self.num_classes
+        u = torch.full((C,), 1.0 / C, dtype=torch.float64, device=device) if cw is None else \
+            cw.to(torch.float64) / C
+        sm = target.smooth
+        n = target.ids.shape[0]
+        sm = torch.full((n,), sm, dtype=torch.float64, device=device) if isinstance(sm, float) else \
+            sm.to(torch.float64)
+        return sm[:, None] * u[None, :]
+
+    # ------------------------------------------------------------------ kernels
+    def _host(self, z, target: LossTarget):
+        if target.kind == "index":
+            rows, grad = self._host_ids(z, target)
+        else:
+            rows, grad = np.zeros(z.shape[0]), torch.zeros_like(z)
+        dense = self._dense_weights(target, z.device)
+        if dense is not None:
+            zz = z.detach().requires_grad_(True)
+            with torch.enable_grad():
+                r = self._pair_rows(zz, dense)
+                (g,) = torch.autograd.grad(r.sum(), zz)
+            rows = rows + r.detach().double().numpy()
+            grad = grad + g
+        return rows, grad
+
+    def _reference(self, z, target: LossTarget):
+        rows = self._ref_ids(z, target) if target.kind == "index" else z.new_zeros(z.shape[0])
+        dense = self._dense_weights(target, z.device)
+        if dense is not None:
+            rows = rows + self._pair_rows(z, dense)
+        return rows

@@ -6,93 +6,18 @@ import numpy as np
 import torch
 
 from taxosmooth._checks import check_positive, check_probability
-from taxosmooth.distances import LCA_KINDS, check_kind, node_distance
-from taxosmooth.losses._common import TreeLossBase, as_taxonomy, scale_saved_gradient, xlogy_cross_entropy
-from taxosmooth.targets import max_pair_distance, resolve_scale
-from taxosmooth.tree_ops import TreeTensors, _host_kernel, segment_expand_leaf_order
+from taxosmooth.distances import resolve_source
+from taxosmooth.losses._base import LossTarget, TreeLossBase, as_taxonomy
+from taxosmooth.losses._kernels import (
+    host_cross_entropy,
+    host_ring0_correction,
+    ref_cross_entropy,
+    ref_ring0_log_mass,
+)
+from taxosmooth.targets import resolve_scale
+from taxosmooth.tree_ops import TreeTensors
 
-__all__ = ["HierarchicalSoftLabelLoss", "ring_target_weights"]
-
-
-def ring_target_weights(taxonomy, beta: float, distance: str = "lca_height", scale="max", epsilon=None) -> np.ndarray:
-    """Soft-target mass per class of each ring: ``q[t, k] = q_t(j)`` for every ``j`` in ring ``k`` of ``t``.
-
-    float64 ``(C, K+1)``; row ``t`` times the ring sizes sums to 1. Equal to
-    ``soft_targets(taxonomy, beta, distance, scale, epsilon)[t, j]`` for
-    ``LCA(t, j) = a_k`` (see :mod:`taxosmooth.tree_ops` for rings).
-    """
-    beta = check_positive(beta, "beta", allow_zero=True)
-    check_kind(distance)
-    if distance not in LCA_KINDS:
-        raise ValueError(
-            f"HierarchicalSoftLabelLoss: distance {distance!r} is not a function of the LCA node, so it has no "
-            "structured form here; use SoftTargetCrossEntropy(soft_targets(taxonomy, beta, "
-            f"distance={distance!r})) (a dense (C, C) matrix)"
-        )
-    c = taxonomy.compiled
-    s = resolve_scale(scale, max_pair_distance(taxonomy, distance))
-    table = node_distance(taxonomy, distance)
-    path = c.padded_path
-    d = table[path]
-    d[:, 0] = 0.0
-    n = (c.leaf_hi - c.leaf_lo)[path].astype(np.float64)
-    ring_size = np.diff(n, axis=1, prepend=0.0)
-    # all exponents <= 0: nothing overflows; the ring containing t has e = 1
-    e = np.exp(-beta * d / s)
-    z = (e * ring_size).sum(axis=1, keepdims=True)
-    q = e / z
-    q[ring_size == 0] = 0.0
-    if epsilon is not None:
-        epsilon = check_probability(epsilon, "epsilon")
-        q *= epsilon
-        q[:, 0] += 1.0 - epsilon
-    return q
-
-
-class _SoftLabelCrossEntropy(torch.autograd.Function):
-    """``-Σ_j Q_j log_softmax(z)_j`` per row in leaf order (or ``scale ×`` their sum), gradient built in the forward.
-
-    ``w`` holds each ring's soft-target mass per class, laid out on the row's
-    leaf segments; the rows ``-Q`` are written once from it (times ``scale``).
-    Forward: one log-softmax, one dot product with ``-Q`` (every term
-    ``Q_j · (-log p_j) >= 0``: no cancellation), then the log-softmax becomes
-    the softmax in place and ``scale·(p - Q)``, the gradient, is written over
-    ``-Q``. Backward: that gradient times the incoming one (nothing at all for
-    an incoming ``1``, as in ``loss.backward()``). Two ``(M, C)`` buffers in
-    all (cross entropy uses three).
-    """
-
-    @staticmethod
-    def forward(ctx, z_leaf, t, segment_weights, ring_lengths, scale):
-        s = 1.0 if scale is None else scale
-        b, c = z_leaf.shape
-        if _host_kernel(z_leaf):
-            # the rows' gathers in numpy (a fraction of index_select's cost on small tables), before the
-            # passes over the batch; -s·Q written first
-            tn = t.numpy()
-            w = (segment_weights.numpy()[tn] * -s).astype(z_leaf.detach().numpy().dtype)
-            grad = torch.from_numpy(np.repeat(w.reshape(-1), ring_lengths.numpy()[tn].reshape(-1))).view(b, c)
-        else:
-            w = segment_weights.index_select(0, t).to(z_leaf.dtype)
-            grad = segment_expand_leaf_order(w * -s, ring_lengths.index_select(0, t), c)  # -s·Q
-        log_p = torch.log_softmax(z_leaf, dim=1)
-        # under compile, 0·log 0 = 0 for masked (-inf) classes without target mass, fused for free; eager
-        # checks the loss and recomputes such rows (TreeLossBase._nonfinite), sparing the fast path a pass
-        terms = torch.where(grad == 0, 0.0, log_p) if torch.compiler.is_compiling() else log_p
-        if scale is None:
-            loss = torch.linalg.vecdot(grad, terms, dim=1)
-        else:
-            loss = torch.dot(grad.view(-1), terms.view(-1))
-        torch.add(grad, log_p.exp_(), alpha=s, out=grad)  # s·(p - Q)
-        ctx.save_for_backward(grad)
-        ctx.fused = scale is not None
-        return loss
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss):
-        (grad,) = ctx.saved_tensors
-        return scale_saved_gradient(grad, grad_loss, ctx.fused), None, None, None, None
+__all__ = ["HierarchicalSoftLabelLoss"]
 
 
 class HierarchicalSoftLabelLoss(TreeLossBase):
@@ -108,43 +33,50 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
     equal :class:`SoftTargetCrossEntropy` with
     :func:`~taxosmooth.soft_targets` ``(taxonomy, beta, distance, scale, epsilon)``.
 
-    How: ``d(t, j)`` depends only on ``LCA(t, j)``, so ``q_t`` is constant on
-    each *ring* ``subtree(a_k) \ subtree(a_{k-1})`` of the ancestors ``a_k`` of
-    ``t``: the batch's target rows are written once from ``O(depth)`` ring
-    weights per row (:func:`~taxosmooth.tree_ops.segment_expand_leaf_order`).
-    The loss is one dot product of those rows with the log-softmax (exact,
-    every term ``>= 0``), and the gradient ``softmax(z) - q_t`` is formed in the
-    forward over the same buffer, so the backward only scales it. Two
-    ``(batch, C)`` buffers, O(batch × classes) time, O(classes × depth)
-    buffers, never a ``(C, C)`` tensor.
+    Targets:
 
-    ``-inf`` logits (masked classes) are allowed: a class without target mass
-    contributes ``0·log 0 = 0`` (value and gradient finite); target mass on a
-    ``-inf`` class makes the loss ``+inf``. A NaN or ``+inf`` logit raises
-    ``ValueError`` naming it (see :func:`taxosmooth.losses.set_checks`: one host
-    synchronisation per check on a GPU).
+    * a **class** ``t``: the formula above;
+    * **probabilities** ``p`` (Mixup): ``Σ_c p_c ℓ(z, c)`` = cross entropy
+      against ``Σ_c p_c q_c``, built structurally (subtree sums of ``p``);
+    * a **coarse label** ``v`` (``coarse_labels=True``): the classes under ``v``
+      are one outcome at distance 0, the others at ``d(v, j) = d(LCA(v, j))``:
+      ``ℓ = -q_v(v) log P(v) - Σ_{j ∉ v} q_v(j) log softmax(z)_j`` with
+      ``P(v) = Σ_{j ∈ v} softmax(z)_j``, so the split of the mass under ``v``
+      does not matter; with large ``β`` it is the partial-label likelihood
+      ``-log P(v)`` (Cour, Sapp and Taskar, "Learning from Partial Labels",
+      JMLR 2011).
+
+    How: ``d(t, j)`` depends only on ``LCA(t, j)``, so ``q_t`` is constant on
+    each *ring* of ``t`` (:mod:`taxosmooth.tree_ops`): the batch's target rows
+    are written from ``O(depth)`` ring values per row, then one cross-entropy
+    pass whose gradient ``softmax(z) - q`` is written in the forward.
+    O(batch × classes) time, O(classes × depth) buffers, never a ``(C, C)``
+    tensor. ``-inf`` logits (masked classes) are allowed: a class without
+    target mass contributes ``0·log 0 = 0``.
 
     Parameters
     ----------
     taxonomy : Taxonomy
     beta : float
         Inverse temperature, ``>= 0`` (0: uniform targets; large: one-hot, i.e.
-        plain cross entropy).
-    distance : {"lca_height", "lca_depth_complement"}, default "lca_height"
-        ``"path_length"`` is not a function of the LCA node: use
-        ``SoftTargetCrossEntropy(soft_targets(taxonomy, beta, "path_length"))``.
+        plain cross entropy). :func:`~taxosmooth.beta_for_mass` picks it from
+        the mass wanted on the true class.
+    distance : {"lca_height", "lca_depth_complement"}, optional
+        Default ``"lca_height"``. ``"path_length"`` is not a function of the LCA
+        node: use ``SoftTargetCrossEntropy(soft_targets(taxonomy, beta, "path_length"))``.
     scale : "max", None or float, default "max"
         Distances are divided by ``s``: their maximum over class pairs (as the
         reference code does), 1, or the number given.
     epsilon : float in [0, 1], optional
         Mixing with the one-hot label.
-    weight, ignore_index, reduction
-        As in :func:`torch.nn.functional.cross_entropy`.
+    weight, ignore_index, reduction, label_smoothing, coarse_labels
+        As in :mod:`taxosmooth.losses` (``label_smoothing`` mixes the target
+        with uniform before the soft labels, as ``F.cross_entropy`` does).
 
     Shape
     -----
     - input: ``(N, C)``, ``(N, C, d1, ...)`` or ``(C,)``
-    - target: ``(N)``, ``(N, d1, ...)`` or ``()``, class indices
+    - target: ``(N)``, ``(N, d1, ...)`` or ``()`` ids, or probabilities with the input's shape
     - output: scalar, or the target's shape with ``reduction="none"``
 
     Examples
@@ -157,29 +89,150 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
     True
     """
 
-    def __init__(self, taxonomy, beta: float, distance: str = "lca_height", scale="max", epsilon=None,
-                 weight=None, ignore_index: int = -100, reduction: str = "mean"):
+    def __init__(self, taxonomy, beta: float, distance: str | None = None, scale="max", epsilon=None,
+                 weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                 coarse_labels: bool = False):
         tax = as_taxonomy(taxonomy, "HierarchicalSoftLabelLoss")
-        q = ring_target_weights(tax, beta, distance, scale, epsilon)
-        super().__init__(tax.num_classes, weight, ignore_index, reduction)
-        self.beta, self.distance, self.scale, self.epsilon = float(beta), distance, scale, epsilon
-        self.tree = TreeTensors(tax)
-        # the ring weights laid out on the leaf segments of each class's rings (segment s: ring |s - K|)
-        self.register_buffer("segment_weights", torch.from_numpy(q[:, list(self.tree.ring_of_segment_list)]),
-                             persistent=False)
+        beta = check_positive(beta, "beta", allow_zero=True)
+        if epsilon is not None:
+            epsilon = check_probability(epsilon, "epsilon")
+        src = resolve_source(tax, distance, where="HierarchicalSoftLabelLoss")
+        if not src.structured:
+            raise ValueError(
+                f"HierarchicalSoftLabelLoss: distance {src.distance!r} is not a function of the LCA node, so it has "
+                "no structured form here; use SoftTargetCrossEntropy(soft_targets(taxonomy, beta, "
+                f"distance={src.distance!r})) (a dense (C, C) matrix)"
+            )
+        tree = TreeTensors(tax)
+        super().__init__(tax.num_classes, weight, ignore_index, reduction, label_smoothing, coarse_labels, tree, tax)
+        self.beta, self.distance, self.scale, self.epsilon = beta, src.distance, scale, epsilon
+        s = resolve_scale(scale, src.max_distance())
+        with np.errstate(over="ignore"):
+            e = np.exp(-beta * (src.node_table / s))  # <= 1, and 1 at the leaves (d = 0)
+        self.mix = 1.0 if epsilon is None else float(epsilon)
+        c = tax.compiled
+        # normaliser of each class's row: Z_t = 1 + Σ_{k >= 1} |ring k| e(r_k)
+        rings = tree.rings(torch.arange(tax.num_classes), host=True)
+        ring_e = e[rings.nodes]
+        z_norm = 1.0 + (rings.size[:, 1:] * ring_e[:, 1:]).sum(axis=1)
+        de = e - np.where(c.parent >= 0, e[np.maximum(c.parent, 0)], 0.0)  # e(u) - e(parent(u)), root: e(root)
+        self._e = e
+        self._de = de
+        self._inv_z_leaf = (1.0 / z_norm)[c.position_class]  # leaf order
+        self.register_buffer("node_e", torch.from_numpy(e), persistent=False)
+        self.register_buffer("node_de", torch.from_numpy(de), persistent=False)
+        self.register_buffer("class_inv_z", torch.from_numpy(1.0 / z_norm), persistent=False)
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta}, distance={self.distance!r}, scale={self.scale!r}, epsilon={self.epsilon}"
+        base = super().extra_repr()
+        return (f"beta={self.beta}, distance={self.distance!r}, scale={self.scale!r}, epsilon={self.epsilon}"
+                + (", " + base if base else ""))
 
-    fuses_reduction = True
+    # ------------------------------------------------------------------ ring values of integer targets
+    def _ring_weights(self, rings, omega, lib):
+        """Per-ring target mass per class ``(B, R)`` (ring 0: the target class, 0 for a coarse label)
+        and ``q0`` (B,), the mass of ring 0 as one outcome; both times the rows' factors."""
+        e = rings.gather(self._e if lib is np else self.node_e)
+        size = rings.size
+        z_norm = 1.0 + (size[:, 1:] * e[:, 1:]).sum(1)
+        q = e * (self.mix / z_norm)[:, None]
+        q0 = (1.0 - self.mix) + self.mix / z_norm
+        if lib is np:
+            om = omega if isinstance(omega, float) else omega[:, None]
+            q = q * om
+            q0 = q0 * (omega if isinstance(omega, float) else omega)
+            is_class = rings.target < self.num_classes
+            q[:, 0] = np.where(is_class, q0, 0.0)
+        else:
+            om = omega if isinstance(omega, float) else omega.to(q.dtype)
+            q = q * (om if isinstance(om, float) else om[:, None])
+            q0 = q0 * om
+            is_class = rings.target < self.num_classes
+            q = torch.cat([torch.where(is_class, q0, torch.zeros_like(q0))[:, None], q[:, 1:]], dim=1)
+        return q, q0
 
-    def _per_sample(self, z, t, scale=None):
+    # ------------------------------------------------------------------ probability targets
+    def _host_prob_rows(self, p_leaf: np.ndarray) -> np.ndarray:
+        """Σ_c p_c q_c (M, C) leaf order for unnormalised rows ``p`` (leaf order): structured."""
         tree = self.tree
-        return _SoftLabelCrossEntropy.apply(tree.to_leaf_order(z), t, self.segment_weights, tree.ring_lengths, scale)
+        mass = tree.host_subtree_sum(p_leaf * self._inv_z_leaf)
+        mass *= self._de
+        acc = tree.host_accumulate_down(mass)[:, tree._host.leaf_node]
+        return (1.0 - self.mix) * p_leaf + self.mix * acc
 
-    def _exact_per_sample(self, z, t):
-        # -Σ_j Q_j log p_j with 0·log 0 = 0 (masked classes), by autograd: finite gradients there too
+    def _ref_prob_rows(self, p: torch.Tensor) -> torch.Tensor:
         tree = self.tree
-        w = self.segment_weights.index_select(0, t).to(z.dtype)
-        q = segment_expand_leaf_order(w, tree.ring_lengths.index_select(0, t), z.shape[1])
-        return xlogy_cross_entropy(q, tree.to_leaf_order(z))
+        mass = tree.subtree_sum(p * self.class_inv_z.to(p.dtype)) * self.node_de.to(p.dtype)
+        return (1.0 - self.mix) * p + self.mix * tree.node_to_class(tree.accumulate_down(mass))
+
+    def _uniform(self, cw, dtype, host: bool):
+        """The rows' uniform part ``Σ_c (weight[c] / C) q_c`` (1, C): leaf order on the host, class order in torch."""
+        C = self.num_classes
+        if host:
+            u = np.full((1, C), 1.0 / C) if cw is None else (cw.double().numpy() / C)[None, self.tree._host.position_class]
+            return self._host_prob_rows(u).astype(dtype)
+        u = torch.full((1, C), 1.0 / C, dtype=torch.float64, device=self.node_e.device) if cw is None else \
+            (cw.to(torch.float64) / C)[None, :]
+        return self._ref_prob_rows(u)
+
+    # ------------------------------------------------------------------ kernels
+    def _host(self, z, target: LossTarget):
+        tree = self.tree
+        z_leaf = tree.leaf_cols(z)
+        dt = z.numpy().dtype
+        omega = target.host_omega()
+        if target.kind == "prob":
+            p = target.prob.numpy()
+            if target.class_weight is not None:
+                p = p * target.class_weight.numpy()
+            w = self._host_prob_rows(tree.leaf_cols(p).astype(np.float64))
+            w *= omega if isinstance(omega, float) else omega[:, None]
+            rows, grad = host_cross_entropy(z_leaf, torch.from_numpy((-w).astype(dt)), w.sum(1))
+            return rows, tree.class_cols(grad)
+        rings = tree.rings(target.ids, host=True)
+        q, q0 = self._ring_weights(rings, omega, np)
+        neg_w = rings.expand_rings(-q, dt)
+        coarse = rings.target >= self.num_classes if rings.coarse else None
+        if coarse is None and isinstance(omega, float):
+            row_sum = omega  # every row's target sums to its factor
+        else:
+            row_sum = (q[:, 1:] * rings.size[:, 1:]).sum(1) + np.where(coarse, 0.0, q0) if coarse is not None \
+                else np.broadcast_to(np.asarray(omega, dtype=np.float64), (z.shape[0],)).copy()
+        smooth = target.host_smooth()
+        if smooth is not None:
+            u = self._uniform(target.class_weight, dt, host=True)
+            neg_w -= u * (smooth if isinstance(smooth, float) else smooth[:, None].astype(dt))
+            row_sum = row_sum + float(u.sum(dtype=np.float64)) * smooth
+        rows, grad = host_cross_entropy(z_leaf, torch.from_numpy(neg_w), row_sum)
+        if coarse is not None:
+            # the coarse labels' own term -q0 log P(v): -q0 (log Σ_{j ∈ v} e^{z_j} - lse)
+            coef = np.where(coarse, q0, 0.0)
+            zl = z_leaf.numpy()
+            lse0 = rings.ring0_logsumexp(zl)
+            lse = torch.logsumexp(z_leaf, dim=1).double().numpy()
+            rows = rows + np.where(coef == 0, 0.0, coef * (lse - lse0))
+            g = grad.numpy()
+            g += coef[:, None].astype(dt) * np.exp(zl - lse[:, None].astype(dt))  # + coef · softmax
+            host_ring0_correction(g, zl, rings, coef, lse0)
+        return rows, tree.class_cols(grad)
+
+    def _reference(self, z, target: LossTarget):
+        tree = self.tree
+        if target.kind == "prob":
+            p = target.prob if target.class_weight is None else target.prob * target.class_weight.to(z.dtype)
+            w = self._ref_prob_rows(p.to(torch.float64)).to(z.dtype)
+            om = target.omega
+            w = w * (om if isinstance(om, float) else om.to(z.dtype)[:, None])
+            return ref_cross_entropy(z, w)
+        rings = tree.rings(target.ids, host=False)
+        q, q0 = self._ring_weights(rings, target.omega, torch)
+        w = tree.to_class_order(rings.expand_rings(q)).to(z.dtype)
+        if target.smooth is not None:
+            u = self._uniform(target.class_weight, z.dtype, host=False).to(z.dtype)
+            sm = target.smooth
+            w = w + u * (sm if isinstance(sm, float) else sm.to(z.dtype)[:, None])
+        rows = ref_cross_entropy(z, w)
+        coarse = rings.target >= self.num_classes
+        coef = torch.where(coarse, q0, torch.zeros_like(q0)).to(z.dtype)
+        log_mass = ref_ring0_log_mass(tree, z, rings.node) - torch.logsumexp(z, dim=1)
+        return rows - torch.where(coef == 0, torch.zeros_like(coef), coef * log_mass)

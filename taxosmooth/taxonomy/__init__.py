@@ -1,6 +1,6 @@
-"""Class taxonomies: validation, DAG resolution, compilation, files."""
+"""Class taxonomies: validation, DAG resolution, compilation, files, target ids."""
 
 from taxosmooth.taxonomy._compiled import CompiledTree
-from taxosmooth.taxonomy.core import DISTANCE_KINDS, Taxonomy
+from taxosmooth.taxonomy.core import Taxonomy
 
-__all__ = ["Taxonomy", "CompiledTree", "DISTANCE_KINDS"]
+__all__ = ["Taxonomy", "CompiledTree"]

@@ -12,8 +12,6 @@ from taxosmooth.errors import UnknownClassError
 from taxosmooth.taxonomy._build import DEFAULT_ROOT_NAME, build_tree, graph_from_edges
 from taxosmooth.taxonomy._compiled import CompiledTree, compile_tree
 
-DISTANCE_KINDS = ("lca_height", "lca_depth_complement", "path_length")
-
 
 class Taxonomy:
     """A class hierarchy: a rooted tree whose leaves are the classes.
