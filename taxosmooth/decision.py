@@ -48,48 +48,38 @@ import torch
 from torch import nn
 
 from taxosmooth._ranking import stable_topk
-from taxosmooth._tensor_checks import (
-    as_probabilities,
-    check_k,
-    check_square_tensor,
-)
-from taxosmooth.costs import cost_matrix, node_costs
-from taxosmooth.distances import LCA_KINDS, check_kind
-from taxosmooth.taxonomy import Taxonomy
+from taxosmooth._tensor_checks import as_probabilities, check_k
+from taxosmooth.costs import resolve_costs
 from taxosmooth.tree_ops import TreeTensors
 
 __all__ = ["conditional_risk", "crm_predict", "CRMClassifier"]
 
 
 class _Costs(nn.Module):
-    """Costs prepared once: a node-cost table on a :class:`~taxosmooth.tree_ops.TreeTensors`
-    (structured), or a ``(C, C)`` matrix (dense). Buffers are non-persistent: they
-    follow ``.to(device)`` and stay out of ``state_dict``."""
+    """Costs prepared once from a :func:`~taxosmooth.costs.resolve_costs` source: a node-cost table on
+    a :class:`~taxosmooth.tree_ops.TreeTensors` (structured), or a ``(C, C)`` matrix (dense). Buffers
+    are non-persistent: they follow ``.to(device)`` and stay out of ``state_dict``."""
 
-    def __init__(self, source, distance: str = "lca_height", transform="identity", power: float = 1.0):
+    def __init__(self, source, distance: str | None = None, transform="identity", power: float = 1.0):
         super().__init__()
+        costs = resolve_costs(source, distance, transform, power, where="costs")
+        self.num_classes = costs.num_classes
+        self.structured = costs.structured
         self.tree = None
-        if isinstance(source, Taxonomy):
-            check_kind(distance)
-            self.num_classes = source.num_classes
-            self.structured = distance in LCA_KINDS
-            if self.structured:
-                table = node_costs(source, distance, transform, power)
-                c = source.compiled
-                parent_cost = np.where(c.parent >= 0, table[np.maximum(c.parent, 0)], 0.0)
-                self.tree = TreeTensors(c)
-                # g(u) = c(u) - c(parent(u)), c(parent(root)) := 0
-                self.register_buffer("delta", torch.from_numpy(table - parent_cost), persistent=False)
-            else:
-                # float32: the usual input dtype, so no per-call cast of a (C, C) matrix
-                self.register_buffer("cost", cost_matrix(source, distance, transform, power), persistent=False)
+        if costs.structured:
+            table = costs.node_table
+            c = costs.taxonomy.compiled
+            parent_cost = np.where(c.parent >= 0, table[np.maximum(c.parent, 0)], 0.0)
+            self.tree = TreeTensors(c)
+            # g(u) = c(u) - c(parent(u)), c(parent(root)) := 0
+            self.register_buffer("delta", torch.from_numpy(table - parent_cost), persistent=False)
         else:
-            if not (distance == "lca_height" and transform == "identity" and power == 1.0):
-                raise ValueError("distance, transform and power apply to a Taxonomy; a cost matrix is used as given")
-            cost = check_square_tensor(source, "cost matrix")
-            self.structured = False
-            self.num_classes = int(cost.shape[0])
-            self.register_buffer("cost", cost.detach().clone(), persistent=False)
+            # a user matrix keeps its dtype; a taxonomy's dense costs are float32, the usual input dtype,
+            # so no per-call cast of a (C, C) matrix
+            dtype = costs.given_dtype or torch.float32
+            device = source.device if isinstance(source, torch.Tensor) else None
+            self.register_buffer("cost", torch.from_numpy(np.array(costs.dense())).to(device=device, dtype=dtype),
+                                 persistent=False)
 
     def risk(self, p: torch.Tensor) -> torch.Tensor:
         if not self.structured:
@@ -109,19 +99,21 @@ class _Costs(nn.Module):
         return self.tree.node_to_class(self.tree.accumulate_down(mass * self.delta.to(device=p.device, dtype=p.dtype)))
 
 
-def _prepare(costs_or_taxonomy, distance, transform, power) -> _Costs:
+def _prepare(source, distance, transform, power) -> _Costs:
     # the functional forms prepare the costs per call; CRMClassifier prepares them once
-    if isinstance(costs_or_taxonomy, _Costs):
-        return costs_or_taxonomy
-    return _Costs(costs_or_taxonomy, distance, transform, power)
+    if isinstance(source, _Costs):
+        if distance is not None or transform != "identity" or power != 1.0:
+            raise ValueError("the costs are already prepared; pass distance, transform and power when preparing them")
+        return source
+    return _Costs(source, distance, transform, power)
 
 
 def conditional_risk(
     probs: torch.Tensor,
-    costs_or_taxonomy,
+    source,
     from_logits: bool = False,
     *,
-    distance: str = "lca_height",
+    distance: str | None = None,
     transform: str | Callable | None = "identity",
     power: float = 1.0,
 ) -> torch.Tensor:
@@ -131,16 +123,18 @@ def conditional_risk(
     ----------
     probs : Tensor (N, C)
         Class probabilities (rows sum to 1), or logits with ``from_logits=True``.
-    costs_or_taxonomy : Taxonomy or Tensor (C, C)
-        A taxonomy, whose costs are ``cost_matrix(tax, distance, transform, power)``
+    source : Taxonomy or Tensor (C, C)
+        A taxonomy, whose costs are ``cost_matrix(taxonomy, distance, transform, power)``
         (structured O(N·nodes) computation for ``lca_height`` and
-        ``lca_depth_complement``, dense for ``path_length``), or a cost matrix
-        (finite, >= 0, zero diagonal; ``cost[i, j]`` = cost of predicting ``j``
-        when the truth is ``i``).
+        ``lca_depth_complement``, dense for ``path_length``), or a matrix of
+        distances (finite, >= 0, zero diagonal; ``[i, j]`` for predicting ``j``
+        when the truth is ``i``): with the default ``transform`` and ``power``,
+        the cost matrix itself (see :func:`taxosmooth.costs.resolve_costs`).
     from_logits : bool, default False
         Apply a softmax to ``probs`` first.
     distance, transform, power
-        How a taxonomy becomes costs; see :func:`taxosmooth.cost_matrix`.
+        How the source becomes costs, as in :func:`taxosmooth.cost_matrix`
+        (``distance`` with a taxonomy only).
 
     Returns
     -------
@@ -155,18 +149,18 @@ def conditional_risk(
     >>> conditional_risk(torch.tensor([[0.4, 0.0, 0.3, 0.3]], dtype=torch.float64), tax)
     tensor([[1.2000, 1.6000, 1.1000, 1.1000]], dtype=torch.float64)
     """
-    costs = _prepare(costs_or_taxonomy, distance, transform, power)
+    costs = _prepare(source, distance, transform, power)
     p = as_probabilities(probs, from_logits, costs.num_classes)
-    return costs.to(p.device).risk(p) if costs is not costs_or_taxonomy else costs.risk(p)
+    return costs.to(p.device).risk(p) if costs is not source else costs.risk(p)
 
 
 def crm_predict(
     probs: torch.Tensor,
-    costs_or_taxonomy,
+    source,
     k: int = 1,
     from_logits: bool = False,
     *,
-    distance: str = "lca_height",
+    distance: str | None = None,
     transform: str | Callable | None = "identity",
     power: float = 1.0,
 ) -> torch.Tensor:
@@ -183,7 +177,7 @@ def crm_predict(
     ----------
     probs : Tensor (N, C)
         Probabilities, or logits with ``from_logits=True``.
-    costs_or_taxonomy : Taxonomy or Tensor (C, C)
+    source : Taxonomy or Tensor (C, C)
     k : int, default 1
         How many classes to return, ``1 <= k <= C``.
     from_logits : bool, default False
@@ -202,10 +196,10 @@ def crm_predict(
     >>> crm_predict(p, tax).tolist()               # "sea" holds 0.6: whale is the safer bet
     [2]
     """
-    costs = _prepare(costs_or_taxonomy, distance, transform, power)
+    costs = _prepare(source, distance, transform, power)
     k = check_k(k, costs.num_classes)
     p = as_probabilities(probs, from_logits, costs.num_classes)
-    risk = costs.to(p.device).risk(p) if costs is not costs_or_taxonomy else costs.risk(p)
+    risk = costs.to(p.device).risk(p) if costs is not source else costs.risk(p)
     idx = stable_topk(risk, k, largest=False)
     return idx[:, 0] if k == 1 else idx
 
@@ -223,7 +217,7 @@ class CRMClassifier(nn.Module):
     ----------
     model : nn.Module
         Returns ``(N, C)`` logits (or probabilities with ``from_logits=False``).
-    costs_or_taxonomy : Taxonomy or Tensor (C, C)
+    source : Taxonomy or Tensor (C, C)
         As in :func:`crm_predict`; prepared once here.
     k : int, default 1
         Classes returned by :meth:`predict`.
@@ -244,17 +238,17 @@ class CRMClassifier(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        costs_or_taxonomy,
+        source,
         k: int = 1,
         from_logits: bool = True,
         *,
-        distance: str = "lca_height",
+        distance: str | None = None,
         transform: str | Callable | None = "identity",
         power: float = 1.0,
     ):
         super().__init__()
         self.model = model
-        self.costs = _Costs(costs_or_taxonomy, distance, transform, power)
+        self.costs = _Costs(source, distance, transform, power)
         self.k = check_k(k, self.costs.num_classes)
         self.from_logits = bool(from_logits)
 

@@ -105,6 +105,11 @@ def _is_functorch_wrapped(x: torch.Tensor) -> bool:
         return False
 
 
+def is_symbolic(x: torch.Tensor) -> bool:
+    """Whether ``x``'s values cannot be looked at now: compiling, tracing, or a ``torch.func`` transform."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or _is_functorch_wrapped(x)
+
+
 def use_host_kernels(x: torch.Tensor) -> bool:
     """Whether the fused CPU (numpy) kernels apply to ``x``: the single decision point.
 
@@ -113,8 +118,7 @@ def use_host_kernels(x: torch.Tensor) -> bool:
     transforms, for other dtypes or devices.
     """
     return (_KERNELS == "auto" and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-            and not _is_functorch_wrapped(x))
+            and not is_symbolic(x))
 
 
 def compiled_tree(tree) -> CompiledTree:
@@ -137,15 +141,41 @@ TABLE_BYTES_LIMIT = 4 * 1024**3
 class _Permute(torch.autograd.Function):
     """``x.index_select(-1, perm)`` whose backward is another gather (``inverse``), not a scatter-add."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, perm, inverse):
-        ctx.save_for_backward(perm, inverse)
+    def forward(x, perm, inverse):
         return x.index_select(-1, perm)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, perm, inverse = inputs
+        ctx.save_for_backward(perm, inverse)
 
     @staticmethod
     def backward(ctx, grad):
         perm, inverse = ctx.saved_tensors
         return _Permute.apply(grad, inverse, perm), None, None
+
+
+class _LevelSum(torch.autograd.Function):
+    """Sums over consecutive child segments of one level; the backward is a gather (itself
+    differentiable), so every derivative order exists (``segment_reduce``'s backward has none)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(below, lengths, parent_of_child):
+        return torch.segment_reduce(below.contiguous(), "sum", lengths=lengths.expand(below.shape[0], -1), axis=1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[2])
+
+    @staticmethod
+    def backward(ctx, grad):
+        (parent_of_child,) = ctx.saved_tensors
+        return grad.index_select(1, parent_of_child), None, None
 
 
 def _flat(x: torch.Tensor, size: int, what: str) -> torch.Tensor:
@@ -378,8 +408,7 @@ class TreeTensors(nn.Module):
         checks them.
         """
         if host is None:
-            host = target.device.type == "cpu" and _KERNELS == "auto" and not torch.compiler.is_compiling() \
-                and not torch.jit.is_tracing()
+            host = target.device.type == "cpu" and _KERNELS == "auto" and not is_symbolic(target)
         return Rings.build(self, target, host)
 
     # ------------------------------------------------------------------ bottom-up (differentiable)
@@ -411,8 +440,8 @@ class TreeTensors(nn.Module):
         below = lv[:, off[-2] : off[-1]]
         parts[-1] = below
         for d in range(self.depth_levels, 0, -1):
-            lengths = self._level_children[off[d - 1] : off[d]].expand(b, -1)
-            sums = torch.segment_reduce(below.contiguous(), "sum", lengths=lengths, axis=1)
+            lengths = self._level_children[off[d - 1] : off[d]]
+            sums = _LevelSum.apply(below, lengths, self._parent_level_pos[off[d] : off[d + 1]])
             below = lv[:, off[d - 1] : off[d]] + sums
             parts[d - 1] = below
         out = torch.cat(parts, dim=1).index_select(1, self._level_pos)
@@ -445,8 +474,9 @@ class TreeTensors(nn.Module):
             below_c = below.contiguous()
             m = torch.segment_reduce(below_c.detach(), "max", lengths=lengths, axis=1)
             m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-            m_child = m.index_select(1, self._parent_level_pos[off[d] : off[d + 1]])
-            s = torch.segment_reduce(torch.exp(below_c - m_child), "sum", lengths=lengths, axis=1)
+            pos = self._parent_level_pos[off[d] : off[d + 1]]
+            m_child = m.index_select(1, pos)
+            s = _LevelSum.apply(torch.exp(below_c - m_child), self._level_children[off[d - 1] : off[d]], pos)
             is_leaf = self._level_is_leaf[off[d - 1] : off[d]]
             # leaves of level d-1 carry their own value; internal nodes the combined children
             # (log of 1, not of the empty sum, at leaves and at subtrees whose leaves are all -inf:

@@ -210,8 +210,15 @@ def test_rejects_bad_cost_matrix():
         crm_predict(p, torch.tensor([[0.0, 1, 1], [1, 0, 1], [float("inf"), 1, 0]]))
     with pytest.raises(ValueError, match="4 columns but there are 3 classes"):
         crm_predict(torch.full((2, 4), 0.25), 1 - torch.eye(3))
-    with pytest.raises(ValueError, match="apply to a Taxonomy"):
-        crm_predict(p, 1 - torch.eye(3), power=2.0)
+    # one resolver for every consumer: distance= does not apply to a matrix (refused, as in the losses),
+    # transform and power do (as in cost_matrix and the losses)
+    with pytest.raises(ValueError, match="distance='path_length' applies to a Taxonomy"):
+        crm_predict(p, 1 - torch.eye(3), distance="path_length")
+    with pytest.raises(ValueError, match="distance='path_length' applies to a Taxonomy"):
+        ts.ExpectedCostLoss(1 - torch.eye(3), distance="path_length", power=3)
+    m = torch.tensor([[0.0, 1, 3], [1, 0, 2], [3, 2, 0]], dtype=torch.float64)
+    q = torch.tensor([[0.2, 0.5, 0.3]], dtype=torch.float64)
+    torch.testing.assert_close(conditional_risk(q, m, power=2.0), conditional_risk(q, m**2))
 
 
 def test_numpy_cost_matrix_accepted():

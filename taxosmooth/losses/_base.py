@@ -37,6 +37,7 @@ per-class tables of a loss keep their dtype when the module is cast
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 import weakref
@@ -57,7 +58,7 @@ from taxosmooth.losses._inputs import (
     flatten,
 )
 from taxosmooth.taxonomy import Taxonomy
-from taxosmooth.tree_ops import TreeTensors, use_host_kernels
+from taxosmooth.tree_ops import TreeTensors, _is_functorch_wrapped, is_symbolic, use_host_kernels
 
 __all__ = ["TreeLossBase", "LossTarget", "check_weight", "no_autocast", "cached", "taxonomy_fingerprint"]
 
@@ -301,6 +302,8 @@ class TreeLossBase(nn.Module):
         name = type(self).__name__
         with no_autocast(input.device.type if isinstance(input, torch.Tensor) else "cpu"):
             mode = check_mode(input.device if isinstance(input, torch.Tensor) else torch.device("cpu"))
+            if isinstance(input, torch.Tensor) and _is_functorch_wrapped(input):
+                mode = "off"  # torch.func transforms cannot look at values (no data-dependent checks)
             flat = flatten(input, target, num_classes=self.num_classes, num_targets=self.num_targets,
                            ignore_index=ignore_index, name=name, mode=mode)
             z = flat.z
@@ -352,7 +355,8 @@ class TreeLossBase(nn.Module):
         nothing = False
         if reduction == "mean":
             denom = float(z.shape[0]) if w_rows is None else w_rows.sum()
-            nothing = w_rows is not None and denom.device.type == "cpu" and float(denom) == 0.0
+            nothing = (w_rows is not None and denom.device.type == "cpu" and not is_symbolic(denom)
+                       and float(denom) == 0.0)
             # nothing counted: the mean is 0/0 = nan (added after the kernel), the gradient 0, as in cross_entropy
             scale = 0.0 if nothing else 1.0 / denom
         else:
@@ -371,7 +375,7 @@ class TreeLossBase(nn.Module):
             return cw
         if self.num_targets == self.num_classes:
             return cw
-        key = (cw.data_ptr(), cw.device, cw._version) if not torch.compiler.is_compiling() else None
+        key = (cw.data_ptr(), cw.device, cw._version) if not is_symbolic(cw) else None
         if key is not None and key in self._weight_cache:
             return self._weight_cache[key]
         tree = self.tree
@@ -441,7 +445,7 @@ def cached(factory: Callable, taxonomy, key: tuple, device: torch.device):
     mod = factory().to(device)
     if _ALIVE.get(tid) is None or _ALIVE[tid]() is not taxonomy:
         _forget(tid)
-        _ALIVE[tid] = weakref.ref(taxonomy, lambda ref, tid=tid: _released(ref, tid))
+        _ALIVE[tid] = weakref.ref(taxonomy, functools.partial(_released, tid=tid))
     _CACHE[k] = mod
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
@@ -449,10 +453,13 @@ def cached(factory: Callable, taxonomy, key: tuple, device: torch.device):
 
 
 def _released(ref, tid: int) -> None:
-    # a weakref callback; at interpreter exit the module's globals may already be gone
-    alive = globals().get("_ALIVE")
-    if alive is not None and alive.get(tid) is ref:
-        _forget(tid)
+    # a weakref callback (bound with functools.partial); at interpreter exit the module's globals may
+    # already be gone, and then there is nothing left to forget
+    try:
+        if _ALIVE.get(tid) is ref:
+            _forget(tid)
+    except Exception:  # noqa: BLE001 - interpreter shutdown
+        pass
 
 
 def _forget(tid: int) -> None:

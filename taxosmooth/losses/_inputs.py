@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from taxosmooth._tensor_checks import compute_dtype
+from taxosmooth.tree_ops import is_symbolic
 
 __all__ = ["set_checks", "check_mode", "flatten", "FlatBatch", "check_reduction", "check_ignore_index",
            "check_label_smoothing", "REDUCTIONS", "CHECK_MODES"]
@@ -253,6 +254,6 @@ def _check_ids(z, t, num_classes: int, num_targets: int, ignore_index: int, name
             )
     safe = torch.where(valid, t, torch.zeros_like(t))
     coarse = None
-    if mode == "full" or safe.device.type == "cpu" and not torch.compiler.is_compiling():
+    if mode == "full" or safe.device.type == "cpu" and not is_symbolic(safe):
         coarse = num_targets > num_classes and bool((safe >= num_classes).any())
     return FlatBatch(z=z, kind="index", out_shape=out_shape, ids=safe, valid=valid, coarse=coarse)

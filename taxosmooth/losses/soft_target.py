@@ -93,8 +93,8 @@ class SoftTargetCrossEntropy(TreeLossBase):
     1.3862943649291992
     >>> tax = ts.Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
     >>> loss = ts.SoftTargetCrossEntropy(ts.soft_targets(tax, beta=4.0))
-    >>> loss(torch.zeros(2, 4), torch.tensor([0, 2])).item()
-    1.3862943649291992
+    >>> round(loss(torch.zeros(2, 4), torch.tensor([0, 2])).item(), 5)  # any target row: log 4
+    1.38629
     """
 
     supports_coarse = False
@@ -138,8 +138,7 @@ class SoftTargetCrossEntropy(TreeLossBase):
             return w * _col(target.omega, z)
         ids = target.ids
         if q is None:
-            w = torch.zeros_like(z)
-            w.scatter_(1, ids.unsqueeze(1), torch.ones_like(z[:, :1]))
+            w = torch.nn.functional.one_hot(ids, C).to(z.dtype)
         else:
             w = q.index_select(0, ids)
         w = w * _col(target.omega, z)

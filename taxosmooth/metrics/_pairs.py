@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from taxosmooth._tensor_checks import check_square_tensor
-from taxosmooth.distances import LCA_KINDS, check_kind, node_distance
+from taxosmooth.distances import resolve_source
 from taxosmooth.taxonomy import Taxonomy
 
 __all__ = ["PairDistances", "ancestors_by_depth"]
@@ -38,31 +37,29 @@ class PairDistances:
     source : Taxonomy or array_like (C, C)
         A taxonomy (``distance`` picks the kind) or a matrix whose entry
         ``[t, j]`` is the distance of predicting ``j`` for true class ``t``
-        (finite, >= 0, zero diagonal).
-    distance : str, default "lca_height"
-        One of :data:`taxosmooth.DISTANCE_KINDS`; taxonomies only.
+        (finite, >= 0, zero diagonal), resolved by
+        :func:`~taxosmooth.distances.resolve_source`.
+    distance : str, optional
+        One of :data:`taxosmooth.distances.DISTANCE_KINDS` (default ``"lca_height"``); taxonomies only.
     """
 
-    def __init__(self, source, distance: str = "lca_height"):
-        self.taxonomy = source if isinstance(source, Taxonomy) else None
+    def __init__(self, source, distance: str | None = None):
+        src = resolve_source(source, distance, where="metrics")
+        self.taxonomy = src.taxonomy
+        self.num_classes = src.num_classes
         if self.taxonomy is not None:
-            check_kind(distance)
-            c = source.compiled
-            self.num_classes = c.num_classes
-            cpu = {"anc": torch.from_numpy(ancestors_by_depth(source))}
-            if distance in LCA_KINDS:
-                cpu["node_value"] = torch.from_numpy(node_distance(source, distance))
+            c = self.taxonomy.compiled
+            cpu = {"anc": torch.from_numpy(ancestors_by_depth(self.taxonomy))}
+            if src.structured:
+                cpu["node_value"] = torch.from_numpy(np.array(src.node_table))
             else:  # path_length: wd(a) + wd(b) - 2 wd(LCA)
                 cpu["wdepth"] = torch.from_numpy(np.array(c.weighted_depth))
             cpu["class_depth"] = torch.from_numpy(c.depth[c.class_node])
             cpu["class_node"] = torch.from_numpy(np.array(c.class_node))
         else:
-            if distance != "lca_height":
-                raise ValueError(f"distance={distance!r} applies to a Taxonomy; a distance matrix is used as given")
-            matrix = check_square_tensor(source, "distance matrix")
-            self.num_classes = int(matrix.shape[0])
-            cpu = {"matrix": matrix}
-        self.distance = distance if self.taxonomy is not None else "matrix"
+            dense = torch.from_numpy(np.array(src.dense()))
+            cpu = {"matrix": dense if src.given_dtype is None else dense.to(src.given_dtype)}
+        self.distance = src.distance
         self._cpu = cpu
         self._cache: dict = {}
 

@@ -2,7 +2,7 @@
 
 Every function takes ``scores`` ``(N, C)`` — logits or probabilities: only
 their ranking counts, except for the calibration error — and integer
-``target`` ``(N,)``. Hierarchical metrics also take ``distances``: a
+``target`` ``(N,)``. Hierarchical metrics also take a ``source``: a
 :class:`~taxosmooth.Taxonomy` (with ``distance=`` one of
 :data:`~taxosmooth.DISTANCE_KINDS`; computed from lowest common ancestors,
 never a ``C × C`` table) or a ``(C, C)`` matrix whose entry ``[t, j]`` is the
@@ -15,7 +15,7 @@ negative expected costs, see :class:`taxosmooth.decision.CRMClassifier`)
 evaluates its CRM decisions.
 
 **Summable.** Each metric is a ratio of sums over samples (counts, sums of
-distances, per-bin sums); :mod:`taxosmooth.metrics.modules` keeps those sums as
+source, per-bin sums); :mod:`taxosmooth.metrics.modules` keeps those sums as
 torchmetrics states, so metrics accumulated batch by batch, or on several
 processes, equal the metric of the whole set.
 
@@ -52,8 +52,8 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------- validation
-def _pairs(distances, distance: str) -> PairDistances:
-    return distances if isinstance(distances, PairDistances) else PairDistances(distances, distance)
+def _pairs(source, distance: str) -> PairDistances:
+    return source if isinstance(source, PairDistances) else PairDistances(source, distance)
 
 
 def _check(scores, target, num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,7 +161,7 @@ def topk_error(scores, target, k: int = 1) -> torch.Tensor:
     return _ratio(s[f"wrong_at_{k}"], s["total"])
 
 
-def mistake_severity(scores, target, distances, *, distance: str = "lca_height") -> torch.Tensor:
+def mistake_severity(scores, target, source, *, distance: str | None = None) -> torch.Tensor:
     """Mean distance between the top-1 prediction and the truth, over the wrong predictions only.
 
     .. math:: \\frac{\\sum_n [\\hat y_n \\ne t_n] \\, d(t_n, \\hat y_n)}{\\sum_n [\\hat y_n \\ne t_n]}
@@ -178,17 +178,17 @@ def mistake_severity(scores, target, distances, *, distance: str = "lca_height")
     ----------
     scores : Tensor (N, C)
     target : LongTensor (N,)
-    distances : Taxonomy or Tensor (C, C)
-    distance : str, default "lca_height"
-        The kind of distance, when ``distances`` is a taxonomy.
+    source : Taxonomy or Tensor (C, C)
+    distance : str, optional
+        The kind of distance, with a taxonomy only (default ``"lca_height"``).
     """
-    pairs = _pairs(distances, distance)
+    pairs = _pairs(source, distance)
     scores, target = _check(scores, target, pairs.num_classes)
     s = _severity_stats(stable_topk(scores, 1)[:, 0], target, pairs)
     return _ratio(s["mistake_distance"], s["mistakes"])
 
 
-def hierarchical_distance_at_k(scores, target, distances, k: int, *, distance: str = "lca_height") -> torch.Tensor:
+def hierarchical_distance_at_k(scores, target, source, k: int, *, distance: str | None = None) -> torch.Tensor:
     """Average hierarchical distance @k: mean over samples of the mean distance of the k best predictions.
 
     .. math:: \\frac{1}{N} \\sum_n \\frac{1}{k} \\sum_{j \\in \\mathrm{top}_k(n)} d(t_n, j)
@@ -200,19 +200,20 @@ def hierarchical_distance_at_k(scores, target, distances, k: int, *, distance: s
     ----------
     scores : Tensor (N, C)
     target : LongTensor (N,)
-    distances : Taxonomy or Tensor (C, C)
+    source : Taxonomy or Tensor (C, C)
     k : int
         ``1 <= k <= C``.
-    distance : str, default "lca_height"
+    distance : str, optional
+        With a taxonomy only (default ``"lca_height"``).
     """
-    pairs = _pairs(distances, distance)
+    pairs = _pairs(source, distance)
     scores, target = _check(scores, target, pairs.num_classes)
     k = check_k(k, scores.shape[1])
     s = _hdist_stats(stable_topk(scores, k), target, pairs, k)
     return _ratio(s[f"dist_mean_at_{k}"], torch.tensor(scores.shape[0], device=scores.device))
 
 
-def hierarchical_distance_top_k(scores, target, distances, k: int, *, distance: str = "lca_height") -> torch.Tensor:
+def hierarchical_distance_top_k(scores, target, source, k: int, *, distance: str | None = None) -> torch.Tensor:
     """Mean over samples of the distance of the *closest* of the k best predictions.
 
     .. math:: \\frac{1}{N} \\sum_n \\min_{j \\in \\mathrm{top}_k(n)} d(t_n, j)
@@ -220,7 +221,7 @@ def hierarchical_distance_top_k(scores, target, distances, k: int, *, distance: 
     0 for a sample whose true class is among its top k; for ``k = 1`` it
     equals :func:`hierarchical_distance_at_k`. Arguments as there.
     """
-    pairs = _pairs(distances, distance)
+    pairs = _pairs(source, distance)
     scores, target = _check(scores, target, pairs.num_classes)
     k = check_k(k, scores.shape[1])
     s = _hdist_stats(stable_topk(scores, k), target, pairs, k)
@@ -257,7 +258,7 @@ def hierarchical_precision_recall_f1(scores, target, taxonomy) -> tuple[torch.Te
     -------
     (hP, hR, hF) : three 0-dim tensors
     """
-    pairs = _pairs(taxonomy, "lca_height")
+    pairs = _pairs(taxonomy, None)
     scores, target = _check(scores, target, pairs.num_classes)
     return _hprf_from(_hprf_stats(stable_topk(scores, 1)[:, 0], target, pairs))
 
@@ -348,10 +349,10 @@ def _report_from(stats, ks) -> dict[str, torch.Tensor]:
 def report(
     scores,
     target,
-    distances,
+    source,
     k=1,
     *,
-    distance: str = "lca_height",
+    distance: str | None = None,
     from_logits: bool = False,
     n_bins: int = 15,
 ) -> dict[str, float]:
@@ -363,11 +364,11 @@ def report(
         Probabilities, or logits with ``from_logits=True`` (the calibration
         error needs to know which; the other metrics only use the ranking).
     target : LongTensor (N,)
-    distances : Taxonomy or Tensor (C, C)
+    source : Taxonomy or Tensor (C, C)
     k : int or sequence of int, default 1
         The k of the top-k error and the hierarchical distances; 1 is always included.
-    distance : str, default "lca_height"
-        The kind of distance, when ``distances`` is a taxonomy.
+    distance : str, optional
+        The kind of distance, with a taxonomy only (default ``"lca_height"``).
     from_logits : bool, default False
     n_bins : int, default 15
         Bins of the calibration error.
@@ -377,7 +378,7 @@ def report(
     dict
         ``top{k}_error``, ``mistake_severity``, ``hierarchical_distance@{k}``,
         ``hierarchical_distance_top{k}`` (for each k), ``hierarchical_precision``,
-        ``hierarchical_recall``, ``hierarchical_f1`` (only when ``distances``
+        ``hierarchical_recall``, ``hierarchical_f1`` (only when ``source``
         is a Taxonomy: they need ancestor sets) and ``ece``.
 
     Examples
@@ -389,7 +390,7 @@ def report(
     >>> r["top1_error"], r["top2_error"], r["mistake_severity"]
     (0.5, 0.0, 2.0)
     """
-    pairs = _pairs(distances, distance)
+    pairs = _pairs(source, distance)
     scores, target = _check(scores, target, pairs.num_classes)
     ks = _check_ks(k, scores.shape[1])
     probs = as_probabilities(scores, from_logits, name="scores")

@@ -2,7 +2,7 @@
 
 Needs the optional dependency torchmetrics (``pip install "taxosmooth[metrics]"``).
 
-Every state is a **sum** over samples (counts, sums of distances, per-bin
+Every state is a **sum** over samples (counts, sums of source, per-bin
 sums) reduced with ``dist_reduce_fx="sum"``; ``compute()`` forms the ratios
 once, at the end. So a metric updated batch by batch, or on several processes
 under ``DistributedDataParallel``, equals the functional metric of the whole
@@ -74,8 +74,8 @@ class _SumMetric(torchmetrics.Metric):
     def _stats(self) -> dict:
         return {name: getattr(self, name) for name in self._sum_names}
 
-    def _pairs(self, distances, distance: str) -> PairDistances:
-        pairs = PairDistances(distances, distance)
+    def _pairs(self, source, distance: str | None) -> PairDistances:
+        pairs = PairDistances(source, distance)
         self.num_classes = pairs.num_classes
         return pairs
 
@@ -116,15 +116,16 @@ class MistakeSeverity(_SumMetric):
 
     Parameters
     ----------
-    distances : Taxonomy or Tensor (C, C)
-    distance : str, default "lca_height"
+    source : Taxonomy or Tensor (C, C)
+    distance : str, optional
+        With a taxonomy only (default ``"lca_height"``).
     """
 
     higher_is_better = False
 
-    def __init__(self, distances, distance: str = "lca_height", **kwargs):
+    def __init__(self, source, distance: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.pairs = self._pairs(distances, distance)
+        self.pairs = self._pairs(source, distance)
         self._sum_state("mistake_distance", floating=True)
         self._sum_state("mistakes", floating=False)
 
@@ -140,9 +141,9 @@ class _HierarchicalDistance(_SumMetric):
     higher_is_better = False
     _key = ""
 
-    def __init__(self, distances, k: int, distance: str = "lca_height", **kwargs):
+    def __init__(self, source, k: int, distance: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.pairs = self._pairs(distances, distance)
+        self.pairs = self._pairs(source, distance)
         self.k = check_k(k, self.pairs.num_classes)
         self._sum_state(f"{self._key}_at_{self.k}", floating=True)
         self._sum_state("total", floating=False)
@@ -163,9 +164,10 @@ class HierarchicalDistanceAtK(_HierarchicalDistance):
 
     Parameters
     ----------
-    distances : Taxonomy or Tensor (C, C)
+    source : Taxonomy or Tensor (C, C)
     k : int
-    distance : str, default "lca_height"
+    distance : str, optional
+        With a taxonomy only (default ``"lca_height"``).
     """
 
     _key = "dist_mean"
@@ -177,9 +179,10 @@ class HierarchicalDistanceTopK(_HierarchicalDistance):
 
     Parameters
     ----------
-    distances : Taxonomy or Tensor (C, C)
+    source : Taxonomy or Tensor (C, C)
     k : int
-    distance : str, default "lca_height"
+    distance : str, optional
+        With a taxonomy only (default ``"lca_height"``).
     """
 
     _key = "dist_min"
@@ -191,7 +194,7 @@ class _HierarchicalPRF(_SumMetric):
 
     def __init__(self, taxonomy, **kwargs):
         super().__init__(**kwargs)
-        self.pairs = self._pairs(taxonomy, "lca_height")
+        self.pairs = self._pairs(taxonomy, None)
         if self.pairs.taxonomy is None:
             raise TypeError(f"{type(self).__name__} needs a Taxonomy (ancestor sets), not a distance matrix")
         for name in ("ancestors_common", "ancestors_pred", "ancestors_true"):
@@ -282,9 +285,10 @@ class HierarchicalReport(_SumMetric):
 
     Parameters
     ----------
-    distances : Taxonomy or Tensor (C, C)
+    source : Taxonomy or Tensor (C, C)
     k : int or sequence of int, default 1
-    distance : str, default "lca_height"
+    distance : str, optional
+        With a taxonomy only (default ``"lca_height"``).
     from_logits : bool, default False
         Whether ``update`` receives logits or probabilities (for the calibration error).
     n_bins : int, default 15
@@ -292,9 +296,9 @@ class HierarchicalReport(_SumMetric):
 
     higher_is_better = None
 
-    def __init__(self, distances, k=1, distance: str = "lca_height", from_logits: bool = False, n_bins: int = 15, **kwargs):
+    def __init__(self, source, k=1, distance: str | None = None, from_logits: bool = False, n_bins: int = 15, **kwargs):
         super().__init__(**kwargs)
-        self.pairs = self._pairs(distances, distance)
+        self.pairs = self._pairs(source, distance)
         self.ks = F._check_ks(k, self.pairs.num_classes)
         self.from_logits = bool(from_logits)
         self.n_bins = F._check_bins(n_bins)
