@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, in one call: on a machine with CUDA, run the tests that are parametrised over
-# devices (each gets a "cuda" case when torch sees a GPU), then the loss and decision benchmarks
-# on the GPU, and print their tables last. Each step has a time limit, and the whole check ends
+# devices (each gets a "cuda" case when torch sees a GPU) and the 100,000-class scale tests, then
+# the loss and decision benchmarks on the GPU, and print their tables last. Each step has a time limit, and the whole check ends
 # within 8 minutes; each step's duration is printed.
 #
 #     bash benchmarks/gpu_check.sh
@@ -108,8 +108,11 @@ if [ "$rc" -ne 0 ]; then
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv,noheader
 
-run_step "tests (cpu and cuda)" 240 \
+run_step "tests (cpu and cuda)" 220 \
   "$PY" -m pytest tests/test_losses*.py tests/test_decision.py tests/test_metrics*.py -q -p no:cacheprovider
+# the 100,000-class scale tests (marked slow; seconds each), the CUDA one measured by allocator peak
+run_step "slow scale tests" 45 \
+  "$PY" -m pytest tests/test_losses_scale.py tests/test_decision.py -m slow -q -p no:cacheprovider
 run_step "benchmarks/losses.py" 120 \
   bash -o pipefail -c "'$PY' benchmarks/losses.py --device cuda --markdown | tee '$RESULTS/losses_cuda.md'"
 run_step "benchmarks/decision.py" 75 \
