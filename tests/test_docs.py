@@ -87,25 +87,120 @@ def test_bash_blocks_run(page_env):
         assert proc.returncode == 0, f"{page}, bash block {i} failed:\n{code}\n{proc.stdout}\n{proc.stderr}"
 
 
-def test_mkdocs_build_strict(tmp_path):
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The site that ``mkdocs build --strict`` writes, and what the build printed."""
     if importlib.util.find_spec("mkdocs") is None:
         if os.environ.get("CI"):
             pytest.fail("mkdocs is not installed (pip install -e '.[docs]'); under CI the docs build must run")
         pytest.skip("mkdocs is not installed (pip install -e '.[docs]')")
+    out = tmp_path_factory.mktemp("docs") / "site"
+    # NO_MKDOCS_2_WARNING: the theme's notice about its end of life, printed before the build starts
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
-         "--site-dir", str(tmp_path / "site")],
+         "--site-dir", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout}\n{proc.stderr}"
-    site = tmp_path / "site"
+    return out, proc.stdout + proc.stderr
+
+
+def test_mkdocs_build_strict(site):
+    site, log = site
+    warnings = [line for line in log.splitlines() if "WARNING" in line]
+    assert not warnings, "mkdocs printed warnings:\n" + "\n".join(warnings)
     for page in ("concepts", "choosing-beta-alpha", "api/losses", "api/metrics", "api/wordnet"):
         assert (site / page / "index.html").is_file(), page
     # the API reference is generated from the docstrings
     losses = (site / "api" / "losses" / "index.html").read_text(encoding="utf-8")
     for name in ("HierarchicalSoftLabelLoss", "HXELoss", "TreeWassersteinLoss", "ExpectedCostLoss"):
         assert f'id="taxosmooth.losses.{name}"' in losses, name
+
+
+TAG = re.compile(r"<(script|link)\b[^>]*>", re.I)
+ATTR = re.compile(r"""\b(src|href)\s*=\s*["']?([^"'\s>]+)""", re.I)
+REMOTE = re.compile(r"^(https?:)?//", re.I)
+CSS_REMOTE = re.compile(r"""@import\s+(url\(\s*)?["']?\s*(https?:)?//|url\(\s*["']?\s*(https?:)?//""", re.I)
+
+
+def remote_references(site: Path) -> list[str]:
+    """Every remote script, stylesheet or font the site would load, as 'file: reference'."""
+    found = []
+    for page in site.rglob("*.html"):
+        for tag in TAG.finditer(page.read_text(encoding="utf-8")):
+            for _, url in ATTR.findall(tag.group(0)):
+                if REMOTE.match(url):
+                    found.append(f"{page.relative_to(site)}: {tag.group(0)}")
+    for sheet in site.rglob("*.css"):
+        for m in CSS_REMOTE.finditer(sheet.read_text(encoding="utf-8", errors="replace")):
+            found.append(f"{sheet.relative_to(site)}: {m.group(0)}")
+    return found
+
+
+def test_remote_reference_finder_finds_them(tmp_path):
+    """The oracle of the next test: it sees each kind of remote load, and no local one."""
+    (tmp_path / "a.html").write_text(
+        '<link rel="stylesheet" href="https://fonts.googleapis.com/css?family=Roboto">'
+        "<script src='//cdn.example.org/x.js'></script><link rel=preconnect href=http://fonts.gstatic.com>"
+        '<script src="../vendor/katex/katex.min.js"></script><a href="https://example.org">a link</a>',
+        encoding="utf-8",
+    )
+    (tmp_path / "b.css").write_text(
+        '@import url("https://fonts.example.org/a.css");@import "http://x.org/b.css";'
+        "@font-face{src:url(https://x.org/f.woff2)}.i{background:url(\"data:image/svg+xml;"
+        "xmlns='http://www.w3.org/2000/svg'\")}.j{src:url(fonts/KaTeX_Main-Regular.woff2)}",
+        encoding="utf-8",
+    )
+    assert len(remote_references(tmp_path)) == 6
+
+
+def test_site_loads_nothing_remote(site):
+    site, _ = site
+    found = remote_references(site)
+    assert not found, "the docs load remote resources:\n" + "\n".join(found[:20])
+
+
+KATEX = ("vendor/katex/katex.min.js", "vendor/katex/contrib/auto-render.min.js", "js/katex-init.js")
+
+
+def test_formula_page_carries_katex(site):
+    site, _ = site
+    html = (site / "concepts" / "index.html").read_text(encoding="utf-8")
+    assert html.count('class="arithmatex"') > 10, "concepts.md has formulas: arithmatex should mark them"
+    scripts = re.findall(r'<script src="\.\./([^"]+)"', html)
+    assert [s for s in scripts if s in KATEX] == list(KATEX), scripts  # in load order
+    assert '<link rel="stylesheet" href="../vendor/katex/katex.min.css">' in html
+    for asset in (*KATEX, "vendor/katex/katex.min.css", "vendor/katex/LICENSE"):
+        assert (site / asset).is_file(), asset
+    # every font the stylesheet names first (woff2, what a browser loads) is there
+    css = (site / "vendor" / "katex" / "katex.min.css").read_text(encoding="utf-8")
+    fonts = re.findall(r"@font-face\{[^}]*?src:url\(([^)]+)\)", css)
+    assert len(fonts) == 20 and all(f.endswith(".woff2") for f in fonts), fonts
+    for font in fonts:
+        assert (site / "vendor" / "katex" / font).is_file(), font
+
+
+def test_formulas_render_in_a_browser(site):
+    """Headless Chromium runs the page's scripts: every formula becomes KaTeX markup, none an error."""
+    site, _ = site
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("no Chromium (apt-get install chromium); under CI the formulas must be rendered")
+        pytest.skip("no Chromium to render the page (apt-get install chromium)")
+    proc = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--virtual-time-budget=10000", "--dump-dom", (site / "concepts" / "index.html").as_uri()],
+        capture_output=True, text=True, timeout=180,
+    )
+    dom = proc.stdout
+    assert proc.returncode == 0 and "</html>" in dom, proc.stderr[-2000:]
+    formulas = len(re.findall(r'class="arithmatex"', dom))
+    # auto-render puts KaTeX's output in a <span> in place of the TeX text
+    rendered = len(re.findall(r'class="arithmatex"><span><span class="katex(-display)?">', dom))
+    assert formulas > 10 and rendered == formulas, f"{rendered} of {formulas} formulas rendered"
+    assert "katex-error" not in dom
 
 
 def test_experiment_results_match_the_page():

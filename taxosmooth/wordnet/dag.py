@@ -193,10 +193,11 @@ class PosGraph:
     def hyponym_counts(self) -> np.ndarray:
         """Number of distinct descendants (transitive hyponyms) of every synset."""
         n = len(self.offsets)
-        anc: list = [None] * n
+        anc: list[frozenset[int]] = [frozenset()] * n
         counts = np.zeros(n, dtype=np.int64)
         for v in range(n):  # parents come first
             ps = self.parent_node[self.parent_ptr[v] : self.parent_ptr[v + 1]]
+            a: frozenset[int]
             if len(ps) == 0:
                 a = frozenset()
             elif len(ps) == 1:

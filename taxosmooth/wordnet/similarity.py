@@ -107,7 +107,8 @@ class _Pairs:
         self.ends = np.concatenate((starts[1:], [len(self.x)])).astype(np.int64)
         self.group_node = self.x[starts]
         self.m = m
-        self._spd = None
+        # path_to_ancestor's table, built on first use: dense (n, M), or sorted keys and values
+        self._spd: np.ndarray | tuple[np.ndarray, np.ndarray] | None = None
 
     def groups(self, min_size: int = 2):
         sizes = self.ends - self.starts
