@@ -196,6 +196,9 @@ class _HostTree:
     class_position: np.ndarray  # (C,)
     position_class: np.ndarray  # (C,)
     ring_nodes: np.ndarray  # (C, R) class order; padded with the root
+    ring_size: np.ndarray  # (C, R) classes per ring
+    ring_starts: np.ndarray  # (C, S) segment offsets in leaf order
+    ring_lengths: np.ndarray  # (C, S) segment lengths
     first_class: np.ndarray  # (N,) the class at the first leaf position of each node
     ring_shift: np.ndarray  # (N,) rings of first_class at or below the node (excluding ring 0)
     leaf_node: np.ndarray  # (C,) node id at each leaf position
@@ -240,7 +243,7 @@ def _ring_nodes(c: CompiledTree, top: np.ndarray) -> np.ndarray:
         if not (cur >= 0).any():
             break
         rows.append(cur)
-        size = len(rows) * c.num_classes * 8
+        size = len(rows) * c.num_classes * 48  # ring nodes, sizes, segment starts and lengths, numpy and torch
         if size > TABLE_BYTES_LIMIT:
             raise MemoryError(
                 f"the ring table of this taxonomy would take more than {size / 1024**3:.1f} GiB "
@@ -308,10 +311,15 @@ class TreeTensors(nn.Module):
             shift[v] = (ring_depth[first_class[v]] >= c.depth[v][:, None]).sum(1)
         shift[c.is_leaf] = 0
         self.leaf_order_is_class_order = bool(np.array_equal(c.position_class, np.arange(C)))
+        size, starts, lengths = _ring_layout(c.leaf_lo[ring_nodes], c.leaf_hi[ring_nodes], np)
+        size, starts, lengths = (np.ascontiguousarray(a) for a in (size, starts, lengths))
+        for a in (size, starts, lengths):
+            a.setflags(write=False)
         self._host = _HostTree(
             leaf_lo=c.leaf_lo, leaf_hi=c.leaf_hi, depth=c.depth, target_node=c.target_node,
             node_target=c.node_target, class_position=c.class_position, position_class=c.position_class,
-            ring_nodes=ring_nodes, first_class=first_class, ring_shift=shift, leaf_node=c.leaf_node,
+            ring_nodes=ring_nodes, ring_size=size, ring_starts=starts, ring_lengths=lengths,
+            first_class=first_class, ring_shift=shift, leaf_node=c.leaf_node,
             top=top, subtree_end=c.subtree_end, is_leaf=c.is_leaf, levels=_levels(c, n_children),
         )
         for a in (ring_nodes, first_class, shift, top):
@@ -417,6 +425,9 @@ class TreeTensors(nn.Module):
         ext = torch.cat([x, x.new_full((x.shape[0], 1), fill)], dim=1)
         return ext.index_select(1, self._level_class)
 
+    # The level passes run eagerly under torch.compile (a graph break): inductor mis-compiles
+    # segment_reduce on strided level slices (wrong rows) and fails on the index_add alternative.
+    @torch.compiler.disable
     def subtree_sum(self, x: torch.Tensor) -> torch.Tensor:
         """``P(v) = Σ_{classes j under v} x_j`` for every node ``v``.
 
@@ -447,6 +458,7 @@ class TreeTensors(nn.Module):
         out = torch.cat(parts, dim=1).index_select(1, self._level_pos)
         return out.reshape(*shape, self.num_nodes)
 
+    @torch.compiler.disable
     def subtree_logsumexp(self, x: torch.Tensor) -> torch.Tensor:
         """``log Σ_{classes j under v} exp(x_j)`` for every node ``v``, in log space.
 
@@ -643,37 +655,23 @@ class Rings:
         if self.host:
             h = tree._host
             t = target.numpy() if target.dtype == torch.int64 else target.numpy().astype(np.int64)
-            node = h.target_node[t]
-            coarse = bool((t >= C).any()) if t.size else False
-            if not coarse:
-                nodes = h.ring_nodes[t]
-            else:
-                cls_ = np.where(t < C, t, h.first_class[node])
-                nodes = _shift_rings(h.ring_nodes[cls_], h.ring_shift[node], node, np)
-            lo, hi = h.leaf_lo[nodes], h.leaf_hi[nodes]
-            self.coarse = coarse
-        else:
-            t = target.long()
-            node = tree.target_node.index_select(0, t)
-            cls_ = torch.where(t < C, t, tree.first_class.index_select(0, node))
-            nodes = _shift_rings(tree.ring_nodes.index_select(0, cls_), tree.ring_shift.index_select(0, node), node,
-                                 torch)
-            lo, hi = tree.leaf_lo[nodes], tree.leaf_hi[nodes]
-            self.coarse = True
-        lib = np if self.host else torch
-        self.target, self.node, self.nodes = t, node, nodes
-        size = hi - lo
-        self.size = lib.concatenate([size[:, :1], size[:, 1:] - size[:, :-1]], 1) if self.host else \
-            torch.cat([size[:, :1], size[:, 1:] - size[:, :-1]], 1)
-        # breakpoints lo(r_{R-1}) .. lo(r_0), hi(r_0) .. hi(r_{R-1}); segments between them
-        if self.host:
-            br = np.concatenate([lo[:, ::-1], hi], axis=1)
-            self.starts = br[:, :-1]
-            self.lengths = np.diff(br, axis=1)
-        else:
-            br = torch.cat([lo.flip(1), hi], dim=1)
-            self.starts = br[:, :-1]
-            self.lengths = br[:, 1:] - br[:, :-1]
+            self.target = t
+            self.node = h.target_node[t]
+            self.coarse = bool((t >= C).any()) if t.size else False
+            if not self.coarse:  # the classes' layouts are tabulated
+                self.nodes, self.size = h.ring_nodes[t], h.ring_size[t]
+                self.starts, self.lengths = h.ring_starts[t], h.ring_lengths[t]
+                return self
+            cls_ = np.where(t < C, t, h.first_class[self.node])
+            self.nodes = _shift_rings(h.ring_nodes[cls_], h.ring_shift[self.node], self.node, np)
+            self.size, self.starts, self.lengths = _ring_layout(h.leaf_lo[self.nodes], h.leaf_hi[self.nodes], np)
+            return self
+        t = target.long()
+        node = tree.target_node.index_select(0, t)
+        cls_ = torch.where(t < C, t, tree.first_class.index_select(0, node))
+        nodes = _shift_rings(tree.ring_nodes.index_select(0, cls_), tree.ring_shift.index_select(0, node), node, torch)
+        self.target, self.node, self.nodes, self.coarse = t, node, nodes, True
+        self.size, self.starts, self.lengths = _ring_layout(tree.leaf_lo[nodes], tree.leaf_hi[nodes], torch)
         return self
 
     def take(self, rows) -> Rings:
@@ -801,6 +799,19 @@ class Rings:
         s = s.reshape(b, 3)[:, 1].astype(np.float64)
         with np.errstate(divide="ignore"):
             return np.log(s) + m
+
+
+def _ring_layout(lo, hi, lib):
+    """Ring sizes (B, R) and segment starts and lengths (B, S) from the leaf ranges of the ring nodes."""
+    size = hi - lo
+    if lib is np:
+        size = np.concatenate([size[:, :1], size[:, 1:] - size[:, :-1]], axis=1)
+        # breakpoints lo(r_{R-1}) .. lo(r_0), hi(r_0) .. hi(r_{R-1}); segments between them
+        br = np.concatenate([lo[:, ::-1], hi], axis=1)
+        return size, br[:, :-1], np.diff(br, axis=1)
+    size = torch.cat([size[:, :1], size[:, 1:] - size[:, :-1]], dim=1)
+    br = torch.cat([lo.flip(1), hi], dim=1)
+    return size, br[:, :-1], br[:, 1:] - br[:, :-1]
 
 
 def _shift_rings(rows, shift, node, lib):

@@ -198,12 +198,13 @@ class _Call:
     def host(self, z):
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # bad logits are reported after
             rows, grad = self.loss._host(z, self.target)
-        rows = torch.as_tensor(rows, dtype=z.dtype)
         dead = self._dead()
         if dead is not None and bool(dead.any()):
-            rows = rows.masked_fill(dead, 0.0)
+            rows = np.where(dead.numpy(), 0.0, rows)
             grad = grad.masked_fill(dead.unsqueeze(1), 0.0)
-        return (rows.sum() if self.reduce_rows else rows), grad
+        if self.reduce_rows:
+            return torch.tensor(float(np.sum(rows)), dtype=z.dtype), grad
+        return torch.as_tensor(rows, dtype=z.dtype), grad
 
     def reference(self, z):
         rows = self.loss._reference(z, self.target)
@@ -302,7 +303,7 @@ class TreeLossBase(nn.Module):
         name = type(self).__name__
         with no_autocast(input.device.type if isinstance(input, torch.Tensor) else "cpu"):
             mode = check_mode(input.device if isinstance(input, torch.Tensor) else torch.device("cpu"))
-            if isinstance(input, torch.Tensor) and _is_functorch_wrapped(input):
+            if isinstance(input, torch.Tensor) and not torch.compiler.is_compiling() and _is_functorch_wrapped(input):
                 mode = "off"  # torch.func transforms cannot look at values (no data-dependent checks)
             flat = flatten(input, target, num_classes=self.num_classes, num_targets=self.num_targets,
                            ignore_index=ignore_index, name=name, mode=mode)
@@ -321,7 +322,8 @@ class TreeLossBase(nn.Module):
             if plan.nothing_counted and reduction == "mean":
                 out = out + float("nan")
             if mode == "full":
-                if not bool(torch.isfinite(out).all()) and not (reduction == "mean" and plan.nothing_counted):
+                finite = math.isfinite(out.item()) if out.dim() == 0 else bool(torch.isfinite(out).all())
+                if not finite and not (reduction == "mean" and plan.nothing_counted):
                     self._name_bad_logit(input, z, flat, out, name)
             elif mode == "device":
                 torch._assert_async(~torch.isnan(out).any(),

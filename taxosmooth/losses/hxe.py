@@ -186,7 +186,7 @@ class HXELoss(TreeLossBase):
         zl = tree.leaf_cols(z)
         rings = tree.rings(target.ids, host=True)
         coef = self._coefficients(rings, target.host_omega())
-        p, _ = _softmax(zl)
+        p = torch.softmax(zl, dim=1)
         pn = p.numpy()
         mass = np.cumsum(rings.ring_sums(rings.sum(pn).astype(np.float64)), axis=1)  # P(r_k)
         live = coef != 0

@@ -120,6 +120,7 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
         self._de = de
         self._inv_z_leaf = (1.0 / z_norm)[c.position_class]  # leaf order
         self.register_buffer("node_e", torch.from_numpy(e), persistent=False)
+        self._class_q, self._class_q0 = self._ring_masses(rings, np)
         self.register_buffer("node_de", torch.from_numpy(de), persistent=False)
         self.register_buffer("class_inv_z", torch.from_numpy(1.0 / z_norm), persistent=False)
 
@@ -129,27 +130,29 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
                 + (", " + base if base else ""))
 
     # ------------------------------------------------------------------ ring values of integer targets
-    def _ring_weights(self, rings, omega, lib):
-        """Per-ring target mass per class ``(B, R)`` (ring 0: the target class, 0 for a coarse label)
-        and ``q0`` (B,), the mass of ring 0 as one outcome; both times the rows' factors."""
+    def _ring_masses(self, rings, lib):
+        """Per-ring target mass per class ``q`` (B, R) (ring 0: the target class; 0 for a coarse label)
+        and ``q0`` (B,), the mass of ring 0 as one outcome."""
         e = rings.gather(self._e if lib is np else self.node_e)
-        size = rings.size
-        z_norm = 1.0 + (size[:, 1:] * e[:, 1:]).sum(1)
+        z_norm = 1.0 + (rings.size[:, 1:] * e[:, 1:]).sum(1)
         q = e * (self.mix / z_norm)[:, None]
         q0 = (1.0 - self.mix) + self.mix / z_norm
+        is_class = rings.target < self.num_classes
         if lib is np:
-            om = omega if isinstance(omega, float) else omega[:, None]
-            q = q * om
-            q0 = q0 * (omega if isinstance(omega, float) else omega)
-            is_class = rings.target < self.num_classes
             q[:, 0] = np.where(is_class, q0, 0.0)
+            return q, q0
+        return torch.cat([torch.where(is_class, q0, torch.zeros_like(q0))[:, None], q[:, 1:]], dim=1), q0
+
+    def _ring_weights(self, rings, omega, lib):
+        """:meth:`_ring_masses` times the rows' factors; the classes' masses are tabulated for the host."""
+        if lib is np and not rings.coarse:
+            q, q0 = self._class_q[rings.target], self._class_q0[rings.target]
         else:
-            om = omega if isinstance(omega, float) else omega.to(q.dtype)
-            q = q * (om if isinstance(om, float) else om[:, None])
-            q0 = q0 * om
-            is_class = rings.target < self.num_classes
-            q = torch.cat([torch.where(is_class, q0, torch.zeros_like(q0))[:, None], q[:, 1:]], dim=1)
-        return q, q0
+            q, q0 = self._ring_masses(rings, lib)
+        if isinstance(omega, float):
+            return q * omega, q0 * omega
+        om = omega if lib is np else omega.to(q.dtype)
+        return q * om[:, None], q0 * om
 
     # ------------------------------------------------------------------ probability targets
     def _host_prob_rows(self, p_leaf: np.ndarray) -> np.ndarray:

@@ -138,7 +138,7 @@ class SoftTargetCrossEntropy(TreeLossBase):
             return w * _col(target.omega, z)
         ids = target.ids
         if q is None:
-            w = torch.nn.functional.one_hot(ids, C).to(z.dtype)
+            w = (ids.unsqueeze(1) == torch.arange(C, device=ids.device)).to(z.dtype)  # one-hot, vmap-safe
         else:
             w = q.index_select(0, ids)
         w = w * _col(target.omega, z)
