@@ -96,11 +96,12 @@ def _check_value(value, what: str, upper: float | None) -> float:
     return value
 
 
-def check_targets(target: torch.Tensor, n: int, taxonomy: Taxonomy, coarse_labels: bool, ignore_index: int,
+def check_targets(target, n: int, taxonomy: Taxonomy, coarse_labels: bool, ignore_index: int | None,
                   head: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(safe_target, valid)``: int64 target ids with ignored entries replaced by 0, and the mask (None: all valid).
 
     Class indices ``[0, C)``; with ``coarse_labels`` any target id ``[0, num_nodes)``.
+    ``ignore_index=None``: nothing is ignored.
     """
     if not isinstance(target, torch.Tensor):
         target = torch.as_tensor(target)
@@ -109,7 +110,7 @@ def check_targets(target: torch.Tensor, n: int, taxonomy: Taxonomy, coarse_label
     if target.ndim != 1 or target.shape[0] != n:
         raise ValueError(f"{head}: target must have shape ({n},) to match the input, got {tuple(target.shape)}")
     target = target.long()
-    valid = target != ignore_index
+    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
     upper = taxonomy.num_nodes if coarse_labels else taxonomy.num_classes
     bad = valid & ((target < 0) | (target >= upper))
     if bool(bad.any()):
@@ -119,8 +120,8 @@ def check_targets(target: torch.Tensor, n: int, taxonomy: Taxonomy, coarse_label
             raise ValueError(f"{head}: target[{i}] = {value} is the target id of internal node "
                              f"{taxonomy.target_names[value]!r}; pass coarse_labels=True to train on coarse labels")
         what = "target id" if coarse_labels else "class index"
-        raise ValueError(f"{head}: target[{i}] = {value} is not a {what} in [0, {upper})"
-                         f" (ignore_index is {ignore_index})")
+        ignored = "" if ignore_index is None else f" (ignore_index is {ignore_index})"
+        raise ValueError(f"{head}: target[{i}] = {value} is not a {what} in [0, {upper}){ignored}")
     if bool(valid.all()):
         return target, None
     return torch.where(valid, target, torch.zeros_like(target)), valid
