@@ -103,6 +103,30 @@ def check_targets(target, n: int, taxonomy: Taxonomy, coarse_labels: bool, ignor
     Class indices ``[0, C)``; with ``coarse_labels`` any target id ``[0, num_nodes)``.
     ``ignore_index=None``: nothing is ignored.
     """
+    upper = taxonomy.num_nodes if coarse_labels else taxonomy.num_classes
+    t, valid, bad = _check_range(target, n, upper, ignore_index, head)
+    if bad is not None:
+        i, value = bad
+        if not coarse_labels and taxonomy.num_classes <= value < taxonomy.num_nodes:
+            raise ValueError(f"{head}: target[{i}] = {value} is the target id of internal node "
+                             f"{taxonomy.target_names[value]!r}; pass coarse_labels=True to train on coarse labels")
+        what = "target id" if coarse_labels else "class index"
+        ignored = "" if ignore_index is None else f" (ignore_index is {ignore_index})"
+        raise ValueError(f"{head}: target[{i}] = {value} is not a {what} in [0, {upper}){ignored}")
+    return t, valid
+
+
+def check_class_targets(target, n: int, num_classes: int, ignore_index: int | None,
+                        head: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """As :func:`check_targets`, for class indices ``[0, num_classes)`` without a taxonomy."""
+    t, valid, bad = _check_range(target, n, num_classes, ignore_index, head)
+    if bad is not None:
+        ignored = "" if ignore_index is None else f" (ignore_index is {ignore_index})"
+        raise ValueError(f"{head}: target[{bad[0]}] = {bad[1]} is not a class index in [0, {num_classes}){ignored}")
+    return t, valid
+
+
+def _check_range(target, n: int, upper: int, ignore_index: int | None, head: str):
     if not isinstance(target, torch.Tensor):
         target = torch.as_tensor(target)
     if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
@@ -111,20 +135,13 @@ def check_targets(target, n: int, taxonomy: Taxonomy, coarse_labels: bool, ignor
         raise ValueError(f"{head}: target must have shape ({n},) to match the input, got {tuple(target.shape)}")
     target = target.long()
     valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
-    upper = taxonomy.num_nodes if coarse_labels else taxonomy.num_classes
-    bad = valid & ((target < 0) | (target >= upper))
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0, 0])
-        value = int(target[i])
-        if not coarse_labels and taxonomy.num_classes <= value < taxonomy.num_nodes:
-            raise ValueError(f"{head}: target[{i}] = {value} is the target id of internal node "
-                             f"{taxonomy.target_names[value]!r}; pass coarse_labels=True to train on coarse labels")
-        what = "target id" if coarse_labels else "class index"
-        ignored = "" if ignore_index is None else f" (ignore_index is {ignore_index})"
-        raise ValueError(f"{head}: target[{i}] = {value} is not a {what} in [0, {upper}){ignored}")
+    out_of_range = valid & ((target < 0) | (target >= upper))
+    if bool(out_of_range.any()):
+        i = int(out_of_range.nonzero()[0, 0])
+        return target, valid, (i, int(target[i]))
     if bool(valid.all()):
-        return target, None
-    return torch.where(valid, target, torch.zeros_like(target)), valid
+        return target, None, None
+    return torch.where(valid, target, torch.zeros_like(target)), valid, None
 
 
 def reduce(loss: torch.Tensor, valid: torch.Tensor | None, reduction: str) -> torch.Tensor:
