@@ -239,6 +239,14 @@ def test_fixed_classifier_loss_against_the_authors_formula():
     torch.testing.assert_close(head.loss(x, t), expected, atol=1e-5, rtol=1e-5)
     head.loss(x, t).backward()
     assert head.projection.weight.grad is not None
+    # a frame loaded into the head replaces the cached similarities
+    other = haframe_weights(tax, gamma=4.0)
+    head.load_state_dict({**head.state_dict(), "frame": other})
+    S4 = torch.from_numpy(haframe_similarity(tax, gamma=4.0)[0]).float()
+    f, logits = head.features(x), head.features(x) @ other.T
+    sq = sum(torch.square(F.cosine_similarity(other[c], f, dim=1) - S4[t, c]) for c in range(tax.num_classes))
+    torch.testing.assert_close(head.loss(x, t), 0.6 * F.cross_entropy(logits, t) + 0.4 * sq.sum() / 10,
+                               atol=1e-5, rtol=1e-5)
     assert [n for n, _ in head.named_parameters()] == ["projection.weight", "projection.bias"]
     bare = FixedClassifier(None, frame, cosine_weight=0.0)
     z = torch.randn(4, frame.shape[1])

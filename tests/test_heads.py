@@ -206,6 +206,7 @@ def test_loss_equals_the_hierarchicalsoftmax_package(make, weighted):
     package_targets = torch.tensor([root.node_to_id[nodes[tax.classes[i]]] for i in t])
     expected = HierarchicalSoftmaxLoss(root)(layer, package_targets)
     torch.testing.assert_close(head.loss(x, t), expected)
+    torch.testing.assert_close(head.loss_from_scores(s, t), expected)
     if not weighted:
         torch.testing.assert_close(F.cross_entropy(head(x), t), expected)
 

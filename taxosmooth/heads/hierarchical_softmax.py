@@ -72,16 +72,9 @@ class _ConditionalLogProbabilities(torch.autograd.Function):
     @staticmethod
     def forward(ctx, s, lay, row_max):
         n = s.shape[0]
-        segment, num_segments = lay.segment, lay.num_segments
-        if row_max is None:  # per-parent maximum, the first child's 0 included
-            shift = s.new_zeros((n, num_segments)).scatter_reduce_(1, segment.expand(n, -1), s, "amax")
-            e = (s - shift.index_select(1, segment)).exp_()
-            total = (-shift).exp_()
-        else:
-            shift = row_max.clamp_min(0.0)
-            e = (s - shift).exp_()
-            total = (-shift).exp_().expand(n, num_segments).contiguous()
-        lse = total.index_add_(1, segment, e).log_().add_(shift)
+        segment = lay.segment
+        e, total, shift = _shifted_exp_sums(s, segment, lay.num_segments, row_max)
+        lse = total.log_().add_(shift)
         d = s - lse.index_select(1, segment)
         out = s.new_empty((n, lay.num_columns))
         for (first, rest, stop), (g0, g1), (s0, s1) in zip(lay.blocks, lay.block_segments, lay.block_scores):
@@ -100,6 +93,42 @@ class _ConditionalLogProbabilities(torch.autograd.Function):
         total = torch.cat([grad[:, first:rest] for first, rest, _ in lay.blocks], 1)
         total.index_add_(1, lay.segment, g)
         return g.sub_(d.exp().mul_(total.index_select(1, lay.segment))), None, None
+
+
+class _ParentLogSumExp(torch.autograd.Function):
+    """``lse_u = log(1 + Σ_{w child of u, not first} exp s_w)`` for every parent ``u`` ``(N, num_segments)``.
+
+    Backward: ``∂lse_u/∂s_w = P(w | u)``, from the saved ``exp`` terms and sums.
+    """
+
+    @staticmethod
+    def forward(ctx, s, segment, num_segments, row_max):
+        e, total, shift = _shifted_exp_sums(s, segment, num_segments, row_max)
+        ctx.save_for_backward(e, total, segment)
+        return total.log().add_(shift)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        e, total, segment = ctx.saved_tensors
+        return e * (grad / total).index_select(1, segment), None, None, None
+
+
+def _shifted_exp_sums(s, segment, num_segments, row_max):
+    """``e = exp(s - shift)`` and ``total_u = exp(-shift) + Σ_{w in u} e_w`` (the first child's 0 included), and the shift.
+
+    ``row_max`` given: one shift per row (exact below the limit, see ``_ROW_SHIFT_LIMIT``); else the per-parent maximum.
+    """
+    n = s.shape[0]
+    if row_max is None:
+        shift = s.new_zeros((n, num_segments)).scatter_reduce_(1, segment.expand(n, -1), s, "amax")
+        e = (s - shift.index_select(1, segment)).exp_()
+        total = (-shift).exp_()
+    else:
+        shift = row_max.clamp_min(0.0)
+        e = (s - shift).exp_()
+        total = (-shift).exp_().expand(n, num_segments).contiguous()
+    return e, total.index_add_(1, segment, e), shift
 
 
 class _PathSum(torch.autograd.Function):
@@ -253,25 +282,29 @@ class HierarchicalSoftmax(nn.Module):
         buffers = {
             "score_targets": c.node_target[lay["score_node"]],
             "segment": lay["score_segment"],
-            "column_segment": lay["column_segment"],
             "class_column": lay["last_column"][c.class_node],
             "node_column": lay["last_column"][c.target_node],  # target-id order; -1: no scored node on the path
         }
         for k in range(1, len(self.blocks)):
             buffers[f"block_parent_{k}"] = lay["block_parent"][k]
-        # loss tables, target-id order: the columns on each path (root first), padded with column 0
+        # loss tables, target-id order, one entry per scored node on the path (root first), padded with 0 weights:
+        # the term of the step into v under parent u is α_u (lse_u - (1-ε_u) s_v - ε_u/K_u Σ_{w in u} s_w)
         path = lay["path"][c.target_node]
         on_path = path >= 0
-        safe = np.where(on_path, path, 0)
-        hard = np.where(on_path, (alpha * (1.0 - eps))[column_parent[safe]], 0.0)
-        buffers["path_columns"] = safe
-        self.register_buffer("path_hard", torch.from_numpy(hard), persistent=False)
+        node = lay["column_node"][np.where(on_path, path, 0)]
+        u = c.parent[node]
+        score_column = np.full(taxonomy.num_nodes, -1, dtype=np.int64)
+        score_column[lay["score_node"]] = np.arange(self.num_scores)
+        scored_child = on_path & (score_column[node] >= 0)  # a first child's score is 0: no entry
+        buffers["path_scores"] = np.where(scored_child, score_column[node], 0)
+        buffers["path_segments"] = np.where(on_path, lay["column_segment"][np.where(on_path, path, 0)], 0)
+        tables = {"path_score_weight": np.where(scored_child, alpha[u] * (1.0 - eps[u]), 0.0),
+                  "path_lse_weight": np.where(on_path, alpha[u], 0.0)}
         if self.smoothing:
             kids = np.bincount(column_parent, minlength=taxonomy.num_nodes).astype(np.float64)
-            u = column_parent[safe]
-            smooth = np.where(on_path, alpha[u] * eps[u] / np.maximum(kids[u], 1.0), 0.0)
-            buffers["path_segments"] = lay["column_segment"][safe]
-            self.register_buffer("path_smooth", torch.from_numpy(smooth), persistent=False)
+            tables["path_smooth_weight"] = np.where(on_path, alpha[u] * eps[u] / np.maximum(kids[u], 1.0), 0.0)
+        for key, value in tables.items():
+            self.register_buffer(key, torch.from_numpy(value), persistent=False)
         for key, value in buffers.items():
             self.register_buffer(key, index_buffer(value), persistent=False)
 
@@ -291,23 +324,34 @@ class HierarchicalSoftmax(nn.Module):
             block_parent=[None] + [getattr(self, f"block_parent_{k}") for k in range(1, len(self.blocks))],
         )
 
-    def _conditional(self, x: torch.Tensor, lay: SimpleNamespace) -> torch.Tensor:
-        s = self.scores(x)
+    def _prepare(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The scores in their compute dtype, and the row maxima when one shift per row is exact (else None)."""
+        if s.ndim != 2 or s.shape[1] != self.num_scores:
+            raise ValueError(f"{type(self).__name__}: scores must have shape (N, {self.num_scores}), "
+                             f"got {tuple(s.shape)}")
         s = s.to(float_for(s))
-        row_max = None
-        if s.device.type == "cpu" and s.shape[0] > 0 and s.shape[1] > 0 and not self._force_exact:
-            # one shift per row is exact below the limit (checked on the host: no device sync on the CPU)
-            row_max = s.detach().amax(1, keepdim=True)
-            if not bool(row_max.max() <= _ROW_SHIFT_LIMIT[s.dtype]):
-                row_max = None
+        if s.device.type != "cpu" or s.shape[0] == 0 or self._force_exact:
+            return s, None
+        # one shift per row is exact below the limit (checked on the host: no device sync on the CPU)
+        row_max = s.detach().amax(1, keepdim=True)
+        return s, (row_max if bool(row_max.max() <= _ROW_SHIFT_LIMIT[s.dtype]) else None)
+
+    def _conditional(self, s: torch.Tensor, lay: SimpleNamespace) -> torch.Tensor:
+        """``log P(v | parent)`` of every scored node (internal column layout) from the scores."""
+        s, row_max = self._prepare(s)
         return _ConditionalLogProbabilities.apply(s, lay, row_max)
 
     _force_exact = False  # tests: the per-parent maximum on every device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class log-probabilities ``(N, C)`` in class order."""
+        return self.log_probabilities_from_scores(self.scores(x))
+
+    def log_probabilities_from_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """Class log-probabilities ``(N, C)`` from scores ``(N, C - 1)`` computed elsewhere (``forward`` without the
+        linear layer: the split into a layer and a loss, as the ``hierarchicalsoftmax`` package has it)."""
         lay = self._lay()
-        return _PathSum.apply(self._conditional(x, lay), lay, self.class_column)
+        return _PathSum.apply(self._conditional(scores, lay), lay, self.class_column)
 
     def node_log_probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """``log P(v)`` for every node ``(N, num_nodes)`` in target-id order (classes first: ``[:, :C]`` is ``forward``).
@@ -317,7 +361,7 @@ class HierarchicalSoftmax(nn.Module):
         """
         lay = self._lay()
         inside = self.node_column >= 0
-        log_p = _PathSum.apply(self._conditional(x, lay), lay, self.node_column.clamp_min(0))
+        log_p = _PathSum.apply(self._conditional(self.scores(x), lay), lay, self.node_column.clamp_min(0))
         return torch.where(inside, log_p, torch.zeros_like(log_p))
 
     # ------------------------------------------------------------------ loss
@@ -327,18 +371,25 @@ class HierarchicalSoftmax(nn.Module):
         See the class docstring for the formula. ``reduction``: ``"mean"`` over the
         samples not ignored (the package divides the sum by the batch size:
         the same without ignored samples), ``"sum"`` or ``"none"``.
-        Computed from the ``O(N · depth)`` path entries (no ``(N, C)`` tensor).
+        Computed from one log-sum-exp per parent and the ``O(N · depth)`` path entries (no ``(N, C)`` tensor).
         """
+        return self.loss_from_scores(self.scores(x), target, reduction)
+
+    def loss_from_scores(self, scores: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """:meth:`loss` from scores ``(N, C - 1)`` computed elsewhere (without the linear layer)."""
         reduction = check_reduction(reduction)
-        cond = self._conditional(x, self._lay())
-        t, valid = check_targets(target, cond.shape[0], self.taxonomy, self.coarse_labels, self.ignore_index,
+        s, row_max = self._prepare(scores)
+        t, valid = check_targets(target, s.shape[0], self.taxonomy, self.coarse_labels, self.ignore_index,
                                  type(self).__name__)
-        cols = self.path_columns.index_select(0, t)
-        per_sample = -(cond.gather(1, cols) * self.path_hard.index_select(0, t).to(cond.dtype)).sum(1)
+        lse = _ParentLogSumExp.apply(s, self.segment, self.num_segments, row_max)
+        segs = self.path_segments.index_select(0, t)
+        dtype = s.dtype
+        per_sample = (lse.gather(1, segs) * self.path_lse_weight.index_select(0, t).to(dtype)).sum(1)
+        per_sample = per_sample - (s.gather(1, self.path_scores.index_select(0, t))
+                                   * self.path_score_weight.index_select(0, t).to(dtype)).sum(1)
         if self.smoothing:
-            totals = cond.new_zeros((cond.shape[0], self.num_segments)).index_add(1, self.column_segment, cond)
-            segs = self.path_segments.index_select(0, t)
-            per_sample = per_sample - (totals.gather(1, segs) * self.path_smooth.index_select(0, t).to(cond.dtype)).sum(1)
+            sums = s.new_zeros((s.shape[0], self.num_segments)).index_add(1, self.segment, s)
+            per_sample = per_sample - (sums.gather(1, segs) * self.path_smooth_weight.index_select(0, t).to(dtype)).sum(1)
         return reduce(per_sample, valid, reduction)
 
     def extra_repr(self) -> str:
