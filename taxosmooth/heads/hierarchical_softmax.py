@@ -37,7 +37,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
@@ -235,6 +234,7 @@ class HierarchicalSoftmax(nn.Module):
     Examples
     --------
     >>> import taxosmooth as ts
+    >>> import torch.nn.functional as F
     >>> tax = ts.Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
     >>> head = HierarchicalSoftmax(16, tax)
     >>> x, target = torch.randn(8, 16), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
