@@ -65,7 +65,6 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -194,18 +193,19 @@ EMBEDDING_CE_WEIGHT = 0.1  # Barz & Denzler's weight of the cross-entropy term
 HAFRAME_GAMMA, HAFRAME_COSINE_WEIGHT = 3.0, 0.5  # Liang & Davis's tieredImageNet-H (WordNet) setting
 
 
-@dataclass
 class Method:
-    """How one method trains and decides. ``train_key``: the method whose trained models it reuses."""
+    """How one method trains and decides.
 
-    family: str
-    param: float | None
-    make_head: Callable[[int], nn.Module]
-    loss: Callable  # (head, features, target) -> loss
-    scores: Callable  # (head, features) -> (N, C) scores for argmax
-    logits: Callable  # (head, features) -> (N, C) logits whose softmax CRM uses
-    decision: str = "argmax"
-    train_key: str | None = None
+    ``make_head(hidden)`` builds the head; ``loss(head, features, target)``;
+    ``scores(head, features)``: the ``(N, C)`` scores an argmax decides on;
+    ``logits(head, features)``: those whose softmax CRM uses; ``train_key``: the
+    method whose trained models this one reuses (a CRM row).
+    """
+
+    def __init__(self, family: str, param: float | None, make_head: Callable[[int], nn.Module], loss: Callable,
+                 scores: Callable, logits: Callable, decision: str = "argmax", train_key: str | None = None):
+        self.family, self.param, self.make_head, self.loss = family, param, make_head, loss
+        self.scores, self.logits, self.decision, self.train_key = scores, logits, decision, train_key
 
 
 def lazy(factory: Callable) -> Callable:
