@@ -199,6 +199,7 @@ class _HostTree:
     ring_size: np.ndarray  # (C, R) classes per ring
     ring_starts: np.ndarray  # (C, S) segment offsets in leaf order
     ring_lengths: np.ndarray  # (C, S) segment lengths
+    class_layout: np.ndarray  # (C, 2R + 2S): nodes, sizes, starts, lengths side by side (one gather per batch)
     first_class: np.ndarray  # (N,) the class at the first leaf position of each node
     ring_shift: np.ndarray  # (N,) rings of first_class at or below the node (excluding ring 0)
     leaf_node: np.ndarray  # (C,) node id at each leaf position
@@ -319,6 +320,7 @@ class TreeTensors(nn.Module):
             leaf_lo=c.leaf_lo, leaf_hi=c.leaf_hi, depth=c.depth, target_node=c.target_node,
             node_target=c.node_target, class_position=c.class_position, position_class=c.position_class,
             ring_nodes=ring_nodes, ring_size=size, ring_starts=starts, ring_lengths=lengths,
+            class_layout=np.ascontiguousarray(np.concatenate([ring_nodes, size, starts, lengths], axis=1)),
             first_class=first_class, ring_shift=shift, leaf_node=c.leaf_node,
             top=top, subtree_end=c.subtree_end, is_leaf=c.is_leaf, levels=_levels(c, n_children),
         )
@@ -407,17 +409,18 @@ class TreeTensors(nn.Module):
         return values.index_select(-1, self.class_node)
 
     # ------------------------------------------------------------------ rings
-    def rings(self, target: torch.Tensor, host: bool | None = None) -> Rings:
+    def rings(self, target: torch.Tensor, host: bool | None = None, coarse: bool | None = None) -> Rings:
         """The ring layout of a batch of target ids ``(B,)`` (see the module docstring).
 
         ``host``: numpy arrays for the host kernels (default: when the targets
         are on the CPU and the kernel switch allows), else torch tensors on the
-        targets' device. Targets must be valid ids (``[0, N)``); the caller
-        checks them.
+        targets' device. ``coarse``: whether some target is an internal node,
+        when the caller knows (saves a pass). Targets must be valid ids
+        (``[0, N)``); the caller checks them.
         """
         if host is None:
             host = target.device.type == "cpu" and _KERNELS == "auto" and not is_symbolic(target)
-        return Rings.build(self, target, host)
+        return Rings.build(self, target, host, coarse)
 
     # ------------------------------------------------------------------ bottom-up (differentiable)
     def _levels_from_classes(self, x: torch.Tensor, fill: float) -> torch.Tensor:
@@ -646,7 +649,7 @@ class Rings:
     __slots__ = ("tree", "host", "target", "node", "nodes", "size", "lengths", "starts", "coarse", "_layout")
 
     @classmethod
-    def build(cls, tree: TreeTensors, target: torch.Tensor, host: bool) -> Rings:
+    def build(cls, tree: TreeTensors, target: torch.Tensor, host: bool, coarse: bool | None = None) -> Rings:
         self = object.__new__(cls)
         self.tree = tree
         self.host = bool(host)
@@ -657,10 +660,12 @@ class Rings:
             t = target.numpy() if target.dtype == torch.int64 else target.numpy().astype(np.int64)
             self.target = t
             self.node = h.target_node[t]
-            self.coarse = bool((t >= C).any()) if t.size else False
-            if not self.coarse:  # the classes' layouts are tabulated
-                self.nodes, self.size = h.ring_nodes[t], h.ring_size[t]
-                self.starts, self.lengths = h.ring_starts[t], h.ring_lengths[t]
+            self.coarse = (bool((t >= C).any()) if t.size else False) if coarse is None else bool(coarse)
+            if not self.coarse:  # the classes' layouts are tabulated: one gather
+                rows = h.class_layout[t]
+                R = tree.num_rings
+                self.nodes, self.size = rows[:, :R], rows[:, R : 2 * R]
+                self.starts, self.lengths = rows[:, 2 * R : 4 * R - 1], rows[:, 4 * R - 1 :]
                 return self
             cls_ = np.where(t < C, t, h.first_class[self.node])
             self.nodes = _shift_rings(h.ring_nodes[cls_], h.ring_shift[self.node], self.node, np)

@@ -203,7 +203,7 @@ class _Call:
             rows = np.where(dead.numpy(), 0.0, rows)
             grad = grad.masked_fill(dead.unsqueeze(1), 0.0)
         if self.reduce_rows:
-            return torch.tensor(float(np.sum(rows)), dtype=z.dtype), grad
+            return torch.scalar_tensor(float(np.sum(rows)), dtype=z.dtype), grad
         return torch.as_tensor(rows, dtype=z.dtype), grad
 
     def reference(self, z):

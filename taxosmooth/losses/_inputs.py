@@ -221,13 +221,11 @@ def _check_ids(z, t, num_classes: int, num_targets: int, ignore_index: int, name
     if t.device != z.device:
         t = t.to(z.device)
     if mode == "full" and t.device.type == "cpu":
-        # one numpy pass: as unsigned, negative ids are huge
+        # one numpy pass: as unsigned, negative ids are huge, so the maximum alone bounds them
         tn = t.numpy()
-        u = tn.view(np.uint64)
-        ignored_inside = 0 <= ignore_index < num_targets and bool((tn == ignore_index).any())
-        if (u < num_targets).all() and not ignored_inside:
-            coarse = num_targets > num_classes and bool((u >= num_classes).any())
-            return FlatBatch(z=z, kind="index", out_shape=out_shape, ids=t, valid=None, coarse=coarse)
+        top = int(tn.view(np.uint64).max())
+        if top < num_targets and not (0 <= ignore_index < num_targets and bool((tn == ignore_index).any())):
+            return FlatBatch(z=z, kind="index", out_shape=out_shape, ids=t, valid=None, coarse=top >= num_classes)
     elif mode == "full":
         lo, hi = (int(v) for v in torch.aminmax(t))
         if lo >= 0 and hi < num_targets and not (lo <= ignore_index <= hi):

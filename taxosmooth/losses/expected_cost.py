@@ -132,7 +132,9 @@ class CostLossBase(TreeLossBase):
         return self.tree.class_cols(g) if self.structured else g
 
     def _rings(self, target, host):
-        return self.tree.rings(target.ids, host=host) if self.structured else None
+        if not self.structured:
+            return None
+        return self.tree.rings(target.ids, host=host, coarse=target.coarse if host else None)
 
 
 def host_expected_row(z, rows, ce_coef=None, rings=None, positions=None, ce_rows=None):

@@ -184,7 +184,7 @@ class HXELoss(TreeLossBase):
         """
         tree = self.tree
         zl = tree.leaf_cols(z)
-        rings = tree.rings(target.ids, host=True)
+        rings = tree.rings(target.ids, host=True, coarse=target.coarse)
         coef = self._coefficients(rings, target.host_omega())
         p = torch.softmax(zl, dim=1)
         pn = p.numpy()

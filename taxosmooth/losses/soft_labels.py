@@ -192,7 +192,7 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
             w *= omega if isinstance(omega, float) else omega[:, None]
             rows, grad = host_cross_entropy(z_leaf, torch.from_numpy((-w).astype(dt)), w.sum(1))
             return rows, tree.class_cols(grad)
-        rings = tree.rings(target.ids, host=True)
+        rings = tree.rings(target.ids, host=True, coarse=target.coarse)
         q, q0 = self._ring_weights(rings, omega, np)
         neg_w = rings.expand_rings(-q, dt)
         coarse = rings.target >= self.num_classes if rings.coarse else None

@@ -188,7 +188,7 @@ class TreeWassersteinLoss(TreeLossBase):
         tree = self.tree
         h = tree._host
         zl = tree.leaf_cols(z)
-        rings = tree.rings(target.ids, host=True)
+        rings = tree.rings(target.ids, host=True, coarse=target.coarse)
         rows_d = self._distance_rows(rings, target.host_omega(), z.numpy().dtype)
         coef = self.ce_weight * _vec(target.omega, z.shape[0], True) if self.ce_weight else None
         out, grad = host_expected_row(zl, rows_d, coef, rings)
@@ -232,7 +232,7 @@ class TreeWassersteinLoss(TreeLossBase):
             if gamma:
                 coef = gamma * _vec(target.omega, n, True)
                 ce_rows = gamma * _vec(target.smooth, n, True)[:, None] * self._uniform(cw).numpy()[None, :]
-                rings = tree.rings(target.ids, host=True)
+                rings = tree.rings(target.ids, host=True, coarse=target.coarse)
         q = tree.leaf_cols(q)
         if ce_rows is not None:
             ce_rows = tree.leaf_cols(ce_rows)
