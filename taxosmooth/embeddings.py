@@ -31,9 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from taxosmooth._checks import check_positive, check_square_matrix
-from taxosmooth.distances import class_distances
-from taxosmooth.taxonomy import Taxonomy
+from taxosmooth._checks import check_positive
+from taxosmooth.distances import resolve_source
 
 __all__ = ["class_similarity", "class_embeddings", "haframe_similarity", "haframe_weights", "CosineLoss"]
 
@@ -41,21 +40,19 @@ MAPPINGS = ("exponential", "linear")
 
 
 # ---------------------------------------------------------------------- helpers
-def _distances(taxonomy: Taxonomy, distance, where: str) -> np.ndarray:
-    """``(C, C)`` float64 distances: a distance kind of the taxonomy, or a user matrix (checked, symmetric)."""
-    if not isinstance(taxonomy, Taxonomy):
-        raise TypeError(f"{where}: taxonomy must be a taxosmooth.Taxonomy, got {type(taxonomy).__name__}")
-    if taxonomy.num_classes < 2:
-        raise ValueError(f"{where}: the taxonomy has {taxonomy.num_classes} class; class vectors need at least 2")
-    if isinstance(distance, str):
-        return class_distances(taxonomy, distance)
-    d = check_square_matrix(distance, "distance", taxonomy.num_classes)
-    asym = np.abs(d - d.T) > 1e-12 * max(1.0, float(np.abs(d).max()))
-    if asym.any():
-        i, j = np.argwhere(asym)[0]
-        raise ValueError(f"{where}: distance[{i}, {j}] = {d[i, j]} but distance[{j}, {i}] = {d[j, i]}; "
-                         "a similarity needs a symmetric distance")
-    return d
+def _distances(source, distance, where: str):
+    """``(C, C)`` float64 distances of a resolved source (a taxonomy's kind, or a user matrix: symmetric)."""
+    src = resolve_source(source, distance, where=where)
+    if src.num_classes < 2:
+        raise ValueError(f"{where}: the source has {src.num_classes} class; class vectors need at least 2")
+    d = src.dense()
+    if src.taxonomy is None:
+        asym = np.abs(d - d.T) > 1e-12 * max(1.0, float(np.abs(d).max()))
+        if asym.any():
+            i, j = np.argwhere(asym)[0]
+            raise ValueError(f"{where}: distance matrix[{i}, {j}] = {d[i, j]} but [{j}, {i}] = {d[j, i]}; "
+                             "a similarity needs a symmetric distance")
+    return d, src
 
 
 def _max_distance(d: np.ndarray, where: str) -> float:
@@ -86,23 +83,24 @@ def _eigh(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------- Barz & Denzler
-def class_similarity(taxonomy: Taxonomy, distance: str | np.ndarray = "lca_height") -> np.ndarray:
+def class_similarity(source, distance: str | None = None) -> np.ndarray:
     """``s(i, j) = 1 - d(i, j) / max d``, ``(C, C)`` float64 in class order (Barz & Denzler, WACV 2019).
 
-    ``distance``: a distance kind (``"lca_height"``, ``"lca_depth_complement"``,
-    ``"path_length"``; see :func:`taxosmooth.class_distances`) or a ``(C, C)``
-    matrix (finite, ``>= 0``, zero diagonal, symmetric).
+    ``source``: a :class:`~taxosmooth.Taxonomy` (``distance`` picks the kind:
+    ``"lca_height"`` by default, ``"lca_depth_complement"``, ``"path_length"``)
+    or a ``(C, C)`` distance matrix (finite, ``>= 0``, zero diagonal, symmetric),
+    see :func:`taxosmooth.distances.resolve_source`.
 
     >>> import taxosmooth as ts
     >>> tax = ts.Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
     >>> class_similarity(tax)[0].tolist()
     [1.0, 0.5, 0.0, 0.0]
     """
-    d = _distances(taxonomy, distance, "class_similarity")
+    d, _ = _distances(source, distance, "class_similarity")
     return 1.0 - d / _max_distance(d, "class_similarity")
 
 
-def class_embeddings(taxonomy: Taxonomy, distance: str | np.ndarray = "lca_height", dim: int | None = None, *,
+def class_embeddings(source, distance: str | None = None, dim: int | None = None, *,
                      dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Unit class vectors whose dot products are the class similarity (Barz & Denzler, WACV 2019).
 
@@ -119,11 +117,12 @@ def class_embeddings(taxonomy: Taxonomy, distance: str | np.ndarray = "lca_heigh
 
     Parameters
     ----------
-    taxonomy : Taxonomy
-        At least two classes.
-    distance : str or array, default "lca_height"
-        As in :func:`class_similarity`. The LCA distances always give an exact
-        embedding; others must give a positive semidefinite similarity.
+    source : Taxonomy or array_like (C, C)
+        At least two classes; as in :func:`class_similarity`.
+    distance : str, optional
+        With a taxonomy (default ``"lca_height"``). The LCA distances always
+        give an exact embedding; others (and matrices) must give a positive
+        semidefinite similarity.
     dim : int, optional
         Width of the vectors: the similarity's rank by default (at most ``C``);
         a larger ``dim`` pads with zeros; a smaller one is an error naming the rank.
@@ -150,11 +149,12 @@ def class_embeddings(taxonomy: Taxonomy, distance: str | np.ndarray = "lca_heigh
     [1.0, 0.5, 0.0, 0.0]
     """
     where = "class_embeddings"
-    s = class_similarity(taxonomy, distance)
+    d, src = _distances(source, distance, where)
+    s = 1.0 - d / _max_distance(d, where)
     w, v = _eigh(s)
     tol = s.shape[0] * np.finfo(np.float64).eps * max(1.0, float(w[0]))
     if w[-1] < -1e3 * tol:
-        name = repr(distance) if isinstance(distance, str) else "the given matrix"
+        name = repr(src.distance) if src.taxonomy is not None else "the given matrix"
         raise ValueError(
             f"{where}: the similarity 1 - d/max d of distance={name} is not positive semidefinite (smallest "
             f"eigenvalue {w[-1]:.3g}): no unit vectors have these dot products; use distance='lca_height' or "
@@ -246,7 +246,7 @@ def _is_psd(s: np.ndarray) -> bool:
     return bool(w.min() >= 0)
 
 
-def haframe_similarity(taxonomy: Taxonomy, distance: str | np.ndarray = "lca_height", *, gamma: float = 1.0,
+def haframe_similarity(source, distance: str | None = None, *, gamma: float = 1.0,
                        mapping: str = "exponential", min_similarity: float | None = None,
                        candidates: int = 100) -> tuple[np.ndarray, float]:
     """HAFrame's cosine similarities of the classes, and the ``s_min`` they use (Liang & Davis, ICCV 2023).
@@ -266,9 +266,9 @@ def haframe_similarity(taxonomy: Taxonomy, distance: str | np.ndarray = "lca_hei
 
     Parameters
     ----------
-    taxonomy : Taxonomy
-    distance : str or array, default "lca_height"
-        As in :func:`class_similarity`.
+    source : Taxonomy or array_like (C, C)
+    distance : str, optional
+        As in :func:`class_similarity` (with a taxonomy; default ``"lca_height"``).
     gamma : float, default 1.0
         Decay of the exponential mapping, ``> 0``. The paper's runs used 1
         (FGVC-Aircraft), 2 (CIFAR-100), 3 (tieredImageNet-H) and 5
@@ -287,7 +287,7 @@ def haframe_similarity(taxonomy: Taxonomy, distance: str | np.ndarray = "lca_hei
     if mapping not in MAPPINGS:
         raise ValueError(f"{where}: mapping must be one of {', '.join(map(repr, MAPPINGS))}, got {mapping!r}")
     gamma = check_positive(gamma, "gamma")
-    d = _distances(taxonomy, distance, where)
+    d, _ = _distances(source, distance, where)
     top = _max_distance(d, where)
     c = d.shape[0]
     if min_similarity is not None:
@@ -321,7 +321,7 @@ def haframe_similarity(taxonomy: Taxonomy, distance: str | np.ndarray = "lca_hei
     return _haframe_map(d, top, mapping, gamma, s_min), s_min
 
 
-def haframe_weights(taxonomy: Taxonomy, dim: int | None = None, *, distance: str | np.ndarray = "lca_height",
+def haframe_weights(source, dim: int | None = None, *, distance: str | None = None,
                     gamma: float = 1.0, mapping: str = "exponential", min_similarity: float | None = None,
                     candidates: int = 100, seed: int | None = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The Hierarchy-Aware Frame: fixed classifier weights ``W`` with ``W W^T = S`` (Liang & Davis, ICCV 2023).
@@ -341,7 +341,7 @@ def haframe_weights(taxonomy: Taxonomy, dim: int | None = None, *, distance: str
 
     Parameters
     ----------
-    taxonomy : Taxonomy
+    source : Taxonomy or array_like (C, C)
     dim : int, optional
         Feature width, ``>= r``; default ``C`` (the paper's: one feature per class).
     distance, gamma, mapping, min_similarity, candidates
@@ -364,7 +364,7 @@ def haframe_weights(taxonomy: Taxonomy, dim: int | None = None, *, distance: str
     (torch.Size([4, 4]), True)
     """
     where = "haframe_weights"
-    s, _ = haframe_similarity(taxonomy, distance, gamma=gamma, mapping=mapping, min_similarity=min_similarity,
+    s, _ = haframe_similarity(source, distance, gamma=gamma, mapping=mapping, min_similarity=min_similarity,
                               candidates=candidates)
     w, v = _eigh(s)
     w[np.abs(w) < 1e-6] = 0.0
@@ -375,3 +375,7 @@ def haframe_weights(taxonomy: Taxonomy, dim: int | None = None, *, distance: str
     q, _ = np.linalg.qr(np.sqrt(2.0 / s.shape[0]) * rng.standard_normal((dim, rank)))
     out = (v[:, :rank] * np.sqrt(w[:rank])) @ q.T
     return torch.from_numpy(out).to(dtype)
+
+
+def __dir__():
+    return list(__all__)

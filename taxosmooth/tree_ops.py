@@ -835,3 +835,7 @@ def _shift_rings(rows, shift, node, lib):
     out = torch.gather(rows, 1, src.clamp_max(R - 1))
     out = torch.where(src > R - 1, torch.zeros_like(out), out)
     return torch.cat([node[:, None], out[:, 1:]], dim=1)
+
+
+def __dir__():
+    return list(__all__)

@@ -20,3 +20,7 @@ from taxosmooth.heads.hierarchical_softmax import HierarchicalSoftmax
 from taxosmooth.heads.levelwise import LevelwiseHead
 
 __all__ = ["HierarchicalSoftmax", "LevelwiseHead", "EmbeddingHead", "FixedClassifier"]
+
+
+def __dir__():
+    return list(__all__)
