@@ -213,10 +213,60 @@ def test_classes_subset_matches_induced_tree(graph_classes, data):
         assert tax.height(v) == max((nx.shortest_path_length(sub, v, u) for u in below), default=0)
 
 
-def test_subset_classes_may_be_internal_nodes_of_the_input():
-    # "mammal" is a class: its children are not requested, so it becomes a leaf
-    tax = T.from_nested(SEED_NESTED, classes=["mammal", "whale", "shark"])
-    assert tax.is_leaf("mammal") and tax.num_nodes == 5
+def test_an_internal_node_or_the_root_as_a_class_is_an_error():
+    # issue 11 item 4: it used to be accepted and its subtree silently pruned
+    with pytest.raises(TaxonomyError, match=r"class 'mammal' is an internal node .*'horse', 'zebra'.*must be leaves"
+                                            r".*Taxonomy\.encode\(\['mammal'\]\)"):
+        T.from_nested(SEED_NESTED, classes=["mammal", "whale", "shark"])
+    with pytest.raises(TaxonomyError, match="class 'animal' is the root of the taxonomy"):
+        T.from_nested(SEED_NESTED, classes=["animal"])
+    # the coarse label the message points to
+    tax = T.from_nested(SEED_NESTED)
+    assert tax.decode(tax.encode(["mammal"])) == ["mammal"]
+
+
+def test_an_internal_class_in_a_file_names_the_line(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("animal,mammal\nmammal,horse\nanimal,whale\n")
+    with pytest.raises(TaxonomyError, match=r"t\.csv:1: class 'mammal' is an internal node"):
+        T.load(path, classes=["mammal", "whale"])
+
+
+@pytest.mark.parametrize(
+    "classes",
+    [
+        {"horse", "zebra", "whale", "shark"},
+        frozenset({"horse", "zebra"}),
+        dict.fromkeys(["horse", "zebra"]),
+        dict.fromkeys(["horse", "zebra"]).keys(),
+        dict.fromkeys(["horse", "zebra"]).values(),
+        {"horse": 0, "zebra": 1}.items(),
+    ],
+    ids=["set", "frozenset", "dict", "keys", "values", "items"],
+)
+def test_unordered_classes_are_refused(classes):
+    # issue 11 item 3: a set's order follows PYTHONHASHSEED, so the logit order would change between runs
+    with pytest.raises(TypeError, match="classes must be an ordered sequence.*PYTHONHASHSEED"):
+        T.from_nested(SEED_NESTED, classes=classes)
+
+
+def test_ordered_classes_of_every_kind_are_accepted():
+    import numpy as np
+
+    class Column:  # a pandas-like sequence: __len__ and __getitem__, no list subclass
+        def __init__(self, values):
+            self.values = values
+
+        def __len__(self):
+            return len(self.values)
+
+        def __getitem__(self, i):
+            return self.values[i]
+
+    order = ["shark", "horse", "zebra"]
+    for given in (order, tuple(order), np.array(order), Column(order), iter(order), (c for c in order)):
+        tax = T.from_nested(SEED_NESTED, classes=given)
+        assert list(tax.classes) == order, type(given)
 
 
 # ---------------------------------------------------------------------------- validation errors
@@ -252,9 +302,9 @@ def test_subset_classes_may_be_internal_nodes_of_the_input():
         (lambda: T.from_nested(SEED_NESTED, classes=["horse", "zebar"]), UnknownClassError,
          "'zebar' is not a node.*did you mean 'zebra'"),
         (lambda: T.from_nested(SEED_NESTED, classes=["horse", "mammal"]), TaxonomyError,
-         "class 'mammal' is an ancestor of class 'horse'"),
+         "class 'mammal' is an internal node"),
         (lambda: T.from_nested(SEED_NESTED, classes=["animal", "whale"]), TaxonomyError,
-         "class 'animal' is an ancestor of class 'whale'"),
+         "class 'animal' is the root"),
         (lambda: T.from_nested(SEED_NESTED, classes=[]), TaxonomyError, "classes is empty"),
         (lambda: T.from_nested(SEED_NESTED, classes="horse"), TaxonomyError, "not a single string"),
         (lambda: T.from_nested(SEED_NESTED, classes=["horse", ""]), TaxonomyError, "blank"),
