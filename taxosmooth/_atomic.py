@@ -80,6 +80,14 @@ class PendingFiles:
         self._files.append((tmp, final))
         return tmp
 
+    def temporary_of(self, path: str | os.PathLike) -> Path:
+        """Where the content for ``path`` is being written until the commit (to read it back, e.g. to hash it)."""
+        final = _destination(path)
+        for tmp, dest in self._files:
+            if dest == final:
+                return tmp
+        raise KeyError(f"{path} is not one of these pending files")
+
     @property
     def destinations(self) -> list[Path]:
         return [final for _, final in self._files]

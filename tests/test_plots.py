@@ -205,3 +205,25 @@ def test_large_matrices_are_drawn_as_block_means(monkeypatch, seed_tax):
     blocks = d[np.ix_(order, order)].reshape(2, 2, 2, 2).mean(axis=(1, 3))
     np.testing.assert_allclose(image.get_array(), blocks)
     assert image.get_extent() == [-0.5, 3.5, 3.5, -0.5]  # still in cell coordinates, under the dendrogram
+
+
+@pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
+def test_names_matplotlib_cannot_draw_are_drawn_literally(fmt):
+    # issue 11 item 25: '$x^$' was parsed as mathtext (an error while drawing), '日本' printed a
+    # warning from inside matplotlib with its file path; '\\' and a single '$' must stay as written
+    import io
+    import warnings
+
+    names = ["$x^$", "日本 cat", "a$b", "us$ $2", "back\\slash", "plain"]
+    tax = ts.Taxonomy.from_edges([("r", n) for n in names])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig = plots.plot_matrix(ts.class_distances(tax), tax, title="$^ title")
+        fig.savefig(io.BytesIO(), format=fmt)
+    assert [w.category for w in caught] == [plots.LabelWarning], [str(w.message) for w in caught]
+    assert caught[0].filename == __file__  # the caller's line, not a path inside matplotlib or taxosmooth
+    assert "'日本 cat' as '\\\\u65e5\\\\u672c cat'" in str(caught[0].message)
+    # what matplotlib shows after its own '\$' unescaping is the name as written
+    shown = [t.get_text().replace("\\$", "$") for t in fig.axes[0].get_yticklabels()]
+    order = plots.tree_order(tax)
+    assert shown == [names[i] if names[i] != "日本 cat" else "\\u65e5\\u672c cat" for i in order]

@@ -183,7 +183,7 @@ def test_cli_matrix_and_tree_round_trip(wordnet, tmp_path, capsys):
     out, tree = tmp_path / "wup.npy", tmp_path / "tree.csv"
     assert main(["wordnet", str(listing), "--measure", "wup", "-o", str(out), "--tree", str(tree)]) == 0
     assert np.array_equal(np.load(out), similarity_matrix(names, "wup"))
-    assert (tmp_path / "wup.classes.txt").read_text().split() == names
+    assert (tmp_path / "wup.npy.classes.txt").read_text().split("\n")[1:-1] == names
     tax = Taxonomy.load(tree, classes=names)
     ref = taxonomy_from_wordnet(names)
     assert {v: tax.parent(v) for v in tax.nodes} == {v: ref.parent(v) for v in ref.nodes}
