@@ -113,13 +113,18 @@ def test_queries_match_networkx(graph_classes):
     tax = T.from_networkx(g, classes=classes)
     assert tax.classes == tuple(classes)
     assert set(tax.nodes) == set(g.nodes)
-    # children are kept in graph order, so the pre-order is networkx's DFS pre-order
-    assert list(tax.nodes) == list(nx.dfs_preorder_nodes(g, 0))
+    # children come in the order of their first class, so the pre-order is that of networkx's DFS
+    # over the children sorted by the first class below them (ids follow from classes + parents)
+    first = {v: min(classes.index(c) for c in classes if c == v or c in nx.descendants(g, v)) for v in g.nodes}
+    ordered = nx.DiGraph()
+    ordered.add_node(0)
+    ordered.add_edges_from((u, v) for u in g.nodes for v in sorted(g.successors(u), key=first.get))
+    assert list(tax.nodes) == list(nx.dfs_preorder_nodes(ordered, 0))
     depth = nx.shortest_path_length(g, 0)
     for v in g.nodes:
         preds = list(g.predecessors(v))
         assert tax.parent(v) == (preds[0] if preds else None)
-        assert tax.children(v) == tuple(g.successors(v))
+        assert tax.children(v) == tuple(sorted(g.successors(v), key=first.get))
         assert tax.depth(v) == depth[v]
         below = nx.descendants(g, v)
         assert tax.height(v) == max((depth[u] - depth[v] for u in below), default=0)

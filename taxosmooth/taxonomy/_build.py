@@ -352,7 +352,28 @@ def build_tree(
     if contract_unary:
         root = _contract_unary(root, parent, children, weight, class_set, report)
         virtual = virtual and root_name in parent  # the virtual root itself may have been contracted
+    _order_children(root, children, classes)
     return BuiltTree(root, parent, children, weight, classes, report, virtual)
+
+
+def _order_children(root, children: dict, classes: tuple) -> None:
+    """Put every node's children in the order of their first class (in class order).
+
+    The depth-first layout — node ids, and so the target ids of internal
+    nodes — then follows from the classes and the parents alone: two equal
+    taxonomies (same classes in the same order, same parents) have the same
+    ids, whatever order the input listed siblings in, and a file written in
+    class order reads back with the same ids.
+    """
+    first = {c: i for i, c in enumerate(classes)}
+    order = [root]  # breadth first: every parent before its children
+    for n in order:
+        order.extend(children.get(n, ()))
+    for n in reversed(order):
+        kids = children.get(n)
+        if kids:
+            kids.sort(key=first.__getitem__)
+            first[n] = first[kids[0]]
 
 
 def _contract_unary(root, parent, children, weight, class_set, report) -> Hashable:

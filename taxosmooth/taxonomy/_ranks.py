@@ -201,12 +201,13 @@ def name_nodes(paths: Sequence[tuple], ranks: tuple) -> tuple[dict, list]:
             return f"{p[-1]} ({rank})"
         return f"{p[-1]} ({rank}: {'/'.join(p[:-1])})"
 
-    level: dict = {}
-    for value, group in shared:
-        rule = 0
+    def first_rule(group: list, rule: int) -> int:
+        # the first rule from ``rule`` on that tells the group apart (rule 2 always does: paths are unique)
         while rule < 2 and len({qualify(p, rule) for p in group}) < len(group):
             rule += 1
-        level[value] = rule
+        return rule
+
+    level = {value: first_rule(group, 0) for value, group in shared}
 
     def current() -> dict:
         return {p: qualify(p, level[p[-1]]) if p[-1] in level else p[-1] for p in paths}
@@ -223,7 +224,7 @@ def name_nodes(paths: Sequence[tuple], ranks: tuple) -> tuple[dict, list]:
         if not clash:
             break
         for value in clash:
-            level[value] += 1
+            level[value] = first_rule(groups[value], level[value] + 1)
     names = current()
     owner = {}
     for p, n in names.items():

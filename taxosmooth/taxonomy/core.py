@@ -461,6 +461,9 @@ class Taxonomy:
         for i, name in unknown[:10]:
             where = f" (position {i})" if i is not None else ""
             close = difflib.get_close_matches(name, strings, n=3) if isinstance(name, str) else []
+            if isinstance(name, str):  # a name qualified because several nodes share it (rank tables)
+                close = [n for n in strings if n.startswith(name + " (")][:3] + [c for c in close if not c.startswith(name + " (")]
+                close = close[:3]
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
             parts.append(f"{name!r}{where}{hint}")
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
