@@ -308,3 +308,18 @@ def test_pt_with_complex_matrix_is_refused(tmp_path, capsys):
     status, _, err = run(capsys, "plot", path, "-o", tmp_path / "f.png")
     assert status == 2 and "complex" in err
     assert json  # imported for the JSON cases above
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.csv"
+    big.write_text("".join(f"r,c{i}\n" for i in range(20000)))
+    # `taxosmooth info big.csv --list-classes | head -1`, without a shell
+    proc = subprocess.Popen([sys.executable, "-m", "taxosmooth", "info", str(big), "--list-classes"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"c0\n"
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141 and err == ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 #: sub-command modules, in the order ``--help`` lists them
@@ -43,6 +44,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # the reader of stdout went away (taxosmooth info ... | head): stop quietly, as other tools do
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
     except CLIError as exc:
         for message in exc.messages:
             print(f"taxosmooth {args.command}: error: {message}", file=sys.stderr)

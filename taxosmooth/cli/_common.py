@@ -189,8 +189,10 @@ def read_class_list(path: str) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"{path}: no such class list file" if not p.exists() else f"{path}: is not a file")
+    from taxosmooth.taxonomy._text import physical_lines
+
     try:
-        lines = p.read_text(encoding="utf-8-sig").splitlines()
+        lines = physical_lines(p.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise CLIError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     names, seen = [], {}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import networkx as nx
 import numpy as np
 
-from taxosmooth.errors import UnknownClassError
+from taxosmooth.errors import TaxonomyError, UnknownClassError
 from taxosmooth.taxonomy._build import DEFAULT_ROOT_NAME, Locations, build_tree, graph_from_edges
 from taxosmooth.taxonomy._compiled import CompiledTree, compile_tree
 
@@ -149,10 +150,11 @@ class Taxonomy:
         naming the line.
         """
         cls._check_options(options, "from_paths")
+        from taxosmooth.taxonomy._text import physical_lines
         from taxosmooth.taxonomy.io import graph_from_paths
 
-        if isinstance(lines, str):
-            lines = lines.splitlines()
+        if isinstance(lines, str):  # split as a file is: at \n, \r\n and \r only
+            lines = physical_lines(lines)
         return cls._from_graph(graph_from_paths(lines, sep=sep), classes, **options)
 
     @classmethod
@@ -181,19 +183,29 @@ class Taxonomy:
         ranks : sequence of str, optional
             With a list of rows: the rank of each column (default ``"rank0"``,
             ``"rank1"``, …). A file names its ranks in its header.
-        classes, multiple_roots, root_name : see the class docstring
-            Several values in the first column are joined under ``root_name``.
-            ``contract_unary`` is refused (it would remove ranks).
+        classes : sequence of hashable, optional
+            As for every constructor (see the class docstring).
+        **options
+            ``multiple_roots`` and ``root_name`` (several values in the first
+            column are joined under a virtual root); ``contract_unary=True``
+            is refused: it would remove ranks.
 
-        A row may stop early (empty trailing cells: a coarse label, e.g. a
-        specimen identified to the genus); an empty cell before a filled one is
-        an error naming the file, line and rank. Every distinct row prefix is a
-        node; the nodes without children are the classes, in the order they
-        first appear (a genus with no species rows is a class at genus depth).
-        A name used by several nodes (the same genus in two families, or one
-        name at two ranks) is qualified, e.g. ``"Morus (Moraceae)"``, and
-        reported; ``docs/taxonomy-files.md`` gives the rule. The ranks are kept
-        in :attr:`ranks`, and :meth:`encode` takes rows.
+        Returns
+        -------
+        Taxonomy
+            With :attr:`ranks`; :meth:`encode` takes rows.
+
+        Notes
+        -----
+        A row may stop early, with empty trailing cells: a coarse label, such
+        as a specimen identified only to the genus. An empty cell before a
+        filled one is an error naming the file, the line and the rank. Every
+        distinct row prefix is a node, and the nodes without children are the
+        classes, in the order they first appear; so a genus without species
+        rows is a class at genus depth. A name used by several nodes (the
+        same genus in two families, or one name at two ranks) is qualified,
+        e.g. ``"Morus (Moraceae)"``, and reported, never merged;
+        ``docs/taxonomy-files.md`` gives the rule.
 
         Examples
         --------
@@ -214,8 +226,9 @@ class Taxonomy:
                              "(a genus with one species), so that rows could no longer be encoded")
         options.pop("contract_unary", None)
         table = read_rank_table(path_or_rows, ranks)
-        return cls._from_graph(table.graph, classes, report=table.report, locations=table.locations,
-                               ranks=table.ranks, cells=table.cells, **options)
+        with _naming_the_file(path_or_rows if isinstance(path_or_rows, (str, os.PathLike)) else None):
+            return cls._from_graph(table.graph, classes, report=table.report, locations=table.locations,
+                                   ranks=table.ranks, cells=table.cells, **options)
 
     @classmethod
     def load(cls, path: str | os.PathLike, classes: Sequence[Hashable] | None = None, format: str = "auto",
@@ -239,7 +252,8 @@ class Taxonomy:
         graph, stored_classes, locations = read_graph(path, format)
         if classes is None:
             classes = stored_classes
-        return cls._from_graph(graph, classes, locations=locations, **options)
+        with _naming_the_file(path):
+            return cls._from_graph(graph, classes, locations=locations, **options)
 
     def save(self, path: str | os.PathLike, format: str = "auto") -> None:
         """Write the taxonomy; :meth:`load` with the same ``format`` reads back an equal one.
@@ -595,7 +609,12 @@ class Taxonomy:
         return self._classes, parents
 
     def __eq__(self, other: object) -> bool:
-        """Equal when the classes (in order), the parent of every node and every edge weight agree."""
+        """Equal when the classes (in order), the parent of every node and every edge weight agree.
+
+        Equal taxonomies also have the same node ids and target ids (children
+        are laid out in the order of their first class). Ranks and the report
+        are not compared.
+        """
         if not isinstance(other, Taxonomy):
             return NotImplemented
         return self._key() == other._key()
@@ -606,6 +625,17 @@ class Taxonomy:
     def __reduce__(self):
         ranks = None if self._ranks is None else (self._ranks, self._cells)
         return (_rebuild, (self.edges(), self._classes, self.root, self._report, self._virtual_root, ranks))
+
+
+@contextmanager
+def _naming_the_file(path):
+    """Errors found while building a taxonomy read from ``path`` name the file (if they do not already)."""
+    try:
+        yield
+    except TaxonomyError as exc:
+        if path is None or str(path) in str(exc):
+            raise
+        raise type(exc)(f"{path}: {exc}") from None
 
 
 def _rebuild(edges, classes, root, report, virtual, ranks=None):
