@@ -461,15 +461,13 @@ def read_matrix(path: str | os.PathLike, classes_file: str | None = None):
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise CLIError(f"{path}: the matrix must be square (C, C), got shape {tuple(matrix.shape)}")
-    beside = read_class_list_of(p) if classes_file is None else None
+    # the first of: --classes, the names stored in the file (.pt, .csv), the checked list beside it
     if classes_file is not None:
         classes, where = read_class_list(classes_file), classes_file
     elif classes is not None:
         where = path
-        if beside is not None and list(beside) != [str(c) for c in classes]:
-            raise CLIError(f"{classes_path(p)} does not list the classes stored in {path}")
     else:
-        classes, where = beside, classes_path(p)
+        classes, where = read_class_list_of(p), classes_path(p)
     if classes is not None and len(classes) != matrix.shape[0]:
         raise CLIError(f"{where}: {len(classes)} class names for a {matrix.shape[0]}x{matrix.shape[0]} matrix")
     return matrix, (None if classes is None else [str(c) for c in classes])

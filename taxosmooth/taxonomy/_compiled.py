@@ -1,7 +1,8 @@
 """The compiled tree: a taxonomy as flat, read-only numpy arrays.
 
 Nodes are numbered once, in depth-first pre-order (node 0 is the root and every
-parent comes before its children). Leaves are laid out in that order too, so
+parent comes before its children; siblings in the order of their first class, so
+the numbering follows from the classes and the parents alone). Leaves are laid out in that order too, so
 the leaves under any node ``v`` occupy the contiguous positions
 ``[leaf_lo[v], leaf_hi[v])``. With that layout every hierarchy operation —
 subtree sums, LCAs, ancestor paths — is array arithmetic in O(nodes) or
