@@ -269,9 +269,9 @@ def test_ordered_classes_of_every_kind_are_accepted():
             return self.values[i]
 
     order = ["shark", "horse", "zebra"]
-    for given in (order, tuple(order), np.array(order), Column(order), iter(order), (c for c in order)):
-        tax = T.from_nested(SEED_NESTED, classes=given)
-        assert list(tax.classes) == order, type(given)
+    for kind in (order, tuple(order), np.array(order), Column(order), iter(order), (c for c in order)):
+        tax = T.from_nested(SEED_NESTED, classes=kind)
+        assert list(tax.classes) == order, type(kind)
 
 
 # ---------------------------------------------------------------------------- validation errors
