@@ -206,19 +206,6 @@ class _HostTree:
     top: np.ndarray  # (N,) top(u): the highest node reached from u through single-child parents
     subtree_end: np.ndarray  # (N,) node ids of the subtree of u are [u, subtree_end[u])
     is_leaf: np.ndarray  # (N,) bool
-    # node passes, in leaf-order-aware level layout (see _LevelLayout)
-    levels: tuple
-
-
-@dataclass(frozen=True)
-class _Level:
-    """One step of a bottom-up pass: the internal nodes of depth ``d - 1`` combine their children at depth ``d``."""
-
-    parents: np.ndarray  # node ids of the internal nodes at depth d-1 (increasing)
-    children: np.ndarray  # node ids at depth d (increasing); the children of consecutive parents are consecutive
-    starts: np.ndarray  # offsets in ``children`` of each parent's first child (for reduceat)
-    counts: np.ndarray  # number of children of each parent
-    parent_of_child: np.ndarray  # index into ``parents`` of each child's parent
 
 
 def _top_of_chain(c: CompiledTree, n_children: np.ndarray) -> np.ndarray:
@@ -256,15 +243,84 @@ def _ring_nodes(c: CompiledTree, top: np.ndarray) -> np.ndarray:
     return out
 
 
-def _levels(c: CompiledTree, n_children: np.ndarray) -> tuple:
-    out = []
-    for d in range(len(c.levels) - 1, 0, -1):
-        children = c.levels[d]
-        par_of = c.parent[children]
-        parents, first, counts = np.unique(par_of, return_index=True, return_counts=True)
-        out.append(_Level(parents=parents, children=children, starts=first, counts=counts,
-                          parent_of_child=np.repeat(np.arange(len(parents)), counts)))
-    return tuple(out)
+class NodeLayout:
+    """Node values in **level order** for the host kernels: nodes sorted by depth, then by id.
+
+    Every depth is then a contiguous block of columns, and the children of
+    consecutive nodes of one depth are consecutive in the next, so a bottom-up
+    step is one ``np.add.reduceat`` over a contiguous block and a top-down step
+    one gather from the block above: O(B × N) per pass with no scattered
+    columns. Arrays are ``(B, N)`` in this order; :meth:`table` puts a node
+    table (node-id order) in it.
+    """
+
+    def __init__(self, c: CompiledTree):
+        order = np.concatenate(c.levels)
+        pos = np.empty(c.num_nodes, dtype=np.int64)
+        pos[order] = np.arange(c.num_nodes)
+        self.order, self.pos = order, pos
+        self.offsets = np.concatenate([[0], np.cumsum([len(lv) for lv in c.levels])]).astype(np.int64)
+        self.leaf_pos = pos[c.leaf_node]  # (C,) level-order column of each leaf (leaf order)
+        off = self.offsets
+        self.leaves_are_last_block = bool(np.array_equal(self.leaf_pos, np.arange(off[-1] - len(c.leaf_node),
+                                                                                    off[-1])))
+        self.steps = []  # bottom-up, deepest first: (d, parent columns, reduceat starts)
+        self.parent_cols = []  # top-down: for depth d >= 1, the column (in level order) of each node's parent
+        for d in range(1, len(c.levels)):
+            children = c.levels[d]
+            par = c.parent[children]
+            parents, first = np.unique(par, return_index=True)
+            self.steps.append((d, pos[parents], first))
+            self.parent_cols.append(pos[par])
+        self.steps.reverse()
+        self.num_nodes = c.num_nodes
+
+    def table(self, node_table: np.ndarray) -> np.ndarray:
+        """A node-id-order table ``(N,)`` (or ``(B, N)``) in level order."""
+        return node_table[..., self.order]
+
+    def to_node_order(self, values: np.ndarray) -> np.ndarray:
+        return values[..., self.pos]
+
+    def _fill_leaves(self, out: np.ndarray, x_leaf: np.ndarray) -> None:
+        if self.leaves_are_last_block:
+            out[:, self.offsets[-1] - x_leaf.shape[1] :] = x_leaf
+        else:
+            out[:, self.leaf_pos] = x_leaf
+
+    def up(self, x_leaf: np.ndarray, reduce=np.add) -> np.ndarray:
+        """Subtree sums (or another ``reduce``: ``np.maximum``) of leaf-order values: ``(B, C)`` → ``(B, N)``."""
+        b = x_leaf.shape[0]
+        out = np.empty((b, self.num_nodes), dtype=x_leaf.dtype)
+        self._fill_leaves(out, x_leaf)
+        off = self.offsets
+        for d, parent_cols, starts in self.steps:
+            if len(parent_cols):
+                out[:, parent_cols] = reduce.reduceat(out[:, off[d] : off[d + 1]], starts, axis=1)
+        return out
+
+    def children_sum(self, values: np.ndarray) -> np.ndarray:
+        """For every node the sum of its children's values (0 at leaves), level order."""
+        out = np.zeros_like(values)
+        off = self.offsets
+        for d, parent_cols, starts in self.steps:
+            if len(parent_cols):
+                out[:, parent_cols] = np.add.reduceat(values[:, off[d] : off[d + 1]], starts, axis=1)
+        return out
+
+    def down(self, values: np.ndarray) -> np.ndarray:
+        """Sums over every node's ancestors, itself included (a fresh array), level order."""
+        out = values.copy()
+        off = self.offsets
+        for d, parent_cols in enumerate(self.parent_cols, start=1):
+            out[:, off[d] : off[d + 1]] += out[:, parent_cols]
+        return out
+
+    def leaves(self, values: np.ndarray) -> np.ndarray:
+        """The leaves' values ``(B, C)``, leaf order."""
+        if self.leaves_are_last_block:
+            return values[:, self.offsets[-1] - len(self.leaf_pos) :]
+        return values[:, self.leaf_pos]
 
 
 class TreeTensors(nn.Module):
@@ -322,11 +378,12 @@ class TreeTensors(nn.Module):
             ring_nodes=ring_nodes, ring_size=size, ring_starts=starts, ring_lengths=lengths,
             class_layout=np.ascontiguousarray(np.concatenate([ring_nodes, size, starts, lengths], axis=1)),
             first_class=first_class, ring_shift=shift, leaf_node=c.leaf_node,
-            top=top, subtree_end=c.subtree_end, is_leaf=c.is_leaf, levels=_levels(c, n_children),
+            top=top, subtree_end=c.subtree_end, is_leaf=c.is_leaf,
         )
         for a in (ring_nodes, first_class, shift, top):
             a.setflags(write=False)
         self.ring_of_segment_list = tuple(abs(s - (R - 1)) for s in range(2 * R - 1))
+        self.nodes_host = NodeLayout(c)
 
         # buffers of the torch formulation (any device)
         parent = c.parent.copy()
@@ -537,33 +594,21 @@ class TreeTensors(nn.Module):
     def host_subtree_sum(self, x_leaf: np.ndarray) -> np.ndarray:
         """numpy: ``(B, C)`` values in **leaf order** → ``(B, N)`` subtree sums (node-id order), exact.
 
-        One ``np.add.reduceat`` per level over the children of that level's
-        internal nodes: O(B × N).
+        The kernels use :attr:`nodes_host` (level order) directly; this node-order
+        form is for callers that want node ids.
         """
-        h = self._host
-        b = x_leaf.shape[0]
-        out = np.zeros((b, self.num_nodes), dtype=x_leaf.dtype)
-        out[:, h.leaf_node] = x_leaf
-        for lv in h.levels:
-            if len(lv.parents):
-                out[:, lv.parents] = np.add.reduceat(out[:, lv.children], lv.starts, axis=1)
-        return out
+        lay = self.nodes_host
+        return lay.to_node_order(lay.up(x_leaf))
 
     def host_accumulate_down(self, values: np.ndarray) -> np.ndarray:
         """numpy: ``(B, N)`` node values → ``(B, N)`` sums over each node's ancestors (itself included)."""
-        h = self._host
-        out = values.copy()
-        for lv in reversed(h.levels):
-            out[:, lv.children] += out[:, lv.parents][:, lv.parent_of_child]
-        return out
+        lay = self.nodes_host
+        return lay.to_node_order(lay.down(lay.table(values)))
 
     def host_children_sum(self, values: np.ndarray) -> np.ndarray:
         """numpy: ``(B, N)`` node values → ``(B, N)``: for each node the sum over its children (0 at leaves)."""
-        out = np.zeros_like(values)
-        for lv in self._host.levels:
-            if len(lv.parents):
-                out[:, lv.parents] = np.add.reduceat(values[:, lv.children], lv.starts, axis=1)
-        return out
+        lay = self.nodes_host
+        return lay.to_node_order(lay.children_sum(lay.table(values)))
 
     def children_sum(self, values: torch.Tensor) -> torch.Tensor:
         """Torch (differentiable): ``(B, N)`` node values → the sum over each node's children."""
@@ -582,15 +627,9 @@ class TreeTensors(nn.Module):
         return ((u[None, :] <= v) & (v < self.subtree_end[None, :])).to(torch.float64)
 
     def host_subtree_max(self, x_leaf: np.ndarray) -> np.ndarray:
-        """numpy: ``(B, C)`` leaf-order values → ``(B, N)`` maximum over each subtree."""
-        h = self._host
-        b = x_leaf.shape[0]
-        out = np.full((b, self.num_nodes), -np.inf, dtype=x_leaf.dtype)
-        out[:, h.leaf_node] = x_leaf
-        for lv in h.levels:
-            if len(lv.parents):
-                out[:, lv.parents] = np.maximum.reduceat(out[:, lv.children], lv.starts, axis=1)
-        return out
+        """numpy: ``(B, C)`` leaf-order values → ``(B, N)`` maximum over each subtree (node-id order)."""
+        lay = self.nodes_host
+        return lay.to_node_order(lay.up(x_leaf, np.maximum))
 
 
 # ------------------------------------------------------------------ per-batch ring layouts

@@ -20,6 +20,12 @@ from taxosmooth.tree_ops import TreeTensors
 __all__ = ["HierarchicalSoftLabelLoss"]
 
 
+def _host(x):
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(torch.float64).numpy()
+    return float(x)
+
+
 class HierarchicalSoftLabelLoss(TreeLossBase):
     r"""Soft-label cross entropy from tree distances, computed structurally.
 
@@ -117,7 +123,7 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
         z_norm = 1.0 + (rings.size[:, 1:] * ring_e[:, 1:]).sum(axis=1)
         de = e - np.where(c.parent >= 0, e[np.maximum(c.parent, 0)], 0.0)  # e(u) - e(parent(u)), root: e(root)
         self._e = e
-        self._de = de
+        self._de_level = tree.nodes_host.table(de)
         self._inv_z_leaf = (1.0 / z_norm)[c.position_class]  # leaf order
         self.register_buffer("node_e", torch.from_numpy(e), persistent=False)
         self._class_q, self._class_q0 = self._ring_masses(rings, np)
@@ -157,10 +163,10 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
     # ------------------------------------------------------------------ probability targets
     def _host_prob_rows(self, p_leaf: np.ndarray) -> np.ndarray:
         """Σ_c p_c q_c (M, C) leaf order for unnormalised rows ``p`` (leaf order): structured."""
-        tree = self.tree
-        mass = tree.host_subtree_sum(p_leaf * self._inv_z_leaf)
-        mass *= self._de
-        acc = tree.host_accumulate_down(mass)[:, tree._host.leaf_node]
+        lay = self.tree.nodes_host
+        mass = lay.up(p_leaf * self._inv_z_leaf)
+        mass *= self._de_level
+        acc = lay.leaves(lay.down(mass))
         return (1.0 - self.mix) * p_leaf + self.mix * acc
 
     def _ref_prob_rows(self, p: torch.Tensor) -> torch.Tensor:
@@ -179,6 +185,8 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
         return self._ref_prob_rows(u)
 
     # ------------------------------------------------------------------ kernels
+    sparse_targets = True
+
     def _host(self, z, target: LossTarget):
         tree = self.tree
         z_leaf = tree.leaf_cols(z)
@@ -192,15 +200,22 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
             w *= omega if isinstance(omega, float) else omega[:, None]
             rows, grad = host_cross_entropy(z_leaf, torch.from_numpy((-w).astype(dt)), w.sum(1))
             return rows, tree.class_cols(grad)
-        rings = tree.rings(target.ids, host=True, coarse=target.coarse)
-        q, q0 = self._ring_weights(rings, omega, np)
-        neg_w = rings.expand_rings(-q, dt)
-        coarse = rings.target >= self.num_classes if rings.coarse else None
-        if coarse is None and isinstance(omega, float):
-            row_sum = omega  # every row's target sums to its factor
-        else:
-            row_sum = (q[:, 1:] * rings.size[:, 1:]).sum(1) + np.where(coarse, 0.0, q0) if coarse is not None \
-                else np.broadcast_to(np.asarray(omega, dtype=np.float64), (z.shape[0],)).copy()
+        # one target column for class and coarse labels; a few for sparse probability rows (Mixup)
+        neg_w = None
+        row_sum = 0.0
+        for ids, col_omega in target.columns():
+            omega = _host(col_omega)
+            rings = tree.rings(ids, host=True, coarse=target.coarse)
+            q, q0 = self._ring_weights(rings, omega, np)
+            part = rings.expand_rings(-q, dt)
+            neg_w = part if neg_w is None else np.add(neg_w, part, out=neg_w)
+            coarse = rings.target >= self.num_classes if rings.coarse else None
+            if coarse is None:
+                row_sum = row_sum + omega  # a class's target row sums to its factor
+            else:
+                row_sum = row_sum + (q[:, 1:] * rings.size[:, 1:]).sum(1) + np.where(coarse, 0.0, q0)
+        if not isinstance(row_sum, float):
+            row_sum = np.broadcast_to(row_sum, (z.shape[0],)).astype(np.float64)
         smooth = target.host_smooth()
         if smooth is not None:
             u = self._uniform(target.class_weight, dt, host=True)
