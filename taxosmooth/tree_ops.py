@@ -669,6 +669,10 @@ def _reduceat_layout(starts: np.ndarray, lengths: np.ndarray, c: int):
     return index, empty, fix
 
 
+#: from this many classes on, :meth:`Rings.expand_sum` merges the columns' segments before one pass
+_EXPAND_SUM_MIN_CLASSES = 2048
+
+
 class Rings:
     """The ring layout of one batch of target ids (built by :meth:`TreeTensors.rings`).
 
@@ -756,6 +760,44 @@ class Rings:
     def expand_rings(self, ring_values, dtype=None):
         """Per-ring values ``(B, R)`` → ``(B, C)`` in leaf order: ``out[b, j] = ring_values[b, ring(j)]``."""
         return self.expand(self.segments(ring_values), dtype)
+
+    @staticmethod
+    def expand_sum(columns, dtype=None) -> np.ndarray:
+        """``Σ_c columns[c].rings.expand_rings(columns[c].values)`` in one pass over ``(B, C)`` (host).
+
+        ``columns`` is a list of ``(rings, ring_values (B, R))`` for the same rows. Each column is a
+        step function over the leaf positions, constant on its segments; their sum is a step
+        function on the union of the segment starts, so it is written once (a sort of the few
+        breakpoints per row and one ``repeat``) instead of once per column.
+        """
+        if len(columns) == 1:
+            rings, values = columns[0]
+            return rings.expand_rings(values, dtype)
+        first = columns[0][0]
+        C = first.tree.num_classes
+        if C < _EXPAND_SUM_MIN_CLASSES:  # small rows: the few-breakpoint bookkeeping costs more than a pass
+            out = first.expand_rings(columns[0][1], dtype)
+            for rings, values in columns[1:]:
+                out += rings.expand_rings(values, out.dtype)
+            return out
+        starts, deltas = [], []
+        for rings, values in columns:
+            seg = rings.segments(np.asarray(values, dtype=np.float64))
+            d = np.empty_like(seg)
+            d[:, 0] = seg[:, 0]
+            d[:, 1:] = seg[:, 1:] - seg[:, :-1]
+            starts.append(rings.starts)
+            deltas.append(d)
+        starts = np.concatenate(starts, axis=1)
+        deltas = np.concatenate(deltas, axis=1)
+        b, n = starts.shape
+        key = (starts + (np.arange(b) * (C + 1))[:, None]).reshape(-1)
+        order = np.argsort(key, kind="stable")
+        starts = starts.reshape(-1)[order].reshape(b, n)
+        vals = np.cumsum(deltas.reshape(-1)[order].reshape(b, n), axis=1)
+        lengths = np.diff(starts, axis=1, append=C)
+        v = vals if dtype is None else vals.astype(dtype)
+        return np.repeat(v.reshape(-1), lengths.reshape(-1)).reshape(b, C)
 
     # ------------------------------------------------------------------ reductions (host kernels)
     def _host_layout(self):

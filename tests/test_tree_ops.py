@@ -236,3 +236,26 @@ def test_accumulate_down_gives_conditional_risk(tax, kind, seed):
     risk = tt.node_to_class(tt.accumulate_down(tt.subtree_sum(p) * g))
     want = p @ torch.from_numpy(ts.class_distances(tax, kind))
     torch.testing.assert_close(risk, want, rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(random_taxonomies(max_nodes=30), st.integers(1, 4), st.integers(0, 2**31 - 1), st.booleans())
+def test_expand_sum_equals_the_sum_of_expansions(tax, k, seed, merged):
+    """Several target columns written in one pass (merged segment breakpoints, or one expansion per
+    column for small C) equal the columns expanded one by one and added."""
+    from taxosmooth import tree_ops
+
+    tree = TreeTensors(tax)
+    rng = np.random.default_rng(seed)
+    cols = []
+    for _ in range(k):
+        rings = tree.rings(torch.from_numpy(rng.integers(0, tax.num_classes, 7)), host=True)
+        cols.append((rings, rng.standard_normal((7, tree.num_rings))))
+    want = sum(r.expand_rings(v) for r, v in cols)
+    old = tree_ops._EXPAND_SUM_MIN_CLASSES
+    tree_ops._EXPAND_SUM_MIN_CLASSES = 0 if merged else 10**9
+    try:
+        got = tree_ops.Rings.expand_sum(cols)
+    finally:
+        tree_ops._EXPAND_SUM_MIN_CLASSES = old
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

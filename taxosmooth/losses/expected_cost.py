@@ -9,7 +9,7 @@ from taxosmooth._checks import check_positive
 from taxosmooth.costs import CostSource, resolve_costs
 from taxosmooth.losses._base import LossTarget, TreeLossBase
 from taxosmooth.losses._kernels import host_ring0_correction, host_softmax, ref_ring0_log_mass, row_dot
-from taxosmooth.tree_ops import TreeTensors
+from taxosmooth.tree_ops import Rings, TreeTensors
 
 __all__ = ["ExpectedCostLoss", "CostLossBase"]
 
@@ -22,6 +22,13 @@ def _col(x, like):
     if isinstance(x, np.ndarray):
         return torch.from_numpy(x).to(like.dtype)[:, None]
     return x.to(like.dtype)[:, None]
+
+
+def _host_col(x):
+    """A per-row factor (float or (M,) tensor) that broadcasts over (M, R) numpy values."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(torch.float64).numpy()[:, None]
+    return float(x)
 
 
 def _host_vec(x, n: int) -> np.ndarray:
@@ -151,7 +158,7 @@ class CostLossBase(TreeLossBase):
                                coarse=target.coarse if host else None)
 
 
-def host_expected_row(z, rows, ce_coef=None, rings=None, positions=None, ce_rows=None, ce_terms=None, risk=None):
+def host_expected_row(z, rows, ce_coef=None, rings=None, positions=None, ce_rows=None, ce_terms=None, softmax=None):
     """``Σ_j p_j R_j + Σ_terms c·(-log P(ring 0)) - Σ_j G_j log p_j`` per row and its gradient.
 
     ``z`` (M, C) in the order of ``rows`` (leaf order with rings); ``rows`` ``R``
@@ -161,14 +168,13 @@ def host_expected_row(z, rows, ce_coef=None, rings=None, positions=None, ce_rows
     by ``ce_coef``, ``rings``, ``positions``; its ring 0 is that of ``rings``
     (a coarse label's classes) or, for class targets, the column ``positions``.
     ``ce_rows`` ``G`` (M, C) or None: the cross entropy of dense target rows.
-    ``risk`` (M,) float64: ``Σ_j p_j R_j`` when the caller has it more exactly
-    (rows of mixed sign). Returns float64 numpy rows and the gradient.
+    ``softmax``: ``host_softmax(z)`` if the caller has it. Returns float64
+    numpy rows and the gradient.
     """
     if ce_terms is None:
         ce_terms = [] if ce_coef is None else [(ce_coef, rings, positions)]
-    p, lse = host_softmax(z)
-    if risk is None:
-        risk = row_dot(p, rows)
+    p, lse = host_softmax(z) if softmax is None else softmax
+    risk = row_dot(p, rows)
     out = risk
     # ∂/∂z_j = p_j (R_j - risk + Σ c) - Σ c [j in ring 0] e^{z_j - lse0}: the first part in one pass
     total = sum(c for c, _, _ in ce_terms) if ce_terms else 0.0
@@ -286,12 +292,14 @@ class ExpectedCostLoss(CostLossBase):
             ce_rows = torch.from_numpy((gamma * p).astype(dt)) if gamma else None
             out, grad = host_expected_row(zl, rows, ce_rows=ce_rows)
             return out, self._unleaf(grad)
-        rows, ce_terms = None, []
+        rows, ce_terms, parts = None, [], []
         for ids, omega in target.columns():
             rings = self._rings(target, True, ids)
-            part = self._id_rows(ids, omega, True, dt, rings)
-            part = part if isinstance(part, torch.Tensor) else torch.from_numpy(part)
-            rows = part if rows is None else rows.add_(part)
+            if rings is not None:  # structured: the columns' ring costs, expanded together below
+                parts.append((rings, self._ring_costs(rings) * _host_col(omega)))
+            else:
+                part = self._id_rows(ids, omega, True, dt, rings)
+                rows = part if rows is None else rows.add_(part)
             if gamma:
                 om = _host_vec(omega, z.shape[0])
                 # class targets' ring 0 is their own column; a coarse label's is the classes under it
@@ -299,6 +307,8 @@ class ExpectedCostLoss(CostLossBase):
                 positions = None if coarse else (self.tree._host.class_position[ids.numpy()] if self.structured
                                                  else ids.numpy())
                 ce_terms.append((gamma * om, rings if coarse else None, positions))
+        if parts:
+            rows = torch.from_numpy(Rings.expand_sum(parts, dt))
         ce_rows = None
         if target.smooth is not None:
             u = self._uniform_prob(target, host=True)

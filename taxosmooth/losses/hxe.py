@@ -7,7 +7,7 @@ import torch
 
 from taxosmooth._checks import check_positive
 from taxosmooth.losses._base import LossTarget, TreeLossBase, as_taxonomy
-from taxosmooth.tree_ops import TreeTensors
+from taxosmooth.tree_ops import Rings, TreeTensors
 
 __all__ = ["HXELoss", "hxe_node_weights", "WEIGHTINGS"]
 
@@ -195,7 +195,7 @@ class HXELoss(TreeLossBase):
         p = torch.softmax(zl, dim=1)
         pn = p.numpy()
         tiny = np.finfo(pn.dtype).tiny * _FAR_MARGIN
-        rows, factor, far, columns = 0.0, None, None, []
+        rows, far, columns, parts = 0.0, None, [], []
         for ids, omega in target.columns():
             rings = tree.rings(ids, host=True, coarse=target.coarse)
             coef = self._coefficients(rings, _host_col1(omega))
@@ -207,10 +207,9 @@ class HXELoss(TreeLossBase):
             rows = rows - (np.where(live, coef, 0.0) * np.log(safe)).sum(1)
             # ∂ℓ/∂z_j = p_j (Σ_l c_l - Σ_{l >= ring(j)} c_l / P(r_l)): a reverse cumulative sum over the rings
             tail = np.cumsum((coef / safe)[:, ::-1], axis=1)[:, ::-1]
-            part = rings.expand(rings.segments(coef.sum(1)[:, None] - tail).astype(pn.dtype))
-            factor = part if factor is None else np.add(factor, part, out=factor)
+            parts.append((rings, coef.sum(1)[:, None] - tail))
             columns.append((rings, coef))
-        pn *= factor
+        pn *= Rings.expand_sum(parts, pn.dtype)
         if far.any():
             idx = np.flatnonzero(far)
             zf = zl.numpy()[idx]

@@ -15,7 +15,7 @@ from taxosmooth.losses._kernels import (
     ref_ring0_log_mass,
 )
 from taxosmooth.targets import resolve_scale
-from taxosmooth.tree_ops import TreeTensors
+from taxosmooth.tree_ops import Rings, TreeTensors
 
 __all__ = ["HierarchicalSoftLabelLoss"]
 
@@ -201,19 +201,19 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
             rows, grad = host_cross_entropy(z_leaf, torch.from_numpy((-w).astype(dt)), w.sum(1))
             return rows, tree.class_cols(grad)
         # one target column for class and coarse labels; a few for sparse probability rows (Mixup)
-        neg_w = None
+        parts = []
         row_sum = 0.0
         for ids, col_omega in target.columns():
             omega = _host(col_omega)
             rings = tree.rings(ids, host=True, coarse=target.coarse)
             q, q0 = self._ring_weights(rings, omega, np)
-            part = rings.expand_rings(-q, dt)
-            neg_w = part if neg_w is None else np.add(neg_w, part, out=neg_w)
+            parts.append((rings, -q))
             coarse = rings.target >= self.num_classes if rings.coarse else None
             if coarse is None:
                 row_sum = row_sum + omega  # a class's target row sums to its factor
             else:
                 row_sum = row_sum + (q[:, 1:] * rings.size[:, 1:]).sum(1) + np.where(coarse, 0.0, q0)
+        neg_w = Rings.expand_sum(parts, dt)
         if not isinstance(row_sum, float):
             row_sum = np.broadcast_to(row_sum, (z.shape[0],)).astype(np.float64)
         smooth = target.host_smooth()

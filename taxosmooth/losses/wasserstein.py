@@ -9,7 +9,7 @@ from taxosmooth._checks import check_positive
 from taxosmooth.losses._base import LossTarget, TreeLossBase, as_taxonomy
 from taxosmooth.losses._kernels import host_softmax, ref_ring0_log_mass
 from taxosmooth.losses.expected_cost import host_expected_row, ref_expected_row
-from taxosmooth.tree_ops import TreeTensors
+from taxosmooth.tree_ops import Rings, TreeTensors
 
 __all__ = ["TreeWassersteinLoss"]
 
@@ -220,38 +220,35 @@ class TreeWassersteinLoss(TreeLossBase):
         omegas = target.omega.numpy()  # (M, k): values · class weight · scale
         factor = omegas.sum(1)
         pos = h.class_position[ids.numpy()]  # (M, k) leaf positions
-        p, _ = host_softmax(zl)
-        pn = p.numpy()
+        softmax = host_softmax(zl)
+        pn = softmax[0].numpy()
         wd = self._wd
-        extra = np.zeros(n)  # the terms of R that do not depend on j
-        extra += (values * self._leaf_wd[pos]).sum(1)
-        rows = None
-        ce_terms = []
+        # R_j = factor · (wd(j) - 2 Σ_{ring nodes above j, P < Q} seg) + a constant per row, kept apart
+        # (it moves the value, not the gradient): Σ_i q_i wd(c_i) - 2 Σ_{P >= Q} seg · Q
+        extra = (values * self._leaf_wd[pos]).sum(1)
+        parts, ce_terms = [], []
         for col in range(ids.shape[1]):
             rings = tree.rings(ids[:, col], host=True, coarse=False)
             lo, hi = h.leaf_lo[rings.nodes], h.leaf_hi[rings.nodes]  # (M, R)
             inside = (pos[:, None, :] >= lo[:, :, None]) & (pos[:, None, :] < hi[:, :, None])  # (M, R, k)
             Q = (inside * values[:, None, :]).sum(2)
-            keep = ~inside[:, :, :col].any(2) if col else np.ones(Q.shape, dtype=bool)  # once per node
             nd = wd[rings.nodes]
             seg = np.zeros_like(nd)
             seg[:, :-1] = nd[:, :-1] - nd[:, 1:]
-            seg *= keep
-            P = np.cumsum(rings.ring_sums(rings.sum(pn)).astype(np.float64), axis=1)
+            if col:
+                seg *= ~inside[:, :, :col].any(2)  # each ring node once: not if an earlier class is under it
+            P = np.cumsum(rings.ring_sums(rings.sum(pn)), axis=1, dtype=np.float64)
             ind = (P < Q) + 0.5 * (P == Q)
             extra -= 2.0 * (seg * (1.0 - ind) * Q).sum(1)
             below = np.cumsum((seg * ind)[:, ::-1], axis=1)[:, ::-1]  # Σ over the ring nodes above class j
-            part = rings.expand_rings(-2.0 * below)
-            rows = part if rows is None else rows.__iadd__(part)
+            parts.append((rings, -2.0 * below))
             if self.ce_weight:
                 ce_terms.append((self.ce_weight * omegas[:, col], None, pos[:, col]))
-        rows += self._leaf_wd[None, :]
-        rows += extra[:, None]
-        rows *= factor[:, None]
-        # the value in float64 (R has mixed signs: Σ_j p_j R_j in float32 would cancel)
-        risk = np.einsum("ij,ij->i", pn.astype(np.float64), rows)
-        out, grad = host_expected_row(zl, torch.from_numpy(rows.astype(dt)), ce_terms=ce_terms, risk=risk)
-        return out, tree.class_cols(grad)
+        rows = Rings.expand_sum(parts, dt)
+        rows += self._leaf_wd.astype(dt)
+        rows *= factor[:, None].astype(dt)
+        out, grad = host_expected_row(zl, torch.from_numpy(rows), ce_terms=ce_terms, softmax=softmax)
+        return out + factor * extra, tree.class_cols(grad)
 
     def _host_part(self, z, target: LossTarget, kind: str):
         tree = self.tree
