@@ -37,7 +37,7 @@ def blocks(page: str, language: str) -> list[str]:
 def test_pages_exist():
     expected = {
         "index.md", "getting-started.md", "concepts.md", "choosing-beta-alpha.md", "taxonomy-files.md",
-        "wordnet.md", "cli.md", "benchmarks.md", "comparison.md",
+        "wordnet.md", "cli.md", "benchmarks.md", "comparison.md", "targets.md",
     }
     assert expected <= set(PAGES)
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
