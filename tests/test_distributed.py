@@ -55,7 +55,7 @@ def _make_problem():
 
 def _metrics(tax):
     return {
-        "report": M.HierarchicalReport(tax, k=2, from_logits=True),
+        "report": M.HierarchicalReport(tax, k=2, calibration=True, from_logits=True),
         "top1": M.TopKError(1),
         "severity": M.MistakeSeverity(tax),
         "hdist@2": M.HierarchicalDistanceAtK(tax, 2),
@@ -77,7 +77,7 @@ def _evaluate(model, tax, x, y):
     with torch.no_grad():
         logits = model(x)
     for name, metric in _metrics(tax).items():
-        metric.update(logits, y)
+        metric.update(logits, y, logits) if name == "report" else metric.update(logits, y)
         out[name] = metric.compute()  # syncs the sum states when a process group exists
     return out
 

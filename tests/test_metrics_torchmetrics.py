@@ -78,12 +78,12 @@ def test_merged_states_equal_whole_set():
     """What a distributed sync does: sum the states of metrics fed disjoint shards."""
     tax = seed_taxonomy()
     logits, target = data(0, 30, 4)
-    whole = M.HierarchicalReport(tax, k=(1, 2), from_logits=True)
-    whole.update(logits, target)
-    parts = [M.HierarchicalReport(tax, k=(1, 2), from_logits=True) for _ in range(3)]
+    whole = M.HierarchicalReport(tax, k=(1, 2), calibration=True, from_logits=True)
+    whole.update(logits, target, logits)
+    parts = [M.HierarchicalReport(tax, k=(1, 2), calibration=True, from_logits=True) for _ in range(3)]
     for i, m in enumerate(parts):
-        m.update(logits[i::3], target[i::3])
-    merged = M.HierarchicalReport(tax, k=(1, 2), from_logits=True)
+        m.update(logits[i::3], target[i::3], logits[i::3])
+    merged = M.HierarchicalReport(tax, k=(1, 2), calibration=True, from_logits=True)
     for name in merged._defaults:
         setattr(merged, name, sum(getattr(m, name) for m in parts))
     for key, value in whole.compute().items():
@@ -94,13 +94,13 @@ def test_merged_states_equal_whole_set():
 def test_report_metric_equals_functional_report():
     tax = seed_taxonomy()
     logits, target = data(1, 50, 4)
-    m = M.HierarchicalReport(tax, k=2, from_logits=True)
+    m = M.HierarchicalReport(tax, k=2, calibration=True, from_logits=True)
     for a, b in batches(50, 1):
-        m.update(logits[a:b], target[a:b])
+        m.update(logits[a:b], target[a:b], logits[a:b])
     got = {key: v.item() for key, v in m.compute().items()}
-    assert got == pytest.approx(M.report(logits, target, tax, k=2, from_logits=True), nan_ok=True)
+    assert got == pytest.approx(M.report(logits, target, tax, k=2, probs=logits, from_logits=True), nan_ok=True)
     m.reset()
-    m.update(logits[:5], target[:5])
+    m.update(logits[:5], target[:5], logits[:5])
     assert m.compute()["top1_error"].item() == pytest.approx(M.topk_error(logits[:5], target[:5]).item())
 
 

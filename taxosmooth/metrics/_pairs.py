@@ -1,19 +1,15 @@
-"""Lowest common ancestors and distances of (label, prediction) pairs, one pair per sample.
+"""Distances and LCA metrics of (label, prediction) pairs, one pair per sample.
 
-Labels and predictions are **target ids** (:meth:`~taxosmooth.Taxonomy.encode`):
-classes in ``[0, C)``, internal nodes in ``[C, N)``. Internally they are
-compiled node ids (depth-first pre-order), where the subtree of ``u`` is the id
-range ``[u, subtree_end[u])``.
+Labels and predictions are target ids (classes ``[0, C)``, internal nodes
+``[C, N)``); the lowest common ancestors come from
+:class:`taxosmooth._tree_index.TreeIndex` (no ``C × C`` or ``classes × depth``
+table). From a user matrix only class pairs exist: a gather.
 
-The LCA of two nodes ``a`` and ``b``: ``a`` itself when it is an ancestor of
-``b`` (or ``b``), ``b`` when ``b`` is an ancestor of ``a``; otherwise the two
-subtrees are disjoint and their LCA is that of any leaf of each: with leaves at
-DFS positions ``i < j`` it is ``min(adjacent_lca[i:j])`` (node ids: in
-pre-order the subtree root has the smallest id), a range minimum answered in
-O(1) from a sparse table of ``C log C`` entries. No ``C × C`` table and no
-``classes × depth`` table: any depth, any device.
-
-From a user matrix only class pairs exist: a gather.
+**Coarse labels.** A prediction at or below the label counts as the label
+(:meth:`TreeIndex.truncate`) before anything is measured: the truth is
+somewhere under the label, so that part of the prediction can be neither
+confirmed nor refuted. A prediction under a coarse label is therefore correct,
+at distance 0.
 """
 
 from __future__ import annotations
@@ -21,127 +17,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from taxosmooth._tree_index import TreeIndex, tree_index
 from taxosmooth.distances import resolve_source
-from taxosmooth.taxonomy import Taxonomy
 
-__all__ = ["PairDistances", "TreeIndex", "tree_index"]
-
-#: node value names and how they are read (see :class:`TreeIndex`)
-VALUES = ("depth", "info")
-
-
-def _sparse_min_table(values: np.ndarray) -> np.ndarray:
-    """``table[j, i] = min(values[i : i + 2**j])`` (padded with the largest int64 past the end)."""
-    n = len(values)
-    levels = max(1, int(n).bit_length())
-    big = np.iinfo(np.int64).max
-    table = np.full((levels, max(n, 1)), big, dtype=np.int64)
-    table[0, :n] = values
-    for j in range(1, levels):
-        half = 1 << (j - 1)
-        table[j, : n - half] = np.minimum(table[j - 1, : n - half], table[j - 1, half:n])
-    return table
-
-
-class TreeIndex:
-    """Tensors of one taxonomy for the metrics and node decisions, cached per device.
-
-    Node arrays are in **compiled node id** order. ``node_of(ids)`` maps target ids to node ids.
-
-    Node values: ``depth`` (edges from the root), ``weighted_depth`` (sum of
-    edge weights), ``leaves`` (classes under the node, ``n(v)``) and ``info``,
-    the information of the node under a uniform prior over the classes,
-    ``log2(C / n(v))`` bits (Valmadre, NeurIPS 2022: "−log of the leaf
-    fraction"; the root has 0).
-    """
-
-    def __init__(self, taxonomy: Taxonomy):
-        c = taxonomy.compiled
-        self.taxonomy = taxonomy
-        self.num_classes = c.num_classes
-        self.num_nodes = c.num_nodes
-        leaves = (c.leaf_hi - c.leaf_lo).astype(np.int64)
-        adj = c.adjacent_lca().astype(np.int64)
-        lg = np.zeros(max(c.num_classes, 2), dtype=np.int64)
-        lg[2:] = np.floor(np.log2(np.arange(2, len(lg)))).astype(np.int64)
-        self._cpu = {
-            "target_node": torch.from_numpy(np.array(c.target_node)),
-            "node_target": torch.from_numpy(np.array(c.node_target)),
-            "subtree_end": torch.from_numpy(np.array(c.subtree_end)),
-            "leaf_lo": torch.from_numpy(np.array(c.leaf_lo)),
-            "parent": torch.from_numpy(np.where(c.parent >= 0, c.parent, 0)),
-            "depth": torch.from_numpy(np.array(c.depth)),
-            "weighted_depth": torch.from_numpy(np.array(c.weighted_depth)),
-            "leaves": torch.from_numpy(leaves),
-            "info": torch.from_numpy(np.log2(c.num_classes / leaves)),
-            "is_leaf": torch.from_numpy(np.array(c.is_leaf)),
-            "rmq": torch.from_numpy(_sparse_min_table(adj)),
-            "log2": torch.from_numpy(lg),
-        }
-        self.max_depth = int(c.depth.max())
-        self._cache: dict = {}
-
-    def tensors(self, device) -> dict:
-        key = str(torch.device(device))
-        if key not in self._cache:
-            self._cache[key] = {k: v.to(device) for k, v in self._cpu.items()}
-        return self._cache[key]
-
-    def node_of(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.tensors(ids.device)["target_node"][ids]
-
-    def target_of(self, nodes: torch.Tensor) -> torch.Tensor:
-        return self.tensors(nodes.device)["node_target"][nodes]
-
-    def is_under(self, node: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
-        """Whether ``node`` is ``top`` or one of its descendants (compiled ids, broadcast)."""
-        end = self.tensors(node.device)["subtree_end"]
-        return (top <= node) & (node < end[top])
-
-    def lca(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Node id of ``LCA(a, b)`` for compiled node ids of any broadcastable shapes."""
-        t = self.tensors(a.device)
-        a, b = torch.broadcast_tensors(a, b)
-        a_over_b = self.is_under(b, a)
-        b_over_a = self.is_under(a, b)
-        la, lb = t["leaf_lo"][a], t["leaf_lo"][b]
-        lo, hi = torch.minimum(la, lb), torch.maximum(la, lb)
-        # disjoint subtrees: lo < hi; elsewhere the query is not used (clamped to a valid range)
-        length = (hi - lo).clamp(min=1)
-        j = t["log2"][length]
-        rmq = t["rmq"]
-        width = rmq.shape[1]
-        lo_c = lo.clamp(max=width - 1)
-        right = (hi - (1 << j)).clamp(min=0, max=width - 1)
-        m = torch.minimum(rmq[j, lo_c], rmq[j, right])
-        return torch.where(a_over_b, a, torch.where(b_over_a, b, m))
-
-    def truncate(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        """A prediction at or below the label counts as the label (compiled ids): the truth is somewhere
-        under a coarse label, so the part of a prediction below it cannot be judged."""
-        return torch.where(self.is_under(pred, label), label, pred)
-
-    def value(self, name: str, nodes: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
-        return self.tensors(nodes.device)[name][nodes].to(dtype)
-
-
-# one TreeIndex per compiled tree (Taxonomy objects are immutable; their compiled tree is held by identity)
-import weakref  # noqa: E402
-
-_INDEX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def tree_index(taxonomy: Taxonomy) -> TreeIndex:
-    """The cached :class:`TreeIndex` of a taxonomy."""
-    key = taxonomy.compiled
-    index = _INDEX.get(key)
-    if index is None:
-        index = _INDEX[key] = TreeIndex(taxonomy)
-    return index
+__all__ = ["PairDistances", "lca_values", "LCA_FIELDS"]
 
 
 class PairDistances:
-    """``d(label, pred)`` for index tensors of any (broadcastable) shape.
+    """``d(label, pred)`` for target-id tensors of any (broadcastable) shape.
 
     Parameters
     ----------
@@ -155,11 +38,12 @@ class PairDistances:
 
     Notes
     -----
-    From a taxonomy, ``d`` is defined between any two nodes ``a``, ``b`` (target
-    ids), with ``u = LCA(a, b)``: 0 when ``a = b``; otherwise ``height(u)``
-    (``lca_height``), ``D − depth(u)`` (``lca_depth_complement``) or
-    ``wdepth(a) + wdepth(b) − 2·wdepth(u)`` (``path_length``, edge weights
-    summed). Between classes these are the class distances.
+    From a taxonomy ``d`` is defined between any two nodes ``a``, ``b``, with
+    ``u = LCA(a, b)``: 0 when ``a = b``; otherwise ``height(u)``
+    (``lca_height``), ``D − depth(u)`` (``lca_depth_complement``), or
+    ``wdepth(a) + wdepth(b) − 2·wdepth(u)`` (``path_length``, the sum of the
+    edge weights on the tree path). Between classes these are the class
+    distances. The prediction is truncated at the label first (module docstring).
     """
 
     def __init__(self, source, distance: str | None = None):
@@ -167,7 +51,7 @@ class PairDistances:
         self.taxonomy = src.taxonomy
         self.num_classes = src.num_classes
         self.distance = src.distance
-        self.tree = tree_index(self.taxonomy) if self.taxonomy is not None else None
+        self.tree: TreeIndex | None = tree_index(self.taxonomy) if self.taxonomy is not None else None
         self.num_nodes = self.tree.num_nodes if self.tree is not None else src.num_classes
         if self.taxonomy is not None:
             cpu = {"node_value": torch.from_numpy(np.array(src.node_table))} if src.structured else {}
@@ -189,6 +73,13 @@ class PairDistances:
         a, b = torch.broadcast_tensors(tree.node_of(label), tree.node_of(pred))
         return a, tree.truncate(b, a)
 
+    def correct(self, label: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """Whether the prediction is the label or lies under it (equality for a matrix)."""
+        if self.tree is None:
+            return label == pred
+        a, b = self.nodes(label, pred)
+        return a == b
+
     def __call__(self, label: torch.Tensor, pred: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Distances ``d(label, pred)`` (broadcast), as ``dtype``; a prediction under the label is at 0."""
         t = self._tensors(pred.device)
@@ -202,3 +93,41 @@ class PairDistances:
             wd = self.tree.tensors(pred.device)["weighted_depth"]
             d = (wd[a] + wd[b] - 2 * wd[u]).to(dtype)
         return torch.where(a == b, torch.zeros_like(d), d)
+
+
+#: the per-sample LCA metrics of :func:`lca_values` (Valmadre 2022's evaluation fields)
+LCA_FIELDS = (
+    "exact", "correct",
+    "depth_excess", "depth_deficient", "depth_dist", "depth_precision", "depth_recall", "depth_f1",
+    "info_excess", "info_deficient", "info_dist", "info_precision", "info_recall", "info_f1",
+)
+
+
+def _ratio_one(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` with ``0 / 0 = 1`` (an empty set predicted or labelled: nothing wrong)."""
+    return torch.where(den == 0, torch.ones_like(num), num / torch.where(den == 0, torch.ones_like(den), den))
+
+
+def lca_values(tree: TreeIndex, label: torch.Tensor, pred: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-pair LCA metrics (float64) of compiled node ids, the prediction already truncated at the label.
+
+    With ``a = LCA(label, pred)`` and a node value ``f`` (``depth``, or ``info``
+    = ``log2(C / n(v))``): ``excess = f(pred) − f(a)``, ``deficient = f(label) −
+    f(a)``, ``dist`` their sum, ``precision = f(a) / f(pred)``, ``recall = f(a) /
+    f(label)`` (``0 / 0 = 1``), ``f1 = 2 P R / (P + R)`` (0 when both are 0);
+    ``exact``: the prediction is the label; ``correct``: one of the two is an
+    ancestor of (or is) the other. Valmadre, NeurIPS 2022 (jvlmdr/hiercls ``metrics.py``).
+    """
+    a = tree.lca(label, pred)
+    out = {"exact": (pred == label).double(), "correct": ((a == label) | (a == pred)).double()}
+    for name, key in (("depth", "depth"), ("info", "info")):
+        f_label, f_pred, f_a = (tree.value(key, x) for x in (label, pred, a))
+        p = _ratio_one(f_a, f_pred)
+        r = _ratio_one(f_a, f_label)
+        out[f"{name}_excess"] = f_pred - f_a
+        out[f"{name}_deficient"] = f_label - f_a
+        out[f"{name}_dist"] = (f_pred - f_a) + (f_label - f_a)
+        out[f"{name}_precision"] = p
+        out[f"{name}_recall"] = r
+        out[f"{name}_f1"] = torch.where(p + r > 0, 2 * p * r / torch.where(p + r > 0, p + r, 1.0), 0.0)
+    return out
