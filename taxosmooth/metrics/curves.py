@@ -43,7 +43,7 @@ AREAS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass
 class OperatingCurve:
     """The operating curve of the threshold rule (from :func:`operating_curve`).
 
