@@ -100,10 +100,9 @@ def fit_temperature(logits, target, *, tol: float = 1e-10, max_iter: int = 200) 
         )
     lo, hi = 0.0, 1.0
     while True:
-        _, g, h = _moments(z, finite, hi, zt)
-        if g >= 0 and h > 0:
+        if _moments(z, finite, hi, zt)[1] > 0:
             break
-        lo, hi = hi, hi * 2  # g < 0; or g = 0 with every probability rounded onto the true class (h = 0)
+        lo, hi = hi, hi * 2  # g < 0, or g = 0 where the probabilities have rounded onto the true classes
         if hi > _S_MAX:
             raise ValueError(
                 "no finite temperature minimises the NLL: it keeps falling as T → 0 (the logits separate every "
