@@ -13,7 +13,7 @@ import importlib
 import sys
 
 #: sub-command modules, in the order ``--help`` lists them
-COMMANDS = ("demo", "info", "targets", "costs", "plot", "wordnet")
+COMMANDS = ("demo", "info", "targets", "costs", "plot", "wordnet", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
