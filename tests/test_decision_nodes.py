@@ -175,6 +175,14 @@ def test_threshold_one_is_the_root_even_when_sums_round_above_one():
     assert tax.decode(predict_node(p, tax, threshold=0.9999)) == ["a"]
 
 
+def test_sums_above_one_can_admit_two_disjoint_nodes_above_one_half():
+    """Rows may sum to 1 + 1e-3: two siblings can then both pass τ = 0.5; the rule still takes the larger."""
+    tax = ts.Taxonomy.from_edges([("r", "x"), ("r", "y"), ("r", "z")])
+    p = torch.tensor([[0.5003, 0.5005, 0.0], [0.5005, 0.5003, 0.0], [0.6, 0.4, 0.0]], dtype=torch.float64)
+    loop = Loop(tax)
+    assert tax.decode(predict_node(p, tax)) == ["y", "x", "x"] == [loop.threshold(r.tolist(), 0.5) for r in p]
+
+
 def test_unary_chains_answer_the_lowest_node_of_the_chain():
     tax = ts.Taxonomy.from_edges([("r", "u1"), ("u1", "u2"), ("u2", "x"), ("u2", "y"), ("r", "z")])
     p = torch.tensor([[0.5, 0.4, 0.1], [0.45, 0.45, 0.1]], dtype=torch.float64)

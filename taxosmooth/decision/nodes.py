@@ -93,6 +93,7 @@ NODE_RULES = ("threshold", "max_info", "crm", "f_beta")
 NODE_VALUES = ("depth", "information")
 
 _BIG = torch.iinfo(torch.int64).max
+_BIG32 = torch.iinfo(torch.int32).max
 #: elements per chunk (samples × nodes) of the node passes
 _CHUNK_ELEMENTS = {"cpu": 1 << 22}
 _CHUNK_DEFAULT = 1 << 26
@@ -136,6 +137,8 @@ class _Static:
         self.parent = t["parent"]
         self.node_target = t["node_target"]
         self.deep_rank = torch.from_numpy(deep_rank).to(device)
+        self.deep_rank32 = self.deep_rank.to(torch.int32)
+        self.leaves32 = self.leaves.to(torch.int32)
         self.spec_rank = torch.from_numpy(spec_rank).to(device)
         # the prediction sequence of the threshold rule: non-root nodes by (leaves, depth desc, id), in groups of
         # equal leaf count (see threshold_steps)
@@ -209,15 +212,33 @@ def _options(rule, threshold, beta, value, excess_cost) -> dict:
 
 # ---------------------------------------------------------------------- the rules on one chunk, node-major (N, B)
 def _threshold(P: torch.Tensor, s: _Static, tau: float) -> torch.Tensor:
-    P = P.clamp(max=1.0)  # a sum that rounds above 1 is 1: nothing passes τ = 1 but the root
+    if tau >= 1:
+        # a sum that rounds above 1 counts as 1: nothing but the root passes τ = 1
+        return torch.zeros(P.shape[1], dtype=torch.int64, device=P.device)
     adm = P > tau
     adm[0] = True  # the root (node 0) is always an admissible answer
-    n = s.leaves[:, None]
-    fewest = torch.where(adm, n, _BIG).amin(0)
+    if tau >= 0.5:
+        # P > 1/2: the admissible nodes form a path from the root (two disjoint subtrees cannot both hold more
+        # than half), and the most specific of them is the deepest. Rows whose probabilities sum a little above
+        # 1 can break the path; they take the general rule below.
+        node = torch.where(adm, s.deep_rank32[:, None], _BIG32).argmin(0)
+        path = adm.sum(0) == s.depth[node] + 1
+        if bool(path.all()):
+            return node
+        rest = (~path).nonzero()[:, 0]
+        node[rest] = _threshold_general(P[:, rest], adm[:, rest], s)
+        return node
+    return _threshold_general(P, adm, s)
+
+
+def _threshold_general(P: torch.Tensor, adm: torch.Tensor, s: _Static) -> torch.Tensor:
+    P = P.clamp(max=1.0)  # equal when rounding puts sums above 1
+    n = s.leaves32[:, None]
+    fewest = torch.where(adm, n, _BIG32).amin(0)
     cand = adm & (n == fewest)
     best = torch.where(cand, P, -1.0).amax(0)
     cand &= P == best
-    return torch.where(cand, s.deep_rank[:, None], _BIG).argmin(0)
+    return torch.where(cand, s.deep_rank32[:, None], _BIG32).argmin(0)
 
 
 def _best_by(score: torch.Tensor, s: _Static, largest: bool) -> torch.Tensor:
