@@ -28,7 +28,16 @@ import torch
 
 from taxosmooth.taxonomy import Taxonomy
 
-__all__ = ["TreeIndex", "tree_index"]
+__all__ = ["TreeIndex", "tree_index", "take"]
+
+
+def take(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for a 1-D table and an index of any shape, by ``index_select``.
+
+    (Advanced indexing ``table[index]`` can cost a hundred times more on a busy
+    multi-threaded CPU: its parallel kernel waits on the thread pool.)
+    """
+    return table.index_select(0, index.reshape(-1)).reshape(index.shape)
 
 
 def _sparse_min_table(values: np.ndarray) -> np.ndarray:
@@ -98,6 +107,7 @@ class TreeIndex:
             steps.append((children, parents, counts))
         self._steps_np = steps
         self._host_steps = [(ch, pa, np.concatenate([[0], np.cumsum(cnt)[:-1]]).astype(np.int64)) for ch, pa, cnt in steps]
+        self._host_plan = [_slot_plan(ch, pa, cnt) for ch, pa, cnt in steps]
         self.class_node_np = np.array(c.class_node)
         self.parent_np = parent
         self._cpu = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in cpu.items()}
@@ -122,35 +132,36 @@ class TreeIndex:
     # ------------------------------------------------------------------ ids
     def node_of(self, ids: torch.Tensor) -> torch.Tensor:
         """Compiled node ids of target ids."""
-        return self.tensors(ids.device)["target_node"][ids]
+        return take(self.tensors(ids.device)["target_node"], ids)
 
     def target_of(self, nodes: torch.Tensor) -> torch.Tensor:
         """Target ids of compiled node ids."""
-        return self.tensors(nodes.device)["node_target"][nodes]
+        return take(self.tensors(nodes.device)["node_target"], nodes)
 
     def value(self, name: str, nodes: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
         """A node value (``depth``, ``weighted_depth``, ``leaves``, ``info``) at compiled node ids."""
-        return self.tensors(nodes.device)[name][nodes].to(dtype)
+        return take(self.tensors(nodes.device)[name], nodes).to(dtype)
 
     # ------------------------------------------------------------------ ancestry
     def is_under(self, node: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
         """Whether ``node`` is ``top`` or one of its descendants (compiled ids, broadcast)."""
         end = self.tensors(node.device)["subtree_end"]
-        return (top <= node) & (node < end[top])
+        return (top <= node) & (node < take(end, top))
 
     def lca(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Compiled node id of ``LCA(a, b)`` for compiled node ids of any broadcastable shapes."""
         t = self.tensors(a.device)
         a, b = torch.broadcast_tensors(a, b)
-        la, lb = t["leaf_lo"][a], t["leaf_lo"][b]
+        la, lb = take(t["leaf_lo"], a), take(t["leaf_lo"], b)
         lo, hi = torch.minimum(la, lb), torch.maximum(la, lb)
         rmq = t["rmq"]
         width = rmq.shape[1]
         # disjoint subtrees have lo < hi: min(adjacent_lca[lo:hi]); elsewhere the query is unused (kept in range)
-        j = t["log2"][(hi - lo).clamp(min=1)]
+        j = take(t["log2"], (hi - lo).clamp(min=1))
         left = lo.clamp(max=width - 1)
-        right = (hi - t["pow2"][j]).clamp(min=0, max=width - 1)
-        m = torch.minimum(rmq[j, left], rmq[j, right])
+        right = (hi - take(t["pow2"], j)).clamp(min=0, max=width - 1)
+        flat = rmq.view(-1)
+        m = torch.minimum(take(flat, j * width + left), take(flat, j * width + right))
         return torch.where(self.is_under(b, a), a, torch.where(self.is_under(a, b), b, m))
 
     def truncate(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -173,14 +184,15 @@ class TreeIndex:
         off = t["level_of_depth"]
         level = t["levels_concat"][int(off[depth]) : int(off[depth + 1])]
         k = torch.searchsorted(level, nodes.contiguous(), right=True) - 1
-        u = level[k.clamp(min=0)]
-        inside = (k >= 0) & (nodes < t["subtree_end"][u]) & (t["depth"][nodes] >= depth)
+        u = take(level, k.clamp(min=0))
+        inside = (k >= 0) & (nodes < take(t["subtree_end"], u)) & (take(t["depth"], nodes) >= depth)
         return torch.where(inside, u, torch.full_like(u, -1))
 
     # ------------------------------------------------------------------ node passes (node-major layout)
-    # Node values are laid out (N, B): one row per node, so that a level's gather copies whole rows and
-    # its segment sums run along the samples. On the CPU, without autograd, numpy's reduceat does the
-    # work (about twice as fast as torch's segment_reduce there); elsewhere torch, differentiably.
+    # Node values are laid out (N, B): one row per node, so that a level's gathers copy whole rows and its
+    # sums run along the samples. On the CPU, without autograd, numpy adds each parent's children one
+    # child slot at a time (_slot_plan: several times faster than torch's segment_reduce or numpy's reduceat
+    # along rows); elsewhere torch's segment_reduce, differentiably and deterministically.
     def subtree_sum_t(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C)`` class-order values → ``(N, B)``: the sum over each node's classes, compiled order."""
         if use_host(x):
@@ -188,8 +200,13 @@ class TreeIndex:
             out = np.zeros((self.num_nodes, xn.shape[0]), dtype=xn.dtype)
             out[self.class_node_np] = xn.T
             if xn.shape[0]:
-                for children, parents, starts in self._host_steps:
-                    out[parents] = np.add.reduceat(out[children], starts, axis=0)
+                for parents, first, slots, big, rest, rest_starts in self._host_plan:
+                    acc = out[first]
+                    for sel, kth in slots:
+                        acc[sel] += out[kth]
+                    if len(big):
+                        acc[big] += np.add.reduceat(out[rest], rest_starts, axis=0)
+                    out[parents] = acc
             return torch.from_numpy(out)
         t = self.tensors(x.device)
         out = x.new_zeros((self.num_nodes, x.shape[0]))
@@ -216,6 +233,25 @@ class TreeIndex:
             above = out.index_select(0, parent[children])
             out = out.index_add_(0, children, above) if inplace else out.index_add(0, children, above)
         return out
+
+
+#: children added one at a time (per child slot) before the rest of a large family is summed in one reduceat
+_SLOTS = 8
+
+
+def _slot_plan(children: np.ndarray, parents: np.ndarray, counts: np.ndarray) -> tuple:
+    """How one level's subtree sums are added on the host: the first child of every parent, then the k-th child
+    of the parents that have one (k < 8), then the remaining children of the large families in one reduceat.
+    Each parent adds its children in their order; a sum of non-negative values never falls below a child's."""
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    slots = [(np.flatnonzero(counts > k), children[starts[counts > k] + k]) for k in range(1, min(_SLOTS, int(counts.max())))]
+    big = np.flatnonzero(counts > _SLOTS)
+    if len(big):
+        rest = np.concatenate([children[starts[i] + _SLOTS : starts[i] + counts[i]] for i in big])
+        rest_starts = np.concatenate([[0], np.cumsum(counts[big] - _SLOTS)[:-1]]).astype(np.int64)
+    else:
+        rest = rest_starts = np.zeros(0, dtype=np.int64)
+    return parents, children[starts], slots, big, rest, rest_starts
 
 
 def use_host(x: torch.Tensor) -> bool:

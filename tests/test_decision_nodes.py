@@ -91,6 +91,17 @@ def test_node_probabilities_equal_the_dense_indicator_product(tax, seed):
     assert torch.equal(node_probabilities(p, tax)[:, : tax.num_classes], p)
 
 
+@pytest.mark.parametrize("fanout", [1, 7, 8, 9, 50])
+def test_node_probabilities_of_wide_families(fanout):
+    """The CPU kernel adds 8 children one at a time and the rest of a family in one reduction."""
+    edges = [("r", f"g{i}") for i in range(3)] + [(f"g{i}", f"c{i}_{j}") for i in range(3) for j in range(fanout + i)]
+    tax = ts.Taxonomy.from_edges(edges)
+    p = smooth(1, 5, tax.num_classes)
+    loop = Loop(tax)
+    expected = torch.stack([p[:, loop.under[v]].sum(1) for v in loop.names], 1)
+    torch.testing.assert_close(node_probabilities(p, tax), expected, rtol=1e-13, atol=1e-15)
+
+
 def test_node_probabilities_from_logits_dtype_and_grad(seed_tax):
     z = torch.randn(3, 4, requires_grad=True)
     P = node_probabilities(z, seed_tax, from_logits=True)

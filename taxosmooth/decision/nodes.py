@@ -82,7 +82,7 @@ import numpy as np
 import torch
 
 from taxosmooth._tensor_checks import as_probabilities
-from taxosmooth._tree_index import TreeIndex, tree_index
+from taxosmooth._tree_index import TreeIndex, take, tree_index
 from taxosmooth.taxonomy import Taxonomy
 
 __all__ = ["NODE_RULES", "NODE_VALUES", "node_probabilities", "predict_node"]
@@ -222,7 +222,7 @@ def _threshold(P: torch.Tensor, s: _Static, tau: float) -> torch.Tensor:
         # than half), and the most specific of them is the deepest. Rows whose probabilities sum a little above
         # 1 can break the path; they take the general rule below.
         node = torch.where(adm, s.deep_rank32[:, None], _BIG32).argmin(0)
-        path = adm.sum(0) == s.depth[node] + 1
+        path = adm.sum(0) == take(s.depth, node) + 1
         if bool(path.all()):
             return node
         rest = (~path).nonzero()[:, 0]
@@ -248,7 +248,7 @@ def _best_by(score: torch.Tensor, s: _Static, largest: bool) -> torch.Tensor:
 
 def _crm(P: torch.Tensor, s: _Static, tree: TreeIndex, value: str, alpha: float) -> torch.Tensor:
     ell = (s.depth if value == "depth" else s.info).to(P.dtype)
-    step = ell - ell[s.parent]  # 0 at the root (parent[root] = root), whose depth and information are 0
+    step = ell - take(ell, s.parent)  # 0 at the root (parent[root] = root), whose depth and information are 0
     gain = tree.accumulate_down_t(P * step[:, None])
     risk = alpha * ell[:, None] - (1 + alpha) * gain  # R(u) - E[ℓ(i)]
     return _best_by(risk, s, largest=False)
@@ -271,39 +271,66 @@ def _f_beta(p: torch.Tensor, P: torch.Tensor, s: _Static, tree: TreeIndex, beta:
     return _best_by(score, s, largest=True)
 
 
-def threshold_steps(P: torch.Tensor, s: _Static) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _segmented_max(values: torch.Tensor, segment: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """Inclusive running maximum within runs of equal ``segment`` (sorted), by doubling steps: O(R log L)."""
+    v, seg = (values.flip(0), segment.flip(0)) if reverse else (values, segment)
+    out = v.clone()
+    longest = int(torch.unique_consecutive(seg, return_counts=True)[1].max()) if seg.numel() else 0
+    shift = 1
+    while shift < longest:
+        same = seg[shift:] == seg[:-shift]
+        out = torch.cat([out[:shift], torch.where(same, torch.maximum(out[shift:], out[:-shift]), out[shift:])])
+        shift *= 2
+    return out.flip(0) if reverse else out
+
+
+def threshold_steps(P: torch.Tensor, s: _Static, p_max: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The prediction sequence of the threshold rule on a chunk ``P`` ``(N, B)`` (node-major, compiled order).
 
     As ``τ`` falls from 1 the answer moves from the root through the **records**:
     the nodes ``v`` (root excluded) whose probability beats that of every node with
     fewer classes, ``P(v) > max{P(u) : n(u) < n(v)}``, and that come first among the
     nodes with as many classes (largest ``P``, then deepest, then lowest target id).
-    ``v`` is the answer for ``τ`` in ``[next record's P, P(v))``. Records with more
-    classes have larger ``P``. Found without sorting: nodes are kept in a fixed
-    order (classes ascending, then depth descending, then target id) and grouped by
-    class count; one segment maximum, one running maximum over the groups and one
-    segment minimum per chunk.
+    ``v`` is the answer for ``τ`` in ``[next record's P, P(v))``; records with more
+    classes have larger ``P``.
 
-    Returns ``(sample, node, value)`` for every record (compiled node ids), by
-    sample, and within a sample from the most specific record to the least.
+    Every record holds at least the largest class probability ``p_max`` (the
+    classes are the nodes with fewest classes), and a node below ``p_max`` never
+    blocks one above it; so only the few **candidates** ``P(v) >= p_max`` (the
+    ancestors of the most probable class, mostly) are examined: one comparison
+    pass over the chunk, then, per sample and in the fixed order (classes
+    ascending, depth descending, target id ascending), a running maximum (the
+    first condition) and a maximum within equal class counts (the second).
+
+    Parameters
+    ----------
+    P : Tensor (N, B)
+    s : the rule tensors of the tree
+    p_max : Tensor (B,)
+        The largest class probability of each sample.
+
+    Returns ``(sample, node, value)`` for every record (compiled node ids, ``value``
+    = ``min(P, 1)``), by sample, and within a sample from the most specific record to the least.
     """
-    if len(s.sigma_np) == 0:
-        e = torch.zeros(0, dtype=torch.int64, device=P.device)
-        return e, e, P.new_zeros(0)
-    from taxosmooth._tree_index import segment_reduce0
-
-    Ps = P.clamp(max=1.0).index_select(0, s.sigma)  # (M, B)
-    gmax = segment_reduce0(Ps, "max", s.group_starts_np, s.group_lengths)  # (G, B)
-    above = torch.cummax(gmax, 0).values
-    before = torch.cat([torch.full_like(gmax[:1], -math.inf), above[:-1]], 0)
-    record = (gmax > before) & (gmax > 0)
-    expanded = gmax.repeat_interleave(s.group_lengths, dim=0)
-    pos = torch.arange(Ps.shape[0], device=P.device, dtype=torch.float64)[:, None].expand_as(Ps)
-    first = torch.where(Ps == expanded, pos, math.inf)
-    first = segment_reduce0(first.contiguous(), "min", s.group_starts_np, s.group_lengths)  # (G, B)
-    sample, group = record.T.nonzero(as_tuple=True)  # by sample, groups ascending (most specific first)
-    node = s.sigma[first[group, sample].long()]
-    return sample, node, gmax[group, sample]
+    cand = P >= p_max.to(P.dtype)[None, :]
+    cand[0] = False  # the root: every sample's first answer, handled by the caller
+    node, sample = cand.nonzero(as_tuple=True)
+    if node.numel() == 0:
+        return sample, node, P.new_zeros(0)
+    value = take(P.reshape(-1), node * P.shape[1] + sample).clamp(max=1.0)
+    order = torch.sort(sample * P.shape[0] + take(s.spec_rank, node)).indices
+    node, sample, value = take(node, order), take(sample, order), take(value, order)
+    leaves = take(s.leaves, node)
+    # first condition: above every earlier candidate of the sample (fewer classes, or as many and first in order)
+    running = _segmented_max(value, sample)
+    before = torch.cat([value.new_full((1,), -math.inf), running[:-1]])
+    before = torch.where(torch.cat([sample.new_ones(1, dtype=torch.bool), sample[1:] != sample[:-1]]), -math.inf, before)
+    # second condition: at least every later candidate with as many classes
+    group = sample * (s.leaves.max() + 1) + leaves
+    later = _segmented_max(value, group, reverse=True)
+    record = (value > before) & (value >= later) & (value > 0)
+    keep = record.nonzero()[:, 0]
+    return take(sample, keep), take(node, keep), take(value, keep)
 
 
 # ---------------------------------------------------------------------- public
@@ -414,5 +441,5 @@ def predict_node(
             node = _crm(P, s, tree, opts["value"], opts["excess_cost"])
         else:
             node = _f_beta(p[a:b], P, s, tree, opts["beta"])
-        out[a:b] = s.node_target[node]
+        out[a:b] = take(s.node_target, node)
     return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from taxosmooth._tree_index import TreeIndex, tree_index
+from taxosmooth._tree_index import TreeIndex, take, tree_index
 from taxosmooth.distances import resolve_source
 
 __all__ = ["PairDistances", "lca_values", "LCA_FIELDS"]
@@ -88,10 +88,10 @@ class PairDistances:
         a, b = self.nodes(label, pred)
         u = self.tree.lca(a, b)
         if "node_value" in t:
-            d = t["node_value"][u].to(dtype)
+            d = take(t["node_value"], u).to(dtype)
         else:
             wd = self.tree.tensors(pred.device)["weighted_depth"]
-            d = (wd[a] + wd[b] - 2 * wd[u]).to(dtype)
+            d = (take(wd, a) + take(wd, b) - 2 * take(wd, u)).to(dtype)
         return torch.where(a == b, torch.zeros_like(d), d)
 
 

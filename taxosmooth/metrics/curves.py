@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from taxosmooth._tensor_checks import as_probabilities
+from taxosmooth._tree_index import take
 from taxosmooth.metrics._pairs import LCA_FIELDS, PairDistances, lca_values
 
 __all__ = ["OperatingCurve", "operating_curve", "pareto_front", "pareto_integrate", "AREAS"]
@@ -182,28 +183,29 @@ def _curve_steps(probs, target, pairs: PairDistances, from_logits: bool, coarse_
     s = _static(tree, p.device)
     samples, nodes, values = [], [], []
     for a, b in chunks(p.shape[0], tree.num_nodes, p.device):
-        sample, node, value = threshold_steps(tree.subtree_sum_t(p[a:b]).to(p.device), s)
+        sample, node, value = threshold_steps(tree.subtree_sum_t(p[a:b]).to(p.device), s, p[a:b].amax(1))
         samples.append(sample + a)
         nodes.append(node)
         values.append(value.to(torch.float64))
     sample, node, value = torch.cat(samples), torch.cat(nodes), torch.cat(values)
-    cur = stacked(v[sample], node)
+    cur = stacked(take(v, sample), node)
     # the previous answer of each step: the sample's next (less specific) record, or the root
     same = torch.zeros_like(sample, dtype=torch.bool)
     same[:-1] = sample[1:] == sample[:-1]
     nxt = torch.cat([cur[1:], cur.new_zeros(1, nf)], 0)
-    prev = torch.where(same[:, None], nxt, root[sample])
+    prev = torch.where(same[:, None], nxt, root.index_select(0, sample))
     return value, cur - prev, root.sum(0), p.shape[0]
 
 
 def _curve_from(values: torch.Tensor, deltas: torch.Tensor, root_sums: torch.Tensor, n: int) -> OperatingCurve:
     order = torch.sort(values, descending=True, stable=True).indices
-    v = values[order]
-    cums = torch.cumsum(deltas[order], 0)
+    v = values.index_select(0, order)
+    cums = torch.cumsum(deltas.index_select(0, order), 0)
     last = torch.ones_like(v, dtype=torch.bool)
     last[:-1] = v[1:] != v[:-1]
-    totals = torch.cat([root_sums[None, :].to(cums.dtype), root_sums[None, :].to(cums.dtype) + cums[last]], 0)
-    thresholds = torch.cat([v.new_ones(1), v[last]])
+    last = last.nonzero()[:, 0]
+    totals = torch.cat([root_sums[None, :].to(cums.dtype), root_sums[None, :].to(cums.dtype) + cums.index_select(0, last)], 0)
+    thresholds = torch.cat([v.new_ones(1), v.index_select(0, last)])
     means = totals / n if n else torch.full_like(totals, math.nan)
     return OperatingCurve(thresholds, {k: means[:, i] for i, k in enumerate(LCA_FIELDS)}, n)
 

@@ -61,6 +61,7 @@ from taxosmooth._tensor_checks import (
     check_scores,
     check_target,
 )
+from taxosmooth._tree_index import take
 from taxosmooth.metrics._pairs import LCA_FIELDS, PairDistances, lca_values
 
 __all__ = [
@@ -197,9 +198,9 @@ def _hprf_stats(pred, label, pairs) -> dict:
     dt = accumulate_dtype(pred.device)
     depth = tree.tensors(pred.device)["depth"]
     return {
-        "ancestors_common": depth[tree.lca(a, b)].sum(),
-        "ancestors_pred": depth[b].sum(),
-        "ancestors_true": depth[a].sum(),
+        "ancestors_common": take(depth, tree.lca(a, b)).sum(),
+        "ancestors_pred": take(depth, b).sum(),
+        "ancestors_true": take(depth, a).sum(),
         "sample_precision": values["depth_precision"].to(dt).sum(),
         "sample_recall": values["depth_recall"].to(dt).sum(),
         "sample_f1": values["depth_f1"].to(dt).sum(),
@@ -219,7 +220,7 @@ def _extended_ancestor(tree, nodes: torch.Tensor, depth: int) -> torch.Tensor:
     shallower than ``depth`` (it says nothing at that depth)."""
     t = tree.tensors(nodes.device)
     anc = tree.ancestor_at_depth(nodes, depth)
-    return torch.where((anc < 0) & t["is_leaf"][nodes], nodes, anc)
+    return torch.where((anc < 0) & take(t["is_leaf"], nodes), nodes, anc)
 
 
 def _depth_stats(pred, label, pairs, depth: int) -> dict:
@@ -243,9 +244,9 @@ def _check_levels(level_preds, pairs: PairDistances, name: str = "preds") -> tor
     ids = check_node_ids(level_preds, level_preds.shape[0], pairs.num_nodes, name, shape=tuple(level_preds.shape))
     t = tree.tensors(ids.device)
     nodes = tree.node_of(ids)
-    depth = t["depth"][nodes]
+    depth = take(t["depth"], nodes)
     level = torch.arange(1, ids.shape[1] + 1, device=ids.device)
-    ok = (depth == level) | (t["is_leaf"][nodes] & (depth < level))
+    ok = (depth == level) | (take(t["is_leaf"], nodes) & (depth < level))
     if not ok.all():
         i, j = (int(x) for x in (~ok).nonzero()[0])
         raise ValueError(
