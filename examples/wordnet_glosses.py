@@ -22,7 +22,9 @@ does it cost in top-1 error? The data ship with WordNet:
   rows of a batch's words are touched), Adam for the output layer. The same
   hyper-parameters for every method (nothing tuned per method).
 * **Methods.** Cross entropy; cross entropy + CRM at test time (the same
-  models, decided by expected cost; Karthik et al., ICLR 2021); hierarchical
+  models, decided by expected cost; Karthik et al., ICLR 2021), with and
+  without temperature scaling (Guo et al., ICML 2017; the temperature of each
+  half of the test split fitted on the other half); hierarchical
   soft labels for several beta; HXE for several alpha; tree-Wasserstein (plus
   cross entropy); expected cost (plus cross entropy).
 * **Metrics** on a fixed 20 % test split: top-1 error, mistake severity (mean
@@ -177,6 +179,7 @@ def methods(tax, betas, alphas, extra: bool):
     out = {
         "cross entropy": (ce, "argmax", "cross entropy", None),
         "cross entropy + CRM": (ce, "crm", "CRM", None),
+        "cross entropy + calibrated CRM": (ce, "crm_calibrated", "calibrated CRM", None),
     }
     for b in betas:
         out[f"soft labels β={b:g}"] = (lambda b=b: ts.HierarchicalSoftLabelLoss(tax, beta=b), "argmax", "soft labels", b)
@@ -214,6 +217,24 @@ def train(bow, y, train_idx, num_classes, criterion, seed, epochs, batch_size, l
             adam.step()
     model.eval()
     return model
+
+
+def calibrated(logits, y) -> tuple[torch.Tensor, dict]:
+    """Temperature-scaled logits by two-fold cross-fitting on the test split (Guo et al., ICML 2017).
+
+    Each half is divided by the temperature fitted on the other half, so no sample is calibrated with its own
+    label and the trained models stay the same as for the other decisions.
+    """
+    from taxosmooth.calibration import fit_temperature
+
+    half = torch.arange(len(y)) % 2 == 0
+    out = logits.clone()
+    temps = []
+    for fit, apply in ((half, ~half), (~half, half)):
+        t = fit_temperature(logits[fit], y[fit])
+        out[apply] = logits[apply] / t
+        temps.append(t)
+    return out, {"temperature": float(np.mean(temps))}
 
 
 def evaluate(scores, y, tax) -> dict:
@@ -258,7 +279,8 @@ def plot(results: dict, path: Path, title: str) -> None:
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     axes = fig.subplots(1, 2)
     style = {
-        "cross entropy": ("k", "o"), "CRM": ("tab:purple", "D"), "soft labels": ("tab:blue", "s"),
+        "cross entropy": ("k", "o"), "CRM": ("tab:purple", "D"), "calibrated CRM": ("tab:pink", "d"),
+        "soft labels": ("tab:blue", "s"),
         "HXE": ("tab:orange", "^"), "tree-Wasserstein": ("tab:green", "v"), "expected cost": ("tab:red", "P"),
     }
     for ax, metric, label in zip(axes, ("mistake_severity", "hdist@5"), ("mistake severity", "average hierarchical distance @5")):
@@ -358,7 +380,7 @@ def main(argv=None) -> int:
     for name, (factory, decision, family, param) in setup.items():
         runs = []
         for seed in range(args.seeds):
-            key = ("cross entropy" if decision == "crm" else name, seed)
+            key = ("cross entropy" if decision.startswith("crm") else name, seed)
             t0 = time.perf_counter()
             if key not in trained:
                 trained[key] = train(bow, y, train_idx, tax.num_classes, factory(), seed, args.epochs, args.batch_size,
@@ -366,8 +388,15 @@ def main(argv=None) -> int:
             model = trained[key]
             with torch.no_grad():
                 logits = model(*test_batch)
-            scores = logits if decision == "argmax" else -ts.conditional_risk(logits, tax, from_logits=True)
-            runs.append({"seed": seed, **evaluate(scores, y_test, tax), "seconds": time.perf_counter() - t0})
+            extra = {}
+            if decision == "argmax":
+                scores = logits
+            elif decision == "crm":
+                scores = -ts.conditional_risk(logits, tax, from_logits=True)
+            else:
+                logits, extra = calibrated(logits, y_test)
+                scores = -ts.conditional_risk(logits, tax, from_logits=True)
+            runs.append({"seed": seed, **evaluate(scores, y_test, tax), **extra, "seconds": time.perf_counter() - t0})
         results[name] = {"family": family, "param": param, "decision": decision, "runs": runs, "summary": summarise(runs)}
         s = results[name]["summary"]
         print(f"  {name:<24} top-1 error {100 * s['top1_error']['mean']:5.1f}%  severity {s['mistake_severity']['mean']:.3f}  "

@@ -50,8 +50,7 @@ def _first(mask: torch.Tensor) -> tuple:
     return tuple(int(i) for i in mask.nonzero()[0])
 
 
-def check_scores(scores, name: str = "scores", num_classes: int | None = None) -> torch.Tensor:
-    """A 2-D ``(N, C)`` floating tensor without NaN (``±inf`` is allowed: masked logits)."""
+def _check_shape(scores, name: str, num_classes: int | None) -> torch.Tensor:
     scores = as_float_tensor(scores, name)
     if scores.ndim != 2:
         raise ValueError(f"{name} must have shape (N, C), got shape {tuple(scores.shape)}")
@@ -61,21 +60,35 @@ def check_scores(scores, name: str = "scores", num_classes: int | None = None) -
         raise ValueError(
             f"{name} has {scores.shape[1]} columns but there are {num_classes} classes (in the taxonomy, costs or distances)"
         )
+    return scores
+
+
+def _raise_nan(scores, name: str) -> None:
     nan = torch.isnan(scores)
     if nan.any():
         raise ValueError(f"{name}{list(_first(nan))} is NaN")
+
+
+def check_scores(scores, name: str = "scores", num_classes: int | None = None) -> torch.Tensor:
+    """A 2-D ``(N, C)`` floating tensor without NaN (``±inf`` is allowed: masked logits)."""
+    scores = _check_shape(scores, name, num_classes)
+    _raise_nan(scores, name)
     return scores
 
 
 def check_probabilities(probs, name: str = "probs", num_classes: int | None = None) -> torch.Tensor:
     """Rows of probabilities: entries in [0, 1] that sum to 1 (to 1e-3; 1e-2 in half precision)."""
-    probs = check_scores(probs, name, num_classes)
-    bad = (probs < 0) | (probs > 1)
-    if bad.any():
-        i, j = _first(bad)
-        raise ValueError(
-            f"{name}[{i}, {j}] = {float(probs[i, j])} is not a probability; pass from_logits=True for logits"
-        )
+    probs = _check_shape(probs, name, num_classes)
+    if probs.numel():
+        low, high = torch.aminmax(probs)  # one pass; NaN propagates into both
+        if torch.isnan(low) or torch.isnan(high):
+            _raise_nan(probs, name)
+        if low < 0 or high > 1:
+            bad = (probs < 0) | (probs > 1)
+            i, j = _first(bad)
+            raise ValueError(
+                f"{name}[{i}, {j}] = {float(probs[i, j])} is not a probability; pass from_logits=True for logits"
+            )
     if probs.shape[0]:
         tol = 1e-2 if probs.dtype in (torch.float16, torch.bfloat16) else 1e-3
         sums = probs.sum(dim=1, dtype=compute_dtype(probs.dtype))
