@@ -262,14 +262,6 @@ def use_host(x: torch.Tensor) -> bool:
             and not is_symbolic(x))
 
 
-def segment_reduce0(x: torch.Tensor, op: str, starts_np: np.ndarray, lengths: torch.Tensor) -> torch.Tensor:
-    """Reduce consecutive row segments of ``x`` ``(M, B)`` with ``op`` (``"max"``, ``"min"``, ``"sum"``)."""
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not x.requires_grad:
-        ufunc = {"max": np.maximum, "min": np.minimum, "sum": np.add}[op]
-        return torch.from_numpy(ufunc.reduceat(x.numpy(), starts_np, axis=0)) if x.shape[1] else x[: len(starts_np)]
-    return torch.segment_reduce(x, op, lengths=lengths.to(x.device), axis=0)
-
-
 _INDEX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

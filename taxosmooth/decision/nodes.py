@@ -140,16 +140,6 @@ class _Static:
         self.deep_rank32 = self.deep_rank.to(torch.int32)
         self.leaves32 = self.leaves.to(torch.int32)
         self.spec_rank = torch.from_numpy(spec_rank).to(device)
-        # the prediction sequence of the threshold rule: non-root nodes by (leaves, depth desc, id), in groups of
-        # equal leaf count (see threshold_steps)
-        sigma = spec[spec != 0]
-        self.sigma_np = sigma
-        self.sigma = torch.from_numpy(sigma).to(device)
-        g_leaves = leaves[sigma]
-        starts = np.flatnonzero(np.concatenate([[True], g_leaves[1:] != g_leaves[:-1]])) if len(sigma) else np.zeros(0, np.int64)
-        self.group_starts_np = starts.astype(np.int64)
-        lengths = np.diff(np.concatenate([starts, [len(sigma)]])).astype(np.int64)
-        self.group_lengths = torch.from_numpy(lengths).to(device)
         # class depths for f_beta
         cdepth = depth[np.asarray(tree.class_node_np)]
         self.class_depths = sorted(set(int(d) for d in cdepth))
