@@ -190,6 +190,8 @@ def main(argv=None) -> int:
                     help="torch CPU threads (default 1: CPU time is then robust to other load; with more, wall time)")
     ap.add_argument("--shuffle-classes", action="store_true", help="class order differs from the DFS leaf order")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--target-kinds", action="store_true",
+                    help="also time every loss on probability (Mixup) rows, smoothed and coarse targets")
     ap.add_argument("--breakdown", action="store_true",
                     help="also time the two structured kernels (ring segment sum, ring expansion) alone")
     args = ap.parse_args(argv)
@@ -200,7 +202,7 @@ def main(argv=None) -> int:
           f"rounds of {args.block} consecutive calls per method; cold: median over {args.rounds} rounds of "
           f"one call per method ({'process CPU time' if not dev.startswith('cuda') and args.threads == 1 else 'wall time'})"
           + (", shuffled class order" if args.shuffle_classes else ""))
-    speed_rows, mem_rows = [], []
+    speed_rows, mem_rows, kind_rows = [], [], []
     for C in args.classes:
         tax = synthetic_taxonomy(C, args.depth, shuffle_classes=args.shuffle_classes)
         g = torch.Generator().manual_seed(0)
@@ -231,6 +233,8 @@ def main(argv=None) -> int:
                 b = base[k][0]
                 row["vs baseline"] = (f"{steady[b] / s:.1f}× (cold {cold[b] / c:.1f}×) faster than {base[k][1]}")
             speed_rows.append(row)
+        if args.target_kinds:
+            kind_rows += target_kind_rows(tax, logits, target, losses, dense_soft, args, dev, C)
         if args.breakdown:
             tree = losses["HXELoss"].tree
             values = np.random.default_rng(0).random((args.batch, 2 * tree.num_rings - 1)).astype(np.float32)
@@ -258,9 +262,60 @@ def main(argv=None) -> int:
                          "bytes / node": f"{dense_soft.matrix.numel() * 4 / tax.num_nodes:.0f}"})
     print()
     print(render(speed_rows, args.markdown))
+    if kind_rows:
+        print()
+        print(render(kind_rows, args.markdown))
     print()
     print(render(mem_rows, args.markdown))
     return 0
+
+
+def target_kind_rows(tax, logits, target, losses, dense_soft, args, dev, C):
+    """Each loss on four kinds of target, timed side by side (steady): classes, Mixup rows (two classes
+    per row, as timm's Mixup makes them), label smoothing 0.1, and coarse labels (every target one
+    level up); the dense baseline of probability targets is F.cross_entropy(z, p @ Q)."""
+    B = args.batch
+    g = torch.Generator().manual_seed(1)
+    lam = torch.rand(B, 1, generator=g)
+    partner = target[torch.randperm(B, generator=g)]
+    mixed = torch.zeros(B, C)
+    mixed.scatter_(1, target.cpu()[:, None], lam)
+    mixed.scatter_add_(1, partner.cpu()[:, None], 1 - lam)
+    mixed = mixed.to(dev)
+    coarse = torch.from_numpy(tax.encode([tax.parent(tax.classes[int(t)]) for t in target.cpu()])).to(dev)
+    smoothed = {k: type(m)(**_options(tax, m, label_smoothing=0.1)).to(dev) for k, m in losses.items()}
+    coarse_mods = {k: type(m)(**_options(tax, m, coarse_labels=True)).to(dev) for k, m in losses.items()}
+    q = dense_soft.matrix
+    methods = {"F.cross_entropy (classes)": lambda z, t: F.cross_entropy(z, target),
+               "F.cross_entropy (probabilities, dense p @ Q)": lambda z, t: F.cross_entropy(z, mixed @ q)}
+    skipped = []
+    for k, m in losses.items():
+        methods[f"{k} (classes)"] = lambda z, t, m=m: m(z, target)
+        methods[f"{k} (probabilities)"] = lambda z, t, m=m: m(z, mixed)
+        if k == "PairwiseCostLoss" and C > 2000:  # its uniform part is every pair of classes: O(B·C²)
+            skipped.append(f"{k} (label smoothing)")
+        else:
+            methods[f"{k} (label smoothing)"] = lambda z, t, m=smoothed[k]: m(z, target)
+        methods[f"{k} (coarse labels)"] = lambda z, t, m=coarse_mods[k]: m(z, coarse)
+    steady = time_methods(methods, logits, target, max(2, args.rounds // 5), dev, block=args.block)
+    rows = [{"C": C, "loss (target)": k, "ms": "not timed", "× CE": "O(B·C²)", "× classes": ""} for k in skipped]
+    for k, s in steady.items():
+        base = k.rsplit(" (", 1)[0]
+        classes = steady.get(f"{base} (classes)", steady["F.cross_entropy (classes)"])
+        rows.append({"C": C, "loss (target)": k, "ms": fmt_ms(s), "× CE": f"{s / steady['F.cross_entropy (classes)']:.2f}",
+                     "× classes": f"{s / classes:.2f}"})
+    return rows
+
+
+def _options(tax, mod, **extra):
+    """Constructor arguments that rebuild ``mod`` with ``extra`` options (the benchmark's own losses)."""
+    kind = type(mod).__name__
+    base = {"HierarchicalSoftLabelLoss": lambda: dict(taxonomy=tax, beta=mod.beta),
+            "HXELoss": lambda: dict(taxonomy=tax, alpha=mod.alpha),
+            "ExpectedCostLoss": lambda: dict(source=tax),
+            "TreeWassersteinLoss": lambda: dict(taxonomy=tax, ce_weight=mod.ce_weight),
+            "PairwiseCostLoss": lambda: dict(source=tax)}[kind]()
+    return base | extra
 
 
 if __name__ == "__main__":

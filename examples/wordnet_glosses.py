@@ -21,12 +21,21 @@ does it cost in top-1 error? The data ship with WordNet:
   linear layer to the K classes. Sparse SGD for the embedding table (only the
   rows of a batch's words are touched), Adam for the output layer. The same
   hyper-parameters for every method (nothing tuned per method).
-* **Methods.** Cross entropy; cross entropy + CRM at test time (the same
-  models, decided by expected cost; Karthik et al., ICLR 2021), with and
-  without temperature scaling (Guo et al., ICML 2017; the temperature of each
-  half of the test split fitted on the other half); hierarchical
+* **Methods.** Losses on the flat linear layer: cross entropy; hierarchical
   soft labels for several beta; HXE for several alpha; tree-Wasserstein (plus
-  cross entropy); expected cost (plus cross entropy).
+  cross entropy); expected cost (plus cross entropy). Heads that replace the
+  linear layer (``taxosmooth.heads``): hierarchical softmax; per-level heads
+  (one linear head per depth, the sum of per-level cross entropies); class
+  embeddings (Barz & Denzler, WACV 2019: cosine loss + 0.1 cross entropy,
+  classified by the nearest class vector); HAFrame (Liang & Davis, ICCV 2023:
+  a fixed frame with gamma 3 and cosine weight 0.5, their tieredImageNet-H
+  setting). Each also decided by CRM at test time (the same models, decided
+  by expected cost; Karthik et al., ICLR 2021), from the softmax of its
+  logits (for the embeddings, of their cross-entropy branch); cross entropy
+  also by CRM on temperature-scaled probabilities (Guo et al., ICML 2017; each
+  half of the test split divided by the temperature fitted on the other half).
+  ``--methods`` picks some (names or families, shell-style patterns);
+  ``--list-methods`` lists them.
 * **Metrics** on a fixed 20 % test split: top-1 error, mistake severity (mean
   distance of the wrong top-1 predictions), average hierarchical distance @1
   and @5, as mean ± std over the seeds.
@@ -39,6 +48,7 @@ Run::
 
     python examples/wordnet_glosses.py                 # the full run (a few minutes)
     python examples/wordnet_glosses.py --quick         # a smoke run (seconds of training)
+    python examples/wordnet_glosses.py --methods "cross entropy*" "HAFrame*"   # some methods only
 
 Needs WordNet data (see the WordNet guide: ``nltk.download("wordnet")`` or the
 Debian/Ubuntu packages ``wordnet-base wordnet-sense-index``) and, for the plot,
@@ -49,12 +59,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import fnmatch
 import json
 import math
 import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +74,8 @@ import torch
 from torch import nn
 
 import taxosmooth as ts
+from taxosmooth.embeddings import class_embeddings, haframe_weights
+from taxosmooth.heads import EmbeddingHead, FixedClassifier, HierarchicalSoftmax, LevelwiseHead
 from taxosmooth.metrics import hierarchical_distance_at_k, mistake_severity, topk_error
 from taxosmooth.wordnet import load_wordnet, wordnet_source
 
@@ -162,40 +176,121 @@ class BagOfWords:
 
 
 class GlossClassifier(nn.Module):
-    def __init__(self, vocab_size: int, num_classes: int, hidden: int = 128, dropout: float = 0.3):
+    """Bag of words -> 128-d embedding -> ReLU, dropout -> the method's head (built after the embedding, so that
+    every method starts from the same embedding table for a seed)."""
+
+    def __init__(self, vocab_size: int, make_head: Callable[[int], nn.Module], hidden: int = 128, dropout: float = 0.3):
         super().__init__()
         self.embed = nn.EmbeddingBag(vocab_size, hidden, mode="sum", sparse=True)
         nn.init.normal_(self.embed.weight, 0.0, 0.1)
-        self.head = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+        self.trunk = nn.Sequential(nn.ReLU(), nn.Dropout(dropout))
+        self.head = make_head(hidden)
 
-    def forward(self, ids, offsets, weights):
-        return self.head(self.embed(ids, offsets, per_sample_weights=weights))
+    def features(self, ids, offsets, weights):
+        return self.trunk(self.embed(ids, offsets, per_sample_weights=weights))
 
 
 # ---------------------------------------------------------------------- methods
-def methods(tax, betas, alphas, extra: bool):
-    """name -> (loss factory, decision rule, family, parameter)."""
-    ce = lambda: nn.CrossEntropyLoss()  # noqa: E731
-    out = {
-        "cross entropy": (ce, "argmax", "cross entropy", None),
-        "cross entropy + CRM": (ce, "crm", "CRM", None),
-        "cross entropy + calibrated CRM": (ce, "crm_calibrated", "calibrated CRM", None),
-    }
+EMBEDDING_CE_WEIGHT = 0.1  # Barz & Denzler's weight of the cross-entropy term
+HAFRAME_GAMMA, HAFRAME_COSINE_WEIGHT = 3.0, 0.5  # Liang & Davis's tieredImageNet-H (WordNet) setting
+
+
+class Method:
+    """How one method trains and decides.
+
+    ``make_head(hidden)`` builds the head; ``loss(head, features, target)``;
+    ``scores(head, features)``: the ``(N, C)`` scores an argmax decides on;
+    ``logits(head, features)``: those whose softmax CRM uses; ``train_key``: the
+    method whose trained models this one reuses (a CRM row).
+    """
+
+    def __init__(self, family: str, param: float | None, make_head: Callable[[int], nn.Module], loss: Callable,
+                 scores: Callable, logits: Callable, decision: str = "argmax", train_key: str | None = None):
+        self.family, self.param, self.make_head, self.loss = family, param, make_head, loss
+        self.scores, self.logits, self.decision, self.train_key = scores, logits, decision, train_key
+
+
+def lazy(factory: Callable) -> Callable:
+    """``factory()`` on the first call, the same object after (so that listing the methods builds nothing)."""
+    made: list = []
+
+    def get():
+        if not made:
+            made.append(factory())
+        return made[0]
+
+    return get
+
+
+def loss_on_logits(make_criterion: Callable) -> Callable:
+    criterion = lazy(make_criterion)
+    return lambda head, f, y: criterion()(head(f), y)
+
+
+def head_loss(head, f, y):
+    return head.loss(f, y)
+
+
+def head_output(head, f):
+    return head(f)
+
+
+def methods(tax, betas, alphas, extra: bool) -> dict[str, Method]:
+    """name -> Method; every method also comes decided by CRM (name + " + CRM"). ``tax`` is only used in training."""
+    flat = dict(make_head=lambda hidden: nn.Linear(hidden, tax.num_classes), scores=head_output, logits=head_output)
+    base = {"cross entropy": Method("cross entropy", None, loss=loss_on_logits(nn.CrossEntropyLoss), **flat)}
     for b in betas:
-        out[f"soft labels β={b:g}"] = (lambda b=b: ts.HierarchicalSoftLabelLoss(tax, beta=b), "argmax", "soft labels", b)
+        base[f"soft labels β={b:g}"] = Method(
+            "soft labels", b, loss=loss_on_logits(lambda b=b: ts.HierarchicalSoftLabelLoss(tax, beta=b)), **flat)
     for a in alphas:
-        out[f"HXE α={a:g}"] = (lambda a=a: ts.HXELoss(tax, alpha=a), "argmax", "HXE", a)
+        base[f"HXE α={a:g}"] = Method("HXE", a, loss=loss_on_logits(lambda a=a: ts.HXELoss(tax, alpha=a)), **flat)
     if extra:
-        out["tree-Wasserstein + CE"] = (lambda: ts.TreeWassersteinLoss(tax, ce_weight=1.0), "argmax", "tree-Wasserstein", None)
-        out["expected cost + CE"] = (
-            lambda: ts.ExpectedCostLoss(tax, ce_weight=1.0, transform="normalize"), "argmax", "expected cost", None,
-        )
+        base["tree-Wasserstein + CE"] = Method(
+            "tree-Wasserstein", None, loss=loss_on_logits(lambda: ts.TreeWassersteinLoss(tax, ce_weight=1.0)), **flat)
+        base["expected cost + CE"] = Method(
+            "expected cost", None,
+            loss=loss_on_logits(lambda: ts.ExpectedCostLoss(tax, ce_weight=1.0, transform="normalize")), **flat)
+    base["hierarchical softmax"] = Method(
+        "hierarchical softmax", None, make_head=lambda hidden: HierarchicalSoftmax(hidden, tax), loss=head_loss,
+        scores=head_output, logits=head_output)
+    base["per-level heads"] = Method(
+        "per-level heads", None, make_head=lambda hidden: LevelwiseHead(hidden, tax), loss=head_loss,
+        scores=head_output, logits=head_output)
+    phi = lazy(lambda: class_embeddings(tax, dtype=torch.float32))
+    base["embeddings"] = Method(
+        "embeddings", None, make_head=lambda hidden: EmbeddingHead(hidden, phi(), ce_weight=EMBEDDING_CE_WEIGHT),
+        loss=head_loss, scores=head_output, logits=lambda head, f: head.classifier_logits(f))
+    frame = lazy(lambda: haframe_weights(tax, gamma=HAFRAME_GAMMA))
+    base["HAFrame"] = Method(
+        "HAFrame", None,
+        make_head=lambda hidden: FixedClassifier(hidden, frame(), cosine_weight=HAFRAME_COSINE_WEIGHT),
+        loss=head_loss, scores=head_output, logits=head_output)
+    out = {}
+    for name, m in base.items():
+        out[name] = m
+        out[name + " + CRM"] = Method(m.family, m.param, m.make_head, m.loss, m.scores, m.logits, decision="crm",
+                                      train_key=name)
+        if name == "cross entropy":  # CRM on temperature-scaled probabilities (Guo et al., ICML 2017)
+            out[name + " + calibrated CRM"] = Method("calibrated CRM", None, m.make_head, m.loss, m.scores, m.logits,
+                                                     decision="crm_calibrated", train_key=name)
     return out
 
 
-def train(bow, y, train_idx, num_classes, criterion, seed, epochs, batch_size, lr_embed, lr_head):
+def select(setup: dict, patterns: list[str] | None) -> dict:
+    """The methods whose name or family matches one of the shell-style patterns (case-insensitive)."""
+    if not patterns:
+        return setup
+    keep = {n: m for n, m in setup.items()
+            if any(fnmatch.fnmatch(n.lower(), p.lower()) or fnmatch.fnmatch(m.family.lower(), p.lower())
+                   for p in patterns)}
+    if not keep:
+        raise SystemExit(f"--methods {' '.join(patterns)} matches none of: {', '.join(setup)}")
+    return keep
+
+
+def train(bow, y, train_idx, method: Method, seed, epochs, batch_size, lr_embed, lr_head):
     torch.manual_seed(seed)
-    model = GlossClassifier(bow.vocab_size, num_classes)
+    model = GlossClassifier(bow.vocab_size, method.make_head)
     sgd = torch.optim.SGD(model.embed.parameters(), lr=lr_embed)
     adam = torch.optim.Adam(model.head.parameters(), lr=lr_head)
     gen = torch.Generator().manual_seed(seed)
@@ -209,7 +304,7 @@ def train(bow, y, train_idx, num_classes, criterion, seed, epochs, batch_size, l
             for group in sgd.param_groups:  # linear decay, as fastText does for sparse SGD
                 group["lr"] = lr_embed * (1.0 - step / steps)
             step += 1
-            loss = criterion(model(*bow.batch(b)), y[b])
+            loss = method.loss(model.head, model.features(*bow.batch(b)), y[b])
             sgd.zero_grad()
             adam.zero_grad()
             loss.backward()
@@ -223,7 +318,7 @@ def calibrated(logits, y) -> tuple[torch.Tensor, dict]:
     """Temperature-scaled logits by two-fold cross-fitting on the test split (Guo et al., ICML 2017).
 
     Each half is divided by the temperature fitted on the other half, so no sample is calibrated with its own
-    label and the trained models stay the same as for the other decisions.
+    label, and the trained models stay those of the other decisions.
     """
     from taxosmooth.calibration import fit_temperature
 
@@ -279,23 +374,28 @@ def plot(results: dict, path: Path, title: str) -> None:
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     axes = fig.subplots(1, 2)
     style = {
-        "cross entropy": ("k", "o"), "CRM": ("tab:purple", "D"), "calibrated CRM": ("tab:pink", "d"),
+        "cross entropy": ("k", "o"), "CRM": ("tab:purple", "D"), "calibrated CRM": ("tab:gray", "d"),
         "soft labels": ("tab:blue", "s"),
         "HXE": ("tab:orange", "^"), "tree-Wasserstein": ("tab:green", "v"), "expected cost": ("tab:red", "P"),
+        "hierarchical softmax": ("tab:brown", "X"), "per-level heads": ("tab:pink", "h"),
+        "embeddings": ("tab:olive", "*"), "HAFrame": ("tab:cyan", "d"),
     }
     for ax, metric, label in zip(axes, ("mistake_severity", "hdist@5"), ("mistake severity", "average hierarchical distance @5")):
         families = collections.defaultdict(list)
         for name, r in results.items():
-            families[r["family"]].append((r["param"], r["summary"]))
-        for family, pts in families.items():
+            families[(r["family"], r.get("decision", "argmax"))].append((r["param"], r["summary"]))
+        for (family, decision), pts in families.items():
             color, marker = style.get(family, ("gray", "o"))
+            crm = decision == "crm"
+            label = f"{family} + CRM" if crm and family != "CRM" else family
             pts.sort(key=lambda p: (p[0] is None, p[0]))
             x = [100 * s["top1_error"]["mean"] for _, s in pts]
             xe = [100 * s["top1_error"]["std"] for _, s in pts]
             yv = [s[metric]["mean"] for _, s in pts]
             ye = [s[metric]["std"] for _, s in pts]
-            ax.errorbar(x, yv, xerr=xe, yerr=ye, color=color, marker=marker, linestyle="-" if len(pts) > 1 else "none",
-                        capsize=2, label=family, markersize=6)
+            ax.errorbar(x, yv, xerr=xe, yerr=ye, color=color, marker=marker,
+                        linestyle=(":" if crm else "-") if len(pts) > 1 else "none", capsize=2, label=label,
+                        markersize=6, markerfacecolor="white" if crm else color)
             for (param, _), xi, yi in zip(pts, x, yv):
                 if param is not None:
                     sym = "β" if family == "soft labels" else "α"
@@ -304,7 +404,7 @@ def plot(results: dict, path: Path, title: str) -> None:
         ax.set_xlabel("top-1 error (%)")
         ax.set_ylabel(label + " (lower is better)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7, ncol=2)
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110)
 
@@ -322,6 +422,10 @@ def parse_args(argv=None):
     p.add_argument("--betas", type=float, nargs="+", default=[4.0, 10.0, 30.0])
     p.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.2, 0.4])
     p.add_argument("--no-extra", action="store_true", help="skip tree-Wasserstein and expected cost")
+    p.add_argument("--methods", nargs="+", metavar="PATTERN",
+                   help="run only the methods whose name or family matches a pattern (shell-style, case-insensitive), "
+                        "e.g. 'cross entropy*' HAFrame 'soft labels*'; the CRM rows reuse their method's models")
+    p.add_argument("--list-methods", action="store_true", help="print the method names and families, then exit")
     p.add_argument("--min-size", type=int, default=100, help="fewest hyponyms of a class")
     p.add_argument("--max-size", type=int, default=1000, help="most hyponyms of a class")
     p.add_argument("--max-per-class", type=int, default=None, help="cap the samples of each class")
@@ -340,6 +444,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.list_methods:
+        for name, m in select(methods(None, args.betas, args.alphas, not args.no_extra), args.methods).items():
+            print(f"{name}\t(family: {m.family}, decision: {m.decision})")
+        return 0
     torch.set_num_threads(args.threads)
     t_start, cpu_start = time.perf_counter(), time.process_time()
 
@@ -374,32 +482,33 @@ def main(argv=None) -> int:
     )
     t_data = time.perf_counter() - t_start
 
-    setup = methods(tax, args.betas, args.alphas, extra=not args.no_extra)
-    trained: dict = {}  # the CE models are decided twice (argmax, CRM): train them once
+    setup = select(methods(tax, args.betas, args.alphas, extra=not args.no_extra), args.methods)
+    trained: dict = {}  # a method and its CRM row share the trained models: train them once
     results: dict = {}
-    for name, (factory, decision, family, param) in setup.items():
+    for name, m in setup.items():
         runs = []
         for seed in range(args.seeds):
-            key = ("cross entropy" if decision.startswith("crm") else name, seed)
+            key = (m.train_key or name, seed)
             t0 = time.perf_counter()
             if key not in trained:
-                trained[key] = train(bow, y, train_idx, tax.num_classes, factory(), seed, args.epochs, args.batch_size,
-                                     args.lr_embed, args.lr_head)
+                trained[key] = train(bow, y, train_idx, m, seed, args.epochs, args.batch_size, args.lr_embed, args.lr_head)
             model = trained[key]
             with torch.no_grad():
-                logits = model(*test_batch)
-            extra = {}
-            if decision == "argmax":
-                scores = logits
-            elif decision == "crm":
-                scores = -ts.conditional_risk(logits, tax, from_logits=True)
-            else:
-                logits, extra = calibrated(logits, y_test)
-                scores = -ts.conditional_risk(logits, tax, from_logits=True)
+                f = model.features(*test_batch)
+                extra = {}
+                if m.decision == "argmax":
+                    scores = m.scores(model.head, f)
+                elif m.decision == "crm":
+                    scores = -ts.conditional_risk(m.logits(model.head, f), tax, from_logits=True)
+                else:
+                    logits, extra = calibrated(m.logits(model.head, f), y_test)
+                    scores = -ts.conditional_risk(logits, tax, from_logits=True)
             runs.append({"seed": seed, **evaluate(scores, y_test, tax), **extra, "seconds": time.perf_counter() - t0})
-        results[name] = {"family": family, "param": param, "decision": decision, "runs": runs, "summary": summarise(runs)}
+        family = "CRM" if name == "cross entropy + CRM" else m.family
+        results[name] = {"family": family, "param": m.param, "decision": m.decision, "runs": runs,
+                         "summary": summarise(runs)}
         s = results[name]["summary"]
-        print(f"  {name:<24} top-1 error {100 * s['top1_error']['mean']:5.1f}%  severity {s['mistake_severity']['mean']:.3f}  "
+        print(f"  {name:<28} top-1 error {100 * s['top1_error']['mean']:5.1f}%  severity {s['mistake_severity']['mean']:.3f}  "
               f"hdist@1 {s['hdist@1']['mean']:.3f}  hdist@5 {s['hdist@5']['mean']:.3f}", flush=True)
 
     wall, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
@@ -414,7 +523,8 @@ def main(argv=None) -> int:
         "features": bow.vocab_size, "taxonomy_nodes": tax.num_nodes, "epochs": args.epochs, "seeds": args.seeds,
         "batch_size": args.batch_size, "lr_embed": args.lr_embed, "lr_head": args.lr_head,
         "min_size": args.min_size, "max_size": args.max_size, "max_per_class": args.max_per_class,
-        "distance": "lca_height", "wall_seconds": wall, "cpu_seconds": cpu, "torch_threads": args.threads,
+        "distance": "lca_height", "methods": list(setup), "embedding_ce_weight": EMBEDDING_CE_WEIGHT,
+        "haframe_gamma": HAFRAME_GAMMA, "haframe_cosine_weight": HAFRAME_COSINE_WEIGHT, "wall_seconds": wall, "cpu_seconds": cpu, "torch_threads": args.threads,
         "torch": torch.__version__, "taxosmooth": ts.__version__,
     }
     (args.out / "results.json").write_text(json.dumps({"setting": setting, "results": results}, indent=1) + "\n")

@@ -8,12 +8,37 @@ import numpy as np
 import torch
 
 
+_NONE = object()
+
+
 def as_numpy(matrix, name: str = "matrix") -> np.ndarray:
+    """``matrix`` as a float64 array: real numbers only.
+
+    Refused, rather than converted: complex values (``float64`` would drop the
+    imaginary part), strings (``"0.5"`` is text, not a number), and objects
+    that are not real numbers.
+    """
     if isinstance(matrix, torch.Tensor):
-        matrix = matrix.detach().cpu().numpy()
+        if matrix.is_complex():
+            raise TypeError(f"{name} must be real, got a complex tensor ({matrix.dtype})")
+        matrix = matrix.detach().cpu()
+        matrix = matrix.numpy() if matrix.dtype != torch.bfloat16 else matrix.double().numpy()
     try:
-        arr = np.asarray(matrix, dtype=np.float64)
+        raw = np.asarray(matrix)
     except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a numeric array, got {type(matrix).__name__} ({exc})") from None
+    kind = raw.dtype.kind
+    if kind == "c":
+        raise TypeError(f"{name} must be real, got complex values ({raw.dtype}); pass the real part explicitly if that is meant")
+    if kind in "USV" or kind == "M" or kind == "m":
+        raise TypeError(f"{name} must be a numeric array, got {raw.dtype} values")
+    if kind == "O":
+        bad = next((x for x in raw.flat if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real)), _NONE)
+        if bad is not _NONE:
+            raise TypeError(f"{name} must hold real numbers, got {type(bad).__name__} {bad!r:.40}")
+    try:
+        arr = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise TypeError(f"{name} must be a numeric array, got {type(matrix).__name__} ({exc})") from None
     return arr
 

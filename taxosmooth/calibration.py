@@ -124,3 +124,7 @@ def fit_temperature(logits, target, *, tol: float = 1e-10, max_iter: int = 200) 
             break
         s = new
     return 1.0 / s
+
+
+def __dir__():
+    return list(__all__)

@@ -223,3 +223,7 @@ def node_costs(
         raise ValueError("transform(0) must be 0: a correct prediction costs nothing")
     return np.array(out)
 
+
+
+def __dir__():
+    return list(__all__)

@@ -274,3 +274,7 @@ def given_float_dtype(matrix):
     if isinstance(matrix, np.ndarray) and matrix.dtype in (np.float16, np.float32, np.float64):
         return torch.from_numpy(np.zeros(0, dtype=matrix.dtype)).dtype
     return None
+
+
+def __dir__():
+    return list(__all__)

@@ -116,3 +116,7 @@ def pairwise_cost_loss(input: torch.Tensor, target: torch.Tensor, source, distan
     mod = _module(PairwiseCostLoss, source, (distance, transform, float(power), coarse_labels), _device(input),
                   distance, transform, power, coarse_labels=coarse_labels)
     return _call(mod, input, target, weight, ignore_index, reduction, label_smoothing)
+
+
+def __dir__():
+    return list(__all__)

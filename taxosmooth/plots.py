@@ -22,9 +22,13 @@ Examples
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import numpy as np
 
 __all__ = [
+    "LabelWarning",
     "tree_order",
     "dendrogram_coordinates",
     "dendrogram_segments",
@@ -39,6 +43,61 @@ MAX_LABELS = 80
 MAX_ANNOTATED = 12
 #: larger matrices are drawn as averages of k x k blocks (a figure has fewer pixels than that)
 MAX_CELLS = 2000
+
+
+class LabelWarning(UserWarning):
+    """A class name (or title) was changed to be drawn: characters no installed font can draw.
+
+    Names are drawn as text, never as mathtext (a ``$`` is a dollar sign);
+    a character without a glyph in the fonts matplotlib would use is drawn as
+    its ``\\uXXXX`` escape, and this warning names the label.
+    """
+
+
+@functools.lru_cache(maxsize=8)
+def _glyphs(families: tuple, _generic: tuple = ()) -> frozenset:
+    """Code points that the fonts of ``families`` (matplotlib's fallback list) can draw."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    prop = font_manager.FontProperties(family=list(families))
+    try:  # the fallback list matplotlib itself draws with (>= 3.6)
+        paths = font_manager.fontManager._find_fonts_by_props(prop)
+    except AttributeError:  # pragma: no cover - older matplotlib
+        paths = [font_manager.findfont(prop)]
+    codes: set = set()
+    for path in paths:
+        codes.update(FT2Font(str(path)).get_charmap())
+    return frozenset(codes)
+
+
+def drawable_labels(texts, what: str = "class name") -> list[str]:
+    """``texts`` as matplotlib will draw them literally: ``$`` escaped, glyph-less characters as ``\\uXXXX``.
+
+    Warns once (:class:`LabelWarning`) naming the labels that were changed.
+    """
+    from matplotlib import rcParams
+
+    families = rcParams["font.family"]
+    families = (families,) if isinstance(families, str) else tuple(families)
+    # the generic families (sans-serif ...) resolve through their own lists: part of the cache key
+    generic = tuple(tuple(rcParams[f"font.{g}"]) for g in families if f"font.{g}" in rcParams)
+    glyphs = _glyphs(families, generic)
+    out, changed = [], []
+    for text in texts:
+        text = str(text)
+        shown = "".join(c if c == " " or ord(c) in glyphs else f"\\u{ord(c):04x}" for c in text)
+        if shown != text:
+            changed.append((text, shown))
+        # mathtext reads text between two '$' as math; an escaped '\\$' is drawn as '$'
+        out.append(shown.replace("$", "\\$"))
+    if changed:
+        shown = ", ".join(f"{a!r} as {b!r}" for a, b in changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        warnings.warn(
+            f"{len(changed)} {what}(s) have characters that the font ({', '.join(families)}) cannot draw; "
+            f"drawn as escapes: {shown}", LabelWarning, stacklevel=3,
+        )
+    return out
 
 
 def _require_matplotlib():
@@ -308,6 +367,10 @@ def plot_matrix(
         if len(names) != n:
             raise ValueError(f"{len(names)} class names for a {n}x{n} matrix")
     show_labels = names is not None and (n <= MAX_LABELS if labels == "auto" else bool(labels))
+    if show_labels:
+        names = drawable_labels(names)
+    if title:
+        title = drawable_labels([title], "title")[0]
     show_values = n <= MAX_ANNOTATED if annotate == "auto" else bool(annotate)
     if color_scale == "auto":
         positive = m[m > 0]

@@ -111,9 +111,8 @@ def _ring_layout(src: DistanceSource):
     """
     c = src.taxonomy.compiled
     path = node_paths(c)  # (N, K+1) node ids, target-id order, padded with -1
-    safe = np.maximum(path, 0)
+    safe = np.maximum(path, 0)  # padding repeats the root: its rings are empty
     size = (c.leaf_hi - c.leaf_lo)[safe].astype(np.float64)
-    size[path < 0] = 0.0
     ring = np.diff(size, axis=1, prepend=0.0)  # subtree(a_k) \ subtree(a_{k-1})
     d = src.node_table[safe].copy()
     d[:, 0] = 0.0
@@ -252,3 +251,7 @@ def beta_for_mass(
             break
     return 0.5 * (lo + hi)
 
+
+
+def __dir__():
+    return list(__all__)

@@ -196,25 +196,16 @@ class _HostTree:
     class_position: np.ndarray  # (C,)
     position_class: np.ndarray  # (C,)
     ring_nodes: np.ndarray  # (C, R) class order; padded with the root
+    ring_size: np.ndarray  # (C, R) classes per ring
+    ring_starts: np.ndarray  # (C, S) segment offsets in leaf order
+    ring_lengths: np.ndarray  # (C, S) segment lengths
+    class_layout: np.ndarray  # (C, 2R + 2S): nodes, sizes, starts, lengths side by side (one gather per batch)
     first_class: np.ndarray  # (N,) the class at the first leaf position of each node
     ring_shift: np.ndarray  # (N,) rings of first_class at or below the node (excluding ring 0)
     leaf_node: np.ndarray  # (C,) node id at each leaf position
     top: np.ndarray  # (N,) top(u): the highest node reached from u through single-child parents
     subtree_end: np.ndarray  # (N,) node ids of the subtree of u are [u, subtree_end[u])
     is_leaf: np.ndarray  # (N,) bool
-    # node passes, in leaf-order-aware level layout (see _LevelLayout)
-    levels: tuple
-
-
-@dataclass(frozen=True)
-class _Level:
-    """One step of a bottom-up pass: the internal nodes of depth ``d - 1`` combine their children at depth ``d``."""
-
-    parents: np.ndarray  # node ids of the internal nodes at depth d-1 (increasing)
-    children: np.ndarray  # node ids at depth d (increasing); the children of consecutive parents are consecutive
-    starts: np.ndarray  # offsets in ``children`` of each parent's first child (for reduceat)
-    counts: np.ndarray  # number of children of each parent
-    parent_of_child: np.ndarray  # index into ``parents`` of each child's parent
 
 
 def _top_of_chain(c: CompiledTree, n_children: np.ndarray) -> np.ndarray:
@@ -240,7 +231,7 @@ def _ring_nodes(c: CompiledTree, top: np.ndarray) -> np.ndarray:
         if not (cur >= 0).any():
             break
         rows.append(cur)
-        size = len(rows) * c.num_classes * 8
+        size = len(rows) * c.num_classes * 48  # ring nodes, sizes, segment starts and lengths, numpy and torch
         if size > TABLE_BYTES_LIMIT:
             raise MemoryError(
                 f"the ring table of this taxonomy would take more than {size / 1024**3:.1f} GiB "
@@ -252,15 +243,84 @@ def _ring_nodes(c: CompiledTree, top: np.ndarray) -> np.ndarray:
     return out
 
 
-def _levels(c: CompiledTree, n_children: np.ndarray) -> tuple:
-    out = []
-    for d in range(len(c.levels) - 1, 0, -1):
-        children = c.levels[d]
-        par_of = c.parent[children]
-        parents, first, counts = np.unique(par_of, return_index=True, return_counts=True)
-        out.append(_Level(parents=parents, children=children, starts=first, counts=counts,
-                          parent_of_child=np.repeat(np.arange(len(parents)), counts)))
-    return tuple(out)
+class NodeLayout:
+    """Node values in **level order** for the host kernels: nodes sorted by depth, then by id.
+
+    Every depth is then a contiguous block of columns, and the children of
+    consecutive nodes of one depth are consecutive in the next, so a bottom-up
+    step is one ``np.add.reduceat`` over a contiguous block and a top-down step
+    one gather from the block above: O(B × N) per pass with no scattered
+    columns. Arrays are ``(B, N)`` in this order; :meth:`table` puts a node
+    table (node-id order) in it.
+    """
+
+    def __init__(self, c: CompiledTree):
+        order = np.concatenate(c.levels)
+        pos = np.empty(c.num_nodes, dtype=np.int64)
+        pos[order] = np.arange(c.num_nodes)
+        self.order, self.pos = order, pos
+        self.offsets = np.concatenate([[0], np.cumsum([len(lv) for lv in c.levels])]).astype(np.int64)
+        self.leaf_pos = pos[c.leaf_node]  # (C,) level-order column of each leaf (leaf order)
+        off = self.offsets
+        self.leaves_are_last_block = bool(np.array_equal(self.leaf_pos, np.arange(off[-1] - len(c.leaf_node),
+                                                                                    off[-1])))
+        self.steps = []  # bottom-up, deepest first: (d, parent columns, reduceat starts)
+        self.parent_cols = []  # top-down: for depth d >= 1, the column (in level order) of each node's parent
+        for d in range(1, len(c.levels)):
+            children = c.levels[d]
+            par = c.parent[children]
+            parents, first = np.unique(par, return_index=True)
+            self.steps.append((d, pos[parents], first))
+            self.parent_cols.append(pos[par])
+        self.steps.reverse()
+        self.num_nodes = c.num_nodes
+
+    def table(self, node_table: np.ndarray) -> np.ndarray:
+        """A node-id-order table ``(N,)`` (or ``(B, N)``) in level order."""
+        return node_table[..., self.order]
+
+    def to_node_order(self, values: np.ndarray) -> np.ndarray:
+        return values[..., self.pos]
+
+    def _fill_leaves(self, out: np.ndarray, x_leaf: np.ndarray) -> None:
+        if self.leaves_are_last_block:
+            out[:, self.offsets[-1] - x_leaf.shape[1] :] = x_leaf
+        else:
+            out[:, self.leaf_pos] = x_leaf
+
+    def up(self, x_leaf: np.ndarray, reduce=np.add) -> np.ndarray:
+        """Subtree sums (or another ``reduce``: ``np.maximum``) of leaf-order values: ``(B, C)`` → ``(B, N)``."""
+        b = x_leaf.shape[0]
+        out = np.empty((b, self.num_nodes), dtype=x_leaf.dtype)
+        self._fill_leaves(out, x_leaf)
+        off = self.offsets
+        for d, parent_cols, starts in self.steps:
+            if len(parent_cols):
+                out[:, parent_cols] = reduce.reduceat(out[:, off[d] : off[d + 1]], starts, axis=1)
+        return out
+
+    def children_sum(self, values: np.ndarray) -> np.ndarray:
+        """For every node the sum of its children's values (0 at leaves), level order."""
+        out = np.zeros_like(values)
+        off = self.offsets
+        for d, parent_cols, starts in self.steps:
+            if len(parent_cols):
+                out[:, parent_cols] = np.add.reduceat(values[:, off[d] : off[d + 1]], starts, axis=1)
+        return out
+
+    def down(self, values: np.ndarray) -> np.ndarray:
+        """Sums over every node's ancestors, itself included (a fresh array), level order."""
+        out = values.copy()
+        off = self.offsets
+        for d, parent_cols in enumerate(self.parent_cols, start=1):
+            out[:, off[d] : off[d + 1]] += out[:, parent_cols]
+        return out
+
+    def leaves(self, values: np.ndarray) -> np.ndarray:
+        """The leaves' values ``(B, C)``, leaf order."""
+        if self.leaves_are_last_block:
+            return values[:, self.offsets[-1] - len(self.leaf_pos) :]
+        return values[:, self.leaf_pos]
 
 
 class TreeTensors(nn.Module):
@@ -308,15 +368,22 @@ class TreeTensors(nn.Module):
             shift[v] = (ring_depth[first_class[v]] >= c.depth[v][:, None]).sum(1)
         shift[c.is_leaf] = 0
         self.leaf_order_is_class_order = bool(np.array_equal(c.position_class, np.arange(C)))
+        size, starts, lengths = _ring_layout(c.leaf_lo[ring_nodes], c.leaf_hi[ring_nodes], np)
+        size, starts, lengths = (np.ascontiguousarray(a) for a in (size, starts, lengths))
+        for a in (size, starts, lengths):
+            a.setflags(write=False)
         self._host = _HostTree(
             leaf_lo=c.leaf_lo, leaf_hi=c.leaf_hi, depth=c.depth, target_node=c.target_node,
             node_target=c.node_target, class_position=c.class_position, position_class=c.position_class,
-            ring_nodes=ring_nodes, first_class=first_class, ring_shift=shift, leaf_node=c.leaf_node,
-            top=top, subtree_end=c.subtree_end, is_leaf=c.is_leaf, levels=_levels(c, n_children),
+            ring_nodes=ring_nodes, ring_size=size, ring_starts=starts, ring_lengths=lengths,
+            class_layout=np.ascontiguousarray(np.concatenate([ring_nodes, size, starts, lengths], axis=1)),
+            first_class=first_class, ring_shift=shift, leaf_node=c.leaf_node,
+            top=top, subtree_end=c.subtree_end, is_leaf=c.is_leaf,
         )
         for a in (ring_nodes, first_class, shift, top):
             a.setflags(write=False)
         self.ring_of_segment_list = tuple(abs(s - (R - 1)) for s in range(2 * R - 1))
+        self.nodes_host = NodeLayout(c)
 
         # buffers of the torch formulation (any device)
         parent = c.parent.copy()
@@ -399,17 +466,18 @@ class TreeTensors(nn.Module):
         return values.index_select(-1, self.class_node)
 
     # ------------------------------------------------------------------ rings
-    def rings(self, target: torch.Tensor, host: bool | None = None) -> Rings:
+    def rings(self, target: torch.Tensor, host: bool | None = None, coarse: bool | None = None) -> Rings:
         """The ring layout of a batch of target ids ``(B,)`` (see the module docstring).
 
         ``host``: numpy arrays for the host kernels (default: when the targets
         are on the CPU and the kernel switch allows), else torch tensors on the
-        targets' device. Targets must be valid ids (``[0, N)``); the caller
-        checks them.
+        targets' device. ``coarse``: whether some target is an internal node,
+        when the caller knows (saves a pass). Targets must be valid ids
+        (``[0, N)``); the caller checks them.
         """
         if host is None:
             host = target.device.type == "cpu" and _KERNELS == "auto" and not is_symbolic(target)
-        return Rings.build(self, target, host)
+        return Rings.build(self, target, host, coarse)
 
     # ------------------------------------------------------------------ bottom-up (differentiable)
     def _levels_from_classes(self, x: torch.Tensor, fill: float) -> torch.Tensor:
@@ -417,6 +485,9 @@ class TreeTensors(nn.Module):
         ext = torch.cat([x, x.new_full((x.shape[0], 1), fill)], dim=1)
         return ext.index_select(1, self._level_class)
 
+    # The level passes run eagerly under torch.compile (a graph break): inductor mis-compiles
+    # segment_reduce on strided level slices (wrong rows) and fails on the index_add alternative.
+    @torch.compiler.disable
     def subtree_sum(self, x: torch.Tensor) -> torch.Tensor:
         """``P(v) = Σ_{classes j under v} x_j`` for every node ``v``.
 
@@ -447,6 +518,7 @@ class TreeTensors(nn.Module):
         out = torch.cat(parts, dim=1).index_select(1, self._level_pos)
         return out.reshape(*shape, self.num_nodes)
 
+    @torch.compiler.disable
     def subtree_logsumexp(self, x: torch.Tensor) -> torch.Tensor:
         """``log Σ_{classes j under v} exp(x_j)`` for every node ``v``, in log space.
 
@@ -522,33 +594,21 @@ class TreeTensors(nn.Module):
     def host_subtree_sum(self, x_leaf: np.ndarray) -> np.ndarray:
         """numpy: ``(B, C)`` values in **leaf order** → ``(B, N)`` subtree sums (node-id order), exact.
 
-        One ``np.add.reduceat`` per level over the children of that level's
-        internal nodes: O(B × N).
+        The kernels use :attr:`nodes_host` (level order) directly; this node-order
+        form is for callers that want node ids.
         """
-        h = self._host
-        b = x_leaf.shape[0]
-        out = np.zeros((b, self.num_nodes), dtype=x_leaf.dtype)
-        out[:, h.leaf_node] = x_leaf
-        for lv in h.levels:
-            if len(lv.parents):
-                out[:, lv.parents] = np.add.reduceat(out[:, lv.children], lv.starts, axis=1)
-        return out
+        lay = self.nodes_host
+        return lay.to_node_order(lay.up(x_leaf))
 
     def host_accumulate_down(self, values: np.ndarray) -> np.ndarray:
         """numpy: ``(B, N)`` node values → ``(B, N)`` sums over each node's ancestors (itself included)."""
-        h = self._host
-        out = values.copy()
-        for lv in reversed(h.levels):
-            out[:, lv.children] += out[:, lv.parents][:, lv.parent_of_child]
-        return out
+        lay = self.nodes_host
+        return lay.to_node_order(lay.down(lay.table(values)))
 
     def host_children_sum(self, values: np.ndarray) -> np.ndarray:
         """numpy: ``(B, N)`` node values → ``(B, N)``: for each node the sum over its children (0 at leaves)."""
-        out = np.zeros_like(values)
-        for lv in self._host.levels:
-            if len(lv.parents):
-                out[:, lv.parents] = np.add.reduceat(values[:, lv.children], lv.starts, axis=1)
-        return out
+        lay = self.nodes_host
+        return lay.to_node_order(lay.children_sum(lay.table(values)))
 
     def children_sum(self, values: torch.Tensor) -> torch.Tensor:
         """Torch (differentiable): ``(B, N)`` node values → the sum over each node's children."""
@@ -567,15 +627,9 @@ class TreeTensors(nn.Module):
         return ((u[None, :] <= v) & (v < self.subtree_end[None, :])).to(torch.float64)
 
     def host_subtree_max(self, x_leaf: np.ndarray) -> np.ndarray:
-        """numpy: ``(B, C)`` leaf-order values → ``(B, N)`` maximum over each subtree."""
-        h = self._host
-        b = x_leaf.shape[0]
-        out = np.full((b, self.num_nodes), -np.inf, dtype=x_leaf.dtype)
-        out[:, h.leaf_node] = x_leaf
-        for lv in h.levels:
-            if len(lv.parents):
-                out[:, lv.parents] = np.maximum.reduceat(out[:, lv.children], lv.starts, axis=1)
-        return out
+        """numpy: ``(B, C)`` leaf-order values → ``(B, N)`` maximum over each subtree (node-id order)."""
+        lay = self.nodes_host
+        return lay.to_node_order(lay.up(x_leaf, np.maximum))
 
 
 # ------------------------------------------------------------------ per-batch ring layouts
@@ -634,7 +688,7 @@ class Rings:
     __slots__ = ("tree", "host", "target", "node", "nodes", "size", "lengths", "starts", "coarse", "_layout")
 
     @classmethod
-    def build(cls, tree: TreeTensors, target: torch.Tensor, host: bool) -> Rings:
+    def build(cls, tree: TreeTensors, target: torch.Tensor, host: bool, coarse: bool | None = None) -> Rings:
         self = object.__new__(cls)
         self.tree = tree
         self.host = bool(host)
@@ -643,37 +697,25 @@ class Rings:
         if self.host:
             h = tree._host
             t = target.numpy() if target.dtype == torch.int64 else target.numpy().astype(np.int64)
-            node = h.target_node[t]
-            coarse = bool((t >= C).any()) if t.size else False
-            if not coarse:
-                nodes = h.ring_nodes[t]
-            else:
-                cls_ = np.where(t < C, t, h.first_class[node])
-                nodes = _shift_rings(h.ring_nodes[cls_], h.ring_shift[node], node, np)
-            lo, hi = h.leaf_lo[nodes], h.leaf_hi[nodes]
-            self.coarse = coarse
-        else:
-            t = target.long()
-            node = tree.target_node.index_select(0, t)
-            cls_ = torch.where(t < C, t, tree.first_class.index_select(0, node))
-            nodes = _shift_rings(tree.ring_nodes.index_select(0, cls_), tree.ring_shift.index_select(0, node), node,
-                                 torch)
-            lo, hi = tree.leaf_lo[nodes], tree.leaf_hi[nodes]
-            self.coarse = True
-        lib = np if self.host else torch
-        self.target, self.node, self.nodes = t, node, nodes
-        size = hi - lo
-        self.size = lib.concatenate([size[:, :1], size[:, 1:] - size[:, :-1]], 1) if self.host else \
-            torch.cat([size[:, :1], size[:, 1:] - size[:, :-1]], 1)
-        # breakpoints lo(r_{R-1}) .. lo(r_0), hi(r_0) .. hi(r_{R-1}); segments between them
-        if self.host:
-            br = np.concatenate([lo[:, ::-1], hi], axis=1)
-            self.starts = br[:, :-1]
-            self.lengths = np.diff(br, axis=1)
-        else:
-            br = torch.cat([lo.flip(1), hi], dim=1)
-            self.starts = br[:, :-1]
-            self.lengths = br[:, 1:] - br[:, :-1]
+            self.target = t
+            self.node = h.target_node[t]
+            self.coarse = (bool((t >= C).any()) if t.size else False) if coarse is None else bool(coarse)
+            if not self.coarse:  # the classes' layouts are tabulated: one gather
+                rows = h.class_layout[t]
+                R = tree.num_rings
+                self.nodes, self.size = rows[:, :R], rows[:, R : 2 * R]
+                self.starts, self.lengths = rows[:, 2 * R : 4 * R - 1], rows[:, 4 * R - 1 :]
+                return self
+            cls_ = np.where(t < C, t, h.first_class[self.node])
+            self.nodes = _shift_rings(h.ring_nodes[cls_], h.ring_shift[self.node], self.node, np)
+            self.size, self.starts, self.lengths = _ring_layout(h.leaf_lo[self.nodes], h.leaf_hi[self.nodes], np)
+            return self
+        t = target.long()
+        node = tree.target_node.index_select(0, t)
+        cls_ = torch.where(t < C, t, tree.first_class.index_select(0, node))
+        nodes = _shift_rings(tree.ring_nodes.index_select(0, cls_), tree.ring_shift.index_select(0, node), node, torch)
+        self.target, self.node, self.nodes, self.coarse = t, node, nodes, True
+        self.size, self.starts, self.lengths = _ring_layout(tree.leaf_lo[nodes], tree.leaf_hi[nodes], torch)
         return self
 
     def take(self, rows) -> Rings:
@@ -803,6 +845,19 @@ class Rings:
             return np.log(s) + m
 
 
+def _ring_layout(lo, hi, lib):
+    """Ring sizes (B, R) and segment starts and lengths (B, S) from the leaf ranges of the ring nodes."""
+    size = hi - lo
+    if lib is np:
+        size = np.concatenate([size[:, :1], size[:, 1:] - size[:, :-1]], axis=1)
+        # breakpoints lo(r_{R-1}) .. lo(r_0), hi(r_0) .. hi(r_{R-1}); segments between them
+        br = np.concatenate([lo[:, ::-1], hi], axis=1)
+        return size, br[:, :-1], np.diff(br, axis=1)
+    size = torch.cat([size[:, :1], size[:, 1:] - size[:, :-1]], dim=1)
+    br = torch.cat([lo.flip(1), hi], dim=1)
+    return size, br[:, :-1], br[:, 1:] - br[:, :-1]
+
+
 def _shift_rings(rows, shift, node, lib):
     """Ring nodes of coarse targets from those of their first class: drop the rings at or below the
     node (they are its ring 0), keep the rest, pad with the root; ``r_0`` becomes the node itself."""
@@ -819,3 +874,7 @@ def _shift_rings(rows, shift, node, lib):
     out = torch.gather(rows, 1, src.clamp_max(R - 1))
     out = torch.where(src > R - 1, torch.zeros_like(out), out)
     return torch.cat([node[:, None], out[:, 1:]], dim=1)
+
+
+def __dir__():
+    return list(__all__)

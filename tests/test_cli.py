@@ -69,7 +69,8 @@ def test_targets_end_to_end_with_class_order(tmp_path):
     assert r.returncode == 0, r.stderr
     want = ts.soft_targets(ts.Taxonomy.load(ANIMALS, classes=order), 3.0, epsilon=0.4)
     np.testing.assert_array_equal(np.load(out), want.numpy())
-    assert (tmp_path / "q.classes.txt").read_text().split("\n")[:-1] == order
+    listed = (tmp_path / "q.npy.classes.txt").read_text().split("\n")[:-1]
+    assert listed[0].startswith("# taxosmooth class list of q.npy: 5 classes, sha256 ") and listed[1:] == order
 
 
 def test_costs_end_to_end_csv(tmp_path):
@@ -132,7 +133,7 @@ def test_targets_every_format_loads_back(tmp_path, capsys, suffix, dtype):
         got = torch.from_numpy(read_matrix(out)[0]).to(want.dtype)
     assert got.dtype == want.dtype
     torch.testing.assert_close(got, want, rtol=0, atol=0)
-    assert classes_path(out).read_text().splitlines() == list(tax.classes)
+    assert classes_path(out).read_text().splitlines()[1:] == list(tax.classes)
     assert "wrote" in capsys.readouterr().err
 
 
@@ -249,8 +250,12 @@ def test_bad_matrix_files_give_one_line(tmp_path, monkeypatch, capsys):
     np.save(tmp_path / "rect.npy", np.zeros((2, 3)))
     _error(capsys, ["plot", "rect.npy", "-o", "f.png"], "rect.npy", "square")
     np.save(tmp_path / "m.npy", np.zeros((3, 3)))
-    (tmp_path / "m.classes.txt").write_text("a\nb\n")
-    _error(capsys, ["plot", "m.npy", "-o", "f.png"], "2 class names", "3x3")
+    (tmp_path / "m.npy.classes.txt").write_text("a\nb\n")
+    _error(capsys, ["plot", "m.npy", "-o", "f.png"], "m.npy.classes.txt:1: not a class list written by taxosmooth")
+    (tmp_path / "m.npy.classes.txt").unlink()
+    _error(capsys, ["plot", "m.npy", "--classes", "c2.txt", "-o", "f.png"], "c2.txt")
+    (tmp_path / "c2.txt").write_text("a\nb\n")
+    _error(capsys, ["plot", "m.npy", "--classes", "c2.txt", "-o", "f.png"], "2 class names", "3x3")
     (tmp_path / "m.csv").write_text("class,a,b\na,0,1\nb,x,0\n")
     _error(capsys, ["plot", "m.csv", "-o", "f.png"], "m.csv:3", "'x'")
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")

@@ -89,22 +89,35 @@ def test_structured_losses_at_100k_classes(device):
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(BATCH, C, generator=g).to(device)
     target = torch.randint(0, C, (BATCH,), generator=g).to(device)
+    # the new target kinds too: Mixup rows (two classes each), coarse labels (internal nodes), smoothing
+    mixed = torch.zeros(BATCH, C)
+    mixed[torch.arange(BATCH), target.cpu()] = 0.7
+    mixed[torch.arange(BATCH), torch.roll(target.cpu(), 1)] += 0.3
+    coarse = torch.from_numpy(tax.encode([tax.parent(tax.classes[int(t)]) for t in target.cpu()]))
     makers = {
-        "HierarchicalSoftLabelLoss": lambda: ts.HierarchicalSoftLabelLoss(tax, beta=5.0),
-        "HXELoss": lambda: ts.HXELoss(tax, alpha=0.5),
-        "TreeWassersteinLoss": lambda: ts.TreeWassersteinLoss(tax),
+        "HierarchicalSoftLabelLoss": lambda **kw: ts.HierarchicalSoftLabelLoss(tax, beta=5.0, **kw),
+        "HXELoss": lambda **kw: ts.HXELoss(tax, alpha=0.5, **kw),
+        "TreeWassersteinLoss": lambda **kw: ts.TreeWassersteinLoss(tax, **kw),
+        "ExpectedCostLoss": lambda **kw: ts.ExpectedCostLoss(tax, **kw),
     }
-    for name, make in makers.items():
+    kinds = {
+        "classes": (dict(), target),
+        "probabilities": (dict(), mixed.to(device)),
+        "coarse labels": (dict(coarse_labels=True), coarse.to(device)),
+        "label smoothing": (dict(label_smoothing=0.1), target),
+    }
+    for (name, make), (kind, (options, tgt)) in ((m, k) for m in makers.items() for k in kinds.items()):
         out = {}
 
         def run():
-            loss = make().to(device)
+            loss = make(**options).to(device)
             z = logits.clone().requires_grad_(True)
-            value = loss(z, target)
+            value = loss(z, tgt)
             value.backward()
             out["value"], out["grad"], out["bytes"] = value.detach(), z.grad, loss.buffer_bytes()
 
         growth = peak_growth(run) if device == "cpu" else cuda_peak_growth(run)
+        name = f"{name}, {kind}"
         assert torch.isfinite(out["value"]) and torch.isfinite(out["grad"]).all(), name
         # softmax gradients of a mean loss sum to zero over the classes
         assert out["grad"].sum(dim=1).abs().max() < 1e-5, name

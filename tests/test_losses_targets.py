@@ -263,6 +263,58 @@ def test_probability_targets_against_the_loop(tree, kernels):
                 torch.testing.assert_close(g_got, g_want, rtol=1e-8, atol=1e-10, msg=f"{name} {reduction} grad")
 
 
+def _few_class_rows(C: int, n: int, floor: float, g: torch.Generator) -> torch.Tensor:
+    """Rows of one to four classes (Mixup and CutMix make two), optionally on a uniform floor (their label
+    smoothing): the host kernels take these from the target classes' rings instead of dense passes."""
+    p = torch.zeros(n, C, dtype=torch.float64)
+    for i in range(n):
+        k = min(C, 1 + i % 4)
+        idx = torch.randperm(C, generator=g)[:k]
+        v = torch.rand(k, generator=g, dtype=torch.float64) + 0.1
+        p[i, idx] = v / v.sum()
+    return p * (1 - floor) + floor / C
+
+
+@pytest.mark.parametrize("tree", list(TREES))
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("floor", [0.0, 0.1])
+def test_few_class_probability_rows_against_the_loop(tree, kernels, floor, monkeypatch):
+    """Mixup-like rows (a few classes, on a floor or not): the same oracles as dense rows, and on the host
+    every loss takes its few-class path (else this test would not test it)."""
+    tax = TREES[tree]()
+    view = NodeView(tax)
+    C = tax.num_classes
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(6, C, generator=g, dtype=torch.float64) * 2
+    p = _few_class_rows(C, 6, floor, g)
+    w = torch.rand(C, generator=g, dtype=torch.float64) + 0.5
+    kinds = []
+    for name, make, oracle, linear in cases(tax, view):
+        host = type(make())._host
+        monkeypatch.setattr(type(make()), "_host", lambda self, zz, t, host=host: kinds.append(t.kind) or host(self, zz, t))
+        for weight in (None, w):
+            ww = torch.ones(C, dtype=torch.float64) if weight is None else weight
+
+            def loop(zz):
+                rows = []
+                for i in range(6):
+                    if linear:
+                        rows.append(sum(p[i, c] * ww[c] * oracle(zz[i], c) for c in range(C) if p[i, c] > 0))
+                    else:
+                        factor = float((p[i] * ww).sum())
+                        ce = -(p[i] * ww * torch.log_softmax(zz[i], 0)).sum()
+                        rows.append(factor * w1_oracle(view, zz[i], p[i].tolist()) + 0.25 * ce)
+                return torch.stack(rows)
+
+            mod = make(weight=weight, reduction="none")
+            got, g_got = value_grad(mod, z, p, kernels)
+            want, g_want = oracle_value_grad(loop, z)
+            torch.testing.assert_close(got, want, **TOL, msg=name)
+            torch.testing.assert_close(g_got, g_want, rtol=1e-8, atol=1e-10, msg=f"{name} grad")
+    if kernels == "auto":
+        assert kinds and set(kinds) == {"sparse"}
+
+
 def test_soft_target_cross_entropy_is_timms():
     """Without a matrix: -Σ p log softmax(z), mean over samples (timm's SoftTargetCrossEntropy)."""
     z = torch.randn(6, 5, dtype=torch.float64)

@@ -120,9 +120,11 @@ def test_plot_matrix_labels_and_image_follow_tree_order():
     q = ts.soft_targets(tax, 2.0)
     fig = plots.plot_matrix(q, tax, title="t", colorbar_label="q")
     ax_heat = fig.axes[0]
-    assert [t.get_text() for t in ax_heat.get_yticklabels()] == ["whale", "shark", "horse", "zebra"]
-    assert [t.get_text() for t in ax_heat.get_xticklabels()] == ["whale", "shark", "horse", "zebra"]
-    order = [tax.class_index(c) for c in ["whale", "shark", "horse", "zebra"]]
+    # tree order: each group of siblings stays together, the groups in the order of their first class
+    tree = ["horse", "zebra", "whale", "shark"]
+    assert [t.get_text() for t in ax_heat.get_yticklabels()] == tree
+    assert [t.get_text() for t in ax_heat.get_xticklabels()] == tree
+    order = [tax.class_index(c) for c in tree]
     np.testing.assert_array_equal(ax_heat.images[0].get_array(), q.double().numpy()[np.ix_(order, order)])
     # small matrices carry their values in the cells
     assert len(ax_heat.texts) == 16
@@ -257,3 +259,25 @@ def test_plot_tradeoff_and_severity_histogram(tmp_path):
     fig.savefig(tmp_path / "hist.png")
     nodes = ts.decision.predict_node(logits, tax, from_logits=True)
     plots.plot_severity_histogram(nodes, target, tax, distance="path_length")
+
+
+@pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
+def test_names_matplotlib_cannot_draw_are_drawn_literally(fmt):
+    # issue 11 item 25: '$x^$' was parsed as mathtext (an error while drawing), '日本' printed a
+    # warning from inside matplotlib with its file path; '\\' and a single '$' must stay as written
+    import io
+    import warnings
+
+    names = ["$x^$", "日本 cat", "a$b", "us$ $2", "back\\slash", "plain"]
+    tax = ts.Taxonomy.from_edges([("r", n) for n in names])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig = plots.plot_matrix(ts.class_distances(tax), tax, title="$^ title")
+        fig.savefig(io.BytesIO(), format=fmt)
+    assert [w.category for w in caught] == [plots.LabelWarning], [str(w.message) for w in caught]
+    assert caught[0].filename == __file__  # the caller's line, not a path inside matplotlib or taxosmooth
+    assert "'日本 cat' as '\\\\u65e5\\\\u672c cat'" in str(caught[0].message)
+    # what matplotlib shows after its own '\$' unescaping is the name as written
+    shown = [t.get_text().replace("\\$", "$") for t in fig.axes[0].get_yticklabels()]
+    order = plots.tree_order(tax)
+    assert shown == [names[i] if names[i] != "日本 cat" else "\\u65e5\\u672c cat" for i in order]

@@ -204,3 +204,60 @@ def test_one_element_tensors_are_accepted_as_numbers(seed_tax):
     torch.testing.assert_close(got, expected)
     with pytest.raises(TypeError, match="beta"):
         ts.soft_targets(seed_tax, torch.tensor([1.0, 2.0]))
+
+
+# ----------------------------------------------------------------------------- choosing beta
+@given(random_taxonomies(max_nodes=30, weighted=True), st.sampled_from(DISTANCE_KINDS), st.floats(0.05, 0.95),
+       st.sampled_from(["max", None]), st.sampled_from([None, 0.5]))
+def test_beta_for_mass_hits_the_mass(tax, kind, frac, scale, epsilon):
+    """The mean diagonal of soft_targets(beta_for_mass(m)) is m, for every source kind (between the
+    uniform targets of beta = 0 and the one-hot limit: distinct classes of a tree are never at distance 0)."""
+    C = tax.num_classes
+    if C < 2:
+        return
+    low = (1 / C) if epsilon is None else (1 - epsilon) + epsilon / C
+    mass = low + frac * (1.0 - low)
+    beta = ts.beta_for_mass(tax, mass, kind, scale, epsilon)
+    got = float(soft_targets(tax, beta, kind, scale, epsilon, dtype=torch.float64).diagonal().mean())
+    assert got == pytest.approx(mass, rel=1e-9, abs=1e-9)
+    # a matrix source gives the same beta as the taxonomy it came from
+    d = ts.class_distances(tax, kind)
+    assert ts.beta_for_mass(d, mass, scale=scale, epsilon=epsilon) == pytest.approx(beta, rel=1e-7)
+
+
+def test_beta_for_mass_refuses_unreachable_masses(seed_tax):
+    with pytest.raises(ValueError, match=r"mass must lie strictly between 0.25 \(beta = 0\) and 1 \(beta -> inf\)"):
+        ts.beta_for_mass(seed_tax, 0.2)
+    with pytest.raises(ValueError, match="strictly between"):
+        ts.beta_for_mass(seed_tax, 1.0)
+    # zero distances off the diagonal cap the reachable mass
+    d = np.array([[0, 0, 1], [0, 0, 1], [1, 1, 0]], dtype=float)
+    with pytest.raises(ValueError, match=r"and 0.666667 \(beta -> inf\)"):
+        ts.beta_for_mass(d, 0.8)
+    with pytest.raises(TypeError, match="mass must be a number"):
+        ts.beta_for_mass(seed_tax, "0.5")
+    with pytest.raises(ValueError, match="distance='lca_height' applies to a Taxonomy"):
+        ts.beta_for_mass(d, 0.5, distance="lca_height")
+
+
+@given(random_taxonomies(max_nodes=25), st.sampled_from(["lca_height", "lca_depth_complement"]),
+       st.floats(0.0, 6.0), st.sampled_from([None, 0.4]))
+def test_ring_soft_targets_are_the_dense_rows(tax, kind, beta, epsilon):
+    """Column k of a class's row is the mass of each class whose LCA with it is its k-th ancestor."""
+    from taxosmooth.targets import ring_soft_targets
+
+    q = soft_targets(tax, beta, kind, epsilon=epsilon, dtype=torch.float64).numpy()
+    r = ring_soft_targets(tax, beta, kind, epsilon=epsilon)
+    assert r.shape == (tax.num_nodes, tax.max_depth + 1)
+    for t, name in enumerate(tax.classes):
+        path = (name,) + tax.ancestors(name)
+        for j, other in enumerate(tax.classes):
+            k = path.index(tax.lca(name, other))
+            assert r[t, k] == pytest.approx(q[t, j], rel=1e-12, abs=1e-15)
+    # every row is a distribution over its outcomes (ring 0 counted once)
+    for v in range(tax.num_nodes):
+        name = tax.target_names[v]
+        path = (name,) + tax.ancestors(name)
+        sizes = [len(tax.leaves_under(a)) for a in path]
+        ring = [1] + [b - a for a, b in zip(sizes, sizes[1:])]
+        assert sum(r[v, k] * ring[k] for k in range(len(path))) == pytest.approx(1.0)

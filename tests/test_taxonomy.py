@@ -113,13 +113,18 @@ def test_queries_match_networkx(graph_classes):
     tax = T.from_networkx(g, classes=classes)
     assert tax.classes == tuple(classes)
     assert set(tax.nodes) == set(g.nodes)
-    # children are kept in graph order, so the pre-order is networkx's DFS pre-order
-    assert list(tax.nodes) == list(nx.dfs_preorder_nodes(g, 0))
+    # children come in the order of their first class, so the pre-order is that of networkx's DFS
+    # over the children sorted by the first class below them (ids follow from classes + parents)
+    first = {v: min(classes.index(c) for c in classes if c == v or c in nx.descendants(g, v)) for v in g.nodes}
+    ordered = nx.DiGraph()
+    ordered.add_node(0)
+    ordered.add_edges_from((u, v) for u in g.nodes for v in sorted(g.successors(u), key=first.get))
+    assert list(tax.nodes) == list(nx.dfs_preorder_nodes(ordered, 0))
     depth = nx.shortest_path_length(g, 0)
     for v in g.nodes:
         preds = list(g.predecessors(v))
         assert tax.parent(v) == (preds[0] if preds else None)
-        assert tax.children(v) == tuple(g.successors(v))
+        assert tax.children(v) == tuple(sorted(g.successors(v), key=first.get))
         assert tax.depth(v) == depth[v]
         below = nx.descendants(g, v)
         assert tax.height(v) == max((depth[u] - depth[v] for u in below), default=0)
@@ -213,10 +218,60 @@ def test_classes_subset_matches_induced_tree(graph_classes, data):
         assert tax.height(v) == max((nx.shortest_path_length(sub, v, u) for u in below), default=0)
 
 
-def test_subset_classes_may_be_internal_nodes_of_the_input():
-    # "mammal" is a class: its children are not requested, so it becomes a leaf
-    tax = T.from_nested(SEED_NESTED, classes=["mammal", "whale", "shark"])
-    assert tax.is_leaf("mammal") and tax.num_nodes == 5
+def test_an_internal_node_or_the_root_as_a_class_is_an_error():
+    # issue 11 item 4: it used to be accepted and its subtree silently pruned
+    with pytest.raises(TaxonomyError, match=r"class 'mammal' is an internal node .*'horse', 'zebra'.*must be leaves"
+                                            r".*Taxonomy\.encode\(\['mammal'\]\)"):
+        T.from_nested(SEED_NESTED, classes=["mammal", "whale", "shark"])
+    with pytest.raises(TaxonomyError, match="class 'animal' is the root of the taxonomy"):
+        T.from_nested(SEED_NESTED, classes=["animal"])
+    # the coarse label the message points to
+    tax = T.from_nested(SEED_NESTED)
+    assert tax.decode(tax.encode(["mammal"])) == ["mammal"]
+
+
+def test_an_internal_class_in_a_file_names_the_line(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("animal,mammal\nmammal,horse\nanimal,whale\n")
+    with pytest.raises(TaxonomyError, match=r"t\.csv:1: class 'mammal' is an internal node"):
+        T.load(path, classes=["mammal", "whale"])
+
+
+@pytest.mark.parametrize(
+    "classes",
+    [
+        {"horse", "zebra", "whale", "shark"},
+        frozenset({"horse", "zebra"}),
+        dict.fromkeys(["horse", "zebra"]),
+        dict.fromkeys(["horse", "zebra"]).keys(),
+        dict.fromkeys(["horse", "zebra"]).values(),
+        {"horse": 0, "zebra": 1}.items(),
+    ],
+    ids=["set", "frozenset", "dict", "keys", "values", "items"],
+)
+def test_unordered_classes_are_refused(classes):
+    # issue 11 item 3: a set's order follows PYTHONHASHSEED, so the logit order would change between runs
+    with pytest.raises(TypeError, match="classes must be an ordered sequence.*PYTHONHASHSEED"):
+        T.from_nested(SEED_NESTED, classes=classes)
+
+
+def test_ordered_classes_of_every_kind_are_accepted():
+    import numpy as np
+
+    class Column:  # a pandas-like sequence: __len__ and __getitem__, no list subclass
+        def __init__(self, values):
+            self.values = values
+
+        def __len__(self):
+            return len(self.values)
+
+        def __getitem__(self, i):
+            return self.values[i]
+
+    order = ["shark", "horse", "zebra"]
+    for kind in (order, tuple(order), np.array(order), Column(order), iter(order), (c for c in order)):
+        tax = T.from_nested(SEED_NESTED, classes=kind)
+        assert list(tax.classes) == order, type(kind)
 
 
 # ---------------------------------------------------------------------------- validation errors
@@ -252,9 +307,9 @@ def test_subset_classes_may_be_internal_nodes_of_the_input():
         (lambda: T.from_nested(SEED_NESTED, classes=["horse", "zebar"]), UnknownClassError,
          "'zebar' is not a node.*did you mean 'zebra'"),
         (lambda: T.from_nested(SEED_NESTED, classes=["horse", "mammal"]), TaxonomyError,
-         "class 'mammal' is an ancestor of class 'horse'"),
+         "class 'mammal' is an internal node"),
         (lambda: T.from_nested(SEED_NESTED, classes=["animal", "whale"]), TaxonomyError,
-         "class 'animal' is an ancestor of class 'whale'"),
+         "class 'animal' is the root"),
         (lambda: T.from_nested(SEED_NESTED, classes=[]), TaxonomyError, "classes is empty"),
         (lambda: T.from_nested(SEED_NESTED, classes="horse"), TaxonomyError, "not a single string"),
         (lambda: T.from_nested(SEED_NESTED, classes=["horse", ""]), TaxonomyError, "blank"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import warnings
 from pathlib import Path
 
 import nltk.data
@@ -148,3 +149,137 @@ def test_source_is_reported(wordnet):
     assert source.kind in ("nltk", "env", "system")
     assert source.describe().startswith("WordNet data: ")
     assert wordnet.synset("horse.n.01").lexname() == "noun.animal"
+
+
+# ---------------------------------------------------------------------------- damaged caches (issue 11 item 18)
+@pytest.fixture
+def fake_source(tmp_path):
+    """A dictionary folder with every required file (tiny contents): building a cache does not parse them."""
+    src = tmp_path / "dict"
+    src.mkdir()
+    for k, name in enumerate(wndata.REQUIRED_FILES + ("index.sense",)):
+        (src / name).write_text(f"  1 {name}\n" + "x" * (100 + k) + "\n")
+    return src
+
+
+def _cache(no_wordnet, fake_source):
+    corpus = no_wordnet / "cache" / "taxosmooth" / "nltk_data" / "corpora" / "wordnet"
+    return corpus, wndata.WordNetSource("system", str(fake_source), str(corpus))
+
+
+def _is_faithful_copy(corpus, src) -> bool:
+    return all((corpus / n).read_bytes() == (src / n).read_bytes() for n in wndata.REQUIRED_FILES) and (
+        corpus / "lexnames").read_text() == wndata.lexnames_text()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda c: (c / "index.noun").write_bytes((c / "index.noun").read_bytes()[:20]),  # truncated
+        lambda c: (c / "lexnames").write_text("garbage\n"),
+        lambda c: (c / "lexnames").write_text(wndata.lexnames_text()[:-3] + "9\n"),  # same size, wrong
+        lambda c: (c / "data.noun").write_bytes(b""),  # emptied
+        lambda c: (c / "verb.exc").unlink(),
+        lambda c: (c / "TAXOSMOOTH_MANIFEST.json").write_text("{not json"),
+    ],
+    ids=["truncated index", "garbage lexnames", "wrong lexnames", "empty data file", "missing file", "garbled manifest"],
+)
+def test_a_damaged_cache_is_detected_and_rebuilt(no_wordnet, fake_source, damage):
+    corpus, source = _cache(no_wordnet, fake_source)
+    assert wndata.prepare_corpus(source) == corpus and _is_faithful_copy(corpus, fake_source)
+    damage(corpus)
+    assert wndata.prepare_corpus(source) == corpus
+    assert _is_faithful_copy(corpus, fake_source)
+    assert sorted(p.name for p in corpus.parent.iterdir()) == ["wordnet"]
+
+
+def test_a_changed_source_rebuilds_the_cache(no_wordnet, fake_source):
+    corpus, source = _cache(no_wordnet, fake_source)
+    wndata.prepare_corpus(source)
+    (fake_source / "data.verb").write_text("a newer file\n")
+    wndata.prepare_corpus(source)
+    assert (corpus / "data.verb").read_text() == "a newer file\n"
+
+
+def _build_slowly(cache, source, started):
+    """A build that stops (forever) in the middle of copying: the test kills it there."""
+    os.environ["XDG_CACHE_HOME"] = cache
+    real = wndata._populate
+
+    def populate(tmp, src):
+        real(tmp, src)
+        started.set()
+        import time
+
+        time.sleep(600)
+
+    wndata._populate = populate
+    corpus = str(Path(cache) / "taxosmooth" / "nltk_data" / "corpora" / "wordnet")
+    wndata.prepare_corpus(wndata.WordNetSource("system", source, corpus))
+
+
+def test_a_killed_build_leaves_nothing_after_the_next_build(no_wordnet, fake_source):
+    import signal
+
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    started = ctx.Event()
+    cache = str(no_wordnet / "cache")
+    child = ctx.Process(target=_build_slowly, args=(cache, str(fake_source), started))
+    child.start()
+    assert started.wait(timeout=120)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(timeout=60)
+    corpus, source = _cache(no_wordnet, fake_source)
+    left = [p.name for p in corpus.parent.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".wordnet-tmp-")  # what the kill left behind
+    # one from an earlier version (no process id in its name), a day old
+    legacy = corpus.parent / ".wordnet-tmp-k3j2h1g0"
+    legacy.mkdir()
+    old = os.stat(legacy).st_mtime - 2 * wndata.STALE_AFTER_S
+    os.utime(legacy, (old, old))
+    assert wndata.prepare_corpus(source) == corpus and _is_faithful_copy(corpus, fake_source)
+    assert sorted(p.name for p in corpus.parent.iterdir()) == ["wordnet"]
+
+
+def test_an_interrupted_build_removes_its_temporary_folder(no_wordnet, fake_source, monkeypatch):
+    corpus, source = _cache(no_wordnet, fake_source)
+
+    def interrupted(tmp, src):
+        (tmp / "data.noun").write_text("half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(wndata, "_populate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        wndata.prepare_corpus(source)
+    assert list(corpus.parent.iterdir()) == []
+
+
+@pytest.mark.usefixtures("system_wordnet")
+def test_damaged_data_is_blamed_not_the_synset(tmp_path, monkeypatch):
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    from taxosmooth.errors import WordNetLookupError
+    from taxosmooth.wordnet.synsets import resolve_synset
+
+    corpus = tmp_path / "nltk_data" / "corpora" / "wordnet"
+    corpus.mkdir(parents=True)
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "nltk_data")])  # nltk reads only from its path
+    for name in wndata.REQUIRED_FILES + wndata.OPTIONAL_FILES:
+        if (Path(SYSTEM) / name).is_file():
+            (corpus / name).write_bytes((Path(SYSTEM) / name).read_bytes())
+    (corpus / "lexnames").write_text(wndata.lexnames_text())
+    # garble horse's line in data.noun, keeping its offset and the file's size
+    data = bytearray((corpus / "data.noun").read_bytes())
+    start = data.index(b"\n02374451 ") + 1
+    end = data.index(b"\n", start)
+    data[start + 9 : end] = b"?" * (end - start - 9)
+    (corpus / "data.noun").write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "multilingual functions are not available"
+        reader = WordNetCorpusReader(str(corpus), None)
+    for item in ("horse.n.01", "n02374451", ("n", 2374451)):
+        with pytest.raises(WordNetDataError, match=r"the WordNet data is damaged: nltk could not read .*data\.noun"):
+            resolve_synset(item, wordnet=reader)
+    # a synset that is really unknown is still the user's mistake
+    with pytest.raises(WordNetLookupError, match="no such WordNet synset"):
+        resolve_synset("horse.n.99", wordnet=reader)

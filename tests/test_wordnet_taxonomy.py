@@ -47,6 +47,27 @@ def test_bad_items_are_named(wordnet, bad, message):
         resolve_synsets(["dog.n.01", bad])
 
 
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (("n", 2374451.7), r"the offset must be an integer, got float 2374451\.7"),
+        (("n", 2374451.0), r"the offset must be an integer, got float"),
+        (("n", True), r"the offset must be an integer, got bool"),
+        (("n", "2374451 "), r"the offset must be an integer"),
+        (("n", "\u0662374451"), r"the offset must be an integer"),
+        (("nn", 2374451), r"part of speech must be one of"),
+        ("horse.n.00", r"'horse.n.00': sense numbers start at 01"),
+    ],
+)
+def test_offsets_and_senses_are_taken_as_written(wordnet, bad, message):
+    # issue 11 item 8: int(2374451.7) would silently be horse.n.01; nltk reads sense 00 as the last sense
+    with pytest.raises(WordNetLookupError, match=message):
+        resolve_synsets(["dog.n.01", bad])
+    horse = wordnet.synset("horse.n.01")
+    assert resolve_synsets([("n", 2374451), ("n", "02374451"), ("n", np.int64(2374451))][:1]) == [horse]
+    assert resolve_synsets([("n", np.int64(2374451))]) == [horse]
+
+
 def test_duplicates_and_empty_lists_are_refused(wordnet):
     with pytest.raises(WordNetLookupError, match=r"dog.n.01 is given twice \(synsets\[0\] and synsets\[2\]: 'dog' and 'n02084071'\)"):
         resolve_synsets(["dog", "cat.n.01", "n02084071"])
@@ -162,7 +183,7 @@ def test_cli_matrix_and_tree_round_trip(wordnet, tmp_path, capsys):
     out, tree = tmp_path / "wup.npy", tmp_path / "tree.csv"
     assert main(["wordnet", str(listing), "--measure", "wup", "-o", str(out), "--tree", str(tree)]) == 0
     assert np.array_equal(np.load(out), similarity_matrix(names, "wup"))
-    assert (tmp_path / "wup.classes.txt").read_text().split() == names
+    assert (tmp_path / "wup.npy.classes.txt").read_text().split("\n")[1:-1] == names
     tax = Taxonomy.load(tree, classes=names)
     ref = taxonomy_from_wordnet(names)
     assert {v: tax.parent(v) for v in tax.nodes} == {v: ref.parent(v) for v in ref.nodes}

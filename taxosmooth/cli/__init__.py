@@ -2,14 +2,16 @@
 
 Each sub-command lives in its own module of this package and exposes
 ``add_parser(subparsers)`` (registers its arguments and sets ``func``).
-Errors that come from bad input end as one line on stderr and exit status 2,
-never a traceback.
+Errors that come from bad input end as one line on stderr per problem and exit
+status 2, never a traceback; library messages are translated into the words of
+the command line (``multiple_parents='first'`` -> ``--multiple-parents first``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 #: sub-command modules, in the order ``--help`` lists them
@@ -28,13 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"taxosmooth {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"taxosmooth.cli.{name}")
-        except ModuleNotFoundError as exc:  # a command not written yet
-            if exc.name == f"taxosmooth.cli.{name}":
-                continue
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"taxosmooth.cli.{name}").add_parser(sub)
     return parser
 
 
@@ -44,16 +40,25 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
-    from taxosmooth.cli._common import CLIError
+    from taxosmooth.cli._common import CLIError, cli_wording
 
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # the reader of stdout went away (taxosmooth info ... | head): stop quietly, as other tools do
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
     except CLIError as exc:
-        print(f"taxosmooth {args.command}: error: {exc}", file=sys.stderr)
+        for message in exc.messages:
+            print(f"taxosmooth {args.command}: error: {message}", file=sys.stderr)
         return 2
     except (ValueError, KeyError, OSError, RuntimeError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"taxosmooth {args.command}: error: {message}", file=sys.stderr)
+        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        for line in cli_wording(message).splitlines() or [type(exc).__name__]:
+            print(f"taxosmooth {args.command}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("taxosmooth: interrupted", file=sys.stderr)

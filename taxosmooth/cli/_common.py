@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import io
 import math
 import os
+import re
 import sys
 import textwrap
 import time
@@ -14,7 +17,47 @@ from pathlib import Path
 
 
 class CLIError(Exception):
-    """Bad command-line input; printed as one line, exit status 2."""
+    """Bad command-line input; printed as one line (one per problem), exit status 2.
+
+    ``CLIError("a", "b")`` reports two problems, each on its own line.
+    """
+
+    @property
+    def messages(self) -> list[str]:
+        return [str(m) for m in self.args] or [""]
+
+    def __str__(self) -> str:
+        return "\n".join(self.messages)
+
+
+#: the library's option names and the flags that set them
+FLAGS = {
+    "multiple_parents": "--multiple-parents",
+    "multiple_roots": "--multiple-roots",
+    "root_name": "--root-name",
+    "contract_unary": "--contract-unary",
+    "node_names": "--node-names",
+    "format": "--format",
+    "ic": "--ic",
+}
+_OPTION_VALUE = re.compile(r"\b(" + "|".join(FLAGS) + r")=('[^']*'(?:(?:, | or )'[^']*')*|True|False)")
+_OPTION_WORD = re.compile(r"\b(multiple_parents|multiple_roots|root_name|contract_unary|node_names)\b")
+
+
+def cli_wording(message: str) -> str:
+    """A library message in the words of the command line: ``multiple_parents='first'`` -> ``--multiple-parents first``.
+
+    The library speaks Python (its errors name keyword arguments); the
+    command line translates them here, at its boundary.
+    """
+
+    def value(m: re.Match) -> str:
+        flag, given = FLAGS[m.group(1)], m.group(2)
+        if given in ("True", "False"):
+            return flag if given == "True" else f"no {flag}"
+        return f"{flag} " + re.sub(r"'([^']*)'", r"\1", given)
+
+    return _OPTION_WORD.sub(lambda m: FLAGS[m.group(1)], _OPTION_VALUE.sub(value, message))
 
 
 class CLIArgumentParser(argparse.ArgumentParser):
@@ -97,7 +140,9 @@ def _float(text: str) -> float:
 
 
 # ---------------------------------------------------------------- taxonomy input
-TAXONOMY_FILE_HELP = "taxonomy file: .csv/.tsv edge list (parent,child[,weight]), .json, or .txt (one root-to-leaf path per line)"
+TAXONOMY_FILE_HELP = ("taxonomy file: .csv/.tsv edge list (parent,child[,weight]), .json, .txt (one root-to-leaf path per "
+                      "line), or a rank table with --format ranks")
+TAXONOMY_FORMATS = ("auto", "edges", "json", "paths", "ranks")
 
 
 def add_taxonomy_options(parser: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -105,6 +150,11 @@ def add_taxonomy_options(parser: argparse.ArgumentParser, positional: bool = Tru
     if positional:
         parser.add_argument("file", metavar="FILE", help=TAXONOMY_FILE_HELP)
     group = parser.add_argument_group("taxonomy options")
+    group.add_argument(
+        "--format", choices=TAXONOMY_FORMATS, default="auto",
+        help="how to read the taxonomy file: auto (by its extension: .csv/.tsv edges, .json, .txt paths), an edge "
+             "list, JSON, one path per line, or a rank table (CSV/TSV, one column per rank, a header row of rank names)",
+    )
     group.add_argument(
         "--classes", metavar="CLASSES.txt",
         help="file with one class name per line: the classes to keep, in this order (the rows and columns of "
@@ -117,8 +167,10 @@ def add_taxonomy_options(parser: argparse.ArgumentParser, positional: bool = Tru
     )
     group.add_argument(
         "--multiple-roots", choices=("join", "error"), default="join",
-        help="several roots: join them under a virtual root '<root>', or refuse",
+        help="several roots: join them under a virtual root (named by --root-name), or refuse",
     )
+    group.add_argument("--root-name", default="<root>", metavar="NAME",
+                       help="the name of the virtual root that joins several roots")
     group.add_argument(
         "--contract-unary", action="store_true",
         help="remove internal nodes that have a single child",
@@ -137,8 +189,10 @@ def read_class_list(path: str) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"{path}: no such class list file" if not p.exists() else f"{path}: is not a file")
+    from taxosmooth.taxonomy._text import physical_lines
+
     try:
-        lines = p.read_text(encoding="utf-8-sig").splitlines()
+        lines = physical_lines(p.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise CLIError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     names, seen = [], {}
@@ -164,10 +218,12 @@ def load_taxonomy(args: argparse.Namespace, path: str | None = None, classes: li
         classes = read_class_list(args.classes)
     if not Path(path).exists():
         raise CLIError(f"{path}: no such taxonomy file")
+    if not args.root_name.strip():
+        raise CLIError("--root-name must not be blank")
     with step(args, f"loading {path}"):
         return Taxonomy.load(
-            path, classes=classes, multiple_parents=args.multiple_parents,
-            multiple_roots=args.multiple_roots, contract_unary=args.contract_unary,
+            path, classes=classes, format=args.format, multiple_parents=args.multiple_parents,
+            multiple_roots=args.multiple_roots, root_name=args.root_name, contract_unary=args.contract_unary,
         )
 
 
@@ -196,22 +252,31 @@ def step(args: argparse.Namespace, what: str):
 MATRIX_FORMATS = (".pt", ".npy", ".csv")
 
 MATRIX_FORMATS_HELP = """\
-output formats (by the extension of OUT):
+output formats (by the extension of OUT, in any case):
   .npy  a (C, C) numpy array; load with numpy.load(OUT)
   .pt   a dict {"matrix": (C, C) tensor, "classes": [names]}; load with torch.load(OUT)
   .csv  a header row 'class,<name 1>,...,<name C>', then one row per class: its name and its C values
 Row t and column t are both the t-th class of the class order: the order of --classes, or by
-default the order in which the leaves first appear in FILE. That order is also written,
-one name per line, to OUT with the suffix '.classes.txt' (e.g. targets.npy -> targets.classes.txt)."""
+default the order in which the leaves first appear in FILE. That order is also written next to
+OUT, in OUT.classes.txt (targets.npy -> targets.npy.classes.txt): a first line
+'# taxosmooth class list of OUT: C classes, sha256 <checksum of OUT>', then one name per line.
+Every file is written beside its destination and renamed at the end: a failed or interrupted
+command leaves the files that were there before."""
+
+#: the first line of a class list written next to a matrix
+_CLASS_LIST_HEADER = re.compile(r"^# taxosmooth class list of (.*): (\d+) classes, sha256 ([0-9a-f]{64})$")
 
 
 def classes_path(out: str | os.PathLike) -> Path:
-    """The class list written next to a matrix file: ``targets.npy`` -> ``targets.classes.txt``."""
-    return Path(out).with_suffix(".classes.txt")
+    """The class list written next to a matrix file: ``targets.npy`` -> ``targets.npy.classes.txt``.
+
+    One per output file, so that two outputs (``t.npy``, ``t.csv``) never share one.
+    """
+    return Path(os.fspath(out) + ".classes.txt")
 
 
 def check_output(path: str, allowed: tuple[str, ...]) -> Path:
-    """Check an output path before any work: a known extension and a writable folder."""
+    """Check an output path before any work: a known extension (any case) and a writable folder."""
     p = Path(path)
     if p.suffix.lower() not in allowed:
         raise CLIError(f"{path}: unknown output extension {p.suffix!r}; use one of {', '.join(allowed)}")
@@ -225,49 +290,135 @@ def check_output(path: str, allowed: tuple[str, ...]) -> Path:
     return p
 
 
-def write_matrix(path: str | os.PathLike, matrix, classes) -> list[Path]:
-    """Write a ``(C, C)`` tensor in the format of ``path``'s extension, plus its class list.
+def check_matrix_output(path: str) -> Path:
+    """:func:`check_output` for a matrix and the class list beside it."""
+    p = check_output(path, MATRIX_FORMATS)
+    side = classes_path(p)
+    if side.is_dir():
+        raise CLIError(f"cannot write the class list {side}: it is a folder")
+    if side.exists() and not os.access(side, os.W_OK):
+        raise CLIError(f"cannot write the class list {side}: permission denied")
+    return p
 
-    Returns the paths written.
+
+def check_class_names(classes) -> list[str]:
+    """The class names as they will be written, refusing those a class list cannot hold."""
+    from taxosmooth.taxonomy._text import LINE_BREAKS
+
+    names = [str(c) for c in classes]
+    for n in names:
+        if LINE_BREAKS.intersection(n):
+            raise CLIError(f"class name {n!r} contains a line break; it cannot be written to a class list")
+        try:
+            n.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CLIError(f"class name {n!r} cannot be encoded as UTF-8; it cannot be written to a class list") from None
+    return names
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_matrix(path: str | os.PathLike, matrix, classes, files=None) -> list[Path]:
+    """Write a ``(C, C)`` tensor in the format of ``path``'s extension (any case), and its class list.
+
+    Both are written beside their destinations and renamed when both are
+    complete (``files``: a :class:`~taxosmooth._atomic.PendingFiles` to join,
+    renamed by its owner). Returns the two paths.
     """
-    import torch
+    from taxosmooth._atomic import PendingFiles
 
     p = Path(path)
-    names = [str(c) for c in classes]
-    bad = next((n for n in names if "\n" in n or "\r" in n), None)
-    if bad is not None:
-        raise CLIError(f"class name {bad!r} contains a line break; it cannot be written to a class list")
+    names = check_class_names(classes)
     suffix = p.suffix.lower()
+    if suffix not in MATRIX_FORMATS:  # check_output ran first
+        raise CLIError(f"{p}: unknown output extension {p.suffix!r}; use one of {', '.join(MATRIX_FORMATS)}")
+    own = files is None
+    pending = PendingFiles() if own else files
+    try:
+        with pending.open(p) as fh:
+            _write_matrix_to(fh, suffix, matrix, names)
+        tmp = pending.temporary_of(p)
+        header = f"# taxosmooth class list of {p.name}: {len(names)} classes, sha256 {_sha256(tmp)}\n"
+        with pending.open(classes_path(p)) as fh:
+            fh.write((header + "".join(n + "\n" for n in names)).encode("utf-8"))
+    except BaseException:
+        if own:
+            pending.discard()
+        raise
+    if own:
+        pending.commit()
+    return [p, classes_path(p)]
+
+
+def _write_matrix_to(fh, suffix: str, matrix, names: list[str]) -> None:
     if suffix == ".pt":
-        torch.save({"matrix": matrix.detach().cpu(), "classes": names}, p)
+        import torch
+
+        torch.save({"matrix": matrix.detach().cpu(), "classes": names}, fh)
     elif suffix == ".npy":
         import numpy as np
 
-        np.save(p, matrix.detach().cpu().numpy(), allow_pickle=False)
-    elif suffix == ".csv":
-        _write_csv(p, matrix.detach().cpu().numpy(), names)
-    else:  # check_output ran first
-        raise CLIError(f"{p}: unknown output extension {p.suffix!r}; use one of {', '.join(MATRIX_FORMATS)}")
-    side = classes_path(p)
-    side.write_text("".join(n + "\n" for n in names), encoding="utf-8")
-    return [p, side]
+        # to the file object: np.save(path) would append ".npy" to a name ending in ".NPY"
+        np.save(fh, matrix.detach().cpu().numpy(), allow_pickle=False)
+    else:
+        _write_csv(fh, matrix.detach().cpu().numpy(), names)
 
 
-def _write_csv(path: Path, values, names: list[str]) -> None:
+def _write_csv(fh, values, names: list[str]) -> None:
     # numpy writes the shortest text that reads back as the same float32 / float64
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["class", *names])
-        for name, row in zip(names, values):
-            w.writerow([name, *row.astype(str).tolist()])
+    text = io.TextIOWrapper(fh, encoding="utf-8", newline="", write_through=True)
+    w = csv.writer(text, lineterminator="\n")
+    w.writerow(["class", *names])
+    for name, row in zip(names, values):
+        w.writerow([name, *row.astype(str).tolist()])
+    text.flush()
+    text.detach()
+
+
+def read_class_list_of(matrix_path: Path) -> list[str] | None:
+    """The class list written next to ``matrix_path``, checked against it; ``None`` when there is none.
+
+    A list that does not start with taxosmooth's header, or whose checksum is
+    not that of the matrix file (the matrix was replaced after it was written),
+    is an error: it is never used silently.
+    """
+    side = classes_path(matrix_path)
+    if not side.is_file():
+        return None
+    try:
+        lines = side.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"{side}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    m = _CLASS_LIST_HEADER.match(lines[0])
+    if m is None:
+        raise CLIError(
+            f"{side}:1: not a class list written by taxosmooth for {matrix_path.name} (no '# taxosmooth class list' "
+            "header); to use it anyway, pass it with --classes"
+        )
+    if m.group(3) != _sha256(matrix_path):
+        raise CLIError(
+            f"{side} was written for another {matrix_path.name}: the checksum on its first line is not that of "
+            f"{matrix_path} (the matrix was replaced after the list was written); pass the right list with --classes"
+        )
+    names = lines[1:-1] if lines[-1] == "" else lines[1:]
+    if len(names) != int(m.group(2)):
+        raise CLIError(f"{side}: its header announces {m.group(2)} classes, it lists {len(names)}")
+    return names
 
 
 def read_matrix(path: str | os.PathLike, classes_file: str | None = None):
     """Read a matrix written by :func:`write_matrix` (or any square ``.npy`` / ``.pt`` / ``.csv``).
 
     Returns ``(matrix, classes)``: a float64 numpy array ``(C, C)`` and the
-    class names (from the file itself, ``classes_file``, or the
-    ``.classes.txt`` file next to it; ``None`` when there is none).
+    class names (from ``classes_file``, else the file itself (.pt, .csv), else
+    the class list written next to it, ``OUT.classes.txt``; ``None`` when there
+    is none). A class list next to the file must be the one written with it.
     """
     import numpy as np
 
@@ -279,7 +430,7 @@ def read_matrix(path: str | os.PathLike, classes_file: str | None = None):
     if suffix == ".npy":
         try:
             matrix = np.load(p, allow_pickle=False)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, EOFError) as exc:
             raise CLIError(f"{path}: not a numpy array file ({exc})") from None
     elif suffix == ".pt":
         import torch
@@ -296,55 +447,73 @@ def read_matrix(path: str | os.PathLike, classes_file: str | None = None):
             matrix = data
         if not isinstance(matrix, torch.Tensor):
             raise CLIError(f"{path}: 'matrix' is a {type(matrix).__name__}, not a tensor")
+        if matrix.is_complex():
+            raise CLIError(f"{path}: the matrix is complex ({matrix.dtype}); a class matrix is real")
         matrix = matrix.detach().to(torch.float64).numpy()
+        if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
+            raise CLIError(f"{path}: 'classes' must be a list of names")
     elif suffix == ".csv":
         matrix, classes = _read_csv(p)
     else:
         raise CLIError(f"{path}: unknown matrix extension {p.suffix!r}; use one of {', '.join(MATRIX_FORMATS)}")
+    if np.asarray(matrix).dtype.kind not in "biuf":
+        raise CLIError(f"{path}: the matrix holds {np.asarray(matrix).dtype} values, not real numbers")
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise CLIError(f"{path}: the matrix must be square (C, C), got shape {tuple(matrix.shape)}")
+    # the first of: --classes, the names stored in the file (.pt, .csv), the checked list beside it
     if classes_file is not None:
-        classes = read_class_list(classes_file)
-    elif classes is None and classes_path(p).is_file():
-        classes = read_class_list(str(classes_path(p)))
+        classes, where = read_class_list(classes_file), classes_file
+    elif classes is not None:
+        where = path
+    else:
+        classes, where = read_class_list_of(p), classes_path(p)
     if classes is not None and len(classes) != matrix.shape[0]:
-        where = classes_file or (classes_path(p) if suffix == ".npy" else path)
         raise CLIError(f"{where}: {len(classes)} class names for a {matrix.shape[0]}x{matrix.shape[0]} matrix")
     return matrix, (None if classes is None else [str(c) for c in classes])
 
 
 def _read_csv(path: Path):
+    """A matrix CSV, one physical line per row (a quote must close on its line, as in taxonomy files)."""
     import numpy as np
 
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        rows = [r for r in csv.reader(fh) if r]
+    from taxosmooth.errors import TaxonomyFileError
+    from taxosmooth.taxonomy._text import physical_lines, split_fields
+
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        rows = [(k, split_fields(line, ",", f"{path}:{k}")[0]) for k, line in enumerate(physical_lines(text), start=1)
+                if line.strip()]
+    except TaxonomyFileError as exc:
+        raise CLIError(str(exc)) from None
     if not rows:
         raise CLIError(f"{path}: the file is empty")
-    header = rows[0]
-    if not header or header[0].strip().lower() != "class":
-        raise CLIError(f"{path}:1: expected a header row 'class,<name 1>,...', got {','.join(header)[:60]!r}")
-    classes = [h.strip() for h in header[1:]]
+    first, header = rows[0]
+    if not header or header[0].lower() != "class":
+        raise CLIError(f"{path}:{first}: expected a header row 'class,<name 1>,...', got {','.join(header)[:60]!r}")
+    classes = header[1:]
     values = np.empty((len(rows) - 1, len(classes)), dtype=np.float64)
-    for lineno, row in enumerate(rows[1:], start=2):
+    for k, (lineno, row) in enumerate(rows[1:]):
         if len(row) != len(classes) + 1:
             raise CLIError(f"{path}:{lineno}: expected {len(classes) + 1} fields (a name and {len(classes)} values), got {len(row)}")
-        if row[0].strip() != classes[lineno - 2]:
-            raise CLIError(f"{path}:{lineno}: row {row[0]!r} should be {classes[lineno - 2]!r}, the class of that column")
-        try:
-            values[lineno - 2] = [float(x) for x in row[1:]]
-        except ValueError:
-            bad = next(x for x in row[1:] if not _is_float(x))
-            raise CLIError(f"{path}:{lineno}: {bad!r} is not a number") from None
+        if k >= len(classes) or row[0] != classes[k]:
+            want = repr(classes[k]) if k < len(classes) else "no row (there are more rows than columns)"
+            raise CLIError(f"{path}:{lineno}: row {row[0]!r} should be {want}, the class of that column")
+        bad = next((x for x in row[1:] if not _is_float(x)), None)
+        if bad is not None:
+            raise CLIError(f"{path}:{lineno}: {bad!r} is not a number")
+        values[k] = [float(x) for x in row[1:]]
     return values, classes
 
 
 def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    """A plain decimal number (or nan / inf), as written: float() would also take '1_0' or Arabic-Indic digits."""
+    from taxosmooth.taxonomy.io import _is_weight
+
+    return _is_weight(text.strip())
 
 
 def is_matrix_file(path: str | os.PathLike) -> bool:
@@ -360,8 +529,16 @@ def is_matrix_file(path: str | os.PathLike) -> bool:
         return True
     if suffix != ".csv" or not p.is_file():
         return False
-    with p.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
-        first = next((r for r in csv.reader(fh) if r and any(c.strip() for c in r)), [])
+    from taxosmooth.errors import TaxonomyFileError
+    from taxosmooth.taxonomy._text import physical_lines, split_fields
+
+    with p.open(encoding="utf-8-sig", errors="replace") as fh:
+        head = fh.read(1 << 16)  # the first row is enough
+    line = next((x for x in physical_lines(head) if x.strip()), "")
+    try:
+        first = split_fields(line, ",", str(p))[0]
+    except TaxonomyFileError:
+        return False
     if len(first) < 3 or first[0].strip().lower() != "class":
         return False
     return len(first) > 3 or not _is_float(first[2])
@@ -380,8 +557,9 @@ def save_matrix_command(args: argparse.Namespace, what: str, compute) -> int:
     """Shared body of ``targets`` and ``costs``: check OUT, load, compute ``compute(tax, dtype)``, write."""
     import torch
 
-    check_output(args.output, MATRIX_FORMATS)
+    check_matrix_output(args.output)
     tax = load_taxonomy(args)
+    check_class_names(tax.classes)
     n = tax.num_classes
     dtype = getattr(torch, args.dtype)
     size_gb = n * n * dtype.itemsize / 1e9

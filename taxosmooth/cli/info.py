@@ -13,6 +13,7 @@ EPILOG = """
   taxosmooth info wordnet_edges.csv --multiple-parents longest --contract-unary
   taxosmooth info animals.txt --classes my_classes.txt
   taxosmooth info animals.csv --list-classes > classes.txt   # the default class order, one per line
+  taxosmooth info --format ranks inat_taxa.csv               # a rank table: rows and classes per rank
 """
 
 #: at most this many unary chains, class names and decisions are printed
@@ -25,7 +26,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="summarise a taxonomy file: classes, nodes, depth, roots, DAG choices, unary chains",
         description="Load a taxonomy file and print what it holds: the number of classes and nodes, the "
                     "depths, the root(s), every decision taken to make it a tree (several parents, several "
-                    "roots, pruning, contraction) and the chains of single-child nodes.",
+                    "roots, pruning, contraction) and the chains of single-child nodes. For a rank table "
+                    "(--format ranks): how many rows stop at each rank, and every name qualified because "
+                    "several nodes share it.",
         epilog=EPILOG,
     )
     add_taxonomy_options(p)
@@ -62,6 +65,10 @@ def summary(tax, show_all: bool = False) -> str:
         lines.append(f"  roots ({len(roots)}): {_names(roots, limit)}")
     depths, counts = np.unique(c.depth[c.leaf_node], return_counts=True)
     lines.append("  classes by depth: " + ", ".join(f"{d}: {k}" for d, k in zip(depths, counts)))
+    if tax.ranks is not None:
+        # a rank table: depth d is rank d (d - 1 under a virtual root joining several top-rank values)
+        shift = 1 if tax.has_virtual_root else 0
+        lines.append("  classes by rank: " + ", ".join(f"{tax.ranks[d - shift]}: {k}" for d, k in zip(depths, counts)))
     n_children = np.bincount(c.parent[1:], minlength=c.num_nodes)
     widest = int(np.argmax(n_children))
     lines.append(f"  largest fan-out: {tax.nodes[widest]!r} with {n_children[widest]} children")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
+
+from taxosmooth._atomic import atomic_write
 
 from taxosmooth.cli._common import (
     CLIError,
@@ -29,9 +32,10 @@ EPILOG = """
 
 INPUT is either a taxonomy file (its --matrix is computed) or a matrix saved by
 'taxosmooth targets' / 'taxosmooth costs' (.npy, .pt, or a .csv whose header row starts
-with 'class'); a saved matrix's classes come from the file itself (.pt, .csv), from
-OUT.classes.txt next to it, or from --classes. With --taxonomy the matrix is drawn in
-tree order with the tree beside it; without, as saved.
+with 'class'); a saved matrix's classes come from --classes, else from the file itself
+(.pt, .csv), else from the class list written next to it (targets.npy.classes.txt), which
+must be the one written with that matrix (its checksum is checked). With --taxonomy the
+matrix is drawn in tree order with the tree beside it; without, as saved.
 
 The dendrogram puts each internal node at the distance of two classes that meet there
 (--distance), so it tells the same story as a heatmap of that distance. Up to 80 classes
@@ -121,11 +125,20 @@ def run(args: argparse.Namespace) -> int:
         what = f"{what} of {Path(args.input).name} ({tax.num_classes} classes)"
     title = args.title if args.title is not None else what
     with step(args, f"drawing {out}"):
-        fig = plots.plot_matrix(
-            matrix, tax, classes, title=title, colorbar_label=cbar, node_height=NODE_HEIGHT[args.distance],
-            labels=labels, color_scale=args.color_scale, cmap=args.cmap, column_label=column,
-        )
-        fig.savefig(out)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", plots.LabelWarning)
+            fig = plots.plot_matrix(
+                matrix, tax, classes, title=title, colorbar_label=cbar, node_height=NODE_HEIGHT[args.distance],
+                labels=labels, color_scale=args.color_scale, cmap=args.cmap, column_label=column,
+            )
+        # written beside and renamed: an interrupted run leaves the old figure
+        with atomic_write(out) as fh:
+            fig.savefig(fh, format=out.suffix.lower().lstrip("."))
+    for w in caught:
+        if issubclass(w.category, plots.LabelWarning):
+            print(f"taxosmooth plot: note: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

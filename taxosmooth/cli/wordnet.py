@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 from taxosmooth.cli._common import (
-    MATRIX_FORMATS,
     CLIError,
     add_command,
     add_progress_option,
+    check_class_names,
+    check_matrix_output,
     check_output,
+    classes_path,
     step,
     write_matrix,
 )
@@ -26,14 +28,17 @@ EPILOG = """
 SYNSETS_FILE holds one synset per line, in the order of the model's classes: a name (horse.n.01),
 an ImageNet id (n02374451; a line 'n01440764 tench, Tinca tinca' as in ImageNet's synset mapping
 files counts as its id), or a noun (zebra, sea lion: its first sense, reported). Blank lines and
-lines starting with '#' are skipped.
+lines starting with '#' are skipped. Every line that names no synset (or the same synset as an
+earlier line) is reported with its line number, all of them at once.
 
 The values equal nltk's path_similarity, wup_similarity, lch_similarity, res/jcn/lin_similarity
 (nan where nltk returns None). --distance writes the matching distance instead: path length,
 1 - wup, log(1 + path length), the Jiang-Conrath distance (res, jcn), 1 - lin.
 Matrix files: .npy (numpy.load), .pt (torch.load(OUT)["matrix"]), .csv (a header row, then one
-row per synset); the synset names are also written to OUT with the suffix .classes.txt.
+row per synset); the synset names are also written next to OUT, in OUT.classes.txt.
 --tree writes the hypernym tree as a parent,child edge list that taxosmooth.Taxonomy.load reads.
+Everything is computed and checked first; then all files are written beside their
+destinations and renamed at the end, so a failed run leaves the old files as they were.
 
 WordNet data (nothing is downloaded): nltk's own data, else the dictionary folder named by
 TAXOSMOOTH_WORDNET_DIR, else /usr/share/wordnet (apt-get install wordnet-base wordnet-sense-index).
@@ -43,25 +48,52 @@ _WNID_LINE = re.compile(r"^([nvasr]\d{8})\s")
 TREE_FORMATS = (".csv", ".tsv", ".json", ".txt")
 
 
-def read_synsets_file(path: str) -> list[str]:
-    """The synsets of SYNSETS_FILE, one per line (see the epilog)."""
+def read_synsets_file(path: str) -> list[tuple[int, str]]:
+    """The synsets of SYNSETS_FILE, one per line (see the epilog): ``(line number, item)`` pairs."""
+    from taxosmooth.taxonomy._text import physical_lines
+
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"{path}: no such synsets file" if not p.exists() else f"{path}: is not a file")
     try:
-        lines = p.read_text(encoding="utf-8-sig").splitlines()
+        lines = physical_lines(p.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise CLIError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     items = []
-    for line in lines:
+    for lineno, line in enumerate(lines, start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
         m = _WNID_LINE.match(text)
-        items.append(m.group(1) if m else text)
+        items.append((lineno, m.group(1) if m else text))
     if not items:
         raise CLIError(f"{path}: no synsets found")
     return items
+
+
+def resolve_lines(path: str, items: list[tuple[int, str]], reader, report: list) -> list:
+    """The synset of every line; every bad line is reported (``file:line: ...``), not only the first."""
+    from taxosmooth.errors import WordNetLookupError
+    from taxosmooth.wordnet.synsets import resolve_synset
+
+    synsets, errors, first_line = [], [], {}
+    for lineno, item in items:
+        notes: list = []
+        try:
+            synset = resolve_synset(item, wordnet=reader, report=notes)
+        except WordNetLookupError as exc:
+            errors.append(f"{path}:{lineno}: {exc}")
+            continue
+        report.extend(f"{path}:{lineno}: {n}" for n in notes)
+        if synset in first_line:
+            errors.append(f"{path}:{lineno}: synset {synset.name()} is given twice (lines {first_line[synset]} and "
+                          f"{lineno}); each class must appear once")
+            continue
+        first_line[synset] = lineno
+        synsets.append(synset)
+    if errors:
+        raise CLIError(*errors)
+    return synsets
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -102,22 +134,29 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from taxosmooth._atomic import PendingFiles
     from taxosmooth.wordnet import load_wordnet, wordnet_source
     from taxosmooth.wordnet.similarity import compile_synsets, distance_matrix, similarity_matrix
 
     if not args.output and not args.tree:
         raise CLIError("nothing to write: give -o OUT for the matrix and/or --tree TREE.csv")
     if args.output:
-        check_output(args.output, MATRIX_FORMATS)
+        check_matrix_output(args.output)
     if args.tree:
         check_output(args.tree, TREE_FORMATS)
+    outputs = [Path(p).resolve() for p in (args.output, args.output and classes_path(args.output), args.tree) if p]
+    if len(set(outputs)) < len(outputs):
+        raise CLIError("-o and --tree name the same file")
     items = read_synsets_file(args.synsets_file)
     with step(args, "loading WordNet"):
         reader = load_wordnet()
     report: list[str] = [wordnet_source().describe()]
     with step(args, f"resolving {len(items)} synsets and their hypernyms"):
-        dag = compile_synsets(items, wordnet=reader, report=report)
+        synsets = resolve_lines(args.synsets_file, items, reader, report)
+        dag = compile_synsets(synsets, wordnet=reader)
     names = [dag.names[v] for v in dag.inputs]
+    # everything is computed and checked before the first file is written
+    matrix = tree_text = tax = None
     if args.output:
         n = len(names)
         what = f"{args.measure} {'distance' if args.distance else 'similarity'}"
@@ -128,20 +167,29 @@ def run(args: argparse.Namespace) -> int:
         except MemoryError:
             raise CLIError(f"not enough memory for the {n}x{n} {what} matrix") from None
         matrix = torch.from_numpy(np.ascontiguousarray(values)).to(getattr(torch, args.dtype))
-        written = write_matrix(args.output, matrix, names)
-        missing = int(np.isnan(values).sum())
-        note = f"; {missing} pair(s) without a value (nan)" if missing else ""
-        print(f"wrote {written[0]} ({n}x{n} {what}, {args.dtype}{note}) and its synset list {written[1]}", file=sys.stderr)
+        check_class_names(names)
     if args.tree:
+        from taxosmooth.taxonomy.io import render_taxonomy
         from taxosmooth.wordnet.taxonomy import taxonomy_from_wordnet
 
         with step(args, "building the hypernym tree"):
             tax = taxonomy_from_wordnet(
                 [dag.synsets[v] for v in dag.inputs], multiple_parents=args.multiple_parents,
-                contract_unary=args.contract_unary, node_names=args.node_names,
+                contract_unary=args.contract_unary, node_names=args.node_names, wordnet=reader,
             )
-        tax.save(args.tree)
+            tree_text = render_taxonomy(tax, args.tree)
         report.extend(tax.report)
+    with step(args, "writing"), PendingFiles() as files:
+        if matrix is not None:
+            written = write_matrix(args.output, matrix, names, files=files)
+        if tree_text is not None:
+            with files.open(args.tree) as fh:
+                fh.write(tree_text.encode("utf-8"))
+    if matrix is not None:
+        missing = int(np.isnan(values).sum())
+        note = f"; {missing} pair(s) without a value (nan)" if missing else ""
+        print(f"wrote {written[0]} ({n}x{n} {what}, {args.dtype}{note}) and its synset list {written[1]}", file=sys.stderr)
+    if tax is not None:
         print(f"wrote {args.tree} (tree of {tax.num_nodes} nodes above {tax.num_classes} synsets, "
               f"{len(tax.report)} decision(s){'' if args.report else '; --report lists them'})", file=sys.stderr)
     for line in report if args.report else report[:1]:

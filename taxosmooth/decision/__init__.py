@@ -17,3 +17,7 @@ from taxosmooth.decision.crm import CRMClassifier, conditional_risk, crm_predict
 from taxosmooth.decision.nodes import NODE_RULES, node_probabilities, predict_node
 
 __all__ = ["conditional_risk", "crm_predict", "CRMClassifier", "node_probabilities", "predict_node", "NODE_RULES"]
+
+
+def __dir__():
+    return list(__all__)

@@ -274,3 +274,7 @@ class CRMClassifier(nn.Module):
     def extra_repr(self) -> str:
         kind = "structured" if self.costs.structured else "dense"
         return f"num_classes={self.num_classes}, k={self.k}, costs={kind}"
+
+
+def __dir__():
+    return list(__all__)

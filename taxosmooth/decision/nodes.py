@@ -433,3 +433,7 @@ def predict_node(
             node = _f_beta(p[a:b], P, s, tree, opts["beta"])
         out[a:b] = take(s.node_target, node)
     return out
+
+
+def __dir__():
+    return list(__all__)

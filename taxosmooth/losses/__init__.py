@@ -31,3 +31,7 @@ __all__ = [
     "PairwiseCostLoss",
     "set_checks",
 ]
+
+
+def __dir__():
+    return list(__all__)

@@ -121,8 +121,15 @@ class LossTarget:
     ``smooth`` (M,) (or a float, or ``None`` without smoothing) multiplies the
     row's uniform term ``Σ_c (weight[c] / C)·loss(z, c)``: ``ε·[counted]·scale``.
     ``kind == "prob"``: ``prob`` (M, C) the smoothed target distribution
-    (``(1 - ε) p + ε / C``), ``omega`` the row scale. ``class_weight`` (C,) or
-    ``None``. ``coarse``: whether an id is an internal node (``None``: unknown).
+    (``(1 - ε) p + ε / C``), ``omega`` the row scale. ``kind == "sparse"`` (the
+    host kernels only): a probability target written as a few classes on a
+    uniform floor, ``prob = floor + Σ_j values_j onehot(ids_j)``: ``ids`` (M, k)
+    class indices, ``omega`` (M, k) their values times their class weight and
+    the row scale, ``values`` (M, k) the mass above the floor, ``smooth`` (M,)
+    ``C · floor · scale`` (the uniform part, as for label smoothing) or ``None``;
+    ``prob`` (before label smoothing ``eps``) and ``row_scale`` give the dense
+    form (:meth:`dense`) for the torch formulation. ``class_weight`` (C,) or ``None``.
+    ``coarse``: whether an id is an internal node (``None``: unknown).
     """
 
     kind: str
@@ -133,6 +140,22 @@ class LossTarget:
     class_weight: torch.Tensor | None = None
     coarse: bool | None = None
     nothing_counted: bool = False  # every target ignored or of weight 0: a mean is 0/0 = nan, as in cross_entropy
+    row_scale: object = 1.0  # sparse: the dense form's omega
+    values: torch.Tensor | None = None  # sparse: (M, k) float64 target mass above the floor
+    eps: float = 0.0  # sparse: the label smoothing still to apply to ``prob`` for the dense form
+
+    def columns(self):
+        """``(ids, omega)`` per target column: one for class ids, ``k`` for a sparse probability target."""
+        if self.kind == "sparse":
+            return [(self.ids[:, j], self.omega[:, j]) for j in range(self.ids.shape[1])]
+        return [(self.ids, self.omega)]
+
+    def dense(self) -> LossTarget:
+        """A sparse target as the probability target it stands for (the torch formulation's input)."""
+        if self.kind != "sparse":
+            return self
+        p = self.prob if not self.eps else self.prob * (1.0 - self.eps) + self.eps / self.prob.shape[1]
+        return LossTarget(kind="prob", omega=self.row_scale, prob=p, class_weight=self.class_weight)
 
     def host_omega(self) -> np.ndarray | float:
         return _host_factor(self.omega)
@@ -145,6 +168,70 @@ def _host_factor(x):
     if isinstance(x, torch.Tensor):
         return x.detach().to(torch.float64).numpy()
     return float(x)
+
+
+#: a probability row with at most this many classes above its floor takes the sparse (ring) kernels
+SPARSE_CLASSES = 4
+
+
+def _sparse_rows(p: torch.Tensor, kmax: int, floor: torch.Tensor | None = None):
+    """``p = floor + Σ_j values_j onehot(ids_j)`` when every row has at most ``kmax`` classes above its
+    minimum: ``(ids (M, k) int64, values (M, k) float64, floor (M,) float64)``, shorter rows padded
+    with class 0 and value 0; else ``None``. ``p`` a CPU tensor (the host kernels'), ``floor`` its row
+    minima if known.
+
+    Mixup and CutMix rows are two classes (above 0, or above ``ε / C`` with label smoothing). Three
+    passes at most (one comparison, a count, the positions), and a dense batch stops after the count.
+    """
+    M, C = p.shape
+    if floor is None:
+        floor = p.amin(dim=1)
+    pn, fl = p.numpy(), floor.numpy()
+    if M == 0:
+        return None
+    flat = _above_floor(pn, fl, kmax * M)
+    if flat is None:
+        return None
+    rows, cols = np.divmod(flat, C)
+    counts = np.bincount(rows, minlength=M)
+    k = int(counts.max()) if flat.size else 0
+    if k > kmax:
+        return None
+    k = max(k, 1)
+    slot = np.arange(flat.size) - (np.cumsum(counts) - counts)[rows]
+    ids = np.zeros((M, k), dtype=np.int64)
+    ids[rows, slot] = cols
+    fl64 = fl.astype(np.float64)
+    values = np.zeros((M, k))
+    values[rows, slot] = pn.reshape(-1)[flat].astype(np.float64) - fl64[rows]
+    return torch.from_numpy(ids), torch.from_numpy(values), torch.from_numpy(fl64)
+
+
+def _above_floor(pn: np.ndarray, fl: np.ndarray, limit: int):
+    """Flat positions of the entries above their row's minimum (``None`` when more than ``limit``).
+
+    float32 rows compare as bit patterns two entries at a time (one int64 per pair), half the
+    work of a float comparison; above the minimum is the same as not equal to it (a ``-0.0`` on a
+    ``0.0`` floor counts as above with value 0: harmless).
+    """
+    M, C = pn.shape
+    same = bool(fl.size) and fl.min() == fl.max()  # one floor for the batch (0, or ε / C): a scalar comparison
+    if pn.dtype == np.float32 and pn.flags.c_contiguous and (M * C) % 2 == 0 and (same or C % 2 == 0):
+        bits = fl.view(np.uint32).astype(np.uint64)
+        pattern = bits | (bits << np.uint64(32))
+        pairs = pn.reshape(-1).view(np.uint64)
+        differ = pairs != pattern[0] if same else pairs.reshape(M, -1) != pattern[:, None]
+        if np.count_nonzero(differ) > limit:
+            return None
+        pair = np.flatnonzero(differ)
+        cand = np.empty(2 * pair.size, dtype=np.int64)
+        cand[0::2] = 2 * pair
+        cand[1::2] = cand[0::2] + 1
+        return cand[pn.reshape(-1)[cand] > fl[cand // C]]
+    above = pn > fl[:, None]
+    if np.count_nonzero(above) > limit:
+        return None
+    return np.flatnonzero(above)
 
 
 class _FusedLoss(torch.autograd.Function):
@@ -198,15 +285,16 @@ class _Call:
     def host(self, z):
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # bad logits are reported after
             rows, grad = self.loss._host(z, self.target)
-        rows = torch.as_tensor(rows, dtype=z.dtype)
         dead = self._dead()
         if dead is not None and bool(dead.any()):
-            rows = rows.masked_fill(dead, 0.0)
+            rows = np.where(dead.numpy(), 0.0, rows)
             grad = grad.masked_fill(dead.unsqueeze(1), 0.0)
-        return (rows.sum() if self.reduce_rows else rows), grad
+        if self.reduce_rows:
+            return torch.scalar_tensor(float(np.sum(rows)), dtype=z.dtype), grad
+        return torch.as_tensor(rows, dtype=z.dtype), grad
 
     def reference(self, z):
-        rows = self.loss._reference(z, self.target)
+        rows = self.loss._reference(z, self.target.dense())
         dead = self._dead()
         if dead is not None:
             rows = torch.where(dead, torch.zeros_like(rows), rows)
@@ -226,6 +314,8 @@ class TreeLossBase(nn.Module):
 
     num_classes: int
     supports_coarse = True
+    #: whether ``_host`` takes ``kind == "sparse"`` targets (else probability rows stay dense)
+    sparse_targets = False
 
     def __init__(self, num_classes: int, weight=None, ignore_index: int = -100, reduction: str = "mean",
                  label_smoothing: float = 0.0, coarse_labels: bool = False, tree: TreeTensors | None = None,
@@ -302,7 +392,7 @@ class TreeLossBase(nn.Module):
         name = type(self).__name__
         with no_autocast(input.device.type if isinstance(input, torch.Tensor) else "cpu"):
             mode = check_mode(input.device if isinstance(input, torch.Tensor) else torch.device("cpu"))
-            if isinstance(input, torch.Tensor) and _is_functorch_wrapped(input):
+            if isinstance(input, torch.Tensor) and not torch.compiler.is_compiling() and _is_functorch_wrapped(input):
                 mode = "off"  # torch.func transforms cannot look at values (no data-dependent checks)
             flat = flatten(input, target, num_classes=self.num_classes, num_targets=self.num_targets,
                            ignore_index=ignore_index, name=name, mode=mode)
@@ -321,7 +411,8 @@ class TreeLossBase(nn.Module):
             if plan.nothing_counted and reduction == "mean":
                 out = out + float("nan")
             if mode == "full":
-                if not bool(torch.isfinite(out).all()) and not (reduction == "mean" and plan.nothing_counted):
+                finite = math.isfinite(out.item()) if out.dim() == 0 else bool(torch.isfinite(out).all())
+                if not finite and not (reduction == "mean" and plan.nothing_counted):
                     self._name_bad_logit(input, z, flat, out, name)
             elif mode == "device":
                 torch._assert_async(~torch.isnan(out).any(),
@@ -341,9 +432,21 @@ class TreeLossBase(nn.Module):
             class_w = cw[: self.num_classes] if cw.shape[0] == self.num_classes else self._class_part(cw)
         if flat.kind == "prob":
             p = flat.prob
+            scale = 1.0 / z.shape[0] if reduction == "mean" else 1.0
+            if self.sparse_targets and use_host_kernels(z):
+                sparse = _sparse_rows(p, SPARSE_CLASSES, flat.floor)
+                if sparse is not None:  # label smoothing scales the values and lifts the floor
+                    ids, values, floor = sparse
+                    if eps:
+                        values, floor = values * (1.0 - eps), floor * (1.0 - eps) + eps / self.num_classes
+                    omega = values * scale
+                    if class_w is not None:
+                        omega = omega * class_w.index_select(0, ids.reshape(-1)).view_as(omega)
+                    smooth = floor * (self.num_classes * scale) if bool((floor > 0).any()) else None
+                    return LossTarget(kind="sparse", omega=omega, ids=ids, smooth=smooth, prob=p, values=values,
+                                      class_weight=class_w, coarse=False, row_scale=scale, eps=eps)
             if eps:
                 p = p * (1.0 - eps) + eps / self.num_classes
-            scale = 1.0 / z.shape[0] if reduction == "mean" else 1.0
             return LossTarget(kind="prob", omega=scale, prob=p, class_weight=class_w)
         ids, valid = flat.ids, flat.valid
         if cw is None:

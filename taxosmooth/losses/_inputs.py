@@ -122,6 +122,7 @@ class FlatBatch:
     valid: torch.Tensor | None = None
     prob: torch.Tensor | None = None
     coarse: bool | None = None
+    floor: torch.Tensor | None = None  # probability rows: their minima, when the check computed them
 
 
 def _position(k: int, shape: tuple) -> tuple:
@@ -168,9 +169,11 @@ def flatten(input, target, *, num_classes: int, num_targets: int, ignore_index: 
             )
         p = target.unsqueeze(0) if class_dim == 0 else (target if target.dim() == 2 else
                                                          target.movedim(1, -1).reshape(-1, num_classes))
-        _check_probabilities(p, target.dtype, name, input.shape, class_dim, mode)
+        floor = _check_probabilities(p, target.dtype, name, input.shape, class_dim, mode)
         p = p.to(dtype=dtype, device=z.device)
-        return FlatBatch(z=z, kind="prob", out_shape=out_shape, prob=p)
+        if floor is not None:
+            floor = floor.to(dtype=dtype, device=z.device)
+        return FlatBatch(z=z, kind="prob", out_shape=out_shape, prob=p, floor=floor)
     if target.is_complex() or target.dtype == torch.bool:
         raise TypeError(f"{name}: target must hold integer class indices or floating-point probabilities, got "
                         f"{target.dtype}")
@@ -183,28 +186,33 @@ def flatten(input, target, *, num_classes: int, num_targets: int, ignore_index: 
     return _check_ids(z, t, num_classes, num_targets, ignore_index, name, out_shape, mode)
 
 
-def _check_probabilities(p: torch.Tensor, dtype, name: str, shape, class_dim: int, mode: str) -> None:
+def _check_probabilities(p: torch.Tensor, dtype, name: str, shape, class_dim: int, mode: str):
+    """Rows must be finite, ``>= 0`` and sum to 1 within the dtype's tolerance. Two passes (row minima and
+    row sums: a NaN makes a minimum NaN, an infinity a sum infinite); the diagnosis only on failure.
+    Returns the row minima (the floor of Mixup rows, reused by the loss) or ``None`` unchecked."""
     if mode == "off" or p.numel() == 0:
-        return
+        return None
     acc = torch.float64 if p.dtype == torch.float64 else torch.float32
     sums = p.sum(dim=1, dtype=acc)
+    mins = p.amin(dim=1)
     tol = _ROW_SUM_TOLERANCE.get(dtype, 1e-5)
-    bad_entry = ~torch.isfinite(p) | (p < 0)
     if mode == "device":
-        ok = ~bad_entry.any() & ((sums - 1).abs() <= tol).all()
+        ok = (mins >= 0).all() & ((sums - 1).abs() <= tol).all()
         torch._assert_async(ok, f"{name}: a probability target is negative, not finite, or its row does not sum "
                                 "to 1")
-        return
+        return mins
+    if bool((mins >= 0).all()) and bool(((sums - 1).abs() <= tol).all()):
+        return mins
+    bad_entry = ~torch.isfinite(p) | (p < 0)
     if bool(bad_entry.any()):
         row, col = (int(i) for i in bad_entry.nonzero()[0])
         raise ValueError(f"{name}: target probability {float(p[row, col]):.6g} in row {_row_name(row, shape, class_dim)} "
                          f"(class {col}) is {'not finite' if not torch.isfinite(p[row, col]) else 'negative'}; "
                          "probabilities must be finite and >= 0")
     off = (sums - 1).abs() > tol
-    if bool(off.any()):
-        row = int(off.nonzero()[0, 0])
-        raise ValueError(f"{name}: the target probabilities of row {_row_name(row, shape, class_dim)} sum to "
-                         f"{float(sums[row]):.6g}, not 1 (tolerance {tol:g} for {dtype})")
+    row = int(off.nonzero()[0, 0])
+    raise ValueError(f"{name}: the target probabilities of row {_row_name(row, shape, class_dim)} sum to "
+                     f"{float(sums[row]):.6g}, not 1 (tolerance {tol:g} for {dtype})")
 
 
 def _row_name(row: int, shape, class_dim: int) -> str:
@@ -221,13 +229,11 @@ def _check_ids(z, t, num_classes: int, num_targets: int, ignore_index: int, name
     if t.device != z.device:
         t = t.to(z.device)
     if mode == "full" and t.device.type == "cpu":
-        # one numpy pass: as unsigned, negative ids are huge
+        # one numpy pass: as unsigned, negative ids are huge, so the maximum alone bounds them
         tn = t.numpy()
-        u = tn.view(np.uint64)
-        ignored_inside = 0 <= ignore_index < num_targets and bool((tn == ignore_index).any())
-        if (u < num_targets).all() and not ignored_inside:
-            coarse = num_targets > num_classes and bool((u >= num_classes).any())
-            return FlatBatch(z=z, kind="index", out_shape=out_shape, ids=t, valid=None, coarse=coarse)
+        top = int(tn.view(np.uint64).max())
+        if top < num_targets and not (0 <= ignore_index < num_targets and bool((tn == ignore_index).any())):
+            return FlatBatch(z=z, kind="index", out_shape=out_shape, ids=t, valid=None, coarse=top >= num_classes)
     elif mode == "full":
         lo, hi = (int(v) for v in torch.aminmax(t))
         if lo >= 0 and hi < num_targets and not (lo <= ignore_index <= hi):

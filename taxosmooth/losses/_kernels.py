@@ -70,7 +70,7 @@ def host_cross_entropy(z: torch.Tensor, neg_w: torch.Tensor, row_sum):
     if isinstance(row_sum, float):
         torch.add(neg_w, p, alpha=row_sum, out=neg_w)  # one pass: ω p - w
         return rows, neg_w
-    return rows, p.mul_(torch.from_numpy(row_sum).to(p.dtype).unsqueeze(1)).add_(neg_w)
+    return rows, torch.addcmul(neg_w, p, torch.from_numpy(row_sum).to(p.dtype).unsqueeze(1), out=neg_w)
 
 
 def ref_cross_entropy(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

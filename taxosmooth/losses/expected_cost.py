@@ -24,6 +24,12 @@ def _col(x, like):
     return x.to(like.dtype)[:, None]
 
 
+def _host_vec(x, n: int) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(torch.float64).numpy()
+    return np.full(n, float(x))
+
+
 class CostLossBase(TreeLossBase):
     """A loss built on costs (:func:`~taxosmooth.costs.resolve_costs`): structured node costs on a
     taxonomy, or a dense ``(C, C)`` matrix. Rows of costs for a batch come from here."""
@@ -45,6 +51,7 @@ class CostLossBase(TreeLossBase):
             table = costs.node_table
             self._node_cost = table
             self._node_cost_step = table - np.where(c.parent >= 0, table[np.maximum(c.parent, 0)], 0.0)
+            self._step_level = tree.nodes_host.table(self._node_cost_step)
             self.register_buffer("node_cost", torch.from_numpy(np.array(table)), persistent=False)
             self.register_buffer("node_cost_step", torch.from_numpy(self._node_cost_step.copy()), persistent=False)
             self.register_buffer("costs", None)
@@ -67,18 +74,23 @@ class CostLossBase(TreeLossBase):
             return vals
         return torch.cat([torch.zeros_like(vals[:, :1]), vals[:, 1:]], dim=1)
 
-    def _id_rows(self, target: LossTarget, host: bool, dtype, rings=None):
-        """``ω_i cost(t_i, ·)`` (M, C): leaf order on the host for structured costs, else class order."""
+    def _id_rows(self, ids, omega, host: bool, dtype, rings=None):
+        """``ω_i cost(t_i, ·)`` (M, C) for one target column: leaf order on the host for structured
+        costs, else class order; ``rings`` the column's layout (structured costs)."""
         if self.structured:
-            omega = target.host_omega() if host else target.omega
+            if host:
+                omega = omega.detach().to(torch.float64).numpy() if isinstance(omega, torch.Tensor) else omega
             vals = self._ring_costs(rings)
-            vals = vals * (omega if isinstance(omega, float) else (omega[:, None] if host else omega.to(vals.dtype)[:, None]))
+            if isinstance(omega, float):
+                vals = vals * omega
+            else:
+                vals = vals * (omega[:, None] if host else omega.to(vals.dtype)[:, None])
             rows = rings.expand_rings(vals, dtype if host else None)
             return rows if host else self.tree.to_class_order(rows).to(dtype)
         if not isinstance(dtype, torch.dtype):
             dtype = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
-        rows = self.costs.index_select(0, target.ids).to(dtype)
-        om = _col(target.omega, rows)
+        rows = self.costs.index_select(0, ids).to(dtype)
+        om = _col(omega, rows)
         return rows * om if om is not None else rows
 
     def _prob_rows(self, p, host: bool, dtype):
@@ -89,8 +101,9 @@ class CostLossBase(TreeLossBase):
         if self.structured:
             tree = self.tree
             if host:
-                mass = tree.host_subtree_sum(p) * self._node_cost_step
-                return tree.host_accumulate_down(mass)[:, tree._host.leaf_node].astype(dtype)
+                lay = tree.nodes_host
+                mass = lay.up(p) * self._step_level
+                return lay.leaves(lay.down(mass)).astype(dtype)
             mass = tree.subtree_sum(p) * self.node_cost_step.to(p.dtype)
             return tree.node_to_class(tree.accumulate_down(mass)).to(dtype)
         if host:
@@ -131,38 +144,50 @@ class CostLossBase(TreeLossBase):
     def _unleaf(self, g):
         return self.tree.class_cols(g) if self.structured else g
 
-    def _rings(self, target, host):
-        return self.tree.rings(target.ids, host=host) if self.structured else None
+    def _rings(self, target, host, ids=None):
+        if not self.structured:
+            return None
+        return self.tree.rings(target.ids if ids is None else ids, host=host,
+                               coarse=target.coarse if host else None)
 
 
-def host_expected_row(z, rows, ce_coef=None, rings=None, positions=None, ce_rows=None):
-    """``Σ_j p_j R_j + ce_coef·(-log P(ring 0)) - Σ_j G_j log p_j`` per row and its gradient.
+def host_expected_row(z, rows, ce_coef=None, rings=None, positions=None, ce_rows=None, ce_terms=None, risk=None):
+    """``Σ_j p_j R_j + Σ_terms c·(-log P(ring 0)) - Σ_j G_j log p_j`` per row and its gradient.
 
-    ``z`` (M, C) in the order of ``rows`` (leaf order with ``rings``); ``rows``
-    ``R`` (M, C) a fresh tensor (overwritten with the gradient); ``ce_coef``
-    (M,) float64 numpy or None: the cross-entropy term of integer targets, whose
-    ring 0 is given by ``rings`` or, for class targets without a tree, by their
-    ``positions`` (M,); ``ce_rows`` ``G`` (M, C) or None: the cross-entropy term
-    of dense target rows. Returns float64 numpy rows and the gradient.
+    ``z`` (M, C) in the order of ``rows`` (leaf order with rings); ``rows`` ``R``
+    (M, C) a fresh tensor (overwritten with the gradient). The cross entropy of
+    integer targets comes as terms ``(coef (M,) float64, rings or None,
+    positions (M,) or None)``: ``ce_terms`` (several target columns) or one given
+    by ``ce_coef``, ``rings``, ``positions``; its ring 0 is that of ``rings``
+    (a coarse label's classes) or, for class targets, the column ``positions``.
+    ``ce_rows`` ``G`` (M, C) or None: the cross entropy of dense target rows.
+    ``risk`` (M,) float64: ``Σ_j p_j R_j`` when the caller has it more exactly
+    (rows of mixed sign). Returns float64 numpy rows and the gradient.
     """
+    if ce_terms is None:
+        ce_terms = [] if ce_coef is None else [(ce_coef, rings, positions)]
     p, lse = host_softmax(z)
-    risk = row_dot(p, rows)
+    if risk is None:
+        risk = row_dot(p, rows)
     out = risk
-    # ∂/∂z_j = p_j (R_j - risk + c) - c [j in ring 0] e^{z_j - lse0}: the first part in one pass
-    shift = risk if ce_coef is None else risk - ce_coef
-    grad = rows.sub_(torch.from_numpy(shift).to(rows.dtype).unsqueeze(1)).mul_(p)
-    if ce_coef is not None:
+    # ∂/∂z_j = p_j (R_j - risk + Σ c) - Σ c [j in ring 0] e^{z_j - lse0}: the first part in one pass
+    total = sum(c for c, _, _ in ce_terms) if ce_terms else 0.0
+    grad = rows.sub_(torch.from_numpy(risk - total).to(rows.dtype).unsqueeze(1)).mul_(p)
+    if ce_terms:
         zl = z.numpy()
         g = grad.numpy()
-        if rings is not None:
-            lse0 = rings.ring0_logsumexp(zl)
-        else:
-            lse0 = zl[np.arange(zl.shape[0]), positions].astype(np.float64)
-        out = out + np.where(ce_coef == 0, 0.0, ce_coef * (lse.double().numpy() - lse0))
-        if rings is not None:
-            host_ring0_correction(g, zl, rings, ce_coef, lse0)
-        else:
-            g[np.arange(g.shape[0]), positions] -= ce_coef.astype(g.dtype)
+        lse_np = lse.double().numpy()
+        arange = np.arange(zl.shape[0])
+        for coef, col_rings, col_positions in ce_terms:
+            if col_rings is not None:
+                lse0 = col_rings.ring0_logsumexp(zl)
+            else:
+                lse0 = zl[arange, col_positions].astype(np.float64)
+            out = out + np.where(coef == 0, 0.0, coef * (lse_np - lse0))
+            if col_rings is not None:
+                host_ring0_correction(g, zl, col_rings, coef, lse0)
+            else:
+                np.subtract.at(g, (arange, col_positions), coef.astype(g.dtype))
     if ce_rows is not None:
         log_p = z - lse.unsqueeze(1)  # exact, also where p underflows; -inf logits masked below
         log_p = torch.where(ce_rows == 0, torch.zeros_like(log_p), log_p)
@@ -238,6 +263,8 @@ class ExpectedCostLoss(CostLossBase):
     1.25
     """
 
+    sparse_targets = True
+
     def __init__(self, source, ce_weight: float = 1.0, distance: str | None = None, transform="identity",
                  power: float = 1.0, weight=None, ignore_index: int = -100, reduction: str = "mean",
                  label_smoothing: float = 0.0, coarse_labels: bool = False):
@@ -259,9 +286,19 @@ class ExpectedCostLoss(CostLossBase):
             ce_rows = torch.from_numpy((gamma * p).astype(dt)) if gamma else None
             out, grad = host_expected_row(zl, rows, ce_rows=ce_rows)
             return out, self._unleaf(grad)
-        rings = self._rings(target, True)
-        rows = self._id_rows(target, True, dt, rings)
-        rows = rows if isinstance(rows, torch.Tensor) else torch.from_numpy(rows)
+        rows, ce_terms = None, []
+        for ids, omega in target.columns():
+            rings = self._rings(target, True, ids)
+            part = self._id_rows(ids, omega, True, dt, rings)
+            part = part if isinstance(part, torch.Tensor) else torch.from_numpy(part)
+            rows = part if rows is None else rows.add_(part)
+            if gamma:
+                om = _host_vec(omega, z.shape[0])
+                # class targets' ring 0 is their own column; a coarse label's is the classes under it
+                coarse = rings is not None and rings.coarse
+                positions = None if coarse else (self.tree._host.class_position[ids.numpy()] if self.structured
+                                                 else ids.numpy())
+                ce_terms.append((gamma * om, rings if coarse else None, positions))
         ce_rows = None
         if target.smooth is not None:
             u = self._uniform_prob(target, host=True)
@@ -272,12 +309,7 @@ class ExpectedCostLoss(CostLossBase):
                 ce_rows = torch.from_numpy((gamma * u * smc).astype(dt))
                 if ce_rows.shape[0] != rows.shape[0]:
                     ce_rows = ce_rows.expand_as(rows).contiguous()
-        coef = None
-        if gamma:
-            om = target.host_omega()
-            coef = gamma * (np.full(z.shape[0], om) if isinstance(om, float) else om)
-        out, grad = host_expected_row(zl, rows, coef, rings, None if rings is not None else target.ids.numpy(),
-                                      ce_rows)
+        out, grad = host_expected_row(zl, rows, ce_rows=ce_rows, ce_terms=ce_terms)
         return out, self._unleaf(grad)
 
     def _reference(self, z, target: LossTarget):
@@ -287,7 +319,7 @@ class ExpectedCostLoss(CostLossBase):
             rows = self._prob_rows(p, False, z.dtype)
             return ref_expected_row(z, rows, ce_rows=(gamma * p).to(z.dtype) if gamma else None)
         rings = self._rings(target, False)
-        rows = self._id_rows(target, False, z.dtype, rings)
+        rows = self._id_rows(target.ids, target.omega, False, z.dtype, rings)
         ce_rows = None
         if target.smooth is not None:
             u = self._uniform_prob(target, host=False)

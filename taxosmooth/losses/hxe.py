@@ -123,6 +123,8 @@ class HXELoss(TreeLossBase):
         self.alpha, self.weighting, self.normalize = float(alpha), weighting, normalize
         self._lam = lam
         self._lam_top = lam[tree._host.top]  # λ(top(u)): the coefficient sums of ring nodes telescope to it
+        self._lam_level = tree.nodes_host.table(lam)
+        self._internal_level = tree.nodes_host.table(~tax.compiled.is_leaf)
         self.register_buffer("node_lambda", torch.from_numpy(lam), persistent=False)
         self.register_buffer("node_lambda_top", torch.from_numpy(self._lam_top.copy()), persistent=False)
 
@@ -144,21 +146,23 @@ class HXELoss(TreeLossBase):
         return coef * (omega if isinstance(omega, float) else omega.to(coef.dtype)[:, None])
 
     def _node_targets(self, target: LossTarget, host: bool):
-        """The target mass under every node, ``T`` (M, N), for probability or smoothed targets."""
+        """The target mass under every node, ``T`` (M, N), for probability or smoothed targets
+        (host: level order, see :class:`~taxosmooth.tree_ops.NodeLayout`; torch: node-id order)."""
         tree = self.tree
         cw = target.class_weight
         C = self.num_classes
         if host:
+            lay = tree.nodes_host
             if target.kind == "prob":
                 p = target.prob.double().numpy()
                 if cw is not None:
                     p = p * cw.double().numpy()
-                p = tree.leaf_cols(p)
-                return tree.host_subtree_sum(p) * _host_col(target.omega)
-            anc = tree.ancestor_indicator(tree._host.target_node[target.ids.numpy()], host=True)
-            u = np.full((1, C), 1.0 / C) if cw is None else (cw.double().numpy() / C)[None, tree._host.position_class]
-            t_u = tree.host_subtree_sum(u)
-            return anc * _host_col(target.omega) + t_u * _host_col(target.smooth)
+                return lay.up(tree.leaf_cols(p)) * _host_col(target.omega)
+            node = tree._host.target_node[target.ids.numpy()][:, None]
+            u = lay.order[None, :]
+            anc = ((u <= node) & (node < tree._host.subtree_end[lay.order][None, :])).astype(np.float64)
+            w = np.full((1, C), 1.0 / C) if cw is None else tree.leaf_cols((cw.double().numpy() / C)[None, :])
+            return anc * _host_col(target.omega) + lay.up(w) * _host_col(target.smooth)
         if target.kind == "prob":
             p = target.prob.to(torch.float64)
             if cw is not None:
@@ -170,38 +174,52 @@ class HXELoss(TreeLossBase):
         return anc * _ref_col(target.omega) + tree.subtree_sum(u) * _ref_col(target.smooth)
 
     # ------------------------------------------------------------------ host kernels
+    sparse_targets = True
+
     def _host(self, z, target: LossTarget):
-        if target.kind == "index" and target.smooth is None:
+        if target.kind == "index" and target.smooth is None or target.kind == "sparse" and target.smooth is None:
             return self._host_rings(z, target)
-        return self._host_nodes(z, self._node_targets(target, host=True), target)
+        # a uniform part (label smoothing, a probability floor) touches every node: one node-level pass
+        return self._host_nodes(z, self._node_targets(target.dense(), host=True), target)
 
     def _host_rings(self, z, target: LossTarget):
-        """Class and coarse targets: ``-Σ_k c_k log P(r_k)`` from ring sums of the softmax.
+        """Class and coarse targets (and the few classes of sparse probability rows):
+        ``-Σ_k c_k log P(r_k)`` from ring sums of the softmax.
 
-        In linear space first (one softmax, one segment sum, one expansion); rows where a weighted
-        ``P(r_k)`` underflows (a target far below the best logit) are recomputed exactly in log space
-        (:meth:`_host_rings_exact`).
+        In linear space first (one softmax, one segment sum and one expansion per target column);
+        rows where a weighted ``P(r_k)`` underflows (a target far below the best logit) are
+        recomputed exactly in log space (:meth:`_host_rings_exact`).
         """
         tree = self.tree
         zl = tree.leaf_cols(z)
-        rings = tree.rings(target.ids, host=True)
-        coef = self._coefficients(rings, target.host_omega())
-        p, _ = _softmax(zl)
+        p = torch.softmax(zl, dim=1)
         pn = p.numpy()
-        mass = np.cumsum(rings.ring_sums(rings.sum(pn).astype(np.float64)), axis=1)  # P(r_k)
-        live = coef != 0
-        far = (live & (mass < np.finfo(pn.dtype).tiny * _FAR_MARGIN)).any(axis=1)
-        safe = np.where(live, mass, 1.0)
-        rows = -(np.where(live, coef, 0.0) * np.log(safe)).sum(1)
-        # ∂ℓ/∂z_j = p_j (Σ_l c_l - Σ_{l >= ring(j)} c_l / P(r_l)): a reverse cumulative sum over the rings
-        tail = np.cumsum((coef / safe)[:, ::-1], axis=1)[:, ::-1]
-        f = coef.sum(1)[:, None] - tail
-        pn *= rings.expand(rings.segments(f).astype(pn.dtype))
+        tiny = np.finfo(pn.dtype).tiny * _FAR_MARGIN
+        rows, factor, far, columns = 0.0, None, None, []
+        for ids, omega in target.columns():
+            rings = tree.rings(ids, host=True, coarse=target.coarse)
+            coef = self._coefficients(rings, _host_col1(omega))
+            mass = np.cumsum(rings.ring_sums(rings.sum(pn).astype(np.float64)), axis=1)  # P(r_k)
+            live = coef != 0
+            col_far = (live & (mass < tiny)).any(axis=1)
+            far = col_far if far is None else far | col_far
+            safe = np.where(live, mass, 1.0)
+            rows = rows - (np.where(live, coef, 0.0) * np.log(safe)).sum(1)
+            # ∂ℓ/∂z_j = p_j (Σ_l c_l - Σ_{l >= ring(j)} c_l / P(r_l)): a reverse cumulative sum over the rings
+            tail = np.cumsum((coef / safe)[:, ::-1], axis=1)[:, ::-1]
+            part = rings.expand(rings.segments(coef.sum(1)[:, None] - tail).astype(pn.dtype))
+            factor = part if factor is None else np.add(factor, part, out=factor)
+            columns.append((rings, coef))
+        pn *= factor
         if far.any():
             idx = np.flatnonzero(far)
-            r, g = self._host_rings_exact(zl.numpy()[idx], rings.take(idx), coef[idx])
-            rows[idx] = r
-            pn[idx] = g
+            zf = zl.numpy()[idx]
+            exact_rows, exact_grad = 0.0, 0.0
+            for rings, coef in columns:
+                r, g = self._host_rings_exact(zf, rings.take(idx), coef[idx])
+                exact_rows, exact_grad = exact_rows + r, exact_grad + g
+            rows[idx] = exact_rows
+            pn[idx] = exact_grad
         return rows, tree.class_cols(p)
 
     def _host_rings_exact(self, zl: np.ndarray, rings, coef: np.ndarray):
@@ -227,34 +245,32 @@ class HXELoss(TreeLossBase):
         return rows, e
 
     def _host_nodes(self, z, t_nodes: np.ndarray, target: LossTarget):
-        """Node-level kernel for node target masses ``T`` (M, N): probability and smoothed targets."""
+        """Node-level kernel for node target masses ``T`` (M, N), level order: probability and smoothed
+        targets. ``ℓ = -Σ_u a(u) log P(u)`` with ``a(u) = λ(u) T(u) - Σ_{children c} λ(c) T(c)``; the
+        leaves' ``log P`` is the exact log-softmax, the internal nodes' the log of subtree sums, and rows
+        where a weighted subtree's mass underflows are recomputed in log space."""
         tree = self.tree
-        h = tree._host
+        lay = tree.nodes_host
         p_t, lse_t = _softmax(z)
         p = p_t.numpy()
         pl = tree.leaf_cols(p)
-        lam_t = t_nodes * self._lam
-        a = lam_t - tree.host_children_sum(lam_t)
-        a[:, 0] = 0.0  # log P(root) = 0
-        s = tree.host_subtree_sum(pl.astype(np.float64))
-        floor = np.finfo(p.dtype).tiny * _FAR_MARGIN
-        internal = ~h.is_leaf
+        lam_t = t_nodes * self._lam_level
+        a = lam_t - lay.children_sum(lam_t)
+        a[:, 0] = 0.0  # the root (first in level order): log P(root) = 0
+        s = lay.up(pl.astype(np.float64))
+        internal = self._internal_level
         weighted = (a != 0) & internal[None, :]
-        far = (weighted & (s < floor)).any(axis=1)
-        zl = tree.leaf_cols(z.double().numpy())
-        log_s = np.empty_like(s)
-        with np.errstate(divide="ignore"):
-            log_s[:, internal] = np.log(s[:, internal])
-        log_s[:, h.leaf_node] = zl - lse_t.double().numpy()[:, None]  # leaves: log softmax, exact
-        with np.errstate(invalid="ignore"):
-            rows = -np.where(a == 0, 0.0, a * log_s).sum(1)
-            ratio = np.where(weighted, a / np.where(weighted, s, 1.0), 0.0)
-        d = tree.host_accumulate_down(ratio)[:, h.leaf_node]
-        total = a.sum(1)
-        grad_leaf = pl * (total[:, None] - d) - a[:, h.leaf_node]
+        far = (weighted & (s < np.finfo(p.dtype).tiny * _FAR_MARGIN)).any(axis=1)
+        log_s = np.log(np.where(internal[None, :], s, 1.0))
+        leaf_cols = lay.leaf_pos
+        log_s[:, leaf_cols] = tree.leaf_cols(z.double().numpy()) - lse_t.double().numpy()[:, None]  # exact
+        rows = -np.where(a == 0, 0.0, a * log_s).sum(1)
+        ratio = np.where(weighted, a / np.where(weighted, s, 1.0), 0.0)
+        d = lay.leaves(lay.down(ratio))
+        grad_leaf = pl * (a.sum(1)[:, None] - d) - lay.leaves(a)
         grad = tree.class_cols(torch.from_numpy(grad_leaf.astype(p.dtype)))
         if far.any():
-            rows, grad = self._exact_rows(z, t_nodes, rows, grad, far)
+            rows, grad = self._exact_rows(z, lay.to_node_order(t_nodes), rows, grad, far)
         return rows, grad
 
     def _exact_rows(self, z, t_nodes, rows, grad, far):
@@ -295,6 +311,13 @@ def _softmax(z):
     total = p.sum(dim=1, keepdim=True)
     lse = (m + total.log()).squeeze(1)
     return p.mul_(total.reciprocal_()), lse
+
+
+def _host_col1(x):
+    """A per-row factor as a float or a float64 (M,) numpy array."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(torch.float64).numpy()
+    return float(x)
 
 
 def _host_col(x):

@@ -62,6 +62,8 @@ class PairwiseCostLoss(CostLossBase):
     3.4657
     """
 
+    sparse_targets = True
+
     def __init__(self, source, distance: str | None = None, transform="identity", power: float = 1.0,
                  weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
                  coarse_labels: bool = False):
@@ -76,7 +78,7 @@ class PairwiseCostLoss(CostLossBase):
     def _host_ids(self, z, target: LossTarget):
         zl = self._leaf(z)
         rings = self._rings(target, True)
-        w = self._id_rows(target, True, z.numpy().dtype, rings)
+        w = self._id_rows(target.ids, target.omega, True, z.numpy().dtype, rings)
         w = w if isinstance(w, torch.Tensor) else torch.from_numpy(w)
         znp = zl.numpy()
         if rings is not None:
@@ -96,28 +98,37 @@ class PairwiseCostLoss(CostLossBase):
 
     def _ref_ids(self, z, target: LossTarget):
         rings = self._rings(target, False)
-        w = self._id_rows(target, False, z.dtype, rings)
+        w = self._id_rows(target.ids, target.omega, False, z.dtype, rings)
         zeta = ref_ring0_log_mass(self.tree, z, rings.node) if rings is not None else \
             z.gather(1, target.ids[:, None])[:, 0]
         return (w * F.softplus(z - zeta[:, None])).sum(1)
 
     # ------------------------------------------------------------------ dense targets, by pairs
-    def _pair_rows(self, z, weights: torch.Tensor):
-        """``Σ_c weights[i, c] Σ_j cost[c, j] softplus(z_j - z_c)`` per row ``i`` (differentiable).
+    def _pair_pass(self, z, weights: torch.Tensor, grad_rows=None):
+        """``Σ_c weights[i, c] Σ_j cost[c, j] softplus(z_j - z_c)`` per row ``i``, or (``grad_rows`` (M,)
+        given) its vector-Jacobian product with ``grad_rows``.
 
-        Only the pairs ``(i, c)`` with a nonzero weight are evaluated, in blocks
-        of about ``_BLOCK`` elements.
+        Only the pairs ``(i, c)`` with a nonzero weight are evaluated, in blocks of about
+        ``_BLOCK`` elements, so memory stays O(block) whatever ``C``; the work is
+        O(pairs × C). Plain torch operations: the vector-Jacobian product is
+        itself differentiable (double backward).
         """
         n, C = z.shape
         rows_i, cls = weights.nonzero(as_tuple=True)
-        out = z.new_zeros(n)
+        out = z.new_zeros(n) if grad_rows is None else torch.zeros_like(z)
         step = max(1, _BLOCK // max(C, 1))
         for a in range(0, rows_i.shape[0], step):
             ri, ci = rows_i[a : a + step], cls[a : a + step]
             cost = self._cost_rows_of(ci, z.dtype)
             zi = z.index_select(0, ri)
-            term = (cost * F.softplus(zi - zi.gather(1, ci[:, None]))).sum(1) * weights[ri, ci].to(z.dtype)
-            out = out.index_add(0, ri, term)
+            u = zi - zi.gather(1, ci[:, None])
+            w = weights[ri, ci].to(z.dtype)
+            if grad_rows is None:
+                out = out.index_add(0, ri, (cost * F.softplus(u)).sum(1) * w)
+                continue
+            s = cost * torch.sigmoid(u) * (w * grad_rows.to(z.dtype).index_select(0, ri))[:, None]
+            s = s.scatter_add(1, ci[:, None], -s.sum(1, keepdim=True))
+            out = out.index_add(0, ri, s)
         return out
 
     def _cost_rows_of(self, classes: torch.Tensor, dtype) -> torch.Tensor:
@@ -149,21 +160,44 @@ class PairwiseCostLoss(CostLossBase):
     def _host(self, z, target: LossTarget):
         if target.kind == "index":
             rows, grad = self._host_ids(z, target)
+        elif target.kind == "sparse":  # Mixup rows: one pass over the classes per target class
+            rows, grad = np.zeros(z.shape[0]), torch.zeros_like(z)
+            for ids, omega in target.columns():
+                col = LossTarget(kind="index", omega=omega, ids=ids, class_weight=target.class_weight, coarse=False)
+                r, g = self._host_ids(z, col)
+                rows += r
+                grad += g
         else:
             rows, grad = np.zeros(z.shape[0]), torch.zeros_like(z)
         dense = self._dense_weights(target, z.device)
         if dense is not None:
-            zz = z.detach().requires_grad_(True)
-            with torch.enable_grad():
-                r = self._pair_rows(zz, dense)
-                (g,) = torch.autograd.grad(r.sum(), zz)
-            rows = rows + r.detach().double().numpy()
-            grad = grad + g
+            rows = rows + self._pair_pass(z, dense).double().numpy()
+            grad = grad + self._pair_pass(z, dense, torch.ones(z.shape[0], dtype=z.dtype))
         return rows, grad
 
     def _reference(self, z, target: LossTarget):
         rows = self._ref_ids(z, target) if target.kind == "index" else z.new_zeros(z.shape[0])
         dense = self._dense_weights(target, z.device)
         if dense is not None:
-            rows = rows + self._pair_rows(z, dense)
+            rows = rows + _PairRows.apply(z, dense, self)
         return rows
+
+
+class _PairRows(torch.autograd.Function):
+    """The dense part of :class:`PairwiseCostLoss` without an autograd graph of its ``(pairs, C)`` blocks:
+    the backward recomputes them block by block (plain torch operations, so twice differentiable)."""
+
+    @staticmethod
+    def forward(z, weights, loss):
+        return loss._pair_pass(z, weights)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        z, weights, loss = inputs
+        ctx.save_for_backward(z, weights)
+        ctx.loss = loss
+
+    @staticmethod
+    def backward(ctx, grad_rows):
+        z, weights = ctx.saved_tensors
+        return ctx.loss._pair_pass(z, weights, grad_rows), None, None

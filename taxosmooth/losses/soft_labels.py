@@ -20,6 +20,12 @@ from taxosmooth.tree_ops import TreeTensors
 __all__ = ["HierarchicalSoftLabelLoss"]
 
 
+def _host(x):
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(torch.float64).numpy()
+    return float(x)
+
+
 class HierarchicalSoftLabelLoss(TreeLossBase):
     r"""Soft-label cross entropy from tree distances, computed structurally.
 
@@ -117,9 +123,10 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
         z_norm = 1.0 + (rings.size[:, 1:] * ring_e[:, 1:]).sum(axis=1)
         de = e - np.where(c.parent >= 0, e[np.maximum(c.parent, 0)], 0.0)  # e(u) - e(parent(u)), root: e(root)
         self._e = e
-        self._de = de
+        self._de_level = tree.nodes_host.table(de)
         self._inv_z_leaf = (1.0 / z_norm)[c.position_class]  # leaf order
         self.register_buffer("node_e", torch.from_numpy(e), persistent=False)
+        self._class_q, self._class_q0 = self._ring_masses(rings, np)
         self.register_buffer("node_de", torch.from_numpy(de), persistent=False)
         self.register_buffer("class_inv_z", torch.from_numpy(1.0 / z_norm), persistent=False)
 
@@ -129,35 +136,37 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
                 + (", " + base if base else ""))
 
     # ------------------------------------------------------------------ ring values of integer targets
-    def _ring_weights(self, rings, omega, lib):
-        """Per-ring target mass per class ``(B, R)`` (ring 0: the target class, 0 for a coarse label)
-        and ``q0`` (B,), the mass of ring 0 as one outcome; both times the rows' factors."""
+    def _ring_masses(self, rings, lib):
+        """Per-ring target mass per class ``q`` (B, R) (ring 0: the target class; 0 for a coarse label)
+        and ``q0`` (B,), the mass of ring 0 as one outcome."""
         e = rings.gather(self._e if lib is np else self.node_e)
-        size = rings.size
-        z_norm = 1.0 + (size[:, 1:] * e[:, 1:]).sum(1)
+        z_norm = 1.0 + (rings.size[:, 1:] * e[:, 1:]).sum(1)
         q = e * (self.mix / z_norm)[:, None]
         q0 = (1.0 - self.mix) + self.mix / z_norm
+        is_class = rings.target < self.num_classes
         if lib is np:
-            om = omega if isinstance(omega, float) else omega[:, None]
-            q = q * om
-            q0 = q0 * (omega if isinstance(omega, float) else omega)
-            is_class = rings.target < self.num_classes
             q[:, 0] = np.where(is_class, q0, 0.0)
+            return q, q0
+        return torch.cat([torch.where(is_class, q0, torch.zeros_like(q0))[:, None], q[:, 1:]], dim=1), q0
+
+    def _ring_weights(self, rings, omega, lib):
+        """:meth:`_ring_masses` times the rows' factors; the classes' masses are tabulated for the host."""
+        if lib is np and not rings.coarse:
+            q, q0 = self._class_q[rings.target], self._class_q0[rings.target]
         else:
-            om = omega if isinstance(omega, float) else omega.to(q.dtype)
-            q = q * (om if isinstance(om, float) else om[:, None])
-            q0 = q0 * om
-            is_class = rings.target < self.num_classes
-            q = torch.cat([torch.where(is_class, q0, torch.zeros_like(q0))[:, None], q[:, 1:]], dim=1)
-        return q, q0
+            q, q0 = self._ring_masses(rings, lib)
+        if isinstance(omega, float):
+            return q * omega, q0 * omega
+        om = omega if lib is np else omega.to(q.dtype)
+        return q * om[:, None], q0 * om
 
     # ------------------------------------------------------------------ probability targets
     def _host_prob_rows(self, p_leaf: np.ndarray) -> np.ndarray:
         """Σ_c p_c q_c (M, C) leaf order for unnormalised rows ``p`` (leaf order): structured."""
-        tree = self.tree
-        mass = tree.host_subtree_sum(p_leaf * self._inv_z_leaf)
-        mass *= self._de
-        acc = tree.host_accumulate_down(mass)[:, tree._host.leaf_node]
+        lay = self.tree.nodes_host
+        mass = lay.up(p_leaf * self._inv_z_leaf)
+        mass *= self._de_level
+        acc = lay.leaves(lay.down(mass))
         return (1.0 - self.mix) * p_leaf + self.mix * acc
 
     def _ref_prob_rows(self, p: torch.Tensor) -> torch.Tensor:
@@ -176,6 +185,8 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
         return self._ref_prob_rows(u)
 
     # ------------------------------------------------------------------ kernels
+    sparse_targets = True
+
     def _host(self, z, target: LossTarget):
         tree = self.tree
         z_leaf = tree.leaf_cols(z)
@@ -189,15 +200,22 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
             w *= omega if isinstance(omega, float) else omega[:, None]
             rows, grad = host_cross_entropy(z_leaf, torch.from_numpy((-w).astype(dt)), w.sum(1))
             return rows, tree.class_cols(grad)
-        rings = tree.rings(target.ids, host=True)
-        q, q0 = self._ring_weights(rings, omega, np)
-        neg_w = rings.expand_rings(-q, dt)
-        coarse = rings.target >= self.num_classes if rings.coarse else None
-        if coarse is None and isinstance(omega, float):
-            row_sum = omega  # every row's target sums to its factor
-        else:
-            row_sum = (q[:, 1:] * rings.size[:, 1:]).sum(1) + np.where(coarse, 0.0, q0) if coarse is not None \
-                else np.broadcast_to(np.asarray(omega, dtype=np.float64), (z.shape[0],)).copy()
+        # one target column for class and coarse labels; a few for sparse probability rows (Mixup)
+        neg_w = None
+        row_sum = 0.0
+        for ids, col_omega in target.columns():
+            omega = _host(col_omega)
+            rings = tree.rings(ids, host=True, coarse=target.coarse)
+            q, q0 = self._ring_weights(rings, omega, np)
+            part = rings.expand_rings(-q, dt)
+            neg_w = part if neg_w is None else np.add(neg_w, part, out=neg_w)
+            coarse = rings.target >= self.num_classes if rings.coarse else None
+            if coarse is None:
+                row_sum = row_sum + omega  # a class's target row sums to its factor
+            else:
+                row_sum = row_sum + (q[:, 1:] * rings.size[:, 1:]).sum(1) + np.where(coarse, 0.0, q0)
+        if not isinstance(row_sum, float):
+            row_sum = np.broadcast_to(row_sum, (z.shape[0],)).astype(np.float64)
         smooth = target.host_smooth()
         if smooth is not None:
             u = self._uniform(target.class_weight, dt, host=True)

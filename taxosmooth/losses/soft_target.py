@@ -99,6 +99,10 @@ class SoftTargetCrossEntropy(TreeLossBase):
 
     supports_coarse = False
 
+    @property
+    def sparse_targets(self) -> bool:  # with a matrix, Mixup rows gather a few rows instead of a matmul
+        return self.matrix is not None
+
     def __init__(self, matrix=None, weight=None, ignore_index: int = -100, reduction: str = "mean",
                  label_smoothing: float = 0.0):
         if matrix is None:
@@ -136,9 +140,18 @@ class SoftTargetCrossEntropy(TreeLossBase):
             p = target.prob if cw is None else target.prob * cw
             w = p if q is None else p @ q
             return w * _col(target.omega, z)
+        if target.kind == "sparse":  # a few rows of the matrix (Mixup) instead of a (B, C) @ (C, C) product
+            w = None
+            for ids, om in target.columns():
+                part = q.index_select(0, ids) * om.to(z.dtype).unsqueeze(1)
+                w = part if w is None else w + part
+            if target.smooth is not None:
+                u = torch.full((1, C), 1.0 / C, dtype=z.dtype, device=z.device) if cw is None else (cw / C).unsqueeze(0)
+                w = w + (u @ q) * target.smooth.to(z.dtype).unsqueeze(1)
+            return w
         ids = target.ids
         if q is None:
-            w = torch.nn.functional.one_hot(ids, C).to(z.dtype)
+            w = (ids.unsqueeze(1) == torch.arange(C, device=ids.device)).to(z.dtype)  # one-hot, vmap-safe
         else:
             w = q.index_select(0, ids)
         w = w * _col(target.omega, z)

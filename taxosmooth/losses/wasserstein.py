@@ -85,6 +85,8 @@ class TreeWassersteinLoss(TreeLossBase):
     2.5
     """
 
+    sparse_targets = True
+
     def __init__(self, taxonomy, ce_weight: float = 1.0, weight=None, ignore_index: int = -100,
                  reduction: str = "mean", label_smoothing: float = 0.0, coarse_labels: bool = False):
         tax = as_taxonomy(taxonomy, "TreeWassersteinLoss")
@@ -98,6 +100,7 @@ class TreeWassersteinLoss(TreeLossBase):
         edge = c.weight.copy()
         edge[0] = 0.0
         self._wd, self._reach, self._edge = wd, reach, edge
+        self._edge_level = tree.nodes_host.table(edge)
         self._leaf_wd = wd[c.leaf_node]
         self.register_buffer("node_wdepth", torch.from_numpy(wd.copy()), persistent=False)
         self.register_buffer("node_reach", torch.from_numpy(reach.copy()), persistent=False)
@@ -135,12 +138,12 @@ class TreeWassersteinLoss(TreeLossBase):
 
     def _host_w1(self, p_leaf: np.ndarray, q_leaf: np.ndarray, factor: np.ndarray):
         """``factor · W1(p, q)`` per row and its gradient w.r.t. the logits (leaf order, numpy)."""
-        tree = self.tree
-        s = tree.host_subtree_sum(p_leaf.astype(np.float64))
-        diff = s - tree.host_subtree_sum(q_leaf)
-        v = np.sign(diff) * self._edge
-        rows = (np.abs(diff) * self._edge).sum(1) * factor
-        g = tree.host_accumulate_down(v)[:, tree._host.leaf_node]
+        lay = self.tree.nodes_host
+        s = lay.up(p_leaf.astype(np.float64))
+        diff = s - lay.up(q_leaf)
+        v = np.sign(diff) * self._edge_level
+        rows = (np.abs(diff) * self._edge_level).sum(1) * factor
+        g = lay.leaves(lay.down(v))
         g -= (v * s).sum(1)[:, None]
         return rows, p_leaf * g * factor[:, None]
 
@@ -164,11 +167,13 @@ class TreeWassersteinLoss(TreeLossBase):
 
     # ------------------------------------------------------------------ host kernel
     def _host(self, z, target: LossTarget):
-        tree = self.tree
-        h = tree._host
         n = z.shape[0]
         if target.kind == "index" and target.smooth is None:
             return self._host_ids(z, target, np.arange(n))
+        if target.kind == "sparse":
+            if target.smooth is None:
+                return self._host_sparse(z, target)
+            target = target.dense()  # a floor puts mass under every node: one pass of subtree sums
         rows = np.zeros(n)
         grad = torch.zeros_like(z)
         if target.kind == "prob":
@@ -188,10 +193,64 @@ class TreeWassersteinLoss(TreeLossBase):
         tree = self.tree
         h = tree._host
         zl = tree.leaf_cols(z)
-        rings = tree.rings(target.ids, host=True)
+        rings = tree.rings(target.ids, host=True, coarse=target.coarse)
         rows_d = self._distance_rows(rings, target.host_omega(), z.numpy().dtype)
         coef = self.ce_weight * _vec(target.omega, z.shape[0], True) if self.ce_weight else None
-        out, grad = host_expected_row(zl, rows_d, coef, rings)
+        out, grad = host_expected_row(zl, rows_d, coef, rings, None)
+        return out, tree.class_cols(grad)
+
+    def _host_sparse(self, z, target: LossTarget):
+        """Probability rows on a few classes (Mixup, CutMix): exact ``W_1`` from the classes' rings.
+
+        With ``Q`` zero off the targets' ancestors and ``|P - Q| = P + Q - 2 min(P, Q)``,
+        ``W_1 = Σ_j p_j wd(j) + Σ_i q_i wd(c_i) - 2 Σ_{v ∈ anc} w(v) min(P(v), Q(v))``. Along a path,
+        ``P`` and ``Q`` change only at branching ancestors, the ring nodes, so the last sum runs over
+        the rings of each target class (each ring node once) with the segment length
+        ``wd(r_k) - wd(r_{k+1})``. Written as expected costs ``R_j`` (``Σ_j p_j R_j`` is the value and
+        ``p ⊙ (R - ⟨p, R⟩)`` the gradient; at a tie ``P = Q`` the subgradient ``sign 0 = 0``, as in the
+        dense pass), plus the cross entropy of each target column.
+        """
+        tree = self.tree
+        h = tree._host
+        n = z.shape[0]
+        dt = z.numpy().dtype
+        zl = tree.leaf_cols(z)
+        ids = target.ids
+        values = target.values.numpy()  # q at the target classes (no floor on this path)
+        omegas = target.omega.numpy()  # (M, k): values · class weight · scale
+        factor = omegas.sum(1)
+        pos = h.class_position[ids.numpy()]  # (M, k) leaf positions
+        p, _ = host_softmax(zl)
+        pn = p.numpy()
+        wd = self._wd
+        extra = np.zeros(n)  # the terms of R that do not depend on j
+        extra += (values * self._leaf_wd[pos]).sum(1)
+        rows = None
+        ce_terms = []
+        for col in range(ids.shape[1]):
+            rings = tree.rings(ids[:, col], host=True, coarse=False)
+            lo, hi = h.leaf_lo[rings.nodes], h.leaf_hi[rings.nodes]  # (M, R)
+            inside = (pos[:, None, :] >= lo[:, :, None]) & (pos[:, None, :] < hi[:, :, None])  # (M, R, k)
+            Q = (inside * values[:, None, :]).sum(2)
+            keep = ~inside[:, :, :col].any(2) if col else np.ones(Q.shape, dtype=bool)  # once per node
+            nd = wd[rings.nodes]
+            seg = np.zeros_like(nd)
+            seg[:, :-1] = nd[:, :-1] - nd[:, 1:]
+            seg *= keep
+            P = np.cumsum(rings.ring_sums(rings.sum(pn)).astype(np.float64), axis=1)
+            ind = (P < Q) + 0.5 * (P == Q)
+            extra -= 2.0 * (seg * (1.0 - ind) * Q).sum(1)
+            below = np.cumsum((seg * ind)[:, ::-1], axis=1)[:, ::-1]  # Σ over the ring nodes above class j
+            part = rings.expand_rings(-2.0 * below)
+            rows = part if rows is None else rows.__iadd__(part)
+            if self.ce_weight:
+                ce_terms.append((self.ce_weight * omegas[:, col], None, pos[:, col]))
+        rows += self._leaf_wd[None, :]
+        rows += extra[:, None]
+        rows *= factor[:, None]
+        # the value in float64 (R has mixed signs: Σ_j p_j R_j in float32 would cancel)
+        risk = np.einsum("ij,ij->i", pn.astype(np.float64), rows)
+        out, grad = host_expected_row(zl, torch.from_numpy(rows.astype(dt)), ce_terms=ce_terms, risk=risk)
         return out, tree.class_cols(grad)
 
     def _host_part(self, z, target: LossTarget, kind: str):
@@ -232,7 +291,7 @@ class TreeWassersteinLoss(TreeLossBase):
             if gamma:
                 coef = gamma * _vec(target.omega, n, True)
                 ce_rows = gamma * _vec(target.smooth, n, True)[:, None] * self._uniform(cw).numpy()[None, :]
-                rings = tree.rings(target.ids, host=True)
+                rings = tree.rings(target.ids, host=True, coarse=target.coarse)
         q = tree.leaf_cols(q)
         if ce_rows is not None:
             ce_rows = tree.leaf_cols(ce_rows)
@@ -260,7 +319,6 @@ class TreeWassersteinLoss(TreeLossBase):
 
     # ------------------------------------------------------------------ torch formulation
     def _reference(self, z, target: LossTarget):
-        n = z.shape[0]
         if target.kind == "prob":
             return self._ref_part(z, target, "prob")
         if target.smooth is None:

@@ -99,4 +99,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_METRIC_CLASSES))
+    return sorted(__all__)

@@ -251,3 +251,7 @@ def operating_curve(probs, target, taxonomy, *, from_logits: bool = False, coars
     pairs = _tree_pairs(taxonomy, "operating curves")
     values, deltas, root, n = _curve_steps(probs, target, pairs, from_logits, coarse_labels)
     return _curve_from(values, deltas, root, n)
+
+
+def __dir__():
+    return list(__all__)

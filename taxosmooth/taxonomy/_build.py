@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, MappingView, Sequence, Set
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -45,6 +45,41 @@ def _describe(name: Hashable) -> str:
     return repr(name)
 
 
+@dataclass
+class Locations:
+    """Where a file reader found each edge and node: ``"tree.csv:12"``, ``"tree.json: edges[3]"``.
+
+    A side table, so that the graph keeps only the user's own attributes; the
+    build errors cite it (a cycle, several parents, a root-name collision).
+    """
+
+    edges: dict = field(default_factory=dict)  # (parent, child) -> location
+    nodes: dict = field(default_factory=dict)  # node -> location of its first mention
+
+    def of_edge(self, u: Hashable, v: Hashable) -> str | None:
+        where = self.edges.get((u, v))
+        return None if where is None else str(where)
+
+    def of_node(self, n: Hashable) -> str | None:
+        where = self.nodes.get(n)
+        return None if where is None else str(where)
+
+
+def _at(where: str | None) -> str:
+    """``" (tree.csv:12)"``, or nothing when the location is unknown."""
+    return f" ({where})" if where else ""
+
+
+def _prefix(where: str | None) -> str:
+    return f"{where}: " if where else ""
+
+
+def _big_int(w: numbers.Integral) -> str:
+    """An integer too large for a float, shown by its size (its repr may not even exist: int max_str_digits)."""
+    digits = int(int(w).bit_length() * math.log10(2)) + 1
+    return f"{'-' if w < 0 else ''}an integer of about {digits} digits (too large for a float)"
+
+
 def check_name(name: object, what: str = "node") -> None:
     """Reject names that cannot identify a node: unhashable, ``None``, blank strings."""
     try:
@@ -59,7 +94,7 @@ def check_name(name: object, what: str = "node") -> None:
         raise TaxonomyError(f"{what} name is NaN")
 
 
-def _check_graph(graph: nx.DiGraph) -> None:
+def _check_graph(graph: nx.DiGraph, locations: Locations | None = None) -> None:
     if not isinstance(graph, nx.DiGraph):
         kind = type(graph).__name__
         if isinstance(graph, nx.Graph):
@@ -73,25 +108,34 @@ def _check_graph(graph: nx.DiGraph) -> None:
         raise TaxonomyError("the taxonomy graph is empty")
     for node in graph.nodes:
         check_name(node)
+    loc = locations or Locations()
     loops = list(nx.selfloop_edges(graph))
     if loops:
-        raise CycleError(f"self-loop on node {_describe(loops[0][0])}")
+        n = loops[0][0]
+        where = loc.of_edge(n, n)
+        raise CycleError(f"{_prefix(where)}self-loop on node {_describe(n)}")
     if nx.is_directed_acyclic_graph(graph):  # a fast check; find_cycle only to name the cycle
         return
     cycle = nx.find_cycle(graph)
     path = " -> ".join(_describe(u) for u, _ in cycle) + f" -> {_describe(cycle[0][0])}"
-    raise CycleError(f"the taxonomy has a cycle: {path}")
+    lines = [w for w in (loc.of_edge(u, v) for u, v in cycle) if w]
+    where = f" (edges at {', '.join(lines)})" if lines else ""
+    raise CycleError(f"the taxonomy has a cycle: {path}{where}")
 
 
-def _edge_weight(graph: nx.DiGraph, u: Hashable, v: Hashable) -> float:
+def _edge_weight(graph: nx.DiGraph, u: Hashable, v: Hashable, where: str | None = None) -> float:
     w = graph._succ[u][v].get("weight", 1.0)  # the edge's data dict, without building a view
     # no silent conversion: "2" or True are not edge lengths
     if isinstance(w, (bool, np.bool_)) or not isinstance(w, numbers.Real):
-        raise TaxonomyError(f"edge {_describe(u)} -> {_describe(v)} has a non-numeric weight {w!r}")
-    w = float(w)
-    if not math.isfinite(w) or w <= 0:
-        raise TaxonomyError(f"edge {_describe(u)} -> {_describe(v)} has weight {w!r}; weights must be finite and > 0")
-    return w
+        raise TaxonomyError(f"{_prefix(where)}edge {_describe(u)} -> {_describe(v)} has a non-numeric weight {w!r}")
+    try:
+        value = float(w)
+    except OverflowError:  # an int such as 10**400
+        value = math.inf
+    if not math.isfinite(value) or value <= 0:
+        shown = repr(w) if math.isfinite(value) or not isinstance(w, numbers.Integral) else _big_int(w)
+        raise TaxonomyError(f"{_prefix(where)}edge {_describe(u)} -> {_describe(v)} has weight {shown}; weights must be finite and > 0")
+    return value
 
 
 def _check_classes(graph: nx.DiGraph, classes: Sequence[Hashable] | None) -> tuple:
@@ -101,7 +145,19 @@ def _check_classes(graph: nx.DiGraph, classes: Sequence[Hashable] | None) -> tup
         return leaves
     if isinstance(classes, (str, bytes)):
         raise TaxonomyError("classes must be a sequence of class names, not a single string")
-    classes = tuple(classes)
+    # the class order is the logit order: a collection without a fixed order would make it change
+    # from run to run (a set's order follows PYTHONHASHSEED)
+    if isinstance(classes, (Set, Mapping, MappingView)):
+        kind = type(classes).__name__
+        raise TypeError(
+            f"classes must be an ordered sequence (a list, a tuple, an array), got a {kind}: its order is not the "
+            "logit order (a set's order changes from run to run with PYTHONHASHSEED); pass a list in the order "
+            "of the model's outputs, e.g. sorted(classes)"
+        )
+    try:
+        classes = tuple(classes)
+    except TypeError:
+        raise TypeError(f"classes must be a sequence of class names, got {type(classes).__name__}") from None
     if not classes:
         raise TaxonomyError("classes is empty")
     seen: dict = {}
@@ -113,6 +169,22 @@ def _check_classes(graph: nx.DiGraph, classes: Sequence[Hashable] | None) -> tup
         if c not in graph:
             raise UnknownClassError(f"class {_describe(c)} is not a node of the taxonomy{_suggest(c, graph)}")
     return classes
+
+
+def _check_leaf_classes(graph: nx.DiGraph, classes: tuple, locations: Locations | None) -> None:
+    """Every class must be a leaf: an internal node (or the root) as a class would hide its subtree."""
+    succ, pred = graph._succ, graph._pred
+    for c in classes:
+        kids = succ[c]
+        if kids:
+            where = (locations or Locations()).of_node(c)
+            what = "the root" if not pred[c] else "an internal node"
+            shown = ", ".join(map(_describe, list(kids)[:3])) + (", ..." if len(kids) > 3 else "")
+            raise TaxonomyError(
+                f"{_prefix(where)}class {_describe(c)} is {what} of the taxonomy ({len(kids)} children: {shown}); "
+                "classes must be leaves. To label samples with it as a coarse label, keep the leaves as classes and "
+                f"use Taxonomy.encode([{_describe(c)}]) for its target id; to make it a class, remove the nodes below it"
+            )
 
 
 def _suggest(name: Hashable, graph: nx.DiGraph) -> str:
@@ -140,18 +212,6 @@ def _restrict_to_ancestors(graph: nx.DiGraph, classes: tuple) -> nx.DiGraph:
     return graph.subgraph([n for n in graph.nodes if n in keep])
 
 
-def _check_no_nested_classes(graph: nx.DiGraph, classes: tuple) -> None:
-    """A class may not lie above another class (classes must be mutually exclusive)."""
-    class_set = set(classes)
-    for c in classes:
-        if graph.out_degree(c):
-            below = next(d for d in nx.descendants(graph, c) if d in class_set)
-            raise TaxonomyError(
-                f"class {_describe(c)} is an ancestor of class {_describe(below)}; "
-                "classes must be leaves of the taxonomy (no class may contain another)"
-            )
-
-
 def _hop_distances(graph: nx.DiGraph, order: list, longest: bool) -> dict:
     """Shortest or longest number of edges from a root to every node of a DAG."""
     dist: dict = {}
@@ -163,15 +223,18 @@ def _hop_distances(graph: nx.DiGraph, order: list, longest: bool) -> dict:
     return dist
 
 
-def _choose_parents(graph: nx.DiGraph, policy: str, report: list[str]) -> dict:
+def _choose_parents(graph: nx.DiGraph, policy: str, report: list[str], locations: Locations | None = None) -> dict:
     if policy not in MULTIPLE_PARENTS:
         raise ValueError(f"multiple_parents must be one of {MULTIPLE_PARENTS}, got {policy!r}")
     pred = graph._pred
     multi = [n for n in graph.nodes if len(pred[n]) > 1]
     if multi and policy == "error":
         n = multi[0]
-        parents = ", ".join(map(_describe, pred[n]))
+        loc = locations or Locations()
+        wheres = [loc.of_edge(p, n) for p in pred[n]]
+        parents = ", ".join(_describe(p) + _at(w) for p, w in zip(pred[n], wheres))
         raise MultipleParentsError(
+            f"{_prefix(next((w for w in reversed(wheres) if w), None))}"
             f"node {_describe(n)} has {len(pred[n])} parents ({parents}); the taxonomy is a DAG, not a tree "
             f"({len(multi)} such node(s)). Pass multiple_parents='first', 'shortest' or 'longest' to choose one."
         )
@@ -210,17 +273,24 @@ def build_tree(
     multiple_roots: str = "join",
     root_name: Hashable = DEFAULT_ROOT_NAME,
     contract_unary: bool = False,
+    locations: Locations | None = None,
 ) -> BuiltTree:
-    """Validate ``graph`` and turn it into a tree whose leaves are ``classes``."""
+    """Validate ``graph`` and turn it into a tree whose leaves are ``classes``.
+
+    ``locations`` (from a file reader) lets the errors cite the file and line.
+    """
     if multiple_roots not in MULTIPLE_ROOTS:
         raise ValueError(f"multiple_roots must be one of {MULTIPLE_ROOTS}, got {multiple_roots!r}")
-    _check_graph(graph)
+    if not isinstance(contract_unary, (bool, np.bool_)):
+        raise TypeError(f"contract_unary must be True or False, got {contract_unary!r}")
+    loc = locations or Locations()
+    _check_graph(graph, loc)
     report: list[str] = []
     given = classes is not None
     classes = _check_classes(graph, classes)
     sub = _restrict_to_ancestors(graph, classes)
     if given:
-        _check_no_nested_classes(sub, classes)
+        _check_leaf_classes(graph, classes, loc)
         dropped = graph.number_of_nodes() - sub.number_of_nodes()
         if dropped:
             report.append(f"pruned {dropped} node(s) that are not above any of the {len(classes)} classes")
@@ -231,10 +301,15 @@ def build_tree(
     if len(roots) > 1:
         shown = ", ".join(map(_describe, roots[:5])) + (", ..." if len(roots) > 5 else "")
         if multiple_roots == "error":
-            raise MultipleRootsError(f"the taxonomy has {len(roots)} roots ({shown}); pass multiple_roots='join' to join them")
+            located = ", ".join(_describe(r) + _at(loc.of_node(r)) for r in roots[:5]) + (", ..." if len(roots) > 5 else "")
+            raise MultipleRootsError(f"the taxonomy has {len(roots)} roots ({located}); pass multiple_roots='join' to join them")
         check_name(root_name, "root")
         if root_name in graph:
-            raise TaxonomyError(f"root_name {_describe(root_name)} is already a node of the taxonomy; choose another root_name")
+            where = loc.of_node(root_name)
+            raise TaxonomyError(
+                f"{_prefix(where)}root_name {_describe(root_name)} is already a node of the taxonomy, so it cannot name "
+                f"the virtual root that joins the {len(roots)} roots ({shown}); choose another root_name"
+            )
         # keep the new root first and every other node in its original order;
         # add the edges into each node in their original order, so that the
         # "first listed" parent stays the first one
@@ -248,8 +323,8 @@ def build_tree(
         virtual = True
         report.append(f"joined {len(roots)} roots ({shown}) under a virtual root {_describe(root_name)}")
 
-    parent = _choose_parents(sub, multiple_parents, report)
-    weight = {n: (_edge_weight(sub, p, n) if p is not None else 0.0) for n, p in parent.items()}
+    parent = _choose_parents(sub, multiple_parents, report, loc)
+    weight = {n: (_edge_weight(sub, p, n, loc.of_edge(p, n)) if p is not None else 0.0) for n, p in parent.items()}
 
     children: dict = {n: [] for n in parent}
     for n, p in parent.items():
@@ -277,7 +352,28 @@ def build_tree(
     if contract_unary:
         root = _contract_unary(root, parent, children, weight, class_set, report)
         virtual = virtual and root_name in parent  # the virtual root itself may have been contracted
+    _order_children(root, children, classes)
     return BuiltTree(root, parent, children, weight, classes, report, virtual)
+
+
+def _order_children(root, children: dict, classes: tuple) -> None:
+    """Put every node's children in the order of their first class (in class order).
+
+    The depth-first layout — node ids, and so the target ids of internal
+    nodes — then follows from the classes and the parents alone: two equal
+    taxonomies (same classes in the same order, same parents) have the same
+    ids, whatever order the input listed siblings in, and a file written in
+    class order reads back with the same ids.
+    """
+    first = {c: i for i, c in enumerate(classes)}
+    order = [root]  # breadth first: every parent before its children
+    for n in order:
+        order.extend(children.get(n, ()))
+    for n in reversed(order):
+        kids = children.get(n)
+        if kids:
+            kids.sort(key=first.__getitem__)
+            first[n] = first[kids[0]]
 
 
 def _contract_unary(root, parent, children, weight, class_set, report) -> Hashable:

@@ -1,7 +1,8 @@
 """The compiled tree: a taxonomy as flat, read-only numpy arrays.
 
 Nodes are numbered once, in depth-first pre-order (node 0 is the root and every
-parent comes before its children). Leaves are laid out in that order too, so
+parent comes before its children; siblings in the order of their first class, so
+the numbering follows from the classes and the parents alone). Leaves are laid out in that order too, so
 the leaves under any node ``v`` occupy the contiguous positions
 ``[leaf_lo[v], leaf_hi[v])``. With that layout every hierarchy operation —
 subtree sums, LCAs, ancestor paths — is array arithmetic in O(nodes) or
@@ -27,6 +28,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from taxosmooth.errors import TaxonomyError
+
+#: the largest weighted depth: the sum of two of them (a path between two classes) stays a finite float64
+MAX_WEIGHTED_DEPTH = float(np.finfo(np.float64).max) / 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,6 +159,22 @@ class CompiledTree:
         return out
 
 
+def _refuse_overflow(wdepth, w, parent, names) -> None:
+    # the first node in pre-order past the limit: every ancestor is below it, so its own edge tips it over
+    v = int(np.flatnonzero(~(wdepth <= MAX_WEIGHTED_DEPTH))[0])
+    chain = [v]
+    while parent[chain[-1]] >= 0:
+        chain.append(int(parent[chain[-1]]))
+    chain.reverse()
+    steps = [f"{names[a]!r} -> {names[b]!r} ({w[b]:g})" for a, b in zip(chain, chain[1:])]
+    shown = ", ".join(steps if len(steps) <= 6 else steps[:2] + ["..."] + steps[-3:])
+    raise TaxonomyError(
+        f"the edge weights from the root to {names[v]!r} add up to more than {MAX_WEIGHTED_DEPTH:.3g} (half the "
+        f"largest float64), so path lengths between classes would overflow: edge {names[chain[-2]]!r} -> "
+        f"{names[v]!r} has weight {w[v]:g}; path: {shown}. Rescale the weights"
+    )
+
+
 def compile_tree(root, children: dict, weight: dict, classes: tuple) -> tuple[CompiledTree, list]:
     """Number the nodes in DFS pre-order and derive every array.
 
@@ -178,7 +200,9 @@ def compile_tree(root, children: dict, weight: dict, classes: tuple) -> tuple[Co
 
     # subtree sizes: accumulate up, deepest level first
     max_d = int(depth.max())
-    levels = tuple(np.flatnonzero(depth == d) for d in range(max_d + 1))
+    # one stable sort, not one comparison per depth (that is O(N * D): minutes for a 100,000-deep chain)
+    by_depth = np.argsort(depth, kind="stable")
+    levels = tuple(np.split(by_depth, np.cumsum(np.bincount(depth, minlength=max_d + 1))[:-1]))
     size = np.ones(n, dtype=np.int64)
     height = np.zeros(n, dtype=np.int64)
     for d in range(max_d, 0, -1):
@@ -189,9 +213,12 @@ def compile_tree(root, children: dict, weight: dict, classes: tuple) -> tuple[Co
 
     w = np.asarray([weight[name] for name in names], dtype=np.float64)
     wdepth = w.copy()
-    for d in range(1, max_d + 1):
-        lv = levels[d]
-        wdepth[lv] += wdepth[parent[lv]]
+    with np.errstate(over="ignore"):
+        for d in range(1, max_d + 1):
+            lv = levels[d]
+            wdepth[lv] += wdepth[parent[lv]]
+    if not np.all(wdepth <= MAX_WEIGHTED_DEPTH):
+        _refuse_overflow(wdepth, w, parent, names)
 
     is_leaf = size == 1
     cum = np.concatenate([[0], np.cumsum(is_leaf)])

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
 
-from taxosmooth.errors import UnknownClassError
-from taxosmooth.taxonomy._build import DEFAULT_ROOT_NAME, build_tree, graph_from_edges
+from taxosmooth.errors import TaxonomyError, UnknownClassError
+from taxosmooth.taxonomy._build import DEFAULT_ROOT_NAME, Locations, build_tree, graph_from_edges
 from taxosmooth.taxonomy._compiled import CompiledTree, compile_tree
 
 
@@ -17,16 +19,19 @@ class Taxonomy:
     """A class hierarchy: a rooted tree whose leaves are the classes.
 
     Build one with a constructor (:meth:`from_networkx`, :meth:`from_edges`,
-    :meth:`from_paths`, :meth:`from_nested`, :meth:`load`, or
-    :func:`taxosmooth.wordnet.taxonomy_from_wordnet`); it is validated once and
+    :meth:`from_paths`, :meth:`from_nested`, :meth:`from_rank_table`,
+    :meth:`load`, or :func:`taxosmooth.wordnet.taxonomy_from_wordnet`); it is validated once and
     compiled into flat arrays (:attr:`compiled`) that every distance, target,
     loss and metric uses.
 
     Parameters (shared by all constructors)
     ----------------------------------------
     classes : sequence of hashable, optional
-        The classes in the order of the model's logit columns. Each must be a
-        node of the graph and none may lie above another; the tree is then
+        The classes in the order of the model's logit columns: a list, tuple,
+        array or other ordered sequence (a set or a dict view is refused with a
+        ``TypeError``: its order would change from run to run). Each must be a
+        leaf of the graph (an internal node or the root is an error naming it:
+        label samples with an internal node through :meth:`encode`); the tree is then
         restricted to the classes and their ancestors (reported), and every
         depth, height and distance is that of the restricted tree — the
         taxonomy *of these classes*: ``lca_height`` between two kept classes
@@ -57,11 +62,11 @@ class Taxonomy:
     """
 
     __slots__ = ("_classes", "_names", "_index", "_class_index", "_target_names", "_target_index", "_compiled",
-                 "_report", "_virtual_root", "__weakref__")
+                 "_report", "_virtual_root", "_ranks", "_cells", "_row_index", "__weakref__")
 
     def __init__(self, *args, **kwargs):
-        raise TypeError("build a Taxonomy with Taxonomy.from_networkx, from_edges, from_paths, from_nested or load "
-                        "(or taxosmooth.wordnet.taxonomy_from_wordnet)")
+        raise TypeError("build a Taxonomy with Taxonomy.from_networkx, from_edges, from_paths, from_nested, "
+                        "from_rank_table or load (or taxosmooth.wordnet.taxonomy_from_wordnet)")
 
     # ------------------------------------------------------------------ construction
     _OPTIONS = ("multiple_parents", "multiple_roots", "root_name", "contract_unary")
@@ -86,10 +91,13 @@ class Taxonomy:
         root_name: Hashable = DEFAULT_ROOT_NAME,
         contract_unary: bool = False,
         report: Iterable[str] = (),
+        locations: Locations | None = None,
+        ranks: tuple | None = None,
+        cells: dict | None = None,
     ) -> Taxonomy:
         built = build_tree(
             graph, classes, multiple_parents=multiple_parents, multiple_roots=multiple_roots,
-            root_name=root_name, contract_unary=contract_unary,
+            root_name=root_name, contract_unary=contract_unary, locations=locations,
         )
         compiled, names = compile_tree(built.root, built.children, built.weight, built.classes)
         self = object.__new__(cls)
@@ -102,6 +110,10 @@ class Taxonomy:
         self._compiled = compiled
         self._report = tuple(report) + tuple(built.report)
         self._virtual_root = built.virtual_root
+        self._ranks = None if ranks is None else tuple(ranks)
+        # a rank table's nodes: name -> (rank index, cell), for the nodes that are left
+        self._cells = None if cells is None else {n: cells[n] for n in self._names if n in cells}
+        self._row_index = None
         return self
 
     @classmethod
@@ -136,10 +148,11 @@ class Taxonomy:
         naming the line.
         """
         cls._check_options(options, "from_paths")
+        from taxosmooth.taxonomy._text import physical_lines
         from taxosmooth.taxonomy.io import graph_from_paths
 
-        if isinstance(lines, str):
-            lines = lines.splitlines()
+        if isinstance(lines, str):  # split as a file is: at \n, \r\n and \r only
+            lines = physical_lines(lines)
         return cls._from_graph(graph_from_paths(lines, sep=sep), classes, **options)
 
     @classmethod
@@ -155,27 +168,103 @@ class Taxonomy:
         return cls._from_graph(graph_from_nested(mapping), classes, **options)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, classes: Sequence[Hashable] | None = None, **options) -> Taxonomy:
-        """Read a taxonomy file; the format follows the extension.
+    def from_rank_table(cls, path_or_rows, ranks: Sequence[str] | None = None, classes: Sequence[Hashable] | None = None,
+                        **options) -> Taxonomy:
+        """From a rank table: one column per rank (kingdom … species), as iNaturalist and GBIF export them.
 
-        ``.csv`` / ``.tsv``: edge list ``parent,child[,weight]`` with an
-        optional header row; ``.json``: networkx node-link data (``links`` or
-        ``edges`` key) or a nested dict; ``.txt``: one root-to-leaf path per
-        line (``/``-separated). Errors name the file and line.
+        Parameters
+        ----------
+        path_or_rows : path or sequence of rows
+            A CSV/TSV file (``.tsv``: tabs) whose header row names the ranks, or
+            a list of rows, each a list/tuple of cells (strings; ``""``,
+            ``None`` or NaN for an empty cell).
+        ranks : sequence of str, optional
+            With a list of rows: the rank of each column (default ``"rank0"``,
+            ``"rank1"``, …). A file names its ranks in its header.
+        classes : sequence of hashable, optional
+            As for every constructor (see the class docstring).
+        **options
+            ``multiple_roots`` and ``root_name`` (several values in the first
+            column are joined under a virtual root); ``contract_unary=True``
+            is refused: it would remove ranks.
+
+        Returns
+        -------
+        Taxonomy
+            With :attr:`ranks`; :meth:`encode` takes rows.
+
+        Notes
+        -----
+        A row may stop early, with empty trailing cells: a coarse label, such
+        as a specimen identified only to the genus. An empty cell before a
+        filled one is an error naming the file, the line and the rank. Every
+        distinct row prefix is a node, and the nodes without children are the
+        classes, in the order they first appear; so a genus without species
+        rows is a class at genus depth. A name used by several nodes (the
+        same genus in two families, or one name at two ranks) is qualified,
+        e.g. ``"Morus (Moraceae)"``, and reported, never merged;
+        ``docs/taxonomy-files.md`` gives the rule.
+
+        Examples
+        --------
+        >>> rows = [["Plantae", "Moraceae", "Morus", "Morus alba"],
+        ...         ["Animalia", "Sulidae", "Morus", "Morus bassanus"],
+        ...         ["Animalia", "Sulidae", "Sula"]]
+        >>> tax = Taxonomy.from_rank_table(rows, ranks=["kingdom", "family", "genus", "species"])
+        >>> tax.classes
+        ('Morus alba', 'Morus bassanus', 'Sula')
+        >>> tax.decode(tax.encode([("Animalia", "Sulidae", "Morus"), ["Plantae"]]))
+        ['Morus (Sulidae)', 'Plantae']
         """
-        cls._check_options(options, "load")
-        from taxosmooth.taxonomy.io import read_graph
+        from taxosmooth.taxonomy._ranks import read_rank_table
 
-        graph, stored_classes = read_graph(path)
+        cls._check_options(options, "from_rank_table")
+        if options.get("contract_unary"):
+            raise ValueError("contract_unary=True cannot be used with a rank table: it would remove ranks "
+                             "(a genus with one species), so that rows could no longer be encoded")
+        options.pop("contract_unary", None)
+        table = read_rank_table(path_or_rows, ranks)
+        with _naming_the_file(path_or_rows if isinstance(path_or_rows, (str, os.PathLike)) else None):
+            return cls._from_graph(table.graph, classes, report=table.report, locations=table.locations,
+                                   ranks=table.ranks, cells=table.cells, **options)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, classes: Sequence[Hashable] | None = None, format: str = "auto",
+             **options) -> Taxonomy:
+        """Read a taxonomy file.
+
+        ``format="auto"`` picks the reader by the extension (case-insensitive):
+        ``.csv`` / ``.tsv``: edge list ``parent,child[,weight]`` with an
+        optional header row; ``.json``: networkx node-link data (``nodes`` and
+        ``edges`` or ``links``) or a nested dict; ``.txt``: one root-to-leaf
+        path per line (``/``-separated). ``format="edges"``, ``"json"``,
+        ``"paths"`` or ``"ranks"`` (a rank table, see :meth:`from_rank_table`)
+        names the reader instead. Errors name the file and line; the rules are
+        in ``docs/taxonomy-files.md``.
+        """
+        from taxosmooth.taxonomy.io import format_of, read_graph
+
+        cls._check_options(options, "load")
+        if format_of(Path(path), format) == "ranks":
+            return cls.from_rank_table(path, classes=classes, **options)
+        graph, stored_classes, locations = read_graph(path, format)
         if classes is None:
             classes = stored_classes
-        return cls._from_graph(graph, classes, **options)
+        with _naming_the_file(path):
+            return cls._from_graph(graph, classes, locations=locations, **options)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the taxonomy; :meth:`load` reads back an equal one (names must be strings)."""
+    def save(self, path: str | os.PathLike, format: str = "auto") -> None:
+        """Write the taxonomy; :meth:`load` with the same ``format`` reads back an equal one.
+
+        ``format`` as in :meth:`load`; ``"ranks"`` (a taxonomy built from a
+        rank table) writes a rank table with one row per class and keeps the
+        ranks, which the other formats do not. Node names must be strings
+        (JSON: strings or integers). The file is written beside ``path`` and
+        renamed over it once complete: a failure leaves an existing file as it was.
+        """
         from taxosmooth.taxonomy.io import write_taxonomy
 
-        write_taxonomy(self, path)
+        write_taxonomy(self, path, format)
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -218,6 +307,15 @@ class Taxonomy:
     @property
     def has_virtual_root(self) -> bool:
         return self._virtual_root
+
+    @property
+    def ranks(self) -> tuple | None:
+        """The rank names of a taxonomy built from a rank table (kingdom … species), else ``None``.
+
+        Node ``v`` of such a taxonomy sits at rank ``ranks[depth(v) - 1]`` under a
+        virtual root, ``ranks[depth(v)]`` otherwise.
+        """
+        return self._ranks
 
     # ------------------------------------------------------------------ lookups by name
     def node_index(self, name: Hashable) -> int:
@@ -305,7 +403,10 @@ class Taxonomy:
         Parameters
         ----------
         labels : str or sequence of node names
-            One name (a 0-dim array is returned) or a sequence of names.
+            One name (a 0-dim array is returned) or a sequence of names. For a
+            taxonomy built from a rank table an item may also be a row (a
+            list, tuple or array of cells; trailing cells may be empty): its
+            id is that of the node of its last non-empty cell.
 
         Raises
         ------
@@ -328,7 +429,16 @@ class Taxonomy:
             raise TypeError(f"labels must be a node name or a sequence of node names, got {type(labels).__name__}")
         out = []
         unknown = []
+        ranked = self._ranks is not None
         for i, name in enumerate(labels):
+            if ranked and isinstance(name, (list, tuple, np.ndarray)):
+                node = self._row_node(name, i)
+                if node is None:
+                    unknown.append((i, name))
+                    out.append(-1)
+                else:
+                    out.append(index[node])
+                continue
             try:
                 out.append(index[name])
             except (KeyError, TypeError):
@@ -337,6 +447,17 @@ class Taxonomy:
         if unknown:
             raise UnknownClassError(self._unknown_message(unknown))
         return np.asarray(out, dtype=np.int64).reshape(len(out))
+
+    def _row_node(self, row, position):
+        """The node named by a rank-table row, or ``None`` when no row of the table has these cells."""
+        from taxosmooth.taxonomy._ranks import normalise_row, row_paths
+
+        if self._row_index is None:
+            self._row_index = row_paths(self)
+        cells = normalise_row(row, self._ranks, f"labels[{position}]")
+        if not cells:
+            raise UnknownClassError(f"labels[{position}] is an empty row")
+        return self._row_index.get(cells)
 
     def _encode_one(self, name, position) -> int:
         try:
@@ -352,6 +473,9 @@ class Taxonomy:
         for i, name in unknown[:10]:
             where = f" (position {i})" if i is not None else ""
             close = difflib.get_close_matches(name, strings, n=3) if isinstance(name, str) else []
+            if isinstance(name, str):  # a name qualified because several nodes share it (rank tables)
+                close = [n for n in strings if n.startswith(name + " (")][:3] + [c for c in close if not c.startswith(name + " (")]
+                close = close[:3]
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
             parts.append(f"{name!r}{where}{hint}")
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
@@ -453,6 +577,8 @@ class Taxonomy:
             f"  internal nodes: {self.num_nodes - self.num_classes} ({unary} with a single child)",
             f"  edge weights: {'yes' if self.is_weighted else 'no (all 1)'}",
         ]
+        if self._ranks is not None:
+            lines.append(f"  ranks ({len(self._ranks)}): {', '.join(self._ranks)}")
         if self._report:
             lines.append(f"  decisions ({len(self._report)}):")
             lines.extend(f"    - {r}" for r in self._report[:20])
@@ -481,7 +607,12 @@ class Taxonomy:
         return self._classes, parents
 
     def __eq__(self, other: object) -> bool:
-        """Equal when the classes (in order), the parent of every node and every edge weight agree."""
+        """Equal when the classes (in order), the parent of every node and every edge weight agree.
+
+        Equal taxonomies also have the same node ids and target ids (children
+        are laid out in the order of their first class). Ranks and the report
+        are not compared.
+        """
         if not isinstance(other, Taxonomy):
             return NotImplemented
         return self._key() == other._key()
@@ -490,13 +621,28 @@ class Taxonomy:
         return hash((self._classes, self.num_nodes, self.root))
 
     def __reduce__(self):
-        return (_rebuild, (self.edges(), self._classes, self.root, self._report, self._virtual_root))
+        ranks = None if self._ranks is None else (self._ranks, self._cells)
+        return (_rebuild, (self.edges(), self._classes, self.root, self._report, self._virtual_root, ranks))
 
 
-def _rebuild(edges, classes, root, report, virtual):
+@contextmanager
+def _naming_the_file(path):
+    """Errors found while building a taxonomy read from ``path`` name the file (if they do not already)."""
+    try:
+        yield
+    except TaxonomyError as exc:
+        if path is None or str(path) in str(exc):
+            raise
+        raise type(exc)(f"{path}: {exc}") from None
+
+
+def _rebuild(edges, classes, root, report, virtual, ranks=None):
     g = nx.DiGraph()
     g.add_node(root)
     g.add_weighted_edges_from(edges)
-    tax = Taxonomy._from_graph(g, classes, report=report)
+    if ranks is None:
+        tax = Taxonomy._from_graph(g, classes, report=report)
+    else:
+        tax = Taxonomy._from_graph(g, classes, report=report, ranks=ranks[0], cells=ranks[1])
     tax._virtual_root = virtual
     return tax

@@ -1,111 +1,190 @@
-"""Taxonomy files: edge lists (CSV/TSV), JSON (node-link or nested), path-per-line text.
+"""Taxonomy files: edge lists (CSV/TSV), JSON (node-link or nested), path-per-line text, rank tables.
 
-Every reader reports malformed input with the file name and line number.
+Every reader reports malformed input with the file name and line (or, in a
+JSON document, the place in it), and records where each edge was read
+(:class:`~taxosmooth.taxonomy._build.Locations`) so that the errors found
+later, while building the tree (a cycle, several parents), cite it too.
+``docs/taxonomy-files.md`` states the rules; this module implements them.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import numbers
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import networkx as nx
 
 from taxosmooth.errors import TaxonomyError, TaxonomyFileError
-from taxosmooth.taxonomy._build import check_name
+from taxosmooth.taxonomy._build import Locations, check_name
+from taxosmooth.taxonomy._json import load_json
+from taxosmooth.taxonomy._text import LINE_BREAKS, physical_lines, quote_field, read_text, split_fields
 
+#: the reader of each extension (``format="auto"``)
 FORMATS = {".csv": "edges", ".tsv": "edges", ".json": "json", ".txt": "paths"}
+#: the values of ``format=``
+FORMAT_NAMES = ("auto", "edges", "json", "paths", "ranks")
+
+# a weight is a plain decimal number: float() would also take "1_0", "١٠" (Arabic-Indic digits), " 1 "
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_NON_FINITE = re.compile(r"[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
+#: the header row of an edge list
+HEADER = ("parent", "child")
+#: words that make a first row look like a header (source,target / from,to / child,parent ...)
+HEADER_WORDS = frozenset(
+    "parent child weight source target from to src dst node id name label head tail edge cost length distance "
+    "parent_id child_id parent_name child_name superclass subclass hypernym hyponym broader narrower".split()
+)
 
 
-def _format_of(path: Path) -> str:
+def format_of(path: Path, format: str = "auto") -> str:
+    """The reader for ``path``: ``format``, or by the extension (case-insensitive) when it is ``"auto"``."""
+    if format not in FORMAT_NAMES:
+        raise ValueError(f"format must be one of {', '.join(FORMAT_NAMES)}, got {format!r}")
+    if format != "auto":
+        return format
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise TaxonomyFileError(
-            f"{path}: unknown taxonomy file extension {path.suffix!r}; use one of {', '.join(FORMATS)}"
+            f"{path}: unknown taxonomy file extension {path.suffix!r}; use one of {', '.join(FORMATS)} "
+            "(or name the format: format='edges', 'json', 'paths' or 'ranks')"
         )
     return fmt
 
 
-def read_graph(path: str | os.PathLike) -> tuple[nx.DiGraph, list | None]:
-    """Read a taxonomy file into a DiGraph; also returns a stored class order, if any."""
+def delimiter_of(path: Path) -> str:
+    """Tab for ``.tsv``, else comma."""
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
+def read_graph(path: str | os.PathLike, format: str = "auto") -> tuple[nx.DiGraph, list | None, Locations]:
+    """Read an edge-list, JSON or path file into a DiGraph.
+
+    Returns the graph, the class order stored in the file (node-link JSON's
+    ``graph.classes``) or ``None``, and where each edge and node was read.
+    """
     path = Path(path)
-    fmt = _format_of(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such taxonomy file")
-    if path.is_dir():
-        raise TaxonomyFileError(f"{path}: is a folder, not a taxonomy file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise TaxonomyFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    if not text.strip():
-        raise TaxonomyFileError(f"{path}: the file is empty")
+    fmt = format_of(path, format)
+    if fmt == "ranks":
+        raise ValueError("rank tables are read by Taxonomy.from_rank_table")
+    text = read_text(path)
     if fmt == "edges":
-        return _read_edges(text, path, "\t" if path.suffix.lower() == ".tsv" else ","), None
+        graph, locations = read_edges(text, str(path), delimiter_of(path))
+        return graph, None, locations
     if fmt == "paths":
-        return graph_from_paths(text.splitlines(), source=str(path)), None
+        locations = Locations()
+        return graph_from_paths(physical_lines(text), source=str(path), locations=locations), None, locations
     return _read_json(text, path)
 
 
-def _read_edges(text: str, path: Path, delimiter: str) -> nx.DiGraph:
+# ---------------------------------------------------------------------------- edge lists
+def parse_weight(text: str, where: str) -> float:
+    """A weight field: a plain ASCII decimal number, finite and > 0."""
+    if _DECIMAL.fullmatch(text):
+        value = float(text)
+    elif _NON_FINITE.fullmatch(text):
+        value = math.nan
+    else:
+        raise TaxonomyFileError(f"{where}: weight {text!r} is not a number (write it as e.g. 2, 0.5 or 1e-3)")
+    if not math.isfinite(value) or value <= 0:
+        raise TaxonomyFileError(f"{where}: weight {text!r} must be finite and > 0")
+    return value
+
+
+def _is_weight(text: str) -> bool:
+    return bool(_DECIMAL.fullmatch(text) or _NON_FINITE.fullmatch(text))
+
+
+def _is_header(fields: list[str], quoted: list[bool]) -> bool:
+    low = [f.lower() for f in fields]
+    return not any(quoted) and (low == list(HEADER) or low == [*HEADER, "weight"])
+
+
+def _looks_like_header(fields: list[str], quoted: list[bool]) -> bool:
+    if any(quoted):
+        return False
+    low = [f.lower() for f in fields]
+    if any(f in HEADER for f in low) or all(f in HEADER_WORDS for f in low):
+        return True
+    return len(fields) == 3 and not _is_weight(fields[2])
+
+
+def read_edges(text: str, source: str, delimiter: str = ",") -> tuple[nx.DiGraph, Locations]:
+    """An edge list: one ``parent,child[,weight]`` per line (rules in ``docs/taxonomy-files.md``)."""
     graph = nx.DiGraph()
-    # a file object (not splitlines) so that line numbers count quoted line breaks
-    rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    first = True
+    locations = Locations()
+    edge_lines, node_lines = locations.edges, locations.nodes
     width = None
-    while True:
-        try:
-            row = next(rows)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise TaxonomyFileError(f"{path}:{rows.line_num}: {exc}") from None
-        lineno = rows.line_num
-        if not row or row[0].lstrip().startswith("#") or not "".join(row).strip():
+    header_line = None
+    first = True
+    for lineno, line in enumerate(physical_lines(text), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
-        fields = [f.strip() for f in row]
+        where = f"{source}:{lineno}"
+        fields, quoted = split_fields(line, delimiter, where)
+        if not any(quoted) and not any(fields):
+            continue  # a row of empty cells, as spreadsheets export
+        shown = delimiter.join(fields)
         if first:
             first = False
-            if [f.lower() for f in fields[:2]] == ["parent", "child"]:
-                if len(fields) == 3 and fields[2].lower() != "weight" or len(fields) > 3:
-                    raise TaxonomyFileError(f"{path}:{lineno}: header must be 'parent,child' or 'parent,child,weight', got {row!r}")
+            if _is_header(fields, quoted):
                 width = len(fields)
+                header_line = lineno
                 continue
+            if _looks_like_header(fields, quoted):
+                if len(fields) == 3 and not _is_weight(fields[2]) and not any(f.lower() in HEADER_WORDS for f in fields[:2]):
+                    why = f"its third field, weight {fields[2]!r}, is not a number"
+                else:
+                    why = "it looks like a header row"
+                raise TaxonomyFileError(
+                    f"{where}: the first row {shown!r} is not an edge: {why}. The header of an edge list must be "
+                    f"'parent{delimiter}child' or 'parent{delimiter}child{delimiter}weight' (parent first); if these "
+                    "are node names, put that header row above them or quote the names"
+                )
+        elif _is_header(fields, quoted):
+            first_at = f" (the header is on line {header_line})" if header_line else ""
+            raise TaxonomyFileError(
+                f"{where}: a header row {shown!r} in the middle of the file{first_at}: were two files joined? "
+                "(to use 'parent' and 'child' as node names, quote them)"
+            )
         if len(fields) not in (2, 3):
-            raise TaxonomyFileError(f"{path}:{lineno}: expected 2 fields (parent, child) or 3 (parent, child, weight), got {len(fields)}: {row!r}")
+            raise TaxonomyFileError(
+                f"{where}: expected 2 fields (parent, child) or 3 (parent, child, weight), got {len(fields)}: {shown!r}"
+            )
         if width is not None and len(fields) != width:
-            raise TaxonomyFileError(f"{path}:{lineno}: expected {width} fields as in the header, got {len(fields)}: {row!r}")
+            raise TaxonomyFileError(f"{where}: expected {width} fields as in the header, got {len(fields)}: {shown!r}")
         parent, child = fields[0], fields[1]
         for what, name in (("parent", parent), ("child", child)):
             if not name:
-                raise TaxonomyFileError(f"{path}:{lineno}: empty {what} name in {row!r}")
+                raise TaxonomyFileError(f"{where}: empty {what} name in {shown!r}")
         if graph.has_edge(parent, child):
-            raise TaxonomyFileError(f"{path}:{lineno}: edge {parent!r} -> {child!r} is listed twice")
+            raise TaxonomyFileError(
+                f"{where}: edge {parent!r} -> {child!r} is listed twice (first on {edge_lines[parent, child]})"
+            )
         if len(fields) == 3:
-            try:
-                weight = float(fields[2])
-            except ValueError:
-                raise TaxonomyFileError(f"{path}:{lineno}: weight {fields[2]!r} is not a number") from None
-            if not math.isfinite(weight) or weight <= 0:
-                raise TaxonomyFileError(f"{path}:{lineno}: weight {fields[2]!r} must be finite and > 0")
-            graph.add_edge(parent, child, weight=weight)
+            graph.add_edge(parent, child, weight=parse_weight(fields[2], where))
         else:
             graph.add_edge(parent, child)
+        edge_lines[parent, child] = where
+        node_lines.setdefault(parent, where)
+        node_lines.setdefault(child, where)
     if graph.number_of_nodes() == 0:
-        raise TaxonomyFileError(f"{path}: no edges found")
-    return graph
+        raise TaxonomyFileError(f"{source}: no edges found")
+    return graph, locations
 
 
-def graph_from_paths(lines: Iterable[str], sep: str = "/", source: str = "paths") -> nx.DiGraph:
+# ---------------------------------------------------------------------------- path per line
+def graph_from_paths(
+    lines: Iterable[str], sep: str = "/", source: str = "paths", locations: Locations | None = None
+) -> nx.DiGraph:
     """A DiGraph from root-to-leaf paths, one per line."""
-    if not sep:
-        raise ValueError("sep must be a non-empty string")
+    if not isinstance(sep, str) or not sep:
+        raise ValueError(f"sep must be a non-empty string, got {sep!r}")
     graph = nx.DiGraph()
+    loc = locations if locations is not None else Locations()
     ends: dict = {}  # class -> first line of a path to it
     seen: dict = {}  # path -> line
     for lineno, line in enumerate(lines, start=1):
@@ -114,134 +193,284 @@ def graph_from_paths(lines: Iterable[str], sep: str = "/", source: str = "paths"
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
+        where = f"{source}:{lineno}"
         parts = [p.strip() for p in stripped.split(sep)]
         if any(not p for p in parts):
-            raise TaxonomyFileError(f"{source}:{lineno}: empty name in path {stripped!r}")
+            raise TaxonomyFileError(f"{where}: empty name in path {stripped!r}")
         if len(set(parts)) != len(parts):
             dup = next(p for p in parts if parts.count(p) > 1)
-            raise TaxonomyFileError(f"{source}:{lineno}: name {dup!r} appears twice in path {stripped!r} (a cycle)")
+            raise TaxonomyFileError(f"{where}: name {dup!r} appears twice in path {stripped!r} (a cycle)")
         # the same class by another path is a DAG (multiple_parents decides); the same path twice is a slip
         key = tuple(parts)
         if key in seen:
-            raise TaxonomyFileError(f"{source}:{lineno}: the path to {parts[-1]!r} is listed twice (lines {seen[key]} and {lineno})")
+            raise TaxonomyFileError(f"{where}: the path to {parts[-1]!r} is listed twice (lines {seen[key]} and {lineno})")
         seen[key] = lineno
         ends.setdefault(parts[-1], lineno)
+        for p in parts:
+            loc.nodes.setdefault(p, where)
         if len(parts) == 1:
             graph.add_node(parts[0])
         for u, v in zip(parts, parts[1:]):
-            graph.add_edge(u, v)
+            if not graph.has_edge(u, v):
+                graph.add_edge(u, v)
+                loc.edges[u, v] = where
     if graph.number_of_nodes() == 0:
         raise TaxonomyFileError(f"{source}: no paths found")
     # every line ends at a class: a path may not run through another line's class
     succ = graph._succ
     inner = next((n for n in ends if succ[n]), None)
     if inner is not None:
+        below = next(iter(succ[inner]))
         raise TaxonomyFileError(
             f"{source}:{ends[inner]}: the path ends at {inner!r}, which other lines continue below "
-            f"(to {next(iter(succ[inner]))!r}); a class cannot contain another class"
+            f"(to {below!r}, {loc.of_edge(inner, below)}); a class cannot contain another class"
         )
     return graph
 
 
-def graph_from_nested(mapping: Mapping | Sequence, source: str = "nested") -> nx.DiGraph:
-    """A DiGraph from nested dicts and lists."""
-    graph = nx.DiGraph()
+# ---------------------------------------------------------------------------- nested data
+class DocPath:
+    """A place in a nested document, rendered only when an error needs it (``["animal"]["mammal"][2]``).
 
-    def add(parent, value, where):
+    A linked list, so that a document 100,000 levels deep costs O(1) per node.
+    """
+
+    __slots__ = ("up", "step", "source")
+
+    def __init__(self, up: DocPath | None, step: str, source: str | None = None):
+        self.up, self.step, self.source = up, step, source
+
+    def __str__(self) -> str:
+        steps = []
+        node: DocPath | None = self
+        source = None
+        while node is not None:
+            steps.append(node.step)
+            source = node.source or source
+            node = node.up
+        inside = "".join(reversed(steps)) or "the top level"
+        return f"{source}: {inside}" if source else inside
+
+    def key(self, name) -> DocPath:
+        return DocPath(self, f"[{_show_key(name)}]")
+
+    def index(self, i: int) -> DocPath:
+        return DocPath(self, f"[{i}]")
+
+
+def _show_key(name) -> str:
+    if isinstance(name, str):
+        import json
+
+        return json.dumps(name, ensure_ascii=False)
+    return repr(name)
+
+
+def graph_from_nested(
+    mapping: Mapping | Sequence,
+    source: str | None = None,
+    *,
+    json_names: bool = False,
+    locations: Locations | None = None,
+) -> nx.DiGraph:
+    """A DiGraph from nested dicts and lists (no recursion: any depth).
+
+    A dict maps each node to its children: a dict, a list, ``None`` or an empty
+    container (a leaf), or a single name. A list holds names and dicts.
+    Names: strings, or (from Python) any hashable that is not a bool, ``None``
+    or a container; ``json_names=True`` (a JSON file) allows strings only, so
+    that a number or ``true`` is never turned into a class.
+    """
+    graph = nx.DiGraph()
+    loc = locations if locations is not None else Locations()
+    top = DocPath(None, "", source)
+    if not isinstance(mapping, (Mapping, list, tuple)):
+        raise TaxonomyError(f"{top}: expected a dict or a list at the top, got {type(mapping).__name__}")
+
+    def children(value, where: DocPath, parent) -> list:
+        """``(name, subtree, place)`` for every child in ``value``, in order."""
         if value is None:
-            return
+            return []
         if isinstance(value, Mapping):
-            items = value.items()
-        elif isinstance(value, (list, tuple)):
-            items = []
+            return [(k, v, where.key(k)) for k, v in value.items()]
+        if isinstance(value, (list, tuple)):
+            out = []
             for i, item in enumerate(value):
                 if isinstance(item, Mapping):
-                    items.extend(item.items())
+                    here = where.index(i)
+                    out.extend((k, v, here.key(k)) for k, v in item.items())
                 elif isinstance(item, (list, tuple)):
-                    raise TaxonomyError(f"{source}: {where}[{i}] is a list inside a list; use a dict to name the node it belongs to")
+                    raise TaxonomyError(
+                        f"{where.index(i)} is a list inside a list; use a dict to name the node it belongs to"
+                    )
                 else:
-                    items.append((item, None))
-        elif isinstance(value, (str, int)) and parent is not None:
-            items = [(value, None)]
-        else:
-            raise TaxonomyError(f"{source}: {where} must be a dict, a list or None, got {type(value).__name__}")
-        for name, sub in items:
-            check_name(name, f"{source}: node under {where}")
-            if parent is None:
-                graph.add_node(name)
-            else:
-                if graph.has_edge(parent, name):
-                    raise TaxonomyError(f"{source}: {name!r} is listed twice under {parent!r}")
-                graph.add_edge(parent, name)
-            add(name, sub, repr(name))
+                    out.append((item, None, where.index(i)))
+            return out
+        if parent is not None and (isinstance(value, str) or (not json_names and isinstance(value, int) and not isinstance(value, bool))):
+            return [(value, None, where)]
+        kind = _json_kind(value) if json_names else type(value).__name__
+        raise TaxonomyError(f"{where} must be an object, a list, a name or null, got {kind} {_short(value)}")
 
-    if not isinstance(mapping, (Mapping, list, tuple)):
-        raise TaxonomyError(f"{source}: expected a dict or a list at the top, got {type(mapping).__name__}")
-    add(None, mapping, "the top level")
+    # depth first with an explicit stack, children in order: the nodes come in the order a reader sees them
+    pending = [(None, item) for item in reversed(children(mapping, top, None))]
+    while pending:
+        parent, (name, sub, where) = pending.pop()
+        _check_nested_name(name, where, json_names)
+        if parent is None:
+            graph.add_node(name)
+        else:
+            if graph.has_edge(parent, name):
+                raise TaxonomyError(f"{where}: {name!r} is listed twice under {parent!r}")
+            graph.add_edge(parent, name)
+            loc.edges[parent, name] = where
+        loc.nodes.setdefault(name, where)
+        kids = children(sub, where, name)
+        pending.extend((name, item) for item in reversed(kids))
     if graph.number_of_nodes() == 0:
-        raise TaxonomyError(f"{source}: no nodes found")
+        raise TaxonomyError(f"{top}: no nodes found")
     return graph
 
 
-def _read_json(text: str, path: Path) -> tuple[nx.DiGraph, list | None]:
+def _json_kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return f"a {type(value).__name__}"
+
+
+def _short(value) -> str:
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else "(a long integer)"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_nested_name(name, where: DocPath, json_names: bool) -> None:
+    if json_names and not isinstance(name, str):
+        raise TaxonomyError(
+            f"{where}: {_json_kind(name)}{'' if name is None else ' ' + _short(name)} cannot be a node name; "
+            "names in a JSON taxonomy are strings"
+            + (" (write it in quotes if it is one)" if isinstance(name, (int, float)) and not isinstance(name, bool) else "")
+        )
+    if isinstance(name, bool):
+        raise TaxonomyError(f"{where}: {name!r} cannot be a node name (a bool)")
+    if isinstance(name, (list, tuple, dict, set)):
+        raise TaxonomyError(f"{where}: a {type(name).__name__} cannot be a node name")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TaxonomyFileError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}, column {exc.colno})") from None
-    if isinstance(data, dict) and "nodes" in data and ("links" in data or "edges" in data):
-        return _node_link(data, path)
-    return graph_from_nested(data, source=str(path)), None
+        check_name(name, "node")
+    except TaxonomyError as exc:
+        raise TaxonomyError(f"{where}: {exc}") from None
 
 
-def _node_link(data: dict, path: Path) -> tuple[nx.DiGraph, list | None]:
-    if data.get("directed") is False:
-        raise TaxonomyFileError(f"{path}: node-link data is undirected; a taxonomy needs directed parent -> child edges")
+# ---------------------------------------------------------------------------- JSON files
+def _read_json(text: str, path: Path) -> tuple[nx.DiGraph, list | None, Locations]:
+    data = load_json(text, str(path))
+    locations = Locations()
+    # a dict with a 'nodes' key is node-link data; anything else is a nested taxonomy
+    if isinstance(data, dict) and "nodes" in data:
+        graph, classes = _node_link(data, path, locations)
+        return graph, classes, locations
+    try:
+        return graph_from_nested(data, source=str(path), json_names=True, locations=locations), None, locations
+    except TaxonomyFileError:
+        raise
+    except TaxonomyError as exc:
+        raise TaxonomyFileError(str(exc)) from None
+
+
+_NODE_LINK_KEYS = ("directed", "multigraph", "graph", "nodes", "edges", "links")
+
+
+def _node_link(data: dict, path: Path, locations: Locations) -> tuple[nx.DiGraph, list | None]:
+    unknown = [k for k in data if k not in _NODE_LINK_KEYS]
+    if unknown:
+        raise TaxonomyFileError(
+            f"{path}: node-link data (an object with a 'nodes' key) has unknown key(s) "
+            f"{', '.join(map(repr, unknown[:5]))}; its keys are {', '.join(_NODE_LINK_KEYS)}. A nested "
+            "taxonomy cannot have a top-level node named 'nodes'"
+        )
+    if "edges" in data and "links" in data:
+        raise TaxonomyFileError(f"{path}: node-link data has both 'edges' and 'links'; keep one of them")
+    if "edges" not in data and "links" not in data:
+        raise TaxonomyFileError(
+            f"{path}: node-link data (an object with a 'nodes' key) needs an 'edges' list (or 'links', as older "
+            "networkx writes); a nested taxonomy cannot have a top-level node named 'nodes'"
+        )
+    for flag, want in (("directed", True), ("multigraph", False)):
+        if flag in data and type(data[flag]) is not bool:
+            raise TaxonomyFileError(f"{path}: {flag!r} must be true or false, got {_json_kind(data[flag])} {_short(data[flag])}")
+    if data.get("directed", True) is False:
+        raise TaxonomyFileError(f"{path}: node-link data is undirected ('directed': false); a taxonomy needs directed parent -> child edges")
+    if data.get("multigraph", False) is True:
+        raise TaxonomyFileError(f"{path}: node-link data is a multigraph ('multigraph': true); give each parent -> child edge once")
+    attrs = data.get("graph", {})
+    if not isinstance(attrs, dict):
+        raise TaxonomyFileError(f"{path}: 'graph' must be an object (graph attributes), got {_json_kind(attrs)} {_short(attrs)}")
     key = "edges" if "edges" in data else "links"
     for part in ("nodes", key):
         if not isinstance(data[part], list):
-            raise TaxonomyFileError(f"{path}: {part!r} must be a list, got {type(data[part]).__name__}")
+            raise TaxonomyFileError(f"{path}: {part!r} must be a list, got {_json_kind(data[part])}")
     graph = nx.DiGraph()
+    declared: dict = {}
     for i, node in enumerate(data["nodes"]):
         if not isinstance(node, dict) or "id" not in node:
-            raise TaxonomyFileError(f"{path}: nodes[{i}] has no 'id': {node!r}")
-        _check_json_name(node["id"], path, f"nodes[{i}]")
-        graph.add_node(node["id"])
+            raise TaxonomyFileError(f"{path}: nodes[{i}] has no 'id': {_short(node)}")
+        name = node["id"]
+        _check_json_name(name, path, f"nodes[{i}]")
+        if name in declared:
+            raise TaxonomyFileError(f"{path}: nodes[{i}]: node {name!r} is declared twice (also nodes[{declared[name]}])")
+        declared[name] = i
+        graph.add_node(name)
+        locations.nodes[name] = f"{path}: nodes[{i}]"
     for i, link in enumerate(data[key]):
+        where = f"{path}: {key}[{i}]"
         if not isinstance(link, dict) or "source" not in link or "target" not in link:
-            raise TaxonomyFileError(f"{path}: {key}[{i}] needs 'source' and 'target': {link!r}")
+            raise TaxonomyFileError(f"{where} needs 'source' and 'target': {_short(link)}")
         u, v = link["source"], link["target"]
         _check_json_name(u, path, f"{key}[{i}].source")
         _check_json_name(v, path, f"{key}[{i}].target")
+        for end, name in (("source", u), ("target", v)):
+            if name not in declared:
+                raise TaxonomyFileError(f"{where}: {end} {name!r} is not declared in 'nodes'")
         if graph.has_edge(u, v):
-            raise TaxonomyFileError(f"{path}: {key}[{i}]: edge {u!r} -> {v!r} is listed twice")
+            raise TaxonomyFileError(f"{where}: edge {u!r} -> {v!r} is listed twice (first in {locations.edges[u, v]})")
         if "weight" in link:
             w = link["weight"]
-            if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w <= 0:
-                raise TaxonomyFileError(f"{path}: {key}[{i}]: weight {w!r} of edge {u!r} -> {v!r} must be a finite number > 0")
-            graph.add_edge(u, v, weight=w)
+            ok = not isinstance(w, bool) and isinstance(w, numbers.Real)
+            try:
+                ok = ok and math.isfinite(w) and w > 0
+            except OverflowError:  # an integer beyond the float range
+                ok = False
+            if not ok:
+                raise TaxonomyFileError(f"{where}: weight {_short(w)} of edge {u!r} -> {v!r} must be a finite number > 0")
+            graph.add_edge(u, v, weight=float(w))
         else:
             graph.add_edge(u, v)
-    classes = (data.get("graph") or {}).get("classes")
-    if classes is not None and not isinstance(classes, list):
-        raise TaxonomyFileError(f"{path}: graph.classes must be a list")
+        locations.edges[u, v] = where
+    classes = attrs.get("classes")
+    if classes is not None:
+        if not isinstance(classes, list):
+            raise TaxonomyFileError(f"{path}: graph.classes must be a list, got {_json_kind(classes)}")
+        for i, c in enumerate(classes):
+            _check_json_name(c, path, f"graph.classes[{i}]")
     return graph, classes
 
 
 def _check_json_name(name, path, where) -> None:
-    if isinstance(name, (list, dict)):
-        raise TaxonomyFileError(f"{path}: {where} is a {type(name).__name__}, not a node name")
+    # JSON names are strings or integers (networkx writes integer nodes as numbers); true, 1.5, null are not names
+    if isinstance(name, bool) or not isinstance(name, (str, int)):
+        raise TaxonomyFileError(f"{path}: {where} is {_json_kind(name)}{'' if name is None else ' ' + _short(name)}, "
+                                "not a node name (a string or an integer)")
     try:
         check_name(name, where)
     except TaxonomyError as exc:
         raise TaxonomyFileError(f"{path}: {exc}") from None
 
 
-# str.splitlines() breaks lines at all of these
-_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
-
-
-def _check_writable(tax, path: Path, fmt: str) -> None:
-    """Refuse what the reader would not give back unchanged (before the file is created)."""
+# ---------------------------------------------------------------------------- writing
+def check_writable(tax, path: Path, fmt: str) -> None:
+    """Refuse what the reader would not give back unchanged (before any file is touched)."""
     if fmt == "json":
         bad = next((n for n in tax.nodes if type(n) not in (str, int)), None)
         if bad is not None:
@@ -249,45 +478,52 @@ def _check_writable(tax, path: Path, fmt: str) -> None:
         return
     bad = next((n for n in tax.nodes if not isinstance(n, str)), None)
     if bad is not None:
-        raise TaxonomyError(f"cannot write node {bad!r} ({type(bad).__name__}) to {path.suffix}: node names must be strings")
+        raise TaxonomyError(f"cannot write node {bad!r} ({type(bad).__name__}) to {path.suffix or fmt}: node names must be strings")
     for n in tax.nodes:
-        if _LINE_BREAKS.intersection(n):
-            raise TaxonomyError(f"cannot write node {n!r} to {path.suffix}: it contains a line break")
+        if LINE_BREAKS.intersection(n):
+            raise TaxonomyError(f"cannot write node {n!r} to {path.suffix or fmt}: it contains a line break")
         if n != n.strip():
-            raise TaxonomyError(f"cannot write node {n!r} to {path.suffix}: it starts or ends with white space, which the reader strips")
-    # a line that starts with '#' is a comment: the root in a path file, a parent in an edge list
-    first_column = (tax.root,) if fmt == "paths" else (n for n in tax.nodes if not tax.is_leaf(n))
-    bad = next((n for n in first_column if n.startswith("#")), None)
-    if bad is not None:
-        raise TaxonomyError(f"cannot write node {bad!r} to {path.suffix}: a line starting with '#' is read as a comment")
-    if fmt == "edges" and tax.num_nodes == 1:
-        raise TaxonomyError(f"cannot write a taxonomy with a single node ({tax.root!r}) as an edge list; use .json or .txt")
-
-
-def write_taxonomy(tax, path: str | os.PathLike) -> None:
-    """Write ``tax`` so that :func:`read_graph` + the default class order give it back."""
-    path = Path(path)
-    fmt = _format_of(path)
-    _check_writable(tax, path, fmt)
+            raise TaxonomyError(f"cannot write node {n!r} to {path.suffix or fmt}: it starts or ends with white space, which the reader strips")
+        try:
+            n.encode("utf-8")
+        except UnicodeEncodeError:
+            raise TaxonomyError(f"cannot write node {n!r} to {path.suffix or fmt}: it cannot be encoded as UTF-8 (a lone surrogate)") from None
     if fmt == "paths":
+        # a line starting with '#' is a comment
+        if tax.root.startswith("#"):
+            raise TaxonomyError(f"cannot write node {tax.root!r} to {path.suffix or fmt}: a line starting with '#' is read as a comment")
         bad = next((n for n in tax.nodes if "/" in n), None)
         if bad is not None:
             raise TaxonomyError(f"cannot write node {bad!r} to a path file: it contains the separator '/'")
         if tax.is_weighted:
             raise TaxonomyError("a path file cannot hold edge weights; save as .csv or .json")
-        lines = ["/".join(reversed(tax.ancestors(c, include_self=True))) for c in tax.classes]
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        return
+    if fmt == "edges" and tax.num_nodes == 1:
+        raise TaxonomyError(f"cannot write a taxonomy with a single node ({tax.root!r}) as an edge list; use .json or .txt")
+
+
+def render_taxonomy(tax, path: str | os.PathLike, format: str = "auto") -> str:
+    """The text :func:`write_taxonomy` writes (checked first: nothing is rendered that would not load back)."""
+    path = Path(path)
+    fmt = format_of(path, format)
+    if fmt == "ranks":
+        from taxosmooth.taxonomy._ranks import render_rank_table
+
+        return render_rank_table(tax, delimiter_of(path))
+    check_writable(tax, path, fmt)
+    if fmt == "paths":
+        return "".join("/".join(reversed(tax.ancestors(c, include_self=True))) + "\n" for c in tax.classes)
     edges = _edges_in_class_order(tax)
     if fmt == "edges":
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        with path.open("w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh, delimiter=delimiter, lineterminator="\n")
-            weighted = tax.is_weighted
-            w.writerow(["parent", "child", "weight"] if weighted else ["parent", "child"])
-            for u, v, wt in edges:
-                w.writerow([u, v, repr(wt)] if weighted else [u, v])
-        return
+        d = delimiter_of(path)
+        weighted = tax.is_weighted
+        lines = [d.join(["parent", "child", "weight"] if weighted else ["parent", "child"])]
+        for u, v, wt in edges:
+            # quote 'parent' / 'child' so that a row can never read as a repeated header
+            fields = [quote_field(u, d, u.lower() in HEADER), quote_field(v, d, v.lower() in HEADER)]
+            lines.append(d.join(fields + [repr(wt)] if weighted else fields))
+        return "\n".join(lines) + "\n"
+    import json
+
     data = {
         "directed": True,
         "multigraph": False,
@@ -298,7 +534,21 @@ def write_taxonomy(tax, path: str | os.PathLike) -> None:
             for u, v, wt in edges
         ],
     }
-    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return json.dumps(data, indent=1) + "\n"
+
+
+def write_taxonomy(tax, path: str | os.PathLike, format: str = "auto") -> None:
+    """Write ``tax`` so that loading the file gives an equal taxonomy.
+
+    The file is written beside ``path`` and renamed over it at the end: an
+    error or an interruption leaves an existing file as it was.
+    """
+    from taxosmooth._atomic import atomic_write
+
+    text = render_taxonomy(tax, path, format)
+    data = text.encode("utf-8")
+    with atomic_write(path) as fh:
+        fh.write(data)
 
 
 def _edges_in_class_order(tax) -> list[tuple]:

@@ -25,6 +25,13 @@ generated here), and nltk only reads corpora from folders on
 built in a temporary folder and renamed into place, so that processes racing to
 build it never see (or leave) a half-built one.
 
+The cache is checked each time it is opened: a manifest (``TAXOSMOOTH_MANIFEST.json``)
+records the source folder and the size and modification time of every file
+copied; a cache whose files are missing, truncated, emptied or of another
+size, whose ``lexnames`` differs from the expected one, or whose source has
+changed since, is rebuilt. Temporary folders of builds that were killed
+(their process is gone, or they are a day old) are removed by the next build.
+
 If no source is found, :class:`~taxosmooth.errors.WordNetDataError` says how to
 get WordNet: ``nltk.download("wordnet")`` on a machine with internet, or
 ``apt-get install wordnet-base wordnet-sense-index``.
@@ -32,10 +39,14 @@ get WordNet: ``nltk.download("wordnet")`` on a machine with internet, or
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +90,8 @@ LEXNAMES: tuple[tuple[int, str, int], ...] = tuple(
     )
 )
 
-_SOURCE_MARKER = "TAXOSMOOTH_SOURCE"
+_SOURCE_MARKER = "TAXOSMOOTH_SOURCE"  # the source folder, one line (what earlier versions check)
+_MANIFEST = "TAXOSMOOTH_MANIFEST.json"  # the source and the size and mtime of every file copied
 _HOW_TO_INSTALL = (
     "Get WordNet 3.0 in one of two ways: (a) with nltk, on a machine with internet: "
     "python -c \"import nltk; nltk.download('wordnet')\" (copy the nltk_data folder to offline machines); "
@@ -196,40 +208,104 @@ def find_wordnet_data() -> WordNetSource:
     )
 
 
+def _expected_lexnames(source: str) -> bytes:
+    src = Path(source) / "lexnames"
+    return src.read_bytes() if src.is_file() else lexnames_text().encode("utf-8")
+
+
 def _cache_is_valid(corpus: Path, source: str) -> bool:
-    marker = corpus / _SOURCE_MARKER
+    """Whether ``corpus`` is a complete, undamaged copy of the dictionary folder ``source`` as it is now."""
     try:
-        if marker.read_text(encoding="utf-8").strip() != os.path.realpath(source):
+        if (corpus / _SOURCE_MARKER).read_text(encoding="utf-8").strip() != os.path.realpath(source):
             return False
-    except OSError:
-        return False
-    return not missing_files(corpus) and (corpus / "lexnames").is_file()
+        manifest = json.loads((corpus / _MANIFEST).read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict) or manifest.get("source") != os.path.realpath(source):
+            return False
+        files = manifest.get("files")
+        if not isinstance(files, dict) or not set(REQUIRED_FILES) <= set(files):
+            return False
+        src = Path(source)
+        for name, (size, mtime_ns) in files.items():
+            copied = (corpus / name).stat()
+            original = (src / name).stat()
+            if copied.st_size != size or original.st_size != size or original.st_mtime_ns != mtime_ns:
+                return False  # truncated, emptied, replaced, or the source changed since
+        return (corpus / "lexnames").read_bytes() == _expected_lexnames(source)
+    except (OSError, ValueError, TypeError):
+        return False  # unreadable or missing files, an old or garbled manifest
 
 
 def _populate(tmp: Path, source: str) -> None:
     src = Path(source)
+    files = {}
     for name in REQUIRED_FILES + OPTIONAL_FILES:
         target = src / name
         if not target.is_file():
             continue
         # a copy: recent nltk refuses to read through symbolic or hard links
+        before = target.stat()
         shutil.copyfile(target, tmp / name)
-    if (src / "lexnames").is_file():
-        shutil.copyfile(src / "lexnames", tmp / "lexnames")
-    else:
-        (tmp / "lexnames").write_text(lexnames_text(), encoding="utf-8")
+        files[name] = [before.st_size, before.st_mtime_ns]
+    (tmp / "lexnames").write_bytes(_expected_lexnames(source))
+    manifest = {"source": os.path.realpath(source), "files": files}
     (tmp / _SOURCE_MARKER).write_text(os.path.realpath(source) + "\n", encoding="utf-8")
+    (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     # nltk also refuses files that other accounts could write
     for entry in tmp.iterdir():
         entry.chmod(0o644)
 
 
+#: a build's temporary folders carry the process that made them: ``.wordnet-tmp-<pid>@<host>-<random>``
+_TEMPORARY = re.compile(r"^\.wordnet-(?:tmp|stale)-(?:(\d+)@(.*)-)?[^-]*$")  # earlier versions: no pid@host
+#: a temporary folder older than this is stale whoever made it (another machine sharing the cache)
+STALE_AFTER_S = 24 * 3600
+
+
+def _temporary_prefix(kind: str) -> str:
+    return f".wordnet-{kind}-{os.getpid()}@{socket.gethostname()}-"
+
+
+def _process_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process, or a platform without signals: assume alive
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove what killed builds left in ``folder``: temporary folders whose process is gone, or a day old."""
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    host = socket.gethostname()
+    for entry in entries:
+        m = _TEMPORARY.match(entry.name)
+        if m is None or not entry.is_dir():
+            continue
+        try:
+            age = time.time() - entry.stat().st_mtime
+        except OSError:
+            continue
+        pid = int(m.group(1)) if m.group(1) else None
+        dead = pid is not None and m.group(2) == host and pid != os.getpid() and not _process_is_alive(pid)
+        if dead or age > STALE_AFTER_S:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
 def prepare_corpus(source: WordNetSource) -> Path:
     """Build (once) the nltk-readable corpus folder for a dictionary-folder source.
 
-    Safe when several processes do it at once: each builds a private
-    temporary folder and renames it into place; the losers of the race drop
-    theirs and use the winner's.
+    A cache that fails the checks of the module docstring is rebuilt. Safe
+    when several processes do it at once: each builds a private temporary
+    folder and renames it into place; the losers of the race drop theirs and
+    use the winner's.
     """
     corpus = Path(source.corpus)
     if source.kind == "nltk" or _cache_is_valid(corpus, source.path):
@@ -239,8 +315,9 @@ def prepare_corpus(source: WordNetSource) -> Path:
         for folder in (cache_dir(), corpus.parent.parent, corpus.parent):
             if folder.stat().st_mode & 0o022:  # nltk distrusts folders others can write
                 folder.chmod(0o755)
+        remove_stale_temporaries(corpus.parent)
         for _attempt in range(5):
-            tmp = Path(tempfile.mkdtemp(prefix=".wordnet-tmp-", dir=corpus.parent))
+            tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix("tmp"), dir=corpus.parent))
             try:
                 _populate(tmp, source.path)
                 try:
@@ -251,8 +328,8 @@ def prepare_corpus(source: WordNetSource) -> Path:
                     pass
                 if _cache_is_valid(corpus, source.path):
                     return corpus
-                # stale (another source, broken links): move it aside atomically, then retry
-                stale = Path(tempfile.mkdtemp(prefix=".wordnet-stale-", dir=corpus.parent))
+                # stale (another source, damaged files): move it aside atomically, then retry
+                stale = Path(tempfile.mkdtemp(prefix=_temporary_prefix("stale"), dir=corpus.parent))
                 try:
                     os.rename(corpus, stale / "wordnet")
                 except OSError:
@@ -269,6 +346,18 @@ def prepare_corpus(source: WordNetSource) -> Path:
     if _cache_is_valid(corpus, source.path):
         return corpus
     raise WordNetDataError(f"cannot build the nltk WordNet folder {corpus} from {source.path} (concurrent rebuilds?)")
+
+
+def damaged_data_error(reader, filename: str, exc: BaseException) -> WordNetDataError:
+    """The error for a WordNet file that nltk could not parse: the data is blamed, not the user's synset."""
+    root = getattr(reader, "root", None)
+    where = f"{root}/{filename}" if root is not None else filename
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return WordNetDataError(
+        f"the WordNet data is damaged: nltk could not read {where} ({first[:200]}). "
+        f"A cache built by taxosmooth is checked and rebuilt when opened (load_wordnet(refresh=True)); "
+        f"other WordNet data must be reinstalled. {_HOW_TO_INSTALL}"
+    )
 
 
 _lock = threading.Lock()
@@ -301,7 +390,10 @@ def load_wordnet(*, refresh: bool = False):
             import nltk.corpus
 
             reader = nltk.corpus.wordnet
-            reader.ensure_loaded()
+            try:
+                reader.ensure_loaded()
+            except (ValueError, AssertionError, IndexError, KeyError, UnicodeDecodeError) as exc:
+                raise damaged_data_error(None, f"{source.path} (lexnames or index files)", exc) from None
         else:
             corpus = prepare_corpus(source)
             root = str(corpus.parent.parent)
@@ -309,7 +401,10 @@ def load_wordnet(*, refresh: bool = False):
                 nltk.data.path.append(root)  # so that nltk.corpus.wordnet works for the user too
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "multilingual functions are not available"
-                reader = WordNetCorpusReader(str(corpus), None)
+                try:
+                    reader = WordNetCorpusReader(str(corpus), None)
+                except (ValueError, AssertionError, IndexError, KeyError, UnicodeDecodeError) as exc:
+                    raise damaged_data_error(None, f"{corpus} (lexnames or index files)", exc) from None
         _loaded["reader"] = reader
         _loaded["source"] = source
         return reader

@@ -17,13 +17,18 @@ refused.
 
 from __future__ import annotations
 
+import numbers
 import re
 import warnings
 from collections.abc import Iterable
 
+import numpy as np
+
 from taxosmooth.errors import WordNetLookupError
 
 _POS = "nvasr"
+_DIGITS = re.compile(r"\d+", re.ASCII)
+_FILE_POS = {"n": "noun", "v": "verb", "a": "adj", "s": "adj", "r": "adv"}
 _WNID = re.compile(r"^([nvasr])(\d{8})$")
 _OFFSET_POS = re.compile(r"^(\d{8})-([nvasr])$")
 _NAME = re.compile(r"^(.+)\.([^.]+)\.(\d+)$")
@@ -35,21 +40,32 @@ def _is_synset(obj) -> bool:
     return isinstance(obj, Synset)
 
 
+def _offset(offset, item, where: str) -> int:
+    """An offset as written: an int (not a bool, not 2374451.7) or a string of ASCII digits."""
+    if isinstance(offset, str) and _DIGITS.fullmatch(offset):
+        return int(offset)
+    if isinstance(offset, numbers.Integral) and not isinstance(offset, (bool, np.bool_)):
+        return int(offset)
+    raise WordNetLookupError(f"{where}{item!r}: the offset must be an integer, got {type(offset).__name__} {offset!r}")
+
+
 def _from_offset(reader, pos: str, offset, item, where: str):
-    if pos not in _POS:
+    if not isinstance(pos, str) or pos not in _POS or len(pos) != 1:
         raise WordNetLookupError(f"{where}{item!r}: part of speech must be one of {', '.join(_POS)}, got {pos!r}")
-    try:
-        offset = int(offset)
-    except (TypeError, ValueError):
-        raise WordNetLookupError(f"{where}{item!r}: the offset must be an integer, got {offset!r}") from None
+    offset = _offset(offset, item, where)
     if offset < 0:
         raise WordNetLookupError(f"{where}{item!r}: negative offset {offset}")
+    from nltk.corpus.reader.wordnet import WordNetError
+
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # nltk warns, then returns None, for a bad offset
+        warnings.simplefilter("ignore")  # nltk warns, then returns None, for an offset that starts no synset
         try:
             synset = reader.synset_from_pos_and_offset(pos, offset)
-        except Exception:  # noqa: BLE001 - nltk raises assorted errors on garbage offsets
-            synset = None
+        except (WordNetError, ValueError, IndexError, AssertionError) as exc:
+            # the line at a valid offset did not parse: the data is damaged, not the user's item
+            from taxosmooth.wordnet.data import damaged_data_error
+
+            raise damaged_data_error(reader, f"data.{_FILE_POS[pos]}", exc) from None
     if synset is None:
         raise WordNetLookupError(f"{where}{item!r}: no WordNet synset with part of speech {pos!r} at offset {offset:08d}")
     return synset
@@ -88,12 +104,24 @@ def resolve_synset(item, *, wordnet=None, report: list | None = None, position: 
                 f"{where}{item!r}: malformed synset name, the part of speech {m.group(2)!r} is not one of "
                 f"{', '.join(_POS)} (expected e.g. 'horse.n.01')"
             )
+        if int(m.group(3)) == 0:
+            # nltk would read sense 0 as index -1: the last sense
+            raise WordNetLookupError(f"{where}{item!r}: sense numbers start at 01 (e.g. 'horse.n.01')")
         from nltk.corpus.reader.wordnet import WordNetError
 
         try:
             return reader.synset(text)
-        except (WordNetError, ValueError, KeyError, AssertionError) as exc:
-            raise WordNetLookupError(f"{where}{item!r}: no such WordNet synset ({exc})") from None
+        except WordNetError as exc:
+            message = str(exc)
+            if message.startswith(("No lemma ", "Lemma ", "Adjective satellite requested")):
+                raise WordNetLookupError(f"{where}{item!r}: no such WordNet synset ({exc})") from None
+            from taxosmooth.wordnet.data import damaged_data_error
+
+            raise damaged_data_error(reader, f"data.{_FILE_POS[m.group(2)]}", exc) from None
+        except (ValueError, KeyError, IndexError, AssertionError) as exc:
+            from taxosmooth.wordnet.data import damaged_data_error
+
+            raise damaged_data_error(reader, f"index.{_FILE_POS[m.group(2)]}", exc) from None
     lemma = text.replace(" ", "_")
     senses = reader.synsets(lemma, pos="n")
     if not senses:

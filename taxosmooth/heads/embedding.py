@@ -1,0 +1,129 @@
+"""A head that maps features onto fixed class vectors (Barz & Denzler, WACV 2019), trained with the cosine loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from taxosmooth.heads._common import check_class_targets, check_in_features, check_reduction, float_for, reduce
+from taxosmooth.taxonomy import Taxonomy
+
+__all__ = ["EmbeddingHead"]
+
+
+class EmbeddingHead(nn.Module):
+    """A linear projection onto the unit sphere of the class vectors; scores are cosine similarities.
+
+    Barz & Denzler, WACV 2019 ("Hierarchy-based image embeddings for semantic
+    image retrieval"): the image embedding ``ψ(x) = W x + b`` is trained so
+    that its direction matches the vector ``φ_y`` of its class
+    (:func:`taxosmooth.embeddings.class_embeddings`, whose dot products are the
+    class similarities ``1 - d/max d``), with the loss
+
+    .. math::
+
+        \\ell = 1 - \\cos(\\psi(x), \\varphi_y)
+        \\; + \\; \\lambda \\, \\mathrm{CE}(\\mathrm{fc}(\\mathrm{BN}(\\mathrm{ReLU}(\\psi(x)))), y)
+
+    where the second term (``ce_weight = λ``; they used 0.1, default here 0:
+    off) is their extra softmax classifier on the embedding (ReLU, batch
+    normalisation, a linear layer, as in their code). ``forward`` returns the
+    cosine similarity of ``ψ(x)`` to every class vector ``(N, C)``: its argmax
+    is their nearest-class-embedding rule, and the scores rank classes for
+    retrieval and top-k metrics. They lie in ``[-1, 1]``, so their softmax is
+    nearly flat: for probabilities (CRM, calibration) use
+    :meth:`classifier_logits` (needs ``ce_weight > 0``).
+
+    Parameters
+    ----------
+    in_features : int
+        Width of the input features, ``>= 1``.
+    embeddings : Tensor ``(C, dim)`` or Taxonomy
+        The class vectors; a taxonomy is turned into
+        ``class_embeddings(taxonomy)`` (``lca_height``).
+    ce_weight : float, default 0
+        ``λ`` above, ``>= 0``.
+    bias : bool, default True
+    ignore_index : int, default -100
+    device, dtype
+        Of the layers.
+
+    Shape
+    -----
+    * input: ``(N, in_features)``
+    * output: ``(N, C)`` cosine similarities.
+
+    Examples
+    --------
+    >>> import taxosmooth as ts
+    >>> tax = ts.Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
+    >>> head = EmbeddingHead(16, tax, ce_weight=0.1)
+    >>> x, target = torch.randn(8, 16), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    >>> head(x).shape, head.classifier_logits(x).shape
+    (torch.Size([8, 4]), torch.Size([8, 4]))
+    >>> loss = head.loss(x, target)
+    """
+
+    def __init__(self, in_features: int, embeddings, *, ce_weight: float = 0.0, bias: bool = True,
+                 ignore_index: int = -100, device=None, dtype=None):
+        super().__init__()
+        from taxosmooth._checks import check_positive
+        from taxosmooth.embeddings import class_embeddings
+
+        self.in_features = check_in_features(in_features)
+        if isinstance(embeddings, Taxonomy):
+            embeddings = class_embeddings(embeddings)
+        e = torch.as_tensor(embeddings)
+        if e.ndim != 2 or not e.is_floating_point() or e.shape[0] < 2:
+            raise ValueError(f"EmbeddingHead: embeddings must be a floating (C, dim) tensor with C >= 2, "
+                             f"got shape {tuple(e.shape)} and dtype {e.dtype}")
+        norms = e.norm(dim=1)
+        bad = (norms == 0) | ~torch.isfinite(norms)
+        if bool(bad.any()):
+            raise ValueError(f"EmbeddingHead: embeddings[{int(bad.nonzero()[0, 0])}] is zero or not finite")
+        self.num_classes, self.dim = e.shape
+        self.register_buffer("class_vectors", (e / norms.unsqueeze(1)).to(torch.float32 if dtype is None else dtype))
+        self.ce_weight = check_positive(ce_weight, "ce_weight", allow_zero=True)
+        self.ignore_index = int(ignore_index)
+        self.projection = nn.Linear(self.in_features, self.dim, bias=bias, device=device, dtype=dtype)
+        self.classifier = None
+        if self.ce_weight > 0:
+            self.classifier = nn.Sequential(nn.ReLU(), nn.BatchNorm1d(self.dim, device=device, dtype=dtype),
+                                            nn.Linear(self.dim, self.num_classes, device=device, dtype=dtype))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``ψ(x)``, the unnormalised embedding ``(N, dim)``."""
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"EmbeddingHead: input must have shape (N, {self.in_features}), got {tuple(x.shape)}")
+        return self.projection(x)
+
+    def _cosine(self, z: torch.Tensor) -> torch.Tensor:
+        z = F.normalize(z.to(float_for(z)), dim=1)
+        return z @ self.class_vectors.to(z.dtype).T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity to each class vector ``(N, C)``."""
+        return self._cosine(self.embed(x))
+
+    def classifier_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the cross-entropy branch ``(N, C)`` (only with ``ce_weight > 0``)."""
+        if self.classifier is None:
+            raise RuntimeError("EmbeddingHead: there is no classifier branch; build the head with ce_weight > 0")
+        return self.classifier(self.embed(x))
+
+    def loss(self, x: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """``1 - cos(ψ(x), φ_y) + ce_weight · CE``, per sample, then reduced (``"mean"``, ``"sum"``, ``"none"``)."""
+        reduction = check_reduction(reduction)
+        z = self.embed(x)
+        t, valid = check_class_targets(target, x.shape[0], self.num_classes, self.ignore_index, "EmbeddingHead")
+        cos = self._cosine(z).gather(1, t.unsqueeze(1)).squeeze(1)
+        loss = 1.0 - cos
+        if self.classifier is not None:
+            logits = self.classifier(z)
+            loss = loss + self.ce_weight * F.cross_entropy(logits.to(loss.dtype), t, reduction="none")
+        return reduce(loss, valid, reduction)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, classes={self.num_classes}, dim={self.dim}, ce_weight={self.ce_weight:g}"
+

@@ -1,0 +1,147 @@
+"""A classifier whose weights are fixed class vectors (HAFrame, Liang & Davis, ICCV 2023)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from taxosmooth.heads._common import check_class_targets, check_in_features, check_reduction, float_for, reduce
+
+__all__ = ["FixedClassifier"]
+
+
+class FixedClassifier(nn.Module):
+    """Logits ``f W^T`` with fixed class weights ``W`` (not trained), and HAFrame's mixed loss.
+
+    Liang & Davis, ICCV 2023 ("Inducing neural collapse to a fixed
+    hierarchy-aware frame for reducing mistake severity"): the weights are the
+    Hierarchy-Aware Frame (:func:`taxosmooth.embeddings.haframe_weights`),
+    unit vectors whose cosine similarities follow the hierarchy; the features
+    ``f`` (a trainable projection of the input, or the input itself) are
+    pulled towards them by
+
+    .. math::
+
+        \\ell = (1 - \\alpha)\\, \\mathrm{CE}(f W^\\top, y)
+        + \\alpha \\sum_{c} \\big(\\cos(f, w_c) - S_{yc}\\big)^2,
+        \\qquad S = W W^\\top
+
+    the authors' ``mixed-ce-gscsl`` loss (cross entropy plus the squared
+    difference between the feature's cosine to every class vector and the
+    frame's own cosines from the true class), ``α = cosine_weight`` (0.5 in
+    their tieredImageNet-H and FGVC-Aircraft runs, 0.4 for CIFAR-100 and
+    iNaturalist-19). The logits have no bias, as in their fixed layer. Their
+    network puts a small residual MLP (batch norm, PReLU) between the backbone
+    and the frame; here the projection is one linear layer
+    (``in_features=None``: none, put your own module in front).
+
+    Parameters
+    ----------
+    in_features : int or None
+        Width of the input; ``None`` when the input already has the frame's
+        width (no projection).
+    weights : Tensor ``(C, dim)``
+        The fixed class vectors (e.g. ``haframe_weights(taxonomy)``).
+    cosine_weight : float, default 0.5
+        ``α`` in ``[0, 1]``; 0 is cross entropy on the fixed frame.
+    bias : bool, default True
+        Of the projection.
+    ignore_index : int, default -100
+    device, dtype
+        Of the projection.
+
+    Shape
+    -----
+    * input: ``(N, in_features)`` (or ``(N, dim)`` without projection)
+    * output: ``(N, C)`` logits.
+
+    Examples
+    --------
+    >>> import taxosmooth as ts
+    >>> from taxosmooth.embeddings import haframe_weights
+    >>> tax = ts.Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
+    >>> head = FixedClassifier(16, haframe_weights(tax, gamma=2.0))
+    >>> x, target = torch.randn(8, 16), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    >>> head(x).shape
+    torch.Size([8, 4])
+    >>> loss = head.loss(x, target)
+    >>> [name for name, _ in head.named_parameters()]   # only the projection trains
+    ['projection.weight', 'projection.bias']
+    """
+
+    def __init__(self, in_features: int | None, weights: torch.Tensor, *, cosine_weight: float = 0.5,
+                 bias: bool = True, ignore_index: int = -100, device=None, dtype=None):
+        super().__init__()
+        from taxosmooth._checks import check_probability
+
+        w = torch.as_tensor(weights)
+        if w.ndim != 2 or not w.is_floating_point() or w.shape[0] < 2:
+            raise ValueError(f"FixedClassifier: weights must be a floating (C, dim) tensor with C >= 2, "
+                             f"got shape {tuple(w.shape)} and dtype {w.dtype}")
+        norms = w.norm(dim=1)
+        bad = (norms == 0) | ~torch.isfinite(norms)
+        if bool(bad.any()):
+            raise ValueError(f"FixedClassifier: weights[{int(bad.nonzero()[0, 0])}] is zero or not finite")
+        self.num_classes, self.dim = w.shape
+        self.register_buffer("frame", w.detach().clone().to(torch.float32 if dtype is None else dtype))
+        self.cosine_weight = check_probability(cosine_weight, "cosine_weight")
+        self.ignore_index = int(ignore_index)
+        if in_features is None:
+            self.in_features = self.dim
+            self.projection = nn.Identity()
+        else:
+            self.in_features = check_in_features(in_features)
+            self.projection = nn.Linear(self.in_features, self.dim, bias=bias, device=device, dtype=dtype)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``f``: the projected input ``(N, dim)``."""
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"FixedClassifier: input must have shape (N, {self.in_features}), got {tuple(x.shape)}")
+        f = self.projection(x)
+        return f.to(float_for(f))
+
+    def _logits(self, f: torch.Tensor) -> torch.Tensor:
+        return f @ self.frame.to(f.dtype).T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``f W^T`` ``(N, C)``."""
+        return self._logits(self.features(x))
+
+    def loss(self, x: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """HAFrame's loss (see the class docstring), per sample, then reduced (``"mean"``, ``"sum"``, ``"none"``)."""
+        reduction = check_reduction(reduction)
+        f = self.features(x)
+        t, valid = check_class_targets(target, x.shape[0], self.num_classes, self.ignore_index, "FixedClassifier")
+        w = self.frame.to(f.dtype)
+        logits = self._logits(f)
+        loss = F.cross_entropy(logits, t, reduction="none")
+        if self.cosine_weight > 0:
+            # cos(f, w_c) from the logits: one matmul for both terms
+            norms = f.norm(dim=1, keepdim=True).clamp_min(1e-12) * w.norm(dim=1)
+            target_cos = self._similarity(w).index_select(0, t)  # S[y] = w_y W^T
+            sq = (logits / norms - target_cos).square().sum(1)
+            loss = (1.0 - self.cosine_weight) * loss + self.cosine_weight * sq
+        return reduce(loss, valid, reduction)
+
+    def _similarity(self, w: torch.Tensor) -> torch.Tensor:
+        """``S = W W^T``; kept (per device and dtype) up to 4,096 classes, else the rows are recomputed."""
+        if self.num_classes > 4096:
+            return _LazyRows(w)
+        key = (w.device, w.dtype, self.frame._version, self.frame.data_ptr())  # a loaded frame is seen
+        if getattr(self, "_s_key", None) != key:
+            self._s, self._s_key = w @ w.T, key
+        return self._s
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, classes={self.num_classes}, dim={self.dim}, cosine_weight={self.cosine_weight:g}"
+
+
+class _LazyRows:
+    """Rows of ``W W^T`` on demand (``index_select(0, t)`` is ``W[t] W^T``): no ``(C, C)`` table."""
+
+    def __init__(self, w: torch.Tensor):
+        self.w = w
+
+    def index_select(self, dim: int, index: torch.Tensor) -> torch.Tensor:
+        return self.w.index_select(0, index) @ self.w.T

@@ -1,0 +1,325 @@
+"""The command line under attack (issue 11): class lists, atomic outputs, messages in CLI words, no tracebacks.
+
+Items 9 (class lists, extensions), 11 (atomic writes), 13 (no traceback), 23 (flags, WordNet line numbers),
+25 (names matplotlib cannot draw) and the removed "command not written yet" path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import taxosmooth as ts
+from taxosmooth import cli
+from taxosmooth.cli import main
+from taxosmooth.cli._common import classes_path, read_matrix
+from taxosmooth.data import example_path
+
+ANIMALS = str(example_path("animals.csv"))
+
+
+def run(capsys, *argv):
+    try:
+        status = main([str(a) for a in argv])
+    except SystemExit as exc:
+        status = exc.code
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err
+    return status, out.out, out.err
+
+
+def listing(tmp_path):
+    return sorted(p.name for p in tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------- item 9: class lists
+def test_each_output_gets_its_own_class_list(tmp_path, capsys):
+    a, b = ["horse", "zebra", "whale"], ["whale", "shark", "horse", "zebra"]
+    (tmp_path / "a.txt").write_text("\n".join(a))
+    (tmp_path / "b.txt").write_text("\n".join(b))
+    npy, csv = tmp_path / "t.npy", tmp_path / "t.csv"
+    assert run(capsys, "targets", ANIMALS, "--beta", "2", "--classes", tmp_path / "a.txt", "-o", npy)[0] == 0
+    assert run(capsys, "targets", ANIMALS, "--beta", "2", "--classes", tmp_path / "b.txt", "-o", csv)[0] == 0
+    assert classes_path(npy).name == "t.npy.classes.txt" and classes_path(csv).name == "t.csv.classes.txt"
+    assert read_matrix(npy)[1] == a and read_matrix(csv)[1] == b
+    assert not (tmp_path / "t.classes.txt").exists()
+    # plot finds the list written with the matrix
+    assert run(capsys, "plot", npy, "-o", tmp_path / "f.svg")[0] == 0
+    assert run(capsys, "plot", npy, "--taxonomy", ANIMALS, "-o", tmp_path / "g.svg")[0] == 0
+
+
+def test_a_class_list_of_another_matrix_is_an_error(tmp_path, capsys):
+    npy = tmp_path / "t.npy"
+    assert run(capsys, "costs", ANIMALS, "-o", npy)[0] == 0
+    np.save(npy, np.zeros((40, 40)))  # replaced by another program: the list beside it is stale
+    status, _, err = run(capsys, "plot", npy, "-o", tmp_path / "f.png")
+    assert status == 2 and "t.npy.classes.txt was written for another t.npy" in err
+    classes_path(npy).write_text("".join(f"c{i}\n" for i in range(40)))  # a hand-made list, no header
+    status, _, err = run(capsys, "plot", npy, "-o", tmp_path / "f.png")
+    assert status == 2 and "not a class list written by taxosmooth" in err and "--classes" in err
+    assert not (tmp_path / "f.png").exists()
+    # given on purpose, it is used
+    assert run(capsys, "plot", npy, "--classes", classes_path(npy), "-o", tmp_path / "f.png")[0] == 0
+
+
+@pytest.mark.parametrize("name", ["T.NPY", "C.Csv", "Q.PT"])
+def test_the_path_written_is_the_path_reported(tmp_path, capsys, name):
+    out = tmp_path / name
+    status, _, err = run(capsys, "costs", ANIMALS, "-o", out)
+    assert status == 0 and f"wrote {out} " in err
+    assert listing(tmp_path) == sorted([name, name + ".classes.txt"])
+    matrix, classes = read_matrix(out)
+    np.testing.assert_array_equal(matrix, ts.cost_matrix(ts.Taxonomy.load(ANIMALS)).double().numpy())
+    assert classes == list(ts.Taxonomy.load(ANIMALS).classes)
+
+
+def test_figure_extensions_in_any_case(tmp_path, capsys):
+    out = tmp_path / "F.PNG"
+    assert run(capsys, "plot", ANIMALS, "-o", out)[0] == 0
+    assert listing(tmp_path) == ["F.PNG"] and out.read_bytes()[:4] == b"\x89PNG"
+
+
+# ---------------------------------------------------------------------------- item 11: atomic outputs
+@pytest.fixture
+def old_outputs(tmp_path, capsys):
+    """Good outputs of an earlier run, to be kept by every failed run."""
+    out = tmp_path / "q.npy"
+    assert run(capsys, "targets", ANIMALS, "--beta", "1", "-o", out)[0] == 0
+    return {p: p.read_bytes() for p in (out, classes_path(out))}
+
+
+def _unchanged(files, folder):
+    assert all(p.read_bytes() == data for p, data in files.items())
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in files)  # no temporary file left
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, OSError(28, "No space left on device")])
+def test_an_interrupted_targets_run_keeps_the_old_files(tmp_path, capsys, monkeypatch, old_outputs, error):
+    real_save = np.save
+
+    def save_half(fh, arr, allow_pickle=False):
+        fh.write(b"\x93NUMPY half")  # some bytes are out, then the run stops
+        raise error
+
+    monkeypatch.setattr(np, "save", save_half)
+    status, _, err = run(capsys, "targets", ANIMALS, "--beta", "3", "-o", tmp_path / "q.npy")
+    assert status == (130 if error is KeyboardInterrupt else 2)
+    monkeypatch.setattr(np, "save", real_save)
+    _unchanged(old_outputs, tmp_path)
+
+
+def test_a_failure_between_the_matrix_and_its_class_list_keeps_both(tmp_path, capsys, monkeypatch, old_outputs):
+    from taxosmooth.cli import _common
+
+    real = _common._sha256
+
+    def broken(path):
+        real(path)
+        raise KeyboardInterrupt  # after the matrix is complete, before the class list
+
+    monkeypatch.setattr(_common, "_sha256", broken)
+    assert run(capsys, "targets", ANIMALS, "--beta", "3", "-o", tmp_path / "q.npy")[0] == 130
+    _unchanged(old_outputs, tmp_path)
+
+
+def test_an_interrupted_csv_and_plot_keep_the_old_files(tmp_path, capsys, monkeypatch):
+    import csv
+
+    big = tmp_path / "c.csv"
+    fig = tmp_path / "f.png"
+    assert run(capsys, "costs", ANIMALS, "-o", big)[0] == 0
+    assert run(capsys, "plot", ANIMALS, "-o", fig)[0] == 0
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    rows = []
+
+    class Writer:
+        def __init__(self, fh, **kw):
+            self.inner = real_writer(fh, **kw)
+
+        def writerow(self, row):
+            rows.append(row)
+            if len(rows) == 10:
+                raise KeyboardInterrupt
+            self.inner.writerow(row)
+
+    real_writer = csv.writer
+    monkeypatch.setattr(csv, "writer", Writer)
+    assert run(capsys, "costs", ANIMALS, "--power", "2", "-o", big)[0] == 130
+    monkeypatch.setattr(csv, "writer", real_writer)
+    from matplotlib.figure import Figure
+
+    def savefig(self, fh, **kw):
+        fh.write(b"\x89PNG partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    assert run(capsys, "plot", ANIMALS, "--matrix", "costs", "-o", fig)[0] == 130
+    _unchanged(before, tmp_path)
+
+
+def test_taxonomy_save_is_atomic(tmp_path, monkeypatch):
+    from taxosmooth import _atomic
+
+    path = tmp_path / "t.csv"
+    good = ts.Taxonomy.from_edges([("r", "a"), ("r", "b")])
+    good.save(path)
+    before = path.read_bytes()
+    # a name that cannot be encoded used to be found halfway through the file
+    with pytest.raises(ts.TaxonomyError, match="UTF-8"):
+        ts.Taxonomy.from_edges([("r", "a"), ("r", "b\udc80")]).save(path)
+    assert path.read_bytes() == before
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_atomic.os, "replace", interrupted)
+    for ext in ("csv", "json", "txt"):
+        target = tmp_path / f"t.{ext}"
+        monkeypatch.undo()
+        good.save(target)
+        kept = target.read_bytes()
+        monkeypatch.setattr(_atomic.os, "replace", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            ts.Taxonomy.from_edges([("r", "x"), ("r", "y"), ("r", "z")]).save(target)
+        assert target.read_bytes() == kept
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.json", "t.txt"]
+
+
+def test_save_keeps_the_permissions_and_writes_through_links(tmp_path):
+    tax = ts.Taxonomy.from_edges([("r", "a"), ("r", "b")])
+    path = tmp_path / "t.csv"
+    tax.save(path)
+    os.chmod(path, 0o640)
+    link = tmp_path / "link.csv"
+    link.symlink_to(path)
+    ts.Taxonomy.from_edges([("r", "x"), ("r", "y")]).save(link)
+    assert link.is_symlink() and ts.Taxonomy.load(path).classes == ("x", "y")
+    assert (os.stat(path).st_mode & 0o777) == 0o640
+
+
+def test_a_failing_wordnet_run_writes_nothing(wordnet, tmp_path, capsys):
+    listing_file = tmp_path / "one.txt"
+    listing_file.write_text("entity.n.01\n")
+    out = tmp_path / "wup.npy"
+    out.write_bytes(b"an older matrix")
+    # one synset: its tree is a single node, which an edge list cannot hold; found before anything is written
+    status, _, err = run(capsys, "wordnet", listing_file, "-o", out, "--tree", tmp_path / "t.csv")
+    assert status == 2 and "single node" in err
+    assert out.read_bytes() == b"an older matrix"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.txt", "wup.npy"]
+
+
+# ---------------------------------------------------------------------------- item 13: no traceback
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ('{"graph": [1], "nodes": [{"id": "a"}], "edges": []}', "'graph' must be an object"),
+        ('{"nodes": [{"id": "a"}]}', "needs an 'edges' list"),
+        ('{"a": [1, 2]}', "cannot be a node name"),
+        ("[" * 5000 + "]" * 5000, "[0] is a list inside a list"),
+        ("".join(f'{{"n{i}": ' for i in range(3000)) + '"leaf"' + "}" * 3000, ""),
+    ],
+)
+def test_bad_json_is_one_line_without_traceback(tmp_path, capsys, text, fragment):
+    path = tmp_path / "t.json"
+    path.write_text(text)
+    status, out, err = run(capsys, "info", path)
+    if not fragment:  # deep but valid
+        assert status == 0 and "Taxonomy with 1 classes and 3001 nodes" in out
+        return
+    assert status == 2 and len(err.strip().splitlines()) == 1 and fragment in err
+
+
+# ---------------------------------------------------------------------------- item 23: the CLI's words
+def test_messages_name_flags_not_keyword_arguments(tmp_path, capsys):
+    dag = tmp_path / "dag.csv"
+    dag.write_text("a,b\na,c\nb,x\nc,x\n")
+    status, _, err = run(capsys, "info", dag)
+    assert status == 2 and "Pass --multiple-parents first, shortest or longest" in err
+    forest = tmp_path / "forest.csv"
+    forest.write_text("a,x\nb,y\n")
+    status, _, err = run(capsys, "costs", forest, "--multiple-roots", "error", "-o", tmp_path / "c.npy")
+    assert status == 2 and "pass --multiple-roots join to join them" in err
+    named = tmp_path / "named.csv"
+    named.write_text("a,x\n<root>,y\n")
+    status, _, err = run(capsys, "info", named)
+    assert status == 2 and "--root-name '<root>' is already a node" in err and "choose another --root-name" in err
+    assert run(capsys, "info", named, "--root-name", "top")[0] == 0
+    for text in (err,):
+        assert "multiple_parents" not in text and "root_name" not in text and "='" not in text
+
+
+def test_rank_table_options_in_cli_words(tmp_path, capsys):
+    table = tmp_path / "t.csv"
+    table.write_text("kingdom,genus,species\nAnimalia,Equus,Equus zebra\n")
+    status, _, err = run(capsys, "info", "--format", "ranks", table, "--contract-unary")
+    assert status == 2 and "--contract-unary cannot be used with a rank table" in err
+
+
+def test_wordnet_errors_give_file_lines_and_all_of_them(wordnet, tmp_path, capsys):
+    path = tmp_path / "synsets.txt"
+    path.write_text("# my classes\n\nhorse.n.01\nhrose.n.01\n# more\nzebra.n.01\nn99999999\nhorse\nqxzvw\n")
+    status, _, err = run(capsys, "wordnet", path, "-o", tmp_path / "m.npy")
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 4, err
+    assert f"{path}:4: 'hrose.n.01'" in lines[0]
+    assert f"{path}:7: 'n99999999'" in lines[1]
+    assert f"{path}:8: synset horse.n.01 is given twice (lines 3 and 8)" in lines[2]
+    assert f"{path}:9: 'qxzvw'" in lines[3]
+    assert not (tmp_path / "m.npy").exists()
+
+
+# ---------------------------------------------------------------------------- item 25 and the stale import guard
+def test_plot_of_names_matplotlib_cannot_draw(tmp_path, capsys):
+    tax = tmp_path / "odd.csv"
+    tax.write_text("r,$x^$\nr,日本\nr,plain\n")
+    status, _, err = run(capsys, "plot", tax, "-o", tmp_path / "f.png")
+    assert status == 0, err
+    assert "note: 1 class name(s) have characters that the font" in err
+    assert "Warning" not in err and "site-packages" not in err and ".py:" not in err
+
+
+def test_every_command_module_must_exist(monkeypatch):
+    # the parser used to skip a missing command module silently
+    monkeypatch.setattr(cli, "COMMANDS", cli.COMMANDS + ("nosuchcommand",))
+    with pytest.raises(ModuleNotFoundError, match="nosuchcommand"):
+        cli.build_parser()
+
+
+def test_matrix_csv_is_read_line_by_line(tmp_path, capsys):
+    bad = tmp_path / "m.csv"
+    bad.write_text('class,a,"b\n' + "a,0,1\nb,1,0\n")
+    status, _, err = run(capsys, "plot", bad, "-o", tmp_path / "f.png")
+    assert status == 2 and "m.csv:1: the quoted field" in err
+    odd = tmp_path / "w.csv"
+    odd.write_text("class,a,b\na,0,1_0\nb,1,0\n")
+    status, _, err = run(capsys, "plot", odd, "-o", tmp_path / "f.png")
+    assert status == 2 and "w.csv:2: '1_0' is not a number" in err
+
+
+def test_pt_with_complex_matrix_is_refused(tmp_path, capsys):
+    path = tmp_path / "c.pt"
+    torch.save({"matrix": torch.zeros(2, 2, dtype=torch.complex64), "classes": ["a", "b"]}, path)
+    status, _, err = run(capsys, "plot", path, "-o", tmp_path / "f.png")
+    assert status == 2 and "complex" in err
+    assert json  # imported for the JSON cases above
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.csv"
+    big.write_text("".join(f"r,c{i}\n" for i in range(20000)))
+    # `taxosmooth info big.csv --list-classes | head -1`, without a shell
+    proc = subprocess.Popen([sys.executable, "-m", "taxosmooth", "info", str(big), "--list-classes"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"c0\n"
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141 and err == ""
