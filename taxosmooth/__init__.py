@@ -18,9 +18,10 @@ The stages, and where they live:
   cost and metrics; :mod:`taxosmooth.plots` (matplotlib) draws them.
 """
 
-from taxosmooth import decision, embeddings, functional, heads, losses, metrics, tree_ops
+from taxosmooth import calibration, decision, embeddings, functional, heads, losses, metrics, tree_ops
 from taxosmooth.costs import cost_matrix, node_costs
-from taxosmooth.decision import CRMClassifier, conditional_risk, crm_predict
+from taxosmooth.calibration import fit_temperature
+from taxosmooth.decision import CRMClassifier, conditional_risk, crm_predict, node_probabilities, predict_node
 from taxosmooth.distances import class_distances, lca_matrix, node_distance
 from taxosmooth.embeddings import class_embeddings, class_similarity, haframe_weights
 from taxosmooth.errors import (
@@ -83,6 +84,9 @@ __all__ = [
     "crm_predict",
     "conditional_risk",
     "CRMClassifier",
+    "node_probabilities",
+    "predict_node",
+    "fit_temperature",
     # errors
     "TaxonomyError",
     "CycleError",
@@ -93,6 +97,7 @@ __all__ = [
     "WordNetDataError",
     "WordNetLookupError",
     # modules
+    "calibration",
     "decision",
     "embeddings",
     "functional",

@@ -16,6 +16,8 @@ __all__ = [
     "check_probabilities",
     "check_logits",
     "check_target",
+    "check_node_ids",
+    "check_coarse",
     "check_k",
     "check_square_tensor",
     "accumulate_dtype",
@@ -48,8 +50,7 @@ def _first(mask: torch.Tensor) -> tuple:
     return tuple(int(i) for i in mask.nonzero()[0])
 
 
-def check_scores(scores, name: str = "scores", num_classes: int | None = None) -> torch.Tensor:
-    """A 2-D ``(N, C)`` floating tensor without NaN (``±inf`` is allowed: masked logits)."""
+def _check_shape(scores, name: str, num_classes: int | None) -> torch.Tensor:
     scores = as_float_tensor(scores, name)
     if scores.ndim != 2:
         raise ValueError(f"{name} must have shape (N, C), got shape {tuple(scores.shape)}")
@@ -59,21 +60,35 @@ def check_scores(scores, name: str = "scores", num_classes: int | None = None) -
         raise ValueError(
             f"{name} has {scores.shape[1]} columns but there are {num_classes} classes (in the taxonomy, costs or distances)"
         )
+    return scores
+
+
+def _raise_nan(scores, name: str) -> None:
     nan = torch.isnan(scores)
     if nan.any():
         raise ValueError(f"{name}{list(_first(nan))} is NaN")
+
+
+def check_scores(scores, name: str = "scores", num_classes: int | None = None) -> torch.Tensor:
+    """A 2-D ``(N, C)`` floating tensor without NaN (``±inf`` is allowed: masked logits)."""
+    scores = _check_shape(scores, name, num_classes)
+    _raise_nan(scores, name)
     return scores
 
 
 def check_probabilities(probs, name: str = "probs", num_classes: int | None = None) -> torch.Tensor:
     """Rows of probabilities: entries in [0, 1] that sum to 1 (to 1e-3; 1e-2 in half precision)."""
-    probs = check_scores(probs, name, num_classes)
-    bad = (probs < 0) | (probs > 1)
-    if bad.any():
-        i, j = _first(bad)
-        raise ValueError(
-            f"{name}[{i}, {j}] = {float(probs[i, j])} is not a probability; pass from_logits=True for logits"
-        )
+    probs = _check_shape(probs, name, num_classes)
+    if probs.numel():
+        low, high = torch.aminmax(probs)  # one pass; NaN propagates into both
+        if torch.isnan(low) or torch.isnan(high):
+            _raise_nan(probs, name)
+        if low < 0 or high > 1:
+            bad = (probs < 0) | (probs > 1)
+            i, j = _first(bad)
+            raise ValueError(
+                f"{name}[{i}, {j}] = {float(probs[i, j])} is not a probability; pass from_logits=True for logits"
+            )
     if probs.shape[0]:
         tol = 1e-2 if probs.dtype in (torch.float16, torch.bfloat16) else 1e-3
         sums = probs.sum(dim=1, dtype=compute_dtype(probs.dtype))
@@ -100,19 +115,60 @@ def check_logits(logits, name: str = "logits", num_classes: int | None = None) -
     return logits
 
 
-def check_target(target, n: int, num_classes: int, name: str = "target") -> torch.Tensor:
-    """Integer class indices ``(N,)`` in ``[0, C)``."""
-    if not isinstance(target, torch.Tensor):
-        target = torch.as_tensor(target)
-    if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
-        raise TypeError(f"{name} must hold integer class indices, got dtype {target.dtype}")
+def _integer_tensor(x, name: str, what: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"{name} must hold integer {what}, got {type(x).__name__} ({exc})") from None
+    if x.is_floating_point() or x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"{name} must hold integer {what}, got dtype {x.dtype}")
+    return x
+
+
+def check_coarse(coarse_labels) -> bool:
+    if not isinstance(coarse_labels, bool):
+        raise TypeError(f"coarse_labels must be True or False, got {coarse_labels!r}")
+    return coarse_labels
+
+
+def check_target(
+    target, n: int, num_classes: int, name: str = "target", *, coarse_labels: bool = False,
+    num_nodes: int | None = None,
+) -> torch.Tensor:
+    """Integer labels ``(N,)``: class indices in ``[0, C)``, or target ids in ``[0, num_nodes)`` with
+    ``coarse_labels=True`` (internal nodes, coarse labels: see :meth:`taxosmooth.Taxonomy.encode`)."""
+    target = _integer_tensor(target, name, "class indices" if not coarse_labels else "target ids")
     if target.ndim != 1 or target.shape[0] != n:
         raise ValueError(f"{name} must have shape ({n},) to match the scores, got shape {tuple(target.shape)}")
-    bad = (target < 0) | (target >= num_classes)
+    check_coarse(coarse_labels)
+    if coarse_labels and num_nodes is None:
+        raise TypeError("coarse_labels=True needs a Taxonomy (the subtree of each coarse label), not a distance matrix")
+    limit = num_nodes if coarse_labels else num_classes
+    bad = (target < 0) | (target >= limit)
     if bad.any():
         i = int(bad.nonzero()[0, 0])
-        raise ValueError(f"{name}[{i}] = {int(target[i])} is not a class index in [0, {num_classes})")
+        v = int(target[i])
+        if coarse_labels:
+            raise ValueError(f"{name}[{i}] = {v} is not a target id in [0, {num_nodes})")
+        hint = ""
+        if num_nodes is not None and num_classes <= v < num_nodes:
+            hint = "; it is the target id of an internal node: pass coarse_labels=True for coarse labels"
+        raise ValueError(f"{name}[{i}] = {v} is not a class index in [0, {num_classes}){hint}")
     return target.long()
+
+
+def check_node_ids(ids, n: int, num_nodes: int, name: str = "preds", shape: tuple | None = None) -> torch.Tensor:
+    """Predicted target ids (any node, e.g. :func:`taxosmooth.decision.predict_node`): integers in ``[0, num_nodes)``."""
+    ids = _integer_tensor(ids, name, "target ids")
+    want = (n,) if shape is None else shape
+    if tuple(ids.shape) != tuple(want):
+        raise ValueError(f"{name} must have shape {want}, got shape {tuple(ids.shape)}")
+    bad = (ids < 0) | (ids >= num_nodes)
+    if bad.any():
+        k = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"{name}{list(k)} = {int(ids[k])} is not a target id in [0, {num_nodes})")
+    return ids.long()
 
 
 def check_k(k, num_classes: int, name: str = "k") -> int:

@@ -459,3 +459,195 @@ def _short(value: float) -> str:
     if float(value).is_integer():
         return str(int(value))
     return f"{value:.2f}" if abs(value) >= 0.01 else f"{value:.0e}"
+
+
+# ---------------------------------------------------------------------- evaluation plots
+# (operating curves, trade-offs between error and mistake severity, severities)
+
+__all__ += ["plot_operating_curve", "plot_tradeoff", "plot_severity_histogram"]
+
+#: axis labels of the per-sample metrics of an operating curve and of report()
+METRIC_LABELS = {
+    "exact": "exact (fraction answering the label)",
+    "correct": "correct (answer on the label's path)",
+    "depth_recall": "depth recall",
+    "depth_precision": "depth precision",
+    "info_recall": "information recall",
+    "info_precision": "information precision",
+    "top1_error": "top-1 error",
+    "mistake_severity": "mistake severity",
+}
+
+
+def _figure(ax, figsize):
+    if ax is not None:
+        return ax.figure, ax
+    Figure = _require_matplotlib()
+    fig = Figure(figsize=figsize or (5.5, 4.5), layout="constrained")
+    return fig, fig.subplots()
+
+
+def _named(obj, kind) -> dict:
+    return {"": obj} if isinstance(obj, kind) else dict(obj)
+
+
+def plot_operating_curve(curves, x: str = "depth_recall", y: str = "correct", *, points=None, ax=None,
+                         title: str | None = None, figsize=None):
+    """Draw the Pareto front of one or several operating curves (:func:`taxosmooth.metrics.operating_curve`).
+
+    Each curve's front of ``(curve[x], curve[y])`` is drawn as the step
+    envelope whose area :func:`~taxosmooth.metrics.pareto_integrate` measures
+    (given in the legend), solid where the threshold is at least 1/2 (the
+    answers form a path from the root) and dashed below, as in Valmadre
+    (NeurIPS 2022).
+
+    Parameters
+    ----------
+    curves : OperatingCurve or dict of name → OperatingCurve
+    x, y : str
+        Fields of the curves (:data:`taxosmooth.metrics.LCA_FIELDS`); default
+        correct against depth recall.
+    points : dict of name → dict, optional
+        Single decisions to mark, e.g. ``{"argmax": ts.metrics.lca_metrics(probs, y, tax)}``.
+    ax : matplotlib Axes, optional
+        Draw there; by default on a new ``Figure``.
+    title : str, optional
+    figsize : (float, float), optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from taxosmooth.metrics.curves import OperatingCurve, pareto_integrate
+
+    curves = _named(curves, OperatingCurve)
+    if not curves:
+        raise ValueError("curves is empty: pass an OperatingCurve or a dict of them")
+    fig, ax = _figure(ax, figsize)
+    colors = [f"C{i % 10}" for i in range(len(curves))]
+    for (name, curve), color in zip(curves.items(), colors):
+        if not isinstance(curve, OperatingCurve):
+            raise TypeError(f"curves[{name!r}] must be an OperatingCurve, got {type(curve).__name__}")
+        front = curve.front(x, y)
+        fx, fy, ft = (np.asarray(front[k].cpu()) for k in ("x", "y", "thresholds"))
+        area = float(pareto_integrate(curve[x], curve[y]))
+        # the envelope: height fy[k] over (fx[k-1], fx[k]]
+        sx = np.repeat(np.concatenate([[0.0], fx]), 2)[1:-1]
+        sy = np.repeat(fy, 2)
+        label = f"{name} (area {area:.3f})" if name else f"area {area:.3f}"
+        high = np.repeat(ft >= 0.5, 2)
+        ax.plot(sx, sy, color=color, linestyle="--", linewidth=1)  # the whole envelope; thresholds >= 1/2 solid
+        ax.plot(np.where(high, sx, np.nan), np.where(high, sy, np.nan), color=color, label=label)
+        ax.plot(fx, fy, linestyle="none", marker=".", color=color, markersize=3)
+    for i, (name, values) in enumerate((points or {}).items()):
+        px, py = (float(values[k]) for k in (x, y))
+        ax.plot([px], [py], marker="os^Dv"[i % 5], linestyle="none", markerfacecolor="none", color="k", label=name)
+    ax.set_xlabel(METRIC_LABELS.get(x, x))
+    ax.set_ylabel(METRIC_LABELS.get(y, y))
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def _mean_std(value) -> tuple[float, float]:
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return float(value[0]), float(value[1])
+    return float(value), 0.0
+
+
+def plot_tradeoff(results: dict, x: str = "top1_error", y: str = "mistake_severity", *, ax=None,
+                  title: str | None = None, figsize=None):
+    """One point per method: top-1 error against mistake severity (or any two entries of :func:`~taxosmooth.metrics.report`).
+
+    Lower is better on both axes of the defaults: a method in the lower left
+    makes fewer and milder mistakes.
+
+    Parameters
+    ----------
+    results : dict of method name → dict
+        Each method's metrics, e.g. ``report(...)`` output; a value may be a
+        ``(mean, std)`` pair (drawn with error bars).
+    x, y : str
+        Keys of the dicts; e.g. ``y="hierarchical_distance@5"``.
+    ax, title, figsize
+        As in :func:`plot_operating_curve`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if not results:
+        raise ValueError("results is empty: pass {method name: its metrics}")
+    fig, ax = _figure(ax, figsize)
+    for i, (name, values) in enumerate(results.items()):
+        missing = [k for k in (x, y) if k not in values]
+        if missing:
+            raise KeyError(f"results[{name!r}] has no {', '.join(map(repr, missing))} (keys: {', '.join(map(str, values))})")
+        (mx, sx), (my, sy) = _mean_std(values[x]), _mean_std(values[y])
+        ax.errorbar([mx], [my], xerr=[sx] if sx else None, yerr=[sy] if sy else None, marker="osD^vP*X"[i % 8],
+                    color=f"C{i % 10}", linestyle="none", capsize=2, label=str(name))
+    ax.set_xlabel(METRIC_LABELS.get(x, x))
+    ax.set_ylabel(METRIC_LABELS.get(y, y))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def plot_severity_histogram(scores, target, source, *, distance: str | None = None, coarse_labels: bool = False,
+                            ax=None, title: str | None = None, figsize=None):
+    """Histogram of the severities of the mistakes: how far the wrong top-1 predictions are from the truth.
+
+    One bar group per distinct distance; each model's bars give the fraction of
+    its samples that are mistakes at that distance (so the bars of a model sum
+    to its top-1 error). Distances, coarse labels and node predictions as in
+    :func:`taxosmooth.metrics.mistake_severity`.
+
+    Parameters
+    ----------
+    scores : Tensor (N, C) or LongTensor (N,) of predicted target ids, or dict of name → either
+    target : LongTensor (N,)
+    source : Taxonomy or Tensor (C, C)
+    distance, coarse_labels
+        As in :func:`~taxosmooth.metrics.mistake_severity`.
+    ax, title, figsize
+        As in :func:`plot_operating_curve`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from taxosmooth.metrics import functional as F
+    from taxosmooth.metrics._pairs import PairDistances
+
+    pairs = PairDistances(source, distance)
+    models = dict(scores) if isinstance(scores, dict) else {"": scores}
+    if not models:
+        raise ValueError("scores is empty")
+    dists = {}
+    for name, s in models.items():
+        pred, label = F._predicted(s, target, pairs, coarse_labels, nodes=True)
+        wrong = ~pairs.correct(label, pred)
+        d = pairs(label, pred)[wrong].cpu().numpy()
+        dists[name] = (d, int(label.shape[0]))
+    values = np.unique(np.concatenate([d for d, _ in dists.values()] + [np.zeros(0)]))
+    fig, ax = _figure(ax, figsize)
+    width = 0.8 / len(dists)
+    pos = np.arange(len(values))
+    for i, (name, (d, n)) in enumerate(dists.items()):
+        frac = np.array([np.count_nonzero(d == v) / n if n else 0.0 for v in values])
+        mean = float(d.mean()) if d.size else float("nan")
+        label = f"{name + ': ' if name else ''}{frac.sum():.1%} wrong, mean severity {mean:.3g}"
+        ax.bar(pos + (i - (len(dists) - 1) / 2) * width, frac, width=width, color=f"C{i % 10}", label=label)
+    ax.set_xticks(pos, [_short(float(v)) for v in values])
+    ax.set_xlabel(f"distance of the mistake ({pairs.distance})")
+    ax.set_ylabel("fraction of samples")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig

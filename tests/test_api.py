@@ -11,7 +11,8 @@ import taxosmooth as ts
 
 PUBLIC_MODULES = ["taxosmooth", "taxosmooth.functional", "taxosmooth.losses", "taxosmooth.decision",
                   "taxosmooth.distances", "taxosmooth.targets", "taxosmooth.costs", "taxosmooth.tree_ops",
-                  "taxosmooth.embeddings", "taxosmooth.heads", "taxosmooth.metrics"]
+                  "taxosmooth.embeddings", "taxosmooth.heads", "taxosmooth.metrics",
+                  "taxosmooth.calibration", "taxosmooth.decision.nodes", "taxosmooth.metrics.curves"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)

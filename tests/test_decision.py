@@ -233,7 +233,7 @@ def test_crm_classifier(device):
     tax = seed_taxonomy()
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 4)
-    crm = CRMClassifier(model, tax, k=2).to(device)
+    crm = CRMClassifier(model, tax, k=2, from_logits=True).to(device)
     x = torch.randn(6, 3, device=device)
     logits = model(x)
     scores = crm(x)
@@ -250,7 +250,7 @@ def test_crm_classifier_scores_feed_the_metrics():
     """Metrics of the wrapper's output evaluate the CRM decisions (same tie rule)."""
     tax = seed_taxonomy()
     model = torch.nn.Linear(3, 4)
-    crm = CRMClassifier(model, tax, k=2)
+    crm = CRMClassifier(model, tax, k=2, from_logits=True)
     x, y = torch.randn(40, 3), torch.randint(0, 4, (40,))
     with torch.no_grad():
         scores, pred = crm(x), crm.predict(x)

@@ -55,13 +55,40 @@ def _make_problem():
 
 def _metrics(tax):
     return {
-        "report": M.HierarchicalReport(tax, k=2, from_logits=True),
+        "report": M.HierarchicalReport(tax, k=2, calibration=True, from_logits=True),
         "top1": M.TopKError(1),
         "severity": M.MistakeSeverity(tax),
         "hdist@2": M.HierarchicalDistanceAtK(tax, 2),
         "hf1": M.HierarchicalF1(tax),
         "ece": M.ExpectedCalibrationError(n_bins=5, from_logits=True),
+        # coarse labels, node predictions, per-level predictions, the operating curve
+        "coarse_report": M.HierarchicalReport(tax, k=2, coarse_labels=True),
+        "coarse_hf1_macro": M.HierarchicalF1(tax, average="macro", coarse_labels=True),
+        "coarse_lca": M.LCAMetrics(tax, coarse_labels=True),
+        "node_lca": M.LCAMetrics(tax),
+        "depth1": M.AccuracyAtDepth(tax, 1, coarse_labels=True),
+        "full_path": M.FullPathAccuracy(tax, coarse_labels=True),
+        "consistency": M.PathConsistency(tax),
+        "curve": M.HierarchicalOperatingCurve(tax, from_logits=True, coarse_labels=True),
     }
+
+
+def _inputs(name, tax, logits, y):
+    """What each metric is fed: coarse labels (the samples of even classes labelled by their depth-1 ancestor: a
+    rule of the sample, not of its position in a shard), node predictions (the threshold rule), per-level
+    predictions (the top-1 class's path)."""
+    coarse = torch.where(y % 2 == 0, torch.from_numpy(tax.ancestor_at_depth(y.numpy(), 1)), y)
+    if name == "report":
+        return (logits, y, logits)
+    if name == "consistency" or name == "full_path":
+        top1 = logits.argmax(1).numpy()
+        levels = torch.stack([torch.from_numpy(tax.ancestor_at_depth(top1, d)) for d in range(1, tax.max_depth + 1)], 1)
+        return (levels,) if name == "consistency" else (levels, coarse)
+    if name == "node_lca":
+        return (ts.decision.predict_node(logits, tax, threshold=0.3, from_logits=True), y)
+    if name.startswith(("coarse", "depth1", "curve")):
+        return (logits, coarse)
+    return (logits, y)
 
 
 def _train(model, loss_fn, x, y):
@@ -77,8 +104,11 @@ def _evaluate(model, tax, x, y):
     with torch.no_grad():
         logits = model(x)
     for name, metric in _metrics(tax).items():
-        metric.update(logits, y)
-        out[name] = metric.compute()  # syncs the sum states when a process group exists
+        metric.update(*_inputs(name, tax, logits, y))
+        result = metric.compute()  # syncs the states when a process group exists
+        if isinstance(result, M.OperatingCurve):
+            result = {"thresholds": result.thresholds, **result.metrics}
+        out[name] = result
     return out
 
 
@@ -159,11 +189,13 @@ def test_synced_metrics_equal_single_process(distributed_results, single_process
     ref = single_process_results["metrics"]
     for res in distributed_results:  # every rank sees the synced (whole-set) value
         got = res["metrics"]
-        for name in ("top1", "severity", "hdist@2", "hf1", "ece"):
-            torch.testing.assert_close(got[name], ref[name], equal_nan=True, msg=name)
-        assert got["report"].keys() == ref["report"].keys()
-        for key in ref["report"]:
-            torch.testing.assert_close(got["report"][key], ref["report"][key], equal_nan=True, msg=key)
+        for name in ref:
+            if isinstance(ref[name], dict):
+                assert got[name].keys() == ref[name].keys()
+                for key in ref[name]:
+                    torch.testing.assert_close(got[name][key], ref[name][key], equal_nan=True, msg=f"{name} {key}")
+            else:
+                torch.testing.assert_close(got[name], ref[name], equal_nan=True, msg=name)
 
 
 def test_a_shard_alone_differs(single_process_results):

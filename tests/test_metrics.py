@@ -194,8 +194,9 @@ def test_probabilities_and_logits_rank_alike(seed_tax):
 def test_report_equals_the_individual_metrics(seed_tax):
     logits, target = random_case(7, 40, 4)
     probs = torch.softmax(logits, 1)
-    r = M.report(probs, target, seed_tax, k=(1, 3))
-    assert r == M.report(logits, target, seed_tax, k=(3,), from_logits=True) | {"ece": pytest.approx(r["ece"])}
+    r = M.report(probs, target, seed_tax, k=(1, 3), probs=probs)
+    assert r == M.report(logits, target, seed_tax, k=(3,), probs=logits, from_logits=True) | {"ece": pytest.approx(r["ece"])}
+    assert M.report(logits, target, seed_tax, k=(1, 3)) == {k: v for k, v in r.items() if k != "ece"}
     assert r["top1_error"] == M.topk_error(probs, target).item()
     assert r["top3_error"] == M.topk_error(probs, target, 3).item()
     assert r["mistake_severity"] == pytest.approx(M.mistake_severity(probs, target, seed_tax).item())
@@ -214,7 +215,9 @@ def test_report_equals_the_individual_metrics(seed_tax):
 def test_report_asks_for_from_logits(seed_tax):
     logits, target = random_case(1, 5, 4)
     with pytest.raises(ValueError, match="from_logits=True"):
-        M.report(logits, target, seed_tax)
+        M.report(logits, target, seed_tax, probs=logits)
+    with pytest.raises(ValueError, match="from_logits=True applies to probs="):
+        M.report(logits, target, seed_tax, from_logits=True)
 
 
 # ---------------------------------------------------------------------- validation
@@ -226,7 +229,7 @@ def test_validation(seed_tax):
     with pytest.raises(ValueError, match="k = 5"):
         M.hierarchical_distance_at_k(scores, target, seed_tax, 5)
     with pytest.raises(ValueError, match="k = 5"):
-        M.report(scores, target, seed_tax, k=(1, 5), from_logits=True)
+        M.report(scores, target, seed_tax, k=(1, 5))
     with pytest.raises(ValueError, match=r"target\[2\] = 4 is not a class index in \[0, 4\)"):
         M.topk_error(scores, torch.tensor([0, 1, 4]))
     with pytest.raises(ValueError, match=r"target\[0\] = -1"):
@@ -267,10 +270,10 @@ def test_inf_scores_allowed(seed_tax):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_devices_and_half_precision(device, dtype, seed_tax):
     logits, target = random_case(5, 64, 4)
-    ref = M.report(logits, target, seed_tax, k=2, from_logits=True)
-    got = M.report(logits.to(device, dtype), target.to(device), seed_tax, k=2, from_logits=True)
+    x = logits.to(device, dtype)
+    got = M.report(x, target.to(device), seed_tax, k=2, probs=x, from_logits=True)
     rounded = logits.to(dtype).double()  # the ranking of the rounded scores is what the metrics see
-    ref = M.report(rounded, target, seed_tax, k=2, from_logits=True)
+    ref = M.report(rounded, target, seed_tax, k=2, probs=rounded, from_logits=True)
     assert got == pytest.approx(ref, abs=1e-2, nan_ok=True)
     assert M.topk_error(logits.to(device, dtype), target.to(device)).device.type == device
 

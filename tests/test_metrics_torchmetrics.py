@@ -78,12 +78,12 @@ def test_merged_states_equal_whole_set():
     """What a distributed sync does: sum the states of metrics fed disjoint shards."""
     tax = seed_taxonomy()
     logits, target = data(0, 30, 4)
-    whole = M.HierarchicalReport(tax, k=(1, 2), from_logits=True)
-    whole.update(logits, target)
-    parts = [M.HierarchicalReport(tax, k=(1, 2), from_logits=True) for _ in range(3)]
+    whole = M.HierarchicalReport(tax, k=(1, 2), calibration=True, from_logits=True)
+    whole.update(logits, target, logits)
+    parts = [M.HierarchicalReport(tax, k=(1, 2), calibration=True, from_logits=True) for _ in range(3)]
     for i, m in enumerate(parts):
-        m.update(logits[i::3], target[i::3])
-    merged = M.HierarchicalReport(tax, k=(1, 2), from_logits=True)
+        m.update(logits[i::3], target[i::3], logits[i::3])
+    merged = M.HierarchicalReport(tax, k=(1, 2), calibration=True, from_logits=True)
     for name in merged._defaults:
         setattr(merged, name, sum(getattr(m, name) for m in parts))
     for key, value in whole.compute().items():
@@ -94,13 +94,13 @@ def test_merged_states_equal_whole_set():
 def test_report_metric_equals_functional_report():
     tax = seed_taxonomy()
     logits, target = data(1, 50, 4)
-    m = M.HierarchicalReport(tax, k=2, from_logits=True)
+    m = M.HierarchicalReport(tax, k=2, calibration=True, from_logits=True)
     for a, b in batches(50, 1):
-        m.update(logits[a:b], target[a:b])
+        m.update(logits[a:b], target[a:b], logits[a:b])
     got = {key: v.item() for key, v in m.compute().items()}
-    assert got == pytest.approx(M.report(logits, target, tax, k=2, from_logits=True), nan_ok=True)
+    assert got == pytest.approx(M.report(logits, target, tax, k=2, probs=logits, from_logits=True), nan_ok=True)
     m.reset()
-    m.update(logits[:5], target[:5])
+    m.update(logits[:5], target[:5], logits[:5])
     assert m.compute()["top1_error"].item() == pytest.approx(M.topk_error(logits[:5], target[:5]).item())
 
 
@@ -156,3 +156,51 @@ def test_missing_torchmetrics_names_the_extra(monkeypatch):
         metrics.TopKError  # noqa: B018
     with pytest.raises(AttributeError):
         metrics.NoSuchMetric  # noqa: B018
+
+
+# ---------------------------------------------------------------------- coarse labels, node and per-level predictions
+def node_pairs_of(tax):
+    """(metric object, its functional form on the whole set, how the inputs are built) for the node metrics."""
+    return [
+        (M.TopKError(2 if tax.num_classes > 1 else 1, taxonomy=tax, coarse_labels=True),
+         lambda s, t, n, lv: M.topk_error(s, t, min(2, tax.num_classes), taxonomy=tax, coarse_labels=True), "scores"),
+        (M.MistakeSeverity(tax, coarse_labels=True), lambda s, t, n, lv: M.mistake_severity(n, t, tax, coarse_labels=True), "nodes"),
+        (M.HierarchicalDistanceTopK(tax, 1, distance="path_length", coarse_labels=True),
+         lambda s, t, n, lv: M.hierarchical_distance_top_k(s, t, tax, 1, distance="path_length", coarse_labels=True), "scores"),
+        (M.HierarchicalPrecision(tax, average="macro", coarse_labels=True),
+         lambda s, t, n, lv: M.hierarchical_precision(n, t, tax, average="macro", coarse_labels=True), "nodes"),
+        (M.HierarchicalF1(tax, coarse_labels=True), lambda s, t, n, lv: M.hierarchical_f1(s, t, tax, coarse_labels=True), "scores"),
+        (M.LCAMetrics(tax, coarse_labels=True), lambda s, t, n, lv: M.lca_metrics(n, t, tax, coarse_labels=True), "nodes"),
+        (M.AccuracyAtDepth(tax, 1, coarse_labels=True), lambda s, t, n, lv: M.accuracy_at_depth(n, t, tax, 1, coarse_labels=True), "nodes"),
+        (M.FullPathAccuracy(tax, coarse_labels=True), lambda s, t, n, lv: M.full_path_accuracy(lv, t, tax, coarse_labels=True), "levels"),
+        (M.ExpectedCalibrationError(4, from_logits=True, taxonomy=tax, coarse_labels=True),
+         lambda s, t, n, lv: M.expected_calibration_error(s, t, 4, from_logits=True, taxonomy=tax, coarse_labels=True), "scores"),
+        (M.HierarchicalReport(tax, k=1, coarse_labels=True), lambda s, t, n, lv: M.report(s, t, tax, coarse_labels=True), "scores"),
+    ]
+
+
+@given(tax=random_taxonomies(min_nodes=3, max_nodes=20), seed=st.integers(0, 2**31 - 1))
+def test_node_metrics_batches_equal_whole_set(tax, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = 2 * torch.randn(40, tax.num_classes, generator=g)
+    target = torch.randint(0, tax.num_nodes, (40,), generator=g)
+    nodes = ts.decision.predict_node(logits, tax, threshold=0.3, from_logits=True)
+    top1 = logits.argmax(1).numpy()
+    levels = torch.stack([torch.from_numpy(tax.ancestor_at_depth(top1, d)) for d in range(1, tax.max_depth + 1)], 1)
+    levels = torch.where(levels < 0, torch.from_numpy(top1)[:, None], levels)  # a shallow class stands for itself
+    inputs = {"scores": logits, "nodes": nodes, "levels": levels}
+    for metric, whole, kind in node_pairs_of(tax):
+        for a, b in batches(40, seed):
+            metric.update(inputs[kind][a:b], target[a:b])
+        expected = whole(logits, target, nodes, levels)
+        got = metric.compute()
+        if isinstance(expected, dict):
+            for key in expected:
+                torch.testing.assert_close(got[key], torch.as_tensor(expected[key], dtype=got[key].dtype),
+                                           equal_nan=True, msg=key)
+        else:
+            torch.testing.assert_close(got, expected, equal_nan=True, msg=type(metric).__name__)
+    consistency = M.PathConsistency(tax)
+    for a, b in batches(40, seed):
+        consistency.update(levels[a:b])
+    assert consistency.compute().item() == M.path_consistency(levels, tax).item() == 1.0

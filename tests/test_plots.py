@@ -209,6 +209,58 @@ def test_large_matrices_are_drawn_as_block_means(monkeypatch, seed_tax):
     assert image.get_extent() == [-0.5, 3.5, 3.5, -0.5]  # still in cell coordinates, under the dendrogram
 
 
+# ---------------------------------------------------------------- evaluation plots
+def _eval_case():
+    tax = load_animals()
+    g = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(200, tax.num_classes, generator=g)
+    target = torch.randint(0, tax.num_classes, (200,), generator=g)
+    return tax, logits, target
+
+
+def test_plot_operating_curve_draws_the_front_and_its_area(tmp_path):
+    tax, logits, target = _eval_case()
+    curves = {"model": ts.metrics.operating_curve(logits, target, tax, from_logits=True),
+              "sharper": ts.metrics.operating_curve(2 * logits, target, tax, from_logits=True)}
+    points = {"argmax": ts.metrics.lca_metrics(logits, target, tax)}
+    fig = plots.plot_operating_curve(curves, points=points, title="t")
+    ax = fig.axes[0]
+    area = curves["model"].area("depth_recall", "correct").item()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[0] == f"model (area {area:.3f})" and "argmax" in labels
+    # the solid line of the first curve is the envelope: its right end is the front's last point
+    front = curves["model"].front("depth_recall", "correct")
+    xs = np.concatenate([ln.get_xdata() for ln in ax.get_lines()[:3]]).astype(float)
+    assert np.nanmax(xs) == pytest.approx(front["x"].max().item())
+    fig.savefig(tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 5000
+    plots.plot_operating_curve(curves["model"], x="info_recall", y="info_precision")
+    with pytest.raises(KeyError, match="no metric 'recall'"):
+        plots.plot_operating_curve(curves, x="recall")
+
+
+def test_plot_tradeoff_and_severity_histogram(tmp_path):
+    tax, logits, target = _eval_case()
+    crm = -ts.conditional_risk(logits, tax, from_logits=True)
+    results = {"argmax": ts.metrics.report(logits, target, tax), "CRM": ts.metrics.report(crm, target, tax),
+               "seeds": {"top1_error": (0.5, 0.02), "mistake_severity": (2.0, 0.1)}}
+    fig = plots.plot_tradeoff(results, title="trade-off")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["argmax", "CRM", "seeds"]
+    with pytest.raises(KeyError, match="has no 'hierarchical_distance@5'"):
+        plots.plot_tradeoff(results, y="hierarchical_distance@5")
+    fig = plots.plot_severity_histogram({"argmax": logits, "CRM": crm}, target, tax)
+    ax = fig.axes[0]
+    # the bars of a model sum to its top-1 error
+    heights = [p.get_height() for p in ax.patches]
+    n_values = len(ax.get_xticks())
+    assert sum(heights[:n_values]) == pytest.approx(ts.metrics.topk_error(logits, target).item())
+    assert sum(heights[n_values:]) == pytest.approx(ts.metrics.topk_error(crm, target).item())
+    fig.savefig(tmp_path / "hist.png")
+    nodes = ts.decision.predict_node(logits, tax, from_logits=True)
+    plots.plot_severity_histogram(nodes, target, tax, distance="path_length")
+
+
 @pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
 def test_names_matplotlib_cannot_draw_are_drawn_literally(fmt):
     # issue 11 item 25: '$x^$' was parsed as mathtext (an error while drawing), '日本' printed a

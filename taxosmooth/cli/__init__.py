@@ -15,7 +15,7 @@ import os
 import sys
 
 #: sub-command modules, in the order ``--help`` lists them
-COMMANDS = ("demo", "info", "targets", "costs", "plot", "wordnet")
+COMMANDS = ("demo", "info", "targets", "costs", "plot", "wordnet", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

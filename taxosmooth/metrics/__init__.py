@@ -1,33 +1,48 @@
-"""Metrics of how good a classifier's mistakes are.
+"""Metrics of how good a classifier's mistakes are, and of answers at any node.
 
-Functions (:mod:`taxosmooth.metrics.functional`, re-exported here):
-:func:`topk_error`, :func:`mistake_severity`, :func:`hierarchical_distance_at_k`,
-:func:`hierarchical_distance_top_k`, :func:`hierarchical_precision_recall_f1`
-(and one function each for precision, recall, F1),
-:func:`expected_calibration_error` and :func:`report` (all of them as a dict).
+Functions (:mod:`taxosmooth.metrics.functional` and :mod:`taxosmooth.metrics.curves`,
+re-exported here): :func:`topk_error`, :func:`mistake_severity`,
+:func:`hierarchical_distance_at_k`, :func:`hierarchical_distance_top_k`,
+:func:`hierarchical_precision_recall_f1` (micro and macro; one function each for
+precision, recall, F1), :func:`lca_metrics`, :func:`accuracy_at_depth`,
+:func:`full_path_accuracy`, :func:`path_consistency`,
+:func:`expected_calibration_error`, :func:`report` (all at once, as a dict),
+:func:`operating_curve`, :func:`pareto_front` and :func:`pareto_integrate`.
+
+**Scores**: the ranking metrics take any scores (logits, probabilities, CRM's
+``-R``); what needs probabilities reads them as probabilities unless
+``from_logits=True`` (see :mod:`taxosmooth.metrics.functional`). **Coarse
+labels** (``coarse_labels=True``) and **node predictions**: see there too.
 
 The same metrics as ``torchmetrics.Metric`` classes, whose states are sums that
 reduce correctly across processes (:mod:`taxosmooth.metrics.modules`; needs the
 extra ``pip install "taxosmooth[metrics]"``): :class:`TopKError`,
 :class:`MistakeSeverity`, :class:`HierarchicalDistanceAtK`,
 :class:`HierarchicalDistanceTopK`, :class:`HierarchicalPrecision`,
-:class:`HierarchicalRecall`, :class:`HierarchicalF1`,
-:class:`ExpectedCalibrationError`, :class:`HierarchicalReport`. They are
-imported on first use, so ``import taxosmooth.metrics`` works without
-torchmetrics.
+:class:`HierarchicalRecall`, :class:`HierarchicalF1`, :class:`LCAMetrics`,
+:class:`AccuracyAtDepth`, :class:`FullPathAccuracy`, :class:`PathConsistency`,
+:class:`ExpectedCalibrationError`, :class:`HierarchicalReport`,
+:class:`HierarchicalOperatingCurve`. They are imported on first use, so
+``import taxosmooth.metrics`` works without torchmetrics.
 """
 
 from __future__ import annotations
 
+from taxosmooth.metrics.curves import AREAS, OperatingCurve, operating_curve, pareto_front, pareto_integrate
 from taxosmooth.metrics.functional import (
+    LCA_FIELDS,
+    accuracy_at_depth,
     expected_calibration_error,
+    full_path_accuracy,
     hierarchical_distance_at_k,
     hierarchical_distance_top_k,
     hierarchical_f1,
     hierarchical_precision,
     hierarchical_precision_recall_f1,
     hierarchical_recall,
+    lca_metrics,
     mistake_severity,
+    path_consistency,
     report,
     topk_error,
 )
@@ -40,8 +55,13 @@ _METRIC_CLASSES = (
     "HierarchicalPrecision",
     "HierarchicalRecall",
     "HierarchicalF1",
+    "LCAMetrics",
+    "AccuracyAtDepth",
+    "FullPathAccuracy",
+    "PathConsistency",
     "ExpectedCalibrationError",
     "HierarchicalReport",
+    "HierarchicalOperatingCurve",
 )
 
 __all__ = [
@@ -53,8 +73,18 @@ __all__ = [
     "hierarchical_precision",
     "hierarchical_recall",
     "hierarchical_f1",
+    "lca_metrics",
+    "accuracy_at_depth",
+    "full_path_accuracy",
+    "path_consistency",
     "expected_calibration_error",
     "report",
+    "operating_curve",
+    "OperatingCurve",
+    "pareto_front",
+    "pareto_integrate",
+    "LCA_FIELDS",
+    "AREAS",
     *_METRIC_CLASSES,
 ]
 

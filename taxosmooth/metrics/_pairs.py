@@ -1,9 +1,15 @@
-"""Distances between predicted and true classes, one pair per sample.
+"""Distances and LCA metrics of (label, prediction) pairs, one pair per sample.
 
-From a :class:`Taxonomy` the distance of a pair is computed from the pair's
-lowest common ancestor, found by comparing the two classes' ancestors depth by
-depth: O(depth) per pair and never a ``C × C`` table. From a user matrix it
-is a gather.
+Labels and predictions are target ids (classes ``[0, C)``, internal nodes
+``[C, N)``); the lowest common ancestors come from
+:class:`taxosmooth._tree_index.TreeIndex` (no ``C × C`` or ``classes × depth``
+table). From a user matrix only class pairs exist: a gather.
+
+**Coarse labels.** A prediction at or below the label counts as the label
+(:meth:`TreeIndex.truncate`) before anything is measured: the truth is
+somewhere under the label, so that part of the prediction can be neither
+confirmed nor refuted. A prediction under a coarse label is therefore correct,
+at distance 0.
 """
 
 from __future__ import annotations
@@ -11,26 +17,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from taxosmooth._tree_index import TreeIndex, take, tree_index
 from taxosmooth.distances import resolve_source
-from taxosmooth.taxonomy import Taxonomy
 
-__all__ = ["PairDistances", "ancestors_by_depth"]
-
-
-def ancestors_by_depth(tax: Taxonomy) -> np.ndarray:
-    """``(C, D + 1)`` int64: entry ``[c, d]`` is the ancestor of class ``c`` at depth ``d`` (itself at
-    its own depth), ``-1`` below the class's depth."""
-    c = tax.compiled
-    path = c.class_path
-    depth = c.depth[c.class_node]
-    out = np.full(path.shape, -1, dtype=np.int64)
-    rows, ks = np.nonzero(path >= 0)
-    out[rows, depth[rows] - ks] = path[rows, ks]
-    return out
+__all__ = ["PairDistances", "lca_values", "LCA_FIELDS"]
 
 
 class PairDistances:
-    """``d(target, pred)`` for index tensors of any (broadcastable) shape.
+    """``d(label, pred)`` for target-id tensors of any (broadcastable) shape.
 
     Parameters
     ----------
@@ -41,25 +35,29 @@ class PairDistances:
         :func:`~taxosmooth.distances.resolve_source`.
     distance : str, optional
         One of :data:`taxosmooth.distances.DISTANCE_KINDS` (default ``"lca_height"``); taxonomies only.
+
+    Notes
+    -----
+    From a taxonomy ``d`` is defined between any two nodes ``a``, ``b``, with
+    ``u = LCA(a, b)``: 0 when ``a = b``; otherwise ``height(u)``
+    (``lca_height``), ``D − depth(u)`` (``lca_depth_complement``), or
+    ``wdepth(a) + wdepth(b) − 2·wdepth(u)`` (``path_length``, the sum of the
+    edge weights on the tree path). Between classes these are the class
+    distances. The prediction is truncated at the label first (module docstring).
     """
 
     def __init__(self, source, distance: str | None = None):
         src = resolve_source(source, distance, where="metrics")
         self.taxonomy = src.taxonomy
         self.num_classes = src.num_classes
+        self.distance = src.distance
+        self.tree: TreeIndex | None = tree_index(self.taxonomy) if self.taxonomy is not None else None
+        self.num_nodes = self.tree.num_nodes if self.tree is not None else src.num_classes
         if self.taxonomy is not None:
-            c = self.taxonomy.compiled
-            cpu = {"anc": torch.from_numpy(ancestors_by_depth(self.taxonomy))}
-            if src.structured:
-                cpu["node_value"] = torch.from_numpy(np.array(src.node_table))
-            else:  # path_length: wd(a) + wd(b) - 2 wd(LCA)
-                cpu["wdepth"] = torch.from_numpy(np.array(c.weighted_depth))
-            cpu["class_depth"] = torch.from_numpy(c.depth[c.class_node])
-            cpu["class_node"] = torch.from_numpy(np.array(c.class_node))
+            cpu = {"node_value": torch.from_numpy(np.array(src.node_table))} if src.structured else {}
         else:
             dense = torch.from_numpy(np.array(src.dense()))
             cpu = {"matrix": dense if src.given_dtype is None else dense.to(src.given_dtype)}
-        self.distance = src.distance
         self._cpu = cpu
         self._cache: dict = {}
 
@@ -69,28 +67,67 @@ class PairDistances:
             self._cache[key] = {name: t.to(device) for name, t in self._cpu.items()}
         return self._cache[key]
 
-    def lca(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Node id and depth (edges) of ``LCA(a, b)``; taxonomies only."""
-        t = self._tensors(a.device)
-        anc_a, anc_b = t["anc"][a], t["anc"][b]
-        # the root always matches; ancestors agree down to the LCA's depth and differ below it
-        depth = ((anc_a == anc_b) & (anc_a >= 0)).sum(dim=-1) - 1
-        node = anc_a.gather(-1, depth.unsqueeze(-1)).squeeze(-1)
-        return node, depth
+    def nodes(self, label: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Compiled node ids of label and prediction target ids, the prediction truncated at the label."""
+        tree = self.tree
+        a, b = torch.broadcast_tensors(tree.node_of(label), tree.node_of(pred))
+        return a, tree.truncate(b, a)
 
-    def class_depth(self, a: torch.Tensor) -> torch.Tensor:
-        """Depth (edges from the root) of classes ``a``; taxonomies only."""
-        return self._tensors(a.device)["class_depth"][a]
+    def correct(self, label: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """Whether the prediction is the label or lies under it (equality for a matrix)."""
+        if self.tree is None:
+            return label == pred
+        a, b = self.nodes(label, pred)
+        return a == b
 
-    def __call__(self, target: torch.Tensor, pred: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """Distances ``d(target, pred)`` (broadcast), as ``dtype``."""
+    def __call__(self, label: torch.Tensor, pred: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Distances ``d(label, pred)`` (broadcast), as ``dtype``; a prediction under the label is at 0."""
         t = self._tensors(pred.device)
         if "matrix" in t:
-            m = t["matrix"]
-            return m[target, pred].to(dtype)
-        target, pred = torch.broadcast_tensors(target, pred)
-        node, _ = self.lca(target, pred)
+            return t["matrix"][label, pred].to(dtype)
+        a, b = self.nodes(label, pred)
+        u = self.tree.lca(a, b)
         if "node_value" in t:
-            return t["node_value"][node].to(dtype)
-        wd, cn = t["wdepth"], t["class_node"]
-        return (wd[cn[target]] + wd[cn[pred]] - 2 * wd[node]).to(dtype)
+            d = take(t["node_value"], u).to(dtype)
+        else:
+            wd = self.tree.tensors(pred.device)["weighted_depth"]
+            d = (take(wd, a) + take(wd, b) - 2 * take(wd, u)).to(dtype)
+        return torch.where(a == b, torch.zeros_like(d), d)
+
+
+#: the per-sample LCA metrics of :func:`lca_values` (Valmadre 2022's evaluation fields)
+LCA_FIELDS = (
+    "exact", "correct",
+    "depth_excess", "depth_deficient", "depth_dist", "depth_precision", "depth_recall", "depth_f1",
+    "info_excess", "info_deficient", "info_dist", "info_precision", "info_recall", "info_f1",
+)
+
+
+def _ratio_one(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` with ``0 / 0 = 1`` (an empty set predicted or labelled: nothing wrong)."""
+    return torch.where(den == 0, torch.ones_like(num), num / torch.where(den == 0, torch.ones_like(den), den))
+
+
+def lca_values(tree: TreeIndex, label: torch.Tensor, pred: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-pair LCA metrics (float64) of compiled node ids, the prediction already truncated at the label.
+
+    With ``a = LCA(label, pred)`` and a node value ``f`` (``depth``, or ``info``
+    = ``log2(C / n(v))``): ``excess = f(pred) − f(a)``, ``deficient = f(label) −
+    f(a)``, ``dist`` their sum, ``precision = f(a) / f(pred)``, ``recall = f(a) /
+    f(label)`` (``0 / 0 = 1``), ``f1 = 2 P R / (P + R)`` (0 when both are 0);
+    ``exact``: the prediction is the label; ``correct``: one of the two is an
+    ancestor of (or is) the other. Valmadre, NeurIPS 2022 (jvlmdr/hiercls ``metrics.py``).
+    """
+    a = tree.lca(label, pred)
+    out = {"exact": (pred == label).double(), "correct": ((a == label) | (a == pred)).double()}
+    for name, key in (("depth", "depth"), ("info", "info")):
+        f_label, f_pred, f_a = (tree.value(key, x) for x in (label, pred, a))
+        p = _ratio_one(f_a, f_pred)
+        r = _ratio_one(f_a, f_label)
+        out[f"{name}_excess"] = f_pred - f_a
+        out[f"{name}_deficient"] = f_label - f_a
+        out[f"{name}_dist"] = (f_pred - f_a) + (f_label - f_a)
+        out[f"{name}_precision"] = p
+        out[f"{name}_recall"] = r
+        out[f"{name}_f1"] = torch.where(p + r > 0, 2 * p * r / torch.where(p + r > 0, p + r, 1.0), 0.0)
+    return out

@@ -210,19 +210,23 @@ class CRMClassifier(nn.Module):
     ``forward`` returns the **negative expected costs** ``-R`` ``(N, C)``: a
     score whose ``argmax`` (and any ranking, with the tie rule of
     :func:`crm_predict`) is the CRM decision, so existing evaluation code and
-    every function of :mod:`taxosmooth.metrics` work on it unchanged.
-    :meth:`predict` returns the k best classes.
+    every ranking metric of :mod:`taxosmooth.metrics` (and
+    :func:`~taxosmooth.metrics.report`) work on it unchanged. ``-R`` are not
+    probabilities: the calibration error takes the model's own probabilities
+    (``report(crm(x), y, tax, probs=...)``). :meth:`predict` returns the k best classes.
 
     Parameters
     ----------
     model : nn.Module
-        Returns ``(N, C)`` logits (or probabilities with ``from_logits=False``).
+        Returns ``(N, C)`` probabilities, or logits with ``from_logits=True``.
     source : Taxonomy or Tensor (C, C)
         As in :func:`crm_predict`; prepared once here.
     k : int, default 1
         Classes returned by :meth:`predict`.
-    from_logits : bool, default True
-        Whether ``model`` outputs logits.
+    from_logits : bool, default False
+        Whether ``model`` outputs logits (a softmax is applied). The default is
+        that of every function that needs probabilities: a model that outputs
+        logits without ``from_logits=True`` gets an error, never a silent misreading.
     distance, transform, power
         How a taxonomy becomes costs (:func:`taxosmooth.cost_matrix`).
 
@@ -230,7 +234,7 @@ class CRMClassifier(nn.Module):
     --------
     >>> import taxosmooth as ts
     >>> tax = ts.Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
-    >>> crm = CRMClassifier(nn.Linear(3, 4), tax).eval()
+    >>> crm = CRMClassifier(nn.Linear(3, 4), tax, from_logits=True).eval()
     >>> crm.predict(torch.randn(5, 3)).shape
     torch.Size([5])
     """
@@ -240,7 +244,7 @@ class CRMClassifier(nn.Module):
         model: nn.Module,
         source,
         k: int = 1,
-        from_logits: bool = True,
+        from_logits: bool = False,
         *,
         distance: str | None = None,
         transform: str | Callable | None = "identity",
