@@ -58,8 +58,12 @@ class TreeWassersteinLoss(TreeLossBase):
     (``weight[t]`` for a class).
 
     How: for a class or coarse label the rows of distances are written ring by
-    ring (O(batch × classes)), then one expected-cost pass; probability
-    targets take one pass of subtree sums (O(batch × nodes)).
+    ring (O(batch × classes)), then one expected-cost pass. A batch of
+    probability rows that are zero outside at most four classes each (Mixup or
+    CutMix of class labels) is exact from those classes' rings: ``Q`` is zero
+    off their paths, so with ``|P - Q| = P + Q - 2 min(P, Q)`` only the ring
+    nodes enter (O(batch × classes)); other probability rows take one
+    pass of subtree sums (O(batch × nodes)).
 
     Parameters
     ----------
