@@ -735,7 +735,8 @@ class Rings:
         C = tree.num_classes
         if self.host:
             h = tree._host
-            t: Any = target.numpy() if target.dtype == torch.int64 else target.numpy().astype(np.int64)  # numpy here, torch below
+            # numpy here, torch below
+            t: Any = target.numpy() if target.dtype == torch.int64 else target.numpy().astype(np.int64)
             self.target = t
             self.node = h.target_node[t]
             self.coarse = (bool((t >= C).any()) if t.size else False) if coarse is None else bool(coarse)
