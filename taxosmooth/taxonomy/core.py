@@ -63,6 +63,18 @@ class Taxonomy:
 
     __slots__ = ("_classes", "_names", "_index", "_class_index", "_target_names", "_target_index", "_compiled",
                  "_report", "_virtual_root", "_ranks", "_cells", "_row_index", "__weakref__")
+    _classes: tuple
+    _names: tuple
+    _index: dict[Hashable, int]
+    _class_index: dict[Hashable, int]
+    _target_names: tuple
+    _target_index: dict[Hashable, int]
+    _compiled: CompiledTree
+    _report: tuple[str, ...]
+    _virtual_root: bool
+    _ranks: tuple | None
+    _cells: dict | None  # a rank table's nodes: name -> (rank index, cell)
+    _row_index: dict | None  # built on first use (rank-table rows in encode)
 
     def __init__(self, *args, **kwargs):
         raise TypeError("build a Taxonomy with Taxonomy.from_networkx, from_edges, from_paths, from_nested, "
@@ -454,6 +466,7 @@ class Taxonomy:
 
         if self._row_index is None:
             self._row_index = row_paths(self)
+        assert self._ranks is not None  # only rank-table taxonomies read rows
         cells = normalise_row(row, self._ranks, f"labels[{position}]")
         if not cells:
             raise UnknownClassError(f"labels[{position}] is an empty row")

@@ -294,7 +294,7 @@ def graph_from_nested(
         if isinstance(value, Mapping):
             return [(k, v, where.key(k)) for k, v in value.items()]
         if isinstance(value, (list, tuple)):
-            out = []
+            out: list = []
             for i, item in enumerate(value):
                 if isinstance(item, Mapping):
                     here = where.index(i)
