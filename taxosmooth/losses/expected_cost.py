@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import torch
 
@@ -41,6 +43,11 @@ class CostLossBase(TreeLossBase):
     """A loss built on costs (:func:`~taxosmooth.costs.resolve_costs`): structured node costs on a
     taxonomy, or a dense ``(C, C)`` matrix. Rows of costs for a batch come from here."""
 
+    # buffers: the node tables of structured costs (``tree`` set, ``costs`` None), else the dense matrix
+    node_cost: torch.Tensor
+    node_cost_step: torch.Tensor
+    costs: torch.Tensor | None
+
     def __init__(self, source, distance, transform, power, weight, ignore_index, reduction, label_smoothing,
                  coarse_labels):
         name = type(self).__name__
@@ -54,6 +61,7 @@ class CostLossBase(TreeLossBase):
                          tax if costs.structured else None)
         self.costs_source = costs
         if costs.structured:
+            assert tax is not None and tree is not None  # structured costs come from a taxonomy
             c = tax.compiled
             table = costs.node_table
             self._node_cost = table
@@ -93,10 +101,10 @@ class CostLossBase(TreeLossBase):
             else:
                 vals = vals * (omega[:, None] if host else omega.to(vals.dtype)[:, None])
             rows = rings.expand_rings(vals, dtype if host else None)
-            return rows if host else self.tree.to_class_order(rows).to(dtype)
+            return rows if host else cast(TreeTensors, self.tree).to_class_order(rows).to(dtype)
         if not isinstance(dtype, torch.dtype):
             dtype = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
-        rows = self.costs.index_select(0, ids).to(dtype)
+        rows = cast(torch.Tensor, self.costs).index_select(0, ids).to(dtype)
         om = _col(omega, rows)
         return rows * om if om is not None else rows
 
@@ -106,7 +114,7 @@ class CostLossBase(TreeLossBase):
         Host: ``p`` numpy float64 in leaf order (structured) or class order; returns the same order.
         """
         if self.structured:
-            tree = self.tree
+            tree = cast(TreeTensors, self.tree)
             if host:
                 lay = tree.nodes_host
                 mass = lay.up(p) * self._step_level
@@ -114,12 +122,12 @@ class CostLossBase(TreeLossBase):
             mass = tree.subtree_sum(p) * self.node_cost_step.to(p.dtype)
             return tree.node_to_class(tree.accumulate_down(mass)).to(dtype)
         if host:
-            return (p @ self.costs.double().numpy()).astype(dtype)
-        return (p @ self.costs.to(p.dtype)).to(dtype)
+            return (p @ cast(torch.Tensor, self.costs).double().numpy()).astype(dtype)
+        return (p @ cast(torch.Tensor, self.costs).to(p.dtype)).to(dtype)
 
     def _weighted_prob(self, target: LossTarget, host: bool):
         """The prob target times class weights and the row scale (M, C) float64 (host: numpy, leaf order)."""
-        p = target.prob.to(torch.float64)
+        p: Any = cast(torch.Tensor, target.prob).to(torch.float64)  # numpy on the host
         if target.class_weight is not None:
             p = p * target.class_weight.to(torch.float64)
         om = target.omega
@@ -127,34 +135,34 @@ class CostLossBase(TreeLossBase):
         if host:
             p = p.numpy()
             if self.structured:
-                p = self.tree.leaf_cols(p)
+                p = cast(TreeTensors, self.tree).leaf_cols(p)
         return p
 
     def _uniform_prob(self, target: LossTarget, host: bool):
         """``weight / C`` as one row (1, C) float64 (host: numpy, leaf order when structured)."""
         C = self.num_classes
         cw = target.class_weight
-        u = torch.full((1, C), 1.0 / C, dtype=torch.float64) if cw is None else (cw.to(torch.float64) / C)[None, :]
+        u: Any = torch.full((1, C), 1.0 / C, dtype=torch.float64) if cw is None else (cw.to(torch.float64) / C)[None, :]
         if host:
             u = u.cpu().numpy()
             if self.structured:
-                u = self.tree.leaf_cols(u)
+                u = cast(TreeTensors, self.tree).leaf_cols(u)
             return u
         return u.to(self._table_device())
 
     def _table_device(self):
-        return (self.node_cost if self.structured else self.costs).device
+        return (self.node_cost if self.structured else cast(torch.Tensor, self.costs)).device
 
     def _leaf(self, z):
-        return self.tree.leaf_cols(z) if self.structured else z
+        return cast(TreeTensors, self.tree).leaf_cols(z) if self.structured else z
 
     def _unleaf(self, g):
-        return self.tree.class_cols(g) if self.structured else g
+        return cast(TreeTensors, self.tree).class_cols(g) if self.structured else g
 
     def _rings(self, target, host, ids=None):
         if not self.structured:
             return None
-        return self.tree.rings(target.ids if ids is None else ids, host=host,
+        return cast(TreeTensors, self.tree).rings(target.ids if ids is None else ids, host=host,
                                coarse=target.coarse if host else None)
 
 
@@ -283,6 +291,7 @@ class ExpectedCostLoss(CostLossBase):
         return f"ce_weight={self.ce_weight}, structured={self.structured}" + (", " + base if base else "")
 
     def _host(self, z, target: LossTarget):
+        rows: Any  # the (M, C) cost rows (None before the first target column)
         zl = self._leaf(z)
         dt = z.numpy().dtype
         gamma = self.ce_weight
@@ -304,8 +313,8 @@ class ExpectedCostLoss(CostLossBase):
                 om = _host_vec(omega, z.shape[0])
                 # class targets' ring 0 is their own column; a coarse label's is the classes under it
                 coarse = rings is not None and rings.coarse
-                positions = None if coarse else (self.tree._host.class_position[ids.numpy()] if self.structured
-                                                 else ids.numpy())
+                positions = None if coarse else (cast(TreeTensors, self.tree)._host.class_position[ids.numpy()]
+                                                 if self.structured else ids.numpy())
                 ce_terms.append((gamma * om, rings if coarse else None, positions))
         if parts:
             rows = torch.from_numpy(Rings.expand_sum(parts, dt))
@@ -344,5 +353,5 @@ class ExpectedCostLoss(CostLossBase):
             coef = gamma * (om if isinstance(om, float) else om)
             node = rings.node if rings is not None else None
             log_mass0 = ref_ring0_log_mass(self.tree, z, node) if node is not None else \
-                z.gather(1, target.ids[:, None]).squeeze(1)
+                z.gather(1, cast(torch.Tensor, target.ids)[:, None]).squeeze(1)
         return ref_expected_row(z, rows, coef, log_mass0, ce_rows)

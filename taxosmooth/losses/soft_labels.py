@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 
@@ -94,6 +96,12 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
     >>> bool(loss(z, torch.tensor([0])) < loss(z, torch.tensor([2])))  # horse ≈ zebra is a small mistake
     True
     """
+
+    tree: TreeTensors  # built from a taxonomy: always set
+    # buffers
+    node_e: torch.Tensor
+    node_de: torch.Tensor
+    class_inv_z: torch.Tensor
 
     def __init__(self, taxonomy, beta: float, distance: str | None = None, scale="max", epsilon=None,
                  weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
@@ -193,7 +201,7 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
         dt = z.numpy().dtype
         omega = target.host_omega()
         if target.kind == "prob":
-            p = target.prob.numpy()
+            p = cast(torch.Tensor, target.prob).numpy()
             if target.class_weight is not None:
                 p = p * target.class_weight.numpy()
             w = self._host_prob_rows(tree.leaf_cols(p).astype(np.float64))
@@ -237,12 +245,13 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
     def _reference(self, z, target: LossTarget):
         tree = self.tree
         if target.kind == "prob":
-            p = target.prob if target.class_weight is None else target.prob * target.class_weight.to(z.dtype)
+            prob = cast(torch.Tensor, target.prob)  # set for "prob" targets
+            p = prob if target.class_weight is None else prob * target.class_weight.to(z.dtype)
             w = self._ref_prob_rows(p.to(torch.float64)).to(z.dtype)
             om = target.omega
             w = w * (om if isinstance(om, float) else om.to(z.dtype)[:, None])
             return ref_cross_entropy(z, w)
-        rings = tree.rings(target.ids, host=False)
+        rings = tree.rings(cast(torch.Tensor, target.ids), host=False)
         q, q0 = self._ring_weights(rings, target.omega, torch)
         w = tree.to_class_order(rings.expand_rings(q)).to(z.dtype)
         if target.smooth is not None:
