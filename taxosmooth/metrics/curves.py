@@ -168,6 +168,7 @@ def _curve_steps(probs, target, pairs: PairDistances, from_logits: bool, coarse_
     from taxosmooth.metrics.functional import _labels
 
     tree = pairs.tree
+    assert tree is not None  # _tree_pairs: a taxonomy's
     p = as_probabilities(probs.detach() if isinstance(probs, torch.Tensor) else probs, from_logits, tree.num_classes)
     label = _labels(target, p.shape[0], pairs, tree.num_classes, coarse_labels, p.device)
     v = tree.node_of(label)

@@ -48,6 +48,7 @@ device, except :func:`report`, which returns a dict of Python floats.
 from __future__ import annotations
 
 import numbers
+from typing import cast
 
 import torch
 
@@ -158,7 +159,8 @@ def _check_average(average) -> str:
 def _check_depth(depth, pairs: PairDistances) -> int:
     if isinstance(depth, bool) or not isinstance(depth, numbers.Integral):
         raise TypeError(f"depth must be an int, got {depth!r}")
-    if not 0 <= depth <= pairs.tree.max_depth:
+    assert pairs.tree is not None  # the metrics that take a depth need a taxonomy
+    if not 0 <= int(depth) <= pairs.tree.max_depth:
         raise ValueError(f"depth = {depth} is out of range: the taxonomy's depths are 0 to {pairs.tree.max_depth}")
     return int(depth)
 
@@ -173,6 +175,7 @@ def _topk_stats(scores, label, ks, pairs: PairDistances | None, coarse_labels: b
         rank = rank_of(scores, label)
         return {f"wrong_at_{k}": (rank >= k).sum() for k in ks} | total
     top = stable_topk(scores, max(ks))
+    assert pairs is not None  # coarse labels come with a taxonomy
     a, b = pairs.nodes(label.unsqueeze(1), top)
     hit = a == b  # the class lies under the label
     return {f"wrong_at_{k}": (~hit[:, :k].any(dim=1)).sum() for k in ks} | total
@@ -234,6 +237,7 @@ def _depth_stats(pred, label, pairs, depth: int) -> dict:
 
 def _check_levels(level_preds, pairs: PairDistances, name: str = "preds") -> torch.Tensor:
     tree = pairs.tree
+    assert tree is not None  # the path metrics need a taxonomy
     if not isinstance(level_preds, torch.Tensor):
         level_preds = torch.as_tensor(level_preds)
     if level_preds.ndim != 2 or not 1 <= level_preds.shape[1] <= tree.max_depth:
@@ -282,7 +286,7 @@ def _consistency_stats(level_ids, pairs) -> dict:
 def _ece_stats(probs, label, n_bins, pairs: PairDistances | None, coarse_labels: bool) -> dict:
     dt = accumulate_dtype(probs.device)
     conf, pred = probs.max(dim=1)  # max() returns the first maximal index, like argmax
-    right = pairs.correct(label, pred) if coarse_labels else pred == label
+    right = cast(PairDistances, pairs).correct(label, pred) if coarse_labels else pred == label  # coarse: a taxonomy
     edges = torch.linspace(0, 1, n_bins + 1, dtype=probs.dtype, device=probs.device)[1:-1]
     bins = torch.bucketize(conf, edges)  # bin m holds m/M < conf <= (m+1)/M
     zeros = torch.zeros(n_bins, dtype=dt, device=probs.device)

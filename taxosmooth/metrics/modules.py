@@ -101,6 +101,7 @@ class _SumMetric(torchmetrics.Metric):
         return F._check(scores, target, getattr(self, "num_classes", None), self.pairs, self.coarse_labels)
 
     def _predicted(self, scores, target):
+        assert self.pairs is not None  # the metrics that predict call _source first
         return F._predicted(scores, target, self.pairs, self.coarse_labels, nodes=True)
 
 
@@ -116,6 +117,7 @@ class TopKError(_SumMetric):
     """
 
     higher_is_better = False
+    total: torch.Tensor  # a state
 
     def __init__(self, k: int = 1, *, taxonomy=None, coarse_labels: bool = False, **kwargs):
         super().__init__(**kwargs)
@@ -151,6 +153,9 @@ class MistakeSeverity(_SumMetric):
     """
 
     higher_is_better = False
+    pairs: PairDistances  # set by _source
+    mistake_distance: torch.Tensor  # states
+    mistakes: torch.Tensor
 
     def __init__(self, source, distance: str | None = None, *, coarse_labels: bool = False, **kwargs):
         super().__init__(**kwargs)
@@ -168,6 +173,8 @@ class MistakeSeverity(_SumMetric):
 
 class _HierarchicalDistance(_SumMetric):
     higher_is_better = False
+    pairs: PairDistances  # set by _source
+    total: torch.Tensor  # a state
     _key = ""
 
     def __init__(self, source, k: int, distance: str | None = None, *, coarse_labels: bool = False, **kwargs):
@@ -225,6 +232,7 @@ _HPRF_STATES = ("ancestors_common", "ancestors_pred", "ancestors_true", "sample_
 
 class _HierarchicalPRF(_SumMetric):
     higher_is_better = True
+    pairs: PairDistances  # set by _source
     _which = 0
 
     def __init__(self, taxonomy, *, average: str = "micro", coarse_labels: bool = False, **kwargs):
@@ -295,6 +303,7 @@ class LCAMetrics(_SumMetric):
     """
 
     higher_is_better = None
+    pairs: PairDistances  # set by _source
 
     def __init__(self, taxonomy, *, coarse_labels: bool = False, **kwargs):
         super().__init__(**kwargs)
@@ -322,6 +331,7 @@ class AccuracyAtDepth(_SumMetric):
     """
 
     higher_is_better = True
+    pairs: PairDistances  # set by _source
 
     def __init__(self, taxonomy, depth: int, *, coarse_labels: bool = False, **kwargs):
         super().__init__(**kwargs)
@@ -349,6 +359,9 @@ class FullPathAccuracy(_SumMetric):
     """
 
     higher_is_better = True
+    pairs: PairDistances  # set by _source
+    path_right: torch.Tensor  # states
+    path_counted: torch.Tensor
 
     def __init__(self, taxonomy, *, coarse_labels: bool = False, **kwargs):
         super().__init__(**kwargs)
@@ -375,6 +388,9 @@ class PathConsistency(_SumMetric):
     """
 
     higher_is_better = True
+    pairs: PairDistances  # set by _source
+    consistent: torch.Tensor  # states
+    total: torch.Tensor
 
     def __init__(self, taxonomy, **kwargs):
         super().__init__(**kwargs)
@@ -453,6 +469,7 @@ class HierarchicalReport(_SumMetric):
     """
 
     higher_is_better = None
+    pairs: PairDistances  # set by _source
 
     def __init__(self, source, k=1, distance: str | None = None, *, calibration: bool = False,
                  from_logits: bool = False, n_bins: int = 15, coarse_labels: bool = False, **kwargs):
@@ -477,6 +494,7 @@ class HierarchicalReport(_SumMetric):
         if self.pairs.tree is not None:
             for name in _HPRF_STATES[:-1]:
                 self._sum_state(name, floating=name.startswith("sample_"))
+            assert self.max_depth is not None  # a taxonomy's
             for d in range(1, self.max_depth + 1):
                 self._sum_state(f"right_at_depth_{d}", floating=False)
                 self._sum_state(f"counted_at_depth_{d}", floating=False)
@@ -523,6 +541,11 @@ class HierarchicalOperatingCurve(torchmetrics.Metric):
     is_differentiable = False
     higher_is_better = None
     full_state_update = False
+    # states: lists of batches (one tensor after a sync: see _cat)
+    step_values: list[torch.Tensor]
+    step_deltas: list[torch.Tensor]
+    root_sums: torch.Tensor
+    total: torch.Tensor
 
     def __init__(self, taxonomy, *, from_logits: bool = False, coarse_labels: bool = False, **kwargs):
         super().__init__(**kwargs)
