@@ -205,6 +205,8 @@ class CosineLoss(nn.Module):
     0.5
     """
 
+    embeddings: torch.Tensor  # a buffer
+
     def __init__(self, embeddings: torch.Tensor, reduction: str = "mean", ignore_index: int = -100):
         super().__init__()
         from taxosmooth.heads._common import check_reduction

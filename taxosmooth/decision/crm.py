@@ -60,6 +60,10 @@ class _Costs(nn.Module):
     a :class:`~taxosmooth.tree_ops.TreeTensors` (structured), or a ``(C, C)`` matrix (dense). Buffers
     are non-persistent: they follow ``.to(device)`` and stay out of ``state_dict``."""
 
+    tree: TreeTensors | None  # structured costs
+    delta: torch.Tensor  # buffers: structured costs
+    cost: torch.Tensor  # a dense matrix
+
     def __init__(self, source, distance: str | None = None, transform="identity", power: float = 1.0):
         super().__init__()
         costs = resolve_costs(source, distance, transform, power, where="costs")
@@ -95,6 +99,7 @@ class _Costs(nn.Module):
                 f"the costs are on {self.delta.device} but the probabilities on {p.device}; "
                 "move the module with .to(device)"
             )
+        assert self.tree is not None  # structured
         mass = self.tree.subtree_sum(p)  # (B, N): P(u), exact segment sums
         return self.tree.node_to_class(self.tree.accumulate_down(mass * self.delta.to(device=p.device, dtype=p.dtype)))
 

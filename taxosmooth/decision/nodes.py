@@ -179,7 +179,7 @@ def _options(rule, threshold, beta, value, excess_cost) -> dict:
     for k, v in given.items():
         if v is not None and owner[k] != rule:
             raise ValueError(f"rule={rule!r} takes no {k}= ({k} is an option of rule={owner[k]!r})")
-    out = {}
+    out: dict[str, object] = {}
     if rule == "threshold":
         out["threshold"] = check_threshold(0.5 if threshold is None else threshold)
     elif rule == "max_info":

@@ -65,6 +65,8 @@ class EmbeddingHead(nn.Module):
     >>> loss = head.loss(x, target)
     """
 
+    class_vectors: torch.Tensor  # a buffer
+
     def __init__(self, in_features: int, embeddings, *, ce_weight: float = 0.0, bias: bool = True,
                  ignore_index: int = -100, device=None, dtype=None):
         super().__init__()

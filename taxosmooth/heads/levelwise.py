@@ -109,6 +109,8 @@ class LevelwiseHead(nn.Module):
     [['mammal', 'horse'], ['mammal', 'zebra']]
     """
 
+    weights: torch.Tensor  # a buffer (and level_label_i, level_ids_i per level)
+
     def __init__(
         self,
         in_features: int,
@@ -171,7 +173,7 @@ class LevelwiseHead(nn.Module):
                              f"got {tuple(x.shape)}")
         z = self.linear(x)
         z = z.to(float_for(z))
-        return list(torch.split(z, self.level_sizes, dim=1))
+        return list(torch.split(z, self.level_sizes, dim=1))  # type: ignore[arg-type]  # a tuple works; the stub says list
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores ``(N, C)`` in class order (see the class docstring)."""
@@ -182,6 +184,7 @@ class LevelwiseHead(nn.Module):
         for i in chosen:
             part = torch.log_softmax(levels[i], 1).index_select(1, self._labels(i)[:c])
             out = part if out is None else out + part
+        assert out is not None  # at least one level
         return out
 
     def level_predictions(self, x: torch.Tensor) -> torch.Tensor:
@@ -250,7 +253,7 @@ def _check_depths(depths, max_depth: int) -> tuple[int, ...]:
     for i, d in enumerate(depths):
         if isinstance(d, bool) or not isinstance(d, (numbers.Integral, np.integer)):
             raise TypeError(f"depths[{i}] must be an int in 1 … {max_depth}, got {d!r}")
-        if not 1 <= d <= max_depth:
+        if not 1 <= int(d) <= max_depth:
             root = " (depth 0 is the root: a single node, nothing to classify)" if d == 0 else ""
             raise ValueError(f"depths[{i}] = {d} is outside the tree: depths must be in 1 … {max_depth} "
                              f"(the largest class depth){root}")

@@ -277,7 +277,7 @@ def _process_is_alive(pid: int) -> bool:
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Remove what killed builds left in ``folder``: temporary folders whose process is gone, or a day old."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(folder.iterdir())
     except OSError:
