@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from typing import cast
 
 import numpy as np
 
@@ -81,7 +82,8 @@ def drawable_labels(texts, what: str = "class name") -> list[str]:
     families = rcParams["font.family"]
     families = (families,) if isinstance(families, str) else tuple(families)
     # the generic families (sans-serif ...) resolve through their own lists: part of the cache key
-    generic = tuple(tuple(rcParams[f"font.{g}"]) for g in families if f"font.{g}" in rcParams)
+    # a computed key: matplotlib's stub types rcParams' keys as literals
+    generic = tuple(tuple(rcParams[f"font.{g}"]) for g in families if f"font.{g}" in rcParams)  # type: ignore[index]
     glyphs = _glyphs(families, generic)
     out, changed = [], []
     for text in texts:
@@ -217,7 +219,9 @@ def plot_dendrogram(
         rasterized = len(seg) > 2000
     if orientation == "top":
         seg = seg[:, :, ::-1]
-    lines = LineCollection(seg, colors=color, linewidths=linewidth, rasterized=rasterized, capstyle="projecting")
+    # an (n, 2, 2) array is a sequence of segments (the stub wants a Sequence)
+    lines = LineCollection(seg, colors=color,  # type: ignore[arg-type]
+                           linewidths=linewidth, rasterized=rasterized, capstyle="projecting")
     ax.add_collection(lines)
     top = float(seg[..., 1 if orientation == "top" else 0].max()) if len(seg) else 1.0
     top = top if top > 0 else 1.0
@@ -271,7 +275,7 @@ def plot_heatmap(
         positive = m[m > 0]
         lo = float(positive.min()) if positive.size else 1e-12
         hi = float(m.max()) if positive.size else 1.0
-        norm = colors.LogNorm(vmin=vmin or lo, vmax=vmax or max(hi, lo * 10))
+        norm: colors.Normalize = colors.LogNorm(vmin=vmin or lo, vmax=vmax or max(hi, lo * 10))
     elif color_scale == "linear":
         norm = colors.Normalize(vmin=float(m.min()) if vmin is None else vmin, vmax=float(m.max()) if vmax is None else vmax)
     else:
@@ -381,7 +385,8 @@ def plot_matrix(
     tree_in = min(1.8, 0.25 * heat_in)
     # without a tree: no dendrograms, a strip above the heatmap for the colour bar
     left_in, top_in = (tree_in, tree_in) if tax is not None else (0.0, 0.7)
-    label_in = (0.13 * max(len(s) for s in names) + 0.3) if show_labels else 0.35
+    # show_labels: the names are set
+    label_in = (0.13 * max(len(s) for s in cast("list[str]", names)) + 0.3) if show_labels else 0.35
     width = left_in + heat_in + label_in + 0.4
     height = top_in + heat_in + label_in + (0.5 if title else 0.2)
     fig = Figure(figsize=figsize or (width, height), dpi=150 if n > 100 else 100)

@@ -373,7 +373,7 @@ def _prepare(synsets, measure, ic, wordnet):
 
 
 def similarity_matrix(
-    synsets: Iterable,
+    synsets: Iterable | HypernymDAG,
     measure: str = "wup",
     *,
     ic="intrinsic",
@@ -433,7 +433,7 @@ def similarity_matrix(
 
 
 def distance_matrix(
-    synsets: Iterable,
+    synsets: Iterable | HypernymDAG,
     measure: str = "wup",
     *,
     ic="intrinsic",
