@@ -42,6 +42,7 @@ float64 probabilities where this matters.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +51,7 @@ from torch import nn
 from taxosmooth._ranking import stable_topk
 from taxosmooth._tensor_checks import as_probabilities, check_k
 from taxosmooth.costs import resolve_costs
+from taxosmooth.distances import Source
 from taxosmooth.tree_ops import TreeTensors
 
 __all__ = ["conditional_risk", "crm_predict", "CRMClassifier"]
@@ -72,6 +74,7 @@ class _Costs(nn.Module):
         self.tree = None
         if costs.structured:
             table = costs.node_table
+            assert costs.taxonomy is not None and table is not None  # structured costs of a taxonomy
             c = costs.taxonomy.compiled
             parent_cost = np.where(c.parent >= 0, table[np.maximum(c.parent, 0)], 0.0)
             self.tree = TreeTensors(c)
@@ -115,7 +118,7 @@ def _prepare(source, distance, transform, power) -> _Costs:
 
 def conditional_risk(
     probs: torch.Tensor,
-    source,
+    source: Source | _Costs,
     from_logits: bool = False,
     *,
     distance: str | None = None,
@@ -161,7 +164,7 @@ def conditional_risk(
 
 def crm_predict(
     probs: torch.Tensor,
-    source,
+    source: Source | _Costs,
     k: int = 1,
     from_logits: bool = False,
     *,
@@ -247,14 +250,14 @@ class CRMClassifier(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        source,
+        source: Source,
         k: int = 1,
         from_logits: bool = False,
         *,
         distance: str | None = None,
         transform: str | Callable | None = "identity",
         power: float = 1.0,
-    ):
+    ) -> None:
         super().__init__()
         self.model = model
         self.costs = _Costs(source, distance, transform, power)
@@ -265,14 +268,14 @@ class CRMClassifier(nn.Module):
     def num_classes(self) -> int:
         return self.costs.num_classes
 
-    def risk(self, *args, **kwargs) -> torch.Tensor:
+    def risk(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Expected costs ``(N, C)`` of the model's output."""
         return conditional_risk(self.model(*args, **kwargs), self.costs, self.from_logits)
 
-    def forward(self, *args, **kwargs) -> torch.Tensor:
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         return -self.risk(*args, **kwargs)
 
-    def predict(self, *args, **kwargs) -> torch.Tensor:
+    def predict(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """The CRM decision: ``(N,)`` for ``k == 1``, else ``(N, k)`` best first."""
         return crm_predict(self.model(*args, **kwargs), self.costs, self.k, self.from_logits)
 

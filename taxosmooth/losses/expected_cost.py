@@ -11,6 +11,7 @@ from taxosmooth._checks import check_positive
 from taxosmooth.costs import CostSource, resolve_costs
 from taxosmooth.losses._base import LossTarget, TreeLossBase
 from taxosmooth.losses._kernels import host_ring0_correction, host_softmax, ref_ring0_log_mass, row_dot
+from taxosmooth.taxonomy import Taxonomy
 from taxosmooth.tree_ops import Rings, TreeTensors
 
 __all__ = ["ExpectedCostLoss", "CostLossBase"]
@@ -53,7 +54,7 @@ class CostLossBase(TreeLossBase):
         name = type(self).__name__
         costs: CostSource = resolve_costs(source, distance, transform, power, where=name)
         tax = costs.taxonomy
-        tree = TreeTensors(tax) if costs.structured else None
+        tree = TreeTensors(cast(Taxonomy, tax)) if costs.structured else None  # structured: a taxonomy's
         if coarse_labels and tax is not None and not costs.structured:
             raise ValueError(f"{name}: coarse labels need costs that are a function of the LCA node "
                              f"(distance {costs.distance!r} is not); use lca_height or lca_depth_complement")
@@ -61,7 +62,8 @@ class CostLossBase(TreeLossBase):
                          tax if costs.structured else None)
         self.costs_source = costs
         if costs.structured:
-            assert tax is not None and tree is not None  # structured costs come from a taxonomy
+            # structured costs come from a taxonomy
+            assert tax is not None and tree is not None and costs.node_table is not None
             c = tax.compiled
             table = costs.node_table
             self._node_cost = table

@@ -117,6 +117,7 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
                 "no structured form here; use SoftTargetCrossEntropy(soft_targets(taxonomy, beta, "
                 f"distance={src.distance!r})) (a dense (C, C) matrix)"
             )
+        assert src.node_table is not None  # an LCA kind (checked above)
         tree = TreeTensors(tax)
         super().__init__(tax.num_classes, weight, ignore_index, reduction, label_smoothing, coarse_labels, tree, tax)
         self.beta, self.distance, self.scale, self.epsilon = beta, src.distance, scale, epsilon
