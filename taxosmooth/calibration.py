@@ -126,5 +126,5 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor, *, tol: float = 
     return 1.0 / s
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

@@ -89,7 +89,8 @@ class CostSource:
 
     __slots__ = ("taxonomy", "num_classes", "node_table", "_dense", "given_dtype", "distance")
 
-    def __init__(self, taxonomy: Taxonomy | None, distance: str, num_classes: int, node_table: np.ndarray | None, dense: np.ndarray | None, given_dtype: torch.dtype | None) -> None:
+    def __init__(self, taxonomy: Taxonomy | None, distance: str, num_classes: int, node_table: np.ndarray | None,
+                 dense: np.ndarray | None, given_dtype: torch.dtype | None) -> None:
         self.taxonomy = taxonomy
         self.distance = distance
         self.num_classes = num_classes
@@ -228,5 +229,5 @@ def node_costs(
 
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

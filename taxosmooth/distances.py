@@ -109,7 +109,8 @@ def lca_matrix(taxonomy: Taxonomy) -> np.ndarray:
     return _check_taxonomy(taxonomy, "lca_matrix").compiled.lca_rows()
 
 
-def class_distances(taxonomy: Taxonomy, distance: str = DEFAULT_DISTANCE, dtype: DTypeLike = np.float64) -> np.ndarray:
+def class_distances(taxonomy: Taxonomy, distance: str = DEFAULT_DISTANCE,
+                    dtype: DTypeLike = np.float64) -> np.ndarray:
     """All-pairs class distances ``(C, C)`` in class order.
 
     Parameters
@@ -191,7 +192,8 @@ class DistanceSource:
 
     __slots__ = ("taxonomy", "distance", "num_classes", "node_table", "_dense", "given_dtype")
 
-    def __init__(self, taxonomy: Taxonomy | None, distance: str, num_classes: int, node_table: np.ndarray | None, dense: np.ndarray | None, given_dtype: torch.dtype | None = None) -> None:
+    def __init__(self, taxonomy: Taxonomy | None, distance: str, num_classes: int, node_table: np.ndarray | None,
+                 dense: np.ndarray | None, given_dtype: torch.dtype | None = None) -> None:
         self.taxonomy = taxonomy
         self.distance = distance
         self.num_classes = num_classes
@@ -287,5 +289,5 @@ def given_float_dtype(matrix: object) -> torch.dtype | None:
     return None
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

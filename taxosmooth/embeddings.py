@@ -379,5 +379,5 @@ def haframe_weights(source: Source, dim: int | None = None, *, distance: str | N
     return torch.from_numpy(out).to(dtype)
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

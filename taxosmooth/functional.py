@@ -66,7 +66,8 @@ def _device(input):
     return input.device if isinstance(input, torch.Tensor) else torch.device("cpu")
 
 
-def soft_target_cross_entropy(input: torch.Tensor, target: torch.Tensor, matrix: torch.Tensor | ArrayLike | None = None, weight: ArrayLike | None = None,
+def soft_target_cross_entropy(input: torch.Tensor, target: torch.Tensor,
+                              matrix: torch.Tensor | ArrayLike | None = None, weight: ArrayLike | None = None,
                               ignore_index: int = -100, reduction: str = "mean",
                               label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross entropy against probability targets, or rows of ``matrix`` (C, C).
@@ -80,7 +81,8 @@ def soft_target_cross_entropy(input: torch.Tensor, target: torch.Tensor, matrix:
 
 
 def hierarchical_soft_label_loss(input: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, beta: float,
-                                 distance: str | None = None, scale: str | float | None = "max", epsilon: float | None = None, weight: ArrayLike | None = None,
+                                 distance: str | None = None, scale: str | float | None = "max",
+                                 epsilon: float | None = None, weight: ArrayLike | None = None,
                                  ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
                                  coarse_labels: bool = False) -> torch.Tensor:
     """Structured soft-label cross entropy. See :class:`~taxosmooth.HierarchicalSoftLabelLoss`."""
@@ -90,8 +92,8 @@ def hierarchical_soft_label_loss(input: torch.Tensor, target: torch.Tensor, taxo
 
 
 def hxe_loss(input: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, alpha: float, weighting: str = "depth",
-             normalize: bool = False, weight: ArrayLike | None = None, ignore_index: int = -100, reduction: str = "mean",
-             label_smoothing: float = 0.0, coarse_labels: bool = False) -> torch.Tensor:
+             normalize: bool = False, weight: ArrayLike | None = None, ignore_index: int = -100,
+             reduction: str = "mean", label_smoothing: float = 0.0, coarse_labels: bool = False) -> torch.Tensor:
     """Hierarchical cross entropy. See :class:`~taxosmooth.HXELoss`."""
     mod = _module(HXELoss, taxonomy, (float(alpha), weighting, normalize, coarse_labels), _device(input), alpha,
                   weighting, normalize, coarse_labels=coarse_labels)
@@ -99,9 +101,9 @@ def hxe_loss(input: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, alph
 
 
 def expected_cost_loss(input: torch.Tensor, target: torch.Tensor, source: Source, ce_weight: float = 1.0,
-                       distance: str | None = None, transform: str | Callable | None = "identity", power: float = 1.0, weight: ArrayLike | None = None,
-                       ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
-                       coarse_labels: bool = False) -> torch.Tensor:
+                       distance: str | None = None, transform: str | Callable | None = "identity", power: float = 1.0,
+                       weight: ArrayLike | None = None, ignore_index: int = -100, reduction: str = "mean",
+                       label_smoothing: float = 0.0, coarse_labels: bool = False) -> torch.Tensor:
     """Expected cost plus cross entropy. See :class:`~taxosmooth.ExpectedCostLoss`."""
     mod = _module(ExpectedCostLoss, source, (float(ce_weight), distance, transform, float(power), coarse_labels),
                   _device(input), ce_weight, distance, transform, power, coarse_labels=coarse_labels)
@@ -118,14 +120,14 @@ def tree_wasserstein_loss(input: torch.Tensor, target: torch.Tensor, taxonomy: T
 
 
 def pairwise_cost_loss(input: torch.Tensor, target: torch.Tensor, source: Source, distance: str | None = None,
-                       transform: str | Callable | None = "identity", power: float = 1.0, weight: ArrayLike | None = None, ignore_index: int = -100,
-                       reduction: str = "mean", label_smoothing: float = 0.0,
-                       coarse_labels: bool = False) -> torch.Tensor:
+                       transform: str | Callable | None = "identity", power: float = 1.0,
+                       weight: ArrayLike | None = None, ignore_index: int = -100, reduction: str = "mean",
+                       label_smoothing: float = 0.0, coarse_labels: bool = False) -> torch.Tensor:
     """Cost-weighted pairwise loss. See :class:`~taxosmooth.PairwiseCostLoss`."""
     mod = _module(PairwiseCostLoss, source, (distance, transform, float(power), coarse_labels), _device(input),
                   distance, transform, power, coarse_labels=coarse_labels)
     return _call(mod, input, target, weight, ignore_index, reduction, label_smoothing)
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

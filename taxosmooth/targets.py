@@ -254,5 +254,5 @@ def beta_for_mass(
 
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

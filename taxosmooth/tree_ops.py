@@ -956,5 +956,5 @@ def _shift_rings(rows: Any, shift: Any, node: Any, lib: Any) -> Any:
     return torch.cat([node[:, None], out[:, 1:]], dim=1)
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

@@ -284,5 +284,5 @@ class CRMClassifier(nn.Module):
         return f"num_classes={self.num_classes}, k={self.k}, costs={kind}"
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

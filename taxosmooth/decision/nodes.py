@@ -436,5 +436,5 @@ def predict_node(
     return out
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

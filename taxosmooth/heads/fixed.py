@@ -74,7 +74,8 @@ class FixedClassifier(nn.Module):
     projection: nn.Module
 
     def __init__(self, in_features: int | None, weights: torch.Tensor, *, cosine_weight: float = 0.5,
-                 bias: bool = True, ignore_index: int = -100, device=None, dtype=None):
+                 bias: bool = True, ignore_index: int = -100, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         from taxosmooth._checks import check_probability
 

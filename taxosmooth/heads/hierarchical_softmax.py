@@ -268,9 +268,9 @@ class HierarchicalSoftmax(nn.Module):
         label_smoothing: float | Mapping | np.ndarray = 0.0,
         coarse_labels: bool = False,
         ignore_index: int = -100,
-        device=None,
-        dtype=None,
-    ):
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         name = type(self).__name__
         self.in_features = check_in_features(in_features)

@@ -122,9 +122,9 @@ class LevelwiseHead(nn.Module):
         bias: bool = True,
         coarse_labels: bool = False,
         ignore_index: int = -100,
-        device=None,
-        dtype=None,
-    ):
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         name = type(self).__name__
         self.in_features = check_in_features(in_features)
@@ -173,7 +173,8 @@ class LevelwiseHead(nn.Module):
                              f"got {tuple(x.shape)}")
         z = self.linear(x)
         z = z.to(float_for(z))
-        return list(torch.split(z, self.level_sizes, dim=1))  # type: ignore[arg-type]  # a tuple works; the stub says list
+        # torch.split takes a tuple of sizes; its stub says a list
+        return list(torch.split(z, self.level_sizes, dim=1))  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores ``(N, C)`` in class order (see the class docstring)."""
@@ -197,7 +198,7 @@ class LevelwiseHead(nn.Module):
         cols = [ids.index_select(0, z.argmax(1)) for z, ids in zip(self.level_logits(x), self.level_targets_ids)]
         return torch.stack(cols, 1)
 
-    def level_targets(self, target) -> torch.Tensor:
+    def level_targets(self, target: torch.Tensor) -> torch.Tensor:
         """The label of each target at each level, as target ids ``(N, len(depths))``.
 
         A class shallower than a level is its own label there; a coarse label

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
 from taxosmooth._checks import check_positive
 from taxosmooth.costs import CostSource, resolve_costs
+from taxosmooth.distances import Source
 from taxosmooth.losses._base import LossTarget, TreeLossBase
 from taxosmooth.losses._kernels import host_ring0_correction, host_softmax, ref_ring0_log_mass, row_dot
 from taxosmooth.taxonomy import Taxonomy
 from taxosmooth.tree_ops import Rings, TreeTensors
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = ["ExpectedCostLoss", "CostLossBase"]
 
@@ -49,8 +54,9 @@ class CostLossBase(TreeLossBase):
     node_cost_step: torch.Tensor
     costs: torch.Tensor | None
 
-    def __init__(self, source, distance, transform, power, weight, ignore_index, reduction, label_smoothing,
-                 coarse_labels):
+    def __init__(self, source: Source, distance: str | None, transform: str | Callable | None, power: float,
+                 weight: ArrayLike | None, ignore_index: int, reduction: str, label_smoothing: float,
+                 coarse_labels: bool) -> None:
         name = type(self).__name__
         costs: CostSource = resolve_costs(source, distance, transform, power, where=name)
         tax = costs.taxonomy
@@ -281,9 +287,10 @@ class ExpectedCostLoss(CostLossBase):
 
     sparse_targets = True
 
-    def __init__(self, source, ce_weight: float = 1.0, distance: str | None = None, transform="identity",
-                 power: float = 1.0, weight=None, ignore_index: int = -100, reduction: str = "mean",
-                 label_smoothing: float = 0.0, coarse_labels: bool = False):
+    def __init__(self, source: Source, ce_weight: float = 1.0, distance: str | None = None,
+                 transform: str | Callable | None = "identity", power: float = 1.0, weight: ArrayLike | None = None,
+                 ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                 coarse_labels: bool = False) -> None:
         super().__init__(source, distance, transform, power, weight, ignore_index, reduction, label_smoothing,
                          coarse_labels)
         self.ce_weight = check_positive(ce_weight, "ce_weight", allow_zero=True)

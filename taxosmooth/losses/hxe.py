@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -10,6 +10,11 @@ import torch
 from taxosmooth._checks import check_positive
 from taxosmooth.losses._base import LossTarget, TreeLossBase, as_taxonomy
 from taxosmooth.tree_ops import Rings, TreeTensors
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from taxosmooth.taxonomy import Taxonomy
 
 __all__ = ["HXELoss", "hxe_node_weights", "WEIGHTINGS"]
 
@@ -21,7 +26,8 @@ WEIGHTINGS = ("depth", "height")
 _FAR_MARGIN = 2.0**40
 
 
-def hxe_node_weights(taxonomy, alpha: float, weighting: str = "depth", normalize: bool = False) -> np.ndarray:
+def hxe_node_weights(taxonomy: Taxonomy, alpha: float, weighting: str = "depth",
+                     normalize: bool = False) -> np.ndarray:
     """``λ(v)`` for every node (float64, node-id order).
 
     ``weighting="depth"``: ``λ(v) = exp(-α·depth(v))`` (the public reference code);
@@ -120,9 +126,9 @@ class HXELoss(TreeLossBase):
     node_lambda: torch.Tensor
     node_lambda_top: torch.Tensor
 
-    def __init__(self, taxonomy, alpha: float, weighting: str = "depth", normalize: bool = False,
-                 weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
-                 coarse_labels: bool = False):
+    def __init__(self, taxonomy: Taxonomy, alpha: float, weighting: str = "depth", normalize: bool = False,
+                 weight: ArrayLike | None = None, ignore_index: int = -100, reduction: str = "mean",
+                 label_smoothing: float = 0.0, coarse_labels: bool = False) -> None:
         tax = as_taxonomy(taxonomy, "HXELoss")
         lam = hxe_node_weights(tax, alpha, weighting, normalize)
         tree = TreeTensors(tax)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -12,6 +13,11 @@ from taxosmooth.losses._base import LossTarget
 from taxosmooth.losses._kernels import host_ring0_correction, ref_ring0_log_mass
 from taxosmooth.losses.expected_cost import CostLossBase
 from taxosmooth.tree_ops import TreeTensors
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from taxosmooth.distances import Source
 
 __all__ = ["PairwiseCostLoss"]
 
@@ -67,9 +73,9 @@ class PairwiseCostLoss(CostLossBase):
 
     sparse_targets = True
 
-    def __init__(self, source, distance: str | None = None, transform="identity", power: float = 1.0,
-                 weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
-                 coarse_labels: bool = False):
+    def __init__(self, source: Source, distance: str | None = None, transform: str | Callable | None = "identity",
+                 power: float = 1.0, weight: ArrayLike | None = None, ignore_index: int = -100,
+                 reduction: str = "mean", label_smoothing: float = 0.0, coarse_labels: bool = False) -> None:
         super().__init__(source, distance, transform, power, weight, ignore_index, reduction, label_smoothing,
                          coarse_labels)
 

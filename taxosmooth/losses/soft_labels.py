@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -18,6 +18,11 @@ from taxosmooth.losses._kernels import (
 )
 from taxosmooth.targets import resolve_scale
 from taxosmooth.tree_ops import Rings, TreeTensors
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from taxosmooth.taxonomy import Taxonomy
 
 __all__ = ["HierarchicalSoftLabelLoss"]
 
@@ -103,9 +108,10 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
     node_de: torch.Tensor
     class_inv_z: torch.Tensor
 
-    def __init__(self, taxonomy, beta: float, distance: str | None = None, scale="max", epsilon=None,
-                 weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
-                 coarse_labels: bool = False):
+    def __init__(self, taxonomy: Taxonomy, beta: float, distance: str | None = None,
+                 scale: str | float | None = "max", epsilon: float | None = None, weight: ArrayLike | None = None,
+                 ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                 coarse_labels: bool = False) -> None:
         tax = as_taxonomy(taxonomy, "HierarchicalSoftLabelLoss")
         beta = check_positive(beta, "beta", allow_zero=True)
         if epsilon is not None:

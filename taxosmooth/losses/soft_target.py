@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -12,10 +13,13 @@ from taxosmooth.distances import given_float_dtype
 from taxosmooth.losses._base import LossTarget, TreeLossBase
 from taxosmooth.losses._kernels import host_cross_entropy, ref_cross_entropy
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
 __all__ = ["SoftTargetCrossEntropy", "check_target_matrix"]
 
 
-def check_target_matrix(matrix) -> torch.Tensor:
+def check_target_matrix(matrix: torch.Tensor | ArrayLike) -> torch.Tensor:
     """A copy of a ``(C, C)`` soft-target matrix (finite, >= 0, rows summing to 1) in its own dtype.
 
     A floating-point tensor or array keeps its dtype (bfloat16 included); anything else becomes
@@ -107,8 +111,9 @@ class SoftTargetCrossEntropy(TreeLossBase):
         # with a matrix, Mixup rows gather a few rows instead of a matmul
         return self.matrix is not None
 
-    def __init__(self, matrix=None, weight=None, ignore_index: int = -100, reduction: str = "mean",
-                 label_smoothing: float = 0.0):
+    def __init__(self, matrix: torch.Tensor | ArrayLike | None = None,
+                 weight: torch.Tensor | np.ndarray | Sequence[float] | None = None, ignore_index: int = -100,
+                 reduction: str = "mean", label_smoothing: float = 0.0) -> None:
         if matrix is None:
             num_classes = None
             q = None

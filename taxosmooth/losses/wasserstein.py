@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -12,6 +12,11 @@ from taxosmooth.losses._base import LossTarget, TreeLossBase, as_taxonomy
 from taxosmooth.losses._kernels import host_softmax, ref_ring0_log_mass
 from taxosmooth.losses.expected_cost import host_expected_row, ref_expected_row
 from taxosmooth.tree_ops import Rings, TreeTensors
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from taxosmooth.taxonomy import Taxonomy
 
 __all__ = ["TreeWassersteinLoss"]
 
@@ -96,8 +101,9 @@ class TreeWassersteinLoss(TreeLossBase):
     node_edge: torch.Tensor
     leaf_wdepth: torch.Tensor
 
-    def __init__(self, taxonomy, ce_weight: float = 1.0, weight=None, ignore_index: int = -100,
-                 reduction: str = "mean", label_smoothing: float = 0.0, coarse_labels: bool = False):
+    def __init__(self, taxonomy: Taxonomy, ce_weight: float = 1.0, weight: ArrayLike | None = None,
+                 ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                 coarse_labels: bool = False) -> None:
         tax = as_taxonomy(taxonomy, "TreeWassersteinLoss")
         tree = TreeTensors(tax)
         super().__init__(tax.num_classes, weight, ignore_index, reduction, label_smoothing, coarse_labels, tree, tax)

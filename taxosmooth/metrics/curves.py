@@ -254,5 +254,5 @@ def operating_curve(probs, target, taxonomy, *, from_logits: bool = False, coars
     return _curve_from(values, deltas, root, n)
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

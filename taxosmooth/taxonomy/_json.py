@@ -103,7 +103,8 @@ def parse_iterative(text: str, source: str = "<json>"):
             m = _NUMBER.match(text, pos)
             if m is None:
                 if _CONSTANTS.match(text, pos):
-                    _fail(text, source, pos, f"{cast('re.Match[str]', _CONSTANTS.match(text, pos)).group()} is not a JSON number")
+                    constant = cast("re.Match[str]", _CONSTANTS.match(text, pos)).group()  # it matched just above
+                    _fail(text, source, pos, f"{constant} is not a JSON number")
                 _fail(text, source, pos, "Expecting value")
             integer, frac, exp = m.groups()
             try:
