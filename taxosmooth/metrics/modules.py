@@ -27,6 +27,9 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 try:
     import torchmetrics
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides torchmetrics
@@ -42,6 +45,10 @@ from taxosmooth._tensor_checks import as_probabilities, check_coarse, check_k
 from taxosmooth.metrics import curves as Cv
 from taxosmooth.metrics import functional as F
 from taxosmooth.metrics._pairs import LCA_FIELDS, PairDistances
+
+if TYPE_CHECKING:
+    from taxosmooth.distances import Source
+    from taxosmooth.taxonomy import Taxonomy
 
 __all__ = [
     "TopKError",
@@ -67,7 +74,7 @@ class _SumMetric(torchmetrics.Metric):
     is_differentiable = False
     full_state_update = False
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._sum_names: list[str] = []
         self.pairs: PairDistances | None = None
@@ -119,7 +126,8 @@ class TopKError(_SumMetric):
     higher_is_better = False
     total: torch.Tensor  # a state
 
-    def __init__(self, k: int = 1, *, taxonomy=None, coarse_labels: bool = False, **kwargs):
+    def __init__(self, k: int = 1, *, taxonomy: Taxonomy | None = None, coarse_labels: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
@@ -157,7 +165,8 @@ class MistakeSeverity(_SumMetric):
     mistake_distance: torch.Tensor  # states
     mistakes: torch.Tensor
 
-    def __init__(self, source, distance: str | None = None, *, coarse_labels: bool = False, **kwargs):
+    def __init__(self, source: Source, distance: str | None = None, *, coarse_labels: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source(source, distance, coarse_labels)
         self._sum_state("mistake_distance", floating=True)
@@ -177,7 +186,8 @@ class _HierarchicalDistance(_SumMetric):
     total: torch.Tensor  # a state
     _key = ""
 
-    def __init__(self, source, k: int, distance: str | None = None, *, coarse_labels: bool = False, **kwargs):
+    def __init__(self, source: Source, k: int, distance: str | None = None, *, coarse_labels: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source(source, distance, coarse_labels)
         self.k = check_k(k, self.pairs.num_classes)
@@ -235,7 +245,8 @@ class _HierarchicalPRF(_SumMetric):
     pairs: PairDistances  # set by _source
     _which = 0
 
-    def __init__(self, taxonomy, *, average: str = "micro", coarse_labels: bool = False, **kwargs):
+    def __init__(self, taxonomy: Taxonomy, *, average: str = "micro", coarse_labels: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source(taxonomy, None, coarse_labels, taxonomy_only="ancestor sets")
         self.average = F._check_average(average)
@@ -305,7 +316,7 @@ class LCAMetrics(_SumMetric):
     higher_is_better = None
     pairs: PairDistances  # set by _source
 
-    def __init__(self, taxonomy, *, coarse_labels: bool = False, **kwargs):
+    def __init__(self, taxonomy: Taxonomy, *, coarse_labels: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source(taxonomy, None, coarse_labels, taxonomy_only="ancestor sets")
         for name in LCA_FIELDS:
@@ -333,7 +344,7 @@ class AccuracyAtDepth(_SumMetric):
     higher_is_better = True
     pairs: PairDistances  # set by _source
 
-    def __init__(self, taxonomy, depth: int, *, coarse_labels: bool = False, **kwargs):
+    def __init__(self, taxonomy: Taxonomy, depth: int, *, coarse_labels: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source(taxonomy, None, coarse_labels, taxonomy_only="ancestors at a depth")
         self.depth = F._check_depth(depth, self.pairs)
@@ -363,7 +374,7 @@ class FullPathAccuracy(_SumMetric):
     path_right: torch.Tensor  # states
     path_counted: torch.Tensor
 
-    def __init__(self, taxonomy, *, coarse_labels: bool = False, **kwargs):
+    def __init__(self, taxonomy: Taxonomy, *, coarse_labels: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source(taxonomy, None, coarse_labels, taxonomy_only="ancestor paths")
         self._sum_state("path_right", floating=False)
@@ -392,7 +403,7 @@ class PathConsistency(_SumMetric):
     consistent: torch.Tensor  # states
     total: torch.Tensor
 
-    def __init__(self, taxonomy, **kwargs):
+    def __init__(self, taxonomy: Taxonomy, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source(taxonomy, None, False, taxonomy_only="ancestor paths")
         self._sum_state("consistent", floating=False)
@@ -424,8 +435,8 @@ class ExpectedCalibrationError(_SumMetric):
 
     higher_is_better = False
 
-    def __init__(self, n_bins: int = 15, from_logits: bool = False, *, taxonomy=None, coarse_labels: bool = False,
-                 **kwargs):
+    def __init__(self, n_bins: int = 15, from_logits: bool = False, *, taxonomy: Taxonomy | None = None,
+                 coarse_labels: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.n_bins = F._check_bins(n_bins)
         self.from_logits = bool(from_logits)
@@ -471,8 +482,9 @@ class HierarchicalReport(_SumMetric):
     higher_is_better = None
     pairs: PairDistances  # set by _source
 
-    def __init__(self, source, k=1, distance: str | None = None, *, calibration: bool = False,
-                 from_logits: bool = False, n_bins: int = 15, coarse_labels: bool = False, **kwargs):
+    def __init__(self, source: Source, k: int | Sequence[int] = 1, distance: str | None = None, *,
+                 calibration: bool = False, from_logits: bool = False, n_bins: int = 15, coarse_labels: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source(source, distance, coarse_labels)
         self.ks = F._check_ks(k, self.pairs.num_classes)
@@ -547,7 +559,8 @@ class HierarchicalOperatingCurve(torchmetrics.Metric):
     root_sums: torch.Tensor
     total: torch.Tensor
 
-    def __init__(self, taxonomy, *, from_logits: bool = False, coarse_labels: bool = False, **kwargs):
+    def __init__(self, taxonomy: Taxonomy, *, from_logits: bool = False, coarse_labels: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.pairs = F._tree_pairs(taxonomy, "operating curves")
         self.from_logits = bool(from_logits)
