@@ -24,9 +24,24 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import cast
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    from matplotlib.axes import Axes
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import Colormap
+    from matplotlib.figure import Figure
+    from matplotlib.image import AxesImage
+    from matplotlib.typing import ColorType
+    from numpy.typing import ArrayLike
+
+    from taxosmooth.distances import Source
+    from taxosmooth.metrics.curves import OperatingCurve
+    from taxosmooth.taxonomy import Taxonomy
 
 __all__ = [
     "LabelWarning",
@@ -113,7 +128,7 @@ def _require_matplotlib():
     return Figure
 
 
-def tree_order(tax) -> np.ndarray:
+def tree_order(tax: Taxonomy) -> np.ndarray:
     """Class indices (logit order) listed in the tree's depth-first leaf order.
 
     ``matrix[np.ix_(order, order)]`` puts a class-order matrix in tree order,
@@ -145,7 +160,7 @@ def _node_heights(tax, node_height) -> np.ndarray:
     return h
 
 
-def dendrogram_coordinates(tax, node_height="height") -> tuple[np.ndarray, np.ndarray]:
+def dendrogram_coordinates(tax: Taxonomy, node_height: str | ArrayLike = "height") -> tuple[np.ndarray, np.ndarray]:
     """Where each node is drawn: ``(position, height)``, two float arrays ``(N,)`` by node id.
 
     ``position`` of the leaf at DFS position ``k`` is ``k``; an internal node
@@ -168,7 +183,8 @@ def dendrogram_coordinates(tax, node_height="height") -> tuple[np.ndarray, np.nd
     return pos, height
 
 
-def dendrogram_segments(tax, node_height="height", leaf_stems: bool = True) -> np.ndarray:
+def dendrogram_segments(tax: Taxonomy, node_height: str | ArrayLike = "height",
+                        leaf_stems: bool = True) -> np.ndarray:
     """Line segments of the dendrogram, ``(M, 2, 2)`` as ``[[height, position], [height, position]]``.
 
     One segment from each node to its parent's height (at the node's
@@ -193,9 +209,9 @@ def dendrogram_segments(tax, node_height="height", leaf_stems: bool = True) -> n
     return np.concatenate([stems, bars])
 
 
-def plot_dendrogram(
-    tax, ax, orientation: str = "left", node_height="height", color="0.25", linewidth=None, leaf_stems="auto", rasterized=None
-):
+def plot_dendrogram(tax: Taxonomy, ax: Axes, orientation: str = "left", node_height: str | ArrayLike = "height",
+                    color: ColorType = "0.25", linewidth: float | None = None, leaf_stems: bool | str = "auto",
+                    rasterized: bool | None = None) -> LineCollection:
     """Draw the taxonomy as a dendrogram on ``ax``; returns the ``LineCollection``.
 
     Leaf ``k`` of the DFS order is at position ``k``, so the dendrogram lines
@@ -237,16 +253,16 @@ def plot_dendrogram(
 
 
 def plot_heatmap(
-    matrix,
-    ax,
-    order=None,
+    matrix: ArrayLike,
+    ax: Axes,
+    order: np.ndarray | None = None,
     color_scale: str = "linear",
-    cmap="viridis",
-    vmin=None,
-    vmax=None,
+    cmap: str | Colormap = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
     annotate: bool = False,
     rasterized: bool = True,
-):
+) -> AxesImage:
     """Draw a ``(C, C)`` matrix on ``ax`` (rows top to bottom), optionally reordered; returns the image.
 
     Cell ``(i, j)`` is centred at ``(j, i)``. ``order`` (e.g. :func:`tree_order`)
@@ -297,21 +313,21 @@ def plot_heatmap(
 
 
 def plot_matrix(
-    matrix,
-    tax=None,
-    classes=None,
+    matrix: ArrayLike,
+    tax: Taxonomy | None = None,
+    classes: Sequence[Hashable] | None = None,
     *,
     title: str | None = None,
     colorbar_label: str | None = None,
-    node_height="height",
+    node_height: str | ArrayLike = "height",
     labels: str | bool = "auto",
     annotate: str | bool = "auto",
     color_scale: str = "auto",
-    cmap="viridis",
+    cmap: str | Colormap = "viridis",
     row_label: str = "true class",
     column_label: str = "class",
-    figsize=None,
-):
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
     """A class matrix as a heatmap in tree order, with the taxonomy as dendrograms on the left and top.
 
     Parameters
@@ -496,8 +512,10 @@ def _named(obj, kind) -> dict:
     return {"": obj} if isinstance(obj, kind) else dict(obj)
 
 
-def plot_operating_curve(curves, x: str = "depth_recall", y: str = "correct", *, points=None, ax=None,
-                         title: str | None = None, figsize=None):
+def plot_operating_curve(curves: OperatingCurve | Mapping[str, OperatingCurve], x: str = "depth_recall",
+                         y: str = "correct", *, points: Mapping[str, Mapping[str, Any]] | None = None,
+                         ax: Axes | None = None, title: str | None = None,
+                         figsize: tuple[float, float] | None = None) -> Figure:
     """Draw the Pareto front of one or several operating curves (:func:`taxosmooth.metrics.operating_curve`).
 
     Each curve's front of ``(curve[x], curve[y])`` is drawn as the step
@@ -563,8 +581,8 @@ def _mean_std(value) -> tuple[float, float]:
     return float(value), 0.0
 
 
-def plot_tradeoff(results: dict, x: str = "top1_error", y: str = "mistake_severity", *, ax=None,
-                  title: str | None = None, figsize=None):
+def plot_tradeoff(results: dict, x: str = "top1_error", y: str = "mistake_severity", *, ax: Axes | None = None,
+                  title: str | None = None, figsize: tuple[float, float] | None = None) -> Figure:
     """One point per method: top-1 error against mistake severity (or any two entries of :func:`~taxosmooth.metrics.report`).
 
     Lower is better on both axes of the defaults: a method in the lower left
@@ -603,8 +621,9 @@ def plot_tradeoff(results: dict, x: str = "top1_error", y: str = "mistake_severi
     return fig
 
 
-def plot_severity_histogram(scores, target, source, *, distance: str | None = None, coarse_labels: bool = False,
-                            ax=None, title: str | None = None, figsize=None):
+def plot_severity_histogram(scores: torch.Tensor | Mapping[str, torch.Tensor], target: torch.Tensor, source: Source,
+                            *, distance: str | None = None, coarse_labels: bool = False, ax: Axes | None = None,
+                            title: str | None = None, figsize: tuple[float, float] | None = None) -> Figure:
     """Histogram of the severities of the mistakes: how far the wrong top-1 predictions are from the truth.
 
     One bar group per distinct distance; each model's bars give the fraction of
