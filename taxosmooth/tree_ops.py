@@ -256,7 +256,7 @@ class NodeLayout:
     table (node-id order) in it.
     """
 
-    def __init__(self, c: CompiledTree):
+    def __init__(self, c: CompiledTree) -> None:
         order = np.concatenate(c.levels)
         pos = np.empty(c.num_nodes, dtype=np.int64)
         pos[order] = np.arange(c.num_nodes)
