@@ -713,7 +713,7 @@ class Rings:
     differentiable (the tables they expand are constants).
     """
 
-    __slots__ = ("tree", "host", "target", "node", "nodes", "size", "lengths", "starts", "coarse", "_layout")
+    __slots__ = ("tree", "host", "target", "node", "nodes", "size", "lengths", "starts", "coarse", "_layout", "_ring0")
     # the array fields are numpy arrays when ``host`` is True, torch tensors otherwise
     tree: TreeTensors
     host: bool
@@ -725,6 +725,7 @@ class Rings:
     starts: Any
     coarse: bool
     _layout: tuple[np.ndarray, np.ndarray, int] | None
+    _ring0: tuple[np.ndarray, np.ndarray, np.ndarray]  # set on first use (ring0_cells)
 
     @classmethod
     def build(cls, tree: TreeTensors, target: torch.Tensor, host: bool, coarse: bool | None = None) -> Rings:
@@ -904,25 +905,31 @@ class Rings:
         h = self.tree._host
         if not self.coarse:
             return x_leaf[np.arange(b), h.class_position[self.target]].astype(np.float64)
-        lo = h.leaf_lo[self.node]
-        hi = h.leaf_hi[self.node]
-        # three segments per row: [0, lo), [lo, hi), [hi, C); ring 0 is the middle one
-        starts = np.stack([np.zeros_like(lo), lo, hi], axis=1)
-        lengths = np.stack([lo, hi - lo, C - hi], axis=1)
-        index, empty, fix = _reduceat_layout(starts, lengths, C)
-        flat = x_leaf.reshape(-1)
-        m = np.maximum.reduceat(flat, index)
-        if fix >= 0:
-            m[fix] = max(m[fix], flat[-1])
-        m = m.reshape(b, 3)[:, 1]
+        rows, cols, n = self.ring0_cells()
+        v = x_leaf[rows, cols]
+        starts = np.cumsum(n) - n
+        m = np.maximum.reduceat(v, starts)
         m = np.where(np.isfinite(m), m, 0.0).astype(x_leaf.dtype)
-        e = np.exp(x_leaf - m[:, None])
-        s = np.add.reduceat(e.reshape(-1), index)
-        if fix >= 0:
-            s[fix] += e.reshape(-1)[-1]
-        s = s.reshape(b, 3)[:, 1].astype(np.float64)
+        s = np.add.reduceat(np.exp(v - np.repeat(m, n)), starts).astype(np.float64)
         with np.errstate(divide="ignore"):
             return np.log(s) + m
+
+    def ring0_cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The (row, leaf column) cells of ring 0, row by row, and the ring's size per row (host).
+
+        Ring 0 of a row is the leaf range ``[lo, hi)`` of its target node: one cell for a class, the
+        classes under it for a coarse label. O(cells), computed once per layout.
+        """
+        cells = getattr(self, "_ring0", None)
+        if cells is None:
+            h = self.tree._host
+            lo = h.leaf_lo[self.node]
+            n = h.leaf_hi[self.node] - lo  # >= 1: every node has a class under it
+            starts = np.cumsum(n) - n
+            rows = np.repeat(np.arange(len(n)), n)
+            cols = np.repeat(lo - starts, n) + np.arange(int(n.sum()))
+            cells = self._ring0 = (rows, cols, n)
+        return cells
 
 
 def _ring_layout(lo: Any, hi: Any, lib: Any) -> tuple[Any, Any, Any]:

@@ -96,17 +96,14 @@ def host_ring0_correction(grad_leaf: np.ndarray, z_leaf: np.ndarray, rings, coef
     if not rings.coarse:
         grad_leaf[np.arange(b), h.class_position[rings.target]] -= coef.astype(grad_leaf.dtype)
         return
-    R = rings.tree.num_rings
-    seg = np.zeros(rings.lengths.shape, dtype=grad_leaf.dtype)
-    seg[:, R - 1] = 1.0
-    mask = rings.expand(seg)
-    # exp(z - lse0) <= 1 on ring 0 (lse0 is the log-sum-exp of ring 0); 0 elsewhere through the mask
-    shift = np.where(np.isfinite(lse0), lse0, 0.0).astype(grad_leaf.dtype)
+    rows, cols, n = rings.ring0_cells()
+    # exp(z - lse0) <= 1 on ring 0 (lse0 is the log-sum-exp of ring 0); only ring 0's cells are touched
+    dt = grad_leaf.dtype
+    shift = np.where(np.isfinite(lse0), lse0, 0.0).astype(dt)
     with np.errstate(over="ignore", invalid="ignore"):
-        e = np.exp(np.minimum(z_leaf - shift[:, None], 0.0))
-    e *= mask
-    e *= coef.astype(grad_leaf.dtype)[:, None]
-    grad_leaf -= e
+        e = np.exp(np.minimum(z_leaf[rows, cols] - np.repeat(shift, n), 0.0))
+    e *= np.repeat(coef.astype(dt), n)
+    grad_leaf[rows, cols] -= e  # each (row, column) once
 
 
 def ref_ring0_log_mass(tree, z: torch.Tensor, node: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -217,7 +217,7 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
             return rows, tree.class_cols(grad)
         # one target column for class and coarse labels; a few for sparse probability rows (Mixup)
         parts = []
-        row_sum = 0.0
+        row_sum: Any = 0.0  # a float, or (M,) per-row sums
         for ids, col_omega in target.columns():
             omega = _host(col_omega)
             rings = tree.rings(ids, host=True, coarse=target.coarse)
@@ -236,17 +236,20 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
             u = self._uniform(target.class_weight, dt, host=True)
             neg_w -= u * (smooth if isinstance(smooth, float) else smooth[:, None].astype(dt))
             row_sum = row_sum + float(u.sum(dtype=np.float64)) * smooth
-        rows, grad = host_cross_entropy(z_leaf, torch.from_numpy(neg_w), row_sum)
+        coef = None
         if coarse is not None:
-            # the coarse labels' own term -q0 log P(v): -q0 (log Σ_{j ∈ v} e^{z_j} - lse)
+            # the coarse labels' own term -q0 log P(v) = -q0 (log Σ_{j ∈ v} e^{z_j} - lse): its gradient
+            # q0 · softmax (added by the cross-entropy kernel through the row sum) minus q0 times the
+            # softmax restricted to v (on v's classes only)
             coef = np.where(coarse, q0, 0.0)
+            row_sum = row_sum + coef
+        rows, grad = host_cross_entropy(z_leaf, torch.from_numpy(neg_w), row_sum)
+        if coef is not None:
             zl = z_leaf.numpy()
             lse0 = rings.ring0_logsumexp(zl)
             lse = torch.logsumexp(z_leaf, dim=1).double().numpy()
             rows = rows + np.where(coef == 0, 0.0, coef * (lse - lse0))
-            g = grad.numpy()
-            g += coef[:, None].astype(dt) * np.exp(zl - lse[:, None].astype(dt))  # + coef · softmax
-            host_ring0_correction(g, zl, rings, coef, lse0)
+            host_ring0_correction(grad.numpy(), zl, rings, coef, lse0)
         return rows, tree.class_cols(grad)
 
     def _reference(self, z, target: LossTarget):
