@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The type checker on the package (settings: [tool.mypy] in pyproject.toml; mypy comes with the
-# `test` extra). Not part of .ci/run yet.
+# `test` extra). .ci/run runs it after the tests.
 #
 # Usage: bash .ci/typecheck.sh [mypy options]   (PYTHON: the interpreter; default python)
 set -euo pipefail

@@ -18,6 +18,8 @@ The stages, and where they live:
   cost and metrics; :mod:`taxosmooth.plots` (matplotlib) draws them.
 """
 
+from types import ModuleType as _ModuleType
+
 from taxosmooth import calibration, decision, embeddings, functional, heads, losses, metrics, tree_ops
 from taxosmooth.costs import cost_matrix, node_costs
 from taxosmooth.calibration import fit_temperature
@@ -110,7 +112,7 @@ __all__ = [
 _LAZY_MODULES = ("wordnet", "plots", "cli")
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> _ModuleType:
     # modules with heavy or optional dependencies (nltk, matplotlib) load on first use
     if name in _LAZY_MODULES:
         import importlib
@@ -119,5 +121,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'taxosmooth' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(__all__) | set(_LAZY_MODULES) | {"__version__"})

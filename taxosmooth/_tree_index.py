@@ -22,6 +22,7 @@ fixed order, so they are exact to rounding and deterministic on every device.
 from __future__ import annotations
 
 import weakref
+from typing import Any
 
 import numpy as np
 import torch
@@ -197,7 +198,7 @@ class TreeIndex:
         """``(B, C)`` class-order values → ``(N, B)``: the sum over each node's classes, compiled order."""
         if use_host(x):
             xn = x.detach().numpy()
-            out = np.zeros((self.num_nodes, xn.shape[0]), dtype=xn.dtype)
+            out: Any = np.zeros((self.num_nodes, xn.shape[0]), dtype=xn.dtype)  # numpy here, torch below
             out[self.class_node_np] = xn.T
             if xn.shape[0]:
                 for parents, first, slots, big, rest, rest_starts in self._host_plan:

@@ -35,7 +35,7 @@ def _moments(z: torch.Tensor, finite: torch.Tensor, s: float, zt: torch.Tensor):
     return (lse - s * zt).mean().item(), (mean - zt).mean().item(), var.mean().item()
 
 
-def fit_temperature(logits, target, *, tol: float = 1e-10, max_iter: int = 200) -> float:
+def fit_temperature(logits: torch.Tensor, target: torch.Tensor, *, tol: float = 1e-10, max_iter: int = 200) -> float:
     """The temperature ``T`` that minimises the NLL of ``softmax(logits / T)`` on held-out data.
 
     .. math:: T^\\star = \\arg\\min_{T > 0} \\; -\\frac{1}{N} \\sum_n \\log \\mathrm{softmax}(z_n / T)_{t_n}
@@ -126,5 +126,5 @@ def fit_temperature(logits, target, *, tol: float = 1e-10, max_iter: int = 200) 
     return 1.0 / s
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

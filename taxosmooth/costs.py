@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from taxosmooth._checks import check_float_dtype, check_positive, check_square_matrix
-from taxosmooth.distances import DistanceSource, resolve_source
+from taxosmooth.distances import DistanceSource, Source, resolve_source
 from taxosmooth.taxonomy import Taxonomy
 
 __all__ = ["cost_matrix", "node_costs", "resolve_costs", "CostSource", "TRANSFORMS"]
@@ -89,7 +89,8 @@ class CostSource:
 
     __slots__ = ("taxonomy", "num_classes", "node_table", "_dense", "given_dtype", "distance")
 
-    def __init__(self, taxonomy, distance, num_classes, node_table, dense, given_dtype):
+    def __init__(self, taxonomy: Taxonomy | None, distance: str, num_classes: int, node_table: np.ndarray | None,
+                 dense: np.ndarray | None, given_dtype: torch.dtype | None) -> None:
         self.taxonomy = taxonomy
         self.distance = distance
         self.num_classes = num_classes
@@ -106,6 +107,7 @@ class CostSource:
         if self._dense is None:
             from taxosmooth.distances import class_distances, lca_matrix
 
+            assert self.taxonomy is not None  # a given matrix fills _dense up front
             if self.node_table is not None:
                 m = self.node_table[lca_matrix(self.taxonomy)]
                 np.fill_diagonal(m, 0.0)
@@ -121,7 +123,7 @@ class CostSource:
 
 
 def resolve_costs(
-    source,
+    source: Source | CostSource,
     distance: str | None = None,
     transform: str | Callable | None = "identity",
     power: float = 1.0,
@@ -152,6 +154,7 @@ def resolve_costs(
     power = check_positive(power, "power")
     src = resolve_source(source, distance, where=where, what=what)
     if src.structured:
+        assert src.taxonomy is not None  # structured: a taxonomy's
         table = node_costs(src.taxonomy, src.distance, transform, power)
         table.setflags(write=False)
         return CostSource(src.taxonomy, src.distance, src.num_classes, table, None, None)
@@ -163,7 +166,7 @@ def resolve_costs(
 
 
 def cost_matrix(
-    source,
+    source: Source,
     distance: str | None = None,
     transform: str | Callable | None = "identity",
     power: float = 1.0,
@@ -217,6 +220,7 @@ def node_costs(
     if not src.structured:
         raise ValueError(f"{src.distance!r} is not a function of the LCA node; use cost_matrix() instead")
     table = src.node_table
+    assert table is not None  # structured
     c = taxonomy.compiled
     out = _apply(table, power, transform, src.max_distance(), "node")
     if np.any(out[c.is_leaf] != 0):
@@ -225,5 +229,5 @@ def node_costs(
 
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

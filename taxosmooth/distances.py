@@ -27,10 +27,19 @@ diagonal), used as given — passing ``distance=`` with a matrix is an error.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeAlias
+
 import numpy as np
 
 from taxosmooth._checks import check_square_matrix
 from taxosmooth.taxonomy import Taxonomy
+
+if TYPE_CHECKING:
+    import torch
+    from numpy.typing import ArrayLike, DTypeLike
+
+#: what a ``source`` argument takes (see :func:`resolve_source`): a taxonomy, or a ``(C, C)`` matrix
+Source: TypeAlias = "Taxonomy | torch.Tensor | ArrayLike | DistanceSource"
 
 __all__ = [
     "DISTANCE_KINDS",
@@ -100,7 +109,8 @@ def lca_matrix(taxonomy: Taxonomy) -> np.ndarray:
     return _check_taxonomy(taxonomy, "lca_matrix").compiled.lca_rows()
 
 
-def class_distances(taxonomy: Taxonomy, distance: str = DEFAULT_DISTANCE, dtype=np.float64) -> np.ndarray:
+def class_distances(taxonomy: Taxonomy, distance: str = DEFAULT_DISTANCE,
+                    dtype: DTypeLike = np.float64) -> np.ndarray:
     """All-pairs class distances ``(C, C)`` in class order.
 
     Parameters
@@ -182,7 +192,8 @@ class DistanceSource:
 
     __slots__ = ("taxonomy", "distance", "num_classes", "node_table", "_dense", "given_dtype")
 
-    def __init__(self, taxonomy, distance, num_classes, node_table, dense, given_dtype=None):
+    def __init__(self, taxonomy: Taxonomy | None, distance: str, num_classes: int, node_table: np.ndarray | None,
+                 dense: np.ndarray | None, given_dtype: torch.dtype | None = None) -> None:
         self.taxonomy = taxonomy
         self.distance = distance
         self.num_classes = num_classes
@@ -198,6 +209,7 @@ class DistanceSource:
     def dense(self) -> np.ndarray:
         """The ``(C, C)`` float64 distances, class order (a read-only array, computed once)."""
         if self._dense is None:
+            assert self.taxonomy is not None  # a given matrix is kept as _dense: this is a taxonomy's
             d = class_distances(self.taxonomy, self.distance)
             d.setflags(write=False)
             self._dense = d
@@ -206,6 +218,7 @@ class DistanceSource:
     def max_distance(self) -> float:
         """``max_{i != j} d(i, j)`` (0 for a single class), without the matrix for an LCA kind."""
         if self.node_table is not None:
+            assert self.taxonomy is not None  # an LCA kind: a taxonomy's
             branching = self.taxonomy.compiled.is_branching
             return float(self.node_table[branching].max()) if branching.any() else 0.0
         return float(self.dense().max())
@@ -214,7 +227,7 @@ class DistanceSource:
         return f"<DistanceSource {self.distance}, {self.num_classes} classes>"
 
 
-def resolve_source(source, distance: str | None = None, *, where: str = "source",
+def resolve_source(source: Source, distance: str | None = None, *, where: str = "source",
                    what: str = "distance matrix") -> DistanceSource:
     """Resolve a "taxonomy or matrix" argument once; the single place that decides what it means.
 
@@ -265,7 +278,7 @@ def _is_matrix_like(obj) -> bool:
     return isinstance(obj, (np.ndarray, torch.Tensor, list, tuple))
 
 
-def given_float_dtype(matrix):
+def given_float_dtype(matrix: object) -> torch.dtype | None:
     """The floating dtype a user matrix came in (a torch dtype), or None when it was not floating."""
     import torch
 
@@ -276,5 +289,5 @@ def given_float_dtype(matrix):
     return None
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from taxosmooth._checks import check_positive
-from taxosmooth.distances import resolve_source
+from taxosmooth.distances import Source, resolve_source
 
 __all__ = ["class_similarity", "class_embeddings", "haframe_similarity", "haframe_weights", "CosineLoss"]
 
@@ -83,7 +83,7 @@ def _eigh(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------- Barz & Denzler
-def class_similarity(source, distance: str | None = None) -> np.ndarray:
+def class_similarity(source: Source, distance: str | None = None) -> np.ndarray:
     """``s(i, j) = 1 - d(i, j) / max d``, ``(C, C)`` float64 in class order (Barz & Denzler, WACV 2019).
 
     ``source``: a :class:`~taxosmooth.Taxonomy` (``distance`` picks the kind:
@@ -100,7 +100,7 @@ def class_similarity(source, distance: str | None = None) -> np.ndarray:
     return 1.0 - d / _max_distance(d, "class_similarity")
 
 
-def class_embeddings(source, distance: str | None = None, dim: int | None = None, *,
+def class_embeddings(source: Source, distance: str | None = None, dim: int | None = None, *,
                      dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Unit class vectors whose dot products are the class similarity (Barz & Denzler, WACV 2019).
 
@@ -205,7 +205,9 @@ class CosineLoss(nn.Module):
     0.5
     """
 
-    def __init__(self, embeddings: torch.Tensor, reduction: str = "mean", ignore_index: int = -100):
+    embeddings: torch.Tensor  # a buffer
+
+    def __init__(self, embeddings: torch.Tensor, reduction: str = "mean", ignore_index: int = -100) -> None:
         super().__init__()
         from taxosmooth.heads._common import check_reduction
 
@@ -246,7 +248,7 @@ def _is_psd(s: np.ndarray) -> bool:
     return bool(w.min() >= 0)
 
 
-def haframe_similarity(source, distance: str | None = None, *, gamma: float = 1.0,
+def haframe_similarity(source: Source, distance: str | None = None, *, gamma: float = 1.0,
                        mapping: str = "exponential", min_similarity: float | None = None,
                        candidates: int = 100) -> tuple[np.ndarray, float]:
     """HAFrame's cosine similarities of the classes, and the ``s_min`` they use (Liang & Davis, ICCV 2023).
@@ -321,7 +323,7 @@ def haframe_similarity(source, distance: str | None = None, *, gamma: float = 1.
     return _haframe_map(d, top, mapping, gamma, s_min), s_min
 
 
-def haframe_weights(source, dim: int | None = None, *, distance: str | None = None,
+def haframe_weights(source: Source, dim: int | None = None, *, distance: str | None = None,
                     gamma: float = 1.0, mapping: str = "exponential", min_similarity: float | None = None,
                     candidates: int = 100, seed: int | None = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The Hierarchy-Aware Frame: fixed classifier weights ``W`` with ``W W^T = S`` (Liang & Davis, ICCV 2023).
@@ -377,5 +379,5 @@ def haframe_weights(source, dim: int | None = None, *, distance: str | None = No
     return torch.from_numpy(out).to(dtype)
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

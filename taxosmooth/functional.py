@@ -15,6 +15,8 @@ build the module once for a training loop.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from taxosmooth.losses._base import cached as _cached
@@ -29,6 +31,13 @@ from taxosmooth.losses.soft_labels import HierarchicalSoftLabelLoss
 from taxosmooth.losses.soft_target import SoftTargetCrossEntropy
 from taxosmooth.losses.wasserstein import TreeWassersteinLoss
 from taxosmooth.taxonomy import Taxonomy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from numpy.typing import ArrayLike
+
+    from taxosmooth.distances import Source
 
 __all__ = [
     "soft_target_cross_entropy",
@@ -57,7 +66,8 @@ def _device(input):
     return input.device if isinstance(input, torch.Tensor) else torch.device("cpu")
 
 
-def soft_target_cross_entropy(input: torch.Tensor, target: torch.Tensor, matrix=None, weight=None,
+def soft_target_cross_entropy(input: torch.Tensor, target: torch.Tensor,
+                              matrix: torch.Tensor | ArrayLike | None = None, weight: ArrayLike | None = None,
                               ignore_index: int = -100, reduction: str = "mean",
                               label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross entropy against probability targets, or rows of ``matrix`` (C, C).
@@ -71,7 +81,8 @@ def soft_target_cross_entropy(input: torch.Tensor, target: torch.Tensor, matrix=
 
 
 def hierarchical_soft_label_loss(input: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, beta: float,
-                                 distance: str | None = None, scale="max", epsilon=None, weight=None,
+                                 distance: str | None = None, scale: str | float | None = "max",
+                                 epsilon: float | None = None, weight: ArrayLike | None = None,
                                  ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
                                  coarse_labels: bool = False) -> torch.Tensor:
     """Structured soft-label cross entropy. See :class:`~taxosmooth.HierarchicalSoftLabelLoss`."""
@@ -81,18 +92,18 @@ def hierarchical_soft_label_loss(input: torch.Tensor, target: torch.Tensor, taxo
 
 
 def hxe_loss(input: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, alpha: float, weighting: str = "depth",
-             normalize: bool = False, weight=None, ignore_index: int = -100, reduction: str = "mean",
-             label_smoothing: float = 0.0, coarse_labels: bool = False) -> torch.Tensor:
+             normalize: bool = False, weight: ArrayLike | None = None, ignore_index: int = -100,
+             reduction: str = "mean", label_smoothing: float = 0.0, coarse_labels: bool = False) -> torch.Tensor:
     """Hierarchical cross entropy. See :class:`~taxosmooth.HXELoss`."""
     mod = _module(HXELoss, taxonomy, (float(alpha), weighting, normalize, coarse_labels), _device(input), alpha,
                   weighting, normalize, coarse_labels=coarse_labels)
     return _call(mod, input, target, weight, ignore_index, reduction, label_smoothing)
 
 
-def expected_cost_loss(input: torch.Tensor, target: torch.Tensor, source, ce_weight: float = 1.0,
-                       distance: str | None = None, transform="identity", power: float = 1.0, weight=None,
-                       ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
-                       coarse_labels: bool = False) -> torch.Tensor:
+def expected_cost_loss(input: torch.Tensor, target: torch.Tensor, source: Source, ce_weight: float = 1.0,
+                       distance: str | None = None, transform: str | Callable | None = "identity", power: float = 1.0,
+                       weight: ArrayLike | None = None, ignore_index: int = -100, reduction: str = "mean",
+                       label_smoothing: float = 0.0, coarse_labels: bool = False) -> torch.Tensor:
     """Expected cost plus cross entropy. See :class:`~taxosmooth.ExpectedCostLoss`."""
     mod = _module(ExpectedCostLoss, source, (float(ce_weight), distance, transform, float(power), coarse_labels),
                   _device(input), ce_weight, distance, transform, power, coarse_labels=coarse_labels)
@@ -100,7 +111,7 @@ def expected_cost_loss(input: torch.Tensor, target: torch.Tensor, source, ce_wei
 
 
 def tree_wasserstein_loss(input: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, ce_weight: float = 1.0,
-                          weight=None, ignore_index: int = -100, reduction: str = "mean",
+                          weight: ArrayLike | None = None, ignore_index: int = -100, reduction: str = "mean",
                           label_smoothing: float = 0.0, coarse_labels: bool = False) -> torch.Tensor:
     """Exact tree Wasserstein-1 (plus cross entropy). See :class:`~taxosmooth.TreeWassersteinLoss`."""
     mod = _module(TreeWassersteinLoss, taxonomy, (float(ce_weight), coarse_labels), _device(input), ce_weight,
@@ -108,15 +119,15 @@ def tree_wasserstein_loss(input: torch.Tensor, target: torch.Tensor, taxonomy: T
     return _call(mod, input, target, weight, ignore_index, reduction, label_smoothing)
 
 
-def pairwise_cost_loss(input: torch.Tensor, target: torch.Tensor, source, distance: str | None = None,
-                       transform="identity", power: float = 1.0, weight=None, ignore_index: int = -100,
-                       reduction: str = "mean", label_smoothing: float = 0.0,
-                       coarse_labels: bool = False) -> torch.Tensor:
+def pairwise_cost_loss(input: torch.Tensor, target: torch.Tensor, source: Source, distance: str | None = None,
+                       transform: str | Callable | None = "identity", power: float = 1.0,
+                       weight: ArrayLike | None = None, ignore_index: int = -100, reduction: str = "mean",
+                       label_smoothing: float = 0.0, coarse_labels: bool = False) -> torch.Tensor:
     """Cost-weighted pairwise loss. See :class:`~taxosmooth.PairwiseCostLoss`."""
     mod = _module(PairwiseCostLoss, source, (distance, transform, float(power), coarse_labels), _device(input),
                   distance, transform, power, coarse_labels=coarse_labels)
     return _call(mod, input, target, weight, ignore_index, reduction, label_smoothing)
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

@@ -24,8 +24,24 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    from matplotlib.axes import Axes
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import Colormap
+    from matplotlib.figure import Figure
+    from matplotlib.image import AxesImage
+    from matplotlib.typing import ColorType
+    from numpy.typing import ArrayLike
+
+    from taxosmooth.distances import Source
+    from taxosmooth.metrics.curves import OperatingCurve
+    from taxosmooth.taxonomy import Taxonomy
 
 __all__ = [
     "LabelWarning",
@@ -81,7 +97,8 @@ def drawable_labels(texts, what: str = "class name") -> list[str]:
     families = rcParams["font.family"]
     families = (families,) if isinstance(families, str) else tuple(families)
     # the generic families (sans-serif ...) resolve through their own lists: part of the cache key
-    generic = tuple(tuple(rcParams[f"font.{g}"]) for g in families if f"font.{g}" in rcParams)
+    # a computed key: matplotlib's stub types rcParams' keys as literals
+    generic = tuple(tuple(rcParams[f"font.{g}"]) for g in families if f"font.{g}" in rcParams)  # type: ignore[index]
     glyphs = _glyphs(families, generic)
     out, changed = [], []
     for text in texts:
@@ -111,7 +128,7 @@ def _require_matplotlib():
     return Figure
 
 
-def tree_order(tax) -> np.ndarray:
+def tree_order(tax: Taxonomy) -> np.ndarray:
     """Class indices (logit order) listed in the tree's depth-first leaf order.
 
     ``matrix[np.ix_(order, order)]`` puts a class-order matrix in tree order,
@@ -143,7 +160,7 @@ def _node_heights(tax, node_height) -> np.ndarray:
     return h
 
 
-def dendrogram_coordinates(tax, node_height="height") -> tuple[np.ndarray, np.ndarray]:
+def dendrogram_coordinates(tax: Taxonomy, node_height: str | ArrayLike = "height") -> tuple[np.ndarray, np.ndarray]:
     """Where each node is drawn: ``(position, height)``, two float arrays ``(N,)`` by node id.
 
     ``position`` of the leaf at DFS position ``k`` is ``k``; an internal node
@@ -166,7 +183,8 @@ def dendrogram_coordinates(tax, node_height="height") -> tuple[np.ndarray, np.nd
     return pos, height
 
 
-def dendrogram_segments(tax, node_height="height", leaf_stems: bool = True) -> np.ndarray:
+def dendrogram_segments(tax: Taxonomy, node_height: str | ArrayLike = "height",
+                        leaf_stems: bool = True) -> np.ndarray:
     """Line segments of the dendrogram, ``(M, 2, 2)`` as ``[[height, position], [height, position]]``.
 
     One segment from each node to its parent's height (at the node's
@@ -191,9 +209,9 @@ def dendrogram_segments(tax, node_height="height", leaf_stems: bool = True) -> n
     return np.concatenate([stems, bars])
 
 
-def plot_dendrogram(
-    tax, ax, orientation: str = "left", node_height="height", color="0.25", linewidth=None, leaf_stems="auto", rasterized=None
-):
+def plot_dendrogram(tax: Taxonomy, ax: Axes, orientation: str = "left", node_height: str | ArrayLike = "height",
+                    color: ColorType = "0.25", linewidth: float | None = None, leaf_stems: bool | str = "auto",
+                    rasterized: bool | None = None) -> LineCollection:
     """Draw the taxonomy as a dendrogram on ``ax``; returns the ``LineCollection``.
 
     Leaf ``k`` of the DFS order is at position ``k``, so the dendrogram lines
@@ -217,7 +235,9 @@ def plot_dendrogram(
         rasterized = len(seg) > 2000
     if orientation == "top":
         seg = seg[:, :, ::-1]
-    lines = LineCollection(seg, colors=color, linewidths=linewidth, rasterized=rasterized, capstyle="projecting")
+    # an (n, 2, 2) array is a sequence of segments (the stub wants a Sequence)
+    lines = LineCollection(seg, colors=color,  # type: ignore[arg-type]
+                           linewidths=linewidth, rasterized=rasterized, capstyle="projecting")
     ax.add_collection(lines)
     top = float(seg[..., 1 if orientation == "top" else 0].max()) if len(seg) else 1.0
     top = top if top > 0 else 1.0
@@ -233,16 +253,16 @@ def plot_dendrogram(
 
 
 def plot_heatmap(
-    matrix,
-    ax,
-    order=None,
+    matrix: ArrayLike,
+    ax: Axes,
+    order: np.ndarray | None = None,
     color_scale: str = "linear",
-    cmap="viridis",
-    vmin=None,
-    vmax=None,
+    cmap: str | Colormap = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
     annotate: bool = False,
     rasterized: bool = True,
-):
+) -> AxesImage:
     """Draw a ``(C, C)`` matrix on ``ax`` (rows top to bottom), optionally reordered; returns the image.
 
     Cell ``(i, j)`` is centred at ``(j, i)``. ``order`` (e.g. :func:`tree_order`)
@@ -271,7 +291,7 @@ def plot_heatmap(
         positive = m[m > 0]
         lo = float(positive.min()) if positive.size else 1e-12
         hi = float(m.max()) if positive.size else 1.0
-        norm = colors.LogNorm(vmin=vmin or lo, vmax=vmax or max(hi, lo * 10))
+        norm: colors.Normalize = colors.LogNorm(vmin=vmin or lo, vmax=vmax or max(hi, lo * 10))
     elif color_scale == "linear":
         norm = colors.Normalize(vmin=float(m.min()) if vmin is None else vmin, vmax=float(m.max()) if vmax is None else vmax)
     else:
@@ -293,21 +313,21 @@ def plot_heatmap(
 
 
 def plot_matrix(
-    matrix,
-    tax=None,
-    classes=None,
+    matrix: ArrayLike,
+    tax: Taxonomy | None = None,
+    classes: Sequence[Hashable] | None = None,
     *,
     title: str | None = None,
     colorbar_label: str | None = None,
-    node_height="height",
+    node_height: str | ArrayLike = "height",
     labels: str | bool = "auto",
     annotate: str | bool = "auto",
     color_scale: str = "auto",
-    cmap="viridis",
+    cmap: str | Colormap = "viridis",
     row_label: str = "true class",
     column_label: str = "class",
-    figsize=None,
-):
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
     """A class matrix as a heatmap in tree order, with the taxonomy as dendrograms on the left and top.
 
     Parameters
@@ -381,7 +401,8 @@ def plot_matrix(
     tree_in = min(1.8, 0.25 * heat_in)
     # without a tree: no dendrograms, a strip above the heatmap for the colour bar
     left_in, top_in = (tree_in, tree_in) if tax is not None else (0.0, 0.7)
-    label_in = (0.13 * max(len(s) for s in names) + 0.3) if show_labels else 0.35
+    # show_labels: the names are set
+    label_in = (0.13 * max(len(s) for s in cast("list[str]", names)) + 0.3) if show_labels else 0.35
     width = left_in + heat_in + label_in + 0.4
     height = top_in + heat_in + label_in + (0.5 if title else 0.2)
     fig = Figure(figsize=figsize or (width, height), dpi=150 if n > 100 else 100)
@@ -491,8 +512,10 @@ def _named(obj, kind) -> dict:
     return {"": obj} if isinstance(obj, kind) else dict(obj)
 
 
-def plot_operating_curve(curves, x: str = "depth_recall", y: str = "correct", *, points=None, ax=None,
-                         title: str | None = None, figsize=None):
+def plot_operating_curve(curves: OperatingCurve | Mapping[str, OperatingCurve], x: str = "depth_recall",
+                         y: str = "correct", *, points: Mapping[str, Mapping[str, Any]] | None = None,
+                         ax: Axes | None = None, title: str | None = None,
+                         figsize: tuple[float, float] | None = None) -> Figure:
     """Draw the Pareto front of one or several operating curves (:func:`taxosmooth.metrics.operating_curve`).
 
     Each curve's front of ``(curve[x], curve[y])`` is drawn as the step
@@ -558,8 +581,8 @@ def _mean_std(value) -> tuple[float, float]:
     return float(value), 0.0
 
 
-def plot_tradeoff(results: dict, x: str = "top1_error", y: str = "mistake_severity", *, ax=None,
-                  title: str | None = None, figsize=None):
+def plot_tradeoff(results: dict, x: str = "top1_error", y: str = "mistake_severity", *, ax: Axes | None = None,
+                  title: str | None = None, figsize: tuple[float, float] | None = None) -> Figure:
     """One point per method: top-1 error against mistake severity (or any two entries of :func:`~taxosmooth.metrics.report`).
 
     Lower is better on both axes of the defaults: a method in the lower left
@@ -598,8 +621,9 @@ def plot_tradeoff(results: dict, x: str = "top1_error", y: str = "mistake_severi
     return fig
 
 
-def plot_severity_histogram(scores, target, source, *, distance: str | None = None, coarse_labels: bool = False,
-                            ax=None, title: str | None = None, figsize=None):
+def plot_severity_histogram(scores: torch.Tensor | Mapping[str, torch.Tensor], target: torch.Tensor, source: Source,
+                            *, distance: str | None = None, coarse_labels: bool = False, ax: Axes | None = None,
+                            title: str | None = None, figsize: tuple[float, float] | None = None) -> Figure:
     """Histogram of the severities of the mistakes: how far the wrong top-1 predictions are from the truth.
 
     One bar group per distinct distance; each model's bars give the fraction of

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 
 from taxosmooth._checks import check_float_dtype, check_positive, check_probability
-from taxosmooth.distances import DistanceSource, resolve_source
-from taxosmooth.taxonomy import Taxonomy
+from taxosmooth.distances import DistanceSource, Source, resolve_source
+from taxosmooth.taxonomy import CompiledTree, Taxonomy
 
 __all__ = ["soft_targets", "beta_for_mass", "ring_soft_targets", "resolve_scale"]
 
 
-def resolve_scale(scale, max_distance: float) -> float:
+def resolve_scale(scale: str | float | None, max_distance: float) -> float:
     """The divisor ``s``: ``"max"`` → the largest distance (1 if all are 0), ``None`` → 1, or a number > 0."""
     if scale is None:
         return 1.0
@@ -46,10 +46,10 @@ def _check_epsilon(epsilon) -> float | None:
 
 
 def soft_targets(
-    source,
+    source: Source,
     beta: float,
     distance: str | None = None,
-    scale="max",
+    scale: str | float | None = "max",
     epsilon: float | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
@@ -109,6 +109,7 @@ def _ring_layout(src: DistanceSource):
     ancestor ``a_k`` of ``v``, each at distance ``node_table[a_k]``. Padding
     entries (beyond the root) have size 0.
     """
+    assert src.taxonomy is not None and src.node_table is not None  # an LCA kind of a taxonomy
     c = src.taxonomy.compiled
     path = node_paths(c)  # (N, K+1) node ids, target-id order, padded with -1
     safe = np.maximum(path, 0)  # padding repeats the root: its rings are empty
@@ -119,7 +120,7 @@ def _ring_layout(src: DistanceSource):
     return ring, d
 
 
-def node_paths(c) -> np.ndarray:
+def node_paths(c: CompiledTree) -> np.ndarray:
     """``(num_nodes, K+1)`` node ids from each target id's node up to the root, padded with ``-1``.
 
     Row ``i`` belongs to target id ``i`` (a class's row equals its ``class_path``).
@@ -135,7 +136,7 @@ def node_paths(c) -> np.ndarray:
     return path
 
 
-def ring_soft_targets(taxonomy: Taxonomy, beta: float, distance: str | None = None, scale="max",
+def ring_soft_targets(taxonomy: Taxonomy, beta: float, distance: str | None = None, scale: str | float | None = "max",
                       epsilon: float | None = None) -> np.ndarray:
     """Soft-target masses per ring, for every target id: float64 ``(num_nodes, K+1)``.
 
@@ -173,10 +174,10 @@ def ring_soft_targets(taxonomy: Taxonomy, beta: float, distance: str | None = No
 
 
 def beta_for_mass(
-    source,
+    source: Source,
     mass: float,
     distance: str | None = None,
-    scale="max",
+    scale: str | float | None = "max",
     epsilon: float | None = None,
 ) -> float:
     """The ``beta`` at which soft targets keep, on average over the classes, ``mass`` on the true class.
@@ -253,5 +254,5 @@ def beta_for_mass(
 
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

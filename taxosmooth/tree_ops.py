@@ -58,7 +58,9 @@ probability underflows stay finite.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -89,7 +91,7 @@ def set_kernels(mode: str) -> str:
 
 
 @contextlib.contextmanager
-def kernels(mode: str):
+def kernels(mode: str) -> Iterator[None]:
     """Context manager form of :func:`set_kernels`."""
     previous = set_kernels(mode)
     try:
@@ -121,7 +123,7 @@ def use_host_kernels(x: torch.Tensor) -> bool:
             and not is_symbolic(x))
 
 
-def compiled_tree(tree) -> CompiledTree:
+def compiled_tree(tree: Taxonomy | CompiledTree) -> CompiledTree:
     """The :class:`CompiledTree` of a :class:`Taxonomy` (or the argument itself)."""
     if isinstance(tree, Taxonomy):
         return tree.compiled
@@ -254,7 +256,7 @@ class NodeLayout:
     table (node-id order) in it.
     """
 
-    def __init__(self, c: CompiledTree):
+    def __init__(self, c: CompiledTree) -> None:
         order = np.concatenate(c.levels)
         pos = np.empty(c.num_nodes, dtype=np.int64)
         pos[order] = np.arange(c.num_nodes)
@@ -288,7 +290,7 @@ class NodeLayout:
         else:
             out[:, self.leaf_pos] = x_leaf
 
-    def up(self, x_leaf: np.ndarray, reduce=np.add) -> np.ndarray:
+    def up(self, x_leaf: np.ndarray, reduce: np.ufunc = np.add) -> np.ndarray:
         """Subtree sums (or another ``reduce``: ``np.maximum``) of leaf-order values: ``(B, C)`` → ``(B, N)``."""
         b = x_leaf.shape[0]
         out = np.empty((b, self.num_nodes), dtype=x_leaf.dtype)
@@ -346,7 +348,29 @@ class TreeTensors(nn.Module):
     [1.0, 0.375, 0.625]
     """
 
-    def __init__(self, taxonomy):
+    # buffers (register_buffer): the attributes are tensors
+    parent: torch.Tensor
+    depth: torch.Tensor
+    class_node: torch.Tensor
+    class_position: torch.Tensor
+    position_class: torch.Tensor
+    target_node: torch.Tensor
+    leaf_lo: torch.Tensor
+    leaf_hi: torch.Tensor
+    ring_nodes: torch.Tensor
+    first_class: torch.Tensor
+    ring_shift: torch.Tensor
+    ring_of_segment: torch.Tensor
+    top: torch.Tensor
+    subtree_end: torch.Tensor
+    _level_order: torch.Tensor
+    _level_pos: torch.Tensor
+    _level_children: torch.Tensor
+    _level_class: torch.Tensor
+    _level_is_leaf: torch.Tensor
+    _parent_level_pos: torch.Tensor
+
+    def __init__(self, taxonomy: Taxonomy | CompiledTree) -> None:
         super().__init__()
         c = compiled_tree(taxonomy)
         n, C = c.num_nodes, c.num_classes
@@ -370,8 +394,8 @@ class TreeTensors(nn.Module):
         self.leaf_order_is_class_order = bool(np.array_equal(c.position_class, np.arange(C)))
         size, starts, lengths = _ring_layout(c.leaf_lo[ring_nodes], c.leaf_hi[ring_nodes], np)
         size, starts, lengths = (np.ascontiguousarray(a) for a in (size, starts, lengths))
-        for a in (size, starts, lengths):
-            a.setflags(write=False)
+        for arr in (size, starts, lengths):
+            arr.setflags(write=False)
         self._host = _HostTree(
             leaf_lo=c.leaf_lo, leaf_hi=c.leaf_hi, depth=c.depth, target_node=c.target_node,
             node_target=c.node_target, class_position=c.class_position, position_class=c.position_class,
@@ -380,8 +404,8 @@ class TreeTensors(nn.Module):
             first_class=first_class, ring_shift=shift, leaf_node=c.leaf_node,
             top=top, subtree_end=c.subtree_end, is_leaf=c.is_leaf,
         )
-        for a in (ring_nodes, first_class, shift, top):
-            a.setflags(write=False)
+        for arr in (ring_nodes, first_class, shift, top):
+            arr.setflags(write=False)
         self.ring_of_segment_list = tuple(abs(s - (R - 1)) for s in range(2 * R - 1))
         self.nodes_host = NodeLayout(c)
 
@@ -445,7 +469,7 @@ class TreeTensors(nn.Module):
             return x
         return _Permute.apply(x, self.class_position, self.position_class)
 
-    def leaf_cols(self, x):
+    def leaf_cols(self, x: Any) -> Any:
         """``(M, C)`` class order → leaf order, for numpy arrays and tensors alike (no autograd needed)."""
         if self.leaf_order_is_class_order:
             return x
@@ -453,7 +477,7 @@ class TreeTensors(nn.Module):
             return x.index_select(1, self.position_class.to(x.device))
         return np.take(x, self._host.position_class, axis=1)
 
-    def class_cols(self, x):
+    def class_cols(self, x: Any) -> Any:
         """``(M, C)`` leaf order → class order (the inverse of :meth:`leaf_cols`)."""
         if self.leaf_order_is_class_order:
             return x
@@ -507,7 +531,7 @@ class TreeTensors(nn.Module):
             return x.new_zeros((*shape, self.num_nodes))
         lv = self._levels_from_classes(x2, 0.0)
         off = self.level_offsets
-        parts = [None] * (self.depth_levels + 1)
+        parts = cast("list[torch.Tensor]", [None] * (self.depth_levels + 1))  # every slot is filled below
         below = lv[:, off[-2] : off[-1]]
         parts[-1] = below
         for d in range(self.depth_levels, 0, -1):
@@ -538,7 +562,7 @@ class TreeTensors(nn.Module):
             return x.new_zeros((*shape, self.num_nodes))
         lv = self._levels_from_classes(x2, float("-inf"))
         off = self.level_offsets
-        parts = [None] * (self.depth_levels + 1)
+        parts = cast("list[torch.Tensor]", [None] * (self.depth_levels + 1))  # every slot is filled below
         below = lv[:, off[-2] : off[-1]]
         parts[-1] = below
         for d in range(self.depth_levels, 0, -1):
@@ -615,12 +639,12 @@ class TreeTensors(nn.Module):
         out = torch.zeros_like(values)
         return out.index_add(1, self.parent[1:], values[:, 1:])
 
-    def ancestor_indicator(self, node, host: bool):
+    def ancestor_indicator(self, node: Any, host: bool) -> Any:
         """``(B, N)``: 1 where node ``u`` is an ancestor of (or is) ``node[b]`` (pre-order ranges)."""
         if host:
             h = self._host
-            u = np.arange(self.num_nodes)
-            v = np.asarray(node)[:, None]
+            u: Any = np.arange(self.num_nodes)  # numpy here, torch below
+            v: Any = np.asarray(node)[:, None]
             return ((u[None, :] <= v) & (v < h.subtree_end[None, :])).astype(np.float64)
         u = torch.arange(self.num_nodes, device=node.device)
         v = node[:, None]
@@ -633,7 +657,7 @@ class TreeTensors(nn.Module):
 
 
 # ------------------------------------------------------------------ per-batch ring layouts
-_OFFSETS: dict = {}
+_OFFSETS: dict[tuple[int, int], np.ndarray] = {}
 
 
 def _row_offsets(b: int, c: int) -> np.ndarray:
@@ -648,7 +672,7 @@ def _row_offsets(b: int, c: int) -> np.ndarray:
     return out
 
 
-def _reduceat_layout(starts: np.ndarray, lengths: np.ndarray, c: int):
+def _reduceat_layout(starts: np.ndarray, lengths: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Flat ``reduceat`` indices for segments of rows of length ``c``: ``(index, empty, fix)``.
 
     ``starts``/``lengths`` (B, S) per row. ``empty`` marks the empty segments
@@ -690,6 +714,18 @@ class Rings:
     """
 
     __slots__ = ("tree", "host", "target", "node", "nodes", "size", "lengths", "starts", "coarse", "_layout", "_ring0")
+    # the array fields are numpy arrays when ``host`` is True, torch tensors otherwise
+    tree: TreeTensors
+    host: bool
+    target: Any
+    node: Any
+    nodes: Any
+    size: Any
+    lengths: Any
+    starts: Any
+    coarse: bool
+    _layout: tuple[np.ndarray, np.ndarray, int] | None
+    _ring0: tuple[np.ndarray, np.ndarray, np.ndarray]  # set on first use (ring0_cells)
 
     @classmethod
     def build(cls, tree: TreeTensors, target: torch.Tensor, host: bool, coarse: bool | None = None) -> Rings:
@@ -700,7 +736,8 @@ class Rings:
         C = tree.num_classes
         if self.host:
             h = tree._host
-            t = target.numpy() if target.dtype == torch.int64 else target.numpy().astype(np.int64)
+            # numpy here, torch below
+            t: Any = target.numpy() if target.dtype == torch.int64 else target.numpy().astype(np.int64)
             self.target = t
             self.node = h.target_node[t]
             self.coarse = (bool((t >= C).any()) if t.size else False) if coarse is None else bool(coarse)
@@ -710,7 +747,7 @@ class Rings:
                 self.nodes, self.size = rows[:, :R], rows[:, R : 2 * R]
                 self.starts, self.lengths = rows[:, 2 * R : 4 * R - 1], rows[:, 4 * R - 1 :]
                 return self
-            cls_ = np.where(t < C, t, h.first_class[self.node])
+            cls_: Any = np.where(t < C, t, h.first_class[self.node])  # numpy here, torch below
             self.nodes = _shift_rings(h.ring_nodes[cls_], h.ring_shift[self.node], self.node, np)
             self.size, self.starts, self.lengths = _ring_layout(h.leaf_lo[self.nodes], h.leaf_hi[self.nodes], np)
             return self
@@ -722,7 +759,7 @@ class Rings:
         self.size, self.starts, self.lengths = _ring_layout(tree.leaf_lo[nodes], tree.leaf_hi[nodes], torch)
         return self
 
-    def take(self, rows) -> Rings:
+    def take(self, rows: Any) -> Rings:
         """The layout of a subset of the batch's rows (host kernels): ``rows`` an index array."""
         out = object.__new__(Rings)
         out.tree, out.host, out._layout = self.tree, self.host, None
@@ -732,20 +769,20 @@ class Rings:
         return out
 
     # ------------------------------------------------------------------ tables on rings
-    def gather(self, table):
+    def gather(self, table: Any) -> Any:
         """``table[r_k]`` for every ring node: a node table ``(N,)`` (numpy or tensor) → ``(B, R)``."""
         if self.host:
             return np.asarray(table)[self.nodes]
         return table[self.nodes]
 
-    def segments(self, ring_values):
+    def segments(self, ring_values: Any) -> Any:
         """Per-ring values ``(B, R)`` → per-segment values ``(B, S)``."""
         idx = self.tree.ring_of_segment_list
         if self.host:
             return ring_values[:, list(idx)]
         return ring_values.index_select(1, self.tree.ring_of_segment.to(ring_values.device))
 
-    def expand(self, seg_values, dtype=None):
+    def expand(self, seg_values: Any, dtype: Any = None) -> Any:
         """Per-segment values ``(B, S)`` → ``(B, C)`` in leaf order (a fresh array/tensor)."""
         C = self.tree.num_classes
         b = seg_values.shape[0]
@@ -757,12 +794,12 @@ class Rings:
         index = torch.repeat_interleave(self.lengths.reshape(-1).to(torch.int32), output_size=b * C)
         return seg_values.reshape(-1).index_select(0, index).view(b, C)
 
-    def expand_rings(self, ring_values, dtype=None):
+    def expand_rings(self, ring_values: Any, dtype: Any = None) -> Any:
         """Per-ring values ``(B, R)`` → ``(B, C)`` in leaf order: ``out[b, j] = ring_values[b, ring(j)]``."""
         return self.expand(self.segments(ring_values), dtype)
 
     @staticmethod
-    def expand_sum(columns, dtype=None) -> np.ndarray:
+    def expand_sum(columns: list[tuple[Rings, Any]], dtype: Any = None) -> np.ndarray:
         """``Σ_c columns[c].rings.expand_rings(columns[c].values)`` in one pass over ``(B, C)`` (host).
 
         ``columns`` is a list of ``(rings, ring_values (B, R))`` for the same rows. Each column is a
@@ -780,6 +817,8 @@ class Rings:
             for rings, values in columns[1:]:
                 out += rings.expand_rings(values, out.dtype)
             return out
+        starts: Any  # lists of columns, then their concatenation
+        deltas: Any
         starts, deltas = [], []
         for rings, values in columns:
             seg = rings.segments(np.asarray(values, dtype=np.float64))
@@ -800,7 +839,7 @@ class Rings:
         return np.repeat(v.reshape(-1), lengths.reshape(-1)).reshape(b, C)
 
     # ------------------------------------------------------------------ reductions (host kernels)
-    def _host_layout(self):
+    def _host_layout(self) -> tuple[np.ndarray, np.ndarray, int]:
         if self._layout is None:
             self._layout = _reduceat_layout(self.starts, self.lengths, self.tree.num_classes)
         return self._layout
@@ -832,7 +871,7 @@ class Rings:
         out[:, 1:] += seg[:, R - 2 :: -1]
         return out
 
-    def logsumexp(self, x_leaf: np.ndarray):
+    def logsumexp(self, x_leaf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Exact log-space masses of the rings, host kernels.
 
         Returns ``(e, m, ring_lse)``: ``m`` (B, S) the segment maxima (``-inf``
@@ -893,27 +932,27 @@ class Rings:
         return cells
 
 
-def _ring_layout(lo, hi, lib):
+def _ring_layout(lo: Any, hi: Any, lib: Any) -> tuple[Any, Any, Any]:
     """Ring sizes (B, R) and segment starts and lengths (B, S) from the leaf ranges of the ring nodes."""
     size = hi - lo
     if lib is np:
         size = np.concatenate([size[:, :1], size[:, 1:] - size[:, :-1]], axis=1)
         # breakpoints lo(r_{R-1}) .. lo(r_0), hi(r_0) .. hi(r_{R-1}); segments between them
-        br = np.concatenate([lo[:, ::-1], hi], axis=1)
+        br: Any = np.concatenate([lo[:, ::-1], hi], axis=1)  # numpy here, torch below
         return size, br[:, :-1], np.diff(br, axis=1)
     size = torch.cat([size[:, :1], size[:, 1:] - size[:, :-1]], dim=1)
     br = torch.cat([lo.flip(1), hi], dim=1)
     return size, br[:, :-1], br[:, 1:] - br[:, :-1]
 
 
-def _shift_rings(rows, shift, node, lib):
+def _shift_rings(rows: Any, shift: Any, node: Any, lib: Any) -> Any:
     """Ring nodes of coarse targets from those of their first class: drop the rings at or below the
     node (they are its ring 0), keep the rest, pad with the root; ``r_0`` becomes the node itself."""
     R = rows.shape[1]
     if lib is np:
-        k = np.arange(R)[None, :]
-        src = k + shift[:, None]
-        out = np.take_along_axis(rows, np.minimum(src, R - 1), axis=1)
+        k: Any = np.arange(R)[None, :]  # numpy here, torch below
+        src: Any = k + shift[:, None]
+        out: Any = np.take_along_axis(rows, np.minimum(src, R - 1), axis=1)
         out[src > R - 1] = 0
         out[:, 0] = node
         return out
@@ -924,5 +963,5 @@ def _shift_rings(rows, shift, node, lib):
     return torch.cat([node[:, None], out[:, 1:]], dim=1)
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

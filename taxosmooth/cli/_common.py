@@ -195,6 +195,7 @@ def read_class_list(path: str) -> list[str]:
         lines = physical_lines(p.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise CLIError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    seen: dict[str, int]  # name -> line
     names, seen = [], {}
     for lineno, line in enumerate(lines, start=1):
         name = line.strip()
@@ -462,6 +463,7 @@ def read_matrix(path: str | os.PathLike, classes_file: str | None = None):
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise CLIError(f"{path}: the matrix must be square (C, C), got shape {tuple(matrix.shape)}")
     # the first of: --classes, the names stored in the file (.pt, .csv), the checked list beside it
+    where: str | os.PathLike
     if classes_file is not None:
         classes, where = read_class_list(classes_file), classes_file
     elif classes is not None:

@@ -76,6 +76,7 @@ def resolve_lines(path: str, items: list[tuple[int, str]], reader, report: list)
     from taxosmooth.errors import WordNetLookupError
     from taxosmooth.wordnet.synsets import resolve_synset
 
+    first_line: dict  # synset -> line
     synsets, errors, first_line = [], [], {}
     for lineno, item in items:
         notes: list = []

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from taxosmooth.taxonomy import Taxonomy
 
 __all__ = ["EXAMPLES", "example_path", "load_animals"]
 
@@ -30,7 +34,7 @@ def example_path(name: str = "animals.csv") -> Path:
     return Path(str(resources.files(__name__).joinpath(name)))
 
 
-def load_animals(**options):
+def load_animals(**options: Any) -> Taxonomy:
     """The bundled animal taxonomy as a :class:`~taxosmooth.Taxonomy` (options as in ``Taxonomy.load``)."""
     from taxosmooth import Taxonomy
 

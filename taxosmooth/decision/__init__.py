@@ -19,5 +19,5 @@ from taxosmooth.decision.nodes import NODE_RULES, node_probabilities, predict_no
 __all__ = ["conditional_risk", "crm_predict", "CRMClassifier", "node_probabilities", "predict_node", "NODE_RULES"]
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

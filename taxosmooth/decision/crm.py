@@ -42,6 +42,7 @@ float64 probabilities where this matters.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +51,7 @@ from torch import nn
 from taxosmooth._ranking import stable_topk
 from taxosmooth._tensor_checks import as_probabilities, check_k
 from taxosmooth.costs import resolve_costs
+from taxosmooth.distances import Source
 from taxosmooth.tree_ops import TreeTensors
 
 __all__ = ["conditional_risk", "crm_predict", "CRMClassifier"]
@@ -60,6 +62,10 @@ class _Costs(nn.Module):
     a :class:`~taxosmooth.tree_ops.TreeTensors` (structured), or a ``(C, C)`` matrix (dense). Buffers
     are non-persistent: they follow ``.to(device)`` and stay out of ``state_dict``."""
 
+    tree: TreeTensors | None  # structured costs
+    delta: torch.Tensor  # buffers: structured costs
+    cost: torch.Tensor  # a dense matrix
+
     def __init__(self, source, distance: str | None = None, transform="identity", power: float = 1.0):
         super().__init__()
         costs = resolve_costs(source, distance, transform, power, where="costs")
@@ -68,6 +74,7 @@ class _Costs(nn.Module):
         self.tree = None
         if costs.structured:
             table = costs.node_table
+            assert costs.taxonomy is not None and table is not None  # structured costs of a taxonomy
             c = costs.taxonomy.compiled
             parent_cost = np.where(c.parent >= 0, table[np.maximum(c.parent, 0)], 0.0)
             self.tree = TreeTensors(c)
@@ -95,6 +102,7 @@ class _Costs(nn.Module):
                 f"the costs are on {self.delta.device} but the probabilities on {p.device}; "
                 "move the module with .to(device)"
             )
+        assert self.tree is not None  # structured
         mass = self.tree.subtree_sum(p)  # (B, N): P(u), exact segment sums
         return self.tree.node_to_class(self.tree.accumulate_down(mass * self.delta.to(device=p.device, dtype=p.dtype)))
 
@@ -110,7 +118,7 @@ def _prepare(source, distance, transform, power) -> _Costs:
 
 def conditional_risk(
     probs: torch.Tensor,
-    source,
+    source: Source | _Costs,
     from_logits: bool = False,
     *,
     distance: str | None = None,
@@ -156,7 +164,7 @@ def conditional_risk(
 
 def crm_predict(
     probs: torch.Tensor,
-    source,
+    source: Source | _Costs,
     k: int = 1,
     from_logits: bool = False,
     *,
@@ -242,14 +250,14 @@ class CRMClassifier(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        source,
+        source: Source,
         k: int = 1,
         from_logits: bool = False,
         *,
         distance: str | None = None,
         transform: str | Callable | None = "identity",
         power: float = 1.0,
-    ):
+    ) -> None:
         super().__init__()
         self.model = model
         self.costs = _Costs(source, distance, transform, power)
@@ -260,14 +268,14 @@ class CRMClassifier(nn.Module):
     def num_classes(self) -> int:
         return self.costs.num_classes
 
-    def risk(self, *args, **kwargs) -> torch.Tensor:
+    def risk(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Expected costs ``(N, C)`` of the model's output."""
         return conditional_risk(self.model(*args, **kwargs), self.costs, self.from_logits)
 
-    def forward(self, *args, **kwargs) -> torch.Tensor:
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         return -self.risk(*args, **kwargs)
 
-    def predict(self, *args, **kwargs) -> torch.Tensor:
+    def predict(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """The CRM decision: ``(N,)`` for ``k == 1``, else ``(N, k)`` best first."""
         return crm_predict(self.model(*args, **kwargs), self.costs, self.k, self.from_logits)
 
@@ -276,5 +284,5 @@ class CRMClassifier(nn.Module):
         return f"num_classes={self.num_classes}, k={self.k}, costs={kind}"
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

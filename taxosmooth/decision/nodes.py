@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -107,7 +108,7 @@ def _check_taxonomy(taxonomy, where: str) -> TreeIndex:
     return tree_index(taxonomy)
 
 
-def chunks(num_rows: int, num_nodes: int, device: torch.device):
+def chunks(num_rows: int, num_nodes: int, device: torch.device) -> Iterator[tuple[int, int]]:
     """Row ranges that keep each chunk near a fixed number of elements."""
     per = _CHUNK_ELEMENTS.get(torch.device(device).type, _CHUNK_DEFAULT)
     step = max(64, per // max(num_nodes, 1))
@@ -164,7 +165,7 @@ def _number(value, name: str) -> float:
     return value
 
 
-def check_threshold(threshold, name: str = "threshold") -> float:
+def check_threshold(threshold: float, name: str = "threshold") -> float:
     t = _number(threshold, name)
     if not 0 < t <= 1:
         raise ValueError(f"{name} = {threshold!r} is outside (0, 1]")
@@ -179,7 +180,7 @@ def _options(rule, threshold, beta, value, excess_cost) -> dict:
     for k, v in given.items():
         if v is not None and owner[k] != rule:
             raise ValueError(f"rule={rule!r} takes no {k}= ({k} is an option of rule={owner[k]!r})")
-    out = {}
+    out: dict[str, object] = {}
     if rule == "threshold":
         out["threshold"] = check_threshold(0.5 if threshold is None else threshold)
     elif rule == "max_info":
@@ -324,7 +325,7 @@ def threshold_steps(P: torch.Tensor, s: _Static, p_max: torch.Tensor) -> tuple[t
 
 
 # ---------------------------------------------------------------------- public
-def node_probabilities(probs, taxonomy: Taxonomy, from_logits: bool = False) -> torch.Tensor:
+def node_probabilities(probs: torch.Tensor, taxonomy: Taxonomy, from_logits: bool = False) -> torch.Tensor:
     """Probability of every node, ``P(v) = Σ_{classes i under v} p_i``, in target-id order.
 
     Parameters
@@ -365,7 +366,7 @@ def node_probabilities(probs, taxonomy: Taxonomy, from_logits: bool = False) -> 
 
 
 def predict_node(
-    probs,
+    probs: torch.Tensor,
     taxonomy: Taxonomy,
     rule: str = "threshold",
     *,
@@ -435,5 +436,5 @@ def predict_node(
     return out
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

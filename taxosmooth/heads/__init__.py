@@ -22,5 +22,5 @@ from taxosmooth.heads.levelwise import LevelwiseHead
 __all__ = ["HierarchicalSoftmax", "LevelwiseHead", "EmbeddingHead", "FixedClassifier"]
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

@@ -65,8 +65,11 @@ class EmbeddingHead(nn.Module):
     >>> loss = head.loss(x, target)
     """
 
-    def __init__(self, in_features: int, embeddings, *, ce_weight: float = 0.0, bias: bool = True,
-                 ignore_index: int = -100, device=None, dtype=None):
+    class_vectors: torch.Tensor  # a buffer
+
+    def __init__(self, in_features: int, embeddings: torch.Tensor | Taxonomy, *, ce_weight: float = 0.0,
+                 bias: bool = True, ignore_index: int = -100, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         from taxosmooth._checks import check_positive
         from taxosmooth.embeddings import class_embeddings

@@ -70,8 +70,12 @@ class FixedClassifier(nn.Module):
     ['projection.weight', 'projection.bias']
     """
 
+    frame: torch.Tensor  # a buffer
+    projection: nn.Module
+
     def __init__(self, in_features: int | None, weights: torch.Tensor, *, cosine_weight: float = 0.5,
-                 bias: bool = True, ignore_index: int = -100, device=None, dtype=None):
+                 bias: bool = True, ignore_index: int = -100, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         from taxosmooth._checks import check_probability
 
@@ -124,7 +128,7 @@ class FixedClassifier(nn.Module):
             loss = (1.0 - self.cosine_weight) * loss + self.cosine_weight * sq
         return reduce(loss, valid, reduction)
 
-    def _similarity(self, w: torch.Tensor) -> torch.Tensor:
+    def _similarity(self, w: torch.Tensor) -> torch.Tensor | _LazyRows:
         """``S = W W^T``; kept (per device and dtype) up to 4,096 classes, else the rows are recomputed."""
         if self.num_classes > 4096:
             return _LazyRows(w)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import torch
@@ -246,6 +247,17 @@ class HierarchicalSoftmax(nn.Module):
     True
     """
 
+    # buffers (block_parent_k too, per block)
+    score_targets: torch.Tensor
+    segment: torch.Tensor
+    class_column: torch.Tensor
+    node_column: torch.Tensor
+    path_scores: torch.Tensor
+    path_segments: torch.Tensor
+    path_score_weight: torch.Tensor
+    path_lse_weight: torch.Tensor
+    path_smooth_weight: torch.Tensor  # with label smoothing only
+
     def __init__(
         self,
         in_features: int,
@@ -256,9 +268,9 @@ class HierarchicalSoftmax(nn.Module):
         label_smoothing: float | Mapping | np.ndarray = 0.0,
         coarse_labels: bool = False,
         ignore_index: int = -100,
-        device=None,
-        dtype=None,
-    ):
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         name = type(self).__name__
         self.in_features = check_in_features(in_features)
@@ -430,6 +442,7 @@ def _layout(taxonomy: Taxonomy) -> dict:
     score_segment = segment_of[parent[score_node]]
     seg_bounds = np.searchsorted(np.sort(seg_depth), np.arange(1, depth_max + 2))
     score_bounds = np.searchsorted(sdepth[score_node], np.arange(1, depth_max + 2))
+    column_node: Any  # the blocks' node lists, then their concatenation
     column_node, blocks, block_segments, block_scores = [], [], [], []
     offset = 0
     for k in range(depth_max):

@@ -109,6 +109,8 @@ class LevelwiseHead(nn.Module):
     [['mammal', 'horse'], ['mammal', 'zebra']]
     """
 
+    weights: torch.Tensor  # a buffer (and level_label_i, level_ids_i per level)
+
     def __init__(
         self,
         in_features: int,
@@ -120,9 +122,9 @@ class LevelwiseHead(nn.Module):
         bias: bool = True,
         coarse_labels: bool = False,
         ignore_index: int = -100,
-        device=None,
-        dtype=None,
-    ):
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         name = type(self).__name__
         self.in_features = check_in_features(in_features)
@@ -171,7 +173,8 @@ class LevelwiseHead(nn.Module):
                              f"got {tuple(x.shape)}")
         z = self.linear(x)
         z = z.to(float_for(z))
-        return list(torch.split(z, self.level_sizes, dim=1))
+        # torch.split takes a tuple of sizes; its stub says a list
+        return list(torch.split(z, self.level_sizes, dim=1))  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores ``(N, C)`` in class order (see the class docstring)."""
@@ -182,6 +185,7 @@ class LevelwiseHead(nn.Module):
         for i in chosen:
             part = torch.log_softmax(levels[i], 1).index_select(1, self._labels(i)[:c])
             out = part if out is None else out + part
+        assert out is not None  # at least one level
         return out
 
     def level_predictions(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,7 +198,7 @@ class LevelwiseHead(nn.Module):
         cols = [ids.index_select(0, z.argmax(1)) for z, ids in zip(self.level_logits(x), self.level_targets_ids)]
         return torch.stack(cols, 1)
 
-    def level_targets(self, target) -> torch.Tensor:
+    def level_targets(self, target: torch.Tensor) -> torch.Tensor:
         """The label of each target at each level, as target ids ``(N, len(depths))``.
 
         A class shallower than a level is its own label there; a coarse label
@@ -250,7 +254,7 @@ def _check_depths(depths, max_depth: int) -> tuple[int, ...]:
     for i, d in enumerate(depths):
         if isinstance(d, bool) or not isinstance(d, (numbers.Integral, np.integer)):
             raise TypeError(f"depths[{i}] must be an int in 1 … {max_depth}, got {d!r}")
-        if not 1 <= d <= max_depth:
+        if not 1 <= int(d) <= max_depth:
             root = " (depth 0 is the root: a single node, nothing to classify)" if d == 0 else ""
             raise ValueError(f"depths[{i}] = {d} is outside the tree: depths must be in 1 … {max_depth} "
                              f"(the largest class depth){root}")

@@ -44,6 +44,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -133,28 +134,30 @@ class LossTarget:
     """
 
     kind: str
-    omega: object
+    omega: Any  # a tensor (M,) or (M, k), or a float
     ids: torch.Tensor | None = None
-    smooth: object = None
+    smooth: Any = None  # a tensor (M,), a float, or None
     prob: torch.Tensor | None = None
     class_weight: torch.Tensor | None = None
     coarse: bool | None = None
     nothing_counted: bool = False  # every target ignored or of weight 0: a mean is 0/0 = nan, as in cross_entropy
-    row_scale: object = 1.0  # sparse: the dense form's omega
+    row_scale: Any = 1.0  # sparse: the dense form's omega
     values: torch.Tensor | None = None  # sparse: (M, k) float64 target mass above the floor
     eps: float = 0.0  # sparse: the label smoothing still to apply to ``prob`` for the dense form
 
     def columns(self):
         """``(ids, omega)`` per target column: one for class ids, ``k`` for a sparse probability target."""
         if self.kind == "sparse":
-            return [(self.ids[:, j], self.omega[:, j]) for j in range(self.ids.shape[1])]
+            ids = cast(torch.Tensor, self.ids)  # set for "index" and "sparse" targets
+            return [(ids[:, j], self.omega[:, j]) for j in range(ids.shape[1])]
         return [(self.ids, self.omega)]
 
     def dense(self) -> LossTarget:
         """A sparse target as the probability target it stands for (the torch formulation's input)."""
         if self.kind != "sparse":
             return self
-        p = self.prob if not self.eps else self.prob * (1.0 - self.eps) + self.eps / self.prob.shape[1]
+        prob = cast(torch.Tensor, self.prob)  # set for "sparse" targets
+        p = prob if not self.eps else prob * (1.0 - self.eps) + self.eps / prob.shape[1]
         return LossTarget(kind="prob", omega=self.row_scale, prob=p, class_weight=self.class_weight)
 
     def host_omega(self) -> np.ndarray | float:
@@ -431,7 +434,7 @@ class TreeLossBase(nn.Module):
         if cw is not None:
             class_w = cw[: self.num_classes] if cw.shape[0] == self.num_classes else self._class_part(cw)
         if flat.kind == "prob":
-            p = flat.prob
+            p = cast(torch.Tensor, flat.prob)  # set for "prob" batches
             scale = 1.0 / z.shape[0] if reduction == "mean" else 1.0
             if self.sparse_targets and use_host_kernels(z):
                 sparse = _sparse_rows(p, SPARSE_CLASSES, flat.floor)
@@ -448,7 +451,7 @@ class TreeLossBase(nn.Module):
             if eps:
                 p = p * (1.0 - eps) + eps / self.num_classes
             return LossTarget(kind="prob", omega=scale, prob=p, class_weight=class_w)
-        ids, valid = flat.ids, flat.valid
+        ids, valid = cast(torch.Tensor, flat.ids), flat.valid  # ids: set for "index" batches
         if cw is None:
             w_rows = None if valid is None else valid.to(torch.float64)
         else:
@@ -457,7 +460,7 @@ class TreeLossBase(nn.Module):
                 w_rows = torch.where(valid, w_rows, torch.zeros_like(w_rows))
         nothing = False
         if reduction == "mean":
-            denom = float(z.shape[0]) if w_rows is None else w_rows.sum()
+            denom: Any = float(z.shape[0]) if w_rows is None else w_rows.sum()  # a tensor when w_rows is one
             nothing = (w_rows is not None and denom.device.type == "cpu" and not is_symbolic(denom)
                        and float(denom) == 0.0)
             # nothing counted: the mean is 0/0 = nan (added after the kernel), the gradient 0, as in cross_entropy
@@ -481,7 +484,7 @@ class TreeLossBase(nn.Module):
         key = (cw.data_ptr(), cw.device, cw._version) if not is_symbolic(cw) else None
         if key is not None and key in self._weight_cache:
             return self._weight_cache[key]
-        tree = self.tree
+        tree = cast(TreeTensors, self.tree)  # num_targets != num_classes: coarse labels, which need a tree
         sums = tree.subtree_sum(cw.unsqueeze(0))[0]  # node order
         counts = (tree.leaf_hi - tree.leaf_lo).to(cw.dtype)
         mean = (sums / counts).index_select(0, tree.target_node)
@@ -500,7 +503,7 @@ class TreeLossBase(nn.Module):
         if bool(bad.any()):
             row, col = (int(i) for i in bad.nonzero()[0])
             if input.dim() == 1:
-                pos = (col,)
+                pos: tuple[int, ...] = (col,)
             else:
                 rest = np.unravel_index(row, (input.shape[0],) + tuple(input.shape[2:]))
                 pos = (int(rest[0]), col) + tuple(int(i) for i in rest[1:])

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
 import numpy as np
 import torch
 
 from taxosmooth._checks import check_positive
 from taxosmooth.costs import CostSource, resolve_costs
+from taxosmooth.distances import Source
 from taxosmooth.losses._base import LossTarget, TreeLossBase
 from taxosmooth.losses._kernels import host_ring0_correction, host_softmax, ref_ring0_log_mass, row_dot
+from taxosmooth.taxonomy import Taxonomy
 from taxosmooth.tree_ops import Rings, TreeTensors
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = ["ExpectedCostLoss", "CostLossBase"]
 
@@ -41,12 +49,18 @@ class CostLossBase(TreeLossBase):
     """A loss built on costs (:func:`~taxosmooth.costs.resolve_costs`): structured node costs on a
     taxonomy, or a dense ``(C, C)`` matrix. Rows of costs for a batch come from here."""
 
-    def __init__(self, source, distance, transform, power, weight, ignore_index, reduction, label_smoothing,
-                 coarse_labels):
+    # buffers: the node tables of structured costs (``tree`` set, ``costs`` None), else the dense matrix
+    node_cost: torch.Tensor
+    node_cost_step: torch.Tensor
+    costs: torch.Tensor | None
+
+    def __init__(self, source: Source, distance: str | None, transform: str | Callable | None, power: float,
+                 weight: ArrayLike | None, ignore_index: int, reduction: str, label_smoothing: float,
+                 coarse_labels: bool) -> None:
         name = type(self).__name__
         costs: CostSource = resolve_costs(source, distance, transform, power, where=name)
         tax = costs.taxonomy
-        tree = TreeTensors(tax) if costs.structured else None
+        tree = TreeTensors(cast(Taxonomy, tax)) if costs.structured else None  # structured: a taxonomy's
         if coarse_labels and tax is not None and not costs.structured:
             raise ValueError(f"{name}: coarse labels need costs that are a function of the LCA node "
                              f"(distance {costs.distance!r} is not); use lca_height or lca_depth_complement")
@@ -54,6 +68,8 @@ class CostLossBase(TreeLossBase):
                          tax if costs.structured else None)
         self.costs_source = costs
         if costs.structured:
+            # structured costs come from a taxonomy
+            assert tax is not None and tree is not None and costs.node_table is not None
             c = tax.compiled
             table = costs.node_table
             self._node_cost = table
@@ -93,10 +109,10 @@ class CostLossBase(TreeLossBase):
             else:
                 vals = vals * (omega[:, None] if host else omega.to(vals.dtype)[:, None])
             rows = rings.expand_rings(vals, dtype if host else None)
-            return rows if host else self.tree.to_class_order(rows).to(dtype)
+            return rows if host else cast(TreeTensors, self.tree).to_class_order(rows).to(dtype)
         if not isinstance(dtype, torch.dtype):
             dtype = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
-        rows = self.costs.index_select(0, ids).to(dtype)
+        rows = cast(torch.Tensor, self.costs).index_select(0, ids).to(dtype)
         om = _col(omega, rows)
         return rows * om if om is not None else rows
 
@@ -106,7 +122,7 @@ class CostLossBase(TreeLossBase):
         Host: ``p`` numpy float64 in leaf order (structured) or class order; returns the same order.
         """
         if self.structured:
-            tree = self.tree
+            tree = cast(TreeTensors, self.tree)
             if host:
                 lay = tree.nodes_host
                 mass = lay.up(p) * self._step_level
@@ -114,12 +130,12 @@ class CostLossBase(TreeLossBase):
             mass = tree.subtree_sum(p) * self.node_cost_step.to(p.dtype)
             return tree.node_to_class(tree.accumulate_down(mass)).to(dtype)
         if host:
-            return (p @ self.costs.double().numpy()).astype(dtype)
-        return (p @ self.costs.to(p.dtype)).to(dtype)
+            return (p @ cast(torch.Tensor, self.costs).double().numpy()).astype(dtype)
+        return (p @ cast(torch.Tensor, self.costs).to(p.dtype)).to(dtype)
 
     def _weighted_prob(self, target: LossTarget, host: bool):
         """The prob target times class weights and the row scale (M, C) float64 (host: numpy, leaf order)."""
-        p = target.prob.to(torch.float64)
+        p: Any = cast(torch.Tensor, target.prob).to(torch.float64)  # numpy on the host
         if target.class_weight is not None:
             p = p * target.class_weight.to(torch.float64)
         om = target.omega
@@ -127,34 +143,34 @@ class CostLossBase(TreeLossBase):
         if host:
             p = p.numpy()
             if self.structured:
-                p = self.tree.leaf_cols(p)
+                p = cast(TreeTensors, self.tree).leaf_cols(p)
         return p
 
     def _uniform_prob(self, target: LossTarget, host: bool):
         """``weight / C`` as one row (1, C) float64 (host: numpy, leaf order when structured)."""
         C = self.num_classes
         cw = target.class_weight
-        u = torch.full((1, C), 1.0 / C, dtype=torch.float64) if cw is None else (cw.to(torch.float64) / C)[None, :]
+        u: Any = torch.full((1, C), 1.0 / C, dtype=torch.float64) if cw is None else (cw.to(torch.float64) / C)[None, :]
         if host:
             u = u.cpu().numpy()
             if self.structured:
-                u = self.tree.leaf_cols(u)
+                u = cast(TreeTensors, self.tree).leaf_cols(u)
             return u
         return u.to(self._table_device())
 
     def _table_device(self):
-        return (self.node_cost if self.structured else self.costs).device
+        return (self.node_cost if self.structured else cast(torch.Tensor, self.costs)).device
 
     def _leaf(self, z):
-        return self.tree.leaf_cols(z) if self.structured else z
+        return cast(TreeTensors, self.tree).leaf_cols(z) if self.structured else z
 
     def _unleaf(self, g):
-        return self.tree.class_cols(g) if self.structured else g
+        return cast(TreeTensors, self.tree).class_cols(g) if self.structured else g
 
     def _rings(self, target, host, ids=None):
         if not self.structured:
             return None
-        return self.tree.rings(target.ids if ids is None else ids, host=host,
+        return cast(TreeTensors, self.tree).rings(target.ids if ids is None else ids, host=host,
                                coarse=target.coarse if host else None)
 
 
@@ -271,9 +287,10 @@ class ExpectedCostLoss(CostLossBase):
 
     sparse_targets = True
 
-    def __init__(self, source, ce_weight: float = 1.0, distance: str | None = None, transform="identity",
-                 power: float = 1.0, weight=None, ignore_index: int = -100, reduction: str = "mean",
-                 label_smoothing: float = 0.0, coarse_labels: bool = False):
+    def __init__(self, source: Source, ce_weight: float = 1.0, distance: str | None = None,
+                 transform: str | Callable | None = "identity", power: float = 1.0, weight: ArrayLike | None = None,
+                 ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                 coarse_labels: bool = False) -> None:
         super().__init__(source, distance, transform, power, weight, ignore_index, reduction, label_smoothing,
                          coarse_labels)
         self.ce_weight = check_positive(ce_weight, "ce_weight", allow_zero=True)
@@ -283,6 +300,7 @@ class ExpectedCostLoss(CostLossBase):
         return f"ce_weight={self.ce_weight}, structured={self.structured}" + (", " + base if base else "")
 
     def _host(self, z, target: LossTarget):
+        rows: Any  # the (M, C) cost rows (None before the first target column)
         zl = self._leaf(z)
         dt = z.numpy().dtype
         gamma = self.ce_weight
@@ -304,8 +322,8 @@ class ExpectedCostLoss(CostLossBase):
                 om = _host_vec(omega, z.shape[0])
                 # class targets' ring 0 is their own column; a coarse label's is the classes under it
                 coarse = rings is not None and rings.coarse
-                positions = None if coarse else (self.tree._host.class_position[ids.numpy()] if self.structured
-                                                 else ids.numpy())
+                positions = None if coarse else (cast(TreeTensors, self.tree)._host.class_position[ids.numpy()]
+                                                 if self.structured else ids.numpy())
                 ce_terms.append((gamma * om, rings if coarse else None, positions))
         if parts:
             rows = torch.from_numpy(Rings.expand_sum(parts, dt))
@@ -344,5 +362,5 @@ class ExpectedCostLoss(CostLossBase):
             coef = gamma * (om if isinstance(om, float) else om)
             node = rings.node if rings is not None else None
             log_mass0 = ref_ring0_log_mass(self.tree, z, node) if node is not None else \
-                z.gather(1, target.ids[:, None]).squeeze(1)
+                z.gather(1, cast(torch.Tensor, target.ids)[:, None]).squeeze(1)
         return ref_expected_row(z, rows, coef, log_mass0, ce_rows)

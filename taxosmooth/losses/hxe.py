@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, cast
+
 import numpy as np
 import torch
 
 from taxosmooth._checks import check_positive
 from taxosmooth.losses._base import LossTarget, TreeLossBase, as_taxonomy
 from taxosmooth.tree_ops import Rings, TreeTensors
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from taxosmooth.taxonomy import Taxonomy
 
 __all__ = ["HXELoss", "hxe_node_weights", "WEIGHTINGS"]
 
@@ -19,7 +26,8 @@ WEIGHTINGS = ("depth", "height")
 _FAR_MARGIN = 2.0**40
 
 
-def hxe_node_weights(taxonomy, alpha: float, weighting: str = "depth", normalize: bool = False) -> np.ndarray:
+def hxe_node_weights(taxonomy: Taxonomy, alpha: float, weighting: str = "depth",
+                     normalize: bool = False) -> np.ndarray:
     """``λ(v)`` for every node (float64, node-id order).
 
     ``weighting="depth"``: ``λ(v) = exp(-α·depth(v))`` (the public reference code);
@@ -113,9 +121,14 @@ class HXELoss(TreeLossBase):
     True
     """
 
-    def __init__(self, taxonomy, alpha: float, weighting: str = "depth", normalize: bool = False,
-                 weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
-                 coarse_labels: bool = False):
+    tree: TreeTensors  # built from a taxonomy: always set
+    # buffers
+    node_lambda: torch.Tensor
+    node_lambda_top: torch.Tensor
+
+    def __init__(self, taxonomy: Taxonomy, alpha: float, weighting: str = "depth", normalize: bool = False,
+                 weight: ArrayLike | None = None, ignore_index: int = -100, reduction: str = "mean",
+                 label_smoothing: float = 0.0, coarse_labels: bool = False) -> None:
         tax = as_taxonomy(taxonomy, "HXELoss")
         lam = hxe_node_weights(tax, alpha, weighting, normalize)
         tree = TreeTensors(tax)
@@ -154,21 +167,21 @@ class HXELoss(TreeLossBase):
         if host:
             lay = tree.nodes_host
             if target.kind == "prob":
-                p = target.prob.double().numpy()
+                p: Any = cast(torch.Tensor, target.prob).double().numpy()  # numpy here, torch below
                 if cw is not None:
                     p = p * cw.double().numpy()
                 return lay.up(tree.leaf_cols(p)) * _host_col(target.omega)
-            node = tree._host.target_node[target.ids.numpy()][:, None]
-            u = lay.order[None, :]
+            node = tree._host.target_node[cast(torch.Tensor, target.ids).numpy()][:, None]
+            u: Any = lay.order[None, :]  # numpy here, torch below
             anc = ((u <= node) & (node < tree._host.subtree_end[lay.order][None, :])).astype(np.float64)
             w = np.full((1, C), 1.0 / C) if cw is None else tree.leaf_cols((cw.double().numpy() / C)[None, :])
             return anc * _host_col(target.omega) + lay.up(w) * _host_col(target.smooth)
         if target.kind == "prob":
-            p = target.prob.to(torch.float64)
+            p = cast(torch.Tensor, target.prob).to(torch.float64)
             if cw is not None:
                 p = p * cw.to(torch.float64)
             return tree.subtree_sum(p) * _ref_col(target.omega)
-        anc = tree.ancestor_indicator(tree.target_node.index_select(0, target.ids), host=False)
+        anc = tree.ancestor_indicator(tree.target_node.index_select(0, cast(torch.Tensor, target.ids)), host=False)
         u = torch.full((1, C), 1.0 / C, dtype=torch.float64, device=anc.device) if cw is None else \
             (cw.to(torch.float64) / C)[None, :]
         return anc * _ref_col(target.omega) + tree.subtree_sum(u) * _ref_col(target.smooth)
@@ -195,6 +208,8 @@ class HXELoss(TreeLossBase):
         p = torch.softmax(zl, dim=1)
         pn = p.numpy()
         tiny = np.finfo(pn.dtype).tiny * _FAR_MARGIN
+        rows: Any  # 0.0, then the (M,) row losses
+        far: Any  # None, then (M,) bool
         rows, far, columns, parts = 0.0, None, [], []
         for ids, omega in target.columns():
             rings = tree.rings(ids, host=True, coarse=target.coarse)
@@ -288,7 +303,7 @@ class HXELoss(TreeLossBase):
     def _reference(self, z, target: LossTarget):
         if target.kind == "index" and target.smooth is None:
             tree = self.tree
-            rings = tree.rings(target.ids, host=False)
+            rings = tree.rings(cast(torch.Tensor, target.ids), host=False)
             coef = self._coefficients(rings, target.omega).to(z.dtype)
             log_p = tree.subtree_logsumexp(torch.log_softmax(z, dim=1)).gather(1, rings.nodes)
             return -torch.where(coef == 0, torch.zeros_like(log_p), coef * log_p).sum(1)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -9,6 +12,12 @@ import torch.nn.functional as F
 from taxosmooth.losses._base import LossTarget
 from taxosmooth.losses._kernels import host_ring0_correction, ref_ring0_log_mass
 from taxosmooth.losses.expected_cost import CostLossBase
+from taxosmooth.tree_ops import TreeTensors
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from taxosmooth.distances import Source
 
 __all__ = ["PairwiseCostLoss"]
 
@@ -64,9 +73,9 @@ class PairwiseCostLoss(CostLossBase):
 
     sparse_targets = True
 
-    def __init__(self, source, distance: str | None = None, transform="identity", power: float = 1.0,
-                 weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
-                 coarse_labels: bool = False):
+    def __init__(self, source: Source, distance: str | None = None, transform: str | Callable | None = "identity",
+                 power: float = 1.0, weight: ArrayLike | None = None, ignore_index: int = -100,
+                 reduction: str = "mean", label_smoothing: float = 0.0, coarse_labels: bool = False) -> None:
         super().__init__(source, distance, transform, power, weight, ignore_index, reduction, label_smoothing,
                          coarse_labels)
 
@@ -84,7 +93,7 @@ class PairwiseCostLoss(CostLossBase):
         if rings is not None:
             zeta = rings.ring0_logsumexp(znp)
         else:
-            zeta = znp[np.arange(znp.shape[0]), target.ids.numpy()].astype(np.float64)
+            zeta = znp[np.arange(znp.shape[0]), cast(torch.Tensor, target.ids).numpy()].astype(np.float64)
         u = zl - torch.from_numpy(zeta).to(zl.dtype).unsqueeze(1)
         rows = torch.linalg.vecdot(w, F.softplus(u), dim=1).double()
         d = u.sigmoid_().mul_(w)
@@ -93,14 +102,14 @@ class PairwiseCostLoss(CostLossBase):
         if rings is not None:
             host_ring0_correction(g, znp, rings, total, zeta)
         else:
-            g[np.arange(g.shape[0]), target.ids.numpy()] -= total.astype(g.dtype)
+            g[np.arange(g.shape[0]), cast(torch.Tensor, target.ids).numpy()] -= total.astype(g.dtype)
         return rows.numpy(), self._unleaf(d)
 
     def _ref_ids(self, z, target: LossTarget):
         rings = self._rings(target, False)
         w = self._id_rows(target.ids, target.omega, False, z.dtype, rings)
         zeta = ref_ring0_log_mass(self.tree, z, rings.node) if rings is not None else \
-            z.gather(1, target.ids[:, None])[:, 0]
+            z.gather(1, cast(torch.Tensor, target.ids)[:, None])[:, 0]
         return (w * F.softplus(z - zeta[:, None])).sum(1)
 
     # ------------------------------------------------------------------ dense targets, by pairs
@@ -133,15 +142,15 @@ class PairwiseCostLoss(CostLossBase):
 
     def _cost_rows_of(self, classes: torch.Tensor, dtype) -> torch.Tensor:
         if not self.structured:
-            return self.costs.index_select(0, classes).to(dtype)
-        rings = self.tree.rings(classes, host=False)
-        return self.tree.to_class_order(rings.expand_rings(self._ring_costs(rings))).to(dtype)
+            return cast(torch.Tensor, self.costs).index_select(0, classes).to(dtype)
+        rings = cast(TreeTensors, self.tree).rings(classes, host=False)
+        return cast(TreeTensors, self.tree).to_class_order(rings.expand_rings(self._ring_costs(rings))).to(dtype)
 
     def _dense_weights(self, target: LossTarget, device) -> torch.Tensor | None:
         """The rows' class weights of the dense part (M, C): probability targets, or the uniform part."""
         cw = target.class_weight
         if target.kind == "prob":
-            p = target.prob.to(torch.float64)
+            p = cast(torch.Tensor, target.prob).to(torch.float64)
             p = p if cw is None else p * cw.to(torch.float64)
             om = target.omega
             return p * (om if isinstance(om, float) else om.to(torch.float64)[:, None])
@@ -151,7 +160,7 @@ class PairwiseCostLoss(CostLossBase):
         u = torch.full((C,), 1.0 / C, dtype=torch.float64, device=device) if cw is None else \
             cw.to(torch.float64) / C
         sm = target.smooth
-        n = target.ids.shape[0]
+        n = cast(torch.Tensor, target.ids).shape[0]
         sm = torch.full((n,), sm, dtype=torch.float64, device=device) if isinstance(sm, float) else \
             sm.to(torch.float64)
         return sm[:, None] * u[None, :]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, cast
+
 import numpy as np
 import torch
 
@@ -16,6 +18,11 @@ from taxosmooth.losses._kernels import (
 )
 from taxosmooth.targets import resolve_scale
 from taxosmooth.tree_ops import Rings, TreeTensors
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from taxosmooth.taxonomy import Taxonomy
 
 __all__ = ["HierarchicalSoftLabelLoss"]
 
@@ -95,9 +102,16 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
     True
     """
 
-    def __init__(self, taxonomy, beta: float, distance: str | None = None, scale="max", epsilon=None,
-                 weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
-                 coarse_labels: bool = False):
+    tree: TreeTensors  # built from a taxonomy: always set
+    # buffers
+    node_e: torch.Tensor
+    node_de: torch.Tensor
+    class_inv_z: torch.Tensor
+
+    def __init__(self, taxonomy: Taxonomy, beta: float, distance: str | None = None,
+                 scale: str | float | None = "max", epsilon: float | None = None, weight: ArrayLike | None = None,
+                 ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                 coarse_labels: bool = False) -> None:
         tax = as_taxonomy(taxonomy, "HierarchicalSoftLabelLoss")
         beta = check_positive(beta, "beta", allow_zero=True)
         if epsilon is not None:
@@ -109,6 +123,7 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
                 "no structured form here; use SoftTargetCrossEntropy(soft_targets(taxonomy, beta, "
                 f"distance={src.distance!r})) (a dense (C, C) matrix)"
             )
+        assert src.node_table is not None  # an LCA kind (checked above)
         tree = TreeTensors(tax)
         super().__init__(tax.num_classes, weight, ignore_index, reduction, label_smoothing, coarse_labels, tree, tax)
         self.beta, self.distance, self.scale, self.epsilon = beta, src.distance, scale, epsilon
@@ -193,7 +208,7 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
         dt = z.numpy().dtype
         omega = target.host_omega()
         if target.kind == "prob":
-            p = target.prob.numpy()
+            p = cast(torch.Tensor, target.prob).numpy()
             if target.class_weight is not None:
                 p = p * target.class_weight.numpy()
             w = self._host_prob_rows(tree.leaf_cols(p).astype(np.float64))
@@ -202,7 +217,7 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
             return rows, tree.class_cols(grad)
         # one target column for class and coarse labels; a few for sparse probability rows (Mixup)
         parts = []
-        row_sum = 0.0
+        row_sum: Any = 0.0  # a float, or (M,) per-row sums
         for ids, col_omega in target.columns():
             omega = _host(col_omega)
             rings = tree.rings(ids, host=True, coarse=target.coarse)
@@ -240,12 +255,13 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
     def _reference(self, z, target: LossTarget):
         tree = self.tree
         if target.kind == "prob":
-            p = target.prob if target.class_weight is None else target.prob * target.class_weight.to(z.dtype)
+            prob = cast(torch.Tensor, target.prob)  # set for "prob" targets
+            p = prob if target.class_weight is None else prob * target.class_weight.to(z.dtype)
             w = self._ref_prob_rows(p.to(torch.float64)).to(z.dtype)
             om = target.omega
             w = w * (om if isinstance(om, float) else om.to(z.dtype)[:, None])
             return ref_cross_entropy(z, w)
-        rings = tree.rings(target.ids, host=False)
+        rings = tree.rings(cast(torch.Tensor, target.ids), host=False)
         q, q0 = self._ring_weights(rings, target.omega, torch)
         w = tree.to_class_order(rings.expand_rings(q)).to(z.dtype)
         if target.smooth is not None:

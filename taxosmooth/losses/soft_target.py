@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
+
 import numpy as np
 import torch
 
@@ -10,10 +13,13 @@ from taxosmooth.distances import given_float_dtype
 from taxosmooth.losses._base import LossTarget, TreeLossBase
 from taxosmooth.losses._kernels import host_cross_entropy, ref_cross_entropy
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
 __all__ = ["SoftTargetCrossEntropy", "check_target_matrix"]
 
 
-def check_target_matrix(matrix) -> torch.Tensor:
+def check_target_matrix(matrix: torch.Tensor | ArrayLike) -> torch.Tensor:
     """A copy of a ``(C, C)`` soft-target matrix (finite, >= 0, rows summing to 1) in its own dtype.
 
     A floating-point tensor or array keeps its dtype (bfloat16 included); anything else becomes
@@ -98,13 +104,16 @@ class SoftTargetCrossEntropy(TreeLossBase):
     """
 
     supports_coarse = False
+    matrix: torch.Tensor | None  # a buffer
 
     @property
-    def sparse_targets(self) -> bool:  # with a matrix, Mixup rows gather a few rows instead of a matmul
+    def sparse_targets(self) -> bool:  # type: ignore[override]  # the base's class constant, per instance here
+        # with a matrix, Mixup rows gather a few rows instead of a matmul
         return self.matrix is not None
 
-    def __init__(self, matrix=None, weight=None, ignore_index: int = -100, reduction: str = "mean",
-                 label_smoothing: float = 0.0):
+    def __init__(self, matrix: torch.Tensor | ArrayLike | None = None,
+                 weight: torch.Tensor | np.ndarray | Sequence[float] | None = None, ignore_index: int = -100,
+                 reduction: str = "mean", label_smoothing: float = 0.0) -> None:
         if matrix is None:
             num_classes = None
             q = None
@@ -133,14 +142,17 @@ class SoftTargetCrossEntropy(TreeLossBase):
     # ------------------------------------------------------------------ the target rows
     def _rows(self, z: torch.Tensor, target: LossTarget) -> torch.Tensor:
         """Weighted target rows ``W`` (M, C): every term of the loss is ``-W_j log softmax(z)_j``."""
+        w: Any  # the rows: a tensor (None before the first sparse column)
         C = z.shape[1]
         q = None if self.matrix is None else self.matrix.to(device=z.device, dtype=z.dtype)
         cw = None if target.class_weight is None else target.class_weight.to(z.dtype)
         if target.kind == "prob":
-            p = target.prob if cw is None else target.prob * cw
+            prob = cast(torch.Tensor, target.prob)  # set for "prob" targets
+            p = prob if cw is None else prob * cw
             w = p if q is None else p @ q
             return w * _col(target.omega, z)
         if target.kind == "sparse":  # a few rows of the matrix (Mixup) instead of a (B, C) @ (C, C) product
+            q = cast(torch.Tensor, q)  # sparse targets come with a matrix
             w = None
             for ids, om in target.columns():
                 part = q.index_select(0, ids) * om.to(z.dtype).unsqueeze(1)
@@ -149,7 +161,7 @@ class SoftTargetCrossEntropy(TreeLossBase):
                 u = torch.full((1, C), 1.0 / C, dtype=z.dtype, device=z.device) if cw is None else (cw / C).unsqueeze(0)
                 w = w + (u @ q) * target.smooth.to(z.dtype).unsqueeze(1)
             return w
-        ids = target.ids
+        ids = cast(torch.Tensor, target.ids)
         if q is None:
             w = (ids.unsqueeze(1) == torch.arange(C, device=ids.device)).to(z.dtype)  # one-hot, vmap-safe
         else:

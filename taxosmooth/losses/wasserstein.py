@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, cast
+
 import numpy as np
 import torch
 
@@ -10,6 +12,11 @@ from taxosmooth.losses._base import LossTarget, TreeLossBase, as_taxonomy
 from taxosmooth.losses._kernels import host_softmax, ref_ring0_log_mass
 from taxosmooth.losses.expected_cost import host_expected_row, ref_expected_row
 from taxosmooth.tree_ops import Rings, TreeTensors
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from taxosmooth.taxonomy import Taxonomy
 
 __all__ = ["TreeWassersteinLoss"]
 
@@ -91,8 +98,16 @@ class TreeWassersteinLoss(TreeLossBase):
 
     sparse_targets = True
 
-    def __init__(self, taxonomy, ce_weight: float = 1.0, weight=None, ignore_index: int = -100,
-                 reduction: str = "mean", label_smoothing: float = 0.0, coarse_labels: bool = False):
+    tree: TreeTensors  # built from a taxonomy: always set
+    # buffers
+    node_wdepth: torch.Tensor
+    node_reach: torch.Tensor
+    node_edge: torch.Tensor
+    leaf_wdepth: torch.Tensor
+
+    def __init__(self, taxonomy: Taxonomy, ce_weight: float = 1.0, weight: ArrayLike | None = None,
+                 ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                 coarse_labels: bool = False) -> None:
         tax = as_taxonomy(taxonomy, "TreeWassersteinLoss")
         tree = TreeTensors(tax)
         super().__init__(tax.num_classes, weight, ignore_index, reduction, label_smoothing, coarse_labels, tree, tax)
@@ -128,7 +143,7 @@ class TreeWassersteinLoss(TreeLossBase):
             rows = rings.expand_rings((vals * om).astype(dtype))
             rows += (self._leaf_wd[None, :] * (om if isinstance(om, float) else om)).astype(dtype)
             if rings.coarse:  # the classes under a coarse label cost nothing
-                ring0 = np.zeros(vals.shape, dtype=dtype)
+                ring0: Any = np.zeros(vals.shape, dtype=dtype)  # numpy here, torch below
                 ring0[:, 0] = 1.0
                 rows *= 1 - rings.expand_rings(ring0)
             return torch.from_numpy(rows)
@@ -183,7 +198,7 @@ class TreeWassersteinLoss(TreeLossBase):
         if target.kind == "prob":
             parts = [("prob", np.arange(n))]
         else:
-            coarse = self._coarse_rows(target.ids).numpy()
+            coarse = self._coarse_rows(cast(torch.Tensor, target.ids)).numpy()
             parts = [("smoothed", np.flatnonzero(~coarse)), ("coarse", np.flatnonzero(coarse))]
         for kind, idx in parts:
             if idx.size == 0:
@@ -197,7 +212,7 @@ class TreeWassersteinLoss(TreeLossBase):
         tree = self.tree
         h = tree._host
         zl = tree.leaf_cols(z)
-        rings = tree.rings(target.ids, host=True, coarse=target.coarse)
+        rings = tree.rings(cast(torch.Tensor, target.ids), host=True, coarse=target.coarse)
         rows_d = self._distance_rows(rings, target.host_omega(), z.numpy().dtype)
         coef = self.ce_weight * _vec(target.omega, z.shape[0], True) if self.ce_weight else None
         out, grad = host_expected_row(zl, rows_d, coef, rings, None)
@@ -219,8 +234,8 @@ class TreeWassersteinLoss(TreeLossBase):
         n = z.shape[0]
         dt = z.numpy().dtype
         zl = tree.leaf_cols(z)
-        ids = target.ids
-        values = target.values.numpy()  # q at the target classes (no floor on this path)
+        ids = cast(torch.Tensor, target.ids)
+        values = cast(torch.Tensor, target.values).numpy()  # q at the target classes (no floor on this path)
         omegas = target.omega.numpy()  # (M, k): values · class weight · scale
         factor = omegas.sum(1)
         pos = h.class_position[ids.numpy()]  # (M, k) leaf positions
@@ -278,9 +293,10 @@ class TreeWassersteinLoss(TreeLossBase):
             g2 = torch.from_numpy(g2.astype(dt))
             return rows + r2, grad + (tree.class_cols(g2))
         zl = tree.leaf_cols(z)
+        ce_rows: Any  # set with gamma
         coef = ce_rows = rings = None
         if kind == "prob":
-            q = target.prob.to(torch.float64)
+            q: Any = cast(torch.Tensor, target.prob).to(torch.float64)  # numpy below
             pw = q if cw is None else q * cw.to(torch.float64)
             om = _vec(target.omega, n, True)
             factor = om * pw.sum(1).numpy()
@@ -292,7 +308,7 @@ class TreeWassersteinLoss(TreeLossBase):
             if gamma:
                 coef = gamma * _vec(target.omega, n, True)
                 ce_rows = gamma * _vec(target.smooth, n, True)[:, None] * self._uniform(cw).numpy()[None, :]
-                rings = tree.rings(target.ids, host=True, coarse=target.coarse)
+                rings = tree.rings(cast(torch.Tensor, target.ids), host=True, coarse=target.coarse)
         q = tree.leaf_cols(q)
         if ce_rows is not None:
             ce_rows = tree.leaf_cols(ce_rows)
@@ -311,7 +327,7 @@ class TreeWassersteinLoss(TreeLossBase):
         rows' factor ``ω + smooth · mean weight`` (the target's expected weight times the scale)."""
         eps = self.label_smoothing
         C = self.num_classes
-        ids = target.ids
+        ids = cast(torch.Tensor, target.ids)
         q = torch.full((n, C), eps / C, dtype=torch.float64, device=ids.device)
         q.scatter_add_(1, ids[:, None], torch.full_like(q[:, :1], 1.0 - eps))
         factor = _vec(target.omega, n, host, ids.device) + _vec(target.smooth, n, host, ids.device) * \
@@ -324,7 +340,7 @@ class TreeWassersteinLoss(TreeLossBase):
             return self._ref_part(z, target, "prob")
         if target.smooth is None:
             return self._ref_ids(z, target)
-        coarse = self._coarse_rows(target.ids)
+        coarse = self._coarse_rows(cast(torch.Tensor, target.ids))
         smoothed = self._ref_part(z, target, "smoothed")
         if not self.coarse_labels:
             return smoothed
@@ -332,7 +348,7 @@ class TreeWassersteinLoss(TreeLossBase):
 
     def _ref_ids(self, z, target: LossTarget):
         tree = self.tree
-        rings = tree.rings(target.ids, host=False)
+        rings = tree.rings(cast(torch.Tensor, target.ids), host=False)
         rows_d = self._distance_rows(rings, target.omega, z.dtype)
         if not self.ce_weight:
             return ref_expected_row(z, rows_d)
@@ -353,14 +369,15 @@ class TreeWassersteinLoss(TreeLossBase):
                 rows = rows + ref_expected_row(z, torch.zeros_like(z), ce_rows=ce)
             return rows
         if kind == "prob":
-            q = target.prob.to(torch.float64)
+            q = cast(torch.Tensor, target.prob).to(torch.float64)
             pw = q if cw is None else q * cw.to(torch.float64)
             om = _vec(target.omega, n, False, z.device)
             rows = self._ref_w1(z, q, om * pw.sum(1))
             if gamma:
                 rows = rows + ref_expected_row(z, torch.zeros_like(z), ce_rows=(gamma * pw * om[:, None]).to(z.dtype))
             return rows
-        ids = target.ids.clamp_max(self.num_classes - 1)  # coarse rows are computed by the other part
+        # coarse rows are computed by the other part
+        ids = cast(torch.Tensor, target.ids).clamp_max(self.num_classes - 1)
         safe = LossTarget(kind="index", omega=target.omega, ids=ids, smooth=target.smooth, class_weight=cw)
         q, factor = self._smoothed(safe, False, n)
         rows = self._ref_w1(z, q, factor)

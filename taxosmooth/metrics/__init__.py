@@ -89,7 +89,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type:
     if name in _METRIC_CLASSES:
         import importlib
 
@@ -98,5 +98,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'taxosmooth.metrics' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(__all__)

@@ -70,6 +70,7 @@ class PairDistances:
     def nodes(self, label: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Compiled node ids of label and prediction target ids, the prediction truncated at the label."""
         tree = self.tree
+        assert tree is not None  # a matrix knows no nodes; its callers compare classes instead
         a, b = torch.broadcast_tensors(tree.node_of(label), tree.node_of(pred))
         return a, tree.truncate(b, a)
 
@@ -86,6 +87,7 @@ class PairDistances:
         if "matrix" in t:
             return t["matrix"][label, pred].to(dtype)
         a, b = self.nodes(label, pred)
+        assert self.tree is not None  # no "matrix": a taxonomy's
         u = self.tree.lca(a, b)
         if "node_value" in t:
             d = take(t["node_value"], u).to(dtype)

@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from taxosmooth._tensor_checks import as_probabilities
 from taxosmooth._tree_index import take
 from taxosmooth.metrics._pairs import LCA_FIELDS, PairDistances, lca_values
+
+if TYPE_CHECKING:
+    from taxosmooth.taxonomy import Taxonomy
 
 __all__ = ["OperatingCurve", "operating_curve", "pareto_front", "pareto_integrate", "AREAS"]
 
@@ -107,7 +111,7 @@ def _check_xy(x, y) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def pareto_front(x, y) -> torch.Tensor:
+def pareto_front(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Indices of the Pareto-optimal points of ``(x, y)``, both maximised, ``x`` ascending.
 
     A point is on the front when no other point is at least as good in both
@@ -131,7 +135,7 @@ def pareto_front(x, y) -> torch.Tensor:
     return order[keep].flip(0)
 
 
-def pareto_integrate(x, y) -> torch.Tensor:
+def pareto_integrate(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Area under the Pareto envelope of ``(x, y)``: ``∫_0^{max x} max{y_j : x_j >= t} dt``.
 
     The envelope is a step function (the best ``y`` still reachable at ``x >= t``);
@@ -168,6 +172,7 @@ def _curve_steps(probs, target, pairs: PairDistances, from_logits: bool, coarse_
     from taxosmooth.metrics.functional import _labels
 
     tree = pairs.tree
+    assert tree is not None  # _tree_pairs: a taxonomy's
     p = as_probabilities(probs.detach() if isinstance(probs, torch.Tensor) else probs, from_logits, tree.num_classes)
     label = _labels(target, p.shape[0], pairs, tree.num_classes, coarse_labels, p.device)
     v = tree.node_of(label)
@@ -210,7 +215,8 @@ def _curve_from(values: torch.Tensor, deltas: torch.Tensor, root_sums: torch.Ten
     return OperatingCurve(thresholds, {k: means[:, i] for i, k in enumerate(LCA_FIELDS)}, n)
 
 
-def operating_curve(probs, target, taxonomy, *, from_logits: bool = False, coarse_labels: bool = False) -> OperatingCurve:
+def operating_curve(probs: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, *, from_logits: bool = False,
+                    coarse_labels: bool = False) -> OperatingCurve:
     """The exact operating curve of the threshold rule over all thresholds ``τ`` in ``(0, 1]``.
 
     For every distinct threshold at which some sample's answer changes, the
@@ -253,5 +259,5 @@ def operating_curve(probs, target, taxonomy, *, from_logits: bool = False, coars
     return _curve_from(values, deltas, root, n)
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return list(__all__)

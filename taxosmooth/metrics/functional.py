@@ -48,6 +48,8 @@ device, except :func:`report`, which returns a dict of Python floats.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -63,6 +65,10 @@ from taxosmooth._tensor_checks import (
 )
 from taxosmooth._tree_index import take
 from taxosmooth.metrics._pairs import LCA_FIELDS, PairDistances, lca_values
+
+if TYPE_CHECKING:
+    from taxosmooth.distances import Source
+    from taxosmooth.taxonomy import Taxonomy
 
 __all__ = [
     "topk_error",
@@ -103,7 +109,8 @@ def _optional_pairs(taxonomy, coarse_labels) -> PairDistances | None:
     return None if taxonomy is None else _tree_pairs(taxonomy, "coarse labels")
 
 
-def _labels(target, n: int, pairs: PairDistances | None, num_classes: int, coarse_labels: bool, device) -> torch.Tensor:
+def _labels(target, n: int, pairs: PairDistances | None, num_classes: int, coarse_labels: bool,
+            device) -> torch.Tensor:
     num_nodes = pairs.num_nodes if pairs is not None and pairs.tree is not None else None
     return check_target(target, n, num_classes, coarse_labels=coarse_labels, num_nodes=num_nodes).to(device)
 
@@ -158,7 +165,8 @@ def _check_average(average) -> str:
 def _check_depth(depth, pairs: PairDistances) -> int:
     if isinstance(depth, bool) or not isinstance(depth, numbers.Integral):
         raise TypeError(f"depth must be an int, got {depth!r}")
-    if not 0 <= depth <= pairs.tree.max_depth:
+    assert pairs.tree is not None  # the metrics that take a depth need a taxonomy
+    if not 0 <= int(depth) <= pairs.tree.max_depth:
         raise ValueError(f"depth = {depth} is out of range: the taxonomy's depths are 0 to {pairs.tree.max_depth}")
     return int(depth)
 
@@ -173,6 +181,7 @@ def _topk_stats(scores, label, ks, pairs: PairDistances | None, coarse_labels: b
         rank = rank_of(scores, label)
         return {f"wrong_at_{k}": (rank >= k).sum() for k in ks} | total
     top = stable_topk(scores, max(ks))
+    assert pairs is not None  # coarse labels come with a taxonomy
     a, b = pairs.nodes(label.unsqueeze(1), top)
     hit = a == b  # the class lies under the label
     return {f"wrong_at_{k}": (~hit[:, :k].any(dim=1)).sum() for k in ks} | total
@@ -234,6 +243,7 @@ def _depth_stats(pred, label, pairs, depth: int) -> dict:
 
 def _check_levels(level_preds, pairs: PairDistances, name: str = "preds") -> torch.Tensor:
     tree = pairs.tree
+    assert tree is not None  # the path metrics need a taxonomy
     if not isinstance(level_preds, torch.Tensor):
         level_preds = torch.as_tensor(level_preds)
     if level_preds.ndim != 2 or not 1 <= level_preds.shape[1] <= tree.max_depth:
@@ -282,7 +292,7 @@ def _consistency_stats(level_ids, pairs) -> dict:
 def _ece_stats(probs, label, n_bins, pairs: PairDistances | None, coarse_labels: bool) -> dict:
     dt = accumulate_dtype(probs.device)
     conf, pred = probs.max(dim=1)  # max() returns the first maximal index, like argmax
-    right = pairs.correct(label, pred) if coarse_labels else pred == label
+    right = cast(PairDistances, pairs).correct(label, pred) if coarse_labels else pred == label  # coarse: a taxonomy
     edges = torch.linspace(0, 1, n_bins + 1, dtype=probs.dtype, device=probs.device)[1:-1]
     bins = torch.bucketize(conf, edges)  # bin m holds m/M < conf <= (m+1)/M
     zeros = torch.zeros(n_bins, dtype=dt, device=probs.device)
@@ -313,7 +323,8 @@ def _ece_from(stats) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- metrics
-def topk_error(scores, target, k: int = 1, *, taxonomy=None, coarse_labels: bool = False) -> torch.Tensor:
+def topk_error(scores: torch.Tensor, target: torch.Tensor, k: int = 1, *, taxonomy: Taxonomy | None = None,
+               coarse_labels: bool = False) -> torch.Tensor:
     """Fraction of samples whose true class is not among the k highest scores.
 
     .. math:: \\mathrm{err}_k = \\frac{1}{N} \\sum_n [\\mathrm{rank}_n(t_n) \\ge k]
@@ -346,7 +357,8 @@ def topk_error(scores, target, k: int = 1, *, taxonomy=None, coarse_labels: bool
     return _ratio(s[f"wrong_at_{k}"], s["total"])
 
 
-def mistake_severity(scores, target, source, *, distance: str | None = None, coarse_labels: bool = False) -> torch.Tensor:
+def mistake_severity(scores: torch.Tensor, target: torch.Tensor, source: Source, *, distance: str | None = None,
+                     coarse_labels: bool = False) -> torch.Tensor:
     """Mean distance between the top-1 prediction and the truth, over the wrong predictions only.
 
     .. math:: \\frac{\\sum_n [\\hat y_n \\ne t_n] \\, d(t_n, \\hat y_n)}{\\sum_n [\\hat y_n \\ne t_n]}
@@ -380,8 +392,8 @@ def mistake_severity(scores, target, source, *, distance: str | None = None, coa
     return _ratio(s["mistake_distance"], s["mistakes"])
 
 
-def hierarchical_distance_at_k(scores, target, source, k: int, *, distance: str | None = None,
-                               coarse_labels: bool = False) -> torch.Tensor:
+def hierarchical_distance_at_k(scores: torch.Tensor, target: torch.Tensor, source: Source, k: int, *,
+                               distance: str | None = None, coarse_labels: bool = False) -> torch.Tensor:
     """Average hierarchical distance @k: mean over samples of the mean distance of the k best predictions.
 
     .. math:: \\frac{1}{N} \\sum_n \\frac{1}{k} \\sum_{j \\in \\mathrm{top}_k(n)} d(t_n, j)
@@ -408,8 +420,8 @@ def hierarchical_distance_at_k(scores, target, source, k: int, *, distance: str 
     return _ratio(s[f"dist_mean_at_{k}"], _count(scores.shape[0], scores.device))
 
 
-def hierarchical_distance_top_k(scores, target, source, k: int, *, distance: str | None = None,
-                                coarse_labels: bool = False) -> torch.Tensor:
+def hierarchical_distance_top_k(scores: torch.Tensor, target: torch.Tensor, source: Source, k: int, *,
+                                distance: str | None = None, coarse_labels: bool = False) -> torch.Tensor:
     """Mean over samples of the distance of the *closest* of the k best predictions.
 
     .. math:: \\frac{1}{N} \\sum_n \\min_{j \\in \\mathrm{top}_k(n)} d(t_n, j)
@@ -425,7 +437,8 @@ def hierarchical_distance_top_k(scores, target, source, k: int, *, distance: str
     return _ratio(s[f"dist_min_at_{k}"], _count(scores.shape[0], scores.device))
 
 
-def hierarchical_precision_recall_f1(scores, target, taxonomy, *, average: str = "micro",
+def hierarchical_precision_recall_f1(scores: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, *,
+                                     average: str = "micro",
                                      coarse_labels: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hierarchical precision, recall and F1 of the top-1 prediction (or of node predictions), on ancestor sets.
 
@@ -475,22 +488,26 @@ def hierarchical_precision_recall_f1(scores, target, taxonomy, *, average: str =
     return _hprf_from(_hprf_stats(pred, label, pairs), average)
 
 
-def hierarchical_precision(scores, target, taxonomy, *, average: str = "micro", coarse_labels: bool = False) -> torch.Tensor:
+def hierarchical_precision(scores: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, *, average: str = "micro",
+                           coarse_labels: bool = False) -> torch.Tensor:
     """Hierarchical precision ``hP``; see :func:`hierarchical_precision_recall_f1`."""
     return hierarchical_precision_recall_f1(scores, target, taxonomy, average=average, coarse_labels=coarse_labels)[0]
 
 
-def hierarchical_recall(scores, target, taxonomy, *, average: str = "micro", coarse_labels: bool = False) -> torch.Tensor:
+def hierarchical_recall(scores: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, *, average: str = "micro",
+                        coarse_labels: bool = False) -> torch.Tensor:
     """Hierarchical recall ``hR``; see :func:`hierarchical_precision_recall_f1`."""
     return hierarchical_precision_recall_f1(scores, target, taxonomy, average=average, coarse_labels=coarse_labels)[1]
 
 
-def hierarchical_f1(scores, target, taxonomy, *, average: str = "micro", coarse_labels: bool = False) -> torch.Tensor:
+def hierarchical_f1(scores: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, *, average: str = "micro",
+                    coarse_labels: bool = False) -> torch.Tensor:
     """Hierarchical F1 ``hF``; see :func:`hierarchical_precision_recall_f1`."""
     return hierarchical_precision_recall_f1(scores, target, taxonomy, average=average, coarse_labels=coarse_labels)[2]
 
 
-def lca_metrics(scores, target, taxonomy, *, coarse_labels: bool = False) -> dict[str, torch.Tensor]:
+def lca_metrics(scores: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, *,
+                coarse_labels: bool = False) -> dict[str, torch.Tensor]:
     """The LCA metrics of Valmadre, "Hierarchical classification at multiple operating points" (NeurIPS 2022).
 
     Per sample, with the label ``v``, the prediction ``p`` (truncated at ``v``:
@@ -533,7 +550,8 @@ def lca_metrics(scores, target, taxonomy, *, coarse_labels: bool = False) -> dic
     return _lca_from(_lca_stats(pred, label, pairs))
 
 
-def accuracy_at_depth(scores, target, taxonomy, depth: int, *, coarse_labels: bool = False) -> torch.Tensor:
+def accuracy_at_depth(scores: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, depth: int, *,
+                      coarse_labels: bool = False) -> torch.Tensor:
     """Accuracy at one depth of the tree: the prediction's ancestor at ``depth`` is the label's.
 
     With ``anc_k(u)`` the ancestor of ``u`` at depth ``k``
@@ -563,7 +581,8 @@ def accuracy_at_depth(scores, target, taxonomy, depth: int, *, coarse_labels: bo
     return _ratio(s[f"right_at_depth_{depth}"], s[f"counted_at_depth_{depth}"])
 
 
-def full_path_accuracy(preds, target, taxonomy, *, coarse_labels: bool = False) -> torch.Tensor:
+def full_path_accuracy(preds: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, *,
+                       coarse_labels: bool = False) -> torch.Tensor:
     """Fraction of samples whose per-level predictions are right at every level (a model with one head per rank).
 
     ``preds[:, j]`` is the node predicted at depth ``j + 1`` (a node of that
@@ -588,7 +607,7 @@ def full_path_accuracy(preds, target, taxonomy, *, coarse_labels: bool = False) 
     return _ratio(s["path_right"], s["path_counted"])
 
 
-def path_consistency(preds, taxonomy) -> torch.Tensor:
+def path_consistency(preds: torch.Tensor, taxonomy: Taxonomy) -> torch.Tensor:
     """Fraction of samples whose per-level predictions form one path from the root.
 
     ``preds`` as in :func:`full_path_accuracy`; consistent when every level's
@@ -605,8 +624,8 @@ def path_consistency(preds, taxonomy) -> torch.Tensor:
     return _ratio(s["consistent"], s["total"])
 
 
-def expected_calibration_error(probs, target, n_bins: int = 15, from_logits: bool = False, *, taxonomy=None,
-                               coarse_labels: bool = False) -> torch.Tensor:
+def expected_calibration_error(probs: torch.Tensor, target: torch.Tensor, n_bins: int = 15, from_logits: bool = False,
+                               *, taxonomy: Taxonomy | None = None, coarse_labels: bool = False) -> torch.Tensor:
     """Expected calibration error of the top-1 confidence, with equal-width bins.
 
     Guo, Pleiss, Sun and Weinberger, "On Calibration of Modern Neural
@@ -691,13 +710,13 @@ def _report_from(stats, ks, max_depth: int | None) -> dict[str, torch.Tensor]:
 
 
 def report(
-    scores,
-    target,
-    source,
-    k=1,
+    scores: torch.Tensor,
+    target: torch.Tensor,
+    source: Source,
+    k: int | Sequence[int] = 1,
     *,
     distance: str | None = None,
-    probs=None,
+    probs: torch.Tensor | None = None,
     from_logits: bool = False,
     n_bins: int = 15,
     coarse_labels: bool = False,

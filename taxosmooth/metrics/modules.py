@@ -27,6 +27,9 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 try:
     import torchmetrics
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides torchmetrics
@@ -42,6 +45,10 @@ from taxosmooth._tensor_checks import as_probabilities, check_coarse, check_k
 from taxosmooth.metrics import curves as Cv
 from taxosmooth.metrics import functional as F
 from taxosmooth.metrics._pairs import LCA_FIELDS, PairDistances
+
+if TYPE_CHECKING:
+    from taxosmooth.distances import Source
+    from taxosmooth.taxonomy import Taxonomy
 
 __all__ = [
     "TopKError",
@@ -67,7 +74,7 @@ class _SumMetric(torchmetrics.Metric):
     is_differentiable = False
     full_state_update = False
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._sum_names: list[str] = []
         self.pairs: PairDistances | None = None
@@ -101,6 +108,7 @@ class _SumMetric(torchmetrics.Metric):
         return F._check(scores, target, getattr(self, "num_classes", None), self.pairs, self.coarse_labels)
 
     def _predicted(self, scores, target):
+        assert self.pairs is not None  # the metrics that predict call _source first
         return F._predicted(scores, target, self.pairs, self.coarse_labels, nodes=True)
 
 
@@ -116,8 +124,10 @@ class TopKError(_SumMetric):
     """
 
     higher_is_better = False
+    total: torch.Tensor  # a state
 
-    def __init__(self, k: int = 1, *, taxonomy=None, coarse_labels: bool = False, **kwargs):
+    def __init__(self, k: int = 1, *, taxonomy: Taxonomy | None = None, coarse_labels: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
@@ -151,8 +161,12 @@ class MistakeSeverity(_SumMetric):
     """
 
     higher_is_better = False
+    pairs: PairDistances  # set by _source
+    mistake_distance: torch.Tensor  # states
+    mistakes: torch.Tensor
 
-    def __init__(self, source, distance: str | None = None, *, coarse_labels: bool = False, **kwargs):
+    def __init__(self, source: Source, distance: str | None = None, *, coarse_labels: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source(source, distance, coarse_labels)
         self._sum_state("mistake_distance", floating=True)
@@ -168,9 +182,12 @@ class MistakeSeverity(_SumMetric):
 
 class _HierarchicalDistance(_SumMetric):
     higher_is_better = False
+    pairs: PairDistances  # set by _source
+    total: torch.Tensor  # a state
     _key = ""
 
-    def __init__(self, source, k: int, distance: str | None = None, *, coarse_labels: bool = False, **kwargs):
+    def __init__(self, source: Source, k: int, distance: str | None = None, *, coarse_labels: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source(source, distance, coarse_labels)
         self.k = check_k(k, self.pairs.num_classes)
@@ -225,9 +242,11 @@ _HPRF_STATES = ("ancestors_common", "ancestors_pred", "ancestors_true", "sample_
 
 class _HierarchicalPRF(_SumMetric):
     higher_is_better = True
+    pairs: PairDistances  # set by _source
     _which = 0
 
-    def __init__(self, taxonomy, *, average: str = "micro", coarse_labels: bool = False, **kwargs):
+    def __init__(self, taxonomy: Taxonomy, *, average: str = "micro", coarse_labels: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source(taxonomy, None, coarse_labels, taxonomy_only="ancestor sets")
         self.average = F._check_average(average)
@@ -295,8 +314,9 @@ class LCAMetrics(_SumMetric):
     """
 
     higher_is_better = None
+    pairs: PairDistances  # set by _source
 
-    def __init__(self, taxonomy, *, coarse_labels: bool = False, **kwargs):
+    def __init__(self, taxonomy: Taxonomy, *, coarse_labels: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source(taxonomy, None, coarse_labels, taxonomy_only="ancestor sets")
         for name in LCA_FIELDS:
@@ -322,8 +342,9 @@ class AccuracyAtDepth(_SumMetric):
     """
 
     higher_is_better = True
+    pairs: PairDistances  # set by _source
 
-    def __init__(self, taxonomy, depth: int, *, coarse_labels: bool = False, **kwargs):
+    def __init__(self, taxonomy: Taxonomy, depth: int, *, coarse_labels: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source(taxonomy, None, coarse_labels, taxonomy_only="ancestors at a depth")
         self.depth = F._check_depth(depth, self.pairs)
@@ -349,8 +370,11 @@ class FullPathAccuracy(_SumMetric):
     """
 
     higher_is_better = True
+    pairs: PairDistances  # set by _source
+    path_right: torch.Tensor  # states
+    path_counted: torch.Tensor
 
-    def __init__(self, taxonomy, *, coarse_labels: bool = False, **kwargs):
+    def __init__(self, taxonomy: Taxonomy, *, coarse_labels: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source(taxonomy, None, coarse_labels, taxonomy_only="ancestor paths")
         self._sum_state("path_right", floating=False)
@@ -375,8 +399,11 @@ class PathConsistency(_SumMetric):
     """
 
     higher_is_better = True
+    pairs: PairDistances  # set by _source
+    consistent: torch.Tensor  # states
+    total: torch.Tensor
 
-    def __init__(self, taxonomy, **kwargs):
+    def __init__(self, taxonomy: Taxonomy, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source(taxonomy, None, False, taxonomy_only="ancestor paths")
         self._sum_state("consistent", floating=False)
@@ -408,8 +435,8 @@ class ExpectedCalibrationError(_SumMetric):
 
     higher_is_better = False
 
-    def __init__(self, n_bins: int = 15, from_logits: bool = False, *, taxonomy=None, coarse_labels: bool = False,
-                 **kwargs):
+    def __init__(self, n_bins: int = 15, from_logits: bool = False, *, taxonomy: Taxonomy | None = None,
+                 coarse_labels: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.n_bins = F._check_bins(n_bins)
         self.from_logits = bool(from_logits)
@@ -453,9 +480,11 @@ class HierarchicalReport(_SumMetric):
     """
 
     higher_is_better = None
+    pairs: PairDistances  # set by _source
 
-    def __init__(self, source, k=1, distance: str | None = None, *, calibration: bool = False,
-                 from_logits: bool = False, n_bins: int = 15, coarse_labels: bool = False, **kwargs):
+    def __init__(self, source: Source, k: int | Sequence[int] = 1, distance: str | None = None, *,
+                 calibration: bool = False, from_logits: bool = False, n_bins: int = 15, coarse_labels: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source(source, distance, coarse_labels)
         self.ks = F._check_ks(k, self.pairs.num_classes)
@@ -477,6 +506,7 @@ class HierarchicalReport(_SumMetric):
         if self.pairs.tree is not None:
             for name in _HPRF_STATES[:-1]:
                 self._sum_state(name, floating=name.startswith("sample_"))
+            assert self.max_depth is not None  # a taxonomy's
             for d in range(1, self.max_depth + 1):
                 self._sum_state(f"right_at_depth_{d}", floating=False)
                 self._sum_state(f"counted_at_depth_{d}", floating=False)
@@ -523,8 +553,14 @@ class HierarchicalOperatingCurve(torchmetrics.Metric):
     is_differentiable = False
     higher_is_better = None
     full_state_update = False
+    # states: lists of batches (one tensor after a sync: see _cat)
+    step_values: list[torch.Tensor]
+    step_deltas: list[torch.Tensor]
+    root_sums: torch.Tensor
+    total: torch.Tensor
 
-    def __init__(self, taxonomy, *, from_logits: bool = False, coarse_labels: bool = False, **kwargs):
+    def __init__(self, taxonomy: Taxonomy, *, from_logits: bool = False, coarse_labels: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.pairs = F._tree_pairs(taxonomy, "operating curves")
         self.from_logits = bool(from_logits)

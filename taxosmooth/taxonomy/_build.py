@@ -253,6 +253,7 @@ def _choose_parents(graph: nx.DiGraph, policy: str, report: list[str], locations
                 chosen = ps[0]
                 why = "first listed"
             else:
+                assert dist is not None  # computed above for "shortest" and "longest"
                 better = (lambda a, b: a > b) if policy == "longest" else (lambda a, b: a < b)
                 chosen = ps[0]
                 for p in ps[1:]:

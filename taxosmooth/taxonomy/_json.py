@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import re
-from json.decoder import scanstring
+from collections.abc import Callable
+from json.decoder import scanstring  # type: ignore[attr-defined]  # exists at runtime; typeshed omits it
+from typing import Any, NoReturn, cast
 
 from taxosmooth.errors import TaxonomyFileError
 
@@ -54,7 +56,7 @@ def _where(text: str, pos: int) -> tuple[int, int]:
     return line, pos - (text.rfind("\n", 0, pos) + 1) + 1
 
 
-def _fail(text: str, source: str, pos: int, what: str):
+def _fail(text: str, source: str, pos: int, what: str) -> NoReturn:
     line, col = _where(text, pos)
     raise TaxonomyFileError(f"{source}:{line}: invalid JSON ({what}, column {col})")
 
@@ -66,7 +68,7 @@ def parse_iterative(text: str, source: str = "<json>"):
     one object, ``NaN`` / ``Infinity``, integers too long to convert.
     """
     n = len(text)
-    ws = _WHITESPACE.match
+    ws = cast("Callable[[str, int], re.Match[str]]", _WHITESPACE.match)  # it matches the empty string: never None
     stack: list = []  # frames: [container, key (objects only), start position]
     pos = ws(text, 0).end()
     while True:
@@ -77,7 +79,7 @@ def parse_iterative(text: str, source: str = "<json>"):
             pos = ws(text, pos + 1).end()
             close = "}" if c == "{" else "]"
             if pos < n and text[pos] == close:
-                value = {} if c == "{" else []
+                value: Any = {} if c == "{" else []
                 pos += 1
             else:
                 if c == "{":
@@ -101,7 +103,8 @@ def parse_iterative(text: str, source: str = "<json>"):
             m = _NUMBER.match(text, pos)
             if m is None:
                 if _CONSTANTS.match(text, pos):
-                    _fail(text, source, pos, f"{_CONSTANTS.match(text, pos).group()} is not a JSON number")
+                    constant = cast("re.Match[str]", _CONSTANTS.match(text, pos)).group()  # it matched just above
+                    _fail(text, source, pos, f"{constant} is not a JSON number")
                 _fail(text, source, pos, "Expecting value")
             integer, frac, exp = m.groups()
             try:
@@ -150,7 +153,7 @@ def _key(text: str, source: str, pos: int, frame: list) -> int:
         key, pos = scanstring(text, pos + 1, True)
     except json.JSONDecodeError as exc:
         _fail(text, source, exc.pos, exc.msg)
-    pos = _WHITESPACE.match(text, pos).end()
+    pos = cast("re.Match[str]", _WHITESPACE.match(text, pos)).end()  # it matches the empty string
     if pos >= len(text) or text[pos] != ":":
         _fail(text, source, pos, "Expecting ':' delimiter")
     frame[1] = key
@@ -158,4 +161,4 @@ def _key(text: str, source: str, pos: int, frame: list) -> int:
         frame.append(start)
     else:
         frame[3] = start
-    return _WHITESPACE.match(text, pos + 1).end()
+    return cast("re.Match[str]", _WHITESPACE.match(text, pos + 1)).end()

@@ -144,6 +144,7 @@ def _from_file(path: Path) -> RankTable:
         parsed.append((cells, where))
     if not parsed:
         raise TaxonomyFileError(f"{path}: no rows below the header row")
+    assert ranks is not None  # the header row comes before the first parsed row
     try:
         return _build(parsed, ranks)
     except TaxonomyFileError:
@@ -216,7 +217,7 @@ def name_nodes(paths: Sequence[tuple], ranks: tuple) -> tuple[dict, list]:
     for _ in range(3):
         names = current()
         owner: dict = {}
-        clash = set()
+        clash: set = set()
         for p, n in names.items():
             q = owner.setdefault(n, p)
             if q is not p:

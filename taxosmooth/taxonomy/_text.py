@@ -54,7 +54,7 @@ def split_fields(line: str, delimiter: str, where: str) -> tuple[list[str], list
     if '"' not in line:
         fields = [f.strip() for f in line.split(delimiter)]
         return fields, [False] * len(fields)
-    fields: list[str] = []
+    fields = []
     quoted: list[bool] = []
     n = len(line)
     i = 0

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import numpy as np
@@ -13,6 +14,9 @@ import numpy as np
 from taxosmooth.errors import TaxonomyError, UnknownClassError
 from taxosmooth.taxonomy._build import DEFAULT_ROOT_NAME, Locations, build_tree, graph_from_edges
 from taxosmooth.taxonomy._compiled import CompiledTree, compile_tree
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 
 class Taxonomy:
@@ -63,8 +67,20 @@ class Taxonomy:
 
     __slots__ = ("_classes", "_names", "_index", "_class_index", "_target_names", "_target_index", "_compiled",
                  "_report", "_virtual_root", "_ranks", "_cells", "_row_index", "__weakref__")
+    _classes: tuple
+    _names: tuple
+    _index: dict[Hashable, int]
+    _class_index: dict[Hashable, int]
+    _target_names: tuple
+    _target_index: dict[Hashable, int]
+    _compiled: CompiledTree
+    _report: tuple[str, ...]
+    _virtual_root: bool
+    _ranks: tuple | None
+    _cells: dict | None  # a rank table's nodes: name -> (rank index, cell)
+    _row_index: dict | None  # built on first use (rank-table rows in encode)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("build a Taxonomy with Taxonomy.from_networkx, from_edges, from_paths, from_nested, "
                         "from_rank_table or load (or taxosmooth.wordnet.taxonomy_from_wordnet)")
 
@@ -117,7 +133,7 @@ class Taxonomy:
         return self
 
     @classmethod
-    def from_networkx(cls, graph: nx.DiGraph, classes: Sequence[Hashable] | None = None, **options) -> Taxonomy:
+    def from_networkx(cls, graph: nx.DiGraph, classes: Sequence[Hashable] | None = None, **options: Any) -> Taxonomy:
         """From a directed graph with edges ``parent -> child``.
 
         An edge attribute ``weight`` (finite, > 0) sets the length of that edge
@@ -130,7 +146,7 @@ class Taxonomy:
         return cls._from_graph(graph, classes, **options)
 
     @classmethod
-    def from_edges(cls, edges: Iterable, classes: Sequence[Hashable] | None = None, **options) -> Taxonomy:
+    def from_edges(cls, edges: Iterable, classes: Sequence[Hashable] | None = None, **options: Any) -> Taxonomy:
         """From ``(parent, child)`` or ``(parent, child, weight)`` pairs.
 
         >>> Taxonomy.from_edges([("animal", "horse"), ("animal", "whale")]).classes
@@ -140,7 +156,8 @@ class Taxonomy:
         return cls._from_graph(graph_from_edges(edges), classes, **options)
 
     @classmethod
-    def from_paths(cls, lines: Iterable[str], sep: str = "/", classes: Sequence[Hashable] | None = None, **options) -> Taxonomy:
+    def from_paths(cls, lines: Iterable[str], sep: str = "/", classes: Sequence[Hashable] | None = None,
+                   **options: Any) -> Taxonomy:
         """From root-to-leaf paths, one per line, e.g. ``Animalia/Chordata/Mammalia/Equus/zebra``.
 
         Blank lines and lines starting with ``#`` are skipped; names are
@@ -156,7 +173,8 @@ class Taxonomy:
         return cls._from_graph(graph_from_paths(lines, sep=sep), classes, **options)
 
     @classmethod
-    def from_nested(cls, mapping: Mapping | Sequence, classes: Sequence[Hashable] | None = None, **options) -> Taxonomy:
+    def from_nested(cls, mapping: Mapping | Sequence, classes: Sequence[Hashable] | None = None,
+                    **options: Any) -> Taxonomy:
         """From nested dicts and lists: ``{"animal": {"mammal": ["horse", "zebra"]}}``.
 
         A dict maps each node to its children (a dict, a list, or ``None`` /
@@ -168,8 +186,9 @@ class Taxonomy:
         return cls._from_graph(graph_from_nested(mapping), classes, **options)
 
     @classmethod
-    def from_rank_table(cls, path_or_rows, ranks: Sequence[str] | None = None, classes: Sequence[Hashable] | None = None,
-                        **options) -> Taxonomy:
+    def from_rank_table(cls, path_or_rows: str | os.PathLike | Iterable[Sequence[Any]],
+                        ranks: Sequence[str] | None = None, classes: Sequence[Hashable] | None = None,
+                        **options: Any) -> Taxonomy:
         """From a rank table: one column per rank (kingdom … species), as iNaturalist and GBIF export them.
 
         Parameters
@@ -230,7 +249,7 @@ class Taxonomy:
 
     @classmethod
     def load(cls, path: str | os.PathLike, classes: Sequence[Hashable] | None = None, format: str = "auto",
-             **options) -> Taxonomy:
+             **options: Any) -> Taxonomy:
         """Read a taxonomy file.
 
         ``format="auto"`` picks the reader by the extension (case-insensitive):
@@ -392,7 +411,7 @@ class Taxonomy:
         internal nodes (ids ``C … N-1``, depth-first order). See :meth:`encode`."""
         return self._target_names
 
-    def encode(self, labels) -> np.ndarray:
+    def encode(self, labels: Hashable | Iterable[Any]) -> np.ndarray:
         """Target ids of node names: int64, one per label.
 
         A class keeps its class index in ``[0, C)`` (its logit column); an
@@ -454,6 +473,7 @@ class Taxonomy:
 
         if self._row_index is None:
             self._row_index = row_paths(self)
+        assert self._ranks is not None  # only rank-table taxonomies read rows
         cells = normalise_row(row, self._ranks, f"labels[{position}]")
         if not cells:
             raise UnknownClassError(f"labels[{position}] is an empty row")
@@ -496,7 +516,7 @@ class Taxonomy:
             raise IndexError(f"{name}{list(k)} = {int(arr[k])} is not a target id in [0, {self.num_nodes})")
         return arr
 
-    def decode(self, ids):
+    def decode(self, ids: ArrayLike) -> Hashable | list:
         """Node names of target ids (the inverse of :meth:`encode`).
 
         ``ids``: an int, or a sequence / numpy array / tensor of ints (any
@@ -509,12 +529,12 @@ class Taxonomy:
             return names[int(arr)]
         return np.vectorize(names.__getitem__, otypes=[object])(arr).tolist() if arr.size else arr.tolist()
 
-    def target_depth(self, ids) -> np.ndarray:
+    def target_depth(self, ids: ArrayLike) -> np.ndarray:
         """Depth (edges from the root) of each target id."""
         c = self._compiled
         return c.depth[c.target_node[self._check_ids(ids)]]
 
-    def ancestor_at_depth(self, ids, depth: int) -> np.ndarray:
+    def ancestor_at_depth(self, ids: ArrayLike, depth: int) -> np.ndarray:
         """Target id of the ancestor at ``depth`` of each target id (the id itself at its own depth).
 
         ``-1`` where the node is shallower than ``depth`` (it has no ancestor
@@ -620,7 +640,7 @@ class Taxonomy:
     def __hash__(self) -> int:
         return hash((self._classes, self.num_nodes, self.root))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., Taxonomy], tuple]:
         ranks = None if self._ranks is None else (self._ranks, self._cells)
         return (_rebuild, (self.edges(), self._classes, self.root, self._report, self._virtual_root, ranks))
 

@@ -13,8 +13,9 @@ import math
 import numbers
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import networkx as nx
 
@@ -22,6 +23,9 @@ from taxosmooth.errors import TaxonomyError, TaxonomyFileError
 from taxosmooth.taxonomy._build import Locations, check_name
 from taxosmooth.taxonomy._json import load_json
 from taxosmooth.taxonomy._text import LINE_BREAKS, physical_lines, quote_field, read_text, split_fields
+
+if TYPE_CHECKING:
+    from taxosmooth.taxonomy.core import Taxonomy
 
 #: the reader of each extension (``format="auto"``)
 FORMATS = {".csv": "edges", ".tsv": "edges", ".json": "json", ".txt": "paths"}
@@ -237,7 +241,7 @@ class DocPath:
 
     __slots__ = ("up", "step", "source")
 
-    def __init__(self, up: DocPath | None, step: str, source: str | None = None):
+    def __init__(self, up: DocPath | None, step: str, source: str | None = None) -> None:
         self.up, self.step, self.source = up, step, source
 
     def __str__(self) -> str:
@@ -251,7 +255,7 @@ class DocPath:
         inside = "".join(reversed(steps)) or "the top level"
         return f"{source}: {inside}" if source else inside
 
-    def key(self, name) -> DocPath:
+    def key(self, name: Hashable) -> DocPath:
         return DocPath(self, f"[{_show_key(name)}]")
 
     def index(self, i: int) -> DocPath:
@@ -294,7 +298,7 @@ def graph_from_nested(
         if isinstance(value, Mapping):
             return [(k, v, where.key(k)) for k, v in value.items()]
         if isinstance(value, (list, tuple)):
-            out = []
+            out: list = []
             for i, item in enumerate(value):
                 if isinstance(item, Mapping):
                     here = where.index(i)
@@ -469,7 +473,7 @@ def _check_json_name(name, path, where) -> None:
 
 
 # ---------------------------------------------------------------------------- writing
-def check_writable(tax, path: Path, fmt: str) -> None:
+def check_writable(tax: Taxonomy, path: Path, fmt: str) -> None:
     """Refuse what the reader would not give back unchanged (before any file is touched)."""
     if fmt == "json":
         bad = next((n for n in tax.nodes if type(n) not in (str, int)), None)
@@ -489,6 +493,7 @@ def check_writable(tax, path: Path, fmt: str) -> None:
         except UnicodeEncodeError:
             raise TaxonomyError(f"cannot write node {n!r} to {path.suffix or fmt}: it cannot be encoded as UTF-8 (a lone surrogate)") from None
     if fmt == "paths":
+        assert isinstance(tax.root, str)  # every node is a string (checked above)
         # a line starting with '#' is a comment
         if tax.root.startswith("#"):
             raise TaxonomyError(f"cannot write node {tax.root!r} to {path.suffix or fmt}: a line starting with '#' is read as a comment")
@@ -501,7 +506,7 @@ def check_writable(tax, path: Path, fmt: str) -> None:
         raise TaxonomyError(f"cannot write a taxonomy with a single node ({tax.root!r}) as an edge list; use .json or .txt")
 
 
-def render_taxonomy(tax, path: str | os.PathLike, format: str = "auto") -> str:
+def render_taxonomy(tax: Taxonomy, path: str | os.PathLike, format: str = "auto") -> str:
     """The text :func:`write_taxonomy` writes (checked first: nothing is rendered that would not load back)."""
     path = Path(path)
     fmt = format_of(path, format)
@@ -537,7 +542,7 @@ def render_taxonomy(tax, path: str | os.PathLike, format: str = "auto") -> str:
     return json.dumps(data, indent=1) + "\n"
 
 
-def write_taxonomy(tax, path: str | os.PathLike, format: str = "auto") -> None:
+def write_taxonomy(tax: Taxonomy, path: str | os.PathLike, format: str = "auto") -> None:
     """Write ``tax`` so that loading the file gives an equal taxonomy.
 
     The file is written beside ``path`` and renamed over it at the end: an

@@ -26,11 +26,16 @@ built on "the first parent" is reproducible.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from taxosmooth.errors import TaxonomyError
+
+if TYPE_CHECKING:
+    from nltk.corpus.reader.wordnet import Synset, WordNetCorpusReader
 
 #: the name nltk gives its simulated root (it sorts before every synset name)
 FAKE_ROOT_NAME = "*ROOT*"
@@ -54,7 +59,7 @@ def _topological_order(parents: list) -> tuple[list, list]:
     return order, pending
 
 
-def ordered_hypernyms(synset) -> list:
+def ordered_hypernyms(synset: Synset) -> list:
     """``hypernyms()`` then ``instance_hypernyms()``, each sorted by name (see module docstring)."""
     return sorted(synset.hypernyms(), key=_name) + sorted(synset.instance_hypernyms(), key=_name)
 
@@ -100,7 +105,7 @@ class HypernymDAG:
         return rows, self.anc_node[flat], self.anc_dist[flat]
 
 
-def compile_dag(synsets) -> HypernymDAG:
+def compile_dag(synsets: Sequence[Synset]) -> HypernymDAG:
     """Walk the hypernym closure of ``synsets`` (distinct nltk Synsets) and tabulate it."""
     index: dict = {}
     nodes: list = []
@@ -211,7 +216,7 @@ class PosGraph:
         return counts
 
 
-def pos_graph(reader, pos: str) -> PosGraph:
+def pos_graph(reader: WordNetCorpusReader, pos: str) -> PosGraph:
     """Parse the data file of ``pos`` once per reader (cached)."""
     fileid = f"data.{_FILE_OF_POS[pos]}"
     key = (id(reader), fileid)
@@ -260,7 +265,7 @@ def pos_graph(reader, pos: str) -> PosGraph:
     return graph
 
 
-def taxonomy_depth(reader, pos: str) -> int:
+def taxonomy_depth(reader: WordNetCorpusReader, pos: str) -> int:
     """nltk's ``_compute_max_depth(pos, False)``: the largest ``max_depth`` of a synset of ``pos``.
 
     For ``pos="a"`` nltk counts the satellites too (its ``all_synsets("a")``

@@ -50,8 +50,12 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from taxosmooth.errors import WordNetDataError
+
+if TYPE_CHECKING:
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
 #: environment variable naming a WordNet 3.0 dictionary folder
 ENV_VAR = "TAXOSMOOTH_WORDNET_DIR"
@@ -277,7 +281,7 @@ def _process_is_alive(pid: int) -> bool:
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Remove what killed builds left in ``folder``: temporary folders whose process is gone, or a day old."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(folder.iterdir())
     except OSError:
@@ -348,7 +352,7 @@ def prepare_corpus(source: WordNetSource) -> Path:
     raise WordNetDataError(f"cannot build the nltk WordNet folder {corpus} from {source.path} (concurrent rebuilds?)")
 
 
-def damaged_data_error(reader, filename: str, exc: BaseException) -> WordNetDataError:
+def damaged_data_error(reader: WordNetCorpusReader, filename: str, exc: BaseException) -> WordNetDataError:
     """The error for a WordNet file that nltk could not parse: the data is blamed, not the user's synset."""
     root = getattr(reader, "root", None)
     where = f"{root}/{filename}" if root is not None else filename
@@ -364,7 +368,7 @@ _lock = threading.Lock()
 _loaded: dict = {}
 
 
-def load_wordnet(*, refresh: bool = False):
+def load_wordnet(*, refresh: bool = False) -> WordNetCorpusReader:
     """nltk's WordNet reader, on the first data source found (module docstring).
 
     The reader is opened once per process and cached; ``refresh=True`` looks

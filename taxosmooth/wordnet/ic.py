@@ -28,8 +28,12 @@ import os
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
 _intrinsic_cache: dict = {}
 
@@ -68,7 +72,7 @@ def load_ic(path: str | os.PathLike) -> dict:
     return ic
 
 
-def intrinsic_ic(wordnet=None, pos: tuple[str, ...] = ("n", "v")) -> dict:
+def intrinsic_ic(wordnet: WordNetCorpusReader | None = None, pos: tuple[str, ...] = ("n", "v")) -> dict:
     """Seco et al. (2004) intrinsic IC of every noun and verb synset, in nltk's format.
 
     ``IC(s) = 1 - log(hypo(s) + 1) / log(N)`` (module docstring); stored as
@@ -105,7 +109,7 @@ def intrinsic_ic(wordnet=None, pos: tuple[str, ...] = ("n", "v")) -> dict:
     return out
 
 
-def resolve_ic(ic, *, wordnet=None) -> Mapping:
+def resolve_ic(ic: str | os.PathLike | Mapping, *, wordnet: WordNetCorpusReader | None = None) -> Mapping:
     """``"intrinsic"``, an nltk-format dict, or the path of an IC file -> a table."""
     if isinstance(ic, str) and ic == "intrinsic":
         return intrinsic_ic(wordnet)

@@ -76,11 +76,16 @@ asymmetric.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from taxosmooth.wordnet.dag import FAKE_ROOT_NAME, HypernymDAG, compile_dag, taxonomy_depth
+
+if TYPE_CHECKING:
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
 MEASURES = ("path", "wup", "lch", "res", "jcn", "lin")
 IC_MEASURES = ("res", "jcn", "lin")
@@ -353,7 +358,8 @@ def _check_measure(measure: str) -> str:
     return measure
 
 
-def compile_synsets(synsets: Iterable, *, wordnet=None, report: list | None = None) -> HypernymDAG:
+def compile_synsets(synsets: Iterable, *, wordnet: WordNetCorpusReader | None = None,
+                    report: list | None = None) -> HypernymDAG:
     """Resolve ``synsets`` (any accepted form) and compile their hypernym closure."""
     from taxosmooth.wordnet.synsets import resolve_synsets
 
@@ -373,12 +379,12 @@ def _prepare(synsets, measure, ic, wordnet):
 
 
 def similarity_matrix(
-    synsets: Iterable,
+    synsets: Iterable | HypernymDAG,
     measure: str = "wup",
     *,
-    ic="intrinsic",
+    ic: str | os.PathLike | Mapping = "intrinsic",
     simulate_root: bool = True,
-    wordnet=None,
+    wordnet: WordNetCorpusReader | None = None,
 ) -> np.ndarray:
     """Pairwise WordNet similarities, equal to nltk's on every pair.
 
@@ -433,12 +439,12 @@ def similarity_matrix(
 
 
 def distance_matrix(
-    synsets: Iterable,
+    synsets: Iterable | HypernymDAG,
     measure: str = "wup",
     *,
-    ic="intrinsic",
+    ic: str | os.PathLike | Mapping = "intrinsic",
     simulate_root: bool = True,
-    wordnet=None,
+    wordnet: WordNetCorpusReader | None = None,
 ) -> np.ndarray:
     """The distance that goes with each measure (table in the module docstring).
 

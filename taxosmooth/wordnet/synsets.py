@@ -21,10 +21,14 @@ import numbers
 import re
 import warnings
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from taxosmooth.errors import WordNetLookupError
+
+if TYPE_CHECKING:
+    from nltk.corpus.reader.wordnet import Synset, WordNetCorpusReader
 
 _POS = "nvasr"
 _DIGITS = re.compile(r"\d+", re.ASCII)
@@ -71,7 +75,8 @@ def _from_offset(reader, pos: str, offset, item, where: str):
     return synset
 
 
-def resolve_synset(item, *, wordnet=None, report: list | None = None, position: int | None = None):
+def resolve_synset(item: str | tuple[str, int] | Synset, *, wordnet: WordNetCorpusReader | None = None,
+                   report: list | None = None, position: int | None = None) -> Synset:
     """One item (any accepted form) to an nltk ``Synset``. See the module docstring."""
     where = "" if position is None else f"synsets[{position}] = "
     if _is_synset(item):
@@ -136,7 +141,8 @@ def resolve_synset(item, *, wordnet=None, report: list | None = None, position: 
     return synset
 
 
-def resolve_synsets(items: Iterable, *, wordnet=None, report: list | None = None) -> list:
+def resolve_synsets(items: Iterable, *, wordnet: WordNetCorpusReader | None = None,
+                    report: list | None = None) -> list:
     """Resolve a list of synsets given in any accepted form (module docstring).
 
     Parameters
@@ -185,6 +191,6 @@ def resolve_synsets(items: Iterable, *, wordnet=None, report: list | None = None
     return out
 
 
-def wnid(synset) -> str:
+def wnid(synset: Synset) -> str:
     """The ImageNet-style id of a synset: part of speech + 8-digit offset (``n02374451``)."""
     return f"{synset.pos()}{synset.offset():08d}"

@@ -26,16 +26,23 @@ to its first noun sense, each synset that kept one of several hypernyms.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import numpy as np
 
 from taxosmooth.errors import TaxonomyError
 
+if TYPE_CHECKING:
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    from taxosmooth.taxonomy import Taxonomy
+    from taxosmooth.wordnet.dag import HypernymDAG
+
 NODE_NAMES = ("name", "wnid")
 
 
-def wordnet_graph(dag, node_names: str = "name") -> nx.DiGraph:
+def wordnet_graph(dag: HypernymDAG, node_names: str = "name") -> nx.DiGraph:
     """The closure as a DiGraph ``hypernym -> hyponym``, parents inserted in the documented order."""
     if node_names not in NODE_NAMES:
         raise ValueError(f"node_names must be one of {NODE_NAMES}, got {node_names!r}")
@@ -73,8 +80,8 @@ def taxonomy_from_wordnet(
     multiple_roots: str = "join",
     root_name: str = "<root>",
     node_names: str = "name",
-    wordnet=None,
-):
+    wordnet: WordNetCorpusReader | None = None,
+) -> Taxonomy:
     """A class taxonomy from WordNet synsets: their hypernym closure, made a tree.
 
     Parameters
