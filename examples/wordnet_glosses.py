@@ -46,7 +46,7 @@ hierarchical distance @5).
 
 Run::
 
-    python examples/wordnet_glosses.py                 # the full run (a few minutes)
+    python examples/wordnet_glosses.py                 # the full run (about 15 minutes on 2 cores)
     python examples/wordnet_glosses.py --quick         # a smoke run (seconds of training)
     python examples/wordnet_glosses.py --methods "cross entropy*" "HAFrame*"   # some methods only
 
