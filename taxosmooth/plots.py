@@ -66,7 +66,7 @@ class LabelWarning(UserWarning):
 
     Names are drawn as text, never as mathtext (a ``$`` is a dollar sign);
     a character without a glyph in the fonts matplotlib would use is drawn as
-    its ``\\uXXXX`` escape, and this warning names the label.
+    its ``\\u`` escape (four hex digits), and this warning names the label.
     """
 
 
@@ -88,7 +88,7 @@ def _glyphs(families: tuple, _generic: tuple = ()) -> frozenset:
 
 
 def drawable_labels(texts, what: str = "class name") -> list[str]:
-    """``texts`` as matplotlib will draw them literally: ``$`` escaped, glyph-less characters as ``\\uXXXX``.
+    """``texts`` as matplotlib will draw them literally: ``$`` escaped, glyph-less characters as ``\\u`` escapes.
 
     Warns once (:class:`LabelWarning`) naming the labels that were changed.
     """
