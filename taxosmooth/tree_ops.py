@@ -105,6 +105,20 @@ def _is_functorch_wrapped(x: torch.Tensor) -> bool:
         return False
 
 
+def _values_readable(x: torch.Tensor) -> bool:
+    """Whether torch can read ``x``'s values now (``.item()``, comparisons): not batched by ``torch.func.vmap`` at
+    any level. The wrappers of ``torch.func.grad`` / ``jacrev`` hold concrete values (numpy still cannot read them)."""
+    functorch = torch._C._functorch
+    try:
+        while functorch.is_functorch_wrapped_tensor(x):
+            if functorch.is_batchedtensor(x):
+                return False
+            x = functorch.get_unwrapped(x)
+    except AttributeError:  # pragma: no cover - older torch
+        return not _is_functorch_wrapped(x)
+    return True
+
+
 def is_symbolic(x: torch.Tensor) -> bool:
     """Whether ``x``'s values cannot be looked at now: compiling, tracing, or a ``torch.func`` transform."""
     return torch.compiler.is_compiling() or torch.jit.is_tracing() or _is_functorch_wrapped(x)

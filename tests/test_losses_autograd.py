@@ -112,6 +112,52 @@ def test_torch_func_grad_and_vmap():
             torch.testing.assert_close(per[i], zi.grad[0], msg=type(mod).__name__)
 
 
+def test_torch_func_grad_checks_the_target_with_the_eager_message():
+    """Under torch.func.grad the target is outside the transform: an out-of-range id or a negative probability
+    gets the eager error naming the loss and the position, not torch's "Cannot access data pointer"."""
+    from torch.func import grad
+
+    tax = weighted_tax()
+    C = tax.num_classes
+    z = torch.randn(2, C, dtype=torch.float64)
+    bad_prob = torch.full((2, C), 1.0 / C, dtype=torch.float64)
+    bad_prob[0, 0], bad_prob[0, 1] = -0.1, bad_prob[0, 1] + 0.1
+    for mod in (ts.HierarchicalSoftLabelLoss(tax, 2.0), ts.HXELoss(tax, 0.5), ts.ExpectedCostLoss(tax),
+                ts.TreeWassersteinLoss(tax), ts.PairwiseCostLoss(tax), ts.SoftTargetCrossEntropy(ts.soft_targets(tax, 2.0))):
+        name = type(mod).__name__
+        for bad in (C + 3, -3):
+            with pytest.raises(IndexError, match=rf"{name}: target {bad} at position \(1,\) is out of range"):
+                grad(lambda a: mod(a, torch.tensor([0, bad])))(z)
+        with pytest.raises(ValueError, match=rf"{name}: target probability -0.1 in row \(0, :\)"):
+            grad(lambda a: mod(a, bad_prob))(z)
+        # ignored targets still work under the transform
+        t = torch.tensor([0, -100])
+        zz = z.clone().requires_grad_(True)
+        mod(zz, t).backward()
+        torch.testing.assert_close(grad(lambda a: mod(a, t))(z), zz.grad, msg=name)
+
+
+def test_vmapped_out_of_range_targets_give_nan_not_a_number():
+    """Inside vmap the ids cannot be checked: an id of an internal node without coarse_labels (or any id out of
+    range) makes that sample's loss NaN instead of silently reading another row of the tables."""
+    from torch.func import vmap
+
+    tax = weighted_tax()
+    C = tax.num_classes
+    assert tax.num_nodes > C + 1
+    z = torch.randn(3, C, dtype=torch.float64)
+    t = torch.tensor([0, C + 1, -7])
+    for mod in (ts.HierarchicalSoftLabelLoss(tax, 2.0), ts.HXELoss(tax, 0.5), ts.ExpectedCostLoss(tax),
+                ts.TreeWassersteinLoss(tax), ts.PairwiseCostLoss(tax), ts.SoftTargetCrossEntropy(ts.soft_targets(tax, 2.0))):
+        per = vmap(lambda a, b: mod(a.unsqueeze(0), b.unsqueeze(0)))(z, t)
+        torch.testing.assert_close(per[0], mod(z[:1], t[:1]), msg=type(mod).__name__)
+        assert torch.isnan(per[1:]).all(), type(mod).__name__
+    coarse = ts.HXELoss(tax, 0.5, coarse_labels=True)  # with coarse labels that id is a node: a number
+    per = vmap(lambda a, b: coarse(a.unsqueeze(0), b.unsqueeze(0)))(z, t)
+    torch.testing.assert_close(per[1], coarse(z[1:2], t[1:2]))
+    assert torch.isnan(per[2])
+
+
 def test_traced_losses_follow_new_targets():
     """torch.jit.trace records the target as an input: new targets give new values (no rows baked in)."""
     tax = seed_taxonomy()

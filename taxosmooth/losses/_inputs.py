@@ -223,12 +223,18 @@ def _row_name(row: int, shape, class_dim: int) -> str:
     return "(" + ", ".join([str(rest[0]), ":"] + [str(i) for i in rest[1:]]) + ")"
 
 
+def _in_functorch_transform() -> bool:
+    """Inside torch.func.grad / vmap, even a plain tensor cannot be read by numpy (torch ops still work)."""
+    level = getattr(torch._C._functorch, "maybe_current_level", None)
+    return level is not None and level() is not None
+
+
 def _check_ids(z, t, num_classes: int, num_targets: int, ignore_index: int, name: str, out_shape, mode: str):
     if t.numel() == 0:
         return FlatBatch(z=z, kind="index", out_shape=out_shape, ids=t, valid=None, coarse=False)
     if t.device != z.device:
         t = t.to(z.device)
-    if mode == "full" and t.device.type == "cpu":
+    if mode == "full" and t.device.type == "cpu" and not _in_functorch_transform():
         # one numpy pass: as unsigned, negative ids are huge, so the maximum alone bounds them
         tn = t.numpy()
         top = int(tn.view(np.uint64).max())
