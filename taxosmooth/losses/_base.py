@@ -400,7 +400,8 @@ class TreeLossBase(nn.Module):
                     target_mode, batched_target = "off", mode != "off"  # set_checks("off") means no checks at all
                 mode = "off"
             flat = flatten(input, target, num_classes=self.num_classes, num_targets=self.num_targets,
-                           ignore_index=ignore_index, name=name, mode=target_mode)
+                           ignore_index=ignore_index, name=name, mode=target_mode,
+                           num_nodes=None if self.tree is None else self.tree.num_nodes)
             poison = None
             if batched_target and flat.kind == "index" and flat.ids.numel():
                 # vmap: the ids cannot be looked at; one out of range makes the loss NaN, never a silent number
