@@ -228,3 +228,18 @@ def test_deep_chain_stays_linear_in_memory():
         assert torch.isfinite(z.grad).all()
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 1024 * 1024, f"peak RSS grew by {grown_kib / 1024:.0f} MiB"
+
+
+def test_a_ring_table_too_large_is_refused_naming_its_size(monkeypatch):
+    """A comb (every node on the spine has a class and the next spine node): C classes below up to C branching
+    ancestors, a C x C ring table. Over the limit the loss refuses it with its size, before building it."""
+    depth = 400
+    edges = [(f"s{i}", f"s{i + 1}") for i in range(depth)] + [(f"s{i}", f"x{i}") for i in range(depth + 1)]
+    tax = ts.Taxonomy.from_edges(edges)
+    assert tax.num_classes == depth + 1  # the x's
+    ts.HXELoss(tax, 0.5)(torch.randn(2, tax.num_classes), torch.tensor([0, 1]))  # fits under the real limit
+    monkeypatch.setattr(tree_ops, "TABLE_BYTES_LIMIT", 1024**2)  # 1 MiB: ~21 rows of 401 classes x 48 bytes
+    for cls, args in ((ts.HXELoss, (0.5,)), (ts.HierarchicalSoftLabelLoss, (2.0,)), (ts.TreeWassersteinLoss, ())):
+        with pytest.raises(MemoryError, match=r"the ring table of this taxonomy would take more than \d+\.\d GiB "
+                                              r"\(401 classes × \d+\+ branching ancestors\)"):
+            cls(tax, *args)
