@@ -383,3 +383,4 @@ def test_a_class_list_error_names_its_line(tmp_path, capsys):
     status, _, err = run(capsys, "targets", tmp_path / "t.csv", "--beta", "1", "-o", tmp_path / "o.npy",
                          "--classes", tmp_path / "internal.txt")
     assert status == 2 and f"{tmp_path / 'internal.txt'}:3: " in err and "'mammal' is an internal node" in err, err
+    assert "Taxonomy.encode" not in err and "give 'mammal' as a label to 'taxosmooth evaluate --coarse-labels'" in err

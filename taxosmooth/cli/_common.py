@@ -41,6 +41,7 @@ FLAGS = {
     "ic": "--ic",
 }
 _OPTION_VALUE = re.compile(r"\b(" + "|".join(FLAGS) + r")=('[^']*'(?:(?:, | or )'[^']*')*|True|False)")
+_ENCODE_ADVICE = re.compile(r"use Taxonomy\.encode\(\[('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")\]\) for its target id")
 _OPTION_WORD = re.compile(r"\b(multiple_parents|multiple_roots|root_name|contract_unary|node_names)\b")
 
 
@@ -57,6 +58,7 @@ def cli_wording(message: str) -> str:
             return flag if given == "True" else f"no {flag}"
         return f"{flag} " + re.sub(r"'([^']*)'", r"\1", given)
 
+    message = _ENCODE_ADVICE.sub(r"give \1 as a label to 'taxosmooth evaluate --coarse-labels'", message)
     return _OPTION_WORD.sub(lambda m: FLAGS[m.group(1)], _OPTION_VALUE.sub(value, message))
 
 
