@@ -99,6 +99,8 @@ def kernels(mode: str):
 
 
 def _is_functorch_wrapped(x: torch.Tensor) -> bool:
+    if torch.compiler.is_compiling():
+        return False  # Dynamo traces torch.func itself, and warns that it cannot trace the builtin below
     try:
         return bool(torch._C._functorch.is_functorch_wrapped_tensor(x))
     except AttributeError:  # pragma: no cover - older torch
@@ -108,6 +110,8 @@ def _is_functorch_wrapped(x: torch.Tensor) -> bool:
 def _values_readable(x: torch.Tensor) -> bool:
     """Whether torch can read ``x``'s values now (``.item()``, comparisons): not batched by ``torch.func.vmap`` at
     any level. The wrappers of ``torch.func.grad`` / ``jacrev`` hold concrete values (numpy still cannot read them)."""
+    if torch.compiler.is_compiling():
+        return True
     functorch = torch._C._functorch
     try:
         while functorch.is_functorch_wrapped_tensor(x):

@@ -181,6 +181,27 @@ def test_compiled_out_of_range_target_has_the_losss_message(seed_tax):
         f(torch.randn(2, 4), torch.tensor([0, 4]))
 
 
+def test_compiled_losses_raise_no_dynamo_warning_about_our_code():
+    """Dynamo runs the losses' eager parts after a graph break; the torch.func probe must not make it warn that
+    it cannot trace a builtin (a warning with torch internals on every user's console). In a fresh process:
+    Dynamo warns once per process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, taxosmooth as ts\n"
+        "tax = ts.Taxonomy.from_nested({'a': {'b': ['x', 'y'], 'c': ['z', 'w']}})\n"
+        "for mod in (ts.HXELoss(tax, 0.5), ts.ExpectedCostLoss(tax), ts.TreeWassersteinLoss(tax)):\n"
+        "    f = torch.compile(lambda z, t: mod(z, t), backend='eager')\n"
+        "    z = torch.randn(3, 4)\n"
+        "    torch.testing.assert_close(f(z, torch.tensor([0, 1, 3])), mod(z, torch.tensor([0, 1, 3])))\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "always::UserWarning", "-c", code], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Dynamo does not know how to trace" not in done.stderr, done.stderr[-2000:]
+
+
 # ----------------------------------------------------------------------------- state
 def test_state_dict_names_its_taxonomy():
     tax = seed_taxonomy()
