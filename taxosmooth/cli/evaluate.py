@@ -146,7 +146,7 @@ def evaluate(scores, labels, tax, args):
 
     target = torch.from_numpy(labels)
     try:
-        probs = as_probabilities(scores, args.from_logits, tax.num_classes, name="SCORES")
+        probs = as_probabilities(scores, args.from_logits, tax.num_classes, name=str(args.scores))
     except ValueError as exc:
         raise CLIError(_cli_message(exc)) from None
     if args.k is None:
