@@ -384,3 +384,23 @@ def test_a_class_list_error_names_its_line(tmp_path, capsys):
                          "--classes", tmp_path / "internal.txt")
     assert status == 2 and f"{tmp_path / 'internal.txt'}:3: " in err and "'mammal' is an internal node" in err, err
     assert "Taxonomy.encode" not in err and "give 'mammal' as a label to 'taxosmooth evaluate --coarse-labels'" in err
+
+
+# ---------------------------------------------------------------------------- item 14: extreme numbers
+def test_extreme_powers_and_betas_give_files_not_tracebacks_or_warnings(tmp_path, capsys):
+    tax = ts.Taxonomy.load(ANIMALS)
+    out = tmp_path / "c.npy"
+    status, _, err = run(capsys, "costs", ANIMALS, "--power", "1000", "--transform", "normalize", "--dtype", "float32",
+                         "-o", out)
+    assert status == 0 and "Warning" not in err, err
+    d = ts.class_distances(tax)
+    want = (d / d.max()) ** 1000  # the normalised cost, computed without forming d ** 1000
+    np.testing.assert_allclose(np.load(out), want.astype(np.float32), rtol=1e-6, atol=0)
+    status, _, err = run(capsys, "costs", ANIMALS, "--power", "1000", "-o", tmp_path / "raw.npy")
+    assert status == 2 and "power=1000 overflows" in err and "callable" not in err, err
+    for beta in ("1e300", "1e308"):
+        status, _, err = run(capsys, "targets", ANIMALS, "--beta", beta, "-o", tmp_path / "q.npy")
+        assert status == 0 and "Warning" not in err, err
+        q = np.load(tmp_path / "q.npy")
+        assert np.isfinite(q).all()
+        np.testing.assert_allclose(q, np.eye(tax.num_classes), atol=0)  # all mass on the true class
