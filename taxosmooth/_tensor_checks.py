@@ -214,7 +214,7 @@ def check_square_tensor(matrix, name: str) -> torch.Tensor:
 def as_probabilities(scores, from_logits: bool, num_classes: int | None = None, name: str = "probs") -> torch.Tensor:
     """Validated probabilities in the compute dtype: a softmax of checked logits, or checked probabilities."""
     if from_logits:
-        logits = check_logits(scores, "logits", num_classes)
+        logits = check_logits(scores, "logits" if name == "probs" else name, num_classes)  # a caller's own name
         return torch.softmax(logits.to(compute_dtype(logits.dtype)), dim=1)
     p = check_probabilities(scores, name, num_classes)
     return p.to(compute_dtype(p.dtype))

@@ -45,12 +45,12 @@ def _apply(d: np.ndarray, power: float, transform, max_value: float, what: str) 
         # the largest cost, computed as the entries are (d ** power), so that it is their maximum
         with np.errstate(over="ignore"):
             m = np.float64(max_value) ** power
-        if not np.isfinite(m):
-            raise ValueError(
-                f"power={power:g} overflows: the largest distance {max_value:g} ** {power:g} is not a finite "
-                "float64; lower the power (normalising first is not the same cost: pass a callable transform)"
-            )
-        out = out / m if m > 0 else out
+        if np.isfinite(m):
+            out = out / m if m > 0 else out
+        else:
+            # d ** p / max ** p overflows, (d / max) ** p is the same cost in [0, 1] (underflow to 0 is exact enough)
+            with np.errstate(under="ignore"):
+                out = (d / np.float64(max_value)) ** power
     elif callable(transform):
         res = np.asarray(transform(out), dtype=np.float64)
         if res.shape != out.shape:

@@ -101,10 +101,28 @@ def kernels(mode: str) -> Iterator[None]:
 
 
 def _is_functorch_wrapped(x: torch.Tensor) -> bool:
+    if torch.compiler.is_compiling():
+        return False  # Dynamo traces torch.func itself, and warns that it cannot trace the builtin below
     try:
         return bool(torch._C._functorch.is_functorch_wrapped_tensor(x))
     except AttributeError:  # pragma: no cover - older torch
         return False
+
+
+def _values_readable(x: torch.Tensor) -> bool:
+    """Whether torch can read ``x``'s values now (``.item()``, comparisons): not batched by ``torch.func.vmap`` at
+    any level. The wrappers of ``torch.func.grad`` / ``jacrev`` hold concrete values (numpy still cannot read them)."""
+    if torch.compiler.is_compiling():
+        return True
+    functorch = torch._C._functorch
+    try:
+        while functorch.is_functorch_wrapped_tensor(x):
+            if functorch.is_batchedtensor(x):
+                return False
+            x = functorch.get_unwrapped(x)
+    except AttributeError:  # pragma: no cover - older torch
+        return not _is_functorch_wrapped(x)
+    return True
 
 
 def is_symbolic(x: torch.Tensor) -> bool:

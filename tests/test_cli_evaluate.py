@@ -79,7 +79,11 @@ def one_line(capsys, argv, *fragments):
 def test_bad_input_is_one_line(files, capsys):
     d, tax, logits, y = files
     base = ["evaluate", str(d / "logits.npy"), str(d / "labels.txt"), "--taxonomy", ANIMALS]
-    one_line(capsys, base, "is not a probability", "pass --from-logits")
+    one_line(capsys, base, f"{d / 'logits.npy'}[0, ", "is not a probability", "pass --from-logits")
+    with_nan = logits.clone()
+    with_nan[7, 3] = float("nan")
+    np.save(d / "nan.npy", with_nan.numpy())
+    one_line(capsys, ["evaluate", str(d / "nan.npy"), *base[2:], "--from-logits"], f"{d / 'nan.npy'}[7, 3] is NaN")
     lines = (d / "labels.txt").read_text().splitlines()
     (d / "bad.txt").write_text("\n".join(lines[:3] + ["zebro"] + lines[4:]) + "\n")
     one_line(capsys, [*base[:2], str(d / "bad.txt"), *base[3:], "--from-logits"], "bad.txt:4:", "'zebro' is not a node")

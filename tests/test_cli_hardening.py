@@ -323,3 +323,84 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 141 and err == ""
+
+
+# ---------------------------------------------------------------------------- an output that is an input
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["targets", "{tax}", "--beta", "2", "-o", "{tax}"],
+        ["costs", "{tax}", "-o", "./{tax_name}"],
+        ["costs", "{tax}", "-o", "{link}"],
+        ["costs", "{tax}", "--classes", "{tax_dir}/m.csv.classes.txt", "-o", "{tax_dir}/m.csv"],
+        ["plot", "{tax_png}", "--format", "edges", "-o", "{tax_png}"],
+    ],
+    ids=["targets -o FILE", "costs -o ./FILE", "costs -o a link to FILE", "-o beside --classes", "plot -o FILE"],
+)
+def test_an_output_that_is_an_input_is_refused(tmp_path, capsys, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    text = "animal,mammal\nmammal,horse\nmammal,zebra\nanimal,whale\n"
+    (tmp_path / "t.csv").write_text(text)
+    (tmp_path / "t.png").write_text(text)  # a taxonomy under an odd name, read with --format
+    (tmp_path / "m.csv.classes.txt").write_text("horse\nwhale\n")
+    os.symlink("t.csv", tmp_path / "link.csv")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    fields = dict(tax="t.csv", tax_name="t.csv", link="link.csv", tax_dir=str(tmp_path), tax_png="t.png")
+    status, _, err = run(capsys, *[a.format(**fields) for a in argv])
+    assert status == 2 and "it is the input file" in err and "would be overwritten" in err, err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_wordnet_tree_over_its_synset_list_is_refused(wordnet, tmp_path, capsys):
+    listing_file = tmp_path / "synsets.txt"
+    listing_file.write_text("horse.n.01\nzebra.n.01\n")
+    status, _, err = run(capsys, "wordnet", listing_file, "--tree", listing_file)
+    assert status == 2 and f"cannot write {listing_file}: it is the input file" in err
+    assert listing_file.read_text() == "horse.n.01\nzebra.n.01\n"
+
+
+def test_evaluate_figure_keeps_permissions_like_every_output(tmp_path, capsys):
+    from taxosmooth.data import load_animals
+
+    tax = load_animals()
+    np.save(tmp_path / "p.npy", np.full((4, tax.num_classes), 1.0 / tax.num_classes))
+    (tmp_path / "y.txt").write_text("".join(tax.classes[i] + "\n" for i in range(4)))
+    fig = tmp_path / "curve.png"
+    fig.write_bytes(b"old")
+    os.chmod(fig, 0o644)
+    argv = ["evaluate", tmp_path / "p.npy", tmp_path / "y.txt", "--taxonomy", ANIMALS, "--operating-curve", fig]
+    assert run(capsys, *argv)[0] == 0
+    assert fig.read_bytes()[:4] == b"\x89PNG" and (os.stat(fig).st_mode & 0o777) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.png", "p.npy", "y.txt"]
+
+
+def test_a_class_list_error_names_its_line(tmp_path, capsys):
+    (tmp_path / "t.csv").write_text("animal,mammal\nmammal,horse\nmammal,zebra\nanimal,whale\n")
+    (tmp_path / "unknown.txt").write_text("# mine\nhorse\nzebr\n")
+    (tmp_path / "internal.txt").write_text("whale\n\nmammal\n")
+    status, _, err = run(capsys, "info", tmp_path / "t.csv", "--classes", tmp_path / "unknown.txt")
+    assert status == 2 and f"{tmp_path / 'unknown.txt'}:3: " in err and "class 'zebr' is not a node" in err, err
+    status, _, err = run(capsys, "targets", tmp_path / "t.csv", "--beta", "1", "-o", tmp_path / "o.npy",
+                         "--classes", tmp_path / "internal.txt")
+    assert status == 2 and f"{tmp_path / 'internal.txt'}:3: " in err and "'mammal' is an internal node" in err, err
+    assert "Taxonomy.encode" not in err and "give 'mammal' as a label to 'taxosmooth evaluate --coarse-labels'" in err
+
+
+# ---------------------------------------------------------------------------- item 14: extreme numbers
+def test_extreme_powers_and_betas_give_files_not_tracebacks_or_warnings(tmp_path, capsys):
+    tax = ts.Taxonomy.load(ANIMALS)
+    out = tmp_path / "c.npy"
+    status, _, err = run(capsys, "costs", ANIMALS, "--power", "1000", "--transform", "normalize", "--dtype", "float32",
+                         "-o", out)
+    assert status == 0 and "Warning" not in err, err
+    d = ts.class_distances(tax)
+    want = (d / d.max()) ** 1000  # the normalised cost, computed without forming d ** 1000
+    np.testing.assert_allclose(np.load(out), want.astype(np.float32), rtol=1e-6, atol=0)
+    status, _, err = run(capsys, "costs", ANIMALS, "--power", "1000", "-o", tmp_path / "raw.npy")
+    assert status == 2 and "power=1000 overflows" in err and "callable" not in err, err
+    for beta in ("1e300", "1e308"):
+        status, _, err = run(capsys, "targets", ANIMALS, "--beta", beta, "-o", tmp_path / "q.npy")
+        assert status == 0 and "Warning" not in err, err
+        q = np.load(tmp_path / "q.npy")
+        assert np.isfinite(q).all()
+        np.testing.assert_allclose(q, np.eye(tax.num_classes), atol=0)  # all mass on the true class

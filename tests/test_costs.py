@@ -137,3 +137,25 @@ def test_tensor_source_keeps_its_device(device):
     c = cost_matrix(d, transform="normalize", dtype=torch.float16)
     assert c.device == d.device and c.dtype == torch.float16
     np.testing.assert_array_equal(c.cpu().float().numpy(), [[0, 1], [1, 0]])
+
+
+def test_normalized_costs_of_a_huge_power_are_computed_not_refused():
+    """d ** 1000 overflows float64 for d >= 2, but normalised it is (d / max d) ** 1000, in [0, 1] (oracle: the
+    same power in exact rational arithmetic, rounded once)."""
+    from fractions import Fraction
+
+    tax = ts.Taxonomy.from_paths(["r/a/b/c/d/e", "r/a/b/x", "r/y"])
+    d = ts.class_distances(tax, "path_length")
+    top = int(d.max())
+    want = np.vectorize(lambda v: float(Fraction(int(v), top) ** 1000))(d)
+    for power, source in ((1000, tax), (1000, d)):
+        got = cost_matrix(source, "path_length" if source is tax else None, power=power, transform="normalize",
+                          dtype=torch.float64).numpy()
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(node_costs(tax, "lca_height", power=1000, transform="normalize"),
+                               [float(Fraction(int(h), int(tax.compiled.height.max())) ** 1000)
+                                for h in tax.compiled.height], rtol=1e-12)
+    # without the normalisation the cost itself does not fit: still an error naming the entry
+    with pytest.raises(ValueError, match=r"power=1000 overflows: distance 4.0 \*\* 1000 for entry \(0, 1\)"):
+        cost_matrix(tax, "path_length", power=1000)

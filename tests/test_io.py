@@ -285,6 +285,8 @@ def test_a_quoted_field_cannot_span_lines(tmp_path):
         (T.from_edges([("r", "a\u2028b"), ("r", "c")]), "txt", "line break"),
         (T.from_edges([("r", " a"), ("r", "c")]), "tsv", "' a'.*white space"),
         (T.from_edges([(("r", 1), "a"), (("r", 1), "b")]), "json", r"\('r', 1\).*JSON"),
+        # every line of a path file starts with the root: at the start of the file, the BOM would be dropped
+        (T.from_edges([("\ufeffr", "a"), ("\ufeffr", "b")]), "txt", r"'\\ufeffr'.*byte order mark"),
     ],
 )
 def test_save_refuses_what_load_cannot_give_back(tmp_path, tax, ext, match):
@@ -292,6 +294,23 @@ def test_save_refuses_what_load_cannot_give_back(tmp_path, tax, ext, match):
     with pytest.raises(TaxonomyError, match=match):
         tax.save(path)
     assert not path.exists()
+
+
+def test_a_leading_byte_order_mark_in_a_name_round_trips_or_is_refused(tmp_path):
+    """U+FEFF in a name is kept where it is not the file's first character; as the first rank of a rank table
+    (the first cell of the file) save refuses it rather than write a file that loads without it."""
+    tax = T.from_edges([("\ufeffr", "a"), ("\ufeffr", "\ufeffb")])
+    for ext in ("csv", "tsv", "json"):
+        tax.save(tmp_path / f"x.{ext}")
+        back = T.load(tmp_path / f"x.{ext}")
+        assert back == tax and back.root == "\ufeffr"
+    ranked = T.from_rank_table([["A", "x"], ["A", "y"]], ranks=["\ufeffkingdom", "genus"])
+    with pytest.raises(TaxonomyError, match=r"rank '\\ufeffkingdom' first in a rank table.*byte order mark"):
+        ranked.save(tmp_path / "r.csv", format="ranks")
+    assert not (tmp_path / "r.csv").exists()
+    second = T.from_rank_table([["A", "x"], ["A", "y"]], ranks=["kingdom", "\ufeffgenus"])
+    second.save(tmp_path / "r.csv", format="ranks")
+    assert T.load(tmp_path / "r.csv", format="ranks").ranks == ("kingdom", "\ufeffgenus")
 
 
 def test_names_with_hash_inside_round_trip(tmp_path):

@@ -112,6 +112,52 @@ def test_torch_func_grad_and_vmap():
             torch.testing.assert_close(per[i], zi.grad[0], msg=type(mod).__name__)
 
 
+def test_torch_func_grad_checks_the_target_with_the_eager_message():
+    """Under torch.func.grad the target is outside the transform: an out-of-range id or a negative probability
+    gets the eager error naming the loss and the position, not torch's "Cannot access data pointer"."""
+    from torch.func import grad
+
+    tax = weighted_tax()
+    C = tax.num_classes
+    z = torch.randn(2, C, dtype=torch.float64)
+    bad_prob = torch.full((2, C), 1.0 / C, dtype=torch.float64)
+    bad_prob[0, 0], bad_prob[0, 1] = -0.1, bad_prob[0, 1] + 0.1
+    for mod in (ts.HierarchicalSoftLabelLoss(tax, 2.0), ts.HXELoss(tax, 0.5), ts.ExpectedCostLoss(tax),
+                ts.TreeWassersteinLoss(tax), ts.PairwiseCostLoss(tax), ts.SoftTargetCrossEntropy(ts.soft_targets(tax, 2.0))):
+        name = type(mod).__name__
+        for bad in (C + 3, -3):
+            with pytest.raises(IndexError, match=rf"{name}: target {bad} at position \(1,\) is out of range"):
+                grad(lambda a: mod(a, torch.tensor([0, bad])))(z)
+        with pytest.raises(ValueError, match=rf"{name}: target probability -0.1 in row \(0, :\)"):
+            grad(lambda a: mod(a, bad_prob))(z)
+        # ignored targets still work under the transform
+        t = torch.tensor([0, -100])
+        zz = z.clone().requires_grad_(True)
+        mod(zz, t).backward()
+        torch.testing.assert_close(grad(lambda a: mod(a, t))(z), zz.grad, msg=name)
+
+
+def test_vmapped_out_of_range_targets_give_nan_not_a_number():
+    """Inside vmap the ids cannot be checked: an id of an internal node without coarse_labels (or any id out of
+    range) makes that sample's loss NaN instead of silently reading another row of the tables."""
+    from torch.func import vmap
+
+    tax = weighted_tax()
+    C = tax.num_classes
+    assert tax.num_nodes > C + 1
+    z = torch.randn(3, C, dtype=torch.float64)
+    t = torch.tensor([0, C + 1, -7])
+    for mod in (ts.HierarchicalSoftLabelLoss(tax, 2.0), ts.HXELoss(tax, 0.5), ts.ExpectedCostLoss(tax),
+                ts.TreeWassersteinLoss(tax), ts.PairwiseCostLoss(tax), ts.SoftTargetCrossEntropy(ts.soft_targets(tax, 2.0))):
+        per = vmap(lambda a, b: mod(a.unsqueeze(0), b.unsqueeze(0)))(z, t)
+        torch.testing.assert_close(per[0], mod(z[:1], t[:1]), msg=type(mod).__name__)
+        assert torch.isnan(per[1:]).all(), type(mod).__name__
+    coarse = ts.HXELoss(tax, 0.5, coarse_labels=True)  # with coarse labels that id is a node: a number
+    per = vmap(lambda a, b: coarse(a.unsqueeze(0), b.unsqueeze(0)))(z, t)
+    torch.testing.assert_close(per[1], coarse(z[1:2], t[1:2]))
+    assert torch.isnan(per[2])
+
+
 def test_traced_losses_follow_new_targets():
     """torch.jit.trace records the target as an input: new targets give new values (no rows baked in)."""
     tax = seed_taxonomy()
@@ -133,6 +179,27 @@ def test_compiled_out_of_range_target_has_the_losss_message(seed_tax):
     f(torch.randn(2, 4), torch.tensor([0, 3]))
     with pytest.raises(RuntimeError, match=r"ExpectedCostLoss: a target is out of range; expected class indices"):
         f(torch.randn(2, 4), torch.tensor([0, 4]))
+
+
+def test_compiled_losses_raise_no_dynamo_warning_about_our_code():
+    """Dynamo runs the losses' eager parts after a graph break; the torch.func probe must not make it warn that
+    it cannot trace a builtin (a warning with torch internals on every user's console). In a fresh process:
+    Dynamo warns once per process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, taxosmooth as ts\n"
+        "tax = ts.Taxonomy.from_nested({'a': {'b': ['x', 'y'], 'c': ['z', 'w']}})\n"
+        "for mod in (ts.HXELoss(tax, 0.5), ts.ExpectedCostLoss(tax), ts.TreeWassersteinLoss(tax)):\n"
+        "    f = torch.compile(lambda z, t: mod(z, t), backend='eager')\n"
+        "    z = torch.randn(3, 4)\n"
+        "    torch.testing.assert_close(f(z, torch.tensor([0, 1, 3])), mod(z, torch.tensor([0, 1, 3])))\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "always::UserWarning", "-c", code], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Dynamo does not know how to trace" not in done.stderr, done.stderr[-2000:]
 
 
 # ----------------------------------------------------------------------------- state
@@ -182,3 +249,18 @@ def test_deep_chain_stays_linear_in_memory():
         assert torch.isfinite(z.grad).all()
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 1024 * 1024, f"peak RSS grew by {grown_kib / 1024:.0f} MiB"
+
+
+def test_a_ring_table_too_large_is_refused_naming_its_size(monkeypatch):
+    """A comb (every node on the spine has a class and the next spine node): C classes below up to C branching
+    ancestors, a C x C ring table. Over the limit the loss refuses it with its size, before building it."""
+    depth = 400
+    edges = [(f"s{i}", f"s{i + 1}") for i in range(depth)] + [(f"s{i}", f"x{i}") for i in range(depth + 1)]
+    tax = ts.Taxonomy.from_edges(edges)
+    assert tax.num_classes == depth + 1  # the x's
+    ts.HXELoss(tax, 0.5)(torch.randn(2, tax.num_classes), torch.tensor([0, 1]))  # fits under the real limit
+    monkeypatch.setattr(tree_ops, "TABLE_BYTES_LIMIT", 1024**2)  # 1 MiB: ~21 rows of 401 classes x 48 bytes
+    for cls, args in ((ts.HXELoss, (0.5,)), (ts.HierarchicalSoftLabelLoss, (2.0,)), (ts.TreeWassersteinLoss, ())):
+        with pytest.raises(MemoryError, match=r"the ring table of this taxonomy would take more than \d+\.\d GiB "
+                                              r"\(401 classes × \d+\+ branching ancestors\)"):
+            cls(tax, *args)

@@ -177,3 +177,15 @@ def test_float64_cost_matrices_stay_float64(seed_tax):
         assert dense.costs.dtype == torch.float64
         structured = cls(seed_tax, transform=lambda d: d / 3.0)
         torch.testing.assert_close(dense(z, t), structured(z, t), rtol=1e-13, atol=1e-13)
+
+
+def test_the_coarse_label_hint_only_where_there_are_internal_nodes(seed_tax):
+    """An id >= C suggests coarse_labels=True only for a loss built on a taxonomy, and only for a node's id."""
+    z, n = torch.randn(2, 4), seed_tax.num_nodes
+    with pytest.raises(IndexError, match=r"HXELoss: target 5 .*pass coarse_labels=True"):
+        ts.HXELoss(seed_tax, 0.5)(z, torch.tensor([0, 5]))
+    for mod, bad in ((ts.HXELoss(seed_tax, 0.5), n), (ts.SoftTargetCrossEntropy(ts.soft_targets(seed_tax, 2.0)), 5),
+                     (ts.ExpectedCostLoss(ts.cost_matrix(seed_tax)), 5), (ts.PairwiseCostLoss(ts.cost_matrix(seed_tax)), 5)):
+        with pytest.raises(IndexError, match=rf"target {bad} at position \(1,\) is out of range") as info:
+            mod(z, torch.tensor([0, bad]))
+        assert "coarse_labels" not in str(info.value), type(mod).__name__

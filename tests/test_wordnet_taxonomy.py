@@ -57,6 +57,9 @@ def test_bad_items_are_named(wordnet, bad, message):
         (("n", "\u0662374451"), r"the offset must be an integer"),
         (("nn", 2374451), r"part of speech must be one of"),
         ("horse.n.00", r"'horse.n.00': sense numbers start at 01"),
+        # an offset too large for the file to seek to is the user's item, not damaged WordNet data
+        (("n", 10**30), r"no WordNet synset with part of speech 'n' at offset 1000000000000000000000000000000"),
+        (("v", 10**8), r"at offset 100000000 \(offsets have at most 8 digits\)"),
     ],
 )
 def test_offsets_and_senses_are_taken_as_written(wordnet, bad, message):

@@ -41,6 +41,7 @@ FLAGS = {
     "ic": "--ic",
 }
 _OPTION_VALUE = re.compile(r"\b(" + "|".join(FLAGS) + r")=('[^']*'(?:(?:, | or )'[^']*')*|True|False)")
+_ENCODE_ADVICE = re.compile(r"use Taxonomy\.encode\(\[('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")\]\) for its target id")
 _OPTION_WORD = re.compile(r"\b(multiple_parents|multiple_roots|root_name|contract_unary|node_names)\b")
 
 
@@ -57,6 +58,7 @@ def cli_wording(message: str) -> str:
             return flag if given == "True" else f"no {flag}"
         return f"{flag} " + re.sub(r"'([^']*)'", r"\1", given)
 
+    message = _ENCODE_ADVICE.sub(r"give \1 as a label to 'taxosmooth evaluate --coarse-labels'", message)
     return _OPTION_WORD.sub(lambda m: FLAGS[m.group(1)], _OPTION_VALUE.sub(value, message))
 
 
@@ -186,6 +188,11 @@ def add_progress_option(parser: argparse.ArgumentParser) -> None:
 
 def read_class_list(path: str) -> list[str]:
     """Class names from a file, one per line (blank lines and lines starting with '#' skipped)."""
+    return list(_read_class_lines(path))
+
+
+def _read_class_lines(path: str) -> dict[str, int]:
+    """The class names of a class list file, in order, each with its line number."""
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"{path}: no such class list file" if not p.exists() else f"{path}: is not a file")
@@ -207,25 +214,37 @@ def read_class_list(path: str) -> list[str]:
         names.append(name)
     if not names:
         raise CLIError(f"{path}: no class names found")
-    return names
+    return seen
 
 
 def load_taxonomy(args: argparse.Namespace, path: str | None = None, classes: list | None = None):
     """The :class:`~taxosmooth.Taxonomy` named by ``args.file`` (or ``path``) with the shared options."""
     from taxosmooth import Taxonomy
 
+    from taxosmooth.errors import TaxonomyError
+
     path = args.file if path is None else path
+    lines: dict[str, int] = {}
     if classes is None and getattr(args, "classes", None):
-        classes = read_class_list(args.classes)
+        lines = _read_class_lines(args.classes)
+        classes = list(lines)
     if not Path(path).exists():
         raise CLIError(f"{path}: no such taxonomy file")
     if not args.root_name.strip():
         raise CLIError("--root-name must not be blank")
     with step(args, f"loading {path}"):
-        return Taxonomy.load(
-            path, classes=classes, format=args.format, multiple_parents=args.multiple_parents,
-            multiple_roots=args.multiple_roots, root_name=args.root_name, contract_unary=args.contract_unary,
-        )
+        try:
+            return Taxonomy.load(
+                path, classes=classes, format=args.format, multiple_parents=args.multiple_parents,
+                multiple_roots=args.multiple_roots, root_name=args.root_name, contract_unary=args.contract_unary,
+            )
+        except TaxonomyError as exc:
+            # a class the taxonomy refuses (unknown, internal): name its line in the class list too
+            message = str(exc)
+            blamed = next((n for n in lines if f"class {n!r} " in message), None)
+            if blamed is None:
+                raise
+            raise CLIError(f"{args.classes}:{lines[blamed]}: {cli_wording(message)}") from None
 
 
 # ---------------------------------------------------------------- progress
@@ -289,6 +308,24 @@ def check_output(path: str, allowed: tuple[str, ...]) -> Path:
     if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise CLIError(f"cannot write {path}: permission denied")
     return p
+
+
+def check_not_inputs(outputs, inputs) -> None:
+    """Refuse an output that is one of the command's input files: writing it would destroy the input.
+
+    Compared as files (through symbolic links and hard links), so ``./t.csv``
+    and ``t.csv`` are the same. ``None`` entries (options not given) and
+    inputs that are not files (``--ic intrinsic``) are skipped.
+    """
+    given = [str(i) for i in inputs if i is not None and os.path.isfile(i)]
+    for out in outputs:
+        if out is None:
+            continue
+        real = os.path.realpath(out)
+        for name in given:
+            if real == os.path.realpath(name) or (os.path.exists(out) and os.path.samefile(out, name)):
+                raise CLIError(f"cannot write {out}: it is the input file {name}, which would be overwritten; "
+                               "choose another output")
 
 
 def check_matrix_output(path: str) -> Path:
@@ -560,6 +597,7 @@ def save_matrix_command(args: argparse.Namespace, what: str, compute) -> int:
     import torch
 
     check_matrix_output(args.output)
+    check_not_inputs([args.output, classes_path(args.output)], [args.file, args.classes])
     tax = load_taxonomy(args)
     check_class_names(tax.classes)
     n = tax.num_classes

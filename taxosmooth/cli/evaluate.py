@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from taxosmooth.cli._common import (
@@ -14,6 +12,7 @@ from taxosmooth.cli._common import (
     add_command,
     add_progress_option,
     add_taxonomy_options,
+    check_not_inputs,
     check_output,
     load_taxonomy,
     positive_int,
@@ -147,7 +146,7 @@ def evaluate(scores, labels, tax, args):
 
     target = torch.from_numpy(labels)
     try:
-        probs = as_probabilities(scores, args.from_logits, tax.num_classes, name="SCORES")
+        probs = as_probabilities(scores, args.from_logits, tax.num_classes, name=str(args.scores))
     except ValueError as exc:
         raise CLIError(_cli_message(exc)) from None
     if args.k is None:
@@ -167,6 +166,7 @@ def evaluate(scores, labels, tax, args):
 
 def run(args: argparse.Namespace) -> int:
     figure = check_output(args.operating_curve, FIGURE_FORMATS) if args.operating_curve else None
+    check_not_inputs([figure], [args.scores, args.labels, args.taxonomy, args.classes])
     if figure is not None:
         try:
             from taxosmooth import plots
@@ -200,13 +200,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _save_figure(fig, path: Path) -> None:
-    """Write beside, then rename: an interrupted write leaves the old file as it was."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent) if str(path.parent) else ".")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format=path.suffix.lower().lstrip("."))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write beside, then rename: an interrupted write leaves the old file as it was (its permissions too)."""
+    from taxosmooth._atomic import atomic_write
+
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format=path.suffix.lower().lstrip("."))

@@ -14,6 +14,7 @@ from taxosmooth.cli._common import (
     add_command,
     add_progress_option,
     add_taxonomy_options,
+    check_not_inputs,
     check_output,
     is_matrix_file,
     load_taxonomy,
@@ -97,6 +98,7 @@ def _check_colormap(name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = check_output(args.output, FIGURE_FORMATS)
+    check_not_inputs([out], [args.input, args.taxonomy, args.classes])
     plots = _figure_module()
     _check_colormap(args.cmap)
     if not Path(args.input).exists():

@@ -13,6 +13,7 @@ from taxosmooth.cli._common import (
     add_progress_option,
     check_class_names,
     check_matrix_output,
+    check_not_inputs,
     check_output,
     classes_path,
     step,
@@ -148,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
     outputs = [Path(p).resolve() for p in (args.output, args.output and classes_path(args.output), args.tree) if p]
     if len(set(outputs)) < len(outputs):
         raise CLIError("-o and --tree name the same file")
+    check_not_inputs([args.output, args.output and classes_path(args.output), args.tree],
+                     [args.synsets_file, args.ic])
     items = read_synsets_file(args.synsets_file)
     with step(args, "loading WordNet"):
         reader = load_wordnet()

@@ -59,7 +59,7 @@ from taxosmooth.losses._inputs import (
     flatten,
 )
 from taxosmooth.taxonomy import Taxonomy
-from taxosmooth.tree_ops import TreeTensors, _is_functorch_wrapped, is_symbolic, use_host_kernels
+from taxosmooth.tree_ops import TreeTensors, _is_functorch_wrapped, _values_readable, is_symbolic, use_host_kernels
 
 __all__ = ["TreeLossBase", "LossTarget", "check_weight", "no_autocast", "cached", "taxonomy_fingerprint"]
 
@@ -395,10 +395,23 @@ class TreeLossBase(nn.Module):
         name = type(self).__name__
         with no_autocast(input.device.type if isinstance(input, torch.Tensor) else "cpu"):
             mode = check_mode(input.device if isinstance(input, torch.Tensor) else torch.device("cpu"))
+            target_mode, batched_target = mode, False
             if isinstance(input, torch.Tensor) and not torch.compiler.is_compiling() and _is_functorch_wrapped(input):
-                mode = "off"  # torch.func transforms cannot look at values (no data-dependent checks)
+                # no checks of the logits or the loss under torch.func transforms; the target is checked unless
+                # vmap batches it (grad's wrappers hold values: an unchecked id would index silently)
+                if isinstance(target, torch.Tensor) and not _values_readable(target):
+                    target_mode, batched_target = "off", mode != "off"  # set_checks("off") means no checks at all
+                mode = "off"
             flat = flatten(input, target, num_classes=self.num_classes, num_targets=self.num_targets,
-                           ignore_index=ignore_index, name=name, mode=mode)
+                           ignore_index=ignore_index, name=name, mode=target_mode,
+                           num_nodes=None if self.tree is None else self.tree.num_nodes)
+            poison = None
+            if batched_target and flat.kind == "index" and flat.ids.numel():
+                # vmap: the ids cannot be looked at; one out of range makes the loss NaN, never a silent number
+                poison = (flat.ids < 0) | (flat.ids >= self.num_targets)
+                if flat.valid is not None:
+                    poison = poison & flat.valid
+                flat.ids = torch.where(poison, torch.zeros_like(flat.ids), flat.ids)
             z = flat.z
             if z.shape[0] == 0:
                 empty = z.sum() * 0.0  # keeps the graph; mean of nothing is nan, as in cross_entropy
@@ -413,6 +426,9 @@ class TreeLossBase(nn.Module):
                 out = _Call(self, plan, reduce_rows).reference(z)
             if plan.nothing_counted and reduction == "mean":
                 out = out + float("nan")
+            if poison is not None:
+                nan = torch.full((), float("nan"), dtype=out.dtype, device=out.device)
+                out = torch.where(poison if reduction == "none" else poison.any(), nan, out)
             if mode == "full":
                 finite = math.isfinite(out.item()) if out.dim() == 0 else bool(torch.isfinite(out).all())
                 if not finite and not (reduction == "mean" and plan.nothing_counted):

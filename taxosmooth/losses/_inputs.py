@@ -130,7 +130,7 @@ def _position(k: int, shape: tuple) -> tuple:
 
 
 def flatten(input, target, *, num_classes: int, num_targets: int, ignore_index: int, name: str,
-            mode: str) -> FlatBatch:
+            mode: str, num_nodes: int | None = None) -> FlatBatch:
     """Validate ``input`` and ``target`` (see the module docstring) and flatten them to rows."""
     if not isinstance(input, torch.Tensor):
         hint = " (convert it with torch.from_numpy / torch.as_tensor)" if isinstance(input, np.ndarray) else ""
@@ -183,7 +183,7 @@ def flatten(input, target, *, num_classes: int, num_targets: int, ignore_index: 
             f"{tuple(target.shape)} (class probabilities would have the input's shape)"
         )
     t = target if target.dim() == 1 and target.dtype == torch.int64 else target.reshape(-1).long()
-    return _check_ids(z, t, num_classes, num_targets, ignore_index, name, out_shape, mode)
+    return _check_ids(z, t, num_classes, num_targets, ignore_index, name, out_shape, mode, num_nodes)
 
 
 def _check_probabilities(p: torch.Tensor, dtype, name: str, shape, class_dim: int, mode: str):
@@ -223,12 +223,19 @@ def _row_name(row: int, shape, class_dim: int) -> str:
     return "(" + ", ".join([str(rest[0]), ":"] + [str(i) for i in rest[1:]]) + ")"
 
 
-def _check_ids(z, t, num_classes: int, num_targets: int, ignore_index: int, name: str, out_shape, mode: str):
+def _in_functorch_transform() -> bool:
+    """Inside torch.func.grad / vmap, even a plain tensor cannot be read by numpy (torch ops still work)."""
+    level = getattr(torch._C._functorch, "maybe_current_level", None)
+    return level is not None and level() is not None
+
+
+def _check_ids(z, t, num_classes: int, num_targets: int, ignore_index: int, name: str, out_shape, mode: str,
+               num_nodes: int | None = None):
     if t.numel() == 0:
         return FlatBatch(z=z, kind="index", out_shape=out_shape, ids=t, valid=None, coarse=False)
     if t.device != z.device:
         t = t.to(z.device)
-    if mode == "full" and t.device.type == "cpu":
+    if mode == "full" and t.device.type == "cpu" and not _in_functorch_transform():
         # one numpy pass: as unsigned, negative ids are huge, so the maximum alone bounds them
         tn = t.numpy()
         top = int(tn.view(np.uint64).max())
@@ -251,7 +258,8 @@ def _check_ids(z, t, num_classes: int, num_targets: int, ignore_index: int, name
             k = int(bad.nonzero()[0, 0])
             v = int(t[k])
             hint = ""
-            if num_targets == num_classes and v >= num_classes:
+            if num_targets == num_classes and num_nodes is not None and num_classes <= v < num_nodes:
+                # only a loss built on a taxonomy has internal nodes to point to
                 hint = " (ids >= C name internal nodes: pass coarse_labels=True to train on coarse labels)"
             raise IndexError(
                 f"{name}: target {v} at position {_position(k, out_shape)} is out of range; expected "

@@ -274,6 +274,10 @@ def render_rank_table(tax, delimiter: str) -> str:
     for text in list(ranks) + [cell for p in name_of for cell in p]:
         if LINE_BREAKS.intersection(text) or text != text.strip():
             raise TaxonomyError(f"cannot write {text!r} to a rank table: it contains a line break or surrounding blanks")
+    if ranks and ranks[0].startswith("\ufeff"):
+        # the first characters of the file: the reader drops a byte order mark there
+        raise TaxonomyError(f"cannot write the rank {ranks[0]!r} first in a rank table: a U+FEFF at the start of a "
+                            "file is read as a byte order mark and dropped")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:

@@ -497,6 +497,9 @@ def check_writable(tax: Taxonomy, path: Path, fmt: str) -> None:
         # a line starting with '#' is a comment
         if tax.root.startswith("#"):
             raise TaxonomyError(f"cannot write node {tax.root!r} to {path.suffix or fmt}: a line starting with '#' is read as a comment")
+        if tax.root.startswith("\ufeff"):
+            raise TaxonomyError(f"cannot write node {tax.root!r} to {path.suffix or fmt}: every line starts with it, and "
+                                "a U+FEFF at the start of a file is read as a byte order mark and dropped")
         bad = next((n for n in tax.nodes if "/" in n), None)
         if bad is not None:
             raise TaxonomyError(f"cannot write node {bad!r} to a path file: it contains the separator '/'")

@@ -59,6 +59,11 @@ def _from_offset(reader, pos: str, offset, item, where: str):
     offset = _offset(offset, item, where)
     if offset < 0:
         raise WordNetLookupError(f"{where}{item!r}: negative offset {offset}")
+    if offset >= 10**8:
+        # wndb(5WN): an offset is written as 8 digits; a larger one cannot start a synset (and must not be
+        # mistaken for damaged data when the file cannot seek that far)
+        raise WordNetLookupError(f"{where}{item!r}: no WordNet synset with part of speech {pos!r} at offset "
+                                 f"{offset} (offsets have at most 8 digits)")
     from nltk.corpus.reader.wordnet import WordNetError
 
     with warnings.catch_warnings():
