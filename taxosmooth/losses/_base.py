@@ -405,13 +405,14 @@ class TreeLossBase(nn.Module):
             flat = flatten(input, target, num_classes=self.num_classes, num_targets=self.num_targets,
                            ignore_index=ignore_index, name=name, mode=target_mode,
                            num_nodes=None if self.tree is None else self.tree.num_nodes)
-            poison = None
-            if batched_target and flat.kind == "index" and flat.ids.numel():
+            poison: torch.Tensor | None = None
+            if batched_target and flat.kind == "index" and flat.ids is not None and flat.ids.numel():
                 # vmap: the ids cannot be looked at; one out of range makes the loss NaN, never a silent number
-                poison = (flat.ids < 0) | (flat.ids >= self.num_targets)
-                if flat.valid is not None:
+                ids = flat.ids
+                poison = (ids < 0) | (ids >= self.num_targets)
+                if isinstance(flat.valid, torch.Tensor):
                     poison = poison & flat.valid
-                flat.ids = torch.where(poison, torch.zeros_like(flat.ids), flat.ids)
+                flat.ids = torch.where(poison, torch.zeros_like(ids), ids)
             z = flat.z
             if z.shape[0] == 0:
                 empty = z.sum() * 0.0  # keeps the graph; mean of nothing is nan, as in cross_entropy
