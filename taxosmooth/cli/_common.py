@@ -550,9 +550,9 @@ def _read_csv(path: Path):
 
 def _is_float(text: str) -> bool:
     """A plain decimal number (or nan / inf), as written: float() would also take '1_0' or Arabic-Indic digits."""
-    from taxosmooth.taxonomy.io import _is_weight
+    from taxosmooth.taxonomy._text import is_number_text
 
-    return _is_weight(text.strip())
+    return is_number_text(text.strip())
 
 
 def is_matrix_file(path: str | os.PathLike) -> bool:

@@ -9,9 +9,21 @@ nothing (not even a quoted field) continues onto the next line, so a stray
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from taxosmooth.errors import TaxonomyFileError
+
+#: a plain ASCII decimal number as written (float() would also take '1_0' or non-ASCII digits)
+DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+#: inf, infinity or nan, any case, with an optional sign
+NON_FINITE = re.compile(r"[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
+
+
+def is_number_text(text: str) -> bool:
+    """Whether ``text`` is a number written plainly: an ASCII decimal, or nan / inf."""
+    return bool(DECIMAL.fullmatch(text) or NON_FINITE.fullmatch(text))
+
 
 #: what str.splitlines() breaks at; a name holding one of these cannot be written to a line-based file
 LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")

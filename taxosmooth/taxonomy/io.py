@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +21,16 @@ import networkx as nx
 from taxosmooth.errors import TaxonomyError, TaxonomyFileError
 from taxosmooth.taxonomy._build import Locations, check_name
 from taxosmooth.taxonomy._json import load_json
-from taxosmooth.taxonomy._text import LINE_BREAKS, physical_lines, quote_field, read_text, split_fields
+from taxosmooth.taxonomy._text import (
+    DECIMAL,
+    LINE_BREAKS,
+    NON_FINITE,
+    is_number_text,
+    physical_lines,
+    quote_field,
+    read_text,
+    split_fields,
+)
 
 if TYPE_CHECKING:
     from taxosmooth.taxonomy.core import Taxonomy
@@ -33,8 +41,6 @@ FORMATS = {".csv": "edges", ".tsv": "edges", ".json": "json", ".txt": "paths"}
 FORMAT_NAMES = ("auto", "edges", "json", "paths", "ranks")
 
 # a weight is a plain decimal number: float() would also take "1_0", "١٠" (Arabic-Indic digits), " 1 "
-_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
-_NON_FINITE = re.compile(r"[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
 #: the header row of an edge list
 HEADER = ("parent", "child")
 #: words that make a first row look like a header (source,target / from,to / child,parent ...)
@@ -87,19 +93,15 @@ def read_graph(path: str | os.PathLike, format: str = "auto") -> tuple[nx.DiGrap
 # ---------------------------------------------------------------------------- edge lists
 def parse_weight(text: str, where: str) -> float:
     """A weight field: a plain ASCII decimal number, finite and > 0."""
-    if _DECIMAL.fullmatch(text):
+    if DECIMAL.fullmatch(text):
         value = float(text)
-    elif _NON_FINITE.fullmatch(text):
+    elif NON_FINITE.fullmatch(text):
         value = math.nan
     else:
         raise TaxonomyFileError(f"{where}: weight {text!r} is not a number (write it as e.g. 2, 0.5 or 1e-3)")
     if not math.isfinite(value) or value <= 0:
         raise TaxonomyFileError(f"{where}: weight {text!r} must be finite and > 0")
     return value
-
-
-def _is_weight(text: str) -> bool:
-    return bool(_DECIMAL.fullmatch(text) or _NON_FINITE.fullmatch(text))
 
 
 def _is_header(fields: list[str], quoted: list[bool]) -> bool:
@@ -113,7 +115,7 @@ def _looks_like_header(fields: list[str], quoted: list[bool]) -> bool:
     low = [f.lower() for f in fields]
     if any(f in HEADER for f in low) or all(f in HEADER_WORDS for f in low):
         return True
-    return len(fields) == 3 and not _is_weight(fields[2])
+    return len(fields) == 3 and not is_number_text(fields[2])
 
 
 def read_edges(text: str, source: str, delimiter: str = ",") -> tuple[nx.DiGraph, Locations]:
@@ -139,7 +141,7 @@ def read_edges(text: str, source: str, delimiter: str = ",") -> tuple[nx.DiGraph
                 header_line = lineno
                 continue
             if _looks_like_header(fields, quoted):
-                if len(fields) == 3 and not _is_weight(fields[2]) and not any(f.lower() in HEADER_WORDS for f in fields[:2]):
+                if len(fields) == 3 and not is_number_text(fields[2]) and not any(f.lower() in HEADER_WORDS for f in fields[:2]):
                     why = f"its third field, weight {fields[2]!r}, is not a number"
                 else:
                     why = "it looks like a header row"
