@@ -39,6 +39,19 @@ def check_taxonomy(taxonomy, head: str) -> Taxonomy:
     return taxonomy
 
 
+def check_class_vectors(vectors, head: str, arg: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A floating ``(C, dim)`` table of class vectors, ``C >= 2``, and its row norms (each finite and > 0)."""
+    v = torch.as_tensor(vectors)
+    if v.ndim != 2 or not v.is_floating_point() or v.shape[0] < 2:
+        raise ValueError(f"{head}: {arg} must be a floating (C, dim) tensor with C >= 2, "
+                         f"got shape {tuple(v.shape)} and dtype {v.dtype}")
+    norms = v.norm(dim=1)
+    bad = (norms == 0) | ~torch.isfinite(norms)
+    if bool(bad.any()):
+        raise ValueError(f"{head}: {arg}[{int(bad.nonzero()[0, 0])}] is zero or not finite")
+    return v, norms
+
+
 def check_reduction(reduction: str) -> str:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}, got {reduction!r}")

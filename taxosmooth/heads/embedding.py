@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taxosmooth.heads._common import check_class_targets, check_in_features, check_reduction, float_for, reduce
+from taxosmooth.heads._common import (
+    check_class_targets,
+    check_class_vectors,
+    check_in_features,
+    check_reduction,
+    float_for,
+    reduce,
+)
 from taxosmooth.taxonomy import Taxonomy
 
 __all__ = ["EmbeddingHead"]
@@ -77,14 +84,7 @@ class EmbeddingHead(nn.Module):
         self.in_features = check_in_features(in_features)
         if isinstance(embeddings, Taxonomy):
             embeddings = class_embeddings(embeddings)
-        e = torch.as_tensor(embeddings)
-        if e.ndim != 2 or not e.is_floating_point() or e.shape[0] < 2:
-            raise ValueError(f"EmbeddingHead: embeddings must be a floating (C, dim) tensor with C >= 2, "
-                             f"got shape {tuple(e.shape)} and dtype {e.dtype}")
-        norms = e.norm(dim=1)
-        bad = (norms == 0) | ~torch.isfinite(norms)
-        if bool(bad.any()):
-            raise ValueError(f"EmbeddingHead: embeddings[{int(bad.nonzero()[0, 0])}] is zero or not finite")
+        e, norms = check_class_vectors(embeddings, "EmbeddingHead", "embeddings")
         self.num_classes, self.dim = e.shape
         self.register_buffer("class_vectors", (e / norms.unsqueeze(1)).to(torch.float32 if dtype is None else dtype))
         self.ce_weight = check_positive(ce_weight, "ce_weight", allow_zero=True)

@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taxosmooth.heads._common import check_class_targets, check_in_features, check_reduction, float_for, reduce
+from taxosmooth.heads._common import (
+    check_class_targets,
+    check_class_vectors,
+    check_in_features,
+    check_reduction,
+    float_for,
+    reduce,
+)
 
 __all__ = ["FixedClassifier"]
 
@@ -79,14 +86,7 @@ class FixedClassifier(nn.Module):
         super().__init__()
         from taxosmooth._checks import check_probability
 
-        w = torch.as_tensor(weights)
-        if w.ndim != 2 or not w.is_floating_point() or w.shape[0] < 2:
-            raise ValueError(f"FixedClassifier: weights must be a floating (C, dim) tensor with C >= 2, "
-                             f"got shape {tuple(w.shape)} and dtype {w.dtype}")
-        norms = w.norm(dim=1)
-        bad = (norms == 0) | ~torch.isfinite(norms)
-        if bool(bad.any()):
-            raise ValueError(f"FixedClassifier: weights[{int(bad.nonzero()[0, 0])}] is zero or not finite")
+        w, _ = check_class_vectors(weights, "FixedClassifier", "weights")
         self.num_classes, self.dim = w.shape
         self.register_buffer("frame", w.detach().clone().to(torch.float32 if dtype is None else dtype))
         self.cosine_weight = check_probability(cosine_weight, "cosine_weight")
