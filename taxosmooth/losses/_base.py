@@ -489,6 +489,8 @@ class TreeLossBase(nn.Module):
         if eps:
             counted = 1.0 if valid is None else valid.to(torch.float64)
             smooth = eps * (scale * counted if valid is not None else scale)
+            if isinstance(smooth, torch.Tensor) and smooth.dim() == 0:  # the weighted mean's 1 / Σ w: one per row
+                smooth = smooth * torch.ones(ids.shape[0], dtype=torch.float64, device=ids.device)
         return LossTarget(kind="index", omega=omega, ids=ids, smooth=smooth, class_weight=class_w, coarse=flat.coarse,
                           nothing_counted=nothing)
 
