@@ -190,10 +190,56 @@ class HXELoss(TreeLossBase):
     sparse_targets = True
 
     def _host(self, z, target: LossTarget):
-        if target.kind == "index" and target.smooth is None or target.kind == "sparse" and target.smooth is None:
-            return self._host_rings(z, target)
-        # a uniform part (label smoothing, a probability floor) touches every node: one node-level pass
-        return self._host_nodes(z, self._node_targets(target.dense(), host=True), target)
+        if target.kind in ("index", "sparse"):
+            rows, grad = self._host_rings(z, target)
+            if target.smooth is None:
+                return rows, grad
+            # label smoothing or a probability floor: the loss is linear in the target, so the uniform
+            # part is one more term with the same node weights for every row
+            rows_u, grad_u = self._host_uniform(z, target)
+            return rows + rows_u, grad + grad_u
+        return self._host_nodes(z, self._node_targets(target, host=True), target)
+
+    def _host_uniform(self, z, target: LossTarget):
+        """``smooth · Σ_c (weight[c] / C) · ℓ(z, c)`` per row: ``-Σ_u a(u) log P(u)`` with one node
+        vector ``a`` for the whole batch (``a(u) = λ(u) U(u) - Σ_{children c} λ(c) U(c)``, ``U(u)`` the
+        uniform mass under ``u``), as :meth:`_host_nodes` with a target that is the same in every row."""
+        tree = self.tree
+        lay = tree.nodes_host
+        C = self.num_classes
+        cw = target.class_weight
+        w = np.full((1, C), 1.0 / C) if cw is None else tree.leaf_cols((cw.double().numpy() / C)[None, :])
+        u_nodes = lay.up(w)  # (1, N) level order
+        lam_u = u_nodes * self._lam_level
+        a = (lam_u - lay.children_sum(lam_u))[0]
+        a[0] = 0.0  # the root: log P(root) = 0
+        sm = np.asarray(target.host_smooth(), dtype=np.float64)
+        sm_rows: Any = float(sm) if sm.ndim == 0 else sm  # a float, or (M,)
+        smc: Any = sm_rows if sm.ndim == 0 else sm[:, None]
+        p_t, lse_t = _softmax(z)
+        p = p_t.numpy()
+        pl = tree.leaf_cols(p)
+        s = lay.up(pl.astype(np.float64))
+        wi = np.flatnonzero((a != 0) & self._internal_level)
+        s_w = s[:, wi]
+        far = (s_w < np.finfo(p.dtype).tiny * _FAR_MARGIN).any(axis=1)
+        a_leaf = a[lay.leaf_pos]
+        nz = np.flatnonzero(a_leaf)
+        zl = tree.leaf_cols(z.double().numpy())
+        lse = lse_t.double().numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # leaves: log p_j = z_j - lse exactly; classes without uniform weight (weight 0) skipped
+            leaf_term = zl @ a_leaf - lse * a_leaf.sum() if len(nz) == C else zl[:, nz] @ a_leaf[nz] - lse * a_leaf.sum()
+            rows = -(np.log(s_w) @ a[wi] + leaf_term) * sm_rows
+            ratio = np.zeros_like(s)
+            ratio[:, wi] = a[wi] / s_w
+            d = lay.leaves(lay.down(ratio))
+            grad_leaf = (pl * (a.sum() - d) - a_leaf[None, :]) * smc  # rows that underflow: redone below
+        grad = tree.class_cols(torch.from_numpy(grad_leaf.astype(p.dtype)))
+        if far.any():
+            t_nodes = np.broadcast_to(u_nodes * smc, s.shape)
+            rows, grad = self._exact_rows(z, lay.to_node_order(t_nodes), rows, grad, far)
+        return rows, grad
 
     def _host_rings(self, z, target: LossTarget):
         """Class and coarse targets (and the few classes of sparse probability rows):
