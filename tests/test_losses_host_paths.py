@@ -313,6 +313,39 @@ def test_far_below_targets_fused_and_unfused(dtype, gap, reduction, monkeypatch)
             torch.testing.assert_close(gr.double(), owg, **tol)
 
 
+@pytest.mark.parametrize("dtype,gap", [(torch.float32, 250.0), (torch.float64, 800.0)])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_far_below_subtrees_with_label_smoothing(dtype, gap, reduction, monkeypatch):
+    """Label smoothing puts mass on every class, also on subtrees far below the best logit: the uniform
+    part must be exact there too, on both paths, against the log-space loop (1 - ε) ℓ(t) + ε/C Σ_c ℓ(c)."""
+    tax = chain_tax()
+    view = TreeView(tax)
+    C = tax.num_classes
+    eps = 0.2
+    g = torch.Generator().manual_seed(6)
+    z = torch.randn(4, C, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, 3])
+    z[0, :3] -= gap  # a far subtree in an otherwise ordinary row
+    z[2] -= gap
+    z[2, 5] += 2 * gap
+    oracle = hxe_log_oracle(view, 0.6, "depth", False)
+
+    def want_fn(zz):
+        rows = torch.stack([(1 - eps) * oracle(zz[i], int(t[i])) + eps / C * sum(oracle(zz[i], c) for c in range(C))
+                            for i in range(4)])
+        return rows if reduction == "none" else rows.mean()
+
+    zz = z.clone().requires_grad_(True)
+    want = want_fn(zz)
+    want.sum().backward()
+    mod = ts.HXELoss(tax, 0.6, label_smoothing=eps, reduction=reduction)
+    tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    for v, gr in both_paths(monkeypatch, mod, z.to(dtype), t):
+        torch.testing.assert_close(v.double(), want.detach(), **tol)
+        assert torch.isfinite(gr).all()
+        torch.testing.assert_close(gr.double(), zz.grad, **tol)
+
+
 # ----------------------------------------------------------------------------- checks, errors, compile
 def test_checks_off_gives_the_same_values(monkeypatch):
     tax = chain_tax()
