@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import math
 import weakref
 from collections import OrderedDict
@@ -61,7 +60,7 @@ from taxosmooth.losses._inputs import (
 from taxosmooth.taxonomy import Taxonomy
 from taxosmooth.tree_ops import TreeTensors, _is_functorch_wrapped, _values_readable, is_symbolic, use_host_kernels
 
-__all__ = ["TreeLossBase", "LossTarget", "check_weight", "no_autocast", "cached", "taxonomy_fingerprint"]
+__all__ = ["TreeLossBase", "LossTarget", "check_weight", "no_autocast", "cached"]
 
 
 def check_weight(weight, num_classes: int, num_targets: int | None = None) -> torch.Tensor | None:
@@ -100,17 +99,6 @@ def no_autocast(device_type: str):
     if enabled:
         return torch.autocast(device_type=device_type, enabled=False)
     return contextlib.nullcontext()
-
-
-def taxonomy_fingerprint(tax: Taxonomy) -> str:
-    """A digest of a taxonomy's classes (in order), node names and parents, and edge weights."""
-    c = tax.compiled
-    h = hashlib.sha256()
-    h.update(repr(tuple(tax.classes)).encode("utf-8", "backslashreplace"))
-    h.update(repr(tuple(tax.nodes)).encode("utf-8", "backslashreplace"))
-    h.update(np.ascontiguousarray(c.parent).tobytes())
-    h.update(np.ascontiguousarray(c.weight).tobytes())
-    return h.hexdigest()[:32]
 
 
 @dataclass
@@ -337,7 +325,7 @@ class TreeLossBase(nn.Module):
         self.reduction = check_reduction(reduction)
         self.label_smoothing = check_label_smoothing(label_smoothing)
         self.register_buffer("weight", check_weight(weight, self.num_classes, self.num_targets))
-        self._fingerprint = taxonomy_fingerprint(taxonomy) if taxonomy is not None else None
+        self._fingerprint = taxonomy.fingerprint if taxonomy is not None else None
         self._weight_cache: dict = {}
 
     # ------------------------------------------------------------------ state

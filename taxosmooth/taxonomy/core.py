@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
@@ -66,7 +67,7 @@ class Taxonomy:
     """
 
     __slots__ = ("_classes", "_names", "_index", "_class_index", "_target_names", "_target_index", "_compiled",
-                 "_report", "_virtual_root", "_ranks", "_cells", "_row_index", "__weakref__")
+                 "_report", "_virtual_root", "_ranks", "_cells", "_row_index", "_fingerprint", "__weakref__")
     _classes: tuple
     _names: tuple
     _index: dict[Hashable, int]
@@ -79,6 +80,7 @@ class Taxonomy:
     _ranks: tuple | None
     _cells: dict | None  # a rank table's nodes: name -> (rank index, cell)
     _row_index: dict | None  # built on first use (rank-table rows in encode)
+    _fingerprint: str  # set on first use (fingerprint)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("build a Taxonomy with Taxonomy.from_networkx, from_edges, from_paths, from_nested, "
@@ -317,6 +319,26 @@ class Taxonomy:
     def compiled(self) -> CompiledTree:
         """The read-only arrays behind every computation (see :class:`CompiledTree`)."""
         return self._compiled
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of what a model's parameters are tied to: the classes in order, the node names in
+        id order, every node's parent and every edge weight (32 hex digits, stable across processes).
+
+        Losses and heads store it in their ``state_dict`` and refuse a checkpoint made on a taxonomy
+        with another fingerprint: the same tree with its classes in another order, or another tree.
+        Equal taxonomies (``==``) have equal fingerprints.
+        """
+        fp = getattr(self, "_fingerprint", None)
+        if fp is None:
+            c = self._compiled
+            h = hashlib.sha256()
+            h.update(repr(tuple(self._classes)).encode("utf-8", "backslashreplace"))
+            h.update(repr(tuple(self._names)).encode("utf-8", "backslashreplace"))
+            h.update(np.ascontiguousarray(c.parent).tobytes())
+            h.update(np.ascontiguousarray(c.weight).tobytes())
+            fp = self._fingerprint = h.hexdigest()[:32]
+        return fp
 
     @property
     def report(self) -> tuple[str, ...]:
