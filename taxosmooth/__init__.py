@@ -48,7 +48,7 @@ from taxosmooth.losses import (
 )
 from taxosmooth.targets import beta_for_mass, soft_targets
 from taxosmooth.taxonomy import CompiledTree, Taxonomy
-from taxosmooth.tree_ops import TreeTensors, set_kernels
+from taxosmooth.tree_ops import TreeTensors
 
 __version__ = "0.2.0"
 
@@ -72,7 +72,6 @@ __all__ = [
     "TreeWassersteinLoss",
     "PairwiseCostLoss",
     "set_checks",
-    "set_kernels",
     "TreeTensors",
     # heads and class vectors
     "HierarchicalSoftmax",

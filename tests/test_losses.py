@@ -193,14 +193,9 @@ TREES = {"seed": seed_taxonomy, "weighted_unbalanced": weighted_tax}
 
 @pytest.mark.parametrize("tree", list(TREES))
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("kernels", ["numpy", "torch"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_losses_match_loop_oracles_values_and_gradients(tree, reduction, kernels, device, monkeypatch):
-    """Both kernel paths (numpy on the CPU, the default there, and the torch ops other devices use),
-    on every available device; the oracles run on the CPU."""
-    from taxosmooth import tree_ops
-
-    monkeypatch.setattr(tree_ops, "_KERNELS", "auto" if kernels == "numpy" else "torch")
+def test_losses_match_loop_oracles_values_and_gradients(tree, reduction, device):
+    """On every available device; the oracles run on the CPU."""
     tax = TREES[tree]()
     view = TreeView(tax)
     C = tax.num_classes

@@ -43,8 +43,7 @@ def _penalty_grad(loss_fn, x, w0):
     return gw
 
 
-@pytest.mark.parametrize("kernels", ["auto", "torch"])
-def test_double_backward_equals_the_oracle(kernels):
+def test_double_backward_equals_the_oracle():
     tax = weighted_tax()
     C = tax.num_classes
     g = torch.Generator().manual_seed(0)
@@ -62,8 +61,7 @@ def test_double_backward_equals_the_oracle(kernels):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11, msg=name)
 
 
-@pytest.mark.parametrize("kernels", ["auto", "torch"])
-def test_double_backward_of_new_target_kinds(kernels):
+def test_double_backward_of_new_target_kinds():
     """Probability targets, coarse labels and label smoothing have second derivatives too (against the
     torch formulation, itself checked against loops elsewhere, and against gradgradcheck)."""
     tax = weighted_tax()

@@ -52,73 +52,36 @@ from taxosmooth._ranking import stable_topk
 from taxosmooth._tensor_checks import as_probabilities, check_k
 from taxosmooth.costs import resolve_costs
 from taxosmooth.distances import Source
-from taxosmooth.tree_ops import TreeTensors
+from taxosmooth.tree_ops.costs import CostTables
 
 __all__ = ["conditional_risk", "crm_predict", "CRMClassifier"]
 
 
-class _Costs(nn.Module):
-    """Costs prepared once from a :func:`~taxosmooth.costs.resolve_costs` source: a node-cost table on
-    a :class:`~taxosmooth.tree_ops.TreeTensors` (structured), or a ``(C, C)`` matrix (dense). Buffers
-    are non-persistent: they follow ``.to(device)`` and stay out of ``state_dict``."""
-
-    tree: TreeTensors | None  # structured costs
-    delta: torch.Tensor  # buffers: structured costs
-    cost: torch.Tensor  # a dense matrix
-
-    def __init__(self, source, distance: str | None = None, transform="identity", power: float = 1.0):
-        super().__init__()
-        costs = resolve_costs(source, distance, transform, power, where="costs")
-        self.num_classes = costs.num_classes
-        self.structured = costs.structured
-        self.tree = None
-        if costs.structured:
-            table = costs.node_table
-            assert costs.taxonomy is not None and table is not None  # structured costs of a taxonomy
-            c = costs.taxonomy.compiled
-            parent_cost = np.where(c.parent >= 0, table[np.maximum(c.parent, 0)], 0.0)
-            self.tree = TreeTensors(c)
-            # g(u) = c(u) - c(parent(u)), c(parent(root)) := 0
-            self.register_buffer("delta", torch.from_numpy(table - parent_cost), persistent=False)
-        else:
-            # a user matrix keeps its dtype; a taxonomy's dense costs are float32, the usual input dtype,
-            # so no per-call cast of a (C, C) matrix
-            dtype = costs.given_dtype or torch.float32
-            device = source.device if isinstance(source, torch.Tensor) else None
-            self.register_buffer("cost", torch.from_numpy(np.array(costs.dense())).to(device=device, dtype=dtype),
-                                 persistent=False)
-
-    def risk(self, p: torch.Tensor) -> torch.Tensor:
-        if not self.structured:
-            if self.cost.device != p.device:
-                raise RuntimeError(
-                    f"the cost matrix is on {self.cost.device} but the probabilities on {p.device}; "
-                    "move the module with .to(device)"
-                )
-            # a cast, if any, costs O(C²): small next to the O(B·C²) product
-            return p @ self.cost.to(dtype=p.dtype)
-        if self.delta.device != p.device:
-            raise RuntimeError(
-                f"the costs are on {self.delta.device} but the probabilities on {p.device}; "
-                "move the module with .to(device)"
-            )
-        assert self.tree is not None  # structured
-        mass = self.tree.subtree_sum(p)  # (B, N): P(u), exact segment sums
-        return self.tree.node_to_class(self.tree.accumulate_down(mass * self.delta.to(device=p.device, dtype=p.dtype)))
-
-
-def _prepare(source, distance, transform, power) -> _Costs:
-    # the functional forms prepare the costs per call; CRMClassifier prepares them once
-    if isinstance(source, _Costs):
+def _prepare(source, distance, transform, power) -> CostTables:
+    """The costs of a source on tensors (the functional forms prepare them per call, CRMClassifier once)."""
+    if isinstance(source, CostTables):
         if distance is not None or transform != "identity" or power != 1.0:
             raise ValueError("the costs are already prepared; pass distance, transform and power when preparing them")
         return source
-    return _Costs(source, distance, transform, power)
+    costs = resolve_costs(source, distance, transform, power, where="costs")
+    # a user matrix keeps its dtype; a taxonomy's dense costs are float32, the usual input dtype (no per-call cast)
+    tables = CostTables.from_source(costs, dtype=torch.float32)
+    if isinstance(source, torch.Tensor):
+        tables = tables.to(source.device)
+    return tables
+
+
+def _risk(costs: CostTables, p: torch.Tensor) -> torch.Tensor:
+    if costs.device != p.device:
+        what = "cost matrix" if not costs.structured else "costs"
+        raise RuntimeError(f"the {what} is on {costs.device} but the probabilities on {p.device}; "
+                           "move the module with .to(device)")
+    return costs.expected(p)
 
 
 def conditional_risk(
     probs: torch.Tensor,
-    source: Source | _Costs,
+    source: Source | CostTables,
     from_logits: bool = False,
     *,
     distance: str | None = None,
@@ -159,12 +122,12 @@ def conditional_risk(
     """
     costs = _prepare(source, distance, transform, power)
     p = as_probabilities(probs, from_logits, costs.num_classes)
-    return costs.to(p.device).risk(p) if costs is not source else costs.risk(p)
+    return _risk(costs.to(p.device), p) if costs is not source else _risk(costs, p)
 
 
 def crm_predict(
     probs: torch.Tensor,
-    source: Source | _Costs,
+    source: Source | CostTables,
     k: int = 1,
     from_logits: bool = False,
     *,
@@ -207,7 +170,7 @@ def crm_predict(
     costs = _prepare(source, distance, transform, power)
     k = check_k(k, costs.num_classes)
     p = as_probabilities(probs, from_logits, costs.num_classes)
-    risk = costs.to(p.device).risk(p) if costs is not source else costs.risk(p)
+    risk = _risk(costs.to(p.device), p) if costs is not source else _risk(costs, p)
     idx = stable_topk(risk, k, largest=False)
     return idx[:, 0] if k == 1 else idx
 
@@ -260,7 +223,7 @@ class CRMClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.model = model
-        self.costs = _Costs(source, distance, transform, power)
+        self.costs = _prepare(source, distance, transform, power)
         self.k = check_k(k, self.costs.num_classes)
         self.from_logits = bool(from_logits)
 

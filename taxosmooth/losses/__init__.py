@@ -7,12 +7,12 @@ integer class indices, class probabilities (Mixup, CutMix) or — with
 :func:`torch.nn.functional.cross_entropy`. The functional twins live in
 :mod:`taxosmooth.functional`.
 
-Class ids and coarse labels cost O(batch × classes) per call. Probability rows
-with at most four classes above each row's floor (Mixup or CutMix of one-hot or
-smoothed labels) are written as a few target columns and take the same
-kernels (for tree-Wasserstein, rows that are zero elsewhere); any other
-probability rows take passes over the nodes,
-O(batch × nodes). None of them builds a ``(C, C)`` tensor.
+Class ids and coarse labels cost O(batch × classes) per call: a few operations
+on the targets' paths through the tree (:mod:`taxosmooth.tree_ops`). Probability
+rows (Mixup, CutMix) and the uniform part of label smoothing take passes over
+the nodes, O(batch × nodes). None of them builds a ``(C, C)`` tensor; all of
+them run alike on every device, under ``torch.compile`` (``fullgraph=True``),
+``torch.func`` and ``torch.jit.trace``, with derivatives of every order.
 
 Inputs are validated on every call; :func:`set_checks` chooses how: ``"full"``
 (errors that name the offending target, row or logit; a host synchronisation

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from taxosmooth._tensor_checks import compute_dtype
-from taxosmooth.tree_ops import is_symbolic
+from taxosmooth.tree_ops.tracing import is_symbolic
 
 __all__ = ["set_checks", "check_mode", "flatten", "FlatBatch", "check_reduction", "check_ignore_index",
-           "check_label_smoothing", "REDUCTIONS", "CHECK_MODES"]
+           "check_label_smoothing", "check_weight", "REDUCTIONS", "CHECK_MODES"]
 
 REDUCTIONS = ("mean", "sum", "none")
 CHECK_MODES = ("auto", "full", "device", "off")
@@ -73,6 +73,33 @@ def check_mode(device: torch.device) -> str:
     if _CHECKS == "auto":
         return "full" if device.type == "cpu" else "device"
     return _CHECKS
+
+
+def check_weight(weight, num_classes: int, num_targets: int | None = None) -> torch.Tensor | None:
+    """``weight`` as a float tensor ``(C,)`` (or ``(N,)``, one per target id), a copy; or ``None``."""
+    if weight is None:
+        return None
+    if not isinstance(weight, torch.Tensor):
+        try:
+            weight = torch.as_tensor(np.asarray(weight, dtype=np.float64) if not isinstance(weight, torch.Tensor)
+                                     else weight)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"weight must be a sequence of numbers, got {type(weight).__name__} ({exc})") from None
+    if weight.is_complex() or weight.dtype == torch.bool:
+        raise TypeError(f"weight must be real numbers, got dtype {weight.dtype}")
+    w = weight.detach().clone()
+    if not w.is_floating_point():
+        w = w.to(torch.get_default_dtype())
+    sizes = (num_classes,) if num_targets in (None, num_classes) else (num_classes, num_targets)
+    if w.dim() != 1 or w.shape[0] not in sizes:
+        want = " or ".join(f"({s},)" for s in sizes)
+        what = "one entry per class" + (", or one per target id" if len(sizes) > 1 else "")
+        raise ValueError(f"weight must have shape {want} ({what}), got {tuple(w.shape)}")
+    bad = ~torch.isfinite(w) | (w < 0)
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0, 0])
+        raise ValueError(f"weight[{k}] = {w[k].item()}; class weights must be finite and >= 0")
+    return w
 
 
 def check_reduction(reduction) -> str:

@@ -1,31 +1,141 @@
-"""Hierarchical cross entropy (HXE), Bertinetto et al., CVPR 2020."""
+r"""Hierarchical cross entropy (HXE): Bertinetto et al., "Making Better Mistakes", CVPR 2020, Sec. 3.1.
+
+.. math::
+
+    \ell(z, t) = -\sum_{l=0}^{H-1} \lambda(C^{(l)}) \log \frac{P(C^{(l)})}{P(C^{(l+1)})},
+    \qquad P(v) = \sum_{j \text{ under } v} \operatorname{softmax}(z)_j
+
+along the path ``C^(0) = t, …, C^(H) = root``. With the path's nodes ``a_d`` by depth
+(``a_0`` the root) the sum telescopes to ``ℓ = Σ_{d ≥ 1} c_d (log P(root) - log P(a_d))``
+with ``c_d = λ(a_d) - λ(a_{d+1})`` (``λ(a_{H+1}) = 0``): one log-mass per ancestor of the
+target, computed exactly in log space (:func:`~taxosmooth.tree_ops.path_log_masses`).
+
+Targets: a **probability** row ``p`` (or the uniform part of ``label_smoothing``) gives
+``Σ_c p_c ℓ(z, c) = -Σ_{u ≠ root} a(u) log P(u)`` with ``a(u) = λ(u) T(u) - Σ_{children c}
+λ(c) T(c)`` and ``T(u)`` the target mass under ``u``: subtree sums of ``p`` and the
+log-masses of every node. A **coarse label** ``v`` starts the path at ``v``.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from taxosmooth._checks import check_positive
-from taxosmooth.losses._base import LossTarget, TreeLossBase, as_taxonomy
-from taxosmooth.tree_ops import Rings, TreeTensors
+from taxosmooth.losses._frame import RowTarget, as_rows, fused, run_loss, times
+from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, float_table
+from taxosmooth.tree_ops import TreeTensors, path_log_masses, tree_tensors
+from taxosmooth.tree_ops.tables import chain_top
+from taxosmooth.tree_ops.paths import NEG, log_mass_gradient, log_masses_of_segments
+from taxosmooth.tree_ops.segments import expand_kernel, segment_max_kernel, segment_sum_kernel
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
     from taxosmooth.taxonomy import Taxonomy
 
-__all__ = ["HXELoss", "hxe_node_weights", "WEIGHTINGS"]
+__all__ = ["HXELoss", "hxe_loss", "hxe_node_weights", "WEIGHTINGS"]
 
 WEIGHTINGS = ("depth", "height")
 
-# a row's subtree masses P(u) >= this many times the smallest normal float keep the ratios a(u) / P(u) of
-# the probability-target kernel far from overflow; rows with a smaller one (a subtree with target mass
-# some 60 nats below the best logit in float32) are computed exactly in log space instead
-_FAR_MARGIN = 2.0**40
+
+# ----------------------------------------------------------------------------- the formula
+def hxe_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, node_lambda: torch.Tensor) -> torch.Tensor:
+    """HXE of every row ``(M,)`` with the rows' factors applied; ``z`` ``(M, C)`` logits in class order.
+
+    ``node_lambda`` ``(2, N)`` float64 (:func:`hxe_tables`): ``λ(u)`` of every node, and ``λ(top(u))``, the weight
+    at the top of the node's chain of single-child ancestors (a path skips single-child nodes, whose
+    terms vanish).
+    """
+    zl = tree.to_leaf_order(z)
+    if target.kind == "prob":
+        p = target.prob
+        assert p is not None
+        if target.class_weight is not None:
+            p = p * target.class_weight.to(p.dtype)
+        mass = tree.subtree_sum(p.to(torch.float64))
+        return times(target.scale, _node_terms(zl, z, mass, tree, node_lambda[0])).to(z.dtype)
+    assert target.ids is not None
+    rows = _path_terms(z, target.ids, tree, node_lambda[1], target.label)
+    if target.uniform is not None:
+        c = tree.num_classes
+        w = torch.full((1, c), 1.0 / c, dtype=torch.float64, device=z.device) if target.class_weight is None \
+            else (target.class_weight / c).unsqueeze(0)
+        rows = rows + times(target.uniform, _node_terms(zl, z, tree.subtree_sum(w), tree, node_lambda[0]))
+    return rows.to(z.dtype)
 
 
+def _path_terms(z: torch.Tensor, ids: torch.Tensor, tree: TreeTensors, top_lambda: torch.Tensor,
+                factor) -> torch.Tensor:
+    """``factor · ℓ(z, t)`` per row: ``Σ_{d ≥ 1} c_d (L_0 - L_d)`` over the target's path (float64)."""
+    path, lengths = tree.paths(ids)
+    # ℓ = Σ_k λ(top(a_k)) (L(a_{k-1}) - L(a_k)): P(u) = P(child) below a single-child node; the padding
+    # repeats the target's value
+    lam = top_lambda.index_select(0, path.reshape(-1)).view(path.shape)
+    coef = lam - torch.cat([lam[:, 1:], torch.zeros_like(lam[:, :1])], dim=1)
+    if fused(z):
+        return _HXEPaths.apply(z, lengths, coef, as_rows(factor, z), tree.leaf_permutation())
+    return times(factor, _from_log_masses(path_log_masses(tree.to_leaf_order(z), lengths), coef))
+
+
+def _from_log_masses(log_mass: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    """``Σ_{d ≥ 1} c_d (L_0 - L_d)`` per row; ``L_d`` the log-mass under the path's node at depth ``d``."""
+    drop = log_mass[:, :1] - log_mass
+    return torch.where(coef == 0, torch.zeros_like(drop), coef * drop)[:, 1:].sum(1)
+
+
+class _HXEPaths(torch.autograd.Function):
+    """``factor · Σ_{d ≥ 1} c_d (L_0 - L_d)`` per row, its gradient written out (the formula's passes, fused).
+
+    Forward: the segments' maxima, ``e = exp(z - max)`` in one buffer, its segment sums, the path's log-masses
+    ``L``. Backward: ``∂ℓ/∂z_j = e_j · g_s`` (:func:`~taxosmooth.tree_ops.paths.log_mass_gradient`): one
+    expansion and one product. A second derivative differentiates the formula instead.
+    """
+
+    @staticmethod
+    def forward(ctx, z, lengths, coef, factor, perm):
+        zl = z if perm is None else z.index_select(1, perm[0])
+        shift = torch.nan_to_num(segment_max_kernel(zl, lengths), neginf=0.0)
+        e = expand_kernel(shift, lengths, zl.shape[1])
+        torch.sub(zl, e, out=e)
+        e.exp_()
+        log_mass = log_masses_of_segments(segment_sum_kernel(e, lengths), shift)
+        rows = _from_log_masses(log_mass.masked_fill(log_mass < NEG / 2, float("-inf")), coef)
+        ctx.save_for_backward(z, e, shift, log_mass, lengths, coef, factor)
+        ctx.perm = perm
+        return torch.where(factor == 0, torch.zeros_like(rows), factor * rows)
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, e, shift, log_mass, lengths, coef, factor = ctx.saved_tensors
+        perm = ctx.perm
+        if torch.is_grad_enabled():  # a double backward: differentiate the formula
+            with torch.enable_grad():
+                zl = z if perm is None else z.index_select(1, perm[0])
+                rows = times(factor, _from_log_masses(path_log_masses(zl, lengths), coef))
+                (gz,) = torch.autograd.grad(rows, z, grad, create_graph=True)
+            return gz, None, None, None, None
+        gw = grad.to(torch.float64) * factor
+        c = torch.where(coef == 0, torch.zeros_like(coef), coef) * gw[:, None]
+        grad_l = torch.cat([c[:, 1:].sum(1, keepdim=True), -c[:, 1:]], dim=1)
+        g = expand_kernel(log_mass_gradient(grad_l, log_mass, shift).to(e.dtype), lengths, e.shape[1])
+        g.mul_(e)
+        return (g if perm is None else g.index_select(1, perm[1])), None, None, None, None
+
+
+def _node_terms(zl: torch.Tensor, z: torch.Tensor, mass: torch.Tensor, tree: TreeTensors,
+                node_lambda: torch.Tensor) -> torch.Tensor:
+    """``-Σ_{u ≠ root} a(u) log P(u)`` per row for target masses ``T`` ``(M or 1, N)`` under every node."""
+    lam_t = mass * node_lambda
+    a = lam_t - tree.children_sum(lam_t)
+    log_p = tree.subtree_logsumexp(z.to(torch.float64)) - torch.logsumexp(z.to(torch.float64), 1, keepdim=True)
+    a = torch.cat([torch.zeros_like(a[:, :1]), a[:, 1:]], dim=1).expand_as(log_p)  # log P(root) = 0
+    return -torch.where(a == 0, torch.zeros_like(log_p), a * log_p).sum(1)
+
+
+# ----------------------------------------------------------------------------- node weights
 def hxe_node_weights(taxonomy: Taxonomy, alpha: float, weighting: str = "depth",
                      normalize: bool = False) -> np.ndarray:
     """``λ(v)`` for every node (float64, node-id order).
@@ -48,7 +158,44 @@ def hxe_node_weights(taxonomy: Taxonomy, alpha: float, weighting: str = "depth",
     return lam
 
 
-class HXELoss(TreeLossBase):
+def hxe_tables(taxonomy: Taxonomy, alpha: float, weighting: str = "depth", normalize: bool = False) -> np.ndarray:
+    """``(2, N)`` float64: ``λ(u)`` (:func:`hxe_node_weights`) and ``λ(top(u))`` of every node."""
+    lam = hxe_node_weights(taxonomy, alpha, weighting, normalize)
+    return np.stack([lam, lam[chain_top(taxonomy)]])
+
+
+# ----------------------------------------------------------------------------- the functional core
+def _run(input, target, tree: TreeTensors, node_lambda, weight, ignore_index, reduction, label_smoothing,
+         coarse_labels: bool) -> torch.Tensor:
+    num_targets = tree.num_nodes if coarse_labels else tree.num_classes
+    return run_loss(lambda z, t: hxe_rows(z, t, tree, node_lambda), input, target, name="HXELoss",
+                    num_classes=tree.num_classes, num_targets=num_targets, num_nodes=tree.num_nodes, weight=weight,
+                    ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+                    target_weights=tree.target_means if coarse_labels else None)
+
+
+def hxe_loss(input: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, alpha: float, weighting: str = "depth",
+             normalize: bool = False, weight: ArrayLike | None = None, ignore_index: int = -100,
+             reduction: str = "mean", label_smoothing: float = 0.0, coarse_labels: bool = False) -> torch.Tensor:
+    """Hierarchical cross entropy; see :class:`HXELoss` for the formula, targets and shapes.
+
+    The taxonomy's tensors and ``λ`` are built once per (taxonomy, options, device) and kept.
+    """
+    tax = as_taxonomy(taxonomy, "hxe_loss")
+    if not isinstance(coarse_labels, bool):
+        raise TypeError(f"coarse_labels must be a bool, got {coarse_labels!r}")
+    tree = tree_tensors(tax, input.device if isinstance(input, torch.Tensor) else None)
+    num_targets = tax.num_nodes if coarse_labels else tax.num_classes
+    weight, ignore_index, reduction, label_smoothing = check_options(
+        "hxe_loss", tax.num_classes, num_targets, weight, ignore_index, reduction, label_smoothing)
+    alpha = check_positive(alpha, "alpha", allow_zero=True)
+    lam = tree.derived(("hxe", alpha, weighting, normalize),
+                       lambda: float_table(hxe_tables(tax, alpha, weighting, normalize)))
+    return _run(input, target, tree, lam, weight, ignore_index, reduction, label_smoothing, coarse_labels)
+
+
+# ----------------------------------------------------------------------------- the module
+class HXELoss(TreeLoss):
     r"""Hierarchical cross entropy.
 
     .. math::
@@ -88,14 +235,12 @@ class HXELoss(TreeLossBase):
       makes ``alpha=0`` exactly :func:`torch.nn.functional.cross_entropy`
       (the terms telescope to ``-log p_t``; with ``label_smoothing`` too).
 
-    How: by summation by parts ``ℓ = -Σ_k c_k log P(r_k)`` over the target's
-    ring nodes (its branching ancestors, :mod:`taxosmooth.tree_ops`), each
-    ``log P(r_k)`` a log-sum-exp of the rings inside it, every ring shifted by
-    its own maximum: exact in log space, so a target far below the best logit
-    loses nothing. The gradient is one value per ring segment times
-    ``exp(z - max)``, written in the forward (the backward only scales it).
-    Probability targets take a node-level pass (subtree sums of ``p`` and of the
-    prediction). O(batch × classes), no ``(C, C, depth)`` tensor.
+    How: the ``log P`` of the target's ancestors are log-sum-exps of the
+    target's path segments in depth-first order, each segment shifted by its
+    own maximum (exact for a target any distance below the best logit):
+    O(batch × classes), a handful of operations per batch, no ``(C, C, depth)``
+    tensor. Probability rows and label smoothing take the log-masses of every
+    node (one pass per level, O(batch × nodes)).
 
     Parameters
     ----------
@@ -121,276 +266,24 @@ class HXELoss(TreeLossBase):
     True
     """
 
-    tree: TreeTensors  # built from a taxonomy: always set
-    # buffers
-    node_lambda: torch.Tensor
-    node_lambda_top: torch.Tensor
+    node_lambda: torch.Tensor  # a buffer
 
     def __init__(self, taxonomy: Taxonomy, alpha: float, weighting: str = "depth", normalize: bool = False,
                  weight: ArrayLike | None = None, ignore_index: int = -100, reduction: str = "mean",
                  label_smoothing: float = 0.0, coarse_labels: bool = False) -> None:
         tax = as_taxonomy(taxonomy, "HXELoss")
-        lam = hxe_node_weights(tax, alpha, weighting, normalize)
-        tree = TreeTensors(tax)
-        super().__init__(tax.num_classes, weight, ignore_index, reduction, label_smoothing, coarse_labels, tree, tax)
+        lam = hxe_tables(tax, alpha, weighting, normalize)
+        super().__init__(tax.num_classes, weight, ignore_index, reduction, label_smoothing, coarse_labels,
+                         tax.num_nodes, tax)
         self.alpha, self.weighting, self.normalize = float(alpha), weighting, normalize
-        self._lam = lam
-        self._lam_top = lam[tree._host.top]  # λ(top(u)): the coefficient sums of ring nodes telescope to it
-        self._lam_level = tree.nodes_host.table(lam)
-        self._internal_level = tree.nodes_host.table(~tax.compiled.is_leaf)
-        self.register_buffer("node_lambda", torch.from_numpy(lam), persistent=False)
-        self.register_buffer("node_lambda_top", torch.from_numpy(self._lam_top.copy()), persistent=False)
+        self.tree = TreeTensors(tax)
+        self.register_buffer("node_lambda", float_table(lam), persistent=False)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
         return (f"alpha={self.alpha}, weighting={self.weighting!r}, normalize={self.normalize}"
                 + (", " + base if base else ""))
 
-    # ------------------------------------------------------------------ coefficients
-    def _coefficients(self, rings, omega):
-        """``c_k = λ(top(r_k)) - λ(top(r_{k-1}))`` (``c_0 = λ(top(r_0))``) times the rows' factors (B, R)."""
-        if rings.host:
-            lt = rings.gather(self._lam_top)
-            coef = lt.copy()
-            coef[:, 1:] -= lt[:, :-1]
-            return coef * (omega if isinstance(omega, float) else omega[:, None])
-        lt = rings.gather(self.node_lambda_top)
-        coef = torch.cat([lt[:, :1], lt[:, 1:] - lt[:, :-1]], dim=1)
-        return coef * (omega if isinstance(omega, float) else omega.to(coef.dtype)[:, None])
-
-    def _node_targets(self, target: LossTarget, host: bool):
-        """The target mass under every node, ``T`` (M, N), for probability or smoothed targets
-        (host: level order, see :class:`~taxosmooth.tree_ops.NodeLayout`; torch: node-id order)."""
-        tree = self.tree
-        cw = target.class_weight
-        C = self.num_classes
-        if host:
-            lay = tree.nodes_host
-            if target.kind == "prob":
-                p: Any = cast(torch.Tensor, target.prob).double().numpy()  # numpy here, torch below
-                if cw is not None:
-                    p = p * cw.double().numpy()
-                return lay.up(tree.leaf_cols(p)) * _host_col(target.omega)
-            node = tree._host.target_node[cast(torch.Tensor, target.ids).numpy()][:, None]
-            u: Any = lay.order[None, :]  # numpy here, torch below
-            anc = ((u <= node) & (node < tree._host.subtree_end[lay.order][None, :])).astype(np.float64)
-            w = np.full((1, C), 1.0 / C) if cw is None else tree.leaf_cols((cw.double().numpy() / C)[None, :])
-            return anc * _host_col(target.omega) + lay.up(w) * _host_col(target.smooth)
-        if target.kind == "prob":
-            p = cast(torch.Tensor, target.prob).to(torch.float64)
-            if cw is not None:
-                p = p * cw.to(torch.float64)
-            return tree.subtree_sum(p) * _ref_col(target.omega)
-        anc = tree.ancestor_indicator(tree.target_node.index_select(0, cast(torch.Tensor, target.ids)), host=False)
-        u = torch.full((1, C), 1.0 / C, dtype=torch.float64, device=anc.device) if cw is None else \
-            (cw.to(torch.float64) / C)[None, :]
-        return anc * _ref_col(target.omega) + tree.subtree_sum(u) * _ref_col(target.smooth)
-
-    # ------------------------------------------------------------------ host kernels
-    sparse_targets = True
-
-    def _host(self, z, target: LossTarget):
-        if target.kind in ("index", "sparse"):
-            rows, grad = self._host_rings(z, target)
-            if target.smooth is None:
-                return rows, grad
-            # label smoothing or a probability floor: the loss is linear in the target, so the uniform
-            # part is one more term with the same node weights for every row
-            rows_u, grad_u = self._host_uniform(z, target)
-            return rows + rows_u, grad + grad_u
-        return self._host_nodes(z, self._node_targets(target, host=True), target)
-
-    def _host_uniform(self, z, target: LossTarget):
-        """``smooth · Σ_c (weight[c] / C) · ℓ(z, c)`` per row: ``-Σ_u a(u) log P(u)`` with one node
-        vector ``a`` for the whole batch (``a(u) = λ(u) U(u) - Σ_{children c} λ(c) U(c)``, ``U(u)`` the
-        uniform mass under ``u``), as :meth:`_host_nodes` with a target that is the same in every row."""
-        tree = self.tree
-        lay = tree.nodes_host
-        C = self.num_classes
-        cw = target.class_weight
-        w = np.full((1, C), 1.0 / C) if cw is None else tree.leaf_cols((cw.double().numpy() / C)[None, :])
-        u_nodes = lay.up(w)  # (1, N) level order
-        lam_u = u_nodes * self._lam_level
-        a = (lam_u - lay.children_sum(lam_u))[0]
-        a[0] = 0.0  # the root: log P(root) = 0
-        sm = np.asarray(target.host_smooth(), dtype=np.float64)
-        sm_rows: Any = float(sm) if sm.ndim == 0 else sm  # a float, or (M,)
-        smc: Any = sm_rows if sm.ndim == 0 else sm[:, None]
-        p_t, lse_t = _softmax(z)
-        p = p_t.numpy()
-        pl = tree.leaf_cols(p)
-        s = lay.up(pl.astype(np.float64))
-        wi = np.flatnonzero((a != 0) & self._internal_level)
-        s_w = s[:, wi]
-        far = (s_w < np.finfo(p.dtype).tiny * _FAR_MARGIN).any(axis=1)
-        a_leaf = a[lay.leaf_pos]
-        nz = np.flatnonzero(a_leaf)
-        zl = tree.leaf_cols(z.double().numpy())
-        lse = lse_t.double().numpy()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # leaves: log p_j = z_j - lse exactly; classes without uniform weight (weight 0) skipped
-            leaf_term = zl @ a_leaf - lse * a_leaf.sum() if len(nz) == C else zl[:, nz] @ a_leaf[nz] - lse * a_leaf.sum()
-            rows = -(np.log(s_w) @ a[wi] + leaf_term) * sm_rows
-            ratio = np.zeros_like(s)
-            ratio[:, wi] = a[wi] / s_w
-            d = lay.leaves(lay.down(ratio))
-            grad_leaf = (pl * (a.sum() - d) - a_leaf[None, :]) * smc  # rows that underflow: redone below
-        grad = tree.class_cols(torch.from_numpy(grad_leaf.astype(p.dtype)))
-        if far.any():
-            t_nodes = np.broadcast_to(u_nodes * smc, s.shape)
-            rows, grad = self._exact_rows(z, lay.to_node_order(t_nodes), rows, grad, far)
-        return rows, grad
-
-    def _host_rings(self, z, target: LossTarget):
-        """Class and coarse targets (and the few classes of sparse probability rows):
-        ``-Σ_k c_k log P(r_k)`` from ring sums of the softmax.
-
-        In linear space first (one softmax, one segment sum and one expansion per target column);
-        rows where a weighted ``P(r_k)`` underflows (a target far below the best logit) are
-        recomputed exactly in log space (:meth:`_host_rings_exact`).
-        """
-        tree = self.tree
-        zl = tree.leaf_cols(z)
-        p = torch.softmax(zl, dim=1)
-        pn = p.numpy()
-        tiny = np.finfo(pn.dtype).tiny * _FAR_MARGIN
-        rows: Any  # 0.0, then the (M,) row losses
-        far: Any  # None, then (M,) bool
-        rows, far, columns, parts = 0.0, None, [], []
-        for ids, omega in target.columns():
-            rings = tree.rings(ids, host=True, coarse=target.coarse)
-            coef = self._coefficients(rings, _host_col1(omega))
-            mass = np.cumsum(rings.ring_sums(rings.sum(pn).astype(np.float64)), axis=1)  # P(r_k)
-            live = coef != 0
-            col_far = (live & (mass < tiny)).any(axis=1)
-            far = col_far if far is None else far | col_far
-            safe = np.where(live, mass, 1.0)
-            rows = rows - (np.where(live, coef, 0.0) * np.log(safe)).sum(1)
-            # ∂ℓ/∂z_j = p_j (Σ_l c_l - Σ_{l >= ring(j)} c_l / P(r_l)): a reverse cumulative sum over the rings
-            tail = np.cumsum((coef / safe)[:, ::-1], axis=1)[:, ::-1]
-            parts.append((rings, coef.sum(1)[:, None] - tail))
-            columns.append((rings, coef))
-        pn *= Rings.expand_sum(parts, pn.dtype)
-        if far.any():
-            idx = np.flatnonzero(far)
-            zf = zl.numpy()[idx]
-            exact_rows, exact_grad = 0.0, 0.0
-            for rings, coef in columns:
-                r, g = self._host_rings_exact(zf, rings.take(idx), coef[idx])
-                exact_rows, exact_grad = exact_rows + r, exact_grad + g
-            rows[idx] = exact_rows
-            pn[idx] = exact_grad
-        return rows, tree.class_cols(p)
-
-    def _host_rings_exact(self, zl: np.ndarray, rings, coef: np.ndarray):
-        """The ring kernel in log space: every ring shifted by its own maximum (leaf order, numpy)."""
-        tree = self.tree
-        e, m, ring_lse = rings.logsumexp(zl)
-        lse_path = np.logaddexp.accumulate(ring_lse, axis=1)  # log Σ e^z over the subtree of r_k
-        lse = lse_path[:, -1]
-        live = coef != 0
-        rows = -np.where(live, coef * (lse_path - lse[:, None]), 0.0).sum(1)
-        # Σ_{l >= k} c_l exp(lse_k - lse_l) by a reverse recurrence with factors <= 1
-        R = coef.shape[1]
-        h = coef.copy()
-        if R > 1:
-            ratio = np.where(np.isfinite(lse_path[:, 1:]), np.exp(lse_path[:, :-1] - lse_path[:, 1:]), 0.0)
-            for k in range(R - 2, -1, -1):
-                h[:, k] += ratio[:, k] * h[:, k + 1]
-        ring = list(tree.ring_of_segment_list)
-        alive = np.isfinite(m)
-        ms = np.where(alive, m, 0.0)
-        f = np.exp(ms - lse[:, None]) * coef.sum(1)[:, None] - np.exp(ms - lse_path[:, ring]) * h[:, ring]
-        e *= rings.expand(np.where(alive, f, 0.0).astype(e.dtype))
-        return rows, e
-
-    def _host_nodes(self, z, t_nodes: np.ndarray, target: LossTarget):
-        """Node-level kernel for node target masses ``T`` (M, N), level order: probability and smoothed
-        targets. ``ℓ = -Σ_u a(u) log P(u)`` with ``a(u) = λ(u) T(u) - Σ_{children c} λ(c) T(c)``; the
-        leaves' ``log P`` is the exact log-softmax, the internal nodes' the log of subtree sums, and rows
-        where a weighted subtree's mass underflows are recomputed in log space."""
-        tree = self.tree
-        lay = tree.nodes_host
-        p_t, lse_t = _softmax(z)
-        p = p_t.numpy()
-        pl = tree.leaf_cols(p)
-        lam_t = t_nodes * self._lam_level
-        a = lam_t - lay.children_sum(lam_t)
-        a[:, 0] = 0.0  # the root (first in level order): log P(root) = 0
-        s = lay.up(pl.astype(np.float64))
-        internal = self._internal_level
-        weighted = (a != 0) & internal[None, :]
-        far = (weighted & (s < np.finfo(p.dtype).tiny * _FAR_MARGIN)).any(axis=1)
-        log_s = np.log(np.where(internal[None, :], s, 1.0))
-        leaf_cols = lay.leaf_pos
-        log_s[:, leaf_cols] = tree.leaf_cols(z.double().numpy()) - lse_t.double().numpy()[:, None]  # exact
-        rows = -np.where(a == 0, 0.0, a * log_s).sum(1)
-        ratio = np.where(weighted, a / np.where(weighted, s, 1.0), 0.0)
-        d = lay.leaves(lay.down(ratio))
-        grad_leaf = pl * (a.sum(1)[:, None] - d) - lay.leaves(a)
-        grad = tree.class_cols(torch.from_numpy(grad_leaf.astype(p.dtype)))
-        if far.any():
-            rows, grad = self._exact_rows(z, lay.to_node_order(t_nodes), rows, grad, far)
-        return rows, grad
-
-    def _exact_rows(self, z, t_nodes, rows, grad, far):
-        """Rows whose target mass sits on a subtree whose probability underflows: log space, by autograd."""
-        idx = torch.from_numpy(np.flatnonzero(far))
-        zf = z.index_select(0, idx).detach().requires_grad_(True)
-        with torch.enable_grad():
-            r = self._ref_nodes(zf, torch.from_numpy(t_nodes[far]))
-            (g,) = torch.autograd.grad(r.sum(), zf)
-        rows = rows.copy()
-        rows[far] = r.detach().double().numpy()
-        grad[idx] = g.to(grad.dtype)
-        return rows, grad
-
-    # ------------------------------------------------------------------ torch formulation
-    def _reference(self, z, target: LossTarget):
-        if target.kind == "index" and target.smooth is None:
-            tree = self.tree
-            rings = tree.rings(cast(torch.Tensor, target.ids), host=False)
-            coef = self._coefficients(rings, target.omega).to(z.dtype)
-            log_p = tree.subtree_logsumexp(torch.log_softmax(z, dim=1)).gather(1, rings.nodes)
-            return -torch.where(coef == 0, torch.zeros_like(log_p), coef * log_p).sum(1)
-        return self._ref_nodes(z, self._node_targets(target, host=False))
-
-    def _ref_nodes(self, z, t_nodes: torch.Tensor):
-        tree = self.tree
-        lam_t = t_nodes.to(torch.float64) * self.node_lambda.to(device=z.device)
-        a = (lam_t - tree.children_sum(lam_t)).to(z.dtype)
-        a = torch.cat([torch.zeros_like(a[:, :1]), a[:, 1:]], dim=1)  # log P(root) = 0
-        log_p = tree.subtree_logsumexp(torch.log_softmax(z, dim=1))
-        return -torch.where(a == 0, torch.zeros_like(log_p), a * log_p).sum(1)
-
-
-def _softmax(z):
-    m = z.amax(dim=1, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    p = torch.sub(z, m).exp_()
-    total = p.sum(dim=1, keepdim=True)
-    lse = (m + total.log()).squeeze(1)
-    return p.mul_(total.reciprocal_()), lse
-
-
-def _host_col1(x):
-    """A per-row factor as a float or a float64 (M,) numpy array."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().to(torch.float64).numpy()
-    return float(x)
-
-
-def _host_col(x):
-    if x is None:
-        return 0.0
-    if isinstance(x, float):
-        return x
-    return x.detach().double().numpy()[:, None]
-
-
-def _ref_col(x):
-    if x is None:
-        return 0.0
-    if isinstance(x, float):
-        return x
-    return x.to(torch.float64)[:, None]
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _run(input, target, self.tree, self.node_lambda, self.weight, self.ignore_index, self.reduction,
+                    self.label_smoothing, self.coarse_labels)

@@ -1,31 +1,161 @@
-"""Cost-weighted pairwise loss of the true class against every wrong one."""
+r"""Cost-weighted pairwise loss of the true class against every wrong one.
+
+.. math::
+
+    \ell(z, t) = \sum_{j \ne t} \mathrm{cost}[t, j]\; \operatorname{softplus}(z_j - z_t)
+
+Each wrong class ``j`` is pushed below the true class with a logistic penalty scaled by how bad
+confusing ``t`` with ``j`` would be. For costs that are a function of the LCA, ``cost[t, ·]`` is
+constant on each ring of ``t``: one expansion of the path's ring costs per batch. A **coarse label**
+``v`` counts its classes as one, with ``ζ_v = log Σ_{c ∈ v} exp(z_c)`` in place of ``z_t``.
+
+**Probability targets** ``q`` (Mixup rows, ``label_smoothing``): every class is compared with the
+target's expected logit, weighted by its expected cost,
+
+.. math::
+
+    \ell(z, q) = \sum_j \bar c_q(j)\, \operatorname{softplus}(z_j - \zeta_q),
+    \qquad \bar c_q(j) = \sum_c q_c\, \mathrm{cost}[c, j], \quad \zeta_q = \sum_c q_c z_c,
+
+which is the formula above for a one-hot ``q``. (The average of the class losses,
+``Σ_c q_c ℓ(z, c)``, compares every pair of classes: O(C²) per sample as soon as ``q`` has a
+uniform part, as label smoothing gives it.) ``c̄_q`` is one pass up and one down the tree.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from taxosmooth.losses._base import LossTarget
-from taxosmooth.losses._kernels import host_ring0_correction, ref_ring0_log_mass
-from taxosmooth.losses.expected_cost import CostLossBase
-from taxosmooth.tree_ops import TreeTensors
+from taxosmooth.losses._frame import RowTarget, as_rows, fused, times
+from taxosmooth.losses._module import check_options
+from taxosmooth.losses._rows import logit_dot
+from taxosmooth.losses.expected_cost import CostLoss, _run, functional_costs, ring_costs, target_log_mass
+from taxosmooth.tree_ops import expand
+from taxosmooth.tree_ops.segments import expand_kernel
+from taxosmooth.tree_ops.costs import CostTables
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
     from taxosmooth.distances import Source
 
-__all__ = ["PairwiseCostLoss"]
-
-#: elements of (pairs, C) blocks evaluated at once for probability targets
-_BLOCK = 1 << 22
+__all__ = ["PairwiseCostLoss", "pairwise_cost_loss"]
 
 
-class PairwiseCostLoss(CostLossBase):
+# ----------------------------------------------------------------------------- the formula
+def pairwise_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, coarse: bool) -> torch.Tensor:
+    """The pairwise loss of every row ``(M,)``, the rows' factors applied (``z`` class order)."""
+    c = z.shape[1]
+    if target.kind == "prob":
+        q = target.prob
+        assert q is not None
+        qw = q if target.class_weight is None else q * target.class_weight.to(q.dtype)
+        return times(target.scale, _against(z, costs.expected(qw.to(torch.float64)), logit_dot(z, q)))
+    ids = target.ids
+    assert ids is not None
+    if costs.structured and target.uniform is None and not coarse and fused(z):
+        tree = costs.tree
+        assert tree is not None
+        path, lengths = tree.paths(ids)
+        return _PairwisePaths.apply(z, lengths, ring_costs(costs, path), tree.class_position.index_select(0, ids),
+                                    as_rows(target.label, z), tree.leaf_permutation()).to(z.dtype)
+    if costs.structured:
+        tree = costs.tree
+        assert tree is not None
+        path, lengths = tree.paths(ids)
+        zl = tree.to_leaf_order(z)
+        row_costs = tree.to_class_order(expand(ring_costs(costs, path).to(z.dtype), lengths, c))
+    else:
+        zl = z
+        row_costs = costs.rows(ids).to(z.dtype)
+    log_p = torch.log_softmax(z, 1)
+    zeta = target_log_mass(z, zl, log_p, ids, costs.tree, coarse) + torch.logsumexp(z.to(torch.float64), 1) \
+        if coarse else z.gather(1, ids.clamp_max(c - 1)[:, None])[:, 0].to(torch.float64)
+    if target.uniform is None:
+        return times(target.label, _against(z, row_costs, zeta)).to(z.dtype)
+    # label smoothing: the target is (1 - ε) onehot(t) + ε / C (a probability target, see above); a coarse
+    # label is no distribution: (1 - ε) ℓ(z, v) + ε ℓ(z, uniform)
+    eps = target.eps
+    w = torch.full((c,), 1.0 / c, dtype=torch.float64, device=z.device) if target.class_weight is None \
+        else target.class_weight / c
+    mean_cost = costs.expected(w.unsqueeze(0)).to(z.dtype)  # (1, C): the uniform part's expected costs
+    mean_z = z.to(torch.float64).mean(1)
+    label = target.label if isinstance(target.label, torch.Tensor) else torch.full_like(zeta, target.label)
+    weighted = row_costs * label.to(z.dtype)[:, None] + mean_cost * target.uniform.to(z.dtype)[:, None]
+    smoothed = _against(z, weighted, (1.0 - eps) * zeta + eps * mean_z)
+    if not coarse:
+        return smoothed.to(z.dtype)
+    split = times(target.label, _against(z, row_costs, zeta)) + \
+        times(target.uniform, _against(z, mean_cost.expand_as(row_costs), mean_z))
+    return torch.where(ids >= c, split, smoothed).to(z.dtype)
+
+
+def _against(z: torch.Tensor, weights: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:
+    """``Σ_j weights_j softplus(z_j - ζ)`` per row (float64); a ``-inf`` ``ζ`` (all target mass on masked
+    classes) gives ``+inf``, a ``-inf`` logit ``j`` adds nothing."""
+    finite = zeta.clamp_min(torch.finfo(z.dtype).min).to(z.dtype)
+    rows = (weights.to(z.dtype) * F.softplus(z - finite[:, None])).sum(1).to(torch.float64)
+    return torch.where(torch.isneginf(zeta), torch.full_like(rows, float("inf")), rows)
+
+
+class _PairwisePaths(torch.autograd.Function):
+    """``factor · Σ_j κ_{s(j)} softplus(z_j - z_t)`` per row, ``κ`` ``(M, 2D + 1)`` the cost of every segment of
+    the target's path (0 on the target), its gradient written out: ``∂ℓ/∂z_j = κ_j σ(z_j - z_t)`` and
+    ``∂ℓ/∂z_t = -Σ_j κ_j σ(z_j - z_t)``."""
+
+    @staticmethod
+    def forward(ctx, z, lengths, kappa, pos, factor, perm):
+        zl = z if perm is None else z.index_select(1, perm[0])
+        cost = expand_kernel(kappa.to(zl.dtype), lengths, zl.shape[1])
+        zt = zl.gather(1, pos[:, None])
+        u = zl - zt.clamp_min(torch.finfo(zl.dtype).min)
+        rows = torch.linalg.vecdot(cost, F.softplus(u), dim=1).to(torch.float64)
+        rows = torch.where(torch.isneginf(zt[:, 0]), torch.full_like(rows, float("inf")), rows)
+        ctx.save_for_backward(z, u, cost, lengths, kappa, pos, factor)
+        ctx.perm = perm
+        return torch.where(factor == 0, torch.zeros_like(rows), factor * rows)
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, u, cost, lengths, kappa, pos, factor = ctx.saved_tensors
+        perm = ctx.perm
+        if torch.is_grad_enabled():  # a double backward: differentiate the formula
+            with torch.enable_grad():
+                zl = z if perm is None else z.index_select(1, perm[0])
+                zeta = zl.gather(1, pos[:, None])[:, 0].to(torch.float64)
+                rows = _against(zl, expand(kappa.to(zl.dtype), lengths, zl.shape[1]), zeta)
+                (gz,) = torch.autograd.grad(times(factor, rows), z, grad, create_graph=True)
+            return gz, None, None, None, None, None
+        gw = (grad.to(torch.float64) * factor).to(u.dtype)
+        g = torch.sigmoid(u)
+        g.mul_(cost).mul_(gw[:, None])
+        g.scatter_add_(1, pos[:, None], -g.sum(1, keepdim=True))
+        return (g if perm is None else g.index_select(1, perm[1])), None, None, None, None, None
+
+
+# ----------------------------------------------------------------------------- the functional core
+def pairwise_cost_loss(input: torch.Tensor, target: torch.Tensor, source: Source, distance: str | None = None,
+                       transform: str | Callable | None = "identity", power: float = 1.0,
+                       weight: ArrayLike | None = None, ignore_index: int = -100, reduction: str = "mean",
+                       label_smoothing: float = 0.0, coarse_labels: bool = False) -> torch.Tensor:
+    """Cost-weighted pairwise loss; see :class:`PairwiseCostLoss`."""
+    if not isinstance(coarse_labels, bool):
+        raise TypeError(f"coarse_labels must be a bool, got {coarse_labels!r}")
+    device = input.device if isinstance(input, torch.Tensor) else None
+    costs = functional_costs(source, distance, transform, power, device, "pairwise_cost_loss", coarse_labels)
+    n_targets = costs.tree.num_nodes if (coarse_labels and costs.tree is not None) else costs.num_classes
+    weight, ignore_index, reduction, label_smoothing = check_options(
+        "pairwise_cost_loss", costs.num_classes, n_targets, weight, ignore_index, reduction, label_smoothing)
+    return _run("PairwiseCostLoss", lambda z, t: pairwise_rows(z, t, costs, coarse_labels), input, target, costs,
+                weight, ignore_index, reduction, label_smoothing, coarse_labels)
+
+
+# ----------------------------------------------------------------------------- the module
+class PairwiseCostLoss(CostLoss):
     r"""Pairwise ranking loss weighted by misclassification cost.
 
     .. math::
@@ -39,14 +169,18 @@ class PairwiseCostLoss(CostLossBase):
     Targets:
 
     * a **class** ``t``: the formula above;
-    * **probabilities** ``p``: ``Σ_c p_c ℓ(z, c)``. Each class with target mass
-      costs one pass over the classes: Mixup and CutMix rows (two classes) cost
-      about twice a class target, while a dense row (``label_smoothing``, whose
-      uniform part touches every class) costs O(C²) per sample — evaluated in
-      blocks, never as a ``(C, C)`` tensor, but slow for large ``C``;
+    * **probabilities** ``q`` (Mixup, CutMix; also class targets with
+      ``label_smoothing``, whose target is ``(1 - ε) onehot(t) + ε/C``): every
+      class is compared with the target's expected logit ``ζ_q = Σ_c q_c z_c``,
+      weighted by its expected cost ``c̄_q(j) = Σ_c q_c cost[c, j]``:
+      ``ℓ = Σ_j c̄_q(j) softplus(z_j - ζ_q)`` — the formula above for a one-hot
+      ``q``. (The average of the class losses ``Σ_c q_c ℓ(z, c)`` would compare
+      every pair of classes, O(C²) per sample with any uniform part.)
+      O(batch × classes), structured costs O(batch × nodes);
     * a **coarse label** ``v``: the classes under ``v`` count as one, with the
       log-sum-exp of their logits ``ζ_v = log Σ_{c ∈ v} exp(z_c)`` in place of
-      ``z_t``: ``ℓ = Σ_{j ∉ v} cost(LCA(v, j)) softplus(z_j - ζ_v)``.
+      ``z_t``: ``ℓ = Σ_{j ∉ v} cost(LCA(v, j)) softplus(z_j - ζ_v)``; with
+      ``label_smoothing`` ``(1 - ε) ℓ(z, v) + ε ℓ(z, uniform)``.
 
     Parameters
     ----------
@@ -71,8 +205,6 @@ class PairwiseCostLoss(CostLossBase):
     3.4657
     """
 
-    sparse_targets = True
-
     def __init__(self, source: Source, distance: str | None = None, transform: str | Callable | None = "identity",
                  power: float = 1.0, weight: ArrayLike | None = None, ignore_index: int = -100,
                  reduction: str = "mean", label_smoothing: float = 0.0, coarse_labels: bool = False) -> None:
@@ -83,130 +215,7 @@ class PairwiseCostLoss(CostLossBase):
         base = super().extra_repr()
         return f"structured={self.structured}" + (", " + base if base else "")
 
-    # ------------------------------------------------------------------ integer targets
-    def _host_ids(self, z, target: LossTarget):
-        zl = self._leaf(z)
-        rings = self._rings(target, True)
-        w = self._id_rows(target.ids, target.omega, True, z.numpy().dtype, rings)
-        w = w if isinstance(w, torch.Tensor) else torch.from_numpy(w)
-        znp = zl.numpy()
-        if rings is not None:
-            zeta = rings.ring0_logsumexp(znp)
-        else:
-            zeta = znp[np.arange(znp.shape[0]), cast(torch.Tensor, target.ids).numpy()].astype(np.float64)
-        u = zl - torch.from_numpy(zeta).to(zl.dtype).unsqueeze(1)
-        rows = torch.linalg.vecdot(w, F.softplus(u), dim=1).double()
-        d = u.sigmoid_().mul_(w)
-        total = d.sum(dim=1).double().numpy()
-        g = d.numpy()
-        if rings is not None:
-            host_ring0_correction(g, znp, rings, total, zeta)
-        else:
-            g[np.arange(g.shape[0]), cast(torch.Tensor, target.ids).numpy()] -= total.astype(g.dtype)
-        return rows.numpy(), self._unleaf(d)
-
-    def _ref_ids(self, z, target: LossTarget):
-        rings = self._rings(target, False)
-        w = self._id_rows(target.ids, target.omega, False, z.dtype, rings)
-        zeta = ref_ring0_log_mass(self.tree, z, rings.node) if rings is not None else \
-            z.gather(1, cast(torch.Tensor, target.ids)[:, None])[:, 0]
-        return (w * F.softplus(z - zeta[:, None])).sum(1)
-
-    # ------------------------------------------------------------------ dense targets, by pairs
-    def _pair_pass(self, z, weights: torch.Tensor, grad_rows=None):
-        """``Σ_c weights[i, c] Σ_j cost[c, j] softplus(z_j - z_c)`` per row ``i``, or (``grad_rows`` (M,)
-        given) its vector-Jacobian product with ``grad_rows``.
-
-        Only the pairs ``(i, c)`` with a nonzero weight are evaluated, in blocks of about
-        ``_BLOCK`` elements, so memory stays O(block) whatever ``C``; the work is
-        O(pairs × C). Plain torch operations: the vector-Jacobian product is
-        itself differentiable (double backward).
-        """
-        n, C = z.shape
-        rows_i, cls = weights.nonzero(as_tuple=True)
-        out = z.new_zeros(n) if grad_rows is None else torch.zeros_like(z)
-        step = max(1, _BLOCK // max(C, 1))
-        for a in range(0, rows_i.shape[0], step):
-            ri, ci = rows_i[a : a + step], cls[a : a + step]
-            cost = self._cost_rows_of(ci, z.dtype)
-            zi = z.index_select(0, ri)
-            u = zi - zi.gather(1, ci[:, None])
-            w = weights[ri, ci].to(z.dtype)
-            if grad_rows is None:
-                out = out.index_add(0, ri, (cost * F.softplus(u)).sum(1) * w)
-                continue
-            s = cost * torch.sigmoid(u) * (w * grad_rows.to(z.dtype).index_select(0, ri))[:, None]
-            s = s.scatter_add(1, ci[:, None], -s.sum(1, keepdim=True))
-            out = out.index_add(0, ri, s)
-        return out
-
-    def _cost_rows_of(self, classes: torch.Tensor, dtype) -> torch.Tensor:
-        if not self.structured:
-            return cast(torch.Tensor, self.costs).index_select(0, classes).to(dtype)
-        rings = cast(TreeTensors, self.tree).rings(classes, host=False)
-        return cast(TreeTensors, self.tree).to_class_order(rings.expand_rings(self._ring_costs(rings))).to(dtype)
-
-    def _dense_weights(self, target: LossTarget, device) -> torch.Tensor | None:
-        """The rows' class weights of the dense part (M, C): probability targets, or the uniform part."""
-        cw = target.class_weight
-        if target.kind == "prob":
-            p = cast(torch.Tensor, target.prob).to(torch.float64)
-            p = p if cw is None else p * cw.to(torch.float64)
-            om = target.omega
-            return p * (om if isinstance(om, float) else om.to(torch.float64)[:, None])
-        if target.smooth is None:
-            return None
-        C = self.num_classes
-        u = torch.full((C,), 1.0 / C, dtype=torch.float64, device=device) if cw is None else \
-            cw.to(torch.float64) / C
-        sm = target.smooth
-        n = cast(torch.Tensor, target.ids).shape[0]
-        sm = torch.full((n,), sm, dtype=torch.float64, device=device) if isinstance(sm, float) else \
-            sm.to(torch.float64)
-        return sm[:, None] * u[None, :]
-
-    # ------------------------------------------------------------------ kernels
-    def _host(self, z, target: LossTarget):
-        if target.kind == "index":
-            rows, grad = self._host_ids(z, target)
-        elif target.kind == "sparse":  # Mixup rows: one pass over the classes per target class
-            rows, grad = np.zeros(z.shape[0]), torch.zeros_like(z)
-            for ids, omega in target.columns():
-                col = LossTarget(kind="index", omega=omega, ids=ids, class_weight=target.class_weight, coarse=False)
-                r, g = self._host_ids(z, col)
-                rows += r
-                grad += g
-        else:
-            rows, grad = np.zeros(z.shape[0]), torch.zeros_like(z)
-        dense = self._dense_weights(target, z.device)
-        if dense is not None:
-            rows = rows + self._pair_pass(z, dense).double().numpy()
-            grad = grad + self._pair_pass(z, dense, torch.ones(z.shape[0], dtype=z.dtype))
-        return rows, grad
-
-    def _reference(self, z, target: LossTarget):
-        rows = self._ref_ids(z, target) if target.kind == "index" else z.new_zeros(z.shape[0])
-        dense = self._dense_weights(target, z.device)
-        if dense is not None:
-            rows = rows + _PairRows.apply(z, dense, self)
-        return rows
-
-
-class _PairRows(torch.autograd.Function):
-    """The dense part of :class:`PairwiseCostLoss` without an autograd graph of its ``(pairs, C)`` blocks:
-    the backward recomputes them block by block (plain torch operations, so twice differentiable)."""
-
-    @staticmethod
-    def forward(z, weights, loss):
-        return loss._pair_pass(z, weights)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        z, weights, loss = inputs
-        ctx.save_for_backward(z, weights)
-        ctx.loss = loss
-
-    @staticmethod
-    def backward(ctx, grad_rows):
-        z, weights = ctx.saved_tensors
-        return ctx.loss._pair_pass(z, weights, grad_rows), None, None
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _run("PairwiseCostLoss", lambda z, t: pairwise_rows(z, t, self.costs, self.coarse_labels), input,
+                    target, self.costs, self.weight, self.ignore_index, self.reduction, self.label_smoothing,
+                    self.coarse_labels)

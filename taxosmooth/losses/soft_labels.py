@@ -1,39 +1,203 @@
-"""Hierarchical soft labels, computed structurally (no ``(C, C)`` tensor)."""
+r"""Hierarchical soft labels: Bertinetto et al., "Making Better Mistakes", CVPR 2020, Sec. 3.2.
+
+.. math::
+
+    \ell(z, t) = -\sum_j q_t(j) \log \operatorname{softmax}(z)_j
+               = \operatorname{lse}(z) - \sum_j q_t(j)\, z_j,
+    \qquad q_t(j) = \frac{e(\mathrm{LCA}(t, j))}{Z_t}, \quad e(u) = \exp(-\beta\, d(u) / s)
+
+optionally mixed with the label, ``(1 - mix)·onehot + mix·q``. ``q_t`` is constant on each
+ring of ``t`` (the classes with one LCA), so ``Σ_j q_t(j) z_j`` is a sum over the target's
+path segments of ``q`` times the segment sums of ``z``; ``Z_t = Σ_j e(LCA(t, j))`` is one
+number per target id. A **coarse label** ``v`` makes the classes under ``v`` one outcome at
+distance 0 whose log-probability is ``log P(v)``. **Probability** rows and the uniform part of
+``label_smoothing`` use the mixture row ``Σ_c p_c q_c``, built by one pass up (subtree sums of
+``p / Z``) and one down (sums over ancestors).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from taxosmooth._checks import check_positive, check_probability
 from taxosmooth.distances import resolve_source
-from taxosmooth.losses._base import LossTarget, TreeLossBase, as_taxonomy
-from taxosmooth.losses._kernels import (
-    host_cross_entropy,
-    host_ring0_correction,
-    ref_cross_entropy,
-    ref_ring0_log_mass,
-)
+from taxosmooth.losses._frame import RowTarget, as_rows, fused, run_loss, times
+from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, float_table
+from taxosmooth.losses._rows import soft_cross_entropy
 from taxosmooth.targets import resolve_scale
-from taxosmooth.tree_ops import Rings, TreeTensors
+from taxosmooth.tree_ops import TreeTensors, path_log_masses, segment_sum, tree_tensors
+from taxosmooth.tree_ops.paths import ring_segments
+from taxosmooth.tree_ops.segments import expand_kernel, segment_sum_kernel
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
     from taxosmooth.taxonomy import Taxonomy
 
-__all__ = ["HierarchicalSoftLabelLoss"]
+__all__ = ["HierarchicalSoftLabelLoss", "hierarchical_soft_label_loss", "soft_label_tables"]
 
 
-def _host(x):
-    if isinstance(x, torch.Tensor):
-        return x.detach().to(torch.float64).numpy()
-    return float(x)
+# ----------------------------------------------------------------------------- the formula
+def soft_label_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, tables: torch.Tensor, mix: float,
+                    coarse: bool) -> torch.Tensor:
+    """Soft-label cross entropy of every row ``(M,)`` with the rows' factors applied (``z`` class order).
+
+    ``tables`` ``(2, N)`` float64: ``e(u)`` of every node and ``1 / Z`` of every target id (:func:`soft_label_tables`).
+    """
+    e, inv_z = tables[0], tables[1]
+    if target.kind == "prob":
+        p = target.prob
+        assert p is not None
+        if target.class_weight is not None:
+            p = p * target.class_weight.to(p.dtype)
+        return times(target.scale, soft_cross_entropy(z, _mixture(p.to(torch.float64), tree, e, inv_z, mix)))
+    ids = target.ids
+    assert ids is not None
+    zl = tree.to_leaf_order(z)
+    path, lengths = tree.paths(ids)
+    depth = tree.num_rings - 1
+    iz = inv_z.index_select(0, ids)
+    ring_q = mix * e.index_select(0, path[:, :depth].reshape(-1)).view(path.shape[0], depth) * iz[:, None]
+    q = ring_segments(torch.cat([ring_q, ((1.0 - mix) + mix * iz)[:, None]], dim=1))  # (M, 2D + 1)
+    if coarse:  # the classes under the target are one outcome: its log-mass, not a sum of logits
+        log_p = torch.log_softmax(zl, 1)
+        lp_seg = segment_sum(log_p, lengths).to(torch.float64)
+        center = path_log_masses(zl, lengths)[:, depth] - torch.logsumexp(zl.to(torch.float64), 1)
+        lp_seg = torch.cat([lp_seg[:, :depth], center[:, None], lp_seg[:, depth + 1 :]], dim=1)
+        rows = times(target.label, _cross_entropy(q, lp_seg))
+    elif fused(z):
+        rows = _SoftLabelPaths.apply(z, lengths, q, as_rows(target.label, z), tree.leaf_permutation())
+    else:
+        rows = times(target.label, _cross_entropy(q, segment_sum(torch.log_softmax(zl, 1), lengths)))
+    if target.uniform is not None:
+        c = tree.num_classes
+        w = torch.full((1, c), 1.0 / c, dtype=torch.float64, device=z.device) if target.class_weight is None \
+            else (target.class_weight / c).unsqueeze(0)
+        rows = rows + times(target.uniform, soft_cross_entropy(z, _mixture(w, tree, e, inv_z, mix)[0]))
+    return rows.to(z.dtype)
 
 
-class HierarchicalSoftLabelLoss(TreeLossBase):
+def _cross_entropy(q: torch.Tensor, lp_seg: torch.Tensor) -> torch.Tensor:
+    """``-Σ_s q_s Σ_{j ∈ s} log p_j`` per row from the segments' sums of the log-softmax (``0 · log 0 = 0``)."""
+    lp_seg = lp_seg.to(torch.float64)
+    return -torch.where(q == 0, torch.zeros_like(lp_seg), q * lp_seg).sum(1)
+
+
+class _SoftLabelPaths(torch.autograd.Function):
+    """``factor · -Σ_s q_s Σ_{j ∈ s} log softmax(z)_j`` per row, its gradient written out:
+    ``∂ℓ/∂z_j = softmax(z)_j Σ_s q_s |s| - q_{s(j)}`` (one exponential, one expansion)."""
+
+    @staticmethod
+    def forward(ctx, z, lengths, q, factor, perm):
+        zl = z if perm is None else z.index_select(1, perm[0])
+        log_p = torch.log_softmax(zl, 1)
+        rows = _cross_entropy(q, segment_sum_kernel(log_p, lengths))
+        ctx.save_for_backward(z, log_p, lengths, q, factor)
+        ctx.perm = perm
+        return torch.where(factor == 0, torch.zeros_like(rows), factor * rows)
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, log_p, lengths, q, factor = ctx.saved_tensors
+        perm = ctx.perm
+        if torch.is_grad_enabled():  # a double backward: differentiate the formula
+            with torch.enable_grad():
+                zl = z if perm is None else z.index_select(1, perm[0])
+                rows = times(factor, _cross_entropy(q, segment_sum(torch.log_softmax(zl, 1), lengths)))
+                (gz,) = torch.autograd.grad(rows, z, grad, create_graph=True)
+            return gz, None, None, None, None
+        gw = grad.to(torch.float64) * factor
+        g = torch.exp(log_p)
+        g.mul_(((q * lengths).sum(1) * gw).to(g.dtype)[:, None])
+        g.sub_(expand_kernel((q * gw[:, None]).to(g.dtype), lengths, g.shape[1]))
+        return (g if perm is None else g.index_select(1, perm[1])), None, None, None, None
+
+
+def _mixture(p: torch.Tensor, tree: TreeTensors, e: torch.Tensor, inv_z: torch.Tensor, mix: float) -> torch.Tensor:
+    """``Σ_c p_c q_c`` for rows ``p`` ``(M, C)`` (class order, not necessarily normalised): structured.
+
+    ``q_c(j) = Σ_{u ancestor of j and of c} (e(u) - e(parent(u))) / Z_c``: subtree sums of ``p / Z``,
+    times the steps of ``e``, summed over every class's ancestors.
+    """
+    inv_z_class = inv_z[: tree.num_classes]
+    step = e - e.index_select(0, tree.parent) * (torch.arange(e.shape[0], device=e.device) > 0)
+    mass = tree.subtree_sum(p * inv_z_class) * step
+    return (1.0 - mix) * p + mix * tree.node_to_class(tree.accumulate_down(mass))
+
+
+# ----------------------------------------------------------------------------- the tables
+def soft_label_tables(taxonomy: Taxonomy, beta: float, distance: str | None = None,
+                      scale: str | float | None = "max") -> np.ndarray:
+    """``(2, N)`` float64: ``e(u) = exp(-β d(u) / s)`` of every node (node-id order) and ``1 / Z_v`` of every
+    target id, ``Z_v = 1 + Σ_{j not under v} e(LCA(v, j))`` (a class: the row sum of ``exp(-β d(t, ·) / s)``)."""
+    beta = check_positive(beta, "beta", allow_zero=True)
+    src = resolve_source(taxonomy, distance, where="HierarchicalSoftLabelLoss")
+    if not src.structured:
+        raise ValueError(
+            f"HierarchicalSoftLabelLoss: distance {src.distance!r} is not a function of the LCA node, so it has "
+            "no structured form here; use SoftTargetCrossEntropy(soft_targets(taxonomy, beta, "
+            f"distance={src.distance!r})) (a dense (C, C) matrix)"
+        )
+    assert src.node_table is not None
+    s = resolve_scale(scale, src.max_distance())
+    with np.errstate(over="ignore"):
+        e = np.exp(-beta * (src.node_table / s))  # <= 1, and 1 at the leaves (d = 0)
+    c = taxonomy.compiled
+    size = (c.leaf_hi - c.leaf_lo).astype(np.float64)
+    # F(v) = Σ over the strict ancestors a of v of |ring of a| e(a), one level at a time from the root
+    f = np.zeros(c.num_nodes)
+    for d in range(1, len(c.levels)):
+        lv = c.levels[d]
+        par = c.parent[lv]
+        f[lv] = f[par] + (size[par] - size[lv]) * e[par]
+    inv_z = 1.0 / (1.0 + f)
+    return np.stack([e, inv_z[c.target_node]])
+
+
+# ----------------------------------------------------------------------------- the functional core
+def _run(input, target, tree: TreeTensors, tables, mix, weight, ignore_index, reduction, label_smoothing,
+         coarse_labels: bool) -> torch.Tensor:
+    num_targets = tree.num_nodes if coarse_labels else tree.num_classes
+    return run_loss(lambda z, t: soft_label_rows(z, t, tree, tables, mix, coarse_labels), input, target,
+                    name="HierarchicalSoftLabelLoss", num_classes=tree.num_classes, num_targets=num_targets,
+                    num_nodes=tree.num_nodes, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                    label_smoothing=label_smoothing, target_weights=tree.target_means if coarse_labels else None)
+
+
+def _mix(mix) -> float:
+    return 1.0 if mix is None else check_probability(mix, "mix")
+
+
+def hierarchical_soft_label_loss(input: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, beta: float,
+                                 distance: str | None = None, scale: str | float | None = "max",
+                                 mix: float | None = None, weight: ArrayLike | None = None,
+                                 ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                                 coarse_labels: bool = False) -> torch.Tensor:
+    """Structured soft-label cross entropy; see :class:`HierarchicalSoftLabelLoss`.
+
+    The taxonomy's tensors and tables are built once per (taxonomy, options, device) and kept.
+    """
+    tax = as_taxonomy(taxonomy, "hierarchical_soft_label_loss")
+    if not isinstance(coarse_labels, bool):
+        raise TypeError(f"coarse_labels must be a bool, got {coarse_labels!r}")
+    tree = tree_tensors(tax, input.device if isinstance(input, torch.Tensor) else None)
+    weight, ignore_index, reduction, label_smoothing = check_options(
+        "hierarchical_soft_label_loss", tax.num_classes, tax.num_nodes if coarse_labels else tax.num_classes,
+        weight, ignore_index, reduction, label_smoothing)
+    beta = check_positive(beta, "beta", allow_zero=True)
+    if scale is not None and not isinstance(scale, str):
+        scale = check_positive(scale, "scale")
+    tables = tree.derived(("soft_labels", beta, distance, scale),
+                          lambda: float_table(soft_label_tables(tax, beta, distance, scale)))
+    return _run(input, target, tree, tables, _mix(mix), weight, ignore_index, reduction, label_smoothing,
+                coarse_labels)
+
+
+# ----------------------------------------------------------------------------- the module
+class HierarchicalSoftLabelLoss(TreeLoss):
     r"""Soft-label cross entropy from tree distances, computed structurally.
 
     .. math::
@@ -41,10 +205,10 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
         \ell(z, t) = -\sum_j q_t(j) \log \operatorname{softmax}(z)_j, \qquad
         q_t(j) = \frac{\exp(-\beta\, d(t, j) / s)}{\sum_k \exp(-\beta\, d(t, k) / s)}
 
-    optionally mixed with the label, ``(1 - ε)·onehot + ε·q`` (Bertinetto et al.,
+    optionally mixed with the label, ``(1 - mix)·onehot + mix·q`` (Bertinetto et al.,
     "Making Better Mistakes", CVPR 2020, Sec. 3.2 "soft labels"). The values
     equal :class:`SoftTargetCrossEntropy` with
-    :func:`~taxosmooth.soft_targets` ``(taxonomy, beta, distance, scale, epsilon)``.
+    :func:`~taxosmooth.soft_targets` ``(taxonomy, beta, distance, scale, mix)``.
 
     Targets:
 
@@ -59,13 +223,16 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
       ``-log P(v)`` (Cour, Sapp and Taskar, "Learning from Partial Labels",
       JMLR 2011).
 
-    How: ``d(t, j)`` depends only on ``LCA(t, j)``, so ``q_t`` is constant on
-    each *ring* of ``t`` (:mod:`taxosmooth.tree_ops`): the batch's target rows
-    are written from ``O(depth)`` ring values per row, then one cross-entropy
-    pass whose gradient ``softmax(z) - q`` is written in the forward.
-    O(batch × classes) time, O(classes × depth) buffers, never a ``(C, C)``
-    tensor. ``-inf`` logits (masked classes) are allowed: a class without
-    target mass contributes ``0·log 0 = 0``.
+    ``mix`` and ``label_smoothing`` are two different mixtures: ``mix`` blends the
+    label with the hierarchy's soft targets (the paper's soft labels), and
+    ``label_smoothing`` blends the target with the uniform distribution first,
+    as :func:`torch.nn.functional.cross_entropy` does.
+
+    How: ``q_t`` is constant on each ring of ``t`` (the classes with one LCA), so
+    the loss is a log-sum-exp minus ``q`` times one segment sum of the logits
+    per batch: O(batch × classes), never a ``(C, C)`` tensor. ``-inf`` logits
+    (masked classes) are allowed: a class without target mass contributes
+    ``0·log 0 = 0``.
 
     Parameters
     ----------
@@ -80,11 +247,11 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
     scale : "max", None or float, default "max"
         Distances are divided by ``s``: their maximum over class pairs (as the
         reference code does), 1, or the number given.
-    epsilon : float in [0, 1], optional
-        Mixing with the one-hot label.
+    mix : float in [0, 1], optional
+        Weight of the soft targets against the one-hot label (``None``: 1, the
+        soft targets alone).
     weight, ignore_index, reduction, label_smoothing, coarse_labels
-        As in :mod:`taxosmooth.losses` (``label_smoothing`` mixes the target
-        with uniform before the soft labels, as ``F.cross_entropy`` does).
+        As in :mod:`taxosmooth.losses`.
 
     Shape
     -----
@@ -102,174 +269,26 @@ class HierarchicalSoftLabelLoss(TreeLossBase):
     True
     """
 
-    tree: TreeTensors  # built from a taxonomy: always set
-    # buffers
-    node_e: torch.Tensor
-    node_de: torch.Tensor
-    class_inv_z: torch.Tensor
+    tables: torch.Tensor  # a buffer
 
     def __init__(self, taxonomy: Taxonomy, beta: float, distance: str | None = None,
-                 scale: str | float | None = "max", epsilon: float | None = None, weight: ArrayLike | None = None,
+                 scale: str | float | None = "max", mix: float | None = None, weight: ArrayLike | None = None,
                  ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
                  coarse_labels: bool = False) -> None:
         tax = as_taxonomy(taxonomy, "HierarchicalSoftLabelLoss")
-        beta = check_positive(beta, "beta", allow_zero=True)
-        if epsilon is not None:
-            epsilon = check_probability(epsilon, "epsilon")
-        src = resolve_source(tax, distance, where="HierarchicalSoftLabelLoss")
-        if not src.structured:
-            raise ValueError(
-                f"HierarchicalSoftLabelLoss: distance {src.distance!r} is not a function of the LCA node, so it has "
-                "no structured form here; use SoftTargetCrossEntropy(soft_targets(taxonomy, beta, "
-                f"distance={src.distance!r})) (a dense (C, C) matrix)"
-            )
-        assert src.node_table is not None  # an LCA kind (checked above)
-        tree = TreeTensors(tax)
-        super().__init__(tax.num_classes, weight, ignore_index, reduction, label_smoothing, coarse_labels, tree, tax)
-        self.beta, self.distance, self.scale, self.epsilon = beta, src.distance, scale, epsilon
-        s = resolve_scale(scale, src.max_distance())
-        with np.errstate(over="ignore"):
-            e = np.exp(-beta * (src.node_table / s))  # <= 1, and 1 at the leaves (d = 0)
-        self.mix = 1.0 if epsilon is None else float(epsilon)
-        c = tax.compiled
-        # normaliser of each class's row: Z_t = 1 + Σ_{k >= 1} |ring k| e(r_k)
-        rings = tree.rings(torch.arange(tax.num_classes), host=True)
-        ring_e = e[rings.nodes]
-        z_norm = 1.0 + (rings.size[:, 1:] * ring_e[:, 1:]).sum(axis=1)
-        de = e - np.where(c.parent >= 0, e[np.maximum(c.parent, 0)], 0.0)  # e(u) - e(parent(u)), root: e(root)
-        self._e = e
-        self._de_level = tree.nodes_host.table(de)
-        self._inv_z_leaf = (1.0 / z_norm)[c.position_class]  # leaf order
-        self.register_buffer("node_e", torch.from_numpy(e), persistent=False)
-        self._class_q, self._class_q0 = self._ring_masses(rings, np)
-        self.register_buffer("node_de", torch.from_numpy(de), persistent=False)
-        self.register_buffer("class_inv_z", torch.from_numpy(1.0 / z_norm), persistent=False)
+        tables = soft_label_tables(tax, beta, distance, scale)
+        super().__init__(tax.num_classes, weight, ignore_index, reduction, label_smoothing, coarse_labels,
+                         tax.num_nodes, tax)
+        self.beta, self.distance, self.scale = float(beta), resolve_source(tax, distance).distance, scale
+        self.mix = mix if mix is None else _mix(mix)
+        self.tree = TreeTensors(tax)
+        self.register_buffer("tables", float_table(tables), persistent=False)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
-        return (f"beta={self.beta}, distance={self.distance!r}, scale={self.scale!r}, epsilon={self.epsilon}"
+        return (f"beta={self.beta}, distance={self.distance!r}, scale={self.scale!r}, mix={self.mix}"
                 + (", " + base if base else ""))
 
-    # ------------------------------------------------------------------ ring values of integer targets
-    def _ring_masses(self, rings, lib):
-        """Per-ring target mass per class ``q`` (B, R) (ring 0: the target class; 0 for a coarse label)
-        and ``q0`` (B,), the mass of ring 0 as one outcome."""
-        e = rings.gather(self._e if lib is np else self.node_e)
-        z_norm = 1.0 + (rings.size[:, 1:] * e[:, 1:]).sum(1)
-        q = e * (self.mix / z_norm)[:, None]
-        q0 = (1.0 - self.mix) + self.mix / z_norm
-        is_class = rings.target < self.num_classes
-        if lib is np:
-            q[:, 0] = np.where(is_class, q0, 0.0)
-            return q, q0
-        return torch.cat([torch.where(is_class, q0, torch.zeros_like(q0))[:, None], q[:, 1:]], dim=1), q0
-
-    def _ring_weights(self, rings, omega, lib):
-        """:meth:`_ring_masses` times the rows' factors; the classes' masses are tabulated for the host."""
-        if lib is np and not rings.coarse:
-            q, q0 = self._class_q[rings.target], self._class_q0[rings.target]
-        else:
-            q, q0 = self._ring_masses(rings, lib)
-        if isinstance(omega, float):
-            return q * omega, q0 * omega
-        om = omega if lib is np else omega.to(q.dtype)
-        return q * om[:, None], q0 * om
-
-    # ------------------------------------------------------------------ probability targets
-    def _host_prob_rows(self, p_leaf: np.ndarray) -> np.ndarray:
-        """Σ_c p_c q_c (M, C) leaf order for unnormalised rows ``p`` (leaf order): structured."""
-        lay = self.tree.nodes_host
-        mass = lay.up(p_leaf * self._inv_z_leaf)
-        mass *= self._de_level
-        acc = lay.leaves(lay.down(mass))
-        return (1.0 - self.mix) * p_leaf + self.mix * acc
-
-    def _ref_prob_rows(self, p: torch.Tensor) -> torch.Tensor:
-        tree = self.tree
-        mass = tree.subtree_sum(p * self.class_inv_z.to(p.dtype)) * self.node_de.to(p.dtype)
-        return (1.0 - self.mix) * p + self.mix * tree.node_to_class(tree.accumulate_down(mass))
-
-    def _uniform(self, cw, dtype, host: bool):
-        """The rows' uniform part ``Σ_c (weight[c] / C) q_c`` (1, C): leaf order on the host, class order in torch."""
-        C = self.num_classes
-        if host:
-            u = np.full((1, C), 1.0 / C) if cw is None else (cw.double().numpy() / C)[None, self.tree._host.position_class]
-            return self._host_prob_rows(u).astype(dtype)
-        u = torch.full((1, C), 1.0 / C, dtype=torch.float64, device=self.node_e.device) if cw is None else \
-            (cw.to(torch.float64) / C)[None, :]
-        return self._ref_prob_rows(u)
-
-    # ------------------------------------------------------------------ kernels
-    sparse_targets = True
-
-    def _host(self, z, target: LossTarget):
-        tree = self.tree
-        z_leaf = tree.leaf_cols(z)
-        dt = z.numpy().dtype
-        omega = target.host_omega()
-        if target.kind == "prob":
-            p = cast(torch.Tensor, target.prob).numpy()
-            if target.class_weight is not None:
-                p = p * target.class_weight.numpy()
-            w = self._host_prob_rows(tree.leaf_cols(p).astype(np.float64))
-            w *= omega if isinstance(omega, float) else omega[:, None]
-            rows, grad = host_cross_entropy(z_leaf, torch.from_numpy((-w).astype(dt)), w.sum(1))
-            return rows, tree.class_cols(grad)
-        # one target column for class and coarse labels; a few for sparse probability rows (Mixup)
-        parts = []
-        row_sum: Any = 0.0  # a float, or (M,) per-row sums
-        for ids, col_omega in target.columns():
-            omega = _host(col_omega)
-            rings = tree.rings(ids, host=True, coarse=target.coarse)
-            q, q0 = self._ring_weights(rings, omega, np)
-            parts.append((rings, -q))
-            coarse = rings.target >= self.num_classes if rings.coarse else None
-            if coarse is None:
-                row_sum = row_sum + omega  # a class's target row sums to its factor
-            else:
-                row_sum = row_sum + (q[:, 1:] * rings.size[:, 1:]).sum(1) + np.where(coarse, 0.0, q0)
-        neg_w = Rings.expand_sum(parts, dt)
-        if not isinstance(row_sum, float):
-            row_sum = np.broadcast_to(row_sum, (z.shape[0],)).astype(np.float64)
-        smooth = target.host_smooth()
-        if smooth is not None:
-            u = self._uniform(target.class_weight, dt, host=True)
-            neg_w -= u * (smooth if isinstance(smooth, float) else smooth[:, None].astype(dt))
-            row_sum = row_sum + float(u.sum(dtype=np.float64)) * smooth
-        coef = None
-        if coarse is not None:
-            # the coarse labels' own term -q0 log P(v) = -q0 (log Σ_{j ∈ v} e^{z_j} - lse): its gradient
-            # q0 · softmax (added by the cross-entropy kernel through the row sum) minus q0 times the
-            # softmax restricted to v (on v's classes only)
-            coef = np.where(coarse, q0, 0.0)
-            row_sum = row_sum + coef
-        rows, grad = host_cross_entropy(z_leaf, torch.from_numpy(neg_w), row_sum)
-        if coef is not None:
-            zl = z_leaf.numpy()
-            lse0 = rings.ring0_logsumexp(zl)
-            lse = torch.logsumexp(z_leaf, dim=1).double().numpy()
-            rows = rows + np.where(coef == 0, 0.0, coef * (lse - lse0))
-            host_ring0_correction(grad.numpy(), zl, rings, coef, lse0)
-        return rows, tree.class_cols(grad)
-
-    def _reference(self, z, target: LossTarget):
-        tree = self.tree
-        if target.kind == "prob":
-            prob = cast(torch.Tensor, target.prob)  # set for "prob" targets
-            p = prob if target.class_weight is None else prob * target.class_weight.to(z.dtype)
-            w = self._ref_prob_rows(p.to(torch.float64)).to(z.dtype)
-            om = target.omega
-            w = w * (om if isinstance(om, float) else om.to(z.dtype)[:, None])
-            return ref_cross_entropy(z, w)
-        rings = tree.rings(cast(torch.Tensor, target.ids), host=False)
-        q, q0 = self._ring_weights(rings, target.omega, torch)
-        w = tree.to_class_order(rings.expand_rings(q)).to(z.dtype)
-        if target.smooth is not None:
-            u = self._uniform(target.class_weight, z.dtype, host=False).to(z.dtype)
-            sm = target.smooth
-            w = w + u * (sm if isinstance(sm, float) else sm.to(z.dtype)[:, None])
-        rows = ref_cross_entropy(z, w)
-        coarse = rings.target >= self.num_classes
-        coef = torch.where(coarse, q0, torch.zeros_like(q0)).to(z.dtype)
-        log_mass = ref_ring0_log_mass(tree, z, rings.node) - torch.logsumexp(z, dim=1)
-        return rows - torch.where(coef == 0, torch.zeros_like(coef), coef * log_mass)
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _run(input, target, self.tree, self.tables, _mix(self.mix), self.weight, self.ignore_index,
+                    self.reduction, self.label_smoothing, self.coarse_labels)

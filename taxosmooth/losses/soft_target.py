@@ -1,22 +1,57 @@
-"""Cross entropy against probability targets, or against the rows of any soft-target matrix."""
+r"""Cross entropy against probability targets, or against the rows of any soft-target matrix.
+
+.. math::
+
+    \ell(z, p) = -\sum_j p_j \log \operatorname{softmax}(z)_j
+
+Without a matrix this is timm's ``SoftTargetCrossEntropy`` (and, for integer targets,
+:func:`torch.nn.functional.cross_entropy`); with a soft-target matrix ``Q`` an integer target ``t``
+means the row ``Q_t`` and a probability target ``p`` the mixture ``p Q``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from taxosmooth._checks import as_numpy
 from taxosmooth.distances import given_float_dtype
-from taxosmooth.losses._base import LossTarget, TreeLossBase
-from taxosmooth.losses._kernels import host_cross_entropy, ref_cross_entropy
+from taxosmooth.losses._frame import RowTarget, run_loss, times
+from taxosmooth.losses._module import TreeLoss, check_options
+from taxosmooth.losses._rows import soft_cross_entropy
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
-__all__ = ["SoftTargetCrossEntropy", "check_target_matrix"]
+__all__ = ["SoftTargetCrossEntropy", "soft_target_cross_entropy", "check_target_matrix"]
+
+
+# ----------------------------------------------------------------------------- the formula
+def soft_target_rows(z: torch.Tensor, target: RowTarget, matrix: torch.Tensor | None) -> torch.Tensor:
+    """Soft-target cross entropy of every row ``(M,)``, the rows' factors applied (``z`` class order)."""
+    c = z.shape[1]
+    q = None if matrix is None else matrix.to(device=z.device, dtype=z.dtype)
+    if target.kind == "prob":
+        p = target.prob
+        assert p is not None
+        if target.class_weight is not None:
+            p = p * target.class_weight.to(p.dtype)
+        return times(target.scale, soft_cross_entropy(z, p if q is None else p @ q)).to(z.dtype)
+    ids = target.ids
+    assert ids is not None
+    if q is None:
+        rows = torch.logsumexp(z, 1) - z.gather(1, ids[:, None])[:, 0]  # -log softmax(z)_t
+    else:
+        rows = soft_cross_entropy(z, q.index_select(0, ids))
+    rows = times(target.label, rows.to(torch.float64))
+    if target.uniform is not None:
+        w = torch.full((c,), 1.0 / c, dtype=z.dtype, device=z.device) if target.class_weight is None \
+            else (target.class_weight / c).to(z.dtype)
+        rows = rows + times(target.uniform, soft_cross_entropy(z, w if q is None else w @ q))
+    return rows.to(z.dtype)
 
 
 def check_target_matrix(matrix: torch.Tensor | ArrayLike) -> torch.Tensor:
@@ -46,7 +81,7 @@ def check_target_matrix(matrix: torch.Tensor | ArrayLike) -> torch.Tensor:
     return torch.from_numpy(q.copy()).to(dtype)
 
 
-class SoftTargetCrossEntropy(TreeLossBase):
+class SoftTargetCrossEntropy(TreeLoss):
     r"""Cross entropy against probability targets, or against row ``target`` of a soft-target matrix.
 
     .. math::
@@ -103,28 +138,16 @@ class SoftTargetCrossEntropy(TreeLossBase):
     1.38629
     """
 
-    supports_coarse = False
     matrix: torch.Tensor | None  # a buffer
-
-    @property
-    def sparse_targets(self) -> bool:  # type: ignore[override]  # the base's class constant, per instance here
-        # with a matrix, Mixup rows gather a few rows instead of a matmul
-        return self.matrix is not None
 
     def __init__(self, matrix: torch.Tensor | ArrayLike | None = None,
                  weight: torch.Tensor | np.ndarray | Sequence[float] | None = None, ignore_index: int = -100,
                  reduction: str = "mean", label_smoothing: float = 0.0) -> None:
-        if matrix is None:
-            num_classes = None
-            q = None
-        else:
-            q = check_target_matrix(matrix)
+        q = None if matrix is None else check_target_matrix(matrix)
+        if q is not None:
             num_classes = q.shape[0]
-        if num_classes is None:
-            if weight is None:
-                num_classes = -1  # any width: set per call
-            else:
-                num_classes = len(weight)
+        else:
+            num_classes = -1 if weight is None else len(weight)  # -1: any width, set per call
         super().__init__(max(num_classes, 0), weight, ignore_index, reduction, label_smoothing)
         self._any_width = num_classes == -1
         self.register_buffer("matrix", q)
@@ -134,56 +157,36 @@ class SoftTargetCrossEntropy(TreeLossBase):
         what = "matrix" if self.matrix is not None else "probability targets"
         return f"{what}{', ' + base if base else ''}"
 
-    def _loss(self, input, target, weight, ignore_index, reduction, label_smoothing):
-        if self._any_width and isinstance(input, torch.Tensor) and input.dim() >= 1:
-            self.num_classes = self.num_targets = int(input.shape[0 if input.dim() == 1 else 1])
-        return super()._loss(input, target, weight, ignore_index, reduction, label_smoothing)
-
-    # ------------------------------------------------------------------ the target rows
-    def _rows(self, z: torch.Tensor, target: LossTarget) -> torch.Tensor:
-        """Weighted target rows ``W`` (M, C): every term of the loss is ``-W_j log softmax(z)_j``."""
-        w: Any  # the rows: a tensor (None before the first sparse column)
-        C = z.shape[1]
-        q = None if self.matrix is None else self.matrix.to(device=z.device, dtype=z.dtype)
-        cw = None if target.class_weight is None else target.class_weight.to(z.dtype)
-        if target.kind == "prob":
-            prob = cast(torch.Tensor, target.prob)  # set for "prob" targets
-            p = prob if cw is None else prob * cw
-            w = p if q is None else p @ q
-            return w * _col(target.omega, z)
-        if target.kind == "sparse":  # a few rows of the matrix (Mixup) instead of a (B, C) @ (C, C) product
-            q = cast(torch.Tensor, q)  # sparse targets come with a matrix
-            w = None
-            for ids, om in target.columns():
-                part = q.index_select(0, ids) * om.to(z.dtype).unsqueeze(1)
-                w = part if w is None else w + part
-            if target.smooth is not None:
-                u = torch.full((1, C), 1.0 / C, dtype=z.dtype, device=z.device) if cw is None else (cw / C).unsqueeze(0)
-                w = w + (u @ q) * target.smooth.to(z.dtype).unsqueeze(1)
-            return w
-        ids = cast(torch.Tensor, target.ids)
-        if q is None:
-            w = (ids.unsqueeze(1) == torch.arange(C, device=ids.device)).to(z.dtype)  # one-hot, vmap-safe
-        else:
-            w = q.index_select(0, ids)
-        w = w * _col(target.omega, z)
-        if target.smooth is not None:
-            u = torch.full((1, C), 1.0 / C, dtype=z.dtype, device=z.device) if cw is None else (cw / C).unsqueeze(0)
-            if q is not None:
-                u = u @ q
-            w = w + u * _col(target.smooth, z)
-        return w
-
-    def _host(self, z, target: LossTarget):
-        w = self._rows(z, target)
-        row_sum = w.sum(1).double().numpy()
-        return host_cross_entropy(z, w.neg_(), row_sum)
-
-    def _reference(self, z, target: LossTarget):
-        return ref_cross_entropy(z, self._rows(z, target))
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _run(input, target, self.matrix, self.num_classes, self._any_width, self.weight, self.ignore_index,
+                    self.reduction, self.label_smoothing)
 
 
-def _col(x, like: torch.Tensor):
-    if isinstance(x, float):
-        return x
-    return x.to(like.dtype).unsqueeze(1)
+# ----------------------------------------------------------------------------- the functional core
+def _run(input, target, matrix, num_classes: int, any_width: bool, weight, ignore_index, reduction,
+         label_smoothing) -> torch.Tensor:
+    if any_width and isinstance(input, torch.Tensor) and input.dim() >= 1:
+        num_classes = int(input.shape[0 if input.dim() == 1 else 1])
+    return run_loss(lambda z, t: soft_target_rows(z, t, matrix), input, target, name="SoftTargetCrossEntropy",
+                    num_classes=num_classes, num_targets=num_classes, num_nodes=None, weight=weight,
+                    ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+
+
+def soft_target_cross_entropy(input: torch.Tensor, target: torch.Tensor,
+                              matrix: torch.Tensor | ArrayLike | None = None, weight: ArrayLike | None = None,
+                              ignore_index: int = -100, reduction: str = "mean",
+                              label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross entropy against probability targets, or rows of ``matrix`` (C, C); see :class:`SoftTargetCrossEntropy`.
+
+    A matrix is validated on every call: build the module once for a training loop.
+    """
+    q = None if matrix is None else check_target_matrix(matrix)
+    if q is not None:
+        c = q.shape[0]
+    elif isinstance(input, torch.Tensor) and input.dim() >= 1:
+        c = int(input.shape[0 if input.dim() == 1 else 1])
+    else:
+        c = 0
+    weight, ignore_index, reduction, label_smoothing = check_options(
+        "soft_target_cross_entropy", c, c, weight, ignore_index, reduction, label_smoothing)
+    return _run(input, target, q, c, False, weight, ignore_index, reduction, label_smoothing)

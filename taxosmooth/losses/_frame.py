@@ -1,0 +1,241 @@
+"""The frame of every loss: validate and flatten a batch, fold weights, smoothing and the reduction into
+per-row factors, let the loss compute its rows, reduce them.
+
+Every loss follows :func:`torch.nn.functional.cross_entropy`:
+
+* ``weight`` ``(C,)``: with integer targets the sample of class ``t`` counts
+  ``weight[t]`` and ``mean`` divides by ``Σ weight[t_i]`` over the counted
+  samples; with probability targets ``p`` (and with ``label_smoothing``) the
+  term of class ``c`` is weighted by ``weight[c]`` and ``mean`` divides by the
+  number of samples;
+* targets equal to ``ignore_index`` contribute 0 and do not count (integer targets);
+* ``reduction`` in ``"mean"``, ``"sum"``, ``"none"`` (``none`` keeps the target's
+  shape, ignored positions hold 0);
+* ``label_smoothing=ε``: the target becomes ``(1 - ε)·target + ε/C`` before the
+  loss's own hierarchy, for integer and probability targets;
+* ``coarse_labels=True`` accepts target ids of internal nodes (a coarse label
+  ``v``: "the class is somewhere under ``v``"); a class ``weight`` then gives
+  ``v`` the mean weight of its classes (or pass ``num_nodes`` weights, one per
+  target id).
+
+A loss sees a batch as :class:`RowTarget` and returns one value per row with
+the row's factors applied; for the losses that are linear in the target (all
+but tree-Wasserstein) that is ``label·ℓ(z, t) + uniform·Σ_c (weight[c]/C)·ℓ(z, c)``
+for integer targets and ``Σ_c p_c·weight[c]·ℓ(z, c)`` for probability rows.
+
+float16 / bfloat16 logits are computed in float32 and the loss is returned in
+float32 (as under autocast, where ``cross_entropy`` also runs in float32).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from taxosmooth.losses._inputs import FlatBatch, check_mode, flatten
+from taxosmooth.tree_ops import is_functorch_wrapped, values_readable
+
+__all__ = ["RowTarget", "run_loss", "no_autocast"]
+
+
+@dataclass
+class RowTarget:
+    """A batch's targets as a loss's rows see them (``M`` rows, after flattening).
+
+    ``kind == "ids"``: ``ids`` ``(M,)`` target ids (ignored rows hold 0); ``label`` multiplies the row's
+    label term ``ℓ(z, t)`` (``(1 - ε)·weight[t]·[counted]·scale``: a float or ``(M,)`` float64);
+    ``uniform`` multiplies its uniform term ``Σ_c (weight[c]/C)·ℓ(z, c)`` (``ε·[counted]·scale``), ``None``
+    without smoothing. ``kind == "prob"``: ``prob`` ``(M, C)`` the smoothed target rows in the compute
+    dtype, ``scale`` each row's factor (``1/M`` for a mean). ``class_weight`` ``(C,)`` float64 or ``None``;
+    ``target_weight`` ``(M,)`` float64: each row's own weight (``weight[t]``, a coarse label's mean weight, 1
+    without weights; ``None`` for probability rows).
+    """
+
+    kind: str
+    ids: torch.Tensor | None = None
+    label: Any = 1.0
+    uniform: Any = None
+    prob: torch.Tensor | None = None
+    scale: float = 1.0
+    class_weight: torch.Tensor | None = None
+    target_weight: torch.Tensor | None = None
+    eps: float = 0.0
+
+
+def no_autocast(device_type: str):
+    """The loss manages its own precision; autocast would run its matmuls in half precision."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except TypeError:  # pragma: no cover - torch < 2.4 has no per-device query
+        enabled = torch.is_autocast_enabled()
+    if enabled:
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def run_loss(rows: Callable[[torch.Tensor, RowTarget], torch.Tensor], input, target, *, name: str,
+             num_classes: int, num_targets: int, num_nodes: int | None, weight: torch.Tensor | None,
+             ignore_index: int, reduction: str, label_smoothing: float,
+             target_weights: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Validate, flatten, compute ``rows(z, RowTarget)`` (the loss's rows with their factors), reduce.
+
+    ``target_weights(class_weight)`` gives the weight of every target id ``(num_targets,)`` when it differs
+    from the class weight (coarse labels: a node's mean class weight).
+    """
+    device = input.device if isinstance(input, torch.Tensor) else torch.device("cpu")
+    with no_autocast(device.type):
+        mode = check_mode(device)
+        target_mode, batched_target = mode, False
+        if isinstance(input, torch.Tensor) and is_functorch_wrapped(input):
+            # no checks of the logits or the loss under torch.func transforms; the target is checked unless
+            # vmap batches it (grad's wrappers hold values: an unchecked id would index silently)
+            if isinstance(target, torch.Tensor) and not values_readable(target):
+                target_mode, batched_target = "off", mode != "off"
+            mode = "off"
+        flat = flatten(input, target, num_classes=num_classes, num_targets=num_targets, ignore_index=ignore_index,
+                       name=name, mode=target_mode, num_nodes=num_nodes)
+        poison = None
+        if batched_target and flat.kind == "index" and flat.ids is not None and flat.ids.numel():
+            # vmap: the ids cannot be looked at; one out of range makes the loss NaN, never a silent number
+            ids = flat.ids
+            poison = (ids < 0) | (ids >= num_targets)
+            if flat.valid is not None:
+                poison = poison & flat.valid
+            flat.ids = torch.where(poison, torch.zeros_like(ids), ids)
+        z = flat.z
+        if z.shape[0] == 0:
+            empty = z.sum() * 0.0  # keeps the graph; the mean of nothing is nan, as in cross_entropy
+            if reduction == "none":
+                return z.new_zeros(flat.out_shape)
+            return empty / 0.0 if reduction == "mean" else empty
+        plan, nothing = _plan(flat, weight, reduction, label_smoothing, num_classes, target_weights)
+        out = rows(z, plan)
+        if reduction != "none":
+            out = out.sum()
+        if nothing:
+            out = out + float("nan")
+        if poison is not None:
+            nan = torch.full((), float("nan"), dtype=out.dtype, device=out.device)
+            out = torch.where(poison if reduction == "none" else poison.any(), nan, out)
+        if mode == "full":
+            finite = math.isfinite(out.item()) if out.dim() == 0 else bool(torch.isfinite(out).all())
+            if not finite and not (reduction == "mean" and nothing):
+                _name_bad_logit(input, z, flat, out, name)
+        elif mode == "device":
+            torch._assert_async(~torch.isnan(out).any(),
+                                f"{name}: the loss is NaN: a logit is NaN or +inf (or a row is -inf everywhere)")
+        if reduction == "none":
+            if flat.valid is not None:
+                out = torch.where(flat.valid, out, torch.zeros_like(out))
+            return out.reshape(flat.out_shape)
+        return out
+
+
+def _plan(flat: FlatBatch, weight, reduction: str, eps: float, num_classes: int,
+          target_weights) -> tuple[RowTarget, bool]:
+    """Fold class weights, ignored targets, label smoothing and the mean into per-row factors.
+
+    Returns the rows' target and whether nothing counts in a mean (every target ignored or of weight 0:
+    the mean is 0/0 = nan, with a zero gradient, as in cross_entropy).
+    """
+    z = flat.z
+    cw = None if weight is None else weight.to(device=z.device, dtype=torch.float64)
+    class_w = None if cw is None else cw[:num_classes]
+    if flat.kind == "prob":
+        p = flat.prob
+        assert p is not None
+        if eps:
+            p = p * (1.0 - eps) + eps / num_classes
+        scale = 1.0 / z.shape[0] if reduction == "mean" else 1.0
+        return RowTarget(kind="prob", prob=p, scale=scale, class_weight=class_w, eps=eps), False
+    ids, valid = flat.ids, flat.valid
+    assert ids is not None
+    if cw is None:
+        w_rows = None if valid is None else valid.to(torch.float64)
+        target_weight = None
+    else:
+        table = cw if cw.shape[0] != num_classes or target_weights is None else target_weights(cw)
+        target_weight = table.index_select(0, ids)
+        w_rows = target_weight if valid is None else torch.where(valid, target_weight, torch.zeros_like(target_weight))
+    nothing = False
+    scale: Any = 1.0
+    if reduction == "mean":
+        if w_rows is None:
+            scale = 1.0 / z.shape[0]
+        else:
+            denom = w_rows.sum()
+            readable = denom.device.type == "cpu" and not torch.compiler.is_compiling() and values_readable(denom) \
+                and not torch.jit.is_tracing()
+            nothing = readable and float(denom) == 0.0
+            # nothing counted: the mean is 0/0 = nan (added after the rows), the gradient 0, as in cross_entropy
+            scale = 0.0 if nothing else 1.0 / denom
+    label = (1.0 - eps) * (scale if w_rows is None else w_rows * scale)
+    uniform = None
+    if eps:
+        counted = 1.0 if valid is None else valid.to(torch.float64)
+        uniform = eps * scale * counted
+        if not isinstance(uniform, torch.Tensor):
+            uniform = torch.full(ids.shape, float(uniform), dtype=torch.float64, device=ids.device)
+        elif uniform.dim() == 0:
+            uniform = uniform.expand(ids.shape)
+    return RowTarget(kind="ids", ids=ids, label=label, uniform=uniform, class_weight=class_w,
+                     target_weight=target_weight, eps=eps), nothing
+
+
+def _name_bad_logit(input, z, flat: FlatBatch, out, name) -> None:
+    """A non-finite loss in "full" mode: name the first NaN / +inf logit of a counted row."""
+    bad = torch.isnan(z) | (z == math.inf)
+    if flat.valid is not None:
+        bad &= flat.valid.unsqueeze(1)
+    if bool(bad.any()):
+        row, col = (int(i) for i in bad.nonzero()[0])
+        if input.dim() == 1:
+            pos: tuple[int, ...] = (col,)
+        else:
+            rest = np.unravel_index(row, (input.shape[0],) + tuple(input.shape[2:]))
+            pos = (int(rest[0]), col) + tuple(int(i) for i in rest[1:])
+        value = input[pos].item()
+        raise ValueError(f"{name}: input[{', '.join(map(str, pos))}] is {value}; logits must be finite or -inf")
+    if bool(torch.isnan(out).any()):
+        dead = torch.isneginf(z).all(dim=1)
+        if bool(dead.any()):
+            raise ValueError(f"{name}: row {int(dead.nonzero()[0, 0])} of the input (flattened) is -inf "
+                             "everywhere; softmax is undefined")
+        raise ValueError(f"{name}: the loss is nan although every logit is finite or -inf")
+    # +inf: target mass on a class whose logit is -inf, a legitimate infinite loss
+
+
+def fused(z: torch.Tensor) -> bool:
+    """Whether a loss may take its fused path (its gradient written out): not inside ``torch.func`` transforms,
+    which differentiate and batch the formula instead."""
+    return not is_functorch_wrapped(z)
+
+
+def as_rows(factor: Any, like: torch.Tensor) -> torch.Tensor:
+    """A per-row factor (a float or an ``(M,)`` tensor) as an ``(M,)`` float64 tensor."""
+    if isinstance(factor, torch.Tensor):
+        return factor.to(torch.float64).expand(like.shape[0])
+    return torch.full((like.shape[0],), float(factor), dtype=torch.float64, device=like.device)
+
+
+def col(x: Any, like: torch.Tensor) -> Any:
+    """A per-row factor (a float or an ``(M,)`` tensor) as something that broadcasts over ``(M, K)`` ``like``."""
+    if isinstance(x, torch.Tensor):
+        return x.to(like.dtype).unsqueeze(1)
+    return float(x)
+
+
+def times(x: Any, rows: torch.Tensor) -> torch.Tensor:
+    """``rows`` ``(M,)`` times a per-row factor, ``0 · inf = 0`` (a row that counts for nothing is 0)."""
+    if isinstance(x, torch.Tensor):
+        f = x.to(rows.dtype)
+        return torch.where(f == 0, torch.zeros_like(rows), f * rows)
+    if x == 0.0:
+        return rows * 0.0
+    return rows * float(x)
