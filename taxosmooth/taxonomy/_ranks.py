@@ -27,13 +27,17 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import numpy as np
 
 from taxosmooth.errors import TaxonomyError, TaxonomyFileError
 from taxosmooth.taxonomy._build import Locations
-from taxosmooth.taxonomy._text import LINE_BREAKS, physical_lines, quote_field, read_text, split_fields
+from taxosmooth.taxonomy._text import LINE_BREAKS, delimiter_of, physical_lines, quote_field, read_text, split_fields
+
+if TYPE_CHECKING:
+    from taxosmooth.taxonomy.formats import ParsedFile
 
 
 @dataclass
@@ -119,7 +123,7 @@ def read_rank_table(path_or_rows, ranks=None) -> RankTable:
 
 def _from_file(path: Path) -> RankTable:
     text = read_text(path)
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = delimiter_of(path)
     ranks = None
     parsed = []
     for lineno, line in enumerate(physical_lines(text), start=1):
@@ -151,6 +155,14 @@ def _from_file(path: Path) -> RankTable:
         raise
     except TaxonomyError as exc:
         raise TaxonomyFileError(str(exc)) from None
+
+
+def read_rank_file(path: Path) -> ParsedFile:
+    """A rank-table file, as the format registry reads it (``format="ranks"``)."""
+    from taxosmooth.taxonomy.formats import ParsedFile
+
+    table = _from_file(path)
+    return ParsedFile(table.graph, table.locations, report=table.report, ranks=table.ranks, cells=table.cells)
 
 
 def _build(parsed: list, ranks: tuple) -> RankTable:
@@ -285,3 +297,8 @@ def render_rank_table(tax, delimiter: str) -> str:
     lines = [delimiter.join(quote_field(r, delimiter) for r in ranks)]
     lines.extend(delimiter.join(quote_field(cell, delimiter) for cell in path_of[c]) for c in tax.classes)
     return "\n".join(lines) + "\n"
+
+
+def render_rank_file(tax, path: Path) -> str:
+    """:func:`render_rank_table` with the delimiter of ``path`` (``.tsv``: tabs), as the format registry writes it."""
+    return render_rank_table(tax, delimiter_of(path))

@@ -240,10 +240,7 @@ class Taxonomy:
         from taxosmooth.taxonomy._ranks import read_rank_table
 
         cls._check_options(options, "from_rank_table")
-        if options.get("contract_unary"):
-            raise ValueError("contract_unary=True cannot be used with a rank table: it would remove ranks "
-                             "(a genus with one species), so that rows could no longer be encoded")
-        options.pop("contract_unary", None)
+        _refuse_contract_unary(options)
         table = read_rank_table(path_or_rows, ranks)
         with _naming_the_file(path_or_rows if isinstance(path_or_rows, (str, os.PathLike)) else None):
             return cls._from_graph(table.graph, classes, report=table.report, locations=table.locations,
@@ -263,16 +260,18 @@ class Taxonomy:
         names the reader instead. Errors name the file and line; the rules are
         in ``docs/taxonomy-files.md``.
         """
-        from taxosmooth.taxonomy.io import format_of, read_graph
+        from taxosmooth.taxonomy import formats
 
         cls._check_options(options, "load")
-        if format_of(Path(path), format) == "ranks":
-            return cls.from_rank_table(path, classes=classes, **options)
-        graph, stored_classes, locations = read_graph(path, format)
+        fmt = formats.resolve(path, format)
+        if fmt.keeps_ranks:
+            _refuse_contract_unary(options)
+        parsed = fmt.read(Path(path))
         if classes is None:
-            classes = stored_classes
+            classes = parsed.classes
         with _naming_the_file(path):
-            return cls._from_graph(graph, classes, locations=locations, **options)
+            return cls._from_graph(parsed.graph, classes, report=parsed.report, locations=parsed.locations,
+                                   ranks=parsed.ranks, cells=parsed.cells, **options)
 
     def save(self, path: str | os.PathLike, format: str = "auto") -> None:
         """Write the taxonomy; :meth:`load` with the same ``format`` reads back an equal one.
@@ -283,9 +282,9 @@ class Taxonomy:
         (JSON: strings or integers). The file is written beside ``path`` and
         renamed over it once complete: a failure leaves an existing file as it was.
         """
-        from taxosmooth.taxonomy.io import write_taxonomy
+        from taxosmooth.taxonomy import formats
 
-        write_taxonomy(self, path, format)
+        formats.write(self, path, format)
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -665,6 +664,14 @@ class Taxonomy:
     def __reduce__(self) -> tuple[Callable[..., Taxonomy], tuple]:
         ranks = None if self._ranks is None else (self._ranks, self._cells)
         return (_rebuild, (self.edges(), self._classes, self.root, self._report, self._virtual_root, ranks))
+
+
+def _refuse_contract_unary(options: dict) -> None:
+    """A rank table keeps its ranks: ``contract_unary=True`` is refused (``False`` is dropped from ``options``)."""
+    if options.get("contract_unary"):
+        raise ValueError("contract_unary=True cannot be used with a rank table: it would remove ranks "
+                         "(a genus with one species), so that rows could no longer be encoded")
+    options.pop("contract_unary", None)
 
 
 @contextmanager
