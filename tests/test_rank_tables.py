@@ -268,3 +268,24 @@ def test_cli_info_on_a_rank_table(tmp_path, capsys):
     assert "classes by rank: genus: 1, species: 3" in out
     assert main(["targets", "--format", "ranks", str(path), "--beta", "1", "-o", str(tmp_path / "q.npy")]) == 0
     assert np.load(tmp_path / "q.npy").shape == (4, 4)
+
+
+# ---------------------------------------------------------------------------- issue 19, item 10: a lone surrogate
+@pytest.mark.parametrize(
+    ("rows", "ranks", "match"),
+    [
+        ([["A", "G\udc80"], ["A", "H"]], ["genus", "species"], r"cannot write node 'G\\udc80' to a rank table: it "
+                                                               r"cannot be encoded as UTF-8"),
+        ([["A", "G\udc80"], ["B", "G\udc80"]], ["genus", "species"], r"cannot write node 'G\\udc80 \(A\)' \(its cell "
+                                                                     r"'G\\udc80'\) to a rank table: it cannot be encoded"),
+        ([["A", "G"], ["A", "H"]], ["genus", "spe\udc80cies"], r"cannot write the rank 'spe\\udc80cies' to a rank "
+                                                               r"table: it cannot be encoded as UTF-8"),
+    ],
+)
+def test_saving_a_lone_surrogate_as_a_rank_table_names_the_node(tmp_path, rows, ranks, match):
+    tax = T.from_rank_table(rows, ranks=ranks)
+    path = tmp_path / "t.csv"
+    path.write_text("before\n")
+    with pytest.raises(TaxonomyError, match=match):
+        tax.save(path, format="ranks")
+    assert path.read_text() == "before\n" and [p.name for p in tmp_path.iterdir()] == ["t.csv"]

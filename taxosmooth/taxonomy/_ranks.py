@@ -283,17 +283,20 @@ def render_rank_table(tax, delimiter: str) -> str:
             f"cannot write this taxonomy as a rank table: node {name_of[changed]!r} would be read back as "
             f"{names[changed]!r} (classes= removed the nodes its name was told apart from); save it as .json"
         )
-    for text in list(ranks) + [cell for p in name_of for cell in p]:
+    # every cell written is a rank name or the last cell of a node's path
+    texts = [(f"the rank {r!r}", r) for r in ranks]
+    texts += [(f"node {n!r}" + ("" if n == p[-1] else f" (its cell {p[-1]!r})"), p[-1]) for p, n in name_of.items()]
+    for what, text in texts:
         if LINE_BREAKS.intersection(text) or text != text.strip():
-            raise TaxonomyError(f"cannot write {text!r} to a rank table: it contains a line break or surrounding blanks")
+            raise TaxonomyError(f"cannot write {what} to a rank table: it contains a line break or surrounding blanks")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise TaxonomyError(f"cannot write {what} to a rank table: it cannot be encoded as UTF-8 (a lone surrogate)") from None
     if ranks and ranks[0].startswith("\ufeff"):
         # the first characters of the file: the reader drops a byte order mark there
         raise TaxonomyError(f"cannot write the rank {ranks[0]!r} first in a rank table: a U+FEFF at the start of a "
                             "file is read as a byte order mark and dropped")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise TaxonomyError(f"cannot write {text!r} to a rank table: it cannot be encoded as UTF-8") from None
     lines = [delimiter.join(quote_field(r, delimiter) for r in ranks)]
     lines.extend(delimiter.join(quote_field(cell, delimiter) for cell in path_of[c]) for c in tax.classes)
     return "\n".join(lines) + "\n"
