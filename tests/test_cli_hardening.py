@@ -242,11 +242,11 @@ def test_messages_name_flags_not_keyword_arguments(tmp_path, capsys):
     status, _, err = run(capsys, "info", dag)
     assert status == 2 and "Pass --multiple-parents first, shortest or longest" in err
     forest = tmp_path / "forest.csv"
-    forest.write_text("a,x\nb,y\n")
+    forest.write_text("parent,child\na,x\nb,y\n")
     status, _, err = run(capsys, "costs", forest, "--multiple-roots", "error", "-o", tmp_path / "c.npy")
     assert status == 2 and "pass --multiple-roots join to join them" in err
     named = tmp_path / "named.csv"
-    named.write_text("a,x\n<root>,y\n")
+    named.write_text("parent,child\na,x\n<root>,y\n")
     status, _, err = run(capsys, "info", named)
     assert status == 2 and "--root-name '<root>' is already a node" in err and "choose another --root-name" in err
     assert run(capsys, "info", named, "--root-name", "top")[0] == 0
@@ -404,3 +404,16 @@ def test_extreme_powers_and_betas_give_files_not_tracebacks_or_warnings(tmp_path
         q = np.load(tmp_path / "q.npy")
         assert np.isfinite(q).all()
         np.testing.assert_allclose(q, np.eye(tax.num_classes), atol=0)  # all mass on the true class
+
+
+# ---------------------------------------------------------------------------- issue 19, item 13: a rank table read as edges
+def test_info_on_a_rank_table_without_format_ranks_names_the_flag(tmp_path, capsys):
+    # a rank table of 7 ranks, as iNaturalist exports it, read by default as an edge list
+    table = tmp_path / "inat.csv"
+    table.write_text("id,kingdom,phylum,class,order,family,genus\n1,Animalia,Chordata,Mammalia,Perissodactyla,Equidae,Equus\n")
+    status, _, err = run(capsys, "info", table)
+    assert status == 2 and err.count("\n") == 1
+    assert "expected 2 fields (parent, child) or 3 (parent, child, weight), got 7" in err
+    assert err.rstrip().endswith("is read with --format ranks")
+    status, out, _ = run(capsys, "info", table, "--format", "ranks")
+    assert status == 0 and "ranks (7): id, kingdom" in out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -104,6 +105,32 @@ def _looks_like_header(fields: list[str], quoted: list[bool]) -> bool:
     return len(fields) == 3 and not is_number_text(fields[2])
 
 
+_RANKS = "domain kingdom phylum division class order family tribe genus section series species variety form".split()
+#: column names of a rank table (taxonomic ranks, and the names datasets give their levels): a first row
+#: of these is a rank table's header (superclass,class as CIFAR-100 ships it; genus,species), not an edge
+RANK_WORDS = frozenset(
+    [prefix + rank for rank in _RANKS for prefix in ("", "super", "sub", "infra", "parv")]
+    + "realm clade cohort strain forma taxon rank level coarse fine category subcategory supercategory".split()
+)
+_NUMBERED_LEVEL = re.compile(r"(?:level|rank|tier|depth)_?\d+", re.ASCII)
+_COLUMN_SUFFIX = re.compile(r"_(?:name|names|label|labels|id)$")
+
+
+def _is_rank_word(field: str) -> bool:
+    word = re.sub(r"[\s-]+", "_", field.strip().lower())
+    while (shorter := _COLUMN_SUFFIX.sub("", word)) != word:  # coarse_label_name -> coarse
+        word = shorter
+    return word in RANK_WORDS or bool(_NUMBERED_LEVEL.fullmatch(word))
+
+
+def _looks_like_rank_header(fields: list[str], quoted: list[bool]) -> bool:
+    return not any(quoted) and len(fields) >= 2 and all(_is_rank_word(f) for f in fields)
+
+
+#: the way out named by every error about a first row that is not an edge
+_RANKS_ADVICE = "a rank table (one column per rank, a header row of rank names) is read with format='ranks'"
+
+
 def read_edges(text: str, source: str, delimiter: str = ",") -> tuple[nx.DiGraph, Locations]:
     """An edge list: one ``parent,child[,weight]`` per line (rules in ``docs/taxonomy-files.md``)."""
     graph = nx.DiGraph()
@@ -111,7 +138,8 @@ def read_edges(text: str, source: str, delimiter: str = ",") -> tuple[nx.DiGraph
     edge_lines, node_lines = locations.edges, locations.nodes
     width = None
     header_line = None
-    first = True
+    first_line = None  # the first non-blank row, when it is not the header
+    first_edge = None  # its edge, when it may be a header row in disguise (two unquoted names)
     for lineno, line in enumerate(physical_lines(text), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -120,12 +148,18 @@ def read_edges(text: str, source: str, delimiter: str = ",") -> tuple[nx.DiGraph
         if not any(quoted) and not any(fields):
             continue  # a row of empty cells, as spreadsheets export
         shown = delimiter.join(fields)
-        if first:
-            first = False
+        if first_line is None and header_line is None:
             if _is_header(fields, quoted):
                 width = len(fields)
                 header_line = lineno
                 continue
+            first_line = lineno
+            if _looks_like_rank_header(fields, quoted):
+                raise TaxonomyFileError(
+                    f"{where}: the first row {shown!r} looks like the header of a rank table, not an edge: "
+                    f"{_RANKS_ADVICE}. The header of an edge list is 'parent{delimiter}child' (parent first); if "
+                    "these are node names, put that header row above them or quote the names"
+                )
             if _looks_like_header(fields, quoted):
                 if len(fields) == 3 and not is_number_text(fields[2]) and not any(f.lower() in HEADER_WORDS for f in fields[:2]):
                     why = f"its third field, weight {fields[2]!r}, is not a number"
@@ -134,8 +168,10 @@ def read_edges(text: str, source: str, delimiter: str = ",") -> tuple[nx.DiGraph
                 raise TaxonomyFileError(
                     f"{where}: the first row {shown!r} is not an edge: {why}. The header of an edge list must be "
                     f"'parent{delimiter}child' or 'parent{delimiter}child{delimiter}weight' (parent first); if these "
-                    "are node names, put that header row above them or quote the names"
+                    f"are node names, put that header row above them or quote the names; {_RANKS_ADVICE}"
                 )
+            if len(fields) == 2 and not any(quoted):
+                first_edge = (fields[0], fields[1], where, shown)
         elif _is_header(fields, quoted):
             first_at = f" (the header is on line {header_line})" if header_line else ""
             raise TaxonomyFileError(
@@ -143,8 +179,9 @@ def read_edges(text: str, source: str, delimiter: str = ",") -> tuple[nx.DiGraph
                 "(to use 'parent' and 'child' as node names, quote them)"
             )
         if len(fields) not in (2, 3):
+            hint = f"; {_RANKS_ADVICE}" if lineno == first_line else ""
             raise TaxonomyFileError(
-                f"{where}: expected 2 fields (parent, child) or 3 (parent, child, weight), got {len(fields)}: {shown!r}"
+                f"{where}: expected 2 fields (parent, child) or 3 (parent, child, weight), got {len(fields)}: {shown!r}{hint}"
             )
         if width is not None and len(fields) != width:
             raise TaxonomyFileError(f"{where}: expected {width} fields as in the header, got {len(fields)}: {shown!r}")
@@ -165,7 +202,26 @@ def read_edges(text: str, source: str, delimiter: str = ",") -> tuple[nx.DiGraph
         node_lines.setdefault(child, where)
     if graph.number_of_nodes() == 0:
         raise TaxonomyFileError(f"{source}: no edges found")
+    if first_edge is not None:
+        _refuse_detached_first_row(graph, *first_edge, delimiter)
     return graph, locations
+
+
+def _refuse_detached_first_row(graph: nx.DiGraph, u: str, v: str, where: str, shown: str, delimiter: str) -> None:
+    """A first row whose names no other row mentions is a header row in disguise until the file says otherwise.
+
+    A header read as an edge (``coarse_label,fine_label``) becomes a tree of its
+    own, and its child the first class, shifting every other class; a real
+    one-edge tree first in a file is rare, and a ``parent,child`` header above it
+    (or quotes) says that it is meant.
+    """
+    if graph.number_of_edges() > 1 and graph.degree(u) == 1 and graph.degree(v) == 1 and u != v:
+        raise TaxonomyFileError(
+            f"{where}: the first row {shown!r} is an edge that no other row touches (neither {u!r} nor {v!r} appears "
+            f"again): is it a header row? If so, {_RANKS_ADVICE}, and the header of an edge list is "
+            f"'parent{delimiter}child'. If it is an edge (a tree of its own), put the header row "
+            f"'parent{delimiter}child' above it or quote its names"
+        )
 
 
 # ---------------------------------------------------------------------------- path per line
