@@ -242,11 +242,11 @@ def test_messages_name_flags_not_keyword_arguments(tmp_path, capsys):
     status, _, err = run(capsys, "info", dag)
     assert status == 2 and "Pass --multiple-parents first, shortest or longest" in err
     forest = tmp_path / "forest.csv"
-    forest.write_text("a,x\nb,y\n")
+    forest.write_text("parent,child\na,x\nb,y\n")
     status, _, err = run(capsys, "costs", forest, "--multiple-roots", "error", "-o", tmp_path / "c.npy")
     assert status == 2 and "pass --multiple-roots join to join them" in err
     named = tmp_path / "named.csv"
-    named.write_text("a,x\n<root>,y\n")
+    named.write_text("parent,child\na,x\n<root>,y\n")
     status, _, err = run(capsys, "info", named)
     assert status == 2 and "--root-name '<root>' is already a node" in err and "choose another --root-name" in err
     assert run(capsys, "info", named, "--root-name", "top")[0] == 0
@@ -404,3 +404,78 @@ def test_extreme_powers_and_betas_give_files_not_tracebacks_or_warnings(tmp_path
         q = np.load(tmp_path / "q.npy")
         assert np.isfinite(q).all()
         np.testing.assert_allclose(q, np.eye(tax.num_classes), atol=0)  # all mass on the true class
+
+
+# ---------------------------------------------------------------------------- issue 19, item 13: a rank table read as edges
+def test_info_on_a_rank_table_without_format_ranks_names_the_flag(tmp_path, capsys):
+    # a rank table of 7 ranks, as iNaturalist exports it, read by default as an edge list
+    table = tmp_path / "inat.csv"
+    table.write_text("id,kingdom,phylum,class,order,family,genus\n1,Animalia,Chordata,Mammalia,Perissodactyla,Equidae,Equus\n")
+    status, _, err = run(capsys, "info", table)
+    assert status == 2 and err.count("\n") == 1
+    assert "expected 2 fields (parent, child) or 3 (parent, child, weight), got 7" in err
+    assert err.rstrip().endswith("is read with --format ranks")
+    status, out, _ = run(capsys, "info", table, "--format", "ranks")
+    assert status == 0 and "ranks (7): id, kingdom" in out
+
+
+# ---------------------------------------------------------------------------- issue 19, item 13: too large to plot
+def _big_taxonomy(tmp_path, n=10_001, group=100):
+    path = tmp_path / "big.txt"
+    path.write_text("".join(f"root/g{i // group}/x{i}\n" for i in range(n)))
+    return path
+
+
+def test_plot_refuses_a_taxonomy_too_large_in_one_line_naming_size_and_way_out(tmp_path, capsys):
+    big = _big_taxonomy(tmp_path)
+    status, _, err = run(capsys, "plot", big, "-o", tmp_path / "f.png")
+    assert status == 2 and err.count("\n") == 1
+    assert err == (f"taxosmooth plot: error: {big} has 10,001 classes, and plot draws at most 10,000 (the 10001x10001 "
+                   "distances matrix alone would take 0.7 GiB); draw a part: --subtree NODE (the classes under NODE), "
+                   "or --classes FILE (one class per line)\n")
+    assert listing(tmp_path) == ["big.txt"]
+    status, _, err = run(capsys, "plot", big, "--matrix", "targets", "--beta", "4", "-o", tmp_path / "f.png")
+    assert status == 2 and "the 10001x10001 targets matrix alone" in err
+
+
+def test_the_size_named_is_that_of_the_float64_matrix():
+    from taxosmooth.cli import plot
+
+    args = cli.build_parser().parse_args(["plot", "icd10cm.csv", "-o", "f.png"])
+    with pytest.raises(cli._common.CLIError, match=r"icd10cm\.csv has 74,719 classes, .* \(the 74719x74719 distances "
+                                                   r"matrix alone would take 41\.6 GiB"):
+        plot._check_size(74_719, args)
+    assert 74_719**2 * 8 / 2**30 == pytest.approx(41.6, abs=0.05)
+    plot._check_size(plot.MAX_CLASSES, args)  # the limit itself is drawn
+
+
+def test_plot_subtree_draws_the_classes_under_a_node(tmp_path, capsys, monkeypatch):
+    from taxosmooth import plots
+
+    drawn = []
+    original = plots.plot_matrix
+
+    def spy(matrix, tax, *args, **kwargs):
+        drawn.append((matrix.shape, tax.classes, kwargs.get("title")))
+        return original(matrix, tax, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_matrix", spy)
+    big = _big_taxonomy(tmp_path)
+    assert run(capsys, "plot", big, "--subtree", "g7", "-o", tmp_path / "g7.png")[0] == 0
+    assert drawn[-1][0] == (100, 100) and drawn[-1][1] == tuple(f"x{i}" for i in range(700, 800))
+    assert drawn[-1][2] == "lca_height distances of big.txt (100 classes under 'g7')"
+    full = ts.Taxonomy.load(ANIMALS)
+    assert run(capsys, "plot", ANIMALS, "--subtree", "even-toed ungulate", "--matrix", "costs", "-o", tmp_path / "e.png")[0] == 0
+    assert drawn[-1][1] == full.leaves_under("even-toed ungulate") == ("cow", "goat", "deer", "giraffe")
+    assert (tmp_path / "g7.png").stat().st_size > 0 and (tmp_path / "e.png").stat().st_size > 0
+    # what --subtree does not take, in one line each
+    for argv, message in [
+        (["--subtree", "zebr"], "--subtree 'zebr' is not a node of"),
+        (["--subtree", "equid", "--classes", tmp_path / "c.txt"], "give --subtree or --classes, not both"),
+    ]:
+        status, _, err = run(capsys, "plot", ANIMALS, *argv, "-o", tmp_path / "x.png")
+        assert status == 2 and err.count("\n") == 1 and message in err, err
+    assert run(capsys, "costs", ANIMALS, "-o", tmp_path / "m.npy")[0] == 0
+    status, _, err = run(capsys, "plot", tmp_path / "m.npy", "--subtree", "equid", "-o", tmp_path / "x.png")
+    assert status == 2 and "--subtree goes with a taxonomy file as INPUT, not with a saved matrix" in err
+    assert not (tmp_path / "x.png").exists()

@@ -268,3 +268,103 @@ def test_cli_info_on_a_rank_table(tmp_path, capsys):
     assert "classes by rank: genus: 1, species: 3" in out
     assert main(["targets", "--format", "ranks", str(path), "--beta", "1", "-o", str(tmp_path / "q.npy")]) == 0
     assert np.load(tmp_path / "q.npy").shape == (4, 4)
+
+
+# ---------------------------------------------------------------------------- issue 19, item 3: a rank table in a .csv
+CIFAR = "superclass,class\naquatic_mammals,beaver\naquatic_mammals,dolphin\nfish,aquarium_fish\nfish,trout\n"
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["superclass,class", "genus,species", "Family, Genus", "coarse_label,fine_label", "coarse_label_name,fine",
+     "level1,level2", "Kingdom,Phylum,Class,Order,Family,Genus,Species", "kingdom,genus,species"],
+)
+def test_a_rank_table_header_is_refused_as_an_edge_and_the_way_out_named(tmp_path, header, capsys):
+    ranks = [f.strip() for f in header.split(",")]
+    full = [["A", "B1", "C1", "D1", "E1", "F1", "G1"], ["A", "B2", "C2", "D2", "E2", "F2", "G2"],
+            ["Z", "B3", "C3", "D3", "E3", "F3", "G3"]]
+    rows = [r[: len(ranks)] for r in full]
+    path = write(tmp_path, "t.csv", header + "\n" + "".join(",".join(r) + "\n" for r in rows))
+    with pytest.raises(TaxonomyFileError, match=rf"t\.csv:1: the first row '{','.join(ranks)}' looks like the header of a "
+                                                r"rank table, not an edge: .* is read with format='ranks'"):
+        T.load(path)
+    with pytest.raises(TaxonomyFileError, match="format='ranks'"):
+        T.load(path, format="edges")
+    # read as what it is
+    check_against_oracle(T.load(path, format="ranks"), rows, ranks)
+    # the command line says the same in its words
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--format ranks" in err[0] and "format='ranks'" not in err[0]
+
+
+def test_cifar_superclass_class_loads_as_ranks_not_with_a_class_named_class(tmp_path):
+    path = write(tmp_path, "cifar.csv", CIFAR)
+    with pytest.raises(TaxonomyFileError, match="cifar.csv:1: the first row 'superclass,class'"):
+        T.load(path)
+    tax = T.load(path, format="ranks")
+    assert tax.classes == ("beaver", "dolphin", "aquarium_fish", "trout") and "class" not in tax
+    assert tax.parent("trout") == "fish" and tax.ranks == ("superclass", "class")
+    # an edge list with the edge-list header gives the same tree, without the ranks
+    edges = T.load(write(tmp_path, "edges.csv", CIFAR.replace("superclass,class", "parent,child")))
+    assert edges == tax and edges.ranks is None
+
+
+def test_a_first_row_that_no_other_row_touches_is_refused_as_a_header_in_disguise(tmp_path, capsys):
+    # a header of words that are not rank names: it would be a tree of its own, its child the first class
+    path = write(tmp_path, "t.csv", "coarse category,fine category\naquatic_mammals,beaver\nfish,trout\naquatic_mammals,otter\n")
+    with pytest.raises(TaxonomyFileError, match=r"t\.csv:1: the first row 'coarse category,fine category' is an edge "
+                                                r"that no other row touches .*: is it a header row\? .*format='ranks'"):
+        T.load(path)
+    assert T.load(path, format="ranks").classes == ("beaver", "trout", "otter")
+    assert main(["info", str(path)]) == 2
+    assert "--format ranks" in capsys.readouterr().err
+    # a forest whose first tree is a single edge: the edge-list header, or quotes, say that the row is an edge
+    forest = "plant,rose\nanimal,cat\nanimal,dog\n"
+    with pytest.raises(TaxonomyFileError, match=r"f\.csv:1: the first row 'plant,rose' is an edge that no other row"):
+        T.load(write(tmp_path, "f.csv", forest))
+    want = T.from_edges([("plant", "rose"), ("animal", "cat"), ("animal", "dog")])
+    assert want.classes == ("rose", "cat", "dog")
+    assert T.load(write(tmp_path, "h.csv", "parent,child\n" + forest)) == want
+    assert T.load(write(tmp_path, "q.csv", '"plant",rose\nanimal,cat\nanimal,dog\n')) == want
+    # what save writes always has the header: it reads back
+    want.save(tmp_path / "saved.tsv")
+    assert T.load(tmp_path / "saved.tsv") == want
+    # a first row that touches another row is an edge as before; so is a file of one row
+    assert T.load(write(tmp_path, "c.csv", "a,x\nb,y\na,z\n")).classes == ("x", "y", "z")
+    assert T.load(write(tmp_path, "one.csv", "a,x\n")).classes == ("x",)
+
+
+def test_a_first_row_of_more_than_three_fields_names_format_ranks(tmp_path, capsys):
+    path = write(tmp_path, "t.csv", "id,name,parent name,rank\n1,Animalia,,kingdom\n")
+    with pytest.raises(TaxonomyFileError, match=r"t\.csv:1: expected 2 fields \(parent, child\) or 3 \(parent, child, "
+                                                r"weight\), got 4: 'id,name,parent name,rank'; a rank table .* is read "
+                                                r"with format='ranks'"):
+        T.load(path)
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "got 4" in err and "is read with --format ranks" in err
+    # a later row of 4 fields is a malformed edge: no advice about rank tables
+    with pytest.raises(TaxonomyFileError, match=r"t2\.csv:2: expected 2 fields .* got 4: 'a,b,c,d'$"):
+        T.load(write(tmp_path, "t2.csv", "r,a\na,b,c,d\n"))
+
+
+# ---------------------------------------------------------------------------- issue 19, item 10: a lone surrogate
+@pytest.mark.parametrize(
+    ("rows", "ranks", "match"),
+    [
+        ([["A", "G\udc80"], ["A", "H"]], ["genus", "species"], r"cannot write node 'G\\udc80' to a rank table: it "
+                                                               r"cannot be encoded as UTF-8"),
+        ([["A", "G\udc80"], ["B", "G\udc80"]], ["genus", "species"], r"cannot write node 'G\\udc80 \(A\)' \(its cell "
+                                                                     r"'G\\udc80'\) to a rank table: it cannot be encoded"),
+        ([["A", "G"], ["A", "H"]], ["genus", "spe\udc80cies"], r"cannot write the rank 'spe\\udc80cies' to a rank "
+                                                               r"table: it cannot be encoded as UTF-8"),
+    ],
+)
+def test_saving_a_lone_surrogate_as_a_rank_table_names_the_node(tmp_path, rows, ranks, match):
+    tax = T.from_rank_table(rows, ranks=ranks)
+    path = tmp_path / "t.csv"
+    path.write_text("before\n")
+    with pytest.raises(TaxonomyError, match=match):
+        tax.save(path, format="ranks")
+    assert path.read_text() == "before\n" and [p.name for p in tmp_path.iterdir()] == ["t.csv"]

@@ -593,3 +593,89 @@ def test_unknown_option_is_named_with_the_valid_ones():
         ts.Taxonomy.from_edges([("a", "b")], foo=1)
     with pytest.raises(TypeError, match="from_nested"):
         ts.Taxonomy.from_nested({"a": ["b"]}, multiple_parent="first")
+
+
+# ---------------------------------------------------------------------------- classes="tree" (issue 19)
+def _dfs_oracle(graph: nx.DiGraph, default_classes) -> list:
+    """The leaves depth first, siblings in the order of their first leaf in ``default_classes``: plain recursion."""
+    first = {c: i for i, c in enumerate(default_classes)}
+
+    def key(v):
+        return min(first[u] for u in nx.descendants(graph, v) | {v} if u in first)
+
+    def walk(v):
+        kids = sorted(graph.successors(v), key=key)
+        return [v] if not kids else [leaf for k in kids for leaf in walk(k)]
+
+    (root,) = [v for v in graph if graph.in_degree(v) == 0]
+    return walk(root)
+
+
+@given(random_graphs(min_nodes=2, max_nodes=40, weighted=True))
+def test_tree_order_is_the_dfs_order_of_the_same_tree(graph_leaves):
+    g, _ = graph_leaves
+    default = T.from_networkx(g)
+    tree = T.from_networkx(g, classes="tree")
+    C = tree.num_classes
+    assert list(tree.classes) == _dfs_oracle(g, default.classes)
+    assert np.array_equal(tree.compiled.position_class, np.arange(C))
+    assert np.array_equal(tree.compiled.class_position, np.arange(C))
+    # the same tree: nodes, node ids, parents and weights; the distances are those of the default order, permuted
+    assert tree.nodes == default.nodes and tree.edges() == default.edges()
+    perm = [default.class_index(c) for c in tree.classes]
+    assert np.array_equal(ts.class_distances(tree, "path_length"), ts.class_distances(default, "path_length")[np.ix_(perm, perm)])
+    assert tree == T.from_networkx(g, classes=list(tree.classes))
+
+
+def test_tree_order_from_every_constructor(tmp_path):
+    # the leaves first appear as x, y, z; depth first they are x, z, y
+    want = ("x", "z", "y")
+    edges = [("r", "a"), ("r", "b"), ("a", "x"), ("b", "y"), ("a", "z")]
+    (tmp_path / "t.csv").write_text("parent,child\n" + "".join(f"{u},{v}\n" for u, v in edges))
+    (tmp_path / "t.txt").write_text("r/a/x\nr/b/y\nr/a/z\n")
+    (tmp_path / "ranks.csv").write_text("kingdom,genus\na,x\nb,y\na,z\n")
+    g = nx.DiGraph(edges)
+    built = {
+        "from_networkx": T.from_networkx(g, classes="tree"),
+        "from_edges": T.from_edges(edges, classes="tree"),
+        "from_paths": T.from_paths(["r/a/x", "r/b/y", "r/a/z"], classes="tree"),
+        "from_nested": T.from_nested({"r": {"b": ["y"], "a": ["x", "z"]}}, classes="tree"),
+        "from_rank_table": T.from_rank_table([["a", "x"], ["b", "y"], ["a", "z"]], ranks=["kingdom", "genus"], classes="tree"),
+        "from_rank_table file": T.from_rank_table(tmp_path / "ranks.csv", classes="tree"),
+        "load csv": T.load(tmp_path / "t.csv", classes="tree"),
+        "load txt": T.load(tmp_path / "t.txt", classes="tree"),
+        "load ranks": T.load(tmp_path / "ranks.csv", format="ranks", classes="tree"),
+    }
+    for how, tax in built.items():
+        expected = ("y", "x", "z") if how == "from_nested" else want  # nested data lists b first
+        assert tax.classes == expected, how
+        assert np.array_equal(tax.compiled.position_class, np.arange(3)), how
+    assert built["load ranks"].ranks == ("kingdom", "genus")
+    # node-link JSON stores a class order: the tree order follows it (siblings by their first stored class)
+    T.from_edges(edges, classes=["z", "y", "x"]).save(tmp_path / "t.json")
+    assert T.load(tmp_path / "t.json").classes == ("z", "y", "x")
+    assert T.load(tmp_path / "t.json", classes="tree").classes == ("z", "x", "y")
+    # with the options: several parents, several roots, contraction
+    dag = T.from_edges([("r", "a"), ("r", "b"), ("a", "m"), ("b", "y"), ("a", "z"), ("b", "m"), ("m", "x"), ("s", "w")],
+                       classes="tree", multiple_parents="shortest", contract_unary=True)
+    # (the leaves first appear as y, z, x, w: 'b' comes before 'a'; 'm' keeps parent 'a', then is contracted)
+    assert dag.classes == ("y", "z", "x", "w") and np.array_equal(dag.compiled.position_class, np.arange(4))
+    assert dag.has_virtual_root and dag.parent("x") == "a"
+
+
+def test_tree_order_is_kept_by_save_and_pickle(tmp_path):
+    tax = T.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "y"), ("a", "z")], classes="tree")
+    for ext in ("csv", "tsv", "json", "txt"):
+        tax.save(tmp_path / f"t.{ext}")
+        back = T.load(tmp_path / f"t.{ext}")
+        assert back == tax and back.classes == ("x", "z", "y"), ext
+    assert pickle.loads(pickle.dumps(tax)).classes == ("x", "z", "y")
+
+
+@pytest.mark.parametrize("bad", ["Tree", "dfs", "x"])
+def test_a_string_other_than_tree_is_not_a_class_order(bad):
+    with pytest.raises(TaxonomyError, match=rf"classes must be a sequence of class names \(or 'tree': every leaf in "
+                                            rf"depth-first order\), not a single string: '{bad}'"):
+        T.from_edges([("r", "x"), ("r", "y")], classes=bad)
+    # a class named "tree" is given in a list, as every class list is
+    assert T.from_edges([("r", "tree"), ("r", "y")], classes=["tree"]).classes == ("tree",)

@@ -142,20 +142,26 @@ def _float(text: str) -> float:
 
 
 # ---------------------------------------------------------------- taxonomy input
-TAXONOMY_FILE_HELP = ("taxonomy file: .csv/.tsv edge list (parent,child[,weight]), .json, .txt (one root-to-leaf path per "
-                      "line), or a rank table with --format ranks")
-TAXONOMY_FORMATS = ("auto", "edges", "json", "paths", "ranks")
+def taxonomy_file_help() -> str:
+    """The help of a taxonomy FILE argument, from the format registry."""
+    from taxosmooth.taxonomy.formats import FORMATS
+
+    auto = ", ".join(f"{'/'.join(f.suffixes)} ({f.summary})" for f in FORMATS.values() if f.suffixes)
+    named = ", ".join(f"--format {f.name} ({f.summary})" for f in FORMATS.values() if not f.suffixes)
+    return f"taxonomy file: {auto}" + (f"; or with {named}" if named else "")
 
 
 def add_taxonomy_options(parser: argparse.ArgumentParser, positional: bool = True) -> None:
     """The FILE argument and the options every taxonomy-reading command shares."""
+    from taxosmooth.taxonomy.formats import FORMATS, describe_auto, format_names
+
     if positional:
-        parser.add_argument("file", metavar="FILE", help=TAXONOMY_FILE_HELP)
+        parser.add_argument("file", metavar="FILE", help=taxonomy_file_help())
     group = parser.add_argument_group("taxonomy options")
     group.add_argument(
-        "--format", choices=TAXONOMY_FORMATS, default="auto",
-        help="how to read the taxonomy file: auto (by its extension: .csv/.tsv edges, .json, .txt paths), an edge "
-             "list, JSON, one path per line, or a rank table (CSV/TSV, one column per rank, a header row of rank names)",
+        "--format", choices=format_names(), default="auto",
+        help=f"how to read the taxonomy file: auto (by its extension: {describe_auto()}), or "
+             + "; ".join(f"{f.name}: {f.summary}" for f in FORMATS.values()),
     )
     group.add_argument(
         "--classes", metavar="CLASSES.txt",

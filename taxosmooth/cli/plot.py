@@ -41,13 +41,16 @@ matrix is drawn in tree order with the tree beside it; without, as saved.
 The dendrogram puts each internal node at the distance of two classes that meet there
 (--distance), so it tells the same story as a heatmap of that distance. Up to 80 classes
 are labelled; larger matrices are drawn without labels, with thin lines, and stay legible
-at thousands of classes.
+at thousands of classes. A matrix is computed for at most 10,000 classes (its C x C values
+are held in memory): draw a part of a larger taxonomy with --subtree NODE or --classes.
 """
 
 MATRICES = ("distances", "targets", "costs")
 #: dendrogram node heights that match each distance kind
 NODE_HEIGHT = {"lca_height": "height", "lca_depth_complement": "depth", "path_length": "weighted_depth"}
 FIGURE_FORMATS = (".png", ".pdf", ".svg")
+#: the most classes a matrix is computed for: 10,000 classes are 0.75 GiB of float64 values, and drawing copies them
+MAX_CLASSES = 10_000
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -67,6 +70,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     group.add_argument("--distance", choices=DISTANCE_KINDS, default="lca_height",
                        help="tree distance of the matrix, and the heights of the dendrogram's nodes")
     group.add_argument("--taxonomy", metavar="FILE", help="with a saved matrix: the taxonomy that orders it and is drawn beside it")
+    group.add_argument("--subtree", metavar="NODE",
+                       help="with a taxonomy file: draw only the classes under NODE (the tree above NODE is kept)")
     look = p.add_argument_group("appearance")
     look.add_argument("--title", help="figure title (default: says what is drawn)")
     look.add_argument("--labels", choices=("auto", "yes", "no"), default="auto", help="write the class names (auto: up to 80 classes)")
@@ -105,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.input}: no such file")
     labels = {"auto": "auto", "yes": True, "no": False}[args.labels]
     if is_matrix_file(args.input):
+        if args.subtree is not None:
+            raise CLIError("--subtree goes with a taxonomy file as INPUT, not with a saved matrix")
         matrix, classes = read_matrix(args.input, args.classes)
         tax = None
         if args.taxonomy:
@@ -119,12 +126,18 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError("--taxonomy goes with a saved matrix; INPUT is already a taxonomy file")
         if args.matrix == "targets" and args.beta is None:
             raise CLIError("--beta is needed with --matrix targets (e.g. --beta 4)")
+        if args.subtree is not None and args.classes:
+            raise CLIError("give --subtree or --classes, not both")
         args.file = args.input
         tax = load_taxonomy(args)
+        if args.subtree is not None:
+            tax = _subtree(tax, args)
+        _check_size(tax.num_classes, args)
         classes = None
         with step(args, f"computing the {args.matrix}"):
             matrix, what, cbar, column = _compute(tax, args)
-        what = f"{what} of {Path(args.input).name} ({tax.num_classes} classes)"
+        under = f" under {args.subtree!r}" if args.subtree is not None else ""
+        what = f"{what} of {Path(args.input).name} ({tax.num_classes} classes{under})"
     title = args.title if args.title is not None else what
     with step(args, f"drawing {out}"):
         with warnings.catch_warnings(record=True) as caught:
@@ -143,6 +156,26 @@ def run(args: argparse.Namespace) -> int:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def _subtree(tax, args: argparse.Namespace):
+    """The taxonomy of the classes under ``--subtree NODE`` (read again, restricted to them)."""
+    if args.subtree not in tax:
+        raise CLIError(f"--subtree {args.subtree!r} is not a node of {args.input}")
+    return load_taxonomy(args, classes=list(tax.leaves_under(args.subtree)))
+
+
+def _check_size(n: int, args: argparse.Namespace) -> None:
+    """Refuse, before computing it, a matrix too large to hold: name its size and how to draw a part."""
+    if n <= MAX_CLASSES:
+        return
+    gib = n * n * 8 / 2**30  # the float64 matrix alone
+    under = f" under {args.subtree!r}" if args.subtree is not None else ""
+    raise CLIError(
+        f"{args.input} has {n:,} classes{under}, and plot draws at most {MAX_CLASSES:,} (the {n}x{n} {args.matrix} matrix alone "
+        f"would take {gib:.1f} GiB); draw a part: --subtree NODE (the classes under NODE), or --classes FILE "
+        "(one class per line)"
+    )
 
 
 def _compute(tax, args):

@@ -46,7 +46,6 @@ TAXOSMOOTH_WORDNET_DIR, else /usr/share/wordnet (apt-get install wordnet-base wo
 """
 
 _WNID_LINE = re.compile(r"^([nvasr]\d{8})\s")
-TREE_FORMATS = (".csv", ".tsv", ".json", ".txt")
 
 
 def read_synsets_file(path: str) -> list[tuple[int, str]]:
@@ -99,6 +98,7 @@ def resolve_lines(path: str, items: list[tuple[int, str]], reader, report: list)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from taxosmooth.taxonomy.formats import describe_auto
     from taxosmooth.wordnet.similarity import MEASURES
 
     p = add_command(
@@ -120,7 +120,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     group.add_argument("-o", "--output", metavar="OUT", help="matrix file: .npy, .pt or .csv")
     group.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="precision of the values written")
     tree = p.add_argument_group("tree")
-    tree.add_argument("--tree", metavar="TREE.csv", help="write the hypernym tree (.csv/.tsv edge list, .json or .txt)")
+    tree.add_argument("--tree", metavar="TREE.csv",
+                      help=f"write the hypernym tree, in the taxonomy format of its extension ({describe_auto()})")
     tree.add_argument("--multiple-parents", choices=("longest", "shortest", "first", "error"), default="longest",
                       help="a synset with several hypernyms keeps the one on its longest / shortest path to the "
                            "root, or the first one (hypernyms then instance hypernyms, by name)")
@@ -145,7 +146,9 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         check_matrix_output(args.output)
     if args.tree:
-        check_output(args.tree, TREE_FORMATS)
+        from taxosmooth.taxonomy.formats import auto_suffixes
+
+        check_output(args.tree, tuple(auto_suffixes()))
     outputs = [Path(p).resolve() for p in (args.output, args.output and classes_path(args.output), args.tree) if p]
     if len(set(outputs)) < len(outputs):
         raise CLIError("-o and --tree name the same file")
@@ -173,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         matrix = torch.from_numpy(np.ascontiguousarray(values)).to(getattr(torch, args.dtype))
         check_class_names(names)
     if args.tree:
-        from taxosmooth.taxonomy.io import render_taxonomy
+        from taxosmooth.taxonomy.formats import render
         from taxosmooth.wordnet.taxonomy import taxonomy_from_wordnet
 
         with step(args, "building the hypernym tree"):
@@ -181,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
                 [dag.synsets[v] for v in dag.inputs], multiple_parents=args.multiple_parents,
                 contract_unary=args.contract_unary, node_names=args.node_names, wordnet=reader,
             )
-            tree_text = render_taxonomy(tax, args.tree)
+            tree_text = render(tax, args.tree)
         report.extend(tax.report)
     with step(args, "writing"), PendingFiles() as files:
         if matrix is not None:

@@ -23,6 +23,8 @@ from taxosmooth.errors import (
     UnknownClassError,
 )
 
+#: ``classes=TREE_ORDER``: every leaf, in depth-first order (the class order equals the leaf order)
+TREE_ORDER = "tree"
 MULTIPLE_PARENTS = ("error", "first", "shortest", "longest")
 MULTIPLE_ROOTS = ("join", "error")
 DEFAULT_ROOT_NAME = "<root>"
@@ -144,7 +146,8 @@ def _check_classes(graph: nx.DiGraph, classes: Sequence[Hashable] | None) -> tup
         leaves = tuple(n for n in graph.nodes if not succ[n])
         return leaves
     if isinstance(classes, (str, bytes)):
-        raise TaxonomyError("classes must be a sequence of class names, not a single string")
+        raise TaxonomyError(f"classes must be a sequence of class names (or {TREE_ORDER!r}: every leaf in depth-first "
+                            f"order), not a single string: {classes!r}")
     # the class order is the logit order: a collection without a fixed order would make it change
     # from run to run (a set's order follows PYTHONHASHSEED)
     if isinstance(classes, (Set, Mapping, MappingView)):
@@ -268,7 +271,7 @@ def _choose_parents(graph: nx.DiGraph, policy: str, report: list[str], locations
 
 def build_tree(
     graph: nx.DiGraph,
-    classes: Sequence[Hashable] | None = None,
+    classes: Sequence[Hashable] | str | None = None,
     *,
     multiple_parents: str = "error",
     multiple_roots: str = "join",
@@ -279,6 +282,8 @@ def build_tree(
     """Validate ``graph`` and turn it into a tree whose leaves are ``classes``.
 
     ``locations`` (from a file reader) lets the errors cite the file and line.
+    ``classes=TREE_ORDER`` keeps every leaf and puts the classes in the
+    depth-first order of the tree that the default order gives.
     """
     if multiple_roots not in MULTIPLE_ROOTS:
         raise ValueError(f"multiple_roots must be one of {MULTIPLE_ROOTS}, got {multiple_roots!r}")
@@ -287,6 +292,9 @@ def build_tree(
     loc = locations or Locations()
     _check_graph(graph, loc)
     report: list[str] = []
+    tree_order = isinstance(classes, str) and classes == TREE_ORDER
+    if tree_order:
+        classes = None
     given = classes is not None
     classes = _check_classes(graph, classes)
     sub = _restrict_to_ancestors(graph, classes)
@@ -354,7 +362,25 @@ def build_tree(
         root = _contract_unary(root, parent, children, weight, class_set, report)
         virtual = virtual and root_name in parent  # the virtual root itself may have been contracted
     _order_children(root, children, classes)
+    if tree_order:
+        # the leaves in depth-first order; the children keep their order (each child's first class comes
+        # before its next sibling's in this order too), so the layout is that of the default order
+        classes = _leaves_depth_first(root, children)
     return BuiltTree(root, parent, children, weight, classes, report, virtual)
+
+
+def _leaves_depth_first(root, children: dict) -> tuple:
+    """The leaves under ``root`` in depth-first order (no recursion: any depth)."""
+    leaves = []
+    stack = [root]
+    while stack:
+        n = stack.pop()
+        kids = children.get(n)
+        if kids:
+            stack.extend(reversed(kids))
+        else:
+            leaves.append(n)
+    return tuple(leaves)
 
 
 def _order_children(root, children: dict, classes: tuple) -> None:

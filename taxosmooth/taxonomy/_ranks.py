@@ -27,13 +27,17 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import numpy as np
 
 from taxosmooth.errors import TaxonomyError, TaxonomyFileError
 from taxosmooth.taxonomy._build import Locations
-from taxosmooth.taxonomy._text import LINE_BREAKS, physical_lines, quote_field, read_text, split_fields
+from taxosmooth.taxonomy._text import LINE_BREAKS, delimiter_of, physical_lines, quote_field, read_text, split_fields
+
+if TYPE_CHECKING:
+    from taxosmooth.taxonomy.formats import ParsedFile
 
 
 @dataclass
@@ -119,7 +123,7 @@ def read_rank_table(path_or_rows, ranks=None) -> RankTable:
 
 def _from_file(path: Path) -> RankTable:
     text = read_text(path)
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = delimiter_of(path)
     ranks = None
     parsed = []
     for lineno, line in enumerate(physical_lines(text), start=1):
@@ -151,6 +155,14 @@ def _from_file(path: Path) -> RankTable:
         raise
     except TaxonomyError as exc:
         raise TaxonomyFileError(str(exc)) from None
+
+
+def read_rank_file(path: Path) -> ParsedFile:
+    """A rank-table file, as the format registry reads it (``format="ranks"``)."""
+    from taxosmooth.taxonomy.formats import ParsedFile
+
+    table = _from_file(path)
+    return ParsedFile(table.graph, table.locations, report=table.report, ranks=table.ranks, cells=table.cells)
 
 
 def _build(parsed: list, ranks: tuple) -> RankTable:
@@ -271,17 +283,25 @@ def render_rank_table(tax, delimiter: str) -> str:
             f"cannot write this taxonomy as a rank table: node {name_of[changed]!r} would be read back as "
             f"{names[changed]!r} (classes= removed the nodes its name was told apart from); save it as .json"
         )
-    for text in list(ranks) + [cell for p in name_of for cell in p]:
+    # every cell written is a rank name or the last cell of a node's path
+    texts = [(f"the rank {r!r}", r) for r in ranks]
+    texts += [(f"node {n!r}" + ("" if n == p[-1] else f" (its cell {p[-1]!r})"), p[-1]) for p, n in name_of.items()]
+    for what, text in texts:
         if LINE_BREAKS.intersection(text) or text != text.strip():
-            raise TaxonomyError(f"cannot write {text!r} to a rank table: it contains a line break or surrounding blanks")
+            raise TaxonomyError(f"cannot write {what} to a rank table: it contains a line break or surrounding blanks")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise TaxonomyError(f"cannot write {what} to a rank table: it cannot be encoded as UTF-8 (a lone surrogate)") from None
     if ranks and ranks[0].startswith("\ufeff"):
         # the first characters of the file: the reader drops a byte order mark there
         raise TaxonomyError(f"cannot write the rank {ranks[0]!r} first in a rank table: a U+FEFF at the start of a "
                             "file is read as a byte order mark and dropped")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise TaxonomyError(f"cannot write {text!r} to a rank table: it cannot be encoded as UTF-8") from None
     lines = [delimiter.join(quote_field(r, delimiter) for r in ranks)]
     lines.extend(delimiter.join(quote_field(cell, delimiter) for cell in path_of[c]) for c in tax.classes)
     return "\n".join(lines) + "\n"
+
+
+def render_rank_file(tax, path: Path) -> str:
+    """:func:`render_rank_table` with the delimiter of ``path`` (``.tsv``: tabs), as the format registry writes it."""
+    return render_rank_table(tax, delimiter_of(path))

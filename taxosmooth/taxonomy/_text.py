@@ -50,6 +50,11 @@ def read_text(path: str | os.PathLike) -> str:
     return text
 
 
+def delimiter_of(path: str | os.PathLike) -> str:
+    """The field delimiter of a delimited taxonomy file: a tab for ``.tsv`` (any case), else a comma."""
+    return "\t" if Path(path).suffix.lower() == ".tsv" else ","
+
+
 def physical_lines(text: str) -> list[str]:
     """The lines of ``text``, split at ``\\n``, ``\\r\\n`` and ``\\r`` only (line ``k`` is ``lines[k - 1]``)."""
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")

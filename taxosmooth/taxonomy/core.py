@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import networkx as nx
 import numpy as np
@@ -42,7 +42,13 @@ class Taxonomy:
         taxonomy *of these classes*: ``lca_height`` between two kept classes
         can be smaller than in the full graph. By default: every leaf,
         in the order the leaves first appear in the input (file order, or
-        ``graph.nodes`` order). Saving and loading keeps this order.
+        ``graph.nodes`` order). ``"tree"``: every leaf, in depth-first order
+        (siblings in the order of their first leaf in the default order), so
+        that each subtree's classes are consecutive logit columns and the
+        class order is the leaf order (``compiled.position_class`` is the
+        identity): for a head laid out by subtree, and the structured losses
+        then skip the permutation of the logit columns; the tree is the same
+        as with the default order. Saving and loading keeps the order.
     multiple_parents : {"error", "first", "shortest", "longest"}, default "error"
         What to do when a node has several parents (a DAG): refuse, keep the
         first parent listed, or keep the parent on the shortest / longest path
@@ -102,7 +108,7 @@ class Taxonomy:
     def _from_graph(
         cls,
         graph: nx.DiGraph,
-        classes: Sequence[Hashable] | None = None,
+        classes: Sequence[Hashable] | Literal["tree"] | None = None,
         *,
         multiple_parents: str = "error",
         multiple_roots: str = "join",
@@ -135,7 +141,8 @@ class Taxonomy:
         return self
 
     @classmethod
-    def from_networkx(cls, graph: nx.DiGraph, classes: Sequence[Hashable] | None = None, **options: Any) -> Taxonomy:
+    def from_networkx(cls, graph: nx.DiGraph, classes: Sequence[Hashable] | Literal["tree"] | None = None,
+                      **options: Any) -> Taxonomy:
         """From a directed graph with edges ``parent -> child``.
 
         An edge attribute ``weight`` (finite, > 0) sets the length of that edge
@@ -148,7 +155,8 @@ class Taxonomy:
         return cls._from_graph(graph, classes, **options)
 
     @classmethod
-    def from_edges(cls, edges: Iterable, classes: Sequence[Hashable] | None = None, **options: Any) -> Taxonomy:
+    def from_edges(cls, edges: Iterable, classes: Sequence[Hashable] | Literal["tree"] | None = None,
+                   **options: Any) -> Taxonomy:
         """From ``(parent, child)`` or ``(parent, child, weight)`` pairs.
 
         >>> Taxonomy.from_edges([("animal", "horse"), ("animal", "whale")]).classes
@@ -158,8 +166,8 @@ class Taxonomy:
         return cls._from_graph(graph_from_edges(edges), classes, **options)
 
     @classmethod
-    def from_paths(cls, lines: Iterable[str], sep: str = "/", classes: Sequence[Hashable] | None = None,
-                   **options: Any) -> Taxonomy:
+    def from_paths(cls, lines: Iterable[str], sep: str = "/",
+                   classes: Sequence[Hashable] | Literal["tree"] | None = None, **options: Any) -> Taxonomy:
         """From root-to-leaf paths, one per line, e.g. ``Animalia/Chordata/Mammalia/Equus/zebra``.
 
         Blank lines and lines starting with ``#`` are skipped; names are
@@ -175,7 +183,7 @@ class Taxonomy:
         return cls._from_graph(graph_from_paths(lines, sep=sep), classes, **options)
 
     @classmethod
-    def from_nested(cls, mapping: Mapping | Sequence, classes: Sequence[Hashable] | None = None,
+    def from_nested(cls, mapping: Mapping | Sequence, classes: Sequence[Hashable] | Literal["tree"] | None = None,
                     **options: Any) -> Taxonomy:
         """From nested dicts and lists: ``{"animal": {"mammal": ["horse", "zebra"]}}``.
 
@@ -189,8 +197,8 @@ class Taxonomy:
 
     @classmethod
     def from_rank_table(cls, path_or_rows: str | os.PathLike | Iterable[Sequence[Any]],
-                        ranks: Sequence[str] | None = None, classes: Sequence[Hashable] | None = None,
-                        **options: Any) -> Taxonomy:
+                        ranks: Sequence[str] | None = None,
+                        classes: Sequence[Hashable] | Literal["tree"] | None = None, **options: Any) -> Taxonomy:
         """From a rank table: one column per rank (kingdom … species), as iNaturalist and GBIF export them.
 
         Parameters
@@ -240,18 +248,15 @@ class Taxonomy:
         from taxosmooth.taxonomy._ranks import read_rank_table
 
         cls._check_options(options, "from_rank_table")
-        if options.get("contract_unary"):
-            raise ValueError("contract_unary=True cannot be used with a rank table: it would remove ranks "
-                             "(a genus with one species), so that rows could no longer be encoded")
-        options.pop("contract_unary", None)
+        _refuse_contract_unary(options)
         table = read_rank_table(path_or_rows, ranks)
         with _naming_the_file(path_or_rows if isinstance(path_or_rows, (str, os.PathLike)) else None):
             return cls._from_graph(table.graph, classes, report=table.report, locations=table.locations,
                                    ranks=table.ranks, cells=table.cells, **options)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, classes: Sequence[Hashable] | None = None, format: str = "auto",
-             **options: Any) -> Taxonomy:
+    def load(cls, path: str | os.PathLike, classes: Sequence[Hashable] | Literal["tree"] | None = None,
+             format: str = "auto", **options: Any) -> Taxonomy:
         """Read a taxonomy file.
 
         ``format="auto"`` picks the reader by the extension (case-insensitive):
@@ -262,17 +267,24 @@ class Taxonomy:
         ``"paths"`` or ``"ranks"`` (a rank table, see :meth:`from_rank_table`)
         names the reader instead. Errors name the file and line; the rules are
         in ``docs/taxonomy-files.md``.
+
+        ``classes`` as for every constructor (see the class docstring); by
+        default the class order stored in the file (node-link JSON), else the
+        order in which the leaves first appear. ``classes="tree"``: the
+        leaves in depth-first order.
         """
-        from taxosmooth.taxonomy.io import format_of, read_graph
+        from taxosmooth.taxonomy import formats
 
         cls._check_options(options, "load")
-        if format_of(Path(path), format) == "ranks":
-            return cls.from_rank_table(path, classes=classes, **options)
-        graph, stored_classes, locations = read_graph(path, format)
+        fmt = formats.resolve(path, format)
+        if fmt.keeps_ranks:
+            _refuse_contract_unary(options)
+        parsed = fmt.read(Path(path))
         if classes is None:
-            classes = stored_classes
+            classes = parsed.classes
         with _naming_the_file(path):
-            return cls._from_graph(graph, classes, locations=locations, **options)
+            return cls._from_graph(parsed.graph, classes, report=parsed.report, locations=parsed.locations,
+                                   ranks=parsed.ranks, cells=parsed.cells, **options)
 
     def save(self, path: str | os.PathLike, format: str = "auto") -> None:
         """Write the taxonomy; :meth:`load` with the same ``format`` reads back an equal one.
@@ -283,9 +295,9 @@ class Taxonomy:
         (JSON: strings or integers). The file is written beside ``path`` and
         renamed over it once complete: a failure leaves an existing file as it was.
         """
-        from taxosmooth.taxonomy.io import write_taxonomy
+        from taxosmooth.taxonomy import formats
 
-        write_taxonomy(self, path, format)
+        formats.write(self, path, format)
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -665,6 +677,14 @@ class Taxonomy:
     def __reduce__(self) -> tuple[Callable[..., Taxonomy], tuple]:
         ranks = None if self._ranks is None else (self._ranks, self._cells)
         return (_rebuild, (self.edges(), self._classes, self.root, self._report, self._virtual_root, ranks))
+
+
+def _refuse_contract_unary(options: dict) -> None:
+    """A rank table keeps its ranks: ``contract_unary=True`` is refused (``False`` is dropped from ``options``)."""
+    if options.get("contract_unary"):
+        raise ValueError("contract_unary=True cannot be used with a rank table: it would remove ranks "
+                         "(a genus with one species), so that rows could no longer be encoded")
+    options.pop("contract_unary", None)
 
 
 @contextmanager

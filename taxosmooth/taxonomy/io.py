@@ -1,7 +1,10 @@
-"""Taxonomy files: edge lists (CSV/TSV), JSON (node-link or nested), path-per-line text, rank tables.
+"""Taxonomy files: edge lists (CSV/TSV), JSON (node-link or nested), path-per-line text.
 
-Every reader reports malformed input with the file name and line (or, in a
-JSON document, the place in it), and records where each edge was read
+Each format's reader and writer (``read_*_file``, ``render_*``) is registered
+in :mod:`taxosmooth.taxonomy.formats`, which picks them; rank tables are in
+:mod:`taxosmooth.taxonomy._ranks`. Every reader reports malformed input with
+the file name and line (or, in a JSON document, the place in it), and records
+where each edge was read
 (:class:`~taxosmooth.taxonomy._build.Locations`) so that the errors found
 later, while building the tree (a cycle, several parents), cite it too.
 ``docs/taxonomy-files.md`` states the rules; this module implements them.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +29,7 @@ from taxosmooth.taxonomy._text import (
     DECIMAL,
     LINE_BREAKS,
     NON_FINITE,
+    delimiter_of,
     is_number_text,
     physical_lines,
     quote_field,
@@ -34,11 +39,7 @@ from taxosmooth.taxonomy._text import (
 
 if TYPE_CHECKING:
     from taxosmooth.taxonomy.core import Taxonomy
-
-#: the reader of each extension (``format="auto"``)
-FORMATS = {".csv": "edges", ".tsv": "edges", ".json": "json", ".txt": "paths"}
-#: the values of ``format=``
-FORMAT_NAMES = ("auto", "edges", "json", "paths", "ranks")
+    from taxosmooth.taxonomy.formats import ParsedFile
 
 # a weight is a plain decimal number: float() would also take "1_0", "١٠" (Arabic-Indic digits), " 1 "
 #: the header row of an edge list
@@ -50,44 +51,30 @@ HEADER_WORDS = frozenset(
 )
 
 
-def format_of(path: Path, format: str = "auto") -> str:
-    """The reader for ``path``: ``format``, or by the extension (case-insensitive) when it is ``"auto"``."""
-    if format not in FORMAT_NAMES:
-        raise ValueError(f"format must be one of {', '.join(FORMAT_NAMES)}, got {format!r}")
-    if format != "auto":
-        return format
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise TaxonomyFileError(
-            f"{path}: unknown taxonomy file extension {path.suffix!r}; use one of {', '.join(FORMATS)} "
-            "(or name the format: format='edges', 'json', 'paths' or 'ranks')"
-        )
-    return fmt
+# ---------------------------------------------------------------------------- the files of each format
+def read_edges_file(path: Path) -> ParsedFile:
+    """An edge-list file (``.tsv``: tabs)."""
+    from taxosmooth.taxonomy.formats import ParsedFile
+
+    graph, locations = read_edges(read_text(path), str(path), delimiter_of(path))
+    return ParsedFile(graph, locations)
 
 
-def delimiter_of(path: Path) -> str:
-    """Tab for ``.tsv``, else comma."""
-    return "\t" if path.suffix.lower() == ".tsv" else ","
+def read_paths_file(path: Path) -> ParsedFile:
+    """A file of root-to-leaf paths, one per line."""
+    from taxosmooth.taxonomy.formats import ParsedFile
+
+    locations = Locations()
+    graph = graph_from_paths(physical_lines(read_text(path)), source=str(path), locations=locations)
+    return ParsedFile(graph, locations)
 
 
-def read_graph(path: str | os.PathLike, format: str = "auto") -> tuple[nx.DiGraph, list | None, Locations]:
-    """Read an edge-list, JSON or path file into a DiGraph.
+def read_json_file(path: Path) -> ParsedFile:
+    """A JSON file: node-link data (with its stored class order, if any) or a nested object."""
+    from taxosmooth.taxonomy.formats import ParsedFile
 
-    Returns the graph, the class order stored in the file (node-link JSON's
-    ``graph.classes``) or ``None``, and where each edge and node was read.
-    """
-    path = Path(path)
-    fmt = format_of(path, format)
-    if fmt == "ranks":
-        raise ValueError("rank tables are read by Taxonomy.from_rank_table")
-    text = read_text(path)
-    if fmt == "edges":
-        graph, locations = read_edges(text, str(path), delimiter_of(path))
-        return graph, None, locations
-    if fmt == "paths":
-        locations = Locations()
-        return graph_from_paths(physical_lines(text), source=str(path), locations=locations), None, locations
-    return _read_json(text, path)
+    graph, classes, locations = _read_json(read_text(path), path)
+    return ParsedFile(graph, locations, classes=classes)
 
 
 # ---------------------------------------------------------------------------- edge lists
@@ -118,6 +105,32 @@ def _looks_like_header(fields: list[str], quoted: list[bool]) -> bool:
     return len(fields) == 3 and not is_number_text(fields[2])
 
 
+_RANKS = "domain kingdom phylum division class order family tribe genus section series species variety form".split()
+#: column names of a rank table (taxonomic ranks, and the names datasets give their levels): a first row
+#: of these is a rank table's header (superclass,class as CIFAR-100 ships it; genus,species), not an edge
+RANK_WORDS = frozenset(
+    [prefix + rank for rank in _RANKS for prefix in ("", "super", "sub", "infra", "parv")]
+    + "realm clade cohort strain forma taxon rank level coarse fine category subcategory supercategory".split()
+)
+_NUMBERED_LEVEL = re.compile(r"(?:level|rank|tier|depth)_?\d+", re.ASCII)
+_COLUMN_SUFFIX = re.compile(r"_(?:name|names|label|labels|id)$")
+
+
+def _is_rank_word(field: str) -> bool:
+    word = re.sub(r"[\s-]+", "_", field.strip().lower())
+    while (shorter := _COLUMN_SUFFIX.sub("", word)) != word:  # coarse_label_name -> coarse
+        word = shorter
+    return word in RANK_WORDS or bool(_NUMBERED_LEVEL.fullmatch(word))
+
+
+def _looks_like_rank_header(fields: list[str], quoted: list[bool]) -> bool:
+    return not any(quoted) and len(fields) >= 2 and all(_is_rank_word(f) for f in fields)
+
+
+#: the way out named by every error about a first row that is not an edge
+_RANKS_ADVICE = "a rank table (one column per rank, a header row of rank names) is read with format='ranks'"
+
+
 def read_edges(text: str, source: str, delimiter: str = ",") -> tuple[nx.DiGraph, Locations]:
     """An edge list: one ``parent,child[,weight]`` per line (rules in ``docs/taxonomy-files.md``)."""
     graph = nx.DiGraph()
@@ -125,7 +138,8 @@ def read_edges(text: str, source: str, delimiter: str = ",") -> tuple[nx.DiGraph
     edge_lines, node_lines = locations.edges, locations.nodes
     width = None
     header_line = None
-    first = True
+    first_line = None  # the first non-blank row, when it is not the header
+    first_edge = None  # its edge, when it may be a header row in disguise (two unquoted names)
     for lineno, line in enumerate(physical_lines(text), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -134,12 +148,18 @@ def read_edges(text: str, source: str, delimiter: str = ",") -> tuple[nx.DiGraph
         if not any(quoted) and not any(fields):
             continue  # a row of empty cells, as spreadsheets export
         shown = delimiter.join(fields)
-        if first:
-            first = False
+        if first_line is None and header_line is None:
             if _is_header(fields, quoted):
                 width = len(fields)
                 header_line = lineno
                 continue
+            first_line = lineno
+            if _looks_like_rank_header(fields, quoted):
+                raise TaxonomyFileError(
+                    f"{where}: the first row {shown!r} looks like the header of a rank table, not an edge: "
+                    f"{_RANKS_ADVICE}. The header of an edge list is 'parent{delimiter}child' (parent first); if "
+                    "these are node names, put that header row above them or quote the names"
+                )
             if _looks_like_header(fields, quoted):
                 if len(fields) == 3 and not is_number_text(fields[2]) and not any(f.lower() in HEADER_WORDS for f in fields[:2]):
                     why = f"its third field, weight {fields[2]!r}, is not a number"
@@ -148,8 +168,10 @@ def read_edges(text: str, source: str, delimiter: str = ",") -> tuple[nx.DiGraph
                 raise TaxonomyFileError(
                     f"{where}: the first row {shown!r} is not an edge: {why}. The header of an edge list must be "
                     f"'parent{delimiter}child' or 'parent{delimiter}child{delimiter}weight' (parent first); if these "
-                    "are node names, put that header row above them or quote the names"
+                    f"are node names, put that header row above them or quote the names; {_RANKS_ADVICE}"
                 )
+            if len(fields) == 2 and not any(quoted):
+                first_edge = (fields[0], fields[1], where, shown)
         elif _is_header(fields, quoted):
             first_at = f" (the header is on line {header_line})" if header_line else ""
             raise TaxonomyFileError(
@@ -157,8 +179,9 @@ def read_edges(text: str, source: str, delimiter: str = ",") -> tuple[nx.DiGraph
                 "(to use 'parent' and 'child' as node names, quote them)"
             )
         if len(fields) not in (2, 3):
+            hint = f"; {_RANKS_ADVICE}" if lineno == first_line else ""
             raise TaxonomyFileError(
-                f"{where}: expected 2 fields (parent, child) or 3 (parent, child, weight), got {len(fields)}: {shown!r}"
+                f"{where}: expected 2 fields (parent, child) or 3 (parent, child, weight), got {len(fields)}: {shown!r}{hint}"
             )
         if width is not None and len(fields) != width:
             raise TaxonomyFileError(f"{where}: expected {width} fields as in the header, got {len(fields)}: {shown!r}")
@@ -179,7 +202,26 @@ def read_edges(text: str, source: str, delimiter: str = ",") -> tuple[nx.DiGraph
         node_lines.setdefault(child, where)
     if graph.number_of_nodes() == 0:
         raise TaxonomyFileError(f"{source}: no edges found")
+    if first_edge is not None:
+        _refuse_detached_first_row(graph, *first_edge, delimiter)
     return graph, locations
+
+
+def _refuse_detached_first_row(graph: nx.DiGraph, u: str, v: str, where: str, shown: str, delimiter: str) -> None:
+    """A first row whose names no other row mentions is a header row in disguise until the file says otherwise.
+
+    A header read as an edge (``coarse_label,fine_label``) becomes a tree of its
+    own, and its child the first class, shifting every other class; a real
+    one-edge tree first in a file is rare, and a ``parent,child`` header above it
+    (or quotes) says that it is meant.
+    """
+    if graph.number_of_edges() > 1 and graph.degree(u) == 1 and graph.degree(v) == 1 and u != v:
+        raise TaxonomyFileError(
+            f"{where}: the first row {shown!r} is an edge that no other row touches (neither {u!r} nor {v!r} appears "
+            f"again): is it a header row? If so, {_RANKS_ADVICE}, and the header of an edge list is "
+            f"'parent{delimiter}child'. If it is an edge (a tree of its own), put the header row "
+            f"'parent{delimiter}child' above it or quote its names"
+        )
 
 
 # ---------------------------------------------------------------------------- path per line
@@ -475,65 +517,74 @@ def _check_json_name(name, path, where) -> None:
 
 
 # ---------------------------------------------------------------------------- writing
-def check_writable(tax: Taxonomy, path: Path, fmt: str) -> None:
-    """Refuse what the reader would not give back unchanged (before any file is touched)."""
-    if fmt == "json":
-        bad = next((n for n in tax.nodes if type(n) not in (str, int)), None)
-        if bad is not None:
-            raise TaxonomyError(f"cannot write node {bad!r} ({type(bad).__name__}) to JSON: node names must be strings or integers")
-        return
+# Each renderer refuses first (TaxonomyError naming the node) what its reader would not give back unchanged.
+def check_json_names(tax: Taxonomy) -> None:
+    """JSON holds string and integer names."""
+    bad = next((n for n in tax.nodes if type(n) not in (str, int)), None)
+    if bad is not None:
+        raise TaxonomyError(f"cannot write node {bad!r} ({type(bad).__name__}) to JSON: node names must be strings or integers")
+
+
+def check_line_names(tax: Taxonomy, target: str) -> None:
+    """A line-based file (``target``: ``.csv``, ``paths``, ...) holds names that are strings, read back as written."""
     bad = next((n for n in tax.nodes if not isinstance(n, str)), None)
     if bad is not None:
-        raise TaxonomyError(f"cannot write node {bad!r} ({type(bad).__name__}) to {path.suffix or fmt}: node names must be strings")
+        raise TaxonomyError(f"cannot write node {bad!r} ({type(bad).__name__}) to {target}: node names must be strings")
     for n in tax.nodes:
         if LINE_BREAKS.intersection(n):
-            raise TaxonomyError(f"cannot write node {n!r} to {path.suffix or fmt}: it contains a line break")
+            raise TaxonomyError(f"cannot write node {n!r} to {target}: it contains a line break")
         if n != n.strip():
-            raise TaxonomyError(f"cannot write node {n!r} to {path.suffix or fmt}: it starts or ends with white space, which the reader strips")
+            raise TaxonomyError(f"cannot write node {n!r} to {target}: it starts or ends with white space, which the reader strips")
         try:
             n.encode("utf-8")
         except UnicodeEncodeError:
-            raise TaxonomyError(f"cannot write node {n!r} to {path.suffix or fmt}: it cannot be encoded as UTF-8 (a lone surrogate)") from None
-    if fmt == "paths":
-        assert isinstance(tax.root, str)  # every node is a string (checked above)
-        # a line starting with '#' is a comment
-        if tax.root.startswith("#"):
-            raise TaxonomyError(f"cannot write node {tax.root!r} to {path.suffix or fmt}: a line starting with '#' is read as a comment")
-        if tax.root.startswith("\ufeff"):
-            raise TaxonomyError(f"cannot write node {tax.root!r} to {path.suffix or fmt}: every line starts with it, and "
-                                "a U+FEFF at the start of a file is read as a byte order mark and dropped")
-        bad = next((n for n in tax.nodes if "/" in n), None)
-        if bad is not None:
-            raise TaxonomyError(f"cannot write node {bad!r} to a path file: it contains the separator '/'")
-        if tax.is_weighted:
-            raise TaxonomyError("a path file cannot hold edge weights; save as .csv or .json")
-    if fmt == "edges" and tax.num_nodes == 1:
+            raise TaxonomyError(f"cannot write node {n!r} to {target}: it cannot be encoded as UTF-8 (a lone surrogate)") from None
+
+
+def _target(path: Path, format: str) -> str:
+    return path.suffix or format
+
+
+def render_edges(tax: Taxonomy, path: Path) -> str:
+    """An edge list with a header row, in class order (``.tsv``: tabs)."""
+    check_line_names(tax, _target(path, "edges"))
+    if tax.num_nodes == 1:
         raise TaxonomyError(f"cannot write a taxonomy with a single node ({tax.root!r}) as an edge list; use .json or .txt")
+    d = delimiter_of(path)
+    weighted = tax.is_weighted
+    lines = [d.join(["parent", "child", "weight"] if weighted else ["parent", "child"])]
+    for u, v, wt in _edges_in_class_order(tax):
+        # quote 'parent' / 'child' so that a row can never read as a repeated header
+        fields = [quote_field(u, d, u.lower() in HEADER), quote_field(v, d, v.lower() in HEADER)]
+        lines.append(d.join(fields + [repr(wt)] if weighted else fields))
+    return "\n".join(lines) + "\n"
 
 
-def render_taxonomy(tax: Taxonomy, path: str | os.PathLike, format: str = "auto") -> str:
-    """The text :func:`write_taxonomy` writes (checked first: nothing is rendered that would not load back)."""
-    path = Path(path)
-    fmt = format_of(path, format)
-    if fmt == "ranks":
-        from taxosmooth.taxonomy._ranks import render_rank_table
+def render_paths(tax: Taxonomy, path: Path) -> str:
+    """One root-to-leaf path per class, in class order."""
+    target = _target(path, "paths")
+    check_line_names(tax, target)
+    root = tax.root
+    assert isinstance(root, str)  # every node is a string (checked above)
+    # a line starting with '#' is a comment
+    if root.startswith("#"):
+        raise TaxonomyError(f"cannot write node {root!r} to {target}: a line starting with '#' is read as a comment")
+    if root.startswith("\ufeff"):
+        raise TaxonomyError(f"cannot write node {root!r} to {target}: every line starts with it, and "
+                            "a U+FEFF at the start of a file is read as a byte order mark and dropped")
+    bad = next((n for n in tax.nodes if "/" in n), None)
+    if bad is not None:
+        raise TaxonomyError(f"cannot write node {bad!r} to a path file: it contains the separator '/'")
+    if tax.is_weighted:
+        raise TaxonomyError("a path file cannot hold edge weights; save as .csv or .json")
+    return "".join("/".join(reversed(tax.ancestors(c, include_self=True))) + "\n" for c in tax.classes)
 
-        return render_rank_table(tax, delimiter_of(path))
-    check_writable(tax, path, fmt)
-    if fmt == "paths":
-        return "".join("/".join(reversed(tax.ancestors(c, include_self=True))) + "\n" for c in tax.classes)
-    edges = _edges_in_class_order(tax)
-    if fmt == "edges":
-        d = delimiter_of(path)
-        weighted = tax.is_weighted
-        lines = [d.join(["parent", "child", "weight"] if weighted else ["parent", "child"])]
-        for u, v, wt in edges:
-            # quote 'parent' / 'child' so that a row can never read as a repeated header
-            fields = [quote_field(u, d, u.lower() in HEADER), quote_field(v, d, v.lower() in HEADER)]
-            lines.append(d.join(fields + [repr(wt)] if weighted else fields))
-        return "\n".join(lines) + "\n"
+
+def render_json(tax: Taxonomy, path: Path) -> str:
+    """Node-link data with the class order in ``graph.classes``."""
     import json
 
+    check_json_names(tax)
     data = {
         "directed": True,
         "multigraph": False,
@@ -541,24 +592,10 @@ def render_taxonomy(tax: Taxonomy, path: str | os.PathLike, format: str = "auto"
         "nodes": [{"id": n} for n in tax.nodes],
         "edges": [
             ({"source": u, "target": v, "weight": wt} if wt != 1.0 else {"source": u, "target": v})
-            for u, v, wt in edges
+            for u, v, wt in _edges_in_class_order(tax)
         ],
     }
     return json.dumps(data, indent=1) + "\n"
-
-
-def write_taxonomy(tax: Taxonomy, path: str | os.PathLike, format: str = "auto") -> None:
-    """Write ``tax`` so that loading the file gives an equal taxonomy.
-
-    The file is written beside ``path`` and renamed over it at the end: an
-    error or an interruption leaves an existing file as it was.
-    """
-    from taxosmooth._atomic import atomic_write
-
-    text = render_taxonomy(tax, path, format)
-    data = text.encode("utf-8")
-    with atomic_write(path) as fh:
-        fh.write(data)
 
 
 def _edges_in_class_order(tax) -> list[tuple]:
