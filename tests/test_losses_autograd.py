@@ -75,13 +75,11 @@ def test_double_backward_of_new_target_kinds():
             ts.PairwiseCostLoss(tax, coarse_labels=True)]
     for mod in mods:
         for target in (ids, p):
-            with tree_ops.kernels(kernels):
-                assert torch.autograd.gradgradcheck(lambda a: mod(a, target), (z,)), type(mod).__name__
+            assert torch.autograd.gradgradcheck(lambda a: mod(a, target), (z,)), type(mod).__name__
+            # a Hessian-vector product against forward-over-reverse torch.func (the formula, batched by vmap)
             v = torch.randn_like(z)
-            with tree_ops.kernels(kernels):
-                _, hv = torch.autograd.functional.hvp(lambda a: mod(a, target), z.detach(), v)
-            with tree_ops.kernels("torch"):
-                _, hv_ref = torch.autograd.functional.hvp(lambda a: mod(a, target), z.detach(), v)
+            _, hv = torch.autograd.functional.hvp(lambda a: mod(a, target), z.detach(), v)
+            _, hv_ref = torch.func.jvp(torch.func.grad(lambda a: mod(a, target)), (z.detach(),), (v,))
             torch.testing.assert_close(hv, hv_ref, rtol=1e-9, atol=1e-11, msg=type(mod).__name__)
 
 
@@ -232,7 +230,7 @@ def test_non_contiguous_and_half_inputs(seed_tax):
 
 
 def test_deep_chain_stays_linear_in_memory():
-    """A 2-class chain of depth 100,000: HXE's tables and one step are O(nodes), not O(depth²)."""
+    """A 2-class chain of depth 100,000: the losses' tables and one step are O(nodes), not O(depth²)."""
     depth = 100_000
     edges = [(f"n{i}", f"n{i + 1}") for i in range(depth)] + [("n0", "x")]
     tax = ts.Taxonomy.from_edges(edges)
@@ -247,16 +245,50 @@ def test_deep_chain_stays_linear_in_memory():
     assert grown_kib < 1024 * 1024, f"peak RSS grew by {grown_kib / 1024:.0f} MiB"
 
 
-def test_a_ring_table_too_large_is_refused_naming_its_size(monkeypatch):
-    """A comb (every node on the spine has a class and the next spine node): C classes below up to C branching
-    ancestors, a C x C ring table. Over the limit the loss refuses it with its size, before building it."""
-    depth = 400
+def test_a_path_table_over_its_size_is_replaced_by_a_search(monkeypatch):
+    """A comb (every spine node has a class and the next spine node): C classes below up to C branching
+    ancestors. Over the table size the paths come from a binary search over the branching nodes: the same
+    losses, O(nodes) buffers."""
+    depth = 60
     edges = [(f"s{i}", f"s{i + 1}") for i in range(depth)] + [(f"s{i}", f"x{i}") for i in range(depth + 1)]
     tax = ts.Taxonomy.from_edges(edges)
-    assert tax.num_classes == depth + 1  # the x's
-    ts.HXELoss(tax, 0.5)(torch.randn(2, tax.num_classes), torch.tensor([0, 1]))  # fits under the real limit
-    monkeypatch.setattr(tree_ops, "TABLE_BYTES_LIMIT", 1024**2)  # 1 MiB: ~21 rows of 401 classes x 48 bytes
-    for cls, args in ((ts.HXELoss, (0.5,)), (ts.HierarchicalSoftLabelLoss, (2.0,)), (ts.TreeWassersteinLoss, ())):
-        with pytest.raises(MemoryError, match=r"the ring table of this taxonomy would take more than \d+\.\d GiB "
-                                              r"\(401 classes × \d+\+ branching ancestors\)"):
-            cls(tax, *args)
+    C, N = tax.num_classes, tax.num_nodes
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(N, C, generator=g, dtype=torch.float64)
+    ids = torch.arange(N)
+    made = [lambda: ts.HXELoss(tax, 0.5, coarse_labels=True, reduction="none"),
+            lambda: ts.HierarchicalSoftLabelLoss(tax, 2.0, coarse_labels=True, reduction="none"),
+            lambda: ts.TreeWassersteinLoss(tax, coarse_labels=True, reduction="none"),
+            lambda: ts.ExpectedCostLoss(tax, coarse_labels=True, reduction="none"),
+            lambda: ts.PairwiseCostLoss(tax, coarse_labels=True, reduction="none")]
+    tabled = [make() for make in made]
+    assert all(m.tree.uses_path_table for m in tabled)
+    monkeypatch.setattr(tables, "PATH_TABLE_BYTES", 0)
+    searched = [make() for make in made]
+    for a, b in zip(tabled, searched):
+        assert not b.tree.uses_path_table
+        assert b.tree.buffer_bytes() < a.tree.buffer_bytes()
+        pa, pb = a.tree.paths(ids), b.tree.paths(ids)
+        assert torch.equal(pa.path, pb.path) and torch.equal(pa.lengths, pb.lengths)
+        za, zb = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
+        va, vb = a(za, ids), b(zb, ids)
+        va.sum().backward()
+        vb.sum().backward()
+        torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=type(a).__name__)
+        torch.testing.assert_close(za.grad, zb.grad, rtol=0, atol=0, msg=type(a).__name__)
+
+
+def test_a_deep_clade_beside_many_shallow_classes_keeps_buffers_linear():
+    """20,000 classes two levels deep and one 600-deep clade: the buffers grow with the nodes, not with
+    classes × deepest path (the ring tables of earlier versions took 103 MB here)."""
+    shallow = [(f"g{i // 20}", f"c{i}") for i in range(20_000)] + [("root", f"g{i}") for i in range(1000)]
+    clade = [("root", "k0")] + [(f"k{i}", f"k{i + 1}") for i in range(600)] + \
+        [(f"k{i}", f"leaf{i}") for i in range(600)]
+    tax = ts.Taxonomy.from_edges(shallow + clade)
+    loss = ts.HXELoss(tax, 0.5)
+    per_node = loss.buffer_bytes() / tax.num_nodes
+    assert per_node < 400, f"{per_node:.0f} bytes per node"
+    z = torch.randn(4, tax.num_classes, requires_grad=True)
+    t = torch.tensor([0, 1, tax.class_index("leaf599"), tax.class_index("leaf3")])
+    loss(z, t).backward()
+    assert torch.isfinite(z.grad).all()

@@ -175,6 +175,11 @@ class CostLoss(TreeLoss):
     def structured(self) -> bool:
         return self.costs.structured
 
+    @property
+    def tree(self) -> TreeTensors | None:
+        """The taxonomy's tensors of structured costs (``None`` for a matrix)."""
+        return self.costs.tree
+
 
 # ----------------------------------------------------------------------------- the functional core
 def _run(name: str, rows, input, target, costs: CostTables, weight, ignore_index, reduction, label_smoothing,

@@ -101,7 +101,7 @@ class _HXEPaths(torch.autograd.Function):
         e = expand_kernel(shift, lengths, zl.shape[1])
         torch.sub(zl, e, out=e)
         e.exp_()
-        log_mass = log_masses_of_segments(segment_sum_kernel(e, lengths), shift)
+        log_mass = log_masses_of_segments(segment_sum_kernel(e, lengths), shift, differentiable=False)
         rows = _from_log_masses(log_mass.masked_fill(log_mass < NEG / 2, float("-inf")), coef)
         ctx.save_for_backward(z, e, shift, log_mass, lengths, coef, factor)
         ctx.perm = perm

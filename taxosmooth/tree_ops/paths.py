@@ -9,8 +9,6 @@ become per-segment values ``(B, S)`` by :func:`ring_segments`, and a
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from taxosmooth.tree_ops.segments import expand, segment_max, segment_sum
@@ -22,7 +20,6 @@ __all__ = ["ring_segments", "path_log_masses", "ring_of_segment", "outward", "lo
 NEG = -1e300
 
 
-@functools.lru_cache(maxsize=None)
 def _ring_of_segment(depth: int) -> tuple[int, ...]:
     return tuple(s if s <= depth else 2 * depth - s for s in range(2 * depth + 1))
 
@@ -32,7 +29,6 @@ def ring_of_segment(depth: int, device) -> torch.Tensor:
     return torch.tensor(_ring_of_segment(depth), dtype=torch.int64, device=device)
 
 
-@functools.lru_cache(maxsize=None)
 def _outward(depth: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     # segments from the target's subtree outward (ring D, then the two parts of ring D-1, …), and where the
     # running sum has taken in all of ring d (after the center: 2(D - d) more segments)
@@ -72,20 +68,31 @@ def path_log_masses(x_leaf: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor
     return out.masked_fill(out < NEG / 2, float("-inf"))
 
 
-def log_masses_of_segments(sums: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+def log_masses_of_segments(sums: torch.Tensor, shift: torch.Tensor, differentiable: bool = True) -> torch.Tensor:
     """``L`` ``(B, D + 1)`` float64 from segment sums ``(B, 2D + 1)`` of ``exp(x - shift)``, ``shift`` the segments'
-    maxima (0 where empty). A mass of 0 is ``NEG`` (finite: gradients stay finite), not ``-inf``."""
+    maxima (0 where empty). A mass of 0 is ``NEG`` (finite: gradients stay finite), not ``-inf``.
+
+    ``differentiable=False`` (a fused forward, which writes its own gradient) gathers the rings with one
+    cumulative log-sum-exp; otherwise one log-sum-exp per ring, which has finite derivatives of every order
+    (``logcumsumexp``'s second derivative is NaN where a gradient is 0).
+    """
     depth = (sums.shape[1] - 1) // 2
     s = sums.to(torch.float64)
     # a non-empty segment with a finite maximum has s >= 1 (its maximum contributes exp(0)); s == 0: empty or -inf
     log_seg = (torch.log(s.clamp_min(1.0)) + shift.to(torch.float64)).masked_fill(s == 0, NEG)
     left, right = _sides(depth, sums.device)
     padded = torch.cat([log_seg, torch.full_like(log_seg[:, :1], NEG)], dim=1)
-    ring = torch.logaddexp(padded.index_select(1, left), padded.index_select(1, right))  # ring D+... first
-    return torch.logcumsumexp(ring, dim=1).flip(1)
+    # each ring's two segments (the target's subtree has one: its partner is the padding column); logsumexp, not
+    # logaddexp, whose second derivative overflows at NEG
+    ring = torch.logsumexp(torch.stack([padded.index_select(1, left), padded.index_select(1, right)]), dim=0)
+    if not differentiable:
+        return torch.logcumsumexp(ring, dim=1).flip(1)
+    running = [ring[:, 0]]
+    for k in range(1, ring.shape[1]):
+        running.append(torch.logsumexp(torch.stack([running[-1], ring[:, k]]), dim=0))
+    return torch.stack(running[::-1], dim=1)
 
 
-@functools.lru_cache(maxsize=None)
 def _sides_of(depth: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     # ring r's two segments, rings from D down to 0 (ring D has one: its partner is the padding column)
     left = tuple(range(depth, -1, -1))

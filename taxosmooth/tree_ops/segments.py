@@ -141,12 +141,25 @@ def _segment_sum_fake(x: Tensor, lengths: Tensor) -> Tensor:
 
 @torch.library.custom_op("taxosmooth::segment_max", mutates_args=())
 def _segment_max_op(x: Tensor, lengths: Tensor) -> Tensor:
+    return _generic_max(x, lengths)
+
+
+def _generic_max(x: Tensor, lengths: Tensor) -> Tensor:
     b = x.shape[0]
     if b == 0 or lengths.shape[-1] == 0:
         return x.new_full((b, lengths.shape[-1]), float("-inf"))
     per_row = _per_row(lengths, b)
     out = torch.segment_reduce(x, "max", lengths=per_row, axis=1, unsafe=True)
     return out.masked_fill(per_row == 0, float("-inf"))
+
+
+def _generic_expand(values: Tensor, lengths: Tensor, width: int) -> Tensor:
+    b = values.shape[0]
+    if b == 0 or width == 0 or lengths.shape[-1] == 0:
+        return values.new_zeros((b, width))
+    like = values.new_empty((b, width))
+    return torch.ops.aten._segment_reduce_backward(values.contiguous(), values, like, "sum",
+                                                   lengths=_per_row(lengths, b), axis=1)
 
 
 @_segment_max_op.register_kernel("cpu")
@@ -161,12 +174,7 @@ def _segment_max_fake(x: Tensor, lengths: Tensor) -> Tensor:
 
 @torch.library.custom_op("taxosmooth::expand", mutates_args=())
 def _expand_op(values: Tensor, lengths: Tensor, width: int) -> Tensor:
-    b = values.shape[0]
-    if b == 0 or width == 0 or lengths.shape[-1] == 0:
-        return values.new_zeros((b, width))
-    like = values.new_empty((b, width))
-    return torch.ops.aten._segment_reduce_backward(values.contiguous(), values, like, "sum",
-                                                   lengths=_per_row(lengths, b), axis=1)
+    return _generic_expand(values, lengths, width)
 
 
 @_expand_op.register_kernel("cpu")
@@ -216,17 +224,13 @@ class _SegmentSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (lengths,) = ctx.saved_tensors
-        return _Expand.apply(grad, lengths, ctx.width), None
+        return expand(grad, lengths, ctx.width), None
 
-    @staticmethod
-    def jvp(ctx, x_tangent, lengths_tangent):
-        (lengths,) = ctx.saved_tensors
-        return _SegmentSum.apply(x_tangent, lengths)
 
     @staticmethod
     def vmap(info, in_dims, x, lengths):
         x, lengths, b = _fold(x, in_dims[0], lengths, in_dims[1], info.batch_size)
-        return _SegmentSum.apply(x, lengths).reshape(info.batch_size, b, -1), 0
+        return segment_sum(x, lengths).reshape(info.batch_size, b, -1), 0
 
 
 class _Expand(torch.autograd.Function):
@@ -243,17 +247,13 @@ class _Expand(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (lengths,) = ctx.saved_tensors
-        return _SegmentSum.apply(grad.contiguous(), lengths), None, None
+        return segment_sum(grad.contiguous(), lengths), None, None
 
-    @staticmethod
-    def jvp(ctx, values_tangent, lengths_tangent, width_tangent):
-        (lengths,) = ctx.saved_tensors
-        return _Expand.apply(values_tangent, lengths, ctx.width)
 
     @staticmethod
     def vmap(info, in_dims, values, lengths, width):
         values, lengths, b = _fold(values, in_dims[0], lengths, in_dims[1], info.batch_size)
-        return _Expand.apply(values, lengths, width).reshape(info.batch_size, b, width), 0
+        return expand(values, lengths, width).reshape(info.batch_size, b, width), 0
 
 
 class _SegmentMax(torch.autograd.Function):
@@ -275,28 +275,50 @@ class _SegmentMax(torch.autograd.Function):
         return _SegmentMax.apply(x, lengths).reshape(info.batch_size, b, -1), 0
 
 
+# Dynamo traces no autograd.Function that defines jvp, and forward-mode AD (torch.func.jvp, jacfwd, hessian)
+# needs one: eager code gets these twins, compiled code the ones above.
+class _SegmentSumJvp(_SegmentSum):
+    @staticmethod
+    def jvp(ctx, x_tangent, lengths_tangent):
+        (lengths,) = ctx.saved_tensors
+        return segment_sum(x_tangent, lengths)
+
+
+class _ExpandJvp(_Expand):
+    @staticmethod
+    def jvp(ctx, values_tangent, lengths_tangent, width_tangent):
+        (lengths,) = ctx.saved_tensors
+        return expand(values_tangent, lengths, ctx.width)
+
+
 # ------------------------------------------------------------------ the public face
 def segment_sum(x: Tensor, lengths: Tensor) -> Tensor:
     """``out[b, s] = Σ x[b, j]`` over segment ``s`` of row ``b`` (0 for an empty segment).
 
     ``x`` ``(B, C)`` floating point; ``lengths`` int64 ``(B, S)`` (a layout per row) or ``(S,)`` (one
     for all rows), each row's adding up to ``C``.
-    Differentiable to any order (the backward is :func:`expand`).
+    Differentiable to any order (the backward is :func:`expand`), in reverse and forward mode.
     """
-    return _SegmentSum.apply(x, lengths)
+    if torch.compiler.is_compiling():
+        return _SegmentSum.apply(x, lengths)
+    return _SegmentSumJvp.apply(x, lengths)
 
 
 def segment_max(x: Tensor, lengths: Tensor) -> Tensor:
     """``out[b, s] = max x[b, j]`` over segment ``s`` of row ``b`` (``-inf`` for an empty segment); no gradient."""
+    if torch.compiler.is_compiling():
+        return _segment_max_op(x.detach(), lengths)
     return _SegmentMax.apply(x, lengths)
 
 
 def expand(values: Tensor, lengths: Tensor, width: int) -> Tensor:
     """``out[b, j] = values[b, s]`` for every ``j`` in segment ``s`` of row ``b``: ``(B, S) -> (B, width)``.
 
-    Differentiable to any order (the backward is :func:`segment_sum`).
+    Differentiable to any order (the backward is :func:`segment_sum`), in reverse and forward mode.
     """
-    return _Expand.apply(values, lengths, width)
+    if torch.compiler.is_compiling():
+        return _Expand.apply(values, lengths, width)
+    return _ExpandJvp.apply(values, lengths, width)
 
 
 # ------------------------------------------------------------------ the kernels, without autograd

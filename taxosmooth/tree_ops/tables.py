@@ -94,20 +94,15 @@ class _Permute(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         perm, inverse = ctx.saved_tensors
-        return _Permute.apply(grad, inverse, perm), None, None
-
-    @staticmethod
-    def jvp(ctx, x_tangent, perm_tangent, inverse_tangent):
-        perm, inverse = ctx.saved_tensors
-        return _Permute.apply(x_tangent, perm, inverse)
+        return _permute(grad, inverse, perm), None, None
 
     @staticmethod
     def vmap(info, in_dims, x, perm, inverse):
         x_dim = in_dims[0]
         if x_dim is None:
-            return _Permute.apply(x, perm, inverse), None
+            return _permute(x, perm, inverse), None
         x = x.movedim(x_dim, 0)
-        return _Permute.apply(x, perm, inverse), 0
+        return _permute(x, perm, inverse), 0
 
 
 def chain_top(tree: Taxonomy | CompiledTree) -> np.ndarray:
@@ -166,6 +161,21 @@ def _rows(x: torch.Tensor, size: int, what: str) -> tuple[torch.Tensor, tuple]:
     if x.dim() < 1 or x.shape[-1] != size:
         raise ValueError(f"{what} must have a last dimension of size {size}, got shape {tuple(x.shape)}")
     return x.reshape(-1, size), tuple(x.shape[:-1])
+
+
+class _PermuteJvp(_Permute):
+    """:class:`_Permute` with forward-mode AD, for eager code (Dynamo traces no Function that defines jvp)."""
+
+    @staticmethod
+    def jvp(ctx, x_tangent, perm_tangent, inverse_tangent):
+        perm, inverse = ctx.saved_tensors
+        return _permute(x_tangent, perm, inverse)
+
+
+def _permute(x: torch.Tensor, perm: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    if torch.compiler.is_compiling():
+        return _Permute.apply(x, perm, inverse)
+    return _PermuteJvp.apply(x, perm, inverse)
 
 
 class TreeTensors(nn.Module):
@@ -235,8 +245,9 @@ class TreeTensors(nn.Module):
         order = np.flatnonzero(branching)
         keys = b[order] * n + order
         sort = np.argsort(keys, kind="stable")
-        self.register_buffer("branch_keys", _t(keys[sort]), persistent=False)
-        self.register_buffer("branch_nodes", _t(order[sort]), persistent=False)
+        # a sentinel first (key -1, the root) keeps the search in range when no node branches
+        self.register_buffer("branch_keys", _t(np.concatenate([[-1], keys[sort]])), persistent=False)
+        self.register_buffer("branch_nodes", _t(np.concatenate([[0], order[sort]])), persistent=False)
         self.uses_path_table = n * (3 * R - 1) * 8 <= PATH_TABLE_BYTES
         if self.uses_path_table:
             table = _path_table(c, b, branching, R)[c.target_node]
@@ -275,13 +286,13 @@ class TreeTensors(nn.Module):
         """``(..., C)`` class order → depth-first leaf order (``x`` itself when they coincide); differentiable."""
         if self.leaf_order_is_class_order:
             return x
-        return _Permute.apply(x, self.position_class, self.class_position)
+        return _permute(x, self.position_class, self.class_position)
 
     def to_class_order(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., C)`` leaf order → class order (the inverse of :meth:`to_leaf_order`); differentiable."""
         if self.leaf_order_is_class_order:
             return x
-        return _Permute.apply(x, self.class_position, self.position_class)
+        return _permute(x, self.class_position, self.position_class)
 
     def leaf_permutation(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(position_class, class_position)``: class order → leaf order and back; ``None`` when they coincide."""
@@ -298,7 +309,7 @@ class TreeTensors(nn.Module):
         k = torch.arange(self.num_rings, device=ids.device)[None, :]
         own = self.branching_depth.index_select(0, node)[:, None]
         keys = k * self.num_nodes + node[:, None]
-        at = (torch.searchsorted(self.branch_keys, keys.contiguous(), right=True) - 1).clamp_min(0)
+        at = torch.searchsorted(self.branch_keys, keys.contiguous(), right=True) - 1
         found = self.branch_nodes.index_select(0, at.reshape(-1)).view_as(at)
         path = torch.where(k < own, found, node[:, None])
         lo = self.leaf_lo.index_select(0, path.reshape(-1)).view_as(path)

@@ -1,6 +1,7 @@
-"""The CPU fast paths of the ring losses (numpy gathers and segment sums, direct flatten, one-pass
-target check) against the plain loop oracles of ``test_losses`` and against the torch kernels that
-every other device runs (``tree_ops.set_kernels("torch")``).
+"""The two ways a loss computes a batch of class targets: its fused path (the formula's passes with the
+gradient written out, what training runs) and the formula itself (what ``torch.func`` transforms and
+second derivatives run), against the plain loop oracles of ``test_losses``: edge layouts, ``-inf``
+logits, targets far below the best logit, input forms.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from hypothesis import strategies as st
 from test_losses import TreeView, hxe_oracle, run_oracle, soft_label_oracle, weighted_tax
 
 import taxosmooth as ts
-from taxosmooth import tree_ops
-from taxosmooth.losses import set_checks
+from taxosmooth.losses import expected_cost, hxe, pairwise, set_checks, soft_labels, wasserstein
 
 
 def chain_tax():
@@ -59,14 +59,23 @@ def value_and_grad(mod, z, t):
     return out.detach(), z.grad
 
 
+_LOSS_MODULES = (hxe, soft_labels, expected_cost, wasserstein, pairwise)
+
+
+def use_fused(monkeypatch, flag: bool) -> None:
+    """Let the losses take their fused paths (the default) or make them run the formula."""
+    for module in _LOSS_MODULES:
+        monkeypatch.setattr(module, "fused", (lambda z: True) if flag else (lambda z: False))
+
+
 def both_paths(monkeypatch, mod, z, t):
-    """(value, grad) on the numpy path and on the torch path."""
-    monkeypatch.setattr(tree_ops, "_KERNELS", "auto")
-    host = value_and_grad(mod, z, t)
-    monkeypatch.setattr(tree_ops, "_KERNELS", "torch")
-    dev = value_and_grad(mod, z, t)
-    monkeypatch.setattr(tree_ops, "_KERNELS", "auto")
-    return host, dev
+    """(value, grad) on the fused path and on the formula."""
+    use_fused(monkeypatch, True)
+    fast = value_and_grad(mod, z, t)
+    use_fused(monkeypatch, False)
+    formula = value_and_grad(mod, z, t)
+    use_fused(monkeypatch, True)
+    return fast, formula
 
 
 def oracle_value_and_grad(oracle, z, t, weight=None, ignore_index=-100, reduction="mean"):
@@ -102,7 +111,7 @@ def hxe_log_oracle(view: TreeView, alpha, weighting, normalize):
 # ----------------------------------------------------------------------------- losses: paths and oracles
 @pytest.mark.parametrize("tree", list(TREES))
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_host_and_torch_paths_match_oracle(tree, reduction, monkeypatch):
+def test_fused_and_formula_match_oracle(tree, reduction, monkeypatch):
     """Batch of one, last-leaf targets, ignore_index inside [0, C), class weights: both paths, the oracle."""
     tax = TREES[tree]()
     view = TreeView(tax)
@@ -137,7 +146,7 @@ def test_host_and_torch_paths_match_oracle(tree, reduction, monkeypatch):
 @settings(max_examples=25)
 @given(random_taxonomies(max_nodes=20), st.integers(1, 4), st.sampled_from(["mean", "sum", "none"]),
        st.booleans(), st.integers(0, 2**31 - 1))
-def test_random_trees_both_paths_match_oracle(tax, n, reduction, last_row_last_leaf, seed):
+def test_random_trees_fused_and_formula_match_oracle(tax, n, reduction, last_row_last_leaf, seed):
     view = TreeView(tax)
     C = tax.num_classes
     g = torch.Generator().manual_seed(seed)
@@ -162,7 +171,7 @@ def test_random_trees_both_paths_match_oracle(tax, n, reduction, last_row_last_l
 # ----------------------------------------------------------------------------- input forms
 def _every_loss(tax, **kw):
     return [ts.HXELoss(tax, 0.5, **kw), ts.HXELoss(tax, 0.3, "height", True, **kw),
-            ts.HierarchicalSoftLabelLoss(tax, 2.0, **kw), ts.HierarchicalSoftLabelLoss(tax, 1.0, epsilon=0.5, **kw)]
+            ts.HierarchicalSoftLabelLoss(tax, 2.0, **kw), ts.HierarchicalSoftLabelLoss(tax, 1.0, mix=0.5, **kw)]
 
 
 @pytest.mark.parametrize("tree", ["seed", "chain"])
@@ -204,8 +213,8 @@ def test_non_contiguous_logits_agree_with_contiguous(tree, reduction, dtype, mon
         (torch.randn(1, C, generator=g, dtype=dtype) * 3, lambda a: a.expand(5, C)),
     ]
     for mod in _every_loss(tax, reduction=reduction):
-        for kernels in (True, False):
-            monkeypatch.setattr(tree_ops, "_KERNELS", "auto" if kernels else "torch")
+        for fused_path in (True, False):
+            use_fused(monkeypatch, fused_path)
             for base, view in views:
                 leaf = base.clone().requires_grad_(True)
                 form = view(leaf)
@@ -215,7 +224,7 @@ def test_non_contiguous_logits_agree_with_contiguous(tree, reduction, dtype, mon
                 ref = view(base).contiguous().requires_grad_(True)
                 want = mod(ref, t)
                 want.sum().backward()
-                torch.testing.assert_close(got, want, msg=f"{kernels} {form.stride()}")
+                torch.testing.assert_close(got, want, msg=f"{fused_path} {form.stride()}")
                 # the gradient of the view is the contiguous one, carried back through the view
                 expect = torch.zeros_like(base)
                 if form.stride()[0] == 0:  # expanded: the rows' gradients add up
@@ -228,7 +237,7 @@ def test_non_contiguous_logits_agree_with_contiguous(tree, reduction, dtype, mon
 
 
 @pytest.mark.parametrize("tree", ["seed", "chain"])
-def test_float32_host_path_close_to_float64(tree):
+def test_float32_close_to_float64(tree):
     tax = TREES[tree]()
     C = tax.num_classes
     g = torch.Generator().manual_seed(2)
@@ -249,8 +258,8 @@ def test_ignore_index_inside_range_masks_only_when_present(seed_tax, monkeypatch
     for t in (torch.tensor([0, 2, 1, 2, 3, 0]), torch.tensor([0, 1, 1, 3, 3, 0]), torch.tensor([2])):
         zz = z[: len(t)]
         for reduction in ("mean", "sum", "none"):
-            for kernels in (True, False):
-                monkeypatch.setattr(tree_ops, "_KERNELS", "auto" if kernels else "torch")
+            for fused_path in (True, False):
+                use_fused(monkeypatch, fused_path)
                 got = ts.HXELoss(seed_tax, 0.0, ignore_index=2, reduction=reduction)(zz, t)
                 want = F.cross_entropy(zz, t, ignore_index=2, reduction=reduction)
                 torch.testing.assert_close(got, want, equal_nan=True)
@@ -412,9 +421,9 @@ def test_wrong_shapes_still_named_on_the_direct_path(seed_tax):
         mod(torch.randn(3, 4), torch.tensor([0.0, 1.0, 2.0]))
 
 
-def test_compile_matches_eager_on_the_host_path():
-    """Eager takes the numpy path on the CPU, compiled code the torch one: same values and gradients,
-    far-below rows and classes out of DFS order included."""
+def test_compile_matches_eager():
+    """Compiled code runs the same formulation: same values and gradients, far-below rows and classes out of
+    DFS order included."""
     torch._dynamo.reset()
     tax = chain_tax()
     C = tax.num_classes
@@ -450,15 +459,16 @@ def test_incoming_gradients_other_than_one(reduction, monkeypatch):
     for name, make, oracle in loss_cases(tax, view):
         zo = z.clone().requires_grad_()
         (run_oracle(oracle, zo, t, reduction=reduction) * up).sum().backward()
-        for kernels in (True, False):
-            monkeypatch.setattr(tree_ops, "_KERNELS", "auto" if kernels else "torch")
+        for fused_path in (True, False):
+            use_fused(monkeypatch, fused_path)
             zz = z.clone().requires_grad_()
             (make(reduction=reduction)(zz, t) * up).sum().backward()
-            torch.testing.assert_close(zz.grad, zo.grad, rtol=1e-9, atol=1e-11, msg=f"{name} {kernels}")
+            torch.testing.assert_close(zz.grad, zo.grad, rtol=1e-9, atol=1e-11, msg=f"{name} {fused_path}")
 
 
-def test_unbatched_and_segmentation_shapes_match_oracle(monkeypatch):
-    monkeypatch.setattr(tree_ops, "_KERNELS", "auto" if kernels else "torch")
+@pytest.mark.parametrize("fused_path", [True, False])
+def test_unbatched_and_segmentation_shapes_match_oracle(fused_path, monkeypatch):
+    use_fused(monkeypatch, fused_path)
     tax = chain_tax()
     view = TreeView(tax)
     C = tax.num_classes
@@ -484,10 +494,12 @@ def test_unbatched_and_segmentation_shapes_match_oracle(monkeypatch):
 
 @pytest.mark.parametrize("dtype,gap", [(torch.float32, 200.0), (torch.float64, 800.0)])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
-def test_far_below_target_next_to_a_masked_subtree_has_finite_gradient(dtype, gap, reduction, monkeypatch):
+@pytest.mark.parametrize("fused_path", [True, False])
+def test_far_below_target_next_to_a_masked_subtree_has_finite_gradient(dtype, gap, reduction, fused_path,
+                                                                       monkeypatch):
     """Regression: a far-below row goes through subtree_logsumexp, whose gradient was nan wherever a whole
     subtree was masked (every leaf -inf: log of an empty sum)."""
-    monkeypatch.setattr(tree_ops, "_KERNELS", "auto" if kernels else "torch")
+    use_fused(monkeypatch, fused_path)
     tax = seed_taxonomy()
     view = TreeView(tax)
     rows = [[-math.inf, -math.inf, -gap, 0.0], [-math.inf, -math.inf, 1.0, 0.0]]  # mammal masked; whale far below
@@ -505,7 +517,7 @@ def test_far_below_target_next_to_a_masked_subtree_has_finite_gradient(dtype, ga
 
 
 def test_subtree_logsumexp_of_a_masked_subtree_is_minus_inf_with_zero_gradient(seed_tax):
-    tt = tree_ops.TreeTensors(seed_tax)
+    tt = ts.TreeTensors(seed_tax)
     x = torch.tensor([[-math.inf, -math.inf, -1.0, 0.0]], dtype=torch.float64, requires_grad=True)
     out = tt.subtree_logsumexp(x)
     assert out[0, seed_tax.node_index("mammal")].item() == -math.inf
@@ -517,7 +529,7 @@ def test_subtree_logsumexp_of_a_masked_subtree_is_minus_inf_with_zero_gradient(s
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_masked_classes_without_target_mass_on_both_paths(reduction, monkeypatch):
     """Soft labels with beta large enough that far rings get exactly 0 mass: -inf logits there count
-    0·log 0 = 0 on both kernel paths (the fused form is recomputed exactly), as cross entropy does."""
+    0·log 0 = 0 on both paths, as cross entropy does."""
     tax = chain_tax()
     C = tax.num_classes
     g = torch.Generator().manual_seed(8)
