@@ -58,7 +58,7 @@ def expected_cost_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, ga
     if tree is not None and not coarse and fused(z):
         path, lengths = tree.paths(ids)
         rows = _RiskPaths.apply(z, lengths, ring_costs(costs, path), tree.class_position.index_select(0, ids), None,
-                                float(gamma), as_rows(target.label, z), tree.leaf_permutation())
+                                float(gamma), as_rows(target.label, z), *tree.leaf_permutation())
     else:
         if tree is not None:
             zl = tree.to_leaf_order(z)
@@ -88,25 +88,25 @@ class _RiskPaths(torch.autograd.Function):
     with their cross entropy. Gradient written out: ``∂ℓ/∂z_j = p_j (κ_{s(j)} + w_j - risk + γ) - γ [j = t]``."""
 
     @staticmethod
-    def forward(ctx, z, lengths, kappa, pos, w, gamma, factor, perm):
-        zl = z if perm is None else z.index_select(1, perm[0])
+    def forward(ctx, z, lengths, kappa, pos, w, gamma, factor, to_leaf, to_class):
+        zl = z if to_leaf is None else z.index_select(1, to_leaf)
         log_p = torch.log_softmax(zl, 1)
         p = torch.exp(log_p)
         risk = (kappa * segment_sum_kernel(p, lengths).to(torch.float64)).sum(1)
         if w is not None:
             risk = risk + (p @ w.to(p.dtype)).to(torch.float64)
         rows = risk - gamma * log_p.gather(1, pos[:, None])[:, 0].to(torch.float64) if gamma else risk
-        ctx.save_for_backward(z, p, lengths, kappa, pos, w, risk, factor)
-        ctx.perm, ctx.gamma = perm, gamma
+        ctx.save_for_backward(z, p, lengths, kappa, pos, w, risk, factor, to_leaf, to_class)
+        ctx.gamma = gamma
         return torch.where(factor == 0, torch.zeros_like(rows), factor * rows)
 
     @staticmethod
     def backward(ctx, grad):
-        z, p, lengths, kappa, pos, w, risk, factor = ctx.saved_tensors
-        perm, gamma = ctx.perm, ctx.gamma
+        z, p, lengths, kappa, pos, w, risk, factor, to_leaf, to_class = ctx.saved_tensors
+        gamma = ctx.gamma
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
-                zl = z if perm is None else z.index_select(1, perm[0])
+                zl = z if to_leaf is None else z.index_select(1, to_leaf)
                 log_q = torch.log_softmax(zl, 1)
                 q = torch.exp(log_q)
                 rows = (kappa * segment_sum(q, lengths).to(torch.float64)).sum(1)
@@ -115,7 +115,7 @@ class _RiskPaths(torch.autograd.Function):
                 if gamma:
                     rows = rows - gamma * log_q.gather(1, pos[:, None])[:, 0].to(torch.float64)
                 (gz,) = torch.autograd.grad(times(factor, rows), z, grad, create_graph=True)
-            return gz, None, None, None, None, None, None, None
+            return gz, None, None, None, None, None, None, None, None
         gw = grad.to(torch.float64) * factor
         g = expand_kernel(((kappa + (gamma - risk)[:, None]) * gw[:, None]).to(p.dtype), lengths, p.shape[1])
         if w is not None:
@@ -123,7 +123,7 @@ class _RiskPaths(torch.autograd.Function):
         g.mul_(p)
         if gamma:
             g.scatter_add_(1, pos[:, None], (-gamma * gw).to(g.dtype)[:, None])
-        return (g if perm is None else g.index_select(1, perm[1])), None, None, None, None, None, None, None
+        return (g if to_class is None else g.index_select(1, to_class)), None, None, None, None, None, None, None, None
 
 
 def ring_costs(costs: CostTables, path: torch.Tensor) -> torch.Tensor:
@@ -131,7 +131,7 @@ def ring_costs(costs: CostTables, path: torch.Tensor) -> torch.Tensor:
     assert costs.node_cost is not None
     depth = path.shape[1] - 1
     kappa = costs.node_cost.index_select(0, path[:, :depth].reshape(-1)).view(path.shape[0], depth)
-    return ring_segments(torch.cat([kappa, kappa.new_zeros((kappa.shape[0], 1))], dim=1))
+    return ring_segments(torch.cat([kappa, kappa.new_zeros((kappa.shape[0], 1))], dim=1), costs.tree)
 
 
 def target_log_mass(z: torch.Tensor, z_leaf: torch.Tensor, log_p: torch.Tensor, ids: torch.Tensor,
@@ -141,7 +141,7 @@ def target_log_mass(z: torch.Tensor, z_leaf: torch.Tensor, log_p: torch.Tensor, 
         return log_p.gather(1, ids[:, None])[:, 0].to(torch.float64)
     assert tree is not None
     _, lengths = tree.paths(ids)
-    return path_log_masses(z_leaf, lengths)[:, -1] - torch.logsumexp(z.to(torch.float64), 1)
+    return path_log_masses(tree, z_leaf, lengths)[:, -1] - torch.logsumexp(z.to(torch.float64), 1)
 
 
 # ----------------------------------------------------------------------------- the costs of a source

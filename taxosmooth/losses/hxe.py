@@ -18,7 +18,7 @@ log-masses of every node. A **coarse label** ``v`` starts the path at ``v``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, floa
 from taxosmooth.tree_ops import TreeTensors, path_log_masses, tree_tensors
 from taxosmooth.tree_ops.tables import chain_top
 from taxosmooth.tree_ops.paths import NEG, log_mass_gradient, log_masses_of_segments
-from taxosmooth.tree_ops.segments import expand_kernel, segment_max_kernel, segment_sum_kernel
+from taxosmooth.tree_ops.segments import expand_kernel, host_layout, segment_max_kernel, segment_sum_kernel
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -76,14 +76,27 @@ def _path_terms(z: torch.Tensor, ids: torch.Tensor, tree: TreeTensors, top_lambd
     lam = top_lambda.index_select(0, path.reshape(-1)).view(path.shape)
     coef = lam - torch.cat([lam[:, 1:], torch.zeros_like(lam[:, :1])], dim=1)
     if fused(z):
-        return _HXEPaths.apply(z, lengths, coef, as_rows(factor, z), tree.leaf_permutation())
-    return times(factor, _from_log_masses(path_log_masses(tree.to_leaf_order(z), lengths), coef))
+        return _HXEPaths.apply(z, lengths, coef, as_rows(factor, z), *tree.leaf_permutation(), tree.segment_ring,
+                               tree.ring_sides)
+    return times(factor, _from_log_masses(path_log_masses(tree, tree.to_leaf_order(z), lengths), coef))
 
 
 def _from_log_masses(log_mass: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
     """``Σ_{d ≥ 1} c_d (L_0 - L_d)`` per row; ``L_d`` the log-mass under the path's node at depth ``d``."""
     drop = log_mass[:, :1] - log_mass
     return torch.where(coef == 0, torch.zeros_like(drop), coef * drop)[:, 1:].sum(1)
+
+
+class _RingIndex(NamedTuple):
+    """The index tensors of a tree's paths that the log-mass functions read (the fused functions get these, not
+    the whole module)."""
+
+    segment_ring: torch.Tensor
+    ring_sides: torch.Tensor
+
+    @property
+    def num_rings(self) -> int:
+        return self.ring_sides.shape[1]
 
 
 class _HXEPaths(torch.autograd.Function):
@@ -95,34 +108,36 @@ class _HXEPaths(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, lengths, coef, factor, perm):
-        zl = z if perm is None else z.index_select(1, perm[0])
-        shift = torch.nan_to_num(segment_max_kernel(zl, lengths), neginf=0.0)
+    def forward(ctx, z, lengths, coef, factor, to_leaf, to_class, segment_ring, ring_sides):
+        zl = z if to_leaf is None else z.index_select(1, to_leaf)
+        layout = host_layout(lengths, zl.shape[1])
+        shift = torch.nan_to_num(segment_max_kernel(zl, lengths, layout), neginf=0.0)
         e = expand_kernel(shift, lengths, zl.shape[1])
         torch.sub(zl, e, out=e)
         e.exp_()
-        log_mass = log_masses_of_segments(segment_sum_kernel(e, lengths), shift, differentiable=False)
+        paths = _RingIndex(segment_ring, ring_sides)
+        log_mass = log_masses_of_segments(paths, segment_sum_kernel(e, lengths, layout), shift, differentiable=False)
         rows = _from_log_masses(log_mass.masked_fill(log_mass < NEG / 2, float("-inf")), coef)
-        ctx.save_for_backward(z, e, shift, log_mass, lengths, coef, factor)
-        ctx.perm = perm
+        ctx.save_for_backward(z, e, shift, log_mass, lengths, coef, factor, to_leaf, to_class, segment_ring, ring_sides)
         return torch.where(factor == 0, torch.zeros_like(rows), factor * rows)
 
     @staticmethod
     def backward(ctx, grad):
-        z, e, shift, log_mass, lengths, coef, factor = ctx.saved_tensors
-        perm = ctx.perm
+        z, e, shift, log_mass, lengths, coef, factor, to_leaf, to_class, segment_ring, ring_sides = ctx.saved_tensors
+        paths = _RingIndex(segment_ring, ring_sides)
+        none = (None,) * 7
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
-                zl = z if perm is None else z.index_select(1, perm[0])
-                rows = times(factor, _from_log_masses(path_log_masses(zl, lengths), coef))
+                zl = z if to_leaf is None else z.index_select(1, to_leaf)
+                rows = times(factor, _from_log_masses(path_log_masses(paths, zl, lengths), coef))
                 (gz,) = torch.autograd.grad(rows, z, grad, create_graph=True)
-            return gz, None, None, None, None
+            return (gz,) + none
         gw = grad.to(torch.float64) * factor
         c = torch.where(coef == 0, torch.zeros_like(coef), coef) * gw[:, None]
         grad_l = torch.cat([c[:, 1:].sum(1, keepdim=True), -c[:, 1:]], dim=1)
-        g = expand_kernel(log_mass_gradient(grad_l, log_mass, shift).to(e.dtype), lengths, e.shape[1])
+        g = expand_kernel(log_mass_gradient(paths, grad_l, log_mass, shift).to(e.dtype), lengths, e.shape[1])
         g.mul_(e)
-        return (g if perm is None else g.index_select(1, perm[1])), None, None, None, None
+        return (g if to_class is None else g.index_select(1, to_class),) + none
 
 
 def _node_terms(zl: torch.Tensor, z: torch.Tensor, mass: torch.Tensor, tree: TreeTensors,

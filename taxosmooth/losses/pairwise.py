@@ -62,7 +62,7 @@ def pairwise_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, coarse:
         assert tree is not None
         path, lengths = tree.paths(ids)
         return _PairwisePaths.apply(z, lengths, ring_costs(costs, path), tree.class_position.index_select(0, ids),
-                                    as_rows(target.label, z), tree.leaf_permutation()).to(z.dtype)
+                                    as_rows(target.label, z), *tree.leaf_permutation()).to(z.dtype)
     if costs.structured:
         tree = costs.tree
         assert tree is not None
@@ -108,33 +108,31 @@ class _PairwisePaths(torch.autograd.Function):
     ``∂ℓ/∂z_t = -Σ_j κ_j σ(z_j - z_t)``."""
 
     @staticmethod
-    def forward(ctx, z, lengths, kappa, pos, factor, perm):
-        zl = z if perm is None else z.index_select(1, perm[0])
+    def forward(ctx, z, lengths, kappa, pos, factor, to_leaf, to_class):
+        zl = z if to_leaf is None else z.index_select(1, to_leaf)
         cost = expand_kernel(kappa.to(zl.dtype), lengths, zl.shape[1])
         zt = zl.gather(1, pos[:, None])
         u = zl - zt.clamp_min(torch.finfo(zl.dtype).min)
         rows = torch.linalg.vecdot(cost, F.softplus(u), dim=1).to(torch.float64)
         rows = torch.where(torch.isneginf(zt[:, 0]), torch.full_like(rows, float("inf")), rows)
-        ctx.save_for_backward(z, u, cost, lengths, kappa, pos, factor)
-        ctx.perm = perm
+        ctx.save_for_backward(z, u, cost, lengths, kappa, pos, factor, to_leaf, to_class)
         return torch.where(factor == 0, torch.zeros_like(rows), factor * rows)
 
     @staticmethod
     def backward(ctx, grad):
-        z, u, cost, lengths, kappa, pos, factor = ctx.saved_tensors
-        perm = ctx.perm
+        z, u, cost, lengths, kappa, pos, factor, to_leaf, to_class = ctx.saved_tensors
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
-                zl = z if perm is None else z.index_select(1, perm[0])
+                zl = z if to_leaf is None else z.index_select(1, to_leaf)
                 zeta = zl.gather(1, pos[:, None])[:, 0].to(torch.float64)
                 rows = _against(zl, expand(kappa.to(zl.dtype), lengths, zl.shape[1]), zeta)
                 (gz,) = torch.autograd.grad(times(factor, rows), z, grad, create_graph=True)
-            return gz, None, None, None, None, None
+            return gz, None, None, None, None, None, None
         gw = (grad.to(torch.float64) * factor).to(u.dtype)
         g = torch.sigmoid(u)
         g.mul_(cost).mul_(gw[:, None])
         g.scatter_add_(1, pos[:, None], -g.sum(1, keepdim=True))
-        return (g if perm is None else g.index_select(1, perm[1])), None, None, None, None, None
+        return (g if to_class is None else g.index_select(1, to_class)), None, None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------- the functional core

@@ -61,15 +61,15 @@ def soft_label_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, table
     depth = tree.num_rings - 1
     iz = inv_z.index_select(0, ids)
     ring_q = mix * e.index_select(0, path[:, :depth].reshape(-1)).view(path.shape[0], depth) * iz[:, None]
-    q = ring_segments(torch.cat([ring_q, ((1.0 - mix) + mix * iz)[:, None]], dim=1))  # (M, 2D + 1)
+    q = ring_segments(torch.cat([ring_q, ((1.0 - mix) + mix * iz)[:, None]], dim=1), tree)  # (M, 2R - 1)
     if coarse:  # the classes under the target are one outcome: its log-mass, not a sum of logits
         log_p = torch.log_softmax(zl, 1)
         lp_seg = segment_sum(log_p, lengths).to(torch.float64)
-        center = path_log_masses(zl, lengths)[:, depth] - torch.logsumexp(zl.to(torch.float64), 1)
+        center = path_log_masses(tree, zl, lengths)[:, depth] - torch.logsumexp(zl.to(torch.float64), 1)
         lp_seg = torch.cat([lp_seg[:, :depth], center[:, None], lp_seg[:, depth + 1 :]], dim=1)
         rows = times(target.label, _cross_entropy(q, lp_seg))
     elif fused(z):
-        rows = _SoftLabelPaths.apply(z, lengths, q, as_rows(target.label, z), tree.leaf_permutation())
+        rows = _SoftLabelPaths.apply(z, lengths, q, as_rows(target.label, z), *tree.leaf_permutation())
     else:
         rows = times(target.label, _cross_entropy(q, segment_sum(torch.log_softmax(zl, 1), lengths)))
     if target.uniform is not None:
@@ -91,29 +91,27 @@ class _SoftLabelPaths(torch.autograd.Function):
     ``∂ℓ/∂z_j = softmax(z)_j Σ_s q_s |s| - q_{s(j)}`` (one exponential, one expansion)."""
 
     @staticmethod
-    def forward(ctx, z, lengths, q, factor, perm):
-        zl = z if perm is None else z.index_select(1, perm[0])
+    def forward(ctx, z, lengths, q, factor, to_leaf, to_class):
+        zl = z if to_leaf is None else z.index_select(1, to_leaf)
         log_p = torch.log_softmax(zl, 1)
         rows = _cross_entropy(q, segment_sum_kernel(log_p, lengths))
-        ctx.save_for_backward(z, log_p, lengths, q, factor)
-        ctx.perm = perm
+        ctx.save_for_backward(z, log_p, lengths, q, factor, to_leaf, to_class)
         return torch.where(factor == 0, torch.zeros_like(rows), factor * rows)
 
     @staticmethod
     def backward(ctx, grad):
-        z, log_p, lengths, q, factor = ctx.saved_tensors
-        perm = ctx.perm
+        z, log_p, lengths, q, factor, to_leaf, to_class = ctx.saved_tensors
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
-                zl = z if perm is None else z.index_select(1, perm[0])
+                zl = z if to_leaf is None else z.index_select(1, to_leaf)
                 rows = times(factor, _cross_entropy(q, segment_sum(torch.log_softmax(zl, 1), lengths)))
                 (gz,) = torch.autograd.grad(rows, z, grad, create_graph=True)
-            return gz, None, None, None, None
+            return gz, None, None, None, None, None
         gw = grad.to(torch.float64) * factor
         g = torch.exp(log_p)
         g.mul_(((q * lengths).sum(1) * gw).to(g.dtype)[:, None])
         g.sub_(expand_kernel((q * gw[:, None]).to(g.dtype), lengths, g.shape[1]))
-        return (g if perm is None else g.index_select(1, perm[1])), None, None, None, None
+        return (g if to_class is None else g.index_select(1, to_class)), None, None, None, None, None
 
 
 def _mixture(p: torch.Tensor, tree: TreeTensors, e: torch.Tensor, inv_z: torch.Tensor, mix: float) -> torch.Tensor:

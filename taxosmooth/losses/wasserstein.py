@@ -66,8 +66,8 @@ def wasserstein_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, tabl
         ring_wd = wd.index_select(0, path.reshape(-1)).view(path.shape)
         per_ring = ring_wd[:, -1:] - 2.0 * ring_wd
         leaf_wd = wd.index_select(0, tree.class_node).index_select(0, tree.position_class)
-        return _RiskPaths.apply(z, lengths, ring_segments(per_ring), tree.class_position.index_select(0, ids),
-                                leaf_wd, float(gamma), as_rows(target.label, z), tree.leaf_permutation()).to(z.dtype)
+        return _RiskPaths.apply(z, lengths, ring_segments(per_ring, tree), tree.class_position.index_select(0, ids),
+                                leaf_wd, float(gamma), as_rows(target.label, z), *tree.leaf_permutation()).to(z.dtype)
     rows = _distance_to_target(p, ids, tree, tables)
     if gamma:
         rows = rows + gamma * -target_log_mass(z, zl, log_p, ids, tree, coarse)
@@ -112,7 +112,7 @@ def _distance_to_target(p: torch.Tensor, ids: torch.Tensor, tree: TreeTensors, t
     outside[depth] = 0.0  # nothing under the target costs anything
     mass = segment_sum(pl, lengths).to(torch.float64)
     mass_wd = segment_sum(pl * leaf_wd, lengths).to(torch.float64)
-    return (ring_segments(per_ring) * mass + mass_wd * outside).sum(1)
+    return (ring_segments(per_ring, tree) * mass + mass_wd * outside).sum(1)
 
 
 def _w1(p: torch.Tensor, q: torch.Tensor, tree: TreeTensors, edge: torch.Tensor) -> torch.Tensor:

@@ -13,45 +13,18 @@ import torch
 
 from taxosmooth.tree_ops.segments import expand, segment_max, segment_sum
 
-__all__ = ["ring_segments", "path_log_masses", "ring_of_segment", "outward", "log_masses_of_segments",
-           "log_mass_gradient"]
+__all__ = ["ring_segments", "path_log_masses", "log_masses_of_segments", "log_mass_gradient", "NEG"]
 
 #: a stand-in for log(0) in float64 whose gradients stay finite (exp(NEG - x) = 0 for any finite x)
 NEG = -1e300
 
 
-def _ring_of_segment(depth: int) -> tuple[int, ...]:
-    return tuple(s if s <= depth else 2 * depth - s for s in range(2 * depth + 1))
+def ring_segments(values: torch.Tensor, tree) -> torch.Tensor:
+    """Per-ring values ``(B, R)`` → per-segment values ``(B, 2R - 1)`` on ``tree``'s paths."""
+    return values.index_select(1, tree.segment_ring)
 
 
-def ring_of_segment(depth: int, device) -> torch.Tensor:
-    """``(2D + 1,)``: the ring of every segment of a path of ``depth + 1`` nodes."""
-    return torch.tensor(_ring_of_segment(depth), dtype=torch.int64, device=device)
-
-
-def _outward(depth: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    # segments from the target's subtree outward (ring D, then the two parts of ring D-1, …), and where the
-    # running sum has taken in all of ring d (after the center: 2(D - d) more segments)
-    order = [depth]
-    for r in range(depth - 1, -1, -1):
-        order += [r, 2 * depth - r]
-    pick = tuple(2 * (depth - d) for d in range(depth + 1))
-    return tuple(order), pick
-
-
-def outward(depth: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The segment order from the target's subtree outward, and where that running sum has all of ring ``d``."""
-    order, pick = _outward(depth)
-    return torch.tensor(order, device=device), torch.tensor(pick, device=device)
-
-
-def ring_segments(values: torch.Tensor) -> torch.Tensor:
-    """Per-ring values ``(B, D + 1)`` → per-segment values ``(B, 2D + 1)``."""
-    depth = values.shape[1] - 1
-    return values.index_select(1, ring_of_segment(depth, values.device))
-
-
-def path_log_masses(x_leaf: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def path_log_masses(tree, x_leaf: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """``L[b, d] = log Σ exp(x[b, j])`` over the classes ``j`` under the path's node at depth ``d``: ``(B, D + 1)``.
 
     ``x_leaf`` ``(B, C)`` in leaf order, ``lengths`` the paths' segments ``(B, 2D + 1)``. Exact in log space:
@@ -64,11 +37,11 @@ def path_log_masses(x_leaf: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor
     b, width = x_leaf.shape
     shift = torch.nan_to_num(segment_max(x_leaf.detach(), lengths), neginf=0.0)
     e = torch.exp(x_leaf - expand(shift, lengths, width))
-    out = log_masses_of_segments(segment_sum(e, lengths), shift)
+    out = log_masses_of_segments(tree, segment_sum(e, lengths), shift)
     return out.masked_fill(out < NEG / 2, float("-inf"))
 
 
-def log_masses_of_segments(sums: torch.Tensor, shift: torch.Tensor, differentiable: bool = True) -> torch.Tensor:
+def log_masses_of_segments(tree, sums: torch.Tensor, shift: torch.Tensor, differentiable: bool = True) -> torch.Tensor:
     """``L`` ``(B, D + 1)`` float64 from segment sums ``(B, 2D + 1)`` of ``exp(x - shift)``, ``shift`` the segments'
     maxima (0 where empty). A mass of 0 is ``NEG`` (finite: gradients stay finite), not ``-inf``.
 
@@ -76,15 +49,14 @@ def log_masses_of_segments(sums: torch.Tensor, shift: torch.Tensor, differentiab
     cumulative log-sum-exp; otherwise one log-sum-exp per ring, which has finite derivatives of every order
     (``logcumsumexp``'s second derivative is NaN where a gradient is 0).
     """
-    depth = (sums.shape[1] - 1) // 2
     s = sums.to(torch.float64)
     # a non-empty segment with a finite maximum has s >= 1 (its maximum contributes exp(0)); s == 0: empty or -inf
     log_seg = (torch.log(s.clamp_min(1.0)) + shift.to(torch.float64)).masked_fill(s == 0, NEG)
-    left, right = _sides(depth, sums.device)
     padded = torch.cat([log_seg, torch.full_like(log_seg[:, :1], NEG)], dim=1)
     # each ring's two segments (the target's subtree has one: its partner is the padding column); logsumexp, not
     # logaddexp, whose second derivative overflows at NEG
-    ring = torch.logsumexp(torch.stack([padded.index_select(1, left), padded.index_select(1, right)]), dim=0)
+    sides = padded.index_select(1, tree.ring_sides.reshape(-1)).view(-1, 2, tree.num_rings)
+    ring = torch.logsumexp(sides, dim=1)
     if not differentiable:
         return torch.logcumsumexp(ring, dim=1).flip(1)
     running = [ring[:, 0]]
@@ -93,19 +65,7 @@ def log_masses_of_segments(sums: torch.Tensor, shift: torch.Tensor, differentiab
     return torch.stack(running[::-1], dim=1)
 
 
-def _sides_of(depth: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    # ring r's two segments, rings from D down to 0 (ring D has one: its partner is the padding column)
-    left = tuple(range(depth, -1, -1))
-    right = (2 * depth + 1,) + tuple(2 * depth - r for r in range(depth - 1, -1, -1))
-    return left, right
-
-
-def _sides(depth: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    left, right = _sides_of(depth)
-    return torch.tensor(left, device=device), torch.tensor(right, device=device)
-
-
-def log_mass_gradient(grad_l: torch.Tensor, log_mass: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+def log_mass_gradient(tree, grad_l: torch.Tensor, log_mass: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """The gradient of a function of ``L = path log-masses`` with respect to the segments' shifted exponentials.
 
     ``grad_l`` ``(B, D + 1)``: ``∂f/∂L_d``; ``log_mass`` the ``L`` of :func:`log_masses_of_segments` (finite);
@@ -114,11 +74,10 @@ def log_mass_gradient(grad_l: torch.Tensor, log_mass: torch.Tensor, shift: torch
     ``g_s = exp(shift_s - L_r) Σ_{d ≤ r} ∂f/∂L_d exp(L_r - L_d)`` (every exponent ``<= 0``; the sum by two
     cumulative log-sum-exps, one for each sign, so nothing overflows at any depth).
     """
-    depth = log_mass.shape[1] - 1
     with torch.no_grad():
         signed = torch.stack([grad_l.clamp_min(0.0), (-grad_l).clamp_min(0.0)])
         running = torch.exp(torch.logcumsumexp(torch.log(signed) - log_mass, dim=2) + log_mass)
         t = running[0] - running[1]  # Σ_{d <= r} ∂f/∂L_d exp(L_r - L_d), each sign in log space
-        ring = ring_of_segment(depth, log_mass.device)
+        ring = tree.segment_ring
         g = torch.exp(shift.to(torch.float64) - log_mass.index_select(1, ring)) * t.index_select(1, ring)
         return torch.where(torch.isfinite(g), g, torch.zeros_like(g))

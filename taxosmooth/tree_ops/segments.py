@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["segment_sum", "segment_max", "expand", "segment_sum_kernel", "segment_max_kernel", "expand_kernel"]
+__all__ = ["segment_sum", "segment_max", "expand", "segment_sum_kernel", "segment_max_kernel", "expand_kernel",
+           "host_layout"]
 
 
 # ------------------------------------------------------------------ CPU kernels (numpy)
@@ -76,22 +77,21 @@ def _shared_layout(lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndar
     return index, empty, fix
 
 
-def _cpu_reduce(x: Tensor, lengths: Tensor, ufunc, fill: float) -> Tensor:
+def _cpu_reduce(x: Tensor, lengths: Tensor, ufunc, fill: float, layout=None) -> Tensor:
     b, width = x.shape
     out_shape = (b, lengths.shape[-1])
     if b == 0 or width == 0 or lengths.shape[-1] == 0:
         return x.new_full(out_shape, fill)
     xn = x.detach().contiguous().numpy()
-    ln = lengths.numpy().astype(np.int64, copy=False)
-    if ln.ndim == 1:
-        index, empty, fix = _shared_layout(ln, width)
+    if lengths.dim() == 1:
+        index, empty, fix = layout if layout is not None else _shared_layout(lengths.numpy().astype(np.int64), width)
         out = ufunc.reduceat(xn, index, axis=1)
         if fix >= 0:
             out[:, fix] = ufunc(out[:, fix], xn[:, -1])
         out[:, empty] = fill
         return torch.from_numpy(out)
     flat = xn.reshape(-1)
-    index, empty, fix = _flat_layout(ln, width)
+    index, empty, fix = layout if layout is not None else _flat_layout(lengths.numpy().astype(np.int64), width)
     out = ufunc.reduceat(flat, index)
     if fix >= 0:
         out[fix] = ufunc(out[fix], flat[-1])
@@ -328,14 +328,26 @@ def _direct(x: Tensor) -> bool:
     return x.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
 
 
-def segment_sum_kernel(x: Tensor, lengths: Tensor) -> Tensor:
-    """:func:`segment_sum` without autograd, for code that writes its own gradient (the fused losses)."""
-    return _cpu_reduce(x, lengths, np.add, 0.0) if _direct(x) else _segment_sum_op(x, lengths)
+def host_layout(lengths: Tensor, width: int):
+    """The numpy kernels' view of a layout, computed once for several calls on the same segments (``None``
+    where the numpy kernels do not run: other devices, compiling, tracing)."""
+    if not _direct(lengths):
+        return None
+    ln = lengths.numpy().astype(np.int64, copy=False)
+    return _shared_layout(ln, width) if ln.ndim == 1 else _flat_layout(ln, width)
 
 
-def segment_max_kernel(x: Tensor, lengths: Tensor) -> Tensor:
+def segment_sum_kernel(x: Tensor, lengths: Tensor, layout=None) -> Tensor:
+    """:func:`segment_sum` without autograd, for code that writes its own gradient (the fused losses);
+    ``layout``: :func:`host_layout` of ``lengths``, if the caller has it."""
+    return _cpu_reduce(x, lengths, np.add, 0.0, layout) if _direct(x) else _segment_sum_op(x, lengths)
+
+
+def segment_max_kernel(x: Tensor, lengths: Tensor, layout=None) -> Tensor:
     """:func:`segment_max` without autograd."""
-    return _cpu_reduce(x, lengths, np.maximum, float("-inf")) if _direct(x) else _segment_max_op(x, lengths)
+    if _direct(x):
+        return _cpu_reduce(x, lengths, np.maximum, float("-inf"), layout)
+    return _segment_max_op(x, lengths)
 
 
 def expand_kernel(values: Tensor, lengths: Tensor, width: int) -> Tensor:

@@ -218,6 +218,8 @@ class TreeTensors(nn.Module):
     branching_depth: torch.Tensor
     branch_keys: torch.Tensor
     branch_nodes: torch.Tensor
+    segment_ring: torch.Tensor
+    ring_sides: torch.Tensor
     level_order: torch.Tensor
     level_pos: torch.Tensor
     level_class: torch.Tensor
@@ -258,6 +260,14 @@ class TreeTensors(nn.Module):
             self.register_buffer("target_path", None, persistent=False)
             self.register_buffer("target_lengths", None, persistent=False)
 
+        # the ring of every segment, and each ring's two segments from the target outward (the target's own
+        # subtree has one: its partner is a padding column, index S)
+        S = 2 * R - 1
+        self.register_buffer("segment_ring", _t([k if k < R else S - 1 - k for k in range(S)]), persistent=False)
+        left = list(range(R - 1, -1, -1))
+        right = [S] + [S - 1 - k for k in range(R - 2, -1, -1)]
+        self.register_buffer("ring_sides", _t([left, right]), persistent=False)
+
         # the levels, for the passes over all nodes: nodes by depth, each level in id order, so that the
         # children of consecutive nodes of one level are consecutive in the next
         level_order = np.concatenate(c.levels)
@@ -294,10 +304,11 @@ class TreeTensors(nn.Module):
             return x
         return _permute(x, self.class_position, self.position_class)
 
-    def leaf_permutation(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(position_class, class_position)``: class order → leaf order and back; ``None`` when they coincide."""
+    def leaf_permutation(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(position_class, class_position)``: class order → leaf order and back; ``(None, None)`` when they
+        coincide."""
         if self.leaf_order_is_class_order:
-            return None
+            return None, None
         return self.position_class, self.class_position
 
     # ------------------------------------------------------------------ paths
