@@ -34,8 +34,9 @@ LABELS is a text file with one label per line, the N lines in the order of the r
 class name, or with --coarse-labels any node of the taxonomy (a genus, "shoes", ...:
 the true class is somewhere under it). Every line counts; an empty line is an error.
 
-Printed: top-k error, mistake severity, hierarchical distance @k (mean and closest of
-the k best), hierarchical precision / recall / F1, accuracy at every depth, the
+Printed: top-k error, mistake severity, mean_hierarchical_distance@k (the mean
+distance of the k best) and min_hierarchical_distance@k (the distance of the closest
+of them), hierarchical precision / recall / F1, accuracy at every depth, the
 expected calibration error, and the areas under the operating curves of the threshold
 rule (Valmadre, NeurIPS 2022): correct against depth and information recall, precision
 against recall, correct against exact. --operating-curve draws the curve.
