@@ -44,17 +44,11 @@ def main(argv=None) -> None:
     print("\ncost matrix, normalised to [0, 1]:")
     print(ts.cost_matrix(tax, transform="normalize"))
 
-    # 3. Synthetic data whose features follow the tree: siblings look alike.
-    g = torch.Generator().manual_seed(args.seed)
-    group_mean = torch.randn(2, 8, generator=g) * 2.0  # mammal, sea
-    class_mean = group_mean.repeat_interleave(2, dim=0) + torch.randn(4, 8, generator=g)  # horse, zebra | whale, shark
-
-    def sample(n):
-        y = torch.randint(0, 4, (n,), generator=g)
-        return class_mean[y] + 1.5 * torch.randn(n, 8, generator=g), y
-
-    x_train, y_train = sample(512)
-    x_test, y_test = sample(2000)
+    # 3. Synthetic data whose features follow the tree (taxosmooth.data): each node adds a random vector
+    #    along the path to a class, so siblings (horse, zebra) look more alike than cousins (horse, whale).
+    means = ts.data.class_means(tax, dim=8, seed=args.seed)
+    x_train, y_train = ts.data.make_tree_blobs(tax, 128, means=means, noise=1.5, seed=args.seed + 1)
+    x_test, y_test = ts.data.make_tree_blobs(tax, 500, means=means, noise=1.5, seed=args.seed + 2)
 
     # 4. One tiny training loop per loss; every loss is a drop-in for nn.CrossEntropyLoss.
     losses = {

@@ -12,7 +12,7 @@ import taxosmooth as ts
 PUBLIC_MODULES = ["taxosmooth", "taxosmooth.functional", "taxosmooth.losses", "taxosmooth.decision",
                   "taxosmooth.distances", "taxosmooth.targets", "taxosmooth.costs", "taxosmooth.tree_ops",
                   "taxosmooth.embeddings", "taxosmooth.heads", "taxosmooth.metrics",
-                  "taxosmooth.calibration", "taxosmooth.decision.nodes", "taxosmooth.metrics.curves"]
+                  "taxosmooth.calibration", "taxosmooth.decision.nodes", "taxosmooth.metrics.curves", "taxosmooth.data"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
