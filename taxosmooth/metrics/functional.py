@@ -848,7 +848,10 @@ def report(
         (:func:`min_hierarchical_distance_at_k`) (for each k); with a Taxonomy also
         ``hierarchical_precision``, ``hierarchical_recall``,
         ``hierarchical_f1`` (micro) and ``accuracy_at_depth_{d}`` for every
-        depth ``d = 1 … D``; ``ece`` when ``probs`` is given.
+        depth ``d = 1 … D``; ``ece`` when ``probs`` is given. The former key
+        names ``hierarchical_distance@{k}`` and ``hierarchical_distance_top{k}``
+        still read (``r["hierarchical_distance@5"]``, ``r.get(...)``) with a
+        DeprecationWarning naming the new key; they are not listed.
 
     Examples
     --------
