@@ -12,7 +12,7 @@ import taxosmooth as ts
 PUBLIC_MODULES = ["taxosmooth", "taxosmooth.functional", "taxosmooth.losses", "taxosmooth.decision",
                   "taxosmooth.distances", "taxosmooth.targets", "taxosmooth.costs", "taxosmooth.tree_ops",
                   "taxosmooth.embeddings", "taxosmooth.heads", "taxosmooth.metrics",
-                  "taxosmooth.calibration", "taxosmooth.decision.nodes", "taxosmooth.metrics.curves"]
+                  "taxosmooth.calibration", "taxosmooth.decision.nodes", "taxosmooth.metrics.curves", "taxosmooth.data"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
@@ -40,8 +40,8 @@ def test_one_name_for_a_taxonomy_or_matrix_argument():
     callables = [ts.soft_targets, ts.beta_for_mass, ts.cost_matrix, ts.crm_predict, ts.conditional_risk,
                  ts.CRMClassifier, ts.ExpectedCostLoss, ts.PairwiseCostLoss, ts.class_embeddings,
                  ts.class_similarity, ts.haframe_weights, ts.functional.expected_cost_loss,
-                 ts.functional.pairwise_cost_loss, ts.metrics.mistake_severity, ts.metrics.hierarchical_distance_at_k,
-                 ts.metrics.hierarchical_distance_top_k, ts.metrics.report]
+                 ts.functional.pairwise_cost_loss, ts.metrics.mistake_severity, ts.metrics.mean_hierarchical_distance_at_k,
+                 ts.metrics.min_hierarchical_distance_at_k, ts.metrics.report]
     for f in callables:
         params = list(inspect.signature(f).parameters)
         assert "source" in params, f"{f.__qualname__}: {params}"

@@ -116,9 +116,9 @@ def test_every_metric_with_coarse_labels_matches_the_loop(tax, seed, kind):
     assert close(M.mistake_severity(scores, target, tax, distance=kind, **kw), sev)
 
     hd = sum(sum(o.dist(v, c) for c in t[:k]) / k for t, v in zip(tops, labels)) / len(labels)
-    assert close(M.hierarchical_distance_at_k(scores, target, tax, k, distance=kind, **kw), hd)
+    assert close(M.mean_hierarchical_distance_at_k(scores, target, tax, k, distance=kind, **kw), hd)
     hd_min = sum(min(o.dist(v, c) for c in t[:k]) for t, v in zip(tops, labels)) / len(labels)
-    assert close(M.hierarchical_distance_top_k(scores, target, tax, k, distance=kind, **kw), hd_min)
+    assert close(M.min_hierarchical_distance_at_k(scores, target, tax, k, distance=kind, **kw), hd_min)
 
     probs = torch.softmax(scores, 1)
     # ECE: correct when the argmax class lies under the label
