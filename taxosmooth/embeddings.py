@@ -209,7 +209,7 @@ class CosineLoss(nn.Module):
 
     def __init__(self, embeddings: torch.Tensor, reduction: str = "mean", ignore_index: int = -100) -> None:
         super().__init__()
-        from taxosmooth.heads._common import check_reduction
+        from taxosmooth._validation import check_ignore_index, check_reduction
 
         e = torch.as_tensor(embeddings)
         if e.ndim != 2 or not e.is_floating_point():
@@ -220,7 +220,7 @@ class CosineLoss(nn.Module):
             raise ValueError(f"CosineLoss: embeddings[{i}] is zero or not finite; every class needs a direction")
         self.register_buffer("embeddings", e / norms.unsqueeze(1))
         self.reduction = check_reduction(reduction)
-        self.ignore_index = int(ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         from taxosmooth.heads._common import check_class_targets, reduce

@@ -8,9 +8,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from taxosmooth._validation import check_target_ids
 from taxosmooth.taxonomy import Taxonomy
-
-REDUCTIONS = ("mean", "sum", "none")
 
 
 def check_in_features(in_features, name: str = "in_features") -> int:
@@ -50,12 +49,6 @@ def check_class_vectors(vectors, head: str, arg: str) -> tuple[torch.Tensor, tor
     if bool(bad.any()):
         raise ValueError(f"{head}: {arg}[{int(bad.nonzero()[0, 0])}] is zero or not finite")
     return v, norms
-
-
-def check_reduction(reduction: str) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}, got {reduction!r}")
-    return reduction
 
 
 def internal_node_values(values, taxonomy: Taxonomy, name: str, default: float, upper: float | None = None) -> np.ndarray:
@@ -114,47 +107,16 @@ def check_targets(target, n: int, taxonomy: Taxonomy, coarse_labels: bool, ignor
     """``(safe_target, valid)``: int64 target ids with ignored entries replaced by 0, and the mask (None: all valid).
 
     Class indices ``[0, C)``; with ``coarse_labels`` any target id ``[0, num_nodes)``.
-    ``ignore_index=None``: nothing is ignored.
+    ``ignore_index=None``: nothing is ignored. The checks of :mod:`taxosmooth._validation`.
     """
-    upper = taxonomy.num_nodes if coarse_labels else taxonomy.num_classes
-    t, valid, bad = _check_range(target, n, upper, ignore_index, head)
-    if bad is not None:
-        i, value = bad
-        if not coarse_labels and taxonomy.num_classes <= value < taxonomy.num_nodes:
-            raise ValueError(f"{head}: target[{i}] = {value} is the target id of internal node "
-                             f"{taxonomy.target_names[value]!r}; pass coarse_labels=True to train on coarse labels")
-        what = "target id" if coarse_labels else "class index"
-        ignored = "" if ignore_index is None else f" (ignore_index is {ignore_index})"
-        raise ValueError(f"{head}: target[{i}] = {value} is not a {what} in [0, {upper}){ignored}")
-    return t, valid
+    return check_target_ids(target, n, taxonomy.num_classes, coarse_labels=coarse_labels, num_nodes=taxonomy.num_nodes,
+                            ignore_index=ignore_index, target_names=taxonomy.target_names, where=head)
 
 
 def check_class_targets(target, n: int, num_classes: int, ignore_index: int | None,
                         head: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """As :func:`check_targets`, for class indices ``[0, num_classes)`` without a taxonomy."""
-    t, valid, bad = _check_range(target, n, num_classes, ignore_index, head)
-    if bad is not None:
-        ignored = "" if ignore_index is None else f" (ignore_index is {ignore_index})"
-        raise ValueError(f"{head}: target[{bad[0]}] = {bad[1]} is not a class index in [0, {num_classes}){ignored}")
-    return t, valid
-
-
-def _check_range(target, n: int, upper: int, ignore_index: int | None, head: str):
-    if not isinstance(target, torch.Tensor):
-        target = torch.as_tensor(target)
-    if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
-        raise TypeError(f"{head}: target must hold integer class indices (target ids), got dtype {target.dtype}")
-    if target.ndim != 1 or target.shape[0] != n:
-        raise ValueError(f"{head}: target must have shape ({n},) to match the input, got {tuple(target.shape)}")
-    target = target.long()
-    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
-    out_of_range = valid & ((target < 0) | (target >= upper))
-    if bool(out_of_range.any()):
-        i = int(out_of_range.nonzero()[0, 0])
-        return target, valid, (i, int(target[i]))
-    if bool(valid.all()):
-        return target, None, None
-    return torch.where(valid, target, torch.zeros_like(target)), valid, None
+    return check_target_ids(target, n, num_classes, ignore_index=ignore_index, where=head)
 
 
 def reduce(loss: torch.Tensor, valid: torch.Tensor | None, reduction: str) -> torch.Tensor:

@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from taxosmooth._validation import check_ignore_index, check_reduction
 from taxosmooth.heads._common import (
     check_class_targets,
     check_class_vectors,
     check_in_features,
-    check_reduction,
     float_for,
     reduce,
 )
@@ -88,7 +88,7 @@ class EmbeddingHead(nn.Module):
         self.num_classes, self.dim = e.shape
         self.register_buffer("class_vectors", (e / norms.unsqueeze(1)).to(torch.float32 if dtype is None else dtype))
         self.ce_weight = check_positive(ce_weight, "ce_weight", allow_zero=True)
-        self.ignore_index = int(ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
         self.projection = nn.Linear(self.in_features, self.dim, bias=bias, device=device, dtype=dtype)
         self.classifier = None
         if self.ce_weight > 0:

@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from taxosmooth._validation import check_ignore_index, check_reduction
 from taxosmooth.heads._common import (
     check_class_targets,
     check_class_vectors,
     check_in_features,
-    check_reduction,
     float_for,
     reduce,
 )
@@ -90,7 +90,7 @@ class FixedClassifier(nn.Module):
         self.num_classes, self.dim = w.shape
         self.register_buffer("frame", w.detach().clone().to(torch.float32 if dtype is None else dtype))
         self.cosine_weight = check_probability(cosine_weight, "cosine_weight")
-        self.ignore_index = int(ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
         if in_features is None:
             self.in_features = self.dim
             self.projection = nn.Identity()

@@ -41,9 +41,9 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from taxosmooth._validation import check_coarse, check_ignore_index, check_label_smoothing, check_reduction
 from taxosmooth.heads._common import (
     check_in_features,
-    check_reduction,
     check_targets,
     check_taxonomy,
     float_for,
@@ -275,9 +275,11 @@ class HierarchicalSoftmax(nn.Module):
         name = type(self).__name__
         self.in_features = check_in_features(in_features)
         self.taxonomy = check_taxonomy(taxonomy, name)
-        self.coarse_labels = bool(coarse_labels)
-        self.ignore_index = int(ignore_index)
+        self.coarse_labels = check_coarse(coarse_labels)
+        self.ignore_index = check_ignore_index(ignore_index)
         alpha = internal_node_values(node_weights, taxonomy, "node_weights", 1.0)
+        if not isinstance(label_smoothing, Mapping) and np.ndim(label_smoothing) == 0:
+            label_smoothing = check_label_smoothing(label_smoothing)  # one value: the check every layer shares
         eps = internal_node_values(label_smoothing, taxonomy, "label_smoothing", 0.0, upper=1.0)
         self.smoothing = bool(np.any(eps > 0))
         lay = _layout(taxonomy)

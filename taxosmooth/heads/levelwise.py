@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from taxosmooth._validation import check_coarse, check_ignore_index, check_reduction
 from taxosmooth.heads._common import (
     check_in_features,
-    check_reduction,
     check_targets,
     check_taxonomy,
     float_for,
@@ -135,8 +135,8 @@ class LevelwiseHead(nn.Module):
         self.combine = combine
         w = _check_weights(weights, len(self.depths))
         self.register_buffer("weights", torch.from_numpy(w), persistent=False)
-        self.coarse_labels = bool(coarse_labels)
-        self.ignore_index = int(ignore_index)
+        self.coarse_labels = check_coarse(coarse_labels)
+        self.ignore_index = check_ignore_index(ignore_index)
         self.num_classes = taxonomy.num_classes
         c = taxonomy.compiled
         leaf = c.is_leaf
