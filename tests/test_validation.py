@@ -19,7 +19,7 @@ from taxosmooth import _validation as V
 from taxosmooth import metrics as M
 from taxosmooth.embeddings import class_embeddings, haframe_weights
 from taxosmooth.heads import EmbeddingHead, FixedClassifier, HierarchicalSoftmax, LevelwiseHead
-from taxosmooth.embeddings import CosineLoss
+from taxosmooth.losses import CosineLoss
 
 TAX = ts.Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra", "donkey"], "sea": ["whale", "shark"]}})
 C, NODES = TAX.num_classes, TAX.num_nodes  # 5 classes, 8 nodes

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from taxosmooth._checks import check_positive
 from taxosmooth._validation import check_ignore_index, check_reduction
 from taxosmooth.heads._common import (
     check_class_targets,
@@ -14,6 +15,7 @@ from taxosmooth.heads._common import (
     float_for,
     reduce,
 )
+from taxosmooth.embeddings import class_embeddings
 from taxosmooth.taxonomy import Taxonomy
 
 __all__ = ["EmbeddingHead"]
@@ -78,9 +80,6 @@ class EmbeddingHead(nn.Module):
                  bias: bool = True, ignore_index: int = -100, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        from taxosmooth._checks import check_positive
-        from taxosmooth.embeddings import class_embeddings
-
         self.in_features = check_in_features(in_features)
         if isinstance(embeddings, Taxonomy):
             embeddings = class_embeddings(embeddings)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from taxosmooth._checks import check_probability
 from taxosmooth._validation import check_ignore_index, check_reduction
 from taxosmooth.heads._common import (
     check_class_targets,
@@ -84,8 +85,6 @@ class FixedClassifier(nn.Module):
                  bias: bool = True, ignore_index: int = -100, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        from taxosmooth._checks import check_probability
-
         w, _ = check_class_vectors(weights, "FixedClassifier", "weights")
         self.num_classes, self.dim = w.shape
         self.register_buffer("frame", w.detach().clone().to(torch.float32 if dtype is None else dtype))
