@@ -122,29 +122,21 @@ class FixedClassifier(nn.Module):
         if self.cosine_weight > 0:
             # cos(f, w_c) from the logits: one matmul for both terms
             norms = f.norm(dim=1, keepdim=True).clamp_min(1e-12) * w.norm(dim=1)
-            target_cos = self._similarity(w).index_select(0, t)  # S[y] = w_y W^T
+            target_cos = self._similarity_rows(w, t)  # S[y] = w_y W^T
             sq = (logits / norms - target_cos).square().sum(1)
             loss = (1.0 - self.cosine_weight) * loss + self.cosine_weight * sq
         return reduce(loss, valid, reduction)
 
-    def _similarity(self, w: torch.Tensor) -> torch.Tensor | _LazyRows:
-        """``S = W W^T``; kept (per device and dtype) up to 4,096 classes, else the rows are recomputed."""
-        if self.num_classes > 4096:
-            return _LazyRows(w)
+    def _similarity_rows(self, w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Rows ``t`` of ``S = W W^T``. ``S`` is kept (per device and dtype) up to 4,096 classes in eager mode;
+        with more classes, and in a compiled graph (no Python state to update), the rows are ``W[t] W^T``."""
+        if self.num_classes > 4096 or torch.compiler.is_compiling():
+            return w.index_select(0, t) @ w.T
         key = (w.device, w.dtype, self.frame._version, self.frame.data_ptr())  # a loaded frame is seen
         if getattr(self, "_s_key", None) != key:
             self._s, self._s_key = w @ w.T, key
-        return self._s
+        return self._s.index_select(0, t)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, classes={self.num_classes}, dim={self.dim}, cosine_weight={self.cosine_weight:g}"
 
-
-class _LazyRows:
-    """Rows of ``W W^T`` on demand (``index_select(0, t)`` is ``W[t] W^T``): no ``(C, C)`` table."""
-
-    def __init__(self, w: torch.Tensor):
-        self.w = w
-
-    def index_select(self, dim: int, index: torch.Tensor) -> torch.Tensor:
-        return self.w.index_select(0, index) @ self.w.T

@@ -33,7 +33,7 @@ O(batch × nodes) in time and memory, no loop over nodes or samples.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import SimpleNamespace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,22 @@ __all__ = ["HierarchicalSoftmax"]
 _ROW_SHIFT_LIMIT = {torch.float32: 80.0, torch.float64: 700.0}
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """The column layout the kernels read (see the module docstring): index buffers and static block bounds.
+
+    A frozen dataclass of tensors and tuples, so that ``torch.compile`` traces it.
+    """
+
+    segment: torch.Tensor  # (C - 1,) the parent segment of each score
+    num_segments: int
+    num_columns: int
+    blocks: tuple  # per scored depth: (first, rest, stop) column bounds
+    block_segments: tuple  # per scored depth: (g0, g1) segment bounds
+    block_scores: tuple  # per scored depth: (s0, s1) score bounds
+    block_parent: tuple  # per scored depth k >= 1: the column of each node's parent in block k - 1 (None at 0)
+
+
 class _ConditionalLogProbabilities(torch.autograd.Function):
     """Scores ``(N, C-1)`` -> ``log P(v | parent(v))`` of every scored node ``(N, num_nodes_scored)``.
 
@@ -71,15 +87,13 @@ class _ConditionalLogProbabilities(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, lay, row_max):
-        n = s.shape[0]
         segment = lay.segment
         e, total, shift = _shifted_exp_sums(s, segment, lay.num_segments, row_max)
         lse = total.log_().add_(shift)
         d = s - lse.index_select(1, segment)
-        out = s.new_empty((n, lay.num_columns))
-        for (first, rest, stop), (g0, g1), (s0, s1) in zip(lay.blocks, lay.block_segments, lay.block_scores):
-            torch.neg(lse[:, g0:g1], out=out[:, first:rest])
-            out[:, rest:stop] = d[:, s0:s1]
+        neg = lse.neg()
+        out = torch.cat([part for (g0, g1), (s0, s1) in zip(lay.block_segments, lay.block_scores)
+                         for part in (neg[:, g0:g1], d[:, s0:s1])], 1)  # per block: first children, then the rest
         ctx.save_for_backward(d)
         ctx.lay = lay
         return out
@@ -331,11 +345,11 @@ class HierarchicalSoftmax(nn.Module):
                              f"got {tuple(x.shape)}")
         return self.linear(x)
 
-    def _lay(self) -> SimpleNamespace:
-        return SimpleNamespace(
+    def _lay(self) -> _Layout:
+        return _Layout(
             segment=self.segment, num_segments=self.num_segments, num_columns=self.num_columns, blocks=self.blocks,
             block_segments=self.block_segments, block_scores=self.block_scores,
-            block_parent=[None] + [getattr(self, f"block_parent_{k}") for k in range(1, len(self.blocks))],
+            block_parent=(None,) + tuple(getattr(self, f"block_parent_{k}") for k in range(1, len(self.blocks))),
         )
 
     def _prepare(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -344,13 +358,14 @@ class HierarchicalSoftmax(nn.Module):
             raise ValueError(f"{type(self).__name__}: scores must have shape (N, {self.num_scores}), "
                              f"got {tuple(s.shape)}")
         s = s.to(float_for(s))
-        if s.device.type != "cpu" or s.shape[0] == 0 or self._force_exact:
+        if s.device.type != "cpu" or s.shape[0] == 0 or self._force_exact or torch.compiler.is_compiling():
             return s, None
-        # one shift per row is exact below the limit (checked on the host: no device sync on the CPU)
+        # eager CPU only: one shift per row is exact below the limit, a choice read on the host (no device to
+        # wait for); on other devices and in a compiled graph the per-parent maximum, exact everywhere
         row_max = s.detach().amax(1, keepdim=True)
         return s, (row_max if bool(row_max.max() <= _ROW_SHIFT_LIMIT[s.dtype]) else None)
 
-    def _conditional(self, s: torch.Tensor, lay: SimpleNamespace) -> torch.Tensor:
+    def _conditional(self, s: torch.Tensor, lay: _Layout) -> torch.Tensor:
         """``log P(v | parent)`` of every scored node (internal column layout) from the scores."""
         s, row_max = self._prepare(s)
         return _ConditionalLogProbabilities.apply(s, lay, row_max)
