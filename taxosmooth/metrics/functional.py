@@ -105,7 +105,7 @@ def _optional_pairs(taxonomy, coarse_labels) -> PairDistances | None:
 def _labels(target, n: int, pairs: PairDistances | None, num_classes: int, coarse_labels: bool,
             device) -> torch.Tensor:
     tax = pairs.taxonomy if pairs is not None and pairs.tree is not None else None
-    num_nodes = pairs.num_nodes if tax is not None else None
+    num_nodes = tax.num_nodes if tax is not None else None
     names = tax.target_names if tax is not None else None
     return check_target(target, n, num_classes, coarse_labels=coarse_labels, num_nodes=num_nodes,
                         target_names=names).to(device)
