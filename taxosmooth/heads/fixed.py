@@ -9,17 +9,20 @@ from torch import nn
 from taxosmooth._checks import check_probability
 from taxosmooth._validation import check_ignore_index, check_reduction
 from taxosmooth.heads._common import (
+    TaxonomyHead,
     check_class_targets,
     check_class_vectors,
     check_in_features,
+    check_optional_taxonomy,
     float_for,
     reduce,
 )
+from taxosmooth.taxonomy import Taxonomy
 
 __all__ = ["FixedClassifier"]
 
 
-class FixedClassifier(nn.Module):
+class FixedClassifier(TaxonomyHead):
     """Logits ``f W^T`` with fixed class weights ``W`` (not trained), and HAFrame's mixed loss.
 
     Liang & Davis, ICCV 2023 ("Inducing neural collapse to a fixed
@@ -56,6 +59,16 @@ class FixedClassifier(nn.Module):
     bias : bool, default True
         Of the projection.
     ignore_index : int, default -100
+    taxonomy : Taxonomy, optional
+        The taxonomy the weights were built from (``C`` classes, in the order
+        of the rows), e.g. ``FixedClassifier(512, haframe_weights(tax),
+        taxonomy=tax)``. The head's ``state_dict`` then carries its
+        fingerprint, and :meth:`load_state_dict` refuses a checkpoint made on
+        another taxonomy (another class order, another tree) or one without a
+        fingerprint (see :class:`~taxosmooth.heads.HierarchicalSoftmax`).
+        Without a taxonomy the head knows only its frame, and a checkpoint's
+        frame replaces it unchecked. (A checkpoint's frame always replaces the
+        head's: the projection was trained against it.)
     device, dtype
         Of the projection.
 
@@ -82,11 +95,13 @@ class FixedClassifier(nn.Module):
     projection: nn.Module
 
     def __init__(self, in_features: int | None, weights: torch.Tensor, *, cosine_weight: float = 0.5,
-                 bias: bool = True, ignore_index: int = -100, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+                 bias: bool = True, ignore_index: int = -100, taxonomy: Taxonomy | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         w, _ = check_class_vectors(weights, "FixedClassifier", "weights")
         self.num_classes, self.dim = w.shape
+        self.taxonomy = check_optional_taxonomy(taxonomy, self.num_classes, "FixedClassifier")
+        self._bind_taxonomy(self.taxonomy)
         self.register_buffer("frame", w.detach().clone().to(torch.float32 if dtype is None else dtype))
         self.cosine_weight = check_probability(cosine_weight, "cosine_weight")
         self.ignore_index = check_ignore_index(ignore_index)

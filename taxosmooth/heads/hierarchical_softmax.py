@@ -43,6 +43,7 @@ from torch.autograd.function import once_differentiable
 
 from taxosmooth._validation import check_coarse, check_ignore_index, check_label_smoothing, check_reduction
 from taxosmooth.heads._common import (
+    TaxonomyHead,
     check_in_features,
     check_targets,
     check_taxonomy,
@@ -176,7 +177,7 @@ class _PathSum(torch.autograd.Function):
         return g, None, None
 
 
-class HierarchicalSoftmax(nn.Module):
+class HierarchicalSoftmax(TaxonomyHead):
     """A linear layer and a softmax over the children of every internal node; returns class log-probabilities.
 
     .. math::
@@ -246,6 +247,19 @@ class HierarchicalSoftmax(nn.Module):
     The package's per-child class weights (its ``weight=``) and focal loss
     (``gamma=``) are not offered.
 
+    Checkpoints: the ``state_dict`` carries the taxonomy's fingerprint
+    (:attr:`Taxonomy.fingerprint`: classes in order, nodes, parents, edge
+    weights). :meth:`load_state_dict` raises ``RuntimeError``, before it changes
+    any of the head's parameters, when the checkpoint was made on another
+    taxonomy — the same tree with its classes in another order, or another tree
+    of the same size, whose parameters would load without a shape error and
+    predict other classes — naming both fingerprints and what differs. A
+    checkpoint without a fingerprint (saved before the heads stored one) is
+    refused too, not accepted with a warning: nothing shows it matches, a
+    warning scrolls by in a training log, and the message gives the one line
+    that adds the fingerprint to a checkpoint known to be right. The same holds
+    for every head of :mod:`taxosmooth.heads`.
+
     Examples
     --------
     >>> import taxosmooth as ts
@@ -289,6 +303,7 @@ class HierarchicalSoftmax(nn.Module):
         name = type(self).__name__
         self.in_features = check_in_features(in_features)
         self.taxonomy = check_taxonomy(taxonomy, name)
+        self._bind_taxonomy(taxonomy)
         self.coarse_labels = check_coarse(coarse_labels)
         self.ignore_index = check_ignore_index(ignore_index)
         alpha = internal_node_values(node_weights, taxonomy, "node_weights", 1.0)
