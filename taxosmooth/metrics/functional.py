@@ -11,7 +11,7 @@ metrics are not differentiable.
 
 **Sources.** Hierarchical metrics take a ``source``: a
 :class:`~taxosmooth.Taxonomy` (with ``distance=`` one of
-:data:`~taxosmooth.DISTANCE_KINDS`; computed from lowest common ancestors,
+[`DISTANCE_KINDS`][taxosmooth.distances.DISTANCE_KINDS]; computed from lowest common ancestors,
 never a ``C × C`` table) or a ``(C, C)`` matrix whose entry ``[t, j]`` is the
 distance of predicting ``j`` when the truth is ``t``. Metrics on ancestor sets
 (hierarchical precision/recall/F1, the LCA metrics, accuracy per depth) take a
