@@ -258,7 +258,7 @@ class HierarchicalSoftmax(TaxonomyHead):
     refused too, not accepted with a warning: nothing shows it matches, a
     warning scrolls by in a training log, and the message gives the one line
     that adds the fingerprint to a checkpoint known to be right. The same holds
-    for every head of :mod:`taxosmooth.heads`.
+    for every head of :mod:`taxosmooth.heads` that knows its taxonomy.
 
     Examples
     --------
