@@ -225,9 +225,17 @@ BAD_ARGUMENTS = {
 
 
 def _loss_side(name):
-    from taxosmooth.losses import _base, _inputs
+    """The losses' own copy of a check (until they import it from taxosmooth._validation)."""
+    import importlib
 
-    return getattr(_inputs, name, None) or getattr(_base, name)
+    for module in ("taxosmooth.losses._inputs", "taxosmooth.losses._base"):
+        try:
+            found = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if found is not None:
+            return found
+    pytest.skip(f"the losses have no copy of {name} left")
 
 
 @pytest.mark.parametrize("name", SHARED)
