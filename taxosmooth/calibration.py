@@ -16,7 +16,8 @@ import numbers
 
 import torch
 
-from taxosmooth._tensor_checks import check_logits, check_target
+from taxosmooth._tensor_checks import check_logits
+from taxosmooth._validation import check_target
 
 __all__ = ["fit_temperature"]
 

@@ -49,3 +49,45 @@ def test_one_name_for_a_taxonomy_or_matrix_argument():
     for f in (ts.class_distances, ts.node_distance, ts.node_costs):
         params = list(inspect.signature(f).parameters)
         assert params[0] == "taxonomy" and "distance" in params and "kind" not in params, f.__qualname__
+
+
+def _import_graph():
+    """Module -> the package modules it imports (anywhere in the file, functions included); importing
+    ``a.b.c`` also runs the package ``a.b``'s ``__init__``."""
+    import ast
+    import pathlib
+
+    import networkx as nx
+
+    root = pathlib.Path(ts.__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        name = ".".join(("taxosmooth",) + path.relative_to(root).with_suffix("").parts)
+        modules[name.removesuffix(".__init__")] = path
+
+    def packages(name):
+        parts = name.split(".")
+        return {".".join(parts[:i]) for i in range(2, len(parts))}  # not the top package: it imports everything
+
+    graph = nx.DiGraph()
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for target in (t for t in targets if t in modules):
+                for m in {target} | packages(target):
+                    if m != name and m not in packages(name):
+                        graph.add_edge(name, m)
+    return graph
+
+
+def test_no_import_cycles_outside_the_taxonomy_package():
+    """(``taxonomy.core`` and ``taxonomy.io`` import each other: the loaders are methods of ``Taxonomy``.)"""
+    import networkx as nx
+
+    cycles = [c for c in nx.simple_cycles(_import_graph()) if not all(m.startswith("taxosmooth.taxonomy.") for m in c)]
+    assert not cycles

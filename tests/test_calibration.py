@@ -58,7 +58,7 @@ def test_refuses_what_no_temperature_fixes():
         fit_temperature(torch.tensor([[0.0, -math.inf, 1.0]]), torch.tensor([1]))
     with pytest.raises(ValueError, match="at least one sample"):
         fit_temperature(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"target\[0\] = 3 is not a class index"):
+    with pytest.raises(IndexError, match=r"target\[0\] = 3 is not a class index"):
         fit_temperature(torch.zeros(1, 3), torch.tensor([3]))
     with pytest.raises(ValueError, match="NaN"):
         fit_temperature(torch.tensor([[float("nan"), 0.0]]), torch.tensor([0]))

@@ -230,9 +230,9 @@ def test_validation(seed_tax):
         M.mean_hierarchical_distance_at_k(scores, target, seed_tax, 5)
     with pytest.raises(ValueError, match="k = 5"):
         M.report(scores, target, seed_tax, k=(1, 5))
-    with pytest.raises(ValueError, match=r"target\[2\] = 4 is not a class index in \[0, 4\)"):
+    with pytest.raises(IndexError, match=r"target\[2\] = 4 is not a class index in \[0, 4\)"):
         M.topk_error(scores, torch.tensor([0, 1, 4]))
-    with pytest.raises(ValueError, match=r"target\[0\] = -1"):
+    with pytest.raises(IndexError, match=r"target\[0\] = -1"):
         M.mistake_severity(scores, torch.tensor([-1, 1, 2]), seed_tax)
     with pytest.raises(TypeError, match="integer class indices"):
         M.topk_error(scores, target.float())

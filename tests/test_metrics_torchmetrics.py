@@ -131,7 +131,7 @@ def test_validation(seed_tax):
     m = M.MistakeSeverity(seed_tax)
     with pytest.raises(ValueError, match="5 columns but there are 4 classes"):
         m.update(torch.randn(2, 5), torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match=r"target\[1\] = 7"):
+    with pytest.raises(IndexError, match=r"target\[1\] = 7"):
         m.update(torch.randn(2, 4), torch.tensor([0, 7]))
     t = M.TopKError(k=3)
     with pytest.raises(ValueError, match="k = 3 is out of range"):

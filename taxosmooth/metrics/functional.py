@@ -11,7 +11,7 @@ metrics are not differentiable.
 
 **Sources.** Hierarchical metrics take a ``source``: a
 :class:`~taxosmooth.Taxonomy` (with ``distance=`` one of
-:data:`~taxosmooth.DISTANCE_KINDS`; computed from lowest common ancestors,
+[`DISTANCE_KINDS`][taxosmooth.distances.DISTANCE_KINDS]; computed from lowest common ancestors,
 never a ``C × C`` table) or a ``(C, C)`` matrix whose entry ``[t, j]`` is the
 distance of predicting ``j`` when the truth is ``t``. Metrics on ancestor sets
 (hierarchical precision/recall/F1, the LCA metrics, accuracy per depth) take a
@@ -56,16 +56,9 @@ from typing import TYPE_CHECKING, cast
 import torch
 
 from taxosmooth._ranking import rank_of, stable_topk
-from taxosmooth._tensor_checks import (
-    accumulate_dtype,
-    as_probabilities,
-    check_coarse,
-    check_k,
-    check_node_ids,
-    check_scores,
-    check_target,
-)
+from taxosmooth._tensor_checks import accumulate_dtype, as_probabilities, check_scores
 from taxosmooth._tree_index import take
+from taxosmooth._validation import check_coarse, check_k, check_node_ids, check_target
 from taxosmooth.metrics._pairs import LCA_FIELDS, PairDistances, lca_values
 
 if TYPE_CHECKING:
@@ -113,8 +106,11 @@ def _optional_pairs(taxonomy, coarse_labels) -> PairDistances | None:
 
 def _labels(target, n: int, pairs: PairDistances | None, num_classes: int, coarse_labels: bool,
             device) -> torch.Tensor:
-    num_nodes = pairs.num_nodes if pairs is not None and pairs.tree is not None else None
-    return check_target(target, n, num_classes, coarse_labels=coarse_labels, num_nodes=num_nodes).to(device)
+    tax = pairs.taxonomy if pairs is not None and pairs.tree is not None else None
+    num_nodes = tax.num_nodes if tax is not None else None
+    names = tax.target_names if tax is not None else None
+    return check_target(target, n, num_classes, coarse_labels=coarse_labels, num_nodes=num_nodes,
+                        target_names=names).to(device)
 
 
 def _check(scores, target, num_classes: int | None = None, pairs: PairDistances | None = None,

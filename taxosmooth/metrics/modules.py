@@ -42,7 +42,8 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
 import torch
 
 from taxosmooth._ranking import stable_topk
-from taxosmooth._tensor_checks import as_probabilities, check_coarse, check_k
+from taxosmooth._tensor_checks import as_probabilities
+from taxosmooth._validation import check_coarse, check_k
 from taxosmooth.metrics import curves as Cv
 from taxosmooth.metrics import functional as F
 from taxosmooth.metrics._pairs import LCA_FIELDS, PairDistances
