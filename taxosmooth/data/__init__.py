@@ -61,7 +61,7 @@ def example_path(name: str = "animals.csv") -> Path:
 
 def load_animals(**options: Any) -> Taxonomy:
     """The bundled animal taxonomy as a :class:`~taxosmooth.Taxonomy` (options as in ``Taxonomy.load``)."""
-    from taxosmooth import Taxonomy
+    from taxosmooth.taxonomy import Taxonomy
 
     return Taxonomy.load(example_path("animals.csv"), **options)
 
