@@ -63,7 +63,7 @@ def _labelled_calls():
     calls["functional hxe_loss"] = lambda t: TF.hxe_loss(scores, t, TAX, 0.5)
     calls["metric topk_error"] = lambda t: M.topk_error(scores, t, 1)
     calls["metric mistake_severity"] = lambda t: M.mistake_severity(scores, t, TAX)
-    calls["metric hierarchical_distance_at_k"] = lambda t: M.hierarchical_distance_at_k(scores, t, TAX, 2)
+    calls["metric mean_hierarchical_distance_at_k"] = lambda t: M.mean_hierarchical_distance_at_k(scores, t, TAX, 2)
     calls["metric hierarchical_precision_recall_f1"] = lambda t: M.hierarchical_precision_recall_f1(scores, t, TAX)
     calls["metric report"] = lambda t: M.report(scores, t, TAX)
     calls["calibration fit_temperature"] = lambda t: ts.fit_temperature(scores, t)
