@@ -15,12 +15,14 @@ The stages, and where they live:
   :mod:`taxosmooth.heads` and :mod:`taxosmooth.embeddings`: classifier heads
   built from the hierarchy;
 * :mod:`taxosmooth.decision` and :mod:`taxosmooth.metrics`: decisions by expected
-  cost and metrics; :mod:`taxosmooth.plots` (matplotlib) draws them.
+  cost and metrics; :mod:`taxosmooth.plots` (matplotlib) draws them;
+* :mod:`taxosmooth.data`: the bundled animal taxonomy, and synthetic features
+  shaped by any taxonomy (:func:`taxosmooth.data.make_tree_blobs`).
 """
 
 from types import ModuleType as _ModuleType
 
-from taxosmooth import calibration, decision, embeddings, functional, heads, losses, metrics, tree_ops
+from taxosmooth import calibration, data, decision, embeddings, functional, heads, losses, metrics, tree_ops
 from taxosmooth.costs import cost_matrix, node_costs
 from taxosmooth.calibration import fit_temperature
 from taxosmooth.decision import CRMClassifier, conditional_risk, crm_predict, node_probabilities, predict_node
@@ -99,6 +101,7 @@ __all__ = [
     "WordNetLookupError",
     # modules
     "calibration",
+    "data",
     "decision",
     "embeddings",
     "functional",

@@ -1,12 +1,12 @@
 """Validation of tensors at the boundary of decisions and metrics.
 
 Each check runs on the tensor's own device (no copy to numpy) and raises an
-error that names the argument and the first offending entry.
+error that names the argument and the first offending entry. Labels, target
+ids and the arguments every layer shares are checked in
+:mod:`taxosmooth._validation`.
 """
 
 from __future__ import annotations
-
-import numbers
 
 import torch
 
@@ -15,10 +15,6 @@ __all__ = [
     "check_scores",
     "check_probabilities",
     "check_logits",
-    "check_target",
-    "check_node_ids",
-    "check_coarse",
-    "check_k",
     "check_square_tensor",
     "accumulate_dtype",
     "compute_dtype",
@@ -113,71 +109,6 @@ def check_logits(logits, name: str = "logits", num_classes: int | None = None) -
         if dead.any():
             raise ValueError(f"row {int(dead.nonzero()[0, 0])} of {name} is -inf everywhere; softmax is undefined")
     return logits
-
-
-def _integer_tensor(x, name: str, what: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise TypeError(f"{name} must hold integer {what}, got {type(x).__name__} ({exc})") from None
-    if x.is_floating_point() or x.dtype == torch.bool or x.is_complex():
-        raise TypeError(f"{name} must hold integer {what}, got dtype {x.dtype}")
-    return x
-
-
-def check_coarse(coarse_labels) -> bool:
-    if not isinstance(coarse_labels, bool):
-        raise TypeError(f"coarse_labels must be True or False, got {coarse_labels!r}")
-    return coarse_labels
-
-
-def check_target(
-    target, n: int, num_classes: int, name: str = "target", *, coarse_labels: bool = False,
-    num_nodes: int | None = None,
-) -> torch.Tensor:
-    """Integer labels ``(N,)``: class indices in ``[0, C)``, or target ids in ``[0, num_nodes)`` with
-    ``coarse_labels=True`` (internal nodes, coarse labels: see :meth:`taxosmooth.Taxonomy.encode`)."""
-    target = _integer_tensor(target, name, "class indices" if not coarse_labels else "target ids")
-    if target.ndim != 1 or target.shape[0] != n:
-        raise ValueError(f"{name} must have shape ({n},) to match the scores, got shape {tuple(target.shape)}")
-    check_coarse(coarse_labels)
-    if coarse_labels and num_nodes is None:
-        raise TypeError("coarse_labels=True needs a Taxonomy (the subtree of each coarse label), not a distance matrix")
-    limit = num_nodes if coarse_labels else num_classes
-    bad = (target < 0) | (target >= limit)
-    if bad.any():
-        i = int(bad.nonzero()[0, 0])
-        v = int(target[i])
-        if coarse_labels:
-            raise ValueError(f"{name}[{i}] = {v} is not a target id in [0, {num_nodes})")
-        hint = ""
-        if num_nodes is not None and num_classes <= v < num_nodes:
-            hint = "; it is the target id of an internal node: pass coarse_labels=True for coarse labels"
-        raise ValueError(f"{name}[{i}] = {v} is not a class index in [0, {num_classes}){hint}")
-    return target.long()
-
-
-def check_node_ids(ids, n: int, num_nodes: int, name: str = "preds", shape: tuple | None = None) -> torch.Tensor:
-    """Predicted target ids (any node, e.g. :func:`taxosmooth.decision.predict_node`): integers in ``[0, num_nodes)``."""
-    ids = _integer_tensor(ids, name, "target ids")
-    want = (n,) if shape is None else shape
-    if tuple(ids.shape) != tuple(want):
-        raise ValueError(f"{name} must have shape {want}, got shape {tuple(ids.shape)}")
-    bad = (ids < 0) | (ids >= num_nodes)
-    if bad.any():
-        k = tuple(int(i) for i in bad.nonzero()[0])
-        raise ValueError(f"{name}{list(k)} = {int(ids[k])} is not a target id in [0, {num_nodes})")
-    return ids.long()
-
-
-def check_k(k, num_classes: int, name: str = "k") -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {k!r}")
-    k = int(k)
-    if not 1 <= k <= num_classes:
-        raise ValueError(f"{name} = {k} is out of range: it must be between 1 and the number of classes ({num_classes})")
-    return k
 
 
 def check_square_tensor(matrix, name: str) -> torch.Tensor:

@@ -16,23 +16,25 @@ import numbers
 
 import torch
 
-from taxosmooth._tensor_checks import check_logits, check_target
+from taxosmooth._tensor_checks import check_logits
+from taxosmooth._validation import check_target
 
 __all__ = ["fit_temperature"]
 
-#: the search range of the inverse temperature 1/T
-_S_MIN, _S_MAX = 1e-6, 1e6
+#: the largest inverse temperature tried, in units of the logits' spread (``s·|x| <= 1e300`` stays finite)
+_S_MAX = 1e300
 
 
-def _moments(z: torch.Tensor, finite: torch.Tensor, s: float, zt: torch.Tensor):
-    """NLL(s), its derivative and second derivative in the inverse temperature ``s`` (float64)."""
-    x = torch.where(finite, s * z, -math.inf)
-    lse = torch.logsumexp(x, dim=1)
-    p = torch.exp(x - lse[:, None])
-    zf = torch.where(finite, z, 0.0)
-    mean = (p * zf).sum(1)
-    var = (p * (zf - mean[:, None]) ** 2).sum(1)
-    return (lse - s * zt).mean().item(), (mean - zt).mean().item(), var.mean().item()
+def _moments(x: torch.Tensor, finite: torch.Tensor, s: float):
+    """NLL(s), its derivative and second derivative in the inverse temperature ``s`` (float64), for logits ``x``
+    whose true class is at 0 (``x = (z - z_t) / c``): NLL(s) = mean_n logsumexp(s·x_n)."""
+    sx = torch.where(finite, s * x, -math.inf)
+    lse = torch.logsumexp(sx, dim=1)
+    p = torch.exp(sx - lse[:, None])
+    xf = torch.where(finite, x, 0.0)
+    mean = (p * xf).sum(1)
+    var = (p * (xf - mean[:, None]) ** 2).sum(1)
+    return lse.mean().item(), mean.mean().item(), var.mean().item()
 
 
 def fit_temperature(logits: torch.Tensor, target: torch.Tensor, *, tol: float = 1e-10, max_iter: int = 200) -> float:
@@ -46,6 +48,18 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor, *, tol: float = 
     kept inside a bracket (bisection when a step leaves it), to a relative
     tolerance ``tol`` in ``s``. Computed in float64, on the logits' device.
     Entries of ``-inf`` (masked classes) are allowed and stay excluded.
+
+    **Scale-equivariant.** The fit runs on ``x_n = (z_n − z_{n, t_n}) / c``,
+    with ``c = max_{n, j} |z_{nj} − z_{n, t_n}|`` over finite entries (softmax
+    ignores the shift, and the scale is undone at the end): so
+    ``fit_temperature(a · z) = a · fit_temperature(z)`` for every ``a > 0``, up
+    to rounding, whether the logits are of order ``1e-7`` or ``1e7``.
+
+    **When a finite minimum exists.** ``NLL'(s)`` rises from
+    ``mean_n(mean_j z_{nj} − z_{n, t_n})`` at ``s → 0`` to
+    ``mean_n(max_j z_{nj} − z_{n, t_n})`` as ``s → ∞``; a minimum exists exactly
+    when the first is negative (the true classes score above the mean logit) and
+    the second positive (some sample's true class is not its top logit).
 
     Parameters
     ----------
@@ -66,8 +80,9 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor, *, tol: float = 
     ValueError
         When no finite temperature minimises the NLL: the logits rank the true
         classes no better than uniform guessing (the NLL falls as ``T → ∞``), or
-        separate every sample so cleanly that it falls as ``T → 0``; also for a
-        masked (``-inf``) true class, or no samples.
+        no sample scores another class above its true class (the NLL falls as
+        ``T → 0``); also for a masked (``-inf``) true class, rows whose finite
+        logits are all equal, or no samples.
 
     Examples
     --------
@@ -75,6 +90,8 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor, *, tol: float = 
     >>> z = torch.randn(20000, 10, generator=g)                        # calibrated logits
     >>> y = torch.multinomial(torch.softmax(z, 1), 1, generator=g)[:, 0]
     >>> round(fit_temperature(3.0 * z, y), 1)                          # a model 3 times overconfident
+    3.0
+    >>> round(fit_temperature(3e-7 * z, y) / 1e-7, 1)                  # the same model, logits 1e7 times smaller
     3.0
     """
     z = check_logits(logits, "logits").detach().to(torch.float64)
@@ -91,39 +108,56 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor, *, tol: float = 
     if not torch.isfinite(zt).all():
         i = int((~torch.isfinite(zt)).nonzero()[0, 0])
         raise ValueError(f"logits[{i}, {int(t[i])}] (the true class of sample {i}) is -inf: its likelihood is 0 at every temperature")
-    # the derivative at s -> 0: the mean logit (over finite entries) minus the true one
-    mean0 = torch.where(finite, z, 0.0).sum(1) / finite.sum(1)
-    if (mean0 - zt).mean().item() >= 0:
+    # shift each row by its true logit and divide by the largest gap: the fit is the same at every scale
+    gap = torch.where(finite, z - zt[:, None], 0.0)
+    scale = gap.abs().amax().item()
+    if scale == 0:
+        raise ValueError("no temperature minimises the NLL: within every row the finite logits are equal, so "
+                         "the NLL is the same at every temperature")
+    if not math.isfinite(scale):
+        raise ValueError("the logits' differences within a row overflow float64 (a gap above 1.8e308)")
+    x = gap / scale
+    # the derivative at s -> 0: the mean logit (over finite entries) minus the true one (0 here)
+    if (x.sum(1) / finite.sum(1)).mean().item() >= 0:
         raise ValueError(
             "no finite temperature minimises the NLL: the true classes' logits are on average no higher than the "
             "mean logit, so the NLL falls as T grows without bound (are the logits and targets aligned?)"
         )
+    # the derivative as s -> inf: the mean of each row's top logit minus the true one; > 0 unless every true class tops its row
+    if not (torch.where(finite, x, -math.inf).amax(1) > 0).any():
+        raise ValueError(
+            "no finite temperature minimises the NLL: it keeps falling as T → 0 (no sample has a class scored above "
+            "its true class: the logits separate every sample, up to ties); the logits need no temperature"
+        )
     lo, hi = 0.0, 1.0
-    while True:
-        if _moments(z, finite, hi, zt)[1] > 0:
-            break
-        lo, hi = hi, hi * 2  # g < 0, or g = 0 where the probabilities have rounded onto the true classes
-        if hi > _S_MAX:
-            raise ValueError(
-                "no finite temperature minimises the NLL: it keeps falling as T → 0 (the logits separate every "
-                "sample's true class from the others); the logits need no temperature"
-            )
+    while _moments(x, finite, hi)[1] <= 0:  # g < 0, or g = 0 where the probabilities have rounded onto the true classes
+        lo, hi = hi, hi * 2
+        if hi > _S_MAX:  # a finite minimum exists, but below 1e-300 of the logits' spread
+            raise ValueError(f"the temperature that minimises the NLL is below {1 / _S_MAX:g} times the largest "
+                             f"logit gap ({scale:g}); it is not representable")
     s = hi if lo == 0 else (lo + hi) / 2
     for _ in range(max_iter):
-        _, g, h = _moments(z, finite, s, zt)
+        _, g, h = _moments(x, finite, s)
         if g == 0:
             break
         if g < 0:
             lo = s
         else:
             hi = s
-        step = s - g / h if h > 0 else (lo + hi) / 2
-        new = step if lo < step < hi else (lo + hi) / 2
-        if abs(new - s) <= tol * max(s, _S_MIN):
-            s = new
+        if h > 0:
+            step = g / h
+            if abs(step) <= tol * s:  # Newton has converged: take its last step (it may round onto the bracket)
+                s -= step
+                break
+            if lo < s - step < hi:
+                s -= step
+                continue
+        mid = (lo + hi) / 2  # the step left the bracket, or no curvature: bisect
+        if hi - lo <= tol * mid:
+            s = mid
             break
-        s = new
-    return 1.0 / s
+        s = mid
+    return scale / s
 
 
 def __dir__() -> list[str]:

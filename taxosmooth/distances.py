@@ -52,8 +52,12 @@ __all__ = [
     "DistanceSource",
 ]
 
-#: the tree distances
 DISTANCE_KINDS = ("lca_height", "lca_depth_complement", "path_length")
+"""The tree distances between classes, the values of every ``distance=`` argument (default ``"lca_height"``).
+
+``"lca_height"``: ``height(LCA(i, j))``; ``"lca_depth_complement"``: ``D - depth(LCA(i, j))``;
+``"path_length"``: the (weighted) number of edges on the tree path. See :func:`class_distances`.
+"""
 
 #: kinds whose value depends only on the LCA node
 LCA_KINDS = ("lca_height", "lca_depth_complement")

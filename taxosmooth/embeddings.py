@@ -6,7 +6,7 @@ vectors are a factor of the similarity matrix.
 
 * :func:`class_embeddings` — Barz & Denzler, WACV 2019, "Hierarchy-based image
   embeddings for semantic image retrieval": ``φ_i · φ_j = 1 - d(i, j) / max d``.
-  Trained with :class:`CosineLoss` (``1 - cos(ψ(x), φ_y)``), alone or with a
+  Trained with :class:`taxosmooth.losses.CosineLoss` (``1 - cos(ψ(x), φ_y)``), alone or with a
   cross-entropy term (:class:`taxosmooth.heads.EmbeddingHead`).
 * :func:`haframe_weights` — Liang & Davis, ICCV 2023, "Inducing neural collapse
   to a fixed hierarchy-aware frame for reducing mistake severity" (HAFrame):
@@ -29,12 +29,12 @@ import numbers
 
 import numpy as np
 import torch
-from torch import nn
 
 from taxosmooth._checks import check_positive
 from taxosmooth.distances import Source, resolve_source
+from taxosmooth.losses.cosine import CosineLoss  # noqa: F401  (its first home; the loss lives in taxosmooth.losses)
 
-__all__ = ["class_similarity", "class_embeddings", "haframe_similarity", "haframe_weights", "CosineLoss"]
+__all__ = ["class_similarity", "class_embeddings", "haframe_similarity", "haframe_weights"]
 
 MAPPINGS = ("exponential", "linear")
 
@@ -166,72 +166,6 @@ def class_embeddings(source: Source, distance: str | None = None, dim: int | Non
     out[:, :rank] = v[:, :rank] * np.sqrt(w[:rank])
     out /= np.linalg.norm(out, axis=1, keepdims=True)  # the diagonal is 1: only rounding to remove
     return torch.from_numpy(out).to(dtype)
-
-
-class CosineLoss(nn.Module):
-    """``1 - cos(ψ(x), φ_y)``: the cosine loss of Barz & Denzler (WACV 2019; WACV 2020, "Deep learning on
-    small datasets without pre-training using cosine loss").
-
-    .. math::
-
-        \\ell(x, y) = 1 - \\frac{\\psi(x) \\cdot \\varphi_y}{\\|\\psi(x)\\| \\, \\|\\varphi_y\\|}
-
-    Their public code (``inv_correlation`` on L2-normalised outputs) computes
-    the same. A cross-entropy term on a classifier of the embedding, as in
-    their "+ cross entropy" variant (weight 0.1), is part of
-    :class:`taxosmooth.heads.EmbeddingHead`.
-
-    Parameters
-    ----------
-    embeddings : Tensor ``(C, dim)``
-        The class vectors ``φ`` (e.g. :func:`class_embeddings`), non-zero rows.
-    reduction : {"mean", "sum", "none"}, default "mean"
-    ignore_index : int, default -100
-
-    Shape
-    -----
-    * input: ``(N, dim)`` features ``ψ(x)`` (any norm); target ``(N,)`` class indices.
-    * output: scalar, or ``(N,)`` with ``reduction="none"``.
-
-    Examples
-    --------
-    >>> import taxosmooth as ts
-    >>> tax = ts.Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
-    >>> phi = class_embeddings(tax, dtype=torch.float32)
-    >>> loss = CosineLoss(phi)
-    >>> float(loss(2 * phi[[0, 1]], torch.tensor([0, 1])))   # each feature on its class's vector
-    0.0
-    >>> float(loss(phi[[1]], torch.tensor([0])))             # zebra's vector for a horse: 1 - 0.5
-    0.5
-    """
-
-    embeddings: torch.Tensor  # a buffer
-
-    def __init__(self, embeddings: torch.Tensor, reduction: str = "mean", ignore_index: int = -100) -> None:
-        super().__init__()
-        from taxosmooth.heads._common import check_reduction
-
-        e = torch.as_tensor(embeddings)
-        if e.ndim != 2 or not e.is_floating_point():
-            raise ValueError(f"CosineLoss: embeddings must be a floating (C, dim) tensor, got {tuple(e.shape)} {e.dtype}")
-        norms = e.norm(dim=1)
-        if bool((norms == 0).any()) or not bool(torch.isfinite(e).all()):
-            i = int(((norms == 0) | ~torch.isfinite(norms)).nonzero()[0, 0])
-            raise ValueError(f"CosineLoss: embeddings[{i}] is zero or not finite; every class needs a direction")
-        self.register_buffer("embeddings", e / norms.unsqueeze(1))
-        self.reduction = check_reduction(reduction)
-        self.ignore_index = int(ignore_index)
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        from taxosmooth.heads._common import check_class_targets, reduce
-
-        if input.ndim != 2 or input.shape[1] != self.embeddings.shape[1]:
-            raise ValueError(f"CosineLoss: input must have shape (N, {self.embeddings.shape[1]}), got {tuple(input.shape)}")
-        t, valid = check_class_targets(target, input.shape[0], self.embeddings.shape[0], self.ignore_index, "CosineLoss")
-        dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
-        z = nn.functional.normalize(input.to(dtype), dim=1)
-        loss = 1.0 - (z * self.embeddings.to(dtype).index_select(0, t)).sum(1)
-        return reduce(loss, valid, self.reduction)
 
 
 # ---------------------------------------------------------------------- HAFrame

@@ -594,7 +594,7 @@ def plot_tradeoff(results: dict, x: str = "top1_error", y: str = "mistake_severi
         Each method's metrics, e.g. ``report(...)`` output; a value may be a
         ``(mean, std)`` pair (drawn with error bars).
     x, y : str
-        Keys of the dicts; e.g. ``y="hierarchical_distance@5"``.
+        Keys of the dicts; e.g. ``y="mean_hierarchical_distance@5"``.
     ax, title, figsize
         As in :func:`plot_operating_curve`.
 

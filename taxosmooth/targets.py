@@ -13,7 +13,8 @@ the distances by their maximum (``scale="max"``).
 is somewhere under ``v``"), the classes under ``v`` are one merged outcome at
 distance 0, and every other class ``j`` sits at ``d(v, j) = d(LCA(v, j))``:
 ``q_v(merged) = 1 / Z``, ``q_v(j) = exp(-β d(LCA(v, j)) / s) / Z``. At a leaf
-this is ``q_t`` above (:func:`ring_soft_targets`).
+this is ``q_t`` above. :class:`~taxosmooth.HierarchicalSoftLabelLoss` trains on
+these rows (``coarse_labels=True``) without building them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from taxosmooth._checks import check_float_dtype, check_positive, check_probabil
 from taxosmooth.distances import DistanceSource, Source, resolve_source
 from taxosmooth.taxonomy import CompiledTree, Taxonomy
 
-__all__ = ["soft_targets", "beta_for_mass", "ring_soft_targets", "resolve_scale"]
+__all__ = ["soft_targets", "beta_for_mass", "resolve_scale"]
 
 
 def resolve_scale(scale: str | float | None, max_distance: float) -> float:
@@ -134,43 +135,6 @@ def node_paths(c: CompiledTree) -> np.ndarray:
         ok = prev > 0  # the root (node 0) has no parent
         path[ok, k] = c.parent[prev[ok]]
     return path
-
-
-def ring_soft_targets(taxonomy: Taxonomy, beta: float, distance: str | None = None, scale: str | float | None = "max",
-                      epsilon: float | None = None) -> np.ndarray:
-    """Soft-target masses per ring, for every target id: float64 ``(num_nodes, K+1)``.
-
-    Column 0 is the mass of ring 0 as a whole (the target class, or the merged
-    classes under a coarse label); column ``k >= 1`` is the mass of *each*
-    class of ring ``k``. So for a class ``t`` and ``LCA(t, j) = a_k``, ``k >= 1``,
-    ``out[t, k] = soft_targets(...)[t, j]`` and ``out[t, 0] = soft_targets(...)[t, t]``;
-    for a coarse label see the module docstring. Rows times the ring sizes
-    (ring 0 counted once) sum to 1. LCA kinds only: the structured form.
-    """
-    beta = check_positive(beta, "beta", allow_zero=True)
-    epsilon = _check_epsilon(epsilon)
-    src = resolve_source(taxonomy, distance, where="ring_soft_targets")
-    if src.taxonomy is None:
-        raise TypeError("ring_soft_targets needs a Taxonomy")
-    if not src.structured:
-        raise ValueError(
-            f"distance {src.distance!r} is not a function of the LCA node, so it has no structured form; "
-            "use the dense soft_targets() matrix"
-        )
-    s = resolve_scale(scale, src.max_distance())
-    ring, d = _ring_layout(src)
-    with np.errstate(over="ignore", invalid="ignore"):
-        e = np.exp(-beta * (d / s))  # every exponent <= 0: no overflow; ring 0 has e = 1
-    e[:, 0] = 1.0
-    counts = ring.copy()
-    counts[:, 0] = 1.0  # ring 0 is one outcome
-    z = (e * counts).sum(axis=1, keepdims=True)
-    q = e / z
-    q[ring == 0] = 0.0
-    if epsilon is not None:
-        q *= epsilon
-        q[:, 0] += 1.0 - epsilon
-    return q
 
 
 def beta_for_mass(

@@ -118,3 +118,41 @@ def test_a_failed_drawing_leaves_the_old_figure(files, capsys, monkeypatch):
                       "--operating-curve", str(d / "curve.png")], "disk full")
     assert (d / "curve.png").read_bytes() == b"old figure"
     assert sorted(p.name for p in d.iterdir()) == ["curve.png", "labels.txt", "logits.npy", "probs.npy"]
+
+
+def test_an_empty_set_says_so(files, capsys):
+    d, *_ = files
+    np.save(d / "empty.npy", np.zeros((0, 40)))
+    (d / "empty.txt").write_text("", encoding="utf-8")
+    for extra in ([], ["--json"], ["--from-logits", "--operating-curve", str(d / "empty.png")]):
+        one_line(capsys, ["evaluate", str(d / "empty.npy"), str(d / "empty.txt"), "--taxonomy", ANIMALS, *extra],
+                 "the evaluation set is empty", "empty.npy has no rows", "empty.txt no labels")
+    assert not (d / "empty.png").exists()
+
+
+def strict_json(text):
+    """json.loads that refuses the bare tokens NaN and Infinity, which are not JSON (RFC 8259)."""
+
+    def refuse(token):
+        raise ValueError(f"{token} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_writes_null_for_an_undefined_value(files, capsys):
+    d, tax, logits, y = files
+    # every label the argmax: no mistakes, so the mistake severity is undefined (NaN)
+    right = logits.argmax(1)
+    (d / "right.txt").write_text("".join(tax.classes[i] + "\n" for i in right.tolist()), encoding="utf-8")
+    assert main(["evaluate", str(d / "logits.npy"), str(d / "right.txt"), "--taxonomy", ANIMALS, "--from-logits",
+                 "--json"]) == 0
+    got = strict_json(capsys.readouterr().out)
+    want = expected(tax, logits, right)
+    assert np.isnan(want["mistake_severity"]) and got["mistake_severity"] is None
+    assert got.keys() == want.keys()
+    assert {k: v for k, v in got.items() if v is not None} == pytest.approx(
+        {k: v for k, v in want.items() if not np.isnan(v)}, rel=1e-12)
+    # the plain listing prints the undefined value as nan
+    assert main(["evaluate", str(d / "logits.npy"), str(d / "right.txt"), "--taxonomy", ANIMALS, "--from-logits"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("mistake_severity "))
+    assert line.split()[-1] == "nan"

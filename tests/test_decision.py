@@ -320,7 +320,7 @@ def test_scale_100k_classes_without_a_dense_matrix():
     best = crm_predict(p, tax, k=5)
     assert torch.equal(best, torch.sort(risk, dim=1, stable=True).indices[:, :5])
     y = torch.from_numpy(rng.integers(0, C, 3))
-    d = ts.metrics.hierarchical_distance_at_k(-risk, y, tax, 5)  # scores -R rank as CRM does
+    d = ts.metrics.mean_hierarchical_distance_at_k(-risk, y, tax, 5)  # scores -R rank as CRM does
     expected = np.mean([table[tax.compiled.lca_rows([int(t)])[0, best[b].numpy()]].mean() for b, t in enumerate(y)])
     assert d.item() == pytest.approx(expected)
 

@@ -218,6 +218,86 @@ def test_seed_example_by_hand(seed_tax):
     assert seed_tax.decode(predict_node(p, seed_tax, "f_beta")) == ["horse"]
 
 
+def caterpillar_with_a_bush(levels: int = 40) -> tuple[list[tuple[str, str]], ts.Taxonomy]:
+    """A deep clade with a class at every depth (a caterpillar: path c1 … c_levels, leaf l_k under c_k) beside a
+    shallow bush: 40 distinct class depths."""
+    edges = [("root", "c1")] + [(f"c{k}", f"c{k + 1}") for k in range(1, levels)]
+    edges += [(f"c{k}", f"l{k}") for k in range(1, levels + 1)] + [(f"c{levels}", "tip")]
+    edges += [("root", f"s{j}") for j in range(5)] + [(f"s{j}", f"s{j}_{m}") for j in range(5) for m in range(4)]
+    return edges, ts.Taxonomy.from_edges(edges)
+
+
+def f_scores_from_edges(edges, tax, p, beta):
+    """E[F_β(u)] for every node by ancestor sets built from the edge list (not the library's LCA)."""
+    parent = {c: a for a, c in edges}
+
+    def ancestors(v):  # ancestor-or-self set without the root
+        out = set()
+        while v in parent:
+            out.add(v)
+            v = parent[v]
+        return out
+
+    anc = {v: ancestors(v) for v in tax.target_names}
+    b2 = beta**2
+    return {u: sum(p[i] * (1 + b2) * len(anc[u] & anc[c]) / (b2 * len(anc[c]) + len(anc[u]))
+                   for i, c in enumerate(tax.classes)) for u in tax.target_names}
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 3.0])
+def test_f_beta_on_a_deep_clade_with_many_class_depths(beta):
+    """40 class depths: the pick is the best node of ancestor-set scores, with the documented tie rule."""
+    edges, tax = caterpillar_with_a_bush()
+    loop = Loop(tax)
+    g = torch.Generator().manual_seed(7)
+    # mass spread down the caterpillar, on the bush, or on one deep class
+    z = torch.randn(24, tax.num_classes, generator=g, dtype=torch.float64)
+    z[:8, : 41] += torch.linspace(3, 0, 41, dtype=torch.float64)
+    z[8:16, 41:] += 2.0
+    z[16:, tax.class_index("l30")] += torch.linspace(0, 6, 8, dtype=torch.float64)
+    p = torch.softmax(z, 1)
+    got = tax.decode(predict_node(p, tax, "f_beta", beta=beta))
+    assert len({tax.depth(c) for c in tax.classes}) == 40
+    for g_, row in zip(got, p.tolist()):
+        sc = f_scores_from_edges(edges, tax, row, beta)
+        vals = sorted(sc.values(), reverse=True)
+        assert sc[g_] >= vals[0] - 1e-12
+        if vals[0] - vals[1] > 1e-9:
+            assert g_ == loop.best(sc, largest=True)
+    assert len(set(got)) > 4  # the samples do not all answer the same node
+
+
+def test_f_beta_costs_one_top_down_pass_per_class_depth(monkeypatch):
+    """The documented cost: K top-down passes per chunk, K the number of distinct class depths (1 when equal)."""
+    from taxosmooth.decision import nodes
+
+    calls = []
+
+    class Counting:
+        def __init__(self, tree):
+            self._tree = tree
+
+        def __getattr__(self, name):
+            return getattr(self._tree, name)
+
+        def accumulate_down_t(self, *args, **kwargs):
+            calls.append(1)
+            return self._tree.accumulate_down_t(*args, **kwargs)
+
+    real = nodes._check_taxonomy
+    monkeypatch.setattr(nodes, "_check_taxonomy", lambda tax, where: Counting(real(tax, where)))
+    _, deep = caterpillar_with_a_bush()
+    for tax, K in [(deep, 40), (ts.Taxonomy.from_nested({"r": {"a": ["x", "y"], "b": ["z", "w"]}}), 1)]:
+        calls.clear()
+        p = smooth(0, 5, tax.num_classes)
+        ref = predict_node(p, tax, "crm")
+        assert len(calls) == 1  # crm: one pass
+        calls.clear()
+        predict_node(p, tax, "f_beta")
+        assert len(calls) == K, (len(calls), K)
+        assert ref.shape == (5,)
+
+
 # ---------------------------------------------------------------------- chunks, devices, dtypes
 def test_chunks_give_the_same_answers(monkeypatch):
     from taxosmooth.decision import nodes

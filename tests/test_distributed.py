@@ -58,7 +58,7 @@ def _metrics(tax):
         "report": M.HierarchicalReport(tax, k=2, calibration=True, from_logits=True),
         "top1": M.TopKError(1),
         "severity": M.MistakeSeverity(tax),
-        "hdist@2": M.HierarchicalDistanceAtK(tax, 2),
+        "hdist@2": M.MeanHierarchicalDistanceAtK(tax, 2),
         "hf1": M.HierarchicalF1(tax),
         "ece": M.ExpectedCalibrationError(n_bins=5, from_logits=True),
         # coarse labels, node predictions, per-level predictions, the operating curve

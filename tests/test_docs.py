@@ -118,6 +118,17 @@ def test_mkdocs_build_strict(site):
         assert f'id="taxosmooth.losses.{name}"' in losses, name
 
 
+def test_the_distance_kinds_link_resolves(site):
+    """The metrics page links ``DISTANCE_KINDS`` to its entry in the reference (it printed a raw role to a
+    name that does not exist)."""
+    site, _ = site
+    metrics = (site / "api" / "metrics" / "index.html").read_text(encoding="utf-8")
+    assert 'href="../taxosmooth/#taxosmooth.distances.DISTANCE_KINDS"' in metrics
+    assert "DISTANCE_KINDS</code>;" not in metrics  # no raw :data: role left
+    top = (site / "api" / "taxosmooth" / "index.html").read_text(encoding="utf-8")
+    assert 'id="taxosmooth.distances.DISTANCE_KINDS"' in top and "lca_depth_complement" in top
+
+
 TAG = re.compile(r"<(script|link)\b[^>]*>", re.I)
 ATTR = re.compile(r"""\b(src|href)\s*=\s*["']?([^"'\s>]+)""", re.I)
 REMOTE = re.compile(r"^(https?:)?//", re.I)

@@ -13,8 +13,9 @@ from test_heads import TREES, unbalanced
 
 import taxosmooth as ts
 from taxosmooth.data import load_animals
-from taxosmooth.embeddings import CosineLoss, class_embeddings, class_similarity, haframe_similarity, haframe_weights
+from taxosmooth.embeddings import class_embeddings, class_similarity, haframe_similarity, haframe_weights
 from taxosmooth.heads import EmbeddingHead, FixedClassifier
+from taxosmooth.losses import CosineLoss
 
 REAL = TREES + [load_animals]
 
@@ -141,8 +142,16 @@ def test_cosine_loss_against_a_loop():
     torch.testing.assert_close(CosineLoss(phi)(x, t2), loop[1:].mean())
     with pytest.raises(ValueError, match="zero or not finite"):
         CosineLoss(torch.zeros(3, 2))
-    with pytest.raises(ValueError, match=r"target\[0\] = 40"):
+    with pytest.raises(IndexError, match=r"target\[0\] = 40"):
         CosineLoss(phi)(x, torch.full((9,), 40))
+
+
+def test_cosine_loss_lives_with_the_losses():
+    import taxosmooth.embeddings as E
+
+    assert E.CosineLoss is CosineLoss is ts.losses.CosineLoss  # its first home still imports it
+    assert "CosineLoss" in ts.losses.__all__ and "CosineLoss" not in E.__all__
+    assert CosineLoss.__module__ == "taxosmooth.losses.cosine"
 
 
 def test_embedding_head():

@@ -90,8 +90,8 @@ def test_metrics_match_loops_on_random_trees(tax, seed, kind, ties):
     d = ts.class_distances(tax, kind).tolist()
     for k in range(1, C + 1):
         assert M.topk_error(logits, target, k).item() == pytest.approx(loop_topk_error(s, t, k))
-        assert M.hierarchical_distance_at_k(logits, target, tax, k, distance=kind).item() == pytest.approx(loop_hdist_at_k(s, t, d, k))
-        assert M.hierarchical_distance_top_k(logits, target, tax, k, distance=kind).item() == pytest.approx(loop_hdist_top_k(s, t, d, k))
+        assert M.mean_hierarchical_distance_at_k(logits, target, tax, k, distance=kind).item() == pytest.approx(loop_hdist_at_k(s, t, d, k))
+        assert M.min_hierarchical_distance_at_k(logits, target, tax, k, distance=kind).item() == pytest.approx(loop_hdist_top_k(s, t, d, k))
     sev = M.mistake_severity(logits, target, tax, distance=kind).item()
     expected = loop_severity(s, t, d)
     assert (math.isnan(sev) and math.isnan(expected)) or sev == pytest.approx(expected)
@@ -110,7 +110,7 @@ def test_taxonomy_equals_its_distance_matrix(tax, seed, kind):
     logits, target = random_case(seed, 20, C)
     matrix = torch.from_numpy(ts.class_distances(tax, kind))
     for k in {1, C}:
-        for fn in (M.hierarchical_distance_at_k, M.hierarchical_distance_top_k):
+        for fn in (M.mean_hierarchical_distance_at_k, M.min_hierarchical_distance_at_k):
             torch.testing.assert_close(fn(logits, target, tax, k, distance=kind), fn(logits, target, matrix, k))
     torch.testing.assert_close(M.mistake_severity(logits, target, tax, distance=kind),
                                M.mistake_severity(logits, target, matrix), equal_nan=True)
@@ -141,8 +141,8 @@ def test_all_correct(seed_tax):
     target = torch.arange(4)
     assert M.topk_error(scores, target).item() == 0
     assert math.isnan(M.mistake_severity(scores, target, seed_tax).item())  # no mistakes: NaN, by design
-    assert M.hierarchical_distance_at_k(scores, target, seed_tax, 1).item() == 0
-    assert M.hierarchical_distance_top_k(scores, target, seed_tax, 3).item() == 0
+    assert M.mean_hierarchical_distance_at_k(scores, target, seed_tax, 1).item() == 0
+    assert M.min_hierarchical_distance_at_k(scores, target, seed_tax, 3).item() == 0
     assert [x.item() for x in M.hierarchical_precision_recall_f1(scores, target, seed_tax)] == [1.0, 1.0, 1.0]
     assert M.expected_calibration_error(torch.eye(4), target).item() == 0
 
@@ -171,7 +171,7 @@ def test_ties_go_to_the_lowest_index(seed_tax):
     # sample 0: top-1 is horse (0), truth zebra (1): distance 1; sample 1 is right
     assert M.mistake_severity(scores, target, seed_tax).item() == 1
     # top-3 = horse, zebra, whale; truth zebra: (1 + 0 + 2) / 3; truth horse: (0 + 1 + 2) / 3
-    assert M.hierarchical_distance_at_k(scores, target, seed_tax, 3).item() == pytest.approx(1.0)
+    assert M.mean_hierarchical_distance_at_k(scores, target, seed_tax, 3).item() == pytest.approx(1.0)
 
 
 def test_user_matrix_orientation():
@@ -186,7 +186,7 @@ def test_probabilities_and_logits_rank_alike(seed_tax):
     logits, target = random_case(3, 50, 4)
     probs = torch.softmax(logits, 1)
     for fn in (lambda s: M.topk_error(s, target, 2), lambda s: M.mistake_severity(s, target, seed_tax),
-               lambda s: M.hierarchical_distance_at_k(s, target, seed_tax, 2)):
+               lambda s: M.mean_hierarchical_distance_at_k(s, target, seed_tax, 2)):
         torch.testing.assert_close(fn(logits), fn(probs))
 
 
@@ -201,8 +201,8 @@ def test_report_equals_the_individual_metrics(seed_tax):
     assert r["top3_error"] == M.topk_error(probs, target, 3).item()
     assert r["mistake_severity"] == pytest.approx(M.mistake_severity(probs, target, seed_tax).item())
     for k in (1, 3):
-        assert r[f"hierarchical_distance@{k}"] == pytest.approx(M.hierarchical_distance_at_k(probs, target, seed_tax, k).item())
-        assert r[f"hierarchical_distance_top{k}"] == pytest.approx(M.hierarchical_distance_top_k(probs, target, seed_tax, k).item())
+        assert r[f"mean_hierarchical_distance@{k}"] == pytest.approx(M.mean_hierarchical_distance_at_k(probs, target, seed_tax, k).item())
+        assert r[f"min_hierarchical_distance@{k}"] == pytest.approx(M.min_hierarchical_distance_at_k(probs, target, seed_tax, k).item())
     p, rc, f = M.hierarchical_precision_recall_f1(probs, target, seed_tax)
     assert (r["hierarchical_precision"], r["hierarchical_recall"], r["hierarchical_f1"]) == pytest.approx((p.item(), rc.item(), f.item()))
     assert r["ece"] == pytest.approx(M.expected_calibration_error(probs, target).item())
@@ -227,12 +227,12 @@ def test_validation(seed_tax):
     with pytest.raises(ValueError, match=r"k = 5 is out of range.*\(4\)"):
         M.topk_error(scores, target, k=5)
     with pytest.raises(ValueError, match="k = 5"):
-        M.hierarchical_distance_at_k(scores, target, seed_tax, 5)
+        M.mean_hierarchical_distance_at_k(scores, target, seed_tax, 5)
     with pytest.raises(ValueError, match="k = 5"):
         M.report(scores, target, seed_tax, k=(1, 5))
-    with pytest.raises(ValueError, match=r"target\[2\] = 4 is not a class index in \[0, 4\)"):
+    with pytest.raises(IndexError, match=r"target\[2\] = 4 is not a class index in \[0, 4\)"):
         M.topk_error(scores, torch.tensor([0, 1, 4]))
-    with pytest.raises(ValueError, match=r"target\[0\] = -1"):
+    with pytest.raises(IndexError, match=r"target\[0\] = -1"):
         M.mistake_severity(scores, torch.tensor([-1, 1, 2]), seed_tax)
     with pytest.raises(TypeError, match="integer class indices"):
         M.topk_error(scores, target.float())
@@ -263,7 +263,7 @@ def test_validation(seed_tax):
 def test_inf_scores_allowed(seed_tax):
     scores = torch.tensor([[-float("inf"), 0.0, -float("inf"), 1.0]])
     assert M.topk_error(scores, torch.tensor([1]), 2).item() == 0
-    assert M.hierarchical_distance_at_k(scores, torch.tensor([0]), seed_tax, 4).item() == pytest.approx((2 + 1 + 0 + 2) / 4)
+    assert M.mean_hierarchical_distance_at_k(scores, torch.tensor([0]), seed_tax, 4).item() == pytest.approx((2 + 1 + 0 + 2) / 4)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -281,3 +281,39 @@ def test_devices_and_half_precision(device, dtype, seed_tax):
 def test_seed_taxonomy_helper_is_the_seed():
     assert seed_taxonomy().classes == ("horse", "zebra", "whale", "shark")
     assert np.array_equal(ts.class_distances(seed_taxonomy()), [[0, 1, 2, 2], [1, 0, 2, 2], [2, 2, 0, 1], [2, 2, 1, 0]])
+
+
+# ---------------------------------------------------------------------- the former names
+def test_the_former_names_work_with_a_deprecation_warning(seed_tax):
+    """hierarchical_distance_at_k / _top_k and the report keys hierarchical_distance@k / _top{k} still work, each
+    with a DeprecationWarning at the caller's line that names its new name."""
+    import json
+
+    logits, target = random_case(3, 30, 4)
+    for old, new in ((M.hierarchical_distance_at_k, M.mean_hierarchical_distance_at_k),
+                     (M.hierarchical_distance_top_k, M.min_hierarchical_distance_at_k)):
+        with pytest.warns(DeprecationWarning, match=f"^{old.__name__} is deprecated; use {new.__name__}") as rec:
+            got = old(logits, target, seed_tax, 2, distance="path_length")
+        assert len(rec) == 1 and rec[0].filename == __file__
+        assert torch.equal(got, new(logits, target, seed_tax, 2, distance="path_length"))
+    assert M.hierarchical_distance_at_k is not M.mean_hierarchical_distance_at_k
+    for name in ("hierarchical_distance_at_k", "hierarchical_distance_top_k"):
+        assert name not in dir(M) and name not in M.__all__ and name not in M.functional.__all__
+
+    r = M.report(logits, target, seed_tax, k=(1, 2))
+    assert [k for k in r if "distance" in k] == ["mean_hierarchical_distance@1", "min_hierarchical_distance@1",
+                                                 "mean_hierarchical_distance@2", "min_hierarchical_distance@2"]
+    assert "hierarchical_distance@2" not in r and "distance_top" not in json.dumps(r)
+    for old_key, new_key in (("hierarchical_distance@2", "mean_hierarchical_distance@2"),
+                             ("hierarchical_distance_top2", "min_hierarchical_distance@2")):
+        with pytest.warns(DeprecationWarning, match=f"^the report key '{old_key}' is deprecated; use '{new_key}'") as rec:
+            assert r[old_key] == r[new_key]
+        assert rec[0].filename == __file__
+        with pytest.warns(DeprecationWarning, match=f"use '{new_key}'") as rec:
+            assert r.get(old_key) == r[new_key]
+        assert rec[0].filename == __file__
+    assert r["mean_hierarchical_distance@2"] != r["min_hierarchical_distance@2"]  # the case tells them apart
+    # no k = 5 in this report: the former name of a key that is not there is missing as any other key
+    assert r.get("hierarchical_distance@5") is None and r.get("nonsense", 7) == 7
+    with pytest.raises(KeyError, match="hierarchical_distance_top5"):
+        r["hierarchical_distance_top5"]

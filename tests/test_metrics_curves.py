@@ -311,6 +311,23 @@ def test_curve_by_hand(seed_tax):
     assert len(empty) == 1 and math.isnan(empty["correct"][0].item())
 
 
+def test_the_curve_of_an_empty_set(seed_tax):
+    """An empty set: one point of NaN means, NaN areas (the mean over no samples), a front that says it is empty."""
+    empty = M.operating_curve(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), seed_tax)
+    assert empty.num_samples == 0 and empty.thresholds.tolist() == [1.0]
+    areas = empty.areas()
+    assert list(areas) == list(M.AREAS)
+    assert all(a.dtype == torch.float64 and a.shape == () and math.isnan(a.item()) for a in areas.values())
+    assert math.isnan(empty.area("exact", "correct").item())
+    with pytest.raises(ValueError, match=r"empty set \(num_samples = 0\).*'depth_recall', 'correct'"):
+        empty.front("depth_recall", "correct")
+    with pytest.raises(KeyError, match="no metric 'recall'"):  # a wrong name is still named first
+        empty.area("recall", "correct")
+    # the plain functions keep refusing points that are not finite
+    with pytest.raises(ValueError, match=r"x\[0\] is nan"):
+        M.pareto_integrate(empty["exact"], empty["correct"])
+
+
 # ---------------------------------------------------------------------- Pareto fronts and areas
 def loop_front(x, y):
     pts = list(zip(x, y))

@@ -38,9 +38,9 @@ def pairs_of(tax, k):
         (M.TopKError(k), lambda s, t: M.topk_error(s, t, k)),
         (M.MistakeSeverity(tax), lambda s, t: M.mistake_severity(s, t, tax)),
         (M.MistakeSeverity(ts.class_distances(tax, "path_length")), lambda s, t: M.mistake_severity(s, t, tax, distance="path_length")),
-        (M.HierarchicalDistanceAtK(tax, k), lambda s, t: M.hierarchical_distance_at_k(s, t, tax, k)),
-        (M.HierarchicalDistanceTopK(tax, k, distance="lca_depth_complement"),
-         lambda s, t: M.hierarchical_distance_top_k(s, t, tax, k, distance="lca_depth_complement")),
+        (M.MeanHierarchicalDistanceAtK(tax, k), lambda s, t: M.mean_hierarchical_distance_at_k(s, t, tax, k)),
+        (M.MinHierarchicalDistanceAtK(tax, k, distance="lca_depth_complement"),
+         lambda s, t: M.min_hierarchical_distance_at_k(s, t, tax, k, distance="lca_depth_complement")),
         (M.HierarchicalPrecision(tax), lambda s, t: M.hierarchical_precision(s, t, tax)),
         (M.HierarchicalRecall(tax), lambda s, t: M.hierarchical_recall(s, t, tax)),
         (M.HierarchicalF1(tax), lambda s, t: M.hierarchical_f1(s, t, tax)),
@@ -116,22 +116,22 @@ def test_states_are_sums():
 def test_device(device):
     tax = seed_taxonomy()
     logits, target = data(2, 20, 4)
-    m = M.HierarchicalDistanceAtK(tax, 2).to(device)
+    m = M.MeanHierarchicalDistanceAtK(tax, 2).to(device)
     m.update(logits.to(device), target.to(device))
     out = m.compute()
     assert out.device.type == device
-    assert out.item() == pytest.approx(M.hierarchical_distance_at_k(logits, target, tax, 2).item())
+    assert out.item() == pytest.approx(M.mean_hierarchical_distance_at_k(logits, target, tax, 2).item())
 
 
 def test_validation(seed_tax):
     with pytest.raises(ValueError, match="k = 5 is out of range"):
-        M.HierarchicalDistanceAtK(seed_tax, 5)
+        M.MeanHierarchicalDistanceAtK(seed_tax, 5)
     with pytest.raises(TypeError, match="needs a Taxonomy"):
         M.HierarchicalF1(ts.class_distances(seed_tax))
     m = M.MistakeSeverity(seed_tax)
     with pytest.raises(ValueError, match="5 columns but there are 4 classes"):
         m.update(torch.randn(2, 5), torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match=r"target\[1\] = 7"):
+    with pytest.raises(IndexError, match=r"target\[1\] = 7"):
         m.update(torch.randn(2, 4), torch.tensor([0, 7]))
     t = M.TopKError(k=3)
     with pytest.raises(ValueError, match="k = 3 is out of range"):
@@ -165,8 +165,8 @@ def node_pairs_of(tax):
         (M.TopKError(2 if tax.num_classes > 1 else 1, taxonomy=tax, coarse_labels=True),
          lambda s, t, n, lv: M.topk_error(s, t, min(2, tax.num_classes), taxonomy=tax, coarse_labels=True), "scores"),
         (M.MistakeSeverity(tax, coarse_labels=True), lambda s, t, n, lv: M.mistake_severity(n, t, tax, coarse_labels=True), "nodes"),
-        (M.HierarchicalDistanceTopK(tax, 1, distance="path_length", coarse_labels=True),
-         lambda s, t, n, lv: M.hierarchical_distance_top_k(s, t, tax, 1, distance="path_length", coarse_labels=True), "scores"),
+        (M.MinHierarchicalDistanceAtK(tax, 1, distance="path_length", coarse_labels=True),
+         lambda s, t, n, lv: M.min_hierarchical_distance_at_k(s, t, tax, 1, distance="path_length", coarse_labels=True), "scores"),
         (M.HierarchicalPrecision(tax, average="macro", coarse_labels=True),
          lambda s, t, n, lv: M.hierarchical_precision(n, t, tax, average="macro", coarse_labels=True), "nodes"),
         (M.HierarchicalF1(tax, coarse_labels=True), lambda s, t, n, lv: M.hierarchical_f1(s, t, tax, coarse_labels=True), "scores"),
@@ -204,3 +204,23 @@ def test_node_metrics_batches_equal_whole_set(tax, seed):
     for a, b in batches(40, seed):
         consistency.update(levels[a:b])
     assert consistency.compute().item() == M.path_consistency(levels, tax).item() == 1.0
+
+
+def test_the_former_class_names_work_with_a_deprecation_warning(seed_tax):
+    logits, target = data(5, 40, 4)
+    for old, new in (("HierarchicalDistanceAtK", "MeanHierarchicalDistanceAtK"),
+                     ("HierarchicalDistanceTopK", "MinHierarchicalDistanceAtK")):
+        with pytest.warns(DeprecationWarning, match=f"^{old} is deprecated; use {new}") as rec:
+            metric = getattr(M, old)(seed_tax, 3)
+        assert len(rec) == 1 and rec[0].filename == __file__
+        assert isinstance(metric, getattr(M, new)) and old not in dir(M) and old not in M.__all__
+        metric.update(logits, target)
+        reference = getattr(M, new)(seed_tax, 3)
+        reference.update(logits, target)
+        assert torch.equal(metric.compute(), reference.compute())
+    # the report object's dict reads the former keys too
+    report = M.HierarchicalReport(seed_tax, k=3)
+    report.update(logits, target)
+    out = report.compute()
+    with pytest.warns(DeprecationWarning, match="use 'min_hierarchical_distance@3'"):
+        assert torch.equal(out["hierarchical_distance_top3"], out["min_hierarchical_distance@3"])

@@ -247,8 +247,8 @@ def test_plot_tradeoff_and_severity_histogram(tmp_path):
     fig = plots.plot_tradeoff(results, title="trade-off")
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["argmax", "CRM", "seeds"]
-    with pytest.raises(KeyError, match="has no 'hierarchical_distance@5'"):
-        plots.plot_tradeoff(results, y="hierarchical_distance@5")
+    with pytest.raises(KeyError, match="has no 'mean_hierarchical_distance@5'"):
+        plots.plot_tradeoff(results, y="mean_hierarchical_distance@5")
     fig = plots.plot_severity_histogram({"argmax": logits, "CRM": crm}, target, tax)
     ax = fig.axes[0]
     # the bars of a model sum to its top-1 error

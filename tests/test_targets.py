@@ -240,12 +240,35 @@ def test_beta_for_mass_refuses_unreachable_masses(seed_tax):
         ts.beta_for_mass(d, 0.5, distance="lca_height")
 
 
+def ring_soft_targets(tax, beta: float, distance: str, epsilon: float | None = None) -> np.ndarray:
+    """Soft-target masses per ring, for every target id: float64 ``(num_nodes, K+1)`` (``scale="max"``), on the
+    ring layout that :func:`beta_for_mass` solves on.
+
+    Ring 0 of target id ``v`` is its subtree (one merged outcome); ring ``k >= 1`` the classes whose
+    LCA with ``v`` is the ``k``-th ancestor of ``v``. Column 0 is the mass of ring 0 as a whole,
+    column ``k >= 1`` the mass of *each* class of ring ``k``.
+    """
+    from taxosmooth.targets import _ring_layout
+
+    src = resolve_source(tax, distance)
+    ring, d = _ring_layout(src)
+    e = np.exp(-beta * d / resolve_scale("max", src.max_distance()))
+    e[:, 0] = 1.0  # ring 0 is at distance 0
+    counts = ring.copy()
+    counts[:, 0] = 1.0  # ring 0 is one outcome
+    q = e / (e * counts).sum(axis=1, keepdims=True)
+    q[ring == 0] = 0.0
+    if epsilon is not None:
+        q *= epsilon
+        q[:, 0] += 1.0 - epsilon
+    return q
+
+
 @given(random_taxonomies(max_nodes=25), st.sampled_from(["lca_height", "lca_depth_complement"]),
        st.floats(0.0, 6.0), st.sampled_from([None, 0.4]))
-def test_ring_soft_targets_are_the_dense_rows(tax, kind, beta, epsilon):
-    """Column k of a class's row is the mass of each class whose LCA with it is its k-th ancestor."""
-    from taxosmooth.targets import ring_soft_targets
-
+def test_soft_targets_are_constant_on_the_rings_of_the_lca(tax, kind, beta, epsilon):
+    """The dense rows equal the structured form (one value per ring: the classes whose LCA with the target
+    is its k-th ancestor) on beta_for_mass's ring layout; coarse labels' rows sum to 1 too."""
     q = soft_targets(tax, beta, kind, epsilon=epsilon, dtype=torch.float64).numpy()
     r = ring_soft_targets(tax, beta, kind, epsilon=epsilon)
     assert r.shape == (tax.num_nodes, tax.max_depth + 1)
@@ -261,3 +284,9 @@ def test_ring_soft_targets_are_the_dense_rows(tax, kind, beta, epsilon):
         sizes = [len(tax.leaves_under(a)) for a in path]
         ring = [1] + [b - a for a, b in zip(sizes, sizes[1:])]
         assert sum(r[v, k] * ring[k] for k in range(len(path))) == pytest.approx(1.0)
+
+
+def test_the_module_shows_what_the_library_uses():
+    """The ring form lives in the tests (its only user); the module shows the functions users call."""
+    assert sorted(dir(ts.targets)) == ["beta_for_mass", "resolve_scale", "soft_targets"]
+    assert not hasattr(ts.targets, "ring_soft_targets")

@@ -7,7 +7,9 @@
    (siblings share most of their mean) with plain cross entropy, with hierarchical soft
    labels, with hierarchical cross entropy (HXE), and with cross entropy plus conditional
    risk minimisation (CRM) at test time, and print the top-1 error and how bad the
-   mistakes are (mistake severity, hierarchical distance @1 and @5) over a few seeds.
+   mistakes are (mistake severity, mean hierarchical distance @1 and @5) over a few seeds.
+
+The synthetic data are :func:`taxosmooth.data.make_tree_blobs`.
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ EPILOG = """
   taxosmooth demo --beta 10 --seed 1
   taxosmooth demo --quick          # one short training run per method
 
-The training data are synthetic: each node of the tree gets a random vector and a class's
-features are the sum of the vectors on its path plus noise, so related classes look alike.
-The numbers show what the losses do on such data; they are not a benchmark.
+The training data are synthetic (taxosmooth.data.make_tree_blobs): each node of the tree
+gets a random vector and a class's features are the sum of the vectors on its path plus
+noise, so related classes look alike. The numbers show what the losses do on such data;
+they are not a benchmark.
 """
 
 #: the classes whose soft targets are printed (all in the bundled taxonomy)
 SHOWN_CLASSES = ("horse", "zebra", "whale", "shark")
+#: the noise of the synthetic features, in units of one edge (about the spread of the animals' class centres)
+NOISE = 2.0
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -83,24 +88,6 @@ def row_by_distance(q, distances, tax, name: str, max_names: int = 4) -> str:
 
 
 # ---------------------------------------------------------------- synthetic task
-def synthetic_data(tax, per_class: int, generator, dim: int = 32, noise: float = 1.0, means=None):
-    """Features whose class means are sums of random node vectors along the class's path.
-
-    Returns ``(x, y, means)``; pass ``means`` back to draw more samples of the same task.
-    """
-    import torch
-
-    c = tax.compiled
-    if means is None:
-        z = torch.randn(c.num_nodes, dim, generator=generator)
-        z[0] = 0.0
-        path = torch.from_numpy(np.where(c.class_path < 0, 0, c.class_path))
-        means = z[path].sum(dim=1)
-    y = torch.arange(tax.num_classes).repeat_interleave(per_class)
-    x = means[y] + noise * means.std() * torch.randn(len(y), means.shape[1], generator=generator)
-    return x, y, means
-
-
 def train_linear(x, y, num_classes: int, loss_fn, steps: int, seed: int):
     """A linear classifier trained full-batch with Adam; returns the model."""
     import torch
@@ -116,14 +103,14 @@ def train_linear(x, y, num_classes: int, loss_fn, steps: int, seed: int):
 
 
 def evaluate(scores, y, tax) -> dict:
-    """Top-1 error, mistake severity, hierarchical distance @1 and @5 (``lca_height``) of a ranking."""
-    from taxosmooth.metrics import hierarchical_distance_at_k, mistake_severity, topk_error
+    """Top-1 error, mistake severity, mean hierarchical distance @1 and @5 (``lca_height``) of a ranking."""
+    from taxosmooth.metrics import mean_hierarchical_distance_at_k, mistake_severity, topk_error
 
     return {
         "top-1 error": topk_error(scores, y).item(),
         "mistake severity": mistake_severity(scores, y, tax).item(),
-        "hier. dist @1": hierarchical_distance_at_k(scores, y, tax, 1).item(),
-        "hier. dist @5": hierarchical_distance_at_k(scores, y, tax, 5).item(),
+        "mean h. dist @1": mean_hierarchical_distance_at_k(scores, y, tax, 1).item(),
+        "mean h. dist @5": mean_hierarchical_distance_at_k(scores, y, tax, 5).item(),
     }
 
 
@@ -166,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from taxosmooth import class_distances, soft_targets
-    from taxosmooth.data import example_path, load_animals
+    from taxosmooth.data import class_means, example_path, load_animals, make_tree_blobs
 
     path = example_path("animals.csv")
     tax = load_animals()
@@ -187,13 +174,13 @@ def run(args: argparse.Namespace) -> int:
     seeds = 1 if args.quick else args.seeds
     steps = 100 if args.quick else 300
     per_class_train, per_class_test = (10, 25) if args.quick else (15, 100)
-    # one task (the class means); each seed draws its own training and test samples and initialisation
-    _, _, means = synthetic_data(tax, 1, torch.Generator().manual_seed(args.seed))
+    # one task (the class centres); each seed draws its own training and test samples and initialisation
+    means = class_means(tax, seed=args.seed)
     samples = []
     for s in range(seeds):
         g = torch.Generator().manual_seed(10_000 * (args.seed + 1) + s)
-        samples.append((*synthetic_data(tax, per_class_train, g, means=means)[:2],
-                        *synthetic_data(tax, per_class_test, g, means=means)[:2]))
+        samples.append((*make_tree_blobs(tax, per_class_train, means=means, noise=NOISE, seed=g),
+                        *make_tree_blobs(tax, per_class_test, means=means, noise=NOISE, seed=g)))
     print(f"\nA linear classifier on synthetic features ({tax.num_classes} classes, {len(samples[0][1])} training and "
           f"{len(samples[0][3])} test samples, {steps} full-batch Adam steps, {seeds} seed{'s' if seeds > 1 else ''}):\n")
     # a model this small trains fastest on one thread (and does not fight other processes for cores)
@@ -208,6 +195,6 @@ def run(args: argparse.Namespace) -> int:
                 results.setdefault(name, []).append(evaluate(scores, y_test, tax))
     print(results_table(results))
     print("\nLower is better everywhere. Mistake severity: mean distance of the wrong top-1 predictions;"
-          "\nhier. dist @k: mean distance of the k best predictions (a correct one counts 0).")
+          "\nmean h. dist @k: mean hierarchical distance of the k best predictions (a correct one counts 0).")
     sys.stdout.flush()
     return 0

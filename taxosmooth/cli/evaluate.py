@@ -34,11 +34,16 @@ LABELS is a text file with one label per line, the N lines in the order of the r
 class name, or with --coarse-labels any node of the taxonomy (a genus, "shoes", ...:
 the true class is somewhere under it). Every line counts; an empty line is an error.
 
-Printed: top-k error, mistake severity, hierarchical distance @k (mean and closest of
-the k best), hierarchical precision / recall / F1, accuracy at every depth, the
+Printed: top-k error, mistake severity, mean_hierarchical_distance@k (the mean
+distance of the k best) and min_hierarchical_distance@k (the distance of the closest
+of them), hierarchical precision / recall / F1, accuracy at every depth, the
 expected calibration error, and the areas under the operating curves of the threshold
 rule (Valmadre, NeurIPS 2022): correct against depth and information recall, precision
 against recall, correct against exact. --operating-curve draws the curve.
+
+A value that is undefined for the set (the mistake severity when there is no mistake,
+the accuracy at a depth that no coarse label reaches) prints as nan, and as null with
+--json (NaN is not JSON). An empty set (no rows, no labels) is an error.
 """
 
 FIGURE_FORMATS = (".png", ".pdf", ".svg")
@@ -65,7 +70,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--coarse-labels", action="store_true", help="labels may be internal nodes (coarse labels)")
     p.add_argument("--bins", type=positive_int, default=15, help="bins of the expected calibration error")
     p.add_argument("--operating-curve", metavar="FIG", help="draw the operating curve (.png, .pdf or .svg)")
-    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.add_argument("--json", action="store_true",
+                   help="print the results as one JSON object (an undefined value, NaN, is null)")
     add_taxonomy_options(p, positional=False)
     add_progress_option(p)
     p.set_defaults(func=run)
@@ -182,9 +188,11 @@ def run(args: argparse.Namespace) -> int:
     labels = read_labels(args.labels, tax, args.coarse_labels)
     if len(labels) != scores.shape[0]:
         raise CLIError(f"{args.labels} has {len(labels)} labels but {args.scores} has {scores.shape[0]} rows")
+    if len(labels) == 0:
+        raise CLIError(f"the evaluation set is empty: {args.scores} has no rows and {args.labels} no labels")
     results, curve = evaluate(scores, labels, tax, args)
     if args.json:
-        print(json.dumps(results, indent=1))
+        print(to_json(results))
     else:
         width = max(len(k) for k in results)
         print(f"{len(labels)} samples, {tax.num_classes} classes ({Path(args.scores).name})")
@@ -197,6 +205,14 @@ def run(args: argparse.Namespace) -> int:
             _save_figure(fig, figure)
         print(f"wrote {figure}", file=sys.stderr)
     return 0
+
+
+def to_json(results: dict[str, float]) -> str:
+    """The results as one JSON object; NaN (undefined for this set) becomes ``null``, since NaN is not JSON."""
+    import math
+
+    # allow_nan=False: an infinity (no metric has one) would fail here rather than write invalid JSON
+    return json.dumps({k: None if math.isnan(v) else v for k, v in results.items()}, indent=1, allow_nan=False)
 
 
 def _save_figure(fig, path: Path) -> None:

@@ -49,7 +49,8 @@ import torch
 from torch import nn
 
 from taxosmooth._ranking import stable_topk
-from taxosmooth._tensor_checks import as_probabilities, check_k
+from taxosmooth._tensor_checks import as_probabilities
+from taxosmooth._validation import check_k
 from taxosmooth.costs import resolve_costs
 from taxosmooth.distances import Source
 from taxosmooth.tree_ops.costs import CostTables

@@ -55,8 +55,29 @@ Rules (:data:`NODE_RULES`)
 
     .. math:: \\mathbb{E}[F_\\beta(u)] = (1 + \\beta^2) \\sum_i p_i \\, \\frac{\\mathrm{depth}(\\mathrm{LCA}(u, i))}{\\beta^2 \\, \\mathrm{depth}(i) + \\mathrm{depth}(u)},
 
-    one top-down pass per distinct class depth. The root scores 0; larger ``β``
-    weighs recall more and answers deeper.
+    The root scores 0; larger ``β`` weighs recall more and answers deeper.
+
+    **Cost.** Grouping the classes by depth ``L``, with
+    ``A_L(u) = Σ_{i : depth(i) = L} p_i · depth(LCA(u, i))``,
+
+    .. math:: \\mathbb{E}[F_\\beta(u)] = (1 + \\beta^2) \\sum_L \\frac{A_L(u)}{\\beta^2 L + \\mathrm{depth}(u)},
+
+    and each ``A_L`` is one subtree sum of the depth-``L`` class probabilities
+    followed by one sum over ancestors (top-down). With ``K`` the number of
+    distinct class depths (leaves at depth 0 excluded), the rule costs, per chunk
+    of ``B`` samples, ``K`` subtree sums and ``K`` top-down passes over the ``N``
+    nodes plus ``K`` elementwise ``(N, B)`` updates: O(B · N · K) time,
+    O(B · N) memory whatever ``K``. When every class has the same depth
+    (``K = 1``) it is one top-down pass, the cost of ``"crm"``; a taxonomy whose
+    classes sit at 35 different depths costs about 70 such passes.
+
+    No constant number of passes gives these scores exactly: a top-down pass
+    sums over the common ancestors of ``u`` and ``i`` with a weight of the form
+    ``f(u) · g(i)``, while the weight here, ``1 / (β² depth(i) + depth(u))``, is a
+    Cauchy matrix in (class depth, answer depth), which has full rank ``K``; so
+    ``K`` separable terms are needed. (On a caterpillar, a path of internal
+    nodes with one class hanging at each depth, the scores of the path nodes are
+    a product with such a matrix.)
 
 **Ties.** ``"threshold"`` and ``"max_info"``: fewest classes, then the larger
 ``P``, then the deeper node (so a node with a single child never beats its
@@ -69,7 +90,8 @@ in float32) may fall either way: pass float64 where this matters.
 
 Computation: in chunks of samples (bounded memory), ``P`` by the exact level
 sums of the compiled tree, then a few masked reductions per chunk; no loop over
-samples or nodes, only over depth levels. Any device; float64 stays float64,
+samples or nodes, only over depth levels (and, for ``"f_beta"``, over the
+distinct class depths: see its cost above). Any device; float64 stays float64,
 other dtypes are computed in float32.
 """
 

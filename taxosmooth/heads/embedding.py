@@ -6,20 +6,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from taxosmooth._checks import check_positive
+from taxosmooth._validation import check_ignore_index, check_reduction
 from taxosmooth.heads._common import (
+    TaxonomyHead,
     check_class_targets,
     check_class_vectors,
     check_in_features,
-    check_reduction,
+    check_optional_taxonomy,
     float_for,
     reduce,
 )
+from taxosmooth.embeddings import class_embeddings
 from taxosmooth.taxonomy import Taxonomy
 
 __all__ = ["EmbeddingHead"]
 
 
-class EmbeddingHead(nn.Module):
+class EmbeddingHead(TaxonomyHead):
     """A linear projection onto the unit sphere of the class vectors; scores are cosine similarities.
 
     Barz & Denzler, WACV 2019 ("Hierarchy-based image embeddings for semantic
@@ -48,11 +52,20 @@ class EmbeddingHead(nn.Module):
         Width of the input features, ``>= 1``.
     embeddings : Tensor ``(C, dim)`` or Taxonomy
         The class vectors; a taxonomy is turned into
-        ``class_embeddings(taxonomy)`` (``lca_height``).
+        ``class_embeddings(taxonomy)`` (``lca_height``) and is the head's taxonomy.
     ce_weight : float, default 0
         ``λ`` above, ``>= 0``.
     bias : bool, default True
     ignore_index : int, default -100
+    taxonomy : Taxonomy, optional
+        The taxonomy that class vectors given as a tensor were built from
+        (``C`` classes, in the order of the rows). The head's ``state_dict``
+        then carries its fingerprint, and :meth:`load_state_dict` refuses a
+        checkpoint made on another taxonomy (another class order, another
+        tree) or one without a fingerprint (see
+        :class:`~taxosmooth.heads.HierarchicalSoftmax`). Without a taxonomy the
+        head knows only its class vectors, and a checkpoint's vectors replace
+        them unchecked.
     device, dtype
         Of the layers.
 
@@ -75,20 +88,22 @@ class EmbeddingHead(nn.Module):
     class_vectors: torch.Tensor  # a buffer
 
     def __init__(self, in_features: int, embeddings: torch.Tensor | Taxonomy, *, ce_weight: float = 0.0,
-                 bias: bool = True, ignore_index: int = -100, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+                 bias: bool = True, ignore_index: int = -100, taxonomy: Taxonomy | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        from taxosmooth._checks import check_positive
-        from taxosmooth.embeddings import class_embeddings
-
         self.in_features = check_in_features(in_features)
         if isinstance(embeddings, Taxonomy):
-            embeddings = class_embeddings(embeddings)
+            if taxonomy is not None and taxonomy != embeddings:
+                raise ValueError("EmbeddingHead: embeddings is a taxonomy and taxonomy= is another one; pass one "
+                                 "(class vectors as a tensor with taxonomy=, or the taxonomy alone)")
+            taxonomy, embeddings = embeddings, class_embeddings(embeddings)
         e, norms = check_class_vectors(embeddings, "EmbeddingHead", "embeddings")
         self.num_classes, self.dim = e.shape
+        self.taxonomy = check_optional_taxonomy(taxonomy, self.num_classes, "EmbeddingHead")
+        self._bind_taxonomy(self.taxonomy)
         self.register_buffer("class_vectors", (e / norms.unsqueeze(1)).to(torch.float32 if dtype is None else dtype))
         self.ce_weight = check_positive(ce_weight, "ce_weight", allow_zero=True)
-        self.ignore_index = int(ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
         self.projection = nn.Linear(self.in_features, self.dim, bias=bias, device=device, dtype=dtype)
         self.classifier = None
         if self.ce_weight > 0:

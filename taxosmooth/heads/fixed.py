@@ -6,19 +6,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from taxosmooth._checks import check_probability
+from taxosmooth._validation import check_ignore_index, check_reduction
 from taxosmooth.heads._common import (
+    TaxonomyHead,
     check_class_targets,
     check_class_vectors,
     check_in_features,
-    check_reduction,
+    check_optional_taxonomy,
     float_for,
     reduce,
 )
+from taxosmooth.taxonomy import Taxonomy
 
 __all__ = ["FixedClassifier"]
 
 
-class FixedClassifier(nn.Module):
+class FixedClassifier(TaxonomyHead):
     """Logits ``f W^T`` with fixed class weights ``W`` (not trained), and HAFrame's mixed loss.
 
     Liang & Davis, ICCV 2023 ("Inducing neural collapse to a fixed
@@ -55,6 +59,16 @@ class FixedClassifier(nn.Module):
     bias : bool, default True
         Of the projection.
     ignore_index : int, default -100
+    taxonomy : Taxonomy, optional
+        The taxonomy the weights were built from (``C`` classes, in the order
+        of the rows), e.g. ``FixedClassifier(512, haframe_weights(tax),
+        taxonomy=tax)``. The head's ``state_dict`` then carries its
+        fingerprint, and :meth:`load_state_dict` refuses a checkpoint made on
+        another taxonomy (another class order, another tree) or one without a
+        fingerprint (see :class:`~taxosmooth.heads.HierarchicalSoftmax`).
+        Without a taxonomy the head knows only its frame, and a checkpoint's
+        frame replaces it unchecked. (A checkpoint's frame always replaces the
+        head's: the projection was trained against it.)
     device, dtype
         Of the projection.
 
@@ -81,16 +95,16 @@ class FixedClassifier(nn.Module):
     projection: nn.Module
 
     def __init__(self, in_features: int | None, weights: torch.Tensor, *, cosine_weight: float = 0.5,
-                 bias: bool = True, ignore_index: int = -100, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+                 bias: bool = True, ignore_index: int = -100, taxonomy: Taxonomy | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        from taxosmooth._checks import check_probability
-
         w, _ = check_class_vectors(weights, "FixedClassifier", "weights")
         self.num_classes, self.dim = w.shape
+        self.taxonomy = check_optional_taxonomy(taxonomy, self.num_classes, "FixedClassifier")
+        self._bind_taxonomy(self.taxonomy)
         self.register_buffer("frame", w.detach().clone().to(torch.float32 if dtype is None else dtype))
         self.cosine_weight = check_probability(cosine_weight, "cosine_weight")
-        self.ignore_index = int(ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
         if in_features is None:
             self.in_features = self.dim
             self.projection = nn.Identity()
@@ -123,29 +137,21 @@ class FixedClassifier(nn.Module):
         if self.cosine_weight > 0:
             # cos(f, w_c) from the logits: one matmul for both terms
             norms = f.norm(dim=1, keepdim=True).clamp_min(1e-12) * w.norm(dim=1)
-            target_cos = self._similarity(w).index_select(0, t)  # S[y] = w_y W^T
+            target_cos = self._similarity_rows(w, t)  # S[y] = w_y W^T
             sq = (logits / norms - target_cos).square().sum(1)
             loss = (1.0 - self.cosine_weight) * loss + self.cosine_weight * sq
         return reduce(loss, valid, reduction)
 
-    def _similarity(self, w: torch.Tensor) -> torch.Tensor | _LazyRows:
-        """``S = W W^T``; kept (per device and dtype) up to 4,096 classes, else the rows are recomputed."""
-        if self.num_classes > 4096:
-            return _LazyRows(w)
+    def _similarity_rows(self, w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Rows ``t`` of ``S = W W^T``. ``S`` is kept (per device and dtype) up to 4,096 classes in eager mode;
+        with more classes, and in a compiled graph (no Python state to update), the rows are ``W[t] W^T``."""
+        if self.num_classes > 4096 or torch.compiler.is_compiling():
+            return w.index_select(0, t) @ w.T
         key = (w.device, w.dtype, self.frame._version, self.frame.data_ptr())  # a loaded frame is seen
         if getattr(self, "_s_key", None) != key:
             self._s, self._s_key = w @ w.T, key
-        return self._s
+        return self._s.index_select(0, t)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, classes={self.num_classes}, dim={self.dim}, cosine_weight={self.cosine_weight:g}"
 
-
-class _LazyRows:
-    """Rows of ``W W^T`` on demand (``index_select(0, t)`` is ``W[t] W^T``): no ``(C, C)`` table."""
-
-    def __init__(self, w: torch.Tensor):
-        self.w = w
-
-    def index_select(self, dim: int, index: torch.Tensor) -> torch.Tensor:
-        return self.w.index_select(0, index) @ self.w.T

@@ -33,7 +33,7 @@ O(batch × nodes) in time and memory, no loop over nodes or samples.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import SimpleNamespace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,9 +41,10 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from taxosmooth._validation import check_coarse, check_ignore_index, check_label_smoothing, check_reduction
 from taxosmooth.heads._common import (
+    TaxonomyHead,
     check_in_features,
-    check_reduction,
     check_targets,
     check_taxonomy,
     float_for,
@@ -60,6 +61,22 @@ __all__ = ["HierarchicalSoftmax"]
 _ROW_SHIFT_LIMIT = {torch.float32: 80.0, torch.float64: 700.0}
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """The column layout the kernels read (see the module docstring): index buffers and static block bounds.
+
+    A frozen dataclass of tensors and tuples, so that ``torch.compile`` traces it.
+    """
+
+    segment: torch.Tensor  # (C - 1,) the parent segment of each score
+    num_segments: int
+    num_columns: int
+    blocks: tuple  # per scored depth: (first, rest, stop) column bounds
+    block_segments: tuple  # per scored depth: (g0, g1) segment bounds
+    block_scores: tuple  # per scored depth: (s0, s1) score bounds
+    block_parent: tuple  # per scored depth k >= 1: the column of each node's parent in block k - 1 (None at 0)
+
+
 class _ConditionalLogProbabilities(torch.autograd.Function):
     """Scores ``(N, C-1)`` -> ``log P(v | parent(v))`` of every scored node ``(N, num_nodes_scored)``.
 
@@ -71,15 +88,13 @@ class _ConditionalLogProbabilities(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, lay, row_max):
-        n = s.shape[0]
         segment = lay.segment
         e, total, shift = _shifted_exp_sums(s, segment, lay.num_segments, row_max)
         lse = total.log_().add_(shift)
         d = s - lse.index_select(1, segment)
-        out = s.new_empty((n, lay.num_columns))
-        for (first, rest, stop), (g0, g1), (s0, s1) in zip(lay.blocks, lay.block_segments, lay.block_scores):
-            torch.neg(lse[:, g0:g1], out=out[:, first:rest])
-            out[:, rest:stop] = d[:, s0:s1]
+        neg = lse.neg()
+        out = torch.cat([part for (g0, g1), (s0, s1) in zip(lay.block_segments, lay.block_scores)
+                         for part in (neg[:, g0:g1], d[:, s0:s1])], 1)  # per block: first children, then the rest
         ctx.save_for_backward(d)
         ctx.lay = lay
         return out
@@ -162,7 +177,7 @@ class _PathSum(torch.autograd.Function):
         return g, None, None
 
 
-class HierarchicalSoftmax(nn.Module):
+class HierarchicalSoftmax(TaxonomyHead):
     """A linear layer and a softmax over the children of every internal node; returns class log-probabilities.
 
     .. math::
@@ -232,6 +247,19 @@ class HierarchicalSoftmax(nn.Module):
     The package's per-child class weights (its ``weight=``) and focal loss
     (``gamma=``) are not offered.
 
+    Checkpoints: the ``state_dict`` carries the taxonomy's fingerprint
+    (:attr:`Taxonomy.fingerprint`: classes in order, nodes, parents, edge
+    weights). :meth:`load_state_dict` raises ``RuntimeError``, before it changes
+    any of the head's parameters, when the checkpoint was made on another
+    taxonomy — the same tree with its classes in another order, or another tree
+    of the same size, whose parameters would load without a shape error and
+    predict other classes — naming both fingerprints and what differs. A
+    checkpoint without a fingerprint (saved before the heads stored one) is
+    refused too, not accepted with a warning: nothing shows it matches, a
+    warning scrolls by in a training log, and the message gives the one line
+    that adds the fingerprint to a checkpoint known to be right. The same holds
+    for every head of :mod:`taxosmooth.heads` that knows its taxonomy.
+
     Examples
     --------
     >>> import taxosmooth as ts
@@ -275,9 +303,12 @@ class HierarchicalSoftmax(nn.Module):
         name = type(self).__name__
         self.in_features = check_in_features(in_features)
         self.taxonomy = check_taxonomy(taxonomy, name)
-        self.coarse_labels = bool(coarse_labels)
-        self.ignore_index = int(ignore_index)
+        self._bind_taxonomy(taxonomy)
+        self.coarse_labels = check_coarse(coarse_labels)
+        self.ignore_index = check_ignore_index(ignore_index)
         alpha = internal_node_values(node_weights, taxonomy, "node_weights", 1.0)
+        if not isinstance(label_smoothing, Mapping) and np.ndim(label_smoothing) == 0:
+            label_smoothing = check_label_smoothing(label_smoothing)  # one value: the check every layer shares
         eps = internal_node_values(label_smoothing, taxonomy, "label_smoothing", 0.0, upper=1.0)
         self.smoothing = bool(np.any(eps > 0))
         lay = _layout(taxonomy)
@@ -329,11 +360,11 @@ class HierarchicalSoftmax(nn.Module):
                              f"got {tuple(x.shape)}")
         return self.linear(x)
 
-    def _lay(self) -> SimpleNamespace:
-        return SimpleNamespace(
+    def _lay(self) -> _Layout:
+        return _Layout(
             segment=self.segment, num_segments=self.num_segments, num_columns=self.num_columns, blocks=self.blocks,
             block_segments=self.block_segments, block_scores=self.block_scores,
-            block_parent=[None] + [getattr(self, f"block_parent_{k}") for k in range(1, len(self.blocks))],
+            block_parent=(None,) + tuple(getattr(self, f"block_parent_{k}") for k in range(1, len(self.blocks))),
         )
 
     def _prepare(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -342,13 +373,14 @@ class HierarchicalSoftmax(nn.Module):
             raise ValueError(f"{type(self).__name__}: scores must have shape (N, {self.num_scores}), "
                              f"got {tuple(s.shape)}")
         s = s.to(float_for(s))
-        if s.device.type != "cpu" or s.shape[0] == 0 or self._force_exact:
+        if s.device.type != "cpu" or s.shape[0] == 0 or self._force_exact or torch.compiler.is_compiling():
             return s, None
-        # one shift per row is exact below the limit (checked on the host: no device sync on the CPU)
+        # eager CPU only: one shift per row is exact below the limit, a choice read on the host (no device to
+        # wait for); on other devices and in a compiled graph the per-parent maximum, exact everywhere
         row_max = s.detach().amax(1, keepdim=True)
         return s, (row_max if bool(row_max.max() <= _ROW_SHIFT_LIMIT[s.dtype]) else None)
 
-    def _conditional(self, s: torch.Tensor, lay: SimpleNamespace) -> torch.Tensor:
+    def _conditional(self, s: torch.Tensor, lay: _Layout) -> torch.Tensor:
         """``log P(v | parent)`` of every scored node (internal column layout) from the scores."""
         s, row_max = self._prepare(s)
         return _ConditionalLogProbabilities.apply(s, lay, row_max)

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from taxosmooth._validation import check_coarse, check_ignore_index, check_reduction
 from taxosmooth.heads._common import (
+    TaxonomyHead,
     check_in_features,
-    check_reduction,
     check_targets,
     check_taxonomy,
     float_for,
@@ -35,7 +36,7 @@ __all__ = ["LevelwiseHead"]
 COMBINE = ("sum", "finest")
 
 
-class LevelwiseHead(nn.Module):
+class LevelwiseHead(TaxonomyHead):
     """One linear head per depth; class scores combined along each class's path.
 
     For each selected depth ``d`` a linear layer gives logits ``z_d`` over the
@@ -96,6 +97,10 @@ class LevelwiseHead(nn.Module):
     * input: ``(N, in_features)``
     * output: ``(N, C)`` class scores (float32 for float16/bfloat16 input).
 
+    The ``state_dict`` carries the taxonomy's fingerprint, and a checkpoint made
+    on another taxonomy (or without a fingerprint) is refused, as for
+    :class:`HierarchicalSoftmax`.
+
     Examples
     --------
     >>> import taxosmooth as ts
@@ -129,14 +134,15 @@ class LevelwiseHead(nn.Module):
         name = type(self).__name__
         self.in_features = check_in_features(in_features)
         self.taxonomy = check_taxonomy(taxonomy, name)
+        self._bind_taxonomy(taxonomy)
         self.depths = _check_depths(depths, taxonomy.max_depth)
         if combine not in COMBINE:
             raise ValueError(f"combine must be one of {', '.join(map(repr, COMBINE))}, got {combine!r}")
         self.combine = combine
         w = _check_weights(weights, len(self.depths))
         self.register_buffer("weights", torch.from_numpy(w), persistent=False)
-        self.coarse_labels = bool(coarse_labels)
-        self.ignore_index = int(ignore_index)
+        self.coarse_labels = check_coarse(coarse_labels)
+        self.ignore_index = check_ignore_index(ignore_index)
         self.num_classes = taxonomy.num_classes
         c = taxonomy.compiled
         leaf = c.is_leaf

@@ -22,6 +22,7 @@ synchronisation, a fixed message) or ``"off"``. The default ``"auto"`` is
 """
 
 from taxosmooth.losses._inputs import set_checks
+from taxosmooth.losses.cosine import CosineLoss
 from taxosmooth.losses.expected_cost import ExpectedCostLoss
 from taxosmooth.losses.hxe import HXELoss
 from taxosmooth.losses.pairwise import PairwiseCostLoss
@@ -36,6 +37,7 @@ __all__ = [
     "ExpectedCostLoss",
     "TreeWassersteinLoss",
     "PairwiseCostLoss",
+    "CosineLoss",
     "set_checks",
 ]
 

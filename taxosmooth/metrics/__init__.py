@@ -2,7 +2,7 @@
 
 Functions (:mod:`taxosmooth.metrics.functional` and :mod:`taxosmooth.metrics.curves`,
 re-exported here): :func:`topk_error`, :func:`mistake_severity`,
-:func:`hierarchical_distance_at_k`, :func:`hierarchical_distance_top_k`,
+:func:`mean_hierarchical_distance_at_k`, :func:`min_hierarchical_distance_at_k`,
 :func:`hierarchical_precision_recall_f1` (micro and macro; one function each for
 precision, recall, F1), :func:`lca_metrics`, :func:`accuracy_at_depth`,
 :func:`full_path_accuracy`, :func:`path_consistency`,
@@ -17,8 +17,8 @@ labels** (``coarse_labels=True``) and **node predictions**: see there too.
 The same metrics as ``torchmetrics.Metric`` classes, whose states are sums that
 reduce correctly across processes (:mod:`taxosmooth.metrics.modules`; needs the
 extra ``pip install "taxosmooth[metrics]"``): :class:`TopKError`,
-:class:`MistakeSeverity`, :class:`HierarchicalDistanceAtK`,
-:class:`HierarchicalDistanceTopK`, :class:`HierarchicalPrecision`,
+:class:`MistakeSeverity`, :class:`MeanHierarchicalDistanceAtK`,
+:class:`MinHierarchicalDistanceAtK`, :class:`HierarchicalPrecision`,
 :class:`HierarchicalRecall`, :class:`HierarchicalF1`, :class:`LCAMetrics`,
 :class:`AccuracyAtDepth`, :class:`FullPathAccuracy`, :class:`PathConsistency`,
 :class:`ExpectedCalibrationError`, :class:`HierarchicalReport`,
@@ -34,13 +34,15 @@ from taxosmooth.metrics.functional import (
     accuracy_at_depth,
     expected_calibration_error,
     full_path_accuracy,
-    hierarchical_distance_at_k,
-    hierarchical_distance_top_k,
+    hierarchical_distance_at_k,  # deprecated alias, not in __all__
+    hierarchical_distance_top_k,  # deprecated alias, not in __all__
     hierarchical_f1,
     hierarchical_precision,
     hierarchical_precision_recall_f1,
     hierarchical_recall,
     lca_metrics,
+    mean_hierarchical_distance_at_k,
+    min_hierarchical_distance_at_k,
     mistake_severity,
     path_consistency,
     report,
@@ -50,8 +52,8 @@ from taxosmooth.metrics.functional import (
 _METRIC_CLASSES = (
     "TopKError",
     "MistakeSeverity",
-    "HierarchicalDistanceAtK",
-    "HierarchicalDistanceTopK",
+    "MeanHierarchicalDistanceAtK",
+    "MinHierarchicalDistanceAtK",
     "HierarchicalPrecision",
     "HierarchicalRecall",
     "HierarchicalF1",
@@ -67,8 +69,8 @@ _METRIC_CLASSES = (
 __all__ = [
     "topk_error",
     "mistake_severity",
-    "hierarchical_distance_at_k",
-    "hierarchical_distance_top_k",
+    "mean_hierarchical_distance_at_k",
+    "min_hierarchical_distance_at_k",
     "hierarchical_precision_recall_f1",
     "hierarchical_precision",
     "hierarchical_recall",
@@ -89,8 +91,12 @@ __all__ = [
 ]
 
 
+#: deprecated aliases of torchmetrics classes (importable, not listed)
+_DEPRECATED_CLASSES = ("HierarchicalDistanceAtK", "HierarchicalDistanceTopK")
+
+
 def __getattr__(name: str) -> type:
-    if name in _METRIC_CLASSES:
+    if name in _METRIC_CLASSES or name in _DEPRECATED_CLASSES:
         import importlib
 
         # raises an ImportError that names the extra when torchmetrics is missing

@@ -64,6 +64,14 @@ class OperatingCurve:
         The mean over samples of each field of :data:`~taxosmooth.metrics.LCA_FIELDS`
         at each point (hiercls returns sums). NaN for an empty set.
     num_samples : int
+
+    Notes
+    -----
+    **An empty set** (``num_samples == 0``) has one point, at threshold 1,
+    whose means are NaN (the mean over no samples, as every metric of
+    :mod:`taxosmooth.metrics` is for ``N = 0``). Its :meth:`area` and
+    :meth:`areas` are NaN for the same reason; its :meth:`front` raises a
+    ``ValueError`` that says the set is empty (there are no points to compare).
     """
 
     thresholds: torch.Tensor
@@ -82,15 +90,23 @@ class OperatingCurve:
     def front(self, x: str, y: str) -> dict[str, torch.Tensor]:
         """The Pareto front of ``(self[x], self[y])`` (both maximised): ``x``, ``y`` and ``thresholds`` of its
         points, ``x`` ascending (see :func:`pareto_front`)."""
-        idx = pareto_front(self[x], self[y])
+        xs, ys = self[x], self[y]  # KeyError naming the choices first
+        if self.num_samples == 0:
+            raise ValueError(f"the curve is of an empty set (num_samples = 0): no points, so no Pareto front of "
+                             f"({x!r}, {y!r})")
+        idx = pareto_front(xs, ys)
         return {"x": self[x][idx], "y": self[y][idx], "thresholds": self.thresholds[idx]}
 
     def area(self, x: str, y: str) -> torch.Tensor:
-        """:func:`pareto_integrate` of ``(self[x], self[y])``."""
-        return pareto_integrate(self[x], self[y])
+        """:func:`pareto_integrate` of ``(self[x], self[y])``; NaN for an empty set (``num_samples == 0``)."""
+        xs, ys = self[x], self[y]  # KeyError naming the choices first
+        if self.num_samples == 0:
+            return torch.tensor(math.nan, dtype=torch.float64, device=self.thresholds.device)
+        return pareto_integrate(xs, ys)
 
     def areas(self) -> dict[str, torch.Tensor]:
-        """The areas of :data:`AREAS`: ``AP(depth)``, ``AP(info)``, ``AC(depth)``, ``AC(info)``, ``AC(exact)``."""
+        """The areas of :data:`AREAS`: ``AP(depth)``, ``AP(info)``, ``AC(depth)``, ``AC(info)``, ``AC(exact)``
+        (each NaN for an empty set)."""
         return {name: self.area(x, y) for name, (x, y) in AREAS.items()}
 
 

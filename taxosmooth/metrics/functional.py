@@ -11,7 +11,7 @@ metrics are not differentiable.
 
 **Sources.** Hierarchical metrics take a ``source``: a
 :class:`~taxosmooth.Taxonomy` (with ``distance=`` one of
-:data:`~taxosmooth.DISTANCE_KINDS`; computed from lowest common ancestors,
+[`DISTANCE_KINDS`][taxosmooth.distances.DISTANCE_KINDS]; computed from lowest common ancestors,
 never a ``C × C`` table) or a ``(C, C)`` matrix whose entry ``[t, j]`` is the
 distance of predicting ``j`` when the truth is ``t``. Metrics on ancestor sets
 (hierarchical precision/recall/F1, the LCA metrics, accuracy per depth) take a
@@ -48,22 +48,17 @@ device, except :func:`report`, which returns a dict of Python floats.
 from __future__ import annotations
 
 import numbers
+import re
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 import torch
 
 from taxosmooth._ranking import rank_of, stable_topk
-from taxosmooth._tensor_checks import (
-    accumulate_dtype,
-    as_probabilities,
-    check_coarse,
-    check_k,
-    check_node_ids,
-    check_scores,
-    check_target,
-)
+from taxosmooth._tensor_checks import accumulate_dtype, as_probabilities, check_scores
 from taxosmooth._tree_index import take
+from taxosmooth._validation import check_coarse, check_k, check_node_ids, check_target
 from taxosmooth.metrics._pairs import LCA_FIELDS, PairDistances, lca_values
 
 if TYPE_CHECKING:
@@ -73,8 +68,8 @@ if TYPE_CHECKING:
 __all__ = [
     "topk_error",
     "mistake_severity",
-    "hierarchical_distance_at_k",
-    "hierarchical_distance_top_k",
+    "mean_hierarchical_distance_at_k",
+    "min_hierarchical_distance_at_k",
     "hierarchical_precision_recall_f1",
     "hierarchical_precision",
     "hierarchical_recall",
@@ -111,8 +106,11 @@ def _optional_pairs(taxonomy, coarse_labels) -> PairDistances | None:
 
 def _labels(target, n: int, pairs: PairDistances | None, num_classes: int, coarse_labels: bool,
             device) -> torch.Tensor:
-    num_nodes = pairs.num_nodes if pairs is not None and pairs.tree is not None else None
-    return check_target(target, n, num_classes, coarse_labels=coarse_labels, num_nodes=num_nodes).to(device)
+    tax = pairs.taxonomy if pairs is not None and pairs.tree is not None else None
+    num_nodes = tax.num_nodes if tax is not None else None
+    names = tax.target_names if tax is not None else None
+    return check_target(target, n, num_classes, coarse_labels=coarse_labels, num_nodes=num_nodes,
+                        target_names=names).to(device)
 
 
 def _check(scores, target, num_classes: int | None = None, pairs: PairDistances | None = None,
@@ -392,15 +390,18 @@ def mistake_severity(scores: torch.Tensor, target: torch.Tensor, source: Source,
     return _ratio(s["mistake_distance"], s["mistakes"])
 
 
-def hierarchical_distance_at_k(scores: torch.Tensor, target: torch.Tensor, source: Source, k: int, *,
-                               distance: str | None = None, coarse_labels: bool = False) -> torch.Tensor:
-    """Average hierarchical distance @k: mean over samples of the mean distance of the k best predictions.
+def mean_hierarchical_distance_at_k(scores: torch.Tensor, target: torch.Tensor, source: Source, k: int, *,
+                                    distance: str | None = None, coarse_labels: bool = False) -> torch.Tensor:
+    """Mean hierarchical distance @k: mean over samples of the *mean* distance of the k best predictions.
 
     .. math:: \\frac{1}{N} \\sum_n \\frac{1}{k} \\sum_{j \\in \\mathrm{top}_k(n)} d(t_n, j)
 
     A correct prediction among the k counts 0 (``d(t, t) = 0``). Bertinetto et
     al., CVPR 2020 ("average hierarchical distance of the top-k"). **Coarse
     label** ``v``: each of the k classes is at ``d(v, j)``, 0 under ``v``.
+    :func:`min_hierarchical_distance_at_k` takes the closest of the k instead;
+    for ``k = 1`` the two are equal. (Formerly ``hierarchical_distance_at_k``,
+    now a deprecated alias.)
 
     Parameters
     ----------
@@ -412,6 +413,21 @@ def hierarchical_distance_at_k(scores: torch.Tensor, target: torch.Tensor, sourc
     distance : str, optional
         With a taxonomy only (default ``"lca_height"``).
     coarse_labels : bool, default False
+
+    Returns
+    -------
+    Tensor
+        0-dim; NaN for ``N = 0``.
+
+    Examples
+    --------
+    >>> import taxosmooth as ts
+    >>> tax = ts.Taxonomy.from_nested({"animal": {"mammal": ["horse", "zebra"], "sea": ["whale", "shark"]}})
+    >>> scores = torch.tensor([[0.1, 0.5, 0.4, 0.0]])   # zebra, then whale; the truth is horse
+    >>> mean_hierarchical_distance_at_k(scores, torch.tensor([0]), tax, k=2).item()   # (1 + 2) / 2
+    1.5
+    >>> min_hierarchical_distance_at_k(scores, torch.tensor([0]), tax, k=2).item()    # zebra, at 1
+    1.0
     """
     pairs = _pairs(source, distance)
     scores, label = _check(scores, target, pairs.num_classes, pairs, coarse_labels)
@@ -420,21 +436,58 @@ def hierarchical_distance_at_k(scores: torch.Tensor, target: torch.Tensor, sourc
     return _ratio(s[f"dist_mean_at_{k}"], _count(scores.shape[0], scores.device))
 
 
-def hierarchical_distance_top_k(scores: torch.Tensor, target: torch.Tensor, source: Source, k: int, *,
-                                distance: str | None = None, coarse_labels: bool = False) -> torch.Tensor:
-    """Mean over samples of the distance of the *closest* of the k best predictions.
+def min_hierarchical_distance_at_k(scores: torch.Tensor, target: torch.Tensor, source: Source, k: int, *,
+                                   distance: str | None = None, coarse_labels: bool = False) -> torch.Tensor:
+    """Min hierarchical distance @k: mean over samples of the distance of the *closest* of the k best predictions.
 
     .. math:: \\frac{1}{N} \\sum_n \\min_{j \\in \\mathrm{top}_k(n)} d(t_n, j)
 
     0 for a sample whose true class is among its top k (for a coarse label: a
-    class under it); for ``k = 1`` it equals :func:`hierarchical_distance_at_k`.
-    Arguments as there.
+    class under it); for ``k = 1`` it equals :func:`mean_hierarchical_distance_at_k`,
+    whose arguments it takes. (Formerly ``hierarchical_distance_top_k``, now a
+    deprecated alias.)
+
+    Parameters
+    ----------
+    scores : Tensor (N, C)
+    target : LongTensor (N,)
+    source : Taxonomy or Tensor (C, C)
+    k : int
+        ``1 <= k <= C``.
+    distance : str, optional
+        With a taxonomy only (default ``"lca_height"``).
+    coarse_labels : bool, default False
+
+    Returns
+    -------
+    Tensor
+        0-dim; NaN for ``N = 0``.
     """
     pairs = _pairs(source, distance)
     scores, label = _check(scores, target, pairs.num_classes, pairs, coarse_labels)
     k = check_k(k, scores.shape[1])
     s = _hdist_stats(stable_topk(scores, k), label, pairs, k)
     return _ratio(s[f"dist_min_at_{k}"], _count(scores.shape[0], scores.device))
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=3)
+
+
+def hierarchical_distance_at_k(scores: torch.Tensor, target: torch.Tensor, source: Source, k: int, *,
+                               distance: str | None = None, coarse_labels: bool = False) -> torch.Tensor:
+    """Deprecated alias of :func:`mean_hierarchical_distance_at_k` (the mean of the k best's distances)."""
+    _deprecated("hierarchical_distance_at_k", "mean_hierarchical_distance_at_k (the mean distance of the k best "
+                "predictions; min_hierarchical_distance_at_k is the closest of them)")
+    return mean_hierarchical_distance_at_k(scores, target, source, k, distance=distance, coarse_labels=coarse_labels)
+
+
+def hierarchical_distance_top_k(scores: torch.Tensor, target: torch.Tensor, source: Source, k: int, *,
+                                distance: str | None = None, coarse_labels: bool = False) -> torch.Tensor:
+    """Deprecated alias of :func:`min_hierarchical_distance_at_k` (the distance of the closest of the k best)."""
+    _deprecated("hierarchical_distance_top_k", "min_hierarchical_distance_at_k (the distance of the closest of the "
+                "k best predictions)")
+    return min_hierarchical_distance_at_k(scores, target, source, k, distance=distance, coarse_labels=coarse_labels)
 
 
 def hierarchical_precision_recall_f1(scores: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, *,
@@ -690,15 +743,51 @@ def _report_stats(scores, label, pairs, ks, probs, n_bins, coarse_labels) -> dic
     return stats
 
 
+_OLD_REPORT_KEYS = ((re.compile(r"hierarchical_distance@(\d+)"), "mean_hierarchical_distance@{}"),
+                    (re.compile(r"hierarchical_distance_top(\d+)"), "min_hierarchical_distance@{}"))
+
+
+class _ReportDict(dict):
+    """The dict of :func:`report` (and ``HierarchicalReport.compute``): a plain dict whose former key names
+    ``hierarchical_distance@{k}`` and ``hierarchical_distance_top{k}`` still read, with a DeprecationWarning that
+    names the new key (``mean_hierarchical_distance@{k}``, ``min_hierarchical_distance@{k}``). They are not keys:
+    iteration, ``in`` and JSON show the new names only."""
+
+    def _renamed(self, key):
+        if isinstance(key, str):
+            for pattern, new in _OLD_REPORT_KEYS:
+                m = pattern.fullmatch(key)
+                if m and new.format(m.group(1)) in self:
+                    return new.format(m.group(1))
+        return None
+
+    def _former(self, key, new: str):
+        # stacklevel 3: the warning names the line of the caller of __missing__ or get
+        warnings.warn(f"the report key {key!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=3)
+        return dict.__getitem__(self, new)
+
+    def __missing__(self, key):
+        new = self._renamed(key)
+        if new is None:
+            raise KeyError(key)
+        return self._former(key, new)
+
+    def get(self, key, default=None):
+        if key in self:
+            return dict.__getitem__(self, key)
+        new = self._renamed(key)
+        return default if new is None else self._former(key, new)
+
+
 def _report_from(stats, ks, max_depth: int | None) -> dict[str, torch.Tensor]:
     n = stats["total"]
-    out = {}
+    out = _ReportDict()
     for k in ks:
         out[f"top{k}_error"] = _ratio(stats[f"wrong_at_{k}"], n)
     out["mistake_severity"] = _ratio(stats["mistake_distance"], stats["mistakes"])
     for k in ks:
-        out[f"hierarchical_distance@{k}"] = _ratio(stats[f"dist_mean_at_{k}"], n)
-        out[f"hierarchical_distance_top{k}"] = _ratio(stats[f"dist_min_at_{k}"], n)
+        out[f"mean_hierarchical_distance@{k}"] = _ratio(stats[f"dist_mean_at_{k}"], n)
+        out[f"min_hierarchical_distance@{k}"] = _ratio(stats[f"dist_min_at_{k}"], n)
     if max_depth is not None:
         p, r, f = _hprf_from(stats)
         out |= {"hierarchical_precision": p, "hierarchical_recall": r, "hierarchical_f1": f}
@@ -750,11 +839,15 @@ def report(
     Returns
     -------
     dict
-        ``top{k}_error``, ``mistake_severity``, ``hierarchical_distance@{k}``,
-        ``hierarchical_distance_top{k}`` (for each k); with a Taxonomy also
+        ``top{k}_error``, ``mistake_severity``, ``mean_hierarchical_distance@{k}``
+        (:func:`mean_hierarchical_distance_at_k`), ``min_hierarchical_distance@{k}``
+        (:func:`min_hierarchical_distance_at_k`) (for each k); with a Taxonomy also
         ``hierarchical_precision``, ``hierarchical_recall``,
         ``hierarchical_f1`` (micro) and ``accuracy_at_depth_{d}`` for every
-        depth ``d = 1 … D``; ``ece`` when ``probs`` is given.
+        depth ``d = 1 … D``; ``ece`` when ``probs`` is given. The former key
+        names ``hierarchical_distance@{k}`` and ``hierarchical_distance_top{k}``
+        still read (``r["hierarchical_distance@5"]``, ``r.get(...)``) with a
+        DeprecationWarning naming the new key; they are not listed.
 
     Examples
     --------
@@ -766,7 +859,7 @@ def report(
     (0.5, 0.0, 2.0, 0.5)
     >>> crm = ts.CRMClassifier(torch.nn.Identity(), tax)
     >>> sorted(report(crm(probs), torch.tensor([0, 2]), tax))[:3]   # CRM's -R: every ranking metric
-    ['accuracy_at_depth_1', 'accuracy_at_depth_2', 'hierarchical_distance@1']
+    ['accuracy_at_depth_1', 'accuracy_at_depth_2', 'hierarchical_f1']
     """
     pairs = _pairs(source, distance)
     scores, label = _check(scores, target, pairs.num_classes, pairs, coarse_labels)
@@ -782,4 +875,4 @@ def report(
                          "needs the model's probabilities or logits: pass probs=logits, from_logits=True)")
     stats = _report_stats(scores, label, pairs, ks, p, _check_bins(n_bins), coarse_labels)
     max_depth = pairs.tree.max_depth if pairs.tree is not None else None
-    return {name: float(v) for name, v in _report_from(stats, ks, max_depth).items()}
+    return _ReportDict((name, float(v)) for name, v in _report_from(stats, ks, max_depth).items())

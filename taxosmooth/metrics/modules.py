@@ -27,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +42,8 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
 import torch
 
 from taxosmooth._ranking import stable_topk
-from taxosmooth._tensor_checks import as_probabilities, check_coarse, check_k
+from taxosmooth._tensor_checks import as_probabilities
+from taxosmooth._validation import check_coarse, check_k
 from taxosmooth.metrics import curves as Cv
 from taxosmooth.metrics import functional as F
 from taxosmooth.metrics._pairs import LCA_FIELDS, PairDistances
@@ -53,8 +55,8 @@ if TYPE_CHECKING:
 __all__ = [
     "TopKError",
     "MistakeSeverity",
-    "HierarchicalDistanceAtK",
-    "HierarchicalDistanceTopK",
+    "MeanHierarchicalDistanceAtK",
+    "MinHierarchicalDistanceAtK",
     "HierarchicalPrecision",
     "HierarchicalRecall",
     "HierarchicalF1",
@@ -204,9 +206,9 @@ class _HierarchicalDistance(_SumMetric):
         return F._ratio(getattr(self, f"{self._key}_at_{self.k}"), self.total)
 
 
-class HierarchicalDistanceAtK(_HierarchicalDistance):
+class MeanHierarchicalDistanceAtK(_HierarchicalDistance):
     """Mean over samples of the mean distance of the k best predictions; see
-    :func:`taxosmooth.metrics.hierarchical_distance_at_k`.
+    :func:`taxosmooth.metrics.mean_hierarchical_distance_at_k`.
 
     Parameters
     ----------
@@ -220,9 +222,9 @@ class HierarchicalDistanceAtK(_HierarchicalDistance):
     _key = "dist_mean"
 
 
-class HierarchicalDistanceTopK(_HierarchicalDistance):
+class MinHierarchicalDistanceAtK(_HierarchicalDistance):
     """Mean over samples of the distance of the closest of the k best predictions; see
-    :func:`taxosmooth.metrics.hierarchical_distance_top_k`.
+    :func:`taxosmooth.metrics.min_hierarchical_distance_at_k`.
 
     Parameters
     ----------
@@ -234,6 +236,25 @@ class HierarchicalDistanceTopK(_HierarchicalDistance):
     """
 
     _key = "dist_min"
+
+
+class HierarchicalDistanceAtK(MeanHierarchicalDistanceAtK):
+    """Deprecated alias of :class:`MeanHierarchicalDistanceAtK`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        warnings.warn("HierarchicalDistanceAtK is deprecated; use MeanHierarchicalDistanceAtK (the mean distance of "
+                      "the k best predictions; MinHierarchicalDistanceAtK is the closest of them)",
+                      DeprecationWarning, stacklevel=2)
+        super().__init__(*args, **kwargs)
+
+
+class HierarchicalDistanceTopK(MinHierarchicalDistanceAtK):
+    """Deprecated alias of :class:`MinHierarchicalDistanceAtK`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        warnings.warn("HierarchicalDistanceTopK is deprecated; use MinHierarchicalDistanceAtK (the distance of the "
+                      "closest of the k best predictions)", DeprecationWarning, stacklevel=2)
+        super().__init__(*args, **kwargs)
 
 
 _HPRF_STATES = ("ancestors_common", "ancestors_pred", "ancestors_true", "sample_precision", "sample_recall",
