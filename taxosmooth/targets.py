@@ -42,8 +42,8 @@ def resolve_scale(scale: str | float | None, max_distance: float) -> float:
     return check_positive(scale, "scale")
 
 
-def _check_epsilon(epsilon) -> float | None:
-    return None if epsilon is None else check_probability(epsilon, "epsilon")
+def _check_mix(mix) -> float | None:
+    return None if mix is None else check_probability(mix, "mix")
 
 
 def soft_targets(
@@ -51,7 +51,7 @@ def soft_targets(
     beta: float,
     distance: str | None = None,
     scale: str | float | None = "max",
-    epsilon: float | None = None,
+    mix: float | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Soft-target matrix ``(C, C)``: row ``t`` is the target distribution for class ``t``.
@@ -69,8 +69,8 @@ def soft_targets(
         Kind of tree distance, with a taxonomy only (default ``"lca_height"``).
     scale : "max", None or float, default "max"
         Divide distances by ``s``: their maximum, 1, or the number given.
-    epsilon : float in [0, 1], optional
-        Mix with the one-hot label: ``(1 - epsilon) onehot + epsilon q``.
+    mix : float in [0, 1], optional
+        Mix with the one-hot label: ``(1 - mix) onehot + mix q``.
     dtype : torch.dtype, default torch.float32
 
     Returns
@@ -86,7 +86,7 @@ def soft_targets(
     """
     beta = check_positive(beta, "beta", allow_zero=True)
     check_float_dtype(dtype)
-    epsilon = _check_epsilon(epsilon)
+    mix = _check_mix(mix)
     src = resolve_source(source, distance, where="soft_targets")
     d = src.dense()
     s = resolve_scale(scale, float(d.max()))
@@ -95,9 +95,9 @@ def soft_targets(
     with np.errstate(over="ignore"):
         q = np.exp(-beta * (d / s))
     q /= q.sum(axis=1, keepdims=True)
-    if epsilon is not None:
-        q *= epsilon
-        q[np.diag_indices_from(q)] += 1.0 - epsilon
+    if mix is not None:
+        q *= mix
+        q[np.diag_indices_from(q)] += 1.0 - mix
     device = source.device if isinstance(source, torch.Tensor) else None  # follow a tensor input
     return torch.from_numpy(q).to(device=device, dtype=dtype)
 
@@ -142,14 +142,14 @@ def beta_for_mass(
     mass: float,
     distance: str | None = None,
     scale: str | float | None = "max",
-    epsilon: float | None = None,
+    mix: float | None = None,
 ) -> float:
     """The ``beta`` at which soft targets keep, on average over the classes, ``mass`` on the true class.
 
     Solves ``(1/C) Σ_t q_t(t; β) = mass`` for ``β`` (with ``q`` as in
-    :func:`soft_targets`, the same ``distance``, ``scale`` and ``epsilon``).
+    :func:`soft_targets`, the same ``distance``, ``scale`` and ``mix``).
     The mean is strictly increasing in ``β``: from ``1/C`` (``β = 0``, uniform
-    targets; with ``epsilon``, ``1 - ε + ε/C``) towards ``1`` (one-hot) — less
+    targets; with ``mix``, ``1 - ε + ε/C``) towards ``1`` (one-hot) — less
     when a user matrix has zero distances off the diagonal. Bisection to
     ``1e-12`` relative in ``β``; O(nodes) per step for the LCA kinds, O(C²)
     otherwise.
@@ -159,7 +159,7 @@ def beta_for_mass(
     source : Taxonomy or array_like (C, C)
     mass : float
         The mean target mass on the true class, strictly between the two limits above.
-    distance, scale, epsilon
+    distance, scale, mix
         As in :func:`soft_targets`.
 
     Examples
@@ -169,7 +169,7 @@ def beta_for_mass(
     >>> round(float(soft_targets(tax, beta).diagonal().mean()), 6)
     0.8
     """
-    epsilon = _check_epsilon(epsilon)
+    mix = _check_mix(mix)
     if isinstance(mass, bool) or not isinstance(mass, (int, float, np.floating, np.integer)):
         raise TypeError(f"mass must be a number in (0, 1), got {mass!r}")
     mass = float(mass)
@@ -193,15 +193,15 @@ def beta_for_mass(
         e[np.isnan(e)] = 1.0  # beta * 0 with beta = inf
         z = (e * counts).sum(axis=1) if counts is not None else e.sum(axis=1)
         q = 1.0 / z if counts is not None else np.diagonal(e) / z
-        if epsilon is not None:
-            q = (1.0 - epsilon) + epsilon * q
+        if mix is not None:
+            q = (1.0 - mix) + mix * q
         return float(q.mean())
 
     low, high = mean_mass(0.0), mean_mass(math.inf)
     if not low < mass < high:
         raise ValueError(
             f"mass must lie strictly between {low:.6g} (beta = 0) and {high:.6g} (beta -> inf) for this "
-            f"source{'' if epsilon is None else f' and epsilon={epsilon:g}'}, got {mass!r}"
+            f"source{'' if mix is None else f' and mix={mix:g}'}, got {mass!r}"
         )
     lo, hi = 0.0, 1.0
     while mean_mass(hi) < mass:

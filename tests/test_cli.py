@@ -65,9 +65,9 @@ def test_targets_end_to_end_with_class_order(tmp_path):
     order = ["shark", "horse", "whale", "zebra", "octopus"]
     (tmp_path / "classes.txt").write_text("# my logit order\n" + "\n".join(order) + "\n")
     out = tmp_path / "q.npy"
-    r = run_cli("targets", ANIMALS, "--beta", "3", "--epsilon", "0.4", "--classes", tmp_path / "classes.txt", "-o", out)
+    r = run_cli("targets", ANIMALS, "--beta", "3", "--mix", "0.4", "--classes", tmp_path / "classes.txt", "-o", out)
     assert r.returncode == 0, r.stderr
-    want = ts.soft_targets(ts.Taxonomy.load(ANIMALS, classes=order), 3.0, epsilon=0.4)
+    want = ts.soft_targets(ts.Taxonomy.load(ANIMALS, classes=order), 3.0, mix=0.4)
     np.testing.assert_array_equal(np.load(out), want.numpy())
     listed = (tmp_path / "q.npy.classes.txt").read_text().split("\n")[:-1]
     assert listed[0].startswith("# taxosmooth class list of q.npy: 5 classes, sha256 ") and listed[1:] == order
@@ -203,7 +203,7 @@ def _error(capsys, argv, *fragments):
         (["targets", ANIMALS, "--beta", "-1", "-o", "q.npy"], ["--beta", ">= 0"]),
         (["targets", ANIMALS, "--beta", "nan", "-o", "q.npy"], ["--beta", "finite"]),
         (["targets", ANIMALS, "--beta", "1", "--scale", "huge", "-o", "q.npy"], ["--scale", "'huge'"]),
-        (["targets", ANIMALS, "--beta", "1", "--epsilon", "2", "-o", "q.npy"], ["--epsilon", "[0, 1]"]),
+        (["targets", ANIMALS, "--beta", "1", "--mix", "2", "-o", "q.npy"], ["--mix", "[0, 1]"]),
         (["targets", ANIMALS, "-o", "q.npy"], ["--beta"]),
         (["costs", ANIMALS, "--power", "0", "-o", "c.npy"], ["--power"]),
         (["costs", ANIMALS, "--distance", "euclid", "-o", "c.npy"], ["--distance", "euclid"]),

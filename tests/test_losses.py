@@ -81,7 +81,7 @@ def flat_rows(z: torch.Tensor):
 
 
 # --- per-sample oracles (one sample: logits row z (C,), class t) -------------------------------
-def soft_label_oracle(view: TreeView, beta, kind, scale, epsilon):
+def soft_label_oracle(view: TreeView, beta, kind, scale, mix):
     C = len(view.classes)
     d = torch.tensor([[view.distance(kind, i, j) for j in range(C)] for i in range(C)], dtype=torch.float64)
     s = 1.0 if scale is None else (float(d.max()) or 1.0) if scale == "max" else scale
@@ -89,8 +89,8 @@ def soft_label_oracle(view: TreeView, beta, kind, scale, epsilon):
     def f(z, t):
         w = torch.exp(-beta * d[t] / s)
         q = w / w.sum()
-        if epsilon is not None:
-            q = epsilon * q + (1 - epsilon) * F.one_hot(torch.tensor(t), C).double()
+        if mix is not None:
+            q = mix * q + (1 - mix) * F.one_hot(torch.tensor(t), C).double()
         return -(q.to(z.dtype) * torch.log_softmax(z, 0)).sum()
 
     return f
@@ -239,13 +239,13 @@ def test_gradcheck_float64(tree):
 @given(random_taxonomies(max_nodes=30), st.sampled_from(["lca_height", "lca_depth_complement"]),
        st.floats(0.0, 8.0), st.sampled_from(["max", None, 2.5]), st.sampled_from([None, 0.0, 0.3, 1.0]),
        st.integers(0, 2**31 - 1))
-def test_structured_soft_labels_equal_dense(tax, kind, beta, scale, epsilon, seed):
+def test_structured_soft_labels_equal_dense(tax, kind, beta, scale, mix, seed):
     g = torch.Generator().manual_seed(seed)
     C = tax.num_classes
     z = torch.randn(6, C, generator=g, dtype=torch.float64) * 3
     t = torch.randint(0, C, (6,), generator=g)
-    structured = ts.HierarchicalSoftLabelLoss(tax, beta, kind, scale, epsilon, reduction="none")
-    dense = ts.SoftTargetCrossEntropy(ts.soft_targets(tax, beta, kind, scale, epsilon, dtype=torch.float64),
+    structured = ts.HierarchicalSoftLabelLoss(tax, beta, kind, scale, mix, reduction="none")
+    dense = ts.SoftTargetCrossEntropy(ts.soft_targets(tax, beta, kind, scale, mix, dtype=torch.float64),
                                       reduction="none")
     torch.testing.assert_close(structured(z, t), dense(z, t), rtol=0, atol=1e-6)
     z1, z2 = z.clone().requires_grad_(), z.clone().requires_grad_()

@@ -83,8 +83,8 @@ def test_masked_logits_with_zero_target_mass_stay_finite(seed_tax):
     """-inf logits on classes without target mass: 0·log 0 = 0, as cross entropy with hard labels."""
     z0 = torch.tensor([[2.0, -math.inf, 0.5, 0.1], [0.3, -0.2, -math.inf, -math.inf]])
     t = torch.tensor([0, 1])
-    mods = [ts.HierarchicalSoftLabelLoss(seed_tax, 4.0, epsilon=0.0),
-            ts.SoftTargetCrossEntropy(ts.soft_targets(seed_tax, 4.0, epsilon=0.0))]
+    mods = [ts.HierarchicalSoftLabelLoss(seed_tax, 4.0, mix=0.0),
+            ts.SoftTargetCrossEntropy(ts.soft_targets(seed_tax, 4.0, mix=0.0))]
     for reduction in ("mean", "none"):
         for mod in mods:
             mod.reduction = reduction
@@ -174,7 +174,7 @@ def test_float64_cost_matrices_stay_float64(seed_tax):
     t = torch.tensor([0, 1, 2, 3, 0])
     for cls in (ts.ExpectedCostLoss, ts.PairwiseCostLoss):
         dense = cls(costs)
-        assert dense.costs.dtype == torch.float64
+        assert dense.costs.matrix.dtype == torch.float64
         structured = cls(seed_tax, transform=lambda d: d / 3.0)
         torch.testing.assert_close(dense(z, t), structured(z, t), rtol=1e-13, atol=1e-13)
 

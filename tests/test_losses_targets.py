@@ -70,7 +70,7 @@ def log_mass(z, idx):
 
 
 # per-sample oracles for a *target id* v (a class is the special case v < C); z is one row (C,)
-def soft_label_node_oracle(view: NodeView, beta, kind, scale, epsilon):
+def soft_label_node_oracle(view: NodeView, beta, kind, scale, mix):
     C = len(view.classes)
     d_cls = [[view.distance(kind, i, j) for j in range(C)] for i in range(C)]
     dmax = max(max(r) for r in d_cls)
@@ -81,7 +81,7 @@ def soft_label_node_oracle(view: NodeView, beta, kind, scale, epsilon):
         others = [j for j in range(C) if j not in under]
         e = {j: math.exp(-beta * view.node_distance(kind, v, j) / s) for j in others}
         zsum = 1.0 + sum(e.values())  # the classes under v: one outcome at distance 0
-        mix = 1.0 if epsilon is None else epsilon
+        mix = 1.0 if mix is None else mix
         q0 = (1 - mix) + mix / zsum
         log_p = torch.log_softmax(z, 0)
         loss = -q0 * log_mass(z, under)

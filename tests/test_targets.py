@@ -1,4 +1,4 @@
-"""Soft targets: hand-computed softmax of -beta d / s, epsilon mixing, scales, user matrices."""
+"""Soft targets: hand-computed softmax of -beta d / s, mixing with the label, scales, user matrices."""
 
 from __future__ import annotations
 
@@ -44,16 +44,16 @@ def test_seed_targets_by_hand():
     np.testing.assert_allclose(q[0].numpy(), [1 / z, math.exp(-2) / z, math.exp(-4) / z, math.exp(-4) / z])
 
 
-def test_seed_epsilon_by_hand():
+def test_seed_mix_by_hand():
     tax = seed_taxonomy()
-    q = soft_targets(tax, beta=2.0, epsilon=0.25, dtype=torch.float64)
+    q = soft_targets(tax, beta=2.0, mix=0.25, dtype=torch.float64)
     z = 1 + math.exp(-1) + 2 * math.exp(-2)
     base = np.array([1, math.exp(-1), math.exp(-2), math.exp(-2)]) / z
     expected = 0.25 * base + 0.75 * np.array([1, 0, 0, 0])
     np.testing.assert_allclose(q[0].numpy(), expected)
-    # epsilon 0: the one-hot label; epsilon 1: the plain soft targets
-    np.testing.assert_array_equal(soft_targets(tax, 2.0, epsilon=0.0), torch.eye(4))
-    np.testing.assert_array_equal(soft_targets(tax, 2.0, epsilon=1.0), soft_targets(tax, 2.0))
+    # mix 0: the one-hot label; mix 1: the plain soft targets
+    np.testing.assert_array_equal(soft_targets(tax, 2.0, mix=0.0), torch.eye(4))
+    np.testing.assert_array_equal(soft_targets(tax, 2.0, mix=1.0), soft_targets(tax, 2.0))
 
 
 def test_beta_limits():
@@ -65,13 +65,13 @@ def test_beta_limits():
 
 @given(random_taxonomies(max_nodes=30, weighted=True), st.sampled_from(DISTANCE_KINDS),
        st.floats(0, 20), st.sampled_from(["max", None, 0.5, 3.0]), st.one_of(st.none(), st.floats(0, 1)))
-def test_targets_match_loop_and_rows_sum_to_one(tax, kind, beta, scale, epsilon):
-    q = soft_targets(tax, beta, distance=kind, scale=scale, epsilon=epsilon, dtype=torch.float64).numpy()
+def test_targets_match_loop_and_rows_sum_to_one(tax, kind, beta, scale, mix):
+    q = soft_targets(tax, beta, distance=kind, scale=scale, mix=mix, dtype=torch.float64).numpy()
     d = ts.class_distances(tax, kind)
     s = {"max": d.max() if d.max() > 0 else 1.0, None: 1.0}.get(scale, scale)
     expected = softmax_loop(d, beta, s)
-    if epsilon is not None:
-        expected = epsilon * expected + (1 - epsilon) * np.eye(len(d))
+    if mix is not None:
+        expected = mix * expected + (1 - mix) * np.eye(len(d))
     np.testing.assert_allclose(q, expected, rtol=1e-10, atol=1e-300)
     np.testing.assert_allclose(q.sum(axis=1), 1.0, rtol=1e-12)
     assert np.all(q >= 0)
@@ -136,9 +136,9 @@ def test_user_matrix_not_numeric():
         (dict(beta=float("inf")), ValueError, "beta"),
         (dict(beta="2"), TypeError, "beta must be a real number"),
         (dict(beta=True), TypeError, "beta"),
-        (dict(beta=1.0, epsilon=1.5), ValueError, r"epsilon must be in \[0, 1\], got 1.5"),
-        (dict(beta=1.0, epsilon=-0.1), ValueError, "epsilon"),
-        (dict(beta=1.0, epsilon=float("nan")), ValueError, "epsilon"),
+        (dict(beta=1.0, mix=1.5), ValueError, r"mix must be in \[0, 1\], got 1.5"),
+        (dict(beta=1.0, mix=-0.1), ValueError, "mix"),
+        (dict(beta=1.0, mix=float("nan")), ValueError, "mix"),
         (dict(beta=1.0, scale="mean"), ValueError, "scale must be 'max', None or a positive number, got 'mean'"),
         (dict(beta=1.0, scale=0.0), ValueError, "scale must be finite and > 0"),
         (dict(beta=1.0, scale=-2), ValueError, "scale"),
@@ -199,8 +199,8 @@ def test_integer_dtype_is_refused_not_zeroed(seed_tax):
 
 
 def test_one_element_tensors_are_accepted_as_numbers(seed_tax):
-    expected = ts.soft_targets(seed_tax, 2.0, epsilon=0.5)
-    got = ts.soft_targets(seed_tax, torch.tensor(2.0), epsilon=np.array(0.5))
+    expected = ts.soft_targets(seed_tax, 2.0, mix=0.5)
+    got = ts.soft_targets(seed_tax, torch.tensor(2.0), mix=np.array(0.5))
     torch.testing.assert_close(got, expected)
     with pytest.raises(TypeError, match="beta"):
         ts.soft_targets(seed_tax, torch.tensor([1.0, 2.0]))
@@ -209,20 +209,20 @@ def test_one_element_tensors_are_accepted_as_numbers(seed_tax):
 # ----------------------------------------------------------------------------- choosing beta
 @given(random_taxonomies(max_nodes=30, weighted=True), st.sampled_from(DISTANCE_KINDS), st.floats(0.05, 0.95),
        st.sampled_from(["max", None]), st.sampled_from([None, 0.5]))
-def test_beta_for_mass_hits_the_mass(tax, kind, frac, scale, epsilon):
+def test_beta_for_mass_hits_the_mass(tax, kind, frac, scale, mix):
     """The mean diagonal of soft_targets(beta_for_mass(m)) is m, for every source kind (between the
     uniform targets of beta = 0 and the one-hot limit: distinct classes of a tree are never at distance 0)."""
     C = tax.num_classes
     if C < 2:
         return
-    low = (1 / C) if epsilon is None else (1 - epsilon) + epsilon / C
+    low = (1 / C) if mix is None else (1 - mix) + mix / C
     mass = low + frac * (1.0 - low)
-    beta = ts.beta_for_mass(tax, mass, kind, scale, epsilon)
-    got = float(soft_targets(tax, beta, kind, scale, epsilon, dtype=torch.float64).diagonal().mean())
+    beta = ts.beta_for_mass(tax, mass, kind, scale, mix)
+    got = float(soft_targets(tax, beta, kind, scale, mix, dtype=torch.float64).diagonal().mean())
     assert got == pytest.approx(mass, rel=1e-9, abs=1e-9)
     # a matrix source gives the same beta as the taxonomy it came from
     d = ts.class_distances(tax, kind)
-    assert ts.beta_for_mass(d, mass, scale=scale, epsilon=epsilon) == pytest.approx(beta, rel=1e-7)
+    assert ts.beta_for_mass(d, mass, scale=scale, mix=mix) == pytest.approx(beta, rel=1e-7)
 
 
 def test_beta_for_mass_refuses_unreachable_masses(seed_tax):
@@ -240,7 +240,7 @@ def test_beta_for_mass_refuses_unreachable_masses(seed_tax):
         ts.beta_for_mass(d, 0.5, distance="lca_height")
 
 
-def ring_soft_targets(tax, beta: float, distance: str, epsilon: float | None = None) -> np.ndarray:
+def ring_soft_targets(tax, beta: float, distance: str, mix: float | None = None) -> np.ndarray:
     """Soft-target masses per ring, for every target id: float64 ``(num_nodes, K+1)`` (``scale="max"``), on the
     ring layout that :func:`beta_for_mass` solves on.
 
@@ -258,19 +258,19 @@ def ring_soft_targets(tax, beta: float, distance: str, epsilon: float | None = N
     counts[:, 0] = 1.0  # ring 0 is one outcome
     q = e / (e * counts).sum(axis=1, keepdims=True)
     q[ring == 0] = 0.0
-    if epsilon is not None:
-        q *= epsilon
-        q[:, 0] += 1.0 - epsilon
+    if mix is not None:
+        q *= mix
+        q[:, 0] += 1.0 - mix
     return q
 
 
 @given(random_taxonomies(max_nodes=25), st.sampled_from(["lca_height", "lca_depth_complement"]),
        st.floats(0.0, 6.0), st.sampled_from([None, 0.4]))
-def test_soft_targets_are_constant_on_the_rings_of_the_lca(tax, kind, beta, epsilon):
+def test_soft_targets_are_constant_on_the_rings_of_the_lca(tax, kind, beta, mix):
     """The dense rows equal the structured form (one value per ring: the classes whose LCA with the target
     is its k-th ancestor) on beta_for_mass's ring layout; coarse labels' rows sum to 1 too."""
-    q = soft_targets(tax, beta, kind, epsilon=epsilon, dtype=torch.float64).numpy()
-    r = ring_soft_targets(tax, beta, kind, epsilon=epsilon)
+    q = soft_targets(tax, beta, kind, mix=mix, dtype=torch.float64).numpy()
+    r = ring_soft_targets(tax, beta, kind, mix=mix)
     assert r.shape == (tax.num_nodes, tax.max_depth + 1)
     for t, name in enumerate(tax.classes):
         path = (name,) + tax.ancestors(name)

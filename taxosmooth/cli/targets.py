@@ -20,10 +20,10 @@ from taxosmooth.distances import DISTANCE_KINDS
 EPILOG = """
   taxosmooth targets animals.csv --beta 4 -o targets.npy
   taxosmooth targets animals.csv --beta 10 --distance path_length --classes classes.txt -o targets.pt
-  taxosmooth targets animals.txt --beta 4 --epsilon 0.5 -o targets.csv
+  taxosmooth targets animals.txt --beta 4 --mix 0.5 -o targets.csv
 
 Row t of the matrix is the target distribution for true class t:
-  q_t(i) = exp(-beta d(t, i) / s) / sum_k exp(-beta d(t, k) / s),  then (1 - epsilon) onehot(t) + epsilon q_t
+  q_t(i) = exp(-beta d(t, i) / s) / sum_k exp(-beta d(t, k) / s),  then (1 - mix) onehot(t) + mix q_t
 (Bertinetto et al., "Making Better Mistakes", CVPR 2020, "soft labels"). Load it back with
   numpy.load("targets.npy")   or   torch.load("targets.pt")["matrix"]
 
@@ -45,8 +45,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     group.add_argument("--distance", choices=DISTANCE_KINDS, default="lca_height", help="tree distance d")
     group.add_argument("--scale", type=scale_value, default="max",
                        help="divide the distances by s: 'max' (the largest distance), 'none' (1) or a number > 0")
-    group.add_argument("--epsilon", type=probability, default=None,
-                       help="mix with the one-hot label: (1 - epsilon) onehot + epsilon q (default: no mixing)")
+    group.add_argument("--mix", type=probability, default=None,
+                       help="mix with the one-hot label: (1 - mix) onehot + mix q (default: no mixing)")
     add_matrix_output_options(p)
     add_progress_option(p)
     p.set_defaults(func=run)
@@ -57,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
     from taxosmooth.targets import soft_targets
 
     def compute(tax, dtype):
-        return soft_targets(tax, args.beta, distance=args.distance, scale=args.scale, epsilon=args.epsilon, dtype=dtype)
+        return soft_targets(tax, args.beta, distance=args.distance, scale=args.scale, mix=args.mix, dtype=dtype)
 
     return save_matrix_command(args, "soft targets", compute)
