@@ -81,12 +81,12 @@ def soft_label_node_oracle(view: NodeView, beta, kind, scale, mix):
         others = [j for j in range(C) if j not in under]
         e = {j: math.exp(-beta * view.node_distance(kind, v, j) / s) for j in others}
         zsum = 1.0 + sum(e.values())  # the classes under v: one outcome at distance 0
-        mix = 1.0 if mix is None else mix
-        q0 = (1 - mix) + mix / zsum
+        m = 1.0 if mix is None else mix
+        q0 = (1 - m) + m / zsum
         log_p = torch.log_softmax(z, 0)
         loss = -q0 * log_mass(z, under)
         for j in others:
-            loss = loss - mix * e[j] / zsum * log_p[j]
+            loss = loss - m * e[j] / zsum * log_p[j]
         return loss
 
     return f

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from taxosmooth._checks import check_positive
 from taxosmooth.losses._frame import RowTarget, as_rows, fused, run_loss, times
@@ -69,22 +70,26 @@ def hxe_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, node_lambda:
 
 def _path_terms(z: torch.Tensor, ids: torch.Tensor, tree: TreeTensors, top_lambda: torch.Tensor,
                 factor) -> torch.Tensor:
-    """``factor · ℓ(z, t)`` per row: ``Σ_{d ≥ 1} c_d (L_0 - L_d)`` over the target's path (float64)."""
+    """``factor · ℓ(z, t)`` per row, float64: ``Σ_{k ≥ 1} λ(top(a_k)) (L_{k-1} - L_k)`` over the target's path.
+
+    ``a_k`` the path's nodes (the branching ancestors, then the target), ``L_k`` the log-mass under ``a_k``: the
+    loss's terms ``λ(C^(l)) log P(C^(l+1)) / P(C^(l))`` vanish below a single-child node (``P`` is the same), and
+    the others are one per path step. The padding repeats the target: its steps are 0.
+    """
     path, lengths = tree.paths(ids)
-    # ℓ = Σ_k λ(top(a_k)) (L(a_{k-1}) - L(a_k)): P(u) = P(child) below a single-child node; the padding
-    # repeats the target's value
     lam = top_lambda.index_select(0, path.reshape(-1)).view(path.shape)
-    coef = lam - torch.cat([lam[:, 1:], torch.zeros_like(lam[:, :1])], dim=1)
     if fused(z):
-        return _HXEPaths.apply(z, lengths, coef, as_rows(factor, z), *tree.leaf_permutation(), tree.segment_ring,
-                               tree.ring_sides)
-    return times(factor, _from_log_masses(path_log_masses(tree, tree.to_leaf_order(z), lengths), coef))
+        return _HXEPaths.apply(z, lengths, lam, factor if isinstance(factor, float) else factor.to(torch.float64),
+                               *tree.leaf_permutation(), tree.segment_ring, tree.ring_sides)
+    return times(factor, _from_log_masses(path_log_masses(tree, tree.to_leaf_order(z), lengths), lam))
 
 
-def _from_log_masses(log_mass: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-    """``Σ_{d ≥ 1} c_d (L_0 - L_d)`` per row; ``L_d`` the log-mass under the path's node at depth ``d``."""
-    drop = log_mass[:, :1] - log_mass
-    return torch.where(coef == 0, torch.zeros_like(drop), coef * drop)[:, 1:].sum(1)
+def _from_log_masses(log_mass: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``Σ_{k ≥ 1} λ_k (L_{k-1} - L_k)`` per row; ``+inf`` where the target's own subtree has no mass (a step
+    between two empty subtrees counts 0; a NaN stays NaN)."""
+    floored = log_mass.clamp_min(NEG)
+    rows = (lam[:, 1:] * (floored[:, :-1] - floored[:, 1:])).sum(1)
+    return rows.masked_fill(torch.isneginf(log_mass[:, -1]), float("inf"))
 
 
 class _RingIndex(NamedTuple):
@@ -100,7 +105,7 @@ class _RingIndex(NamedTuple):
 
 
 class _HXEPaths(torch.autograd.Function):
-    """``factor · Σ_{d ≥ 1} c_d (L_0 - L_d)`` per row, its gradient written out (the formula's passes, fused).
+    """``factor · Σ_{k ≥ 1} λ_k (L_{k-1} - L_k)`` per row, its gradient written out (the formula's passes, fused).
 
     Forward: the segments' maxima, ``e = exp(z - max)`` in one buffer, its segment sums, the path's log-masses
     ``L``. Backward: ``∂ℓ/∂z_j = e_j · g_s`` (:func:`~taxosmooth.tree_ops.paths.log_mass_gradient`): one
@@ -108,33 +113,37 @@ class _HXEPaths(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, lengths, coef, factor, to_leaf, to_class, segment_ring, ring_sides):
+    def forward(ctx, z, lengths, lam, factor, to_leaf, to_class, segment_ring, ring_sides):
         zl = z if to_leaf is None else z.index_select(1, to_leaf)
         layout = host_layout(lengths, zl.shape[1])
-        shift = torch.nan_to_num(segment_max_kernel(zl, lengths, layout), neginf=0.0)
+        shift = segment_max_kernel(zl, lengths, layout).nan_to_num_(nan=float("nan"), neginf=0.0)
         e = expand_kernel(shift, lengths, zl.shape[1])
-        torch.sub(zl, e, out=e)
-        e.exp_()
-        paths = _RingIndex(segment_ring, ring_sides)
-        log_mass = log_masses_of_segments(paths, segment_sum_kernel(e, lengths, layout), shift, differentiable=False)
-        rows = _from_log_masses(log_mass.masked_fill(log_mass < NEG / 2, float("-inf")), coef)
-        ctx.save_for_backward(z, e, shift, log_mass, lengths, coef, factor, to_leaf, to_class, segment_ring, ring_sides)
-        return torch.where(factor == 0, torch.zeros_like(rows), factor * rows)
+        torch.sub(zl, e, out=e).exp_()
+        log_mass = log_masses_of_segments(_RingIndex(segment_ring, ring_sides), segment_sum_kernel(e, lengths, layout),
+                                          shift, differentiable=False)
+        rows = _from_log_masses(log_mass, lam)
+        ctx.save_for_backward(z, e, shift, log_mass, lengths, lam, factor if isinstance(factor, torch.Tensor) else None,
+                              to_leaf, to_class, segment_ring, ring_sides)
+        ctx.factor = factor if isinstance(factor, float) else None
+        if isinstance(factor, float):
+            return rows * factor
+        return torch.where(factor == 0, 0.0, rows * factor)
 
     @staticmethod
     def backward(ctx, grad):
-        z, e, shift, log_mass, lengths, coef, factor, to_leaf, to_class, segment_ring, ring_sides = ctx.saved_tensors
+        z, e, shift, log_mass, lengths, lam, factor, to_leaf, to_class, segment_ring, ring_sides = ctx.saved_tensors
+        factor = ctx.factor if factor is None else factor
         paths = _RingIndex(segment_ring, ring_sides)
         none = (None,) * 7
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
                 zl = z if to_leaf is None else z.index_select(1, to_leaf)
-                rows = times(factor, _from_log_masses(path_log_masses(paths, zl, lengths), coef))
+                rows = times(factor, _from_log_masses(path_log_masses(paths, zl, lengths), lam))
                 (gz,) = torch.autograd.grad(rows, z, grad, create_graph=True)
             return (gz,) + none
-        gw = grad.to(torch.float64) * factor
-        c = torch.where(coef == 0, torch.zeros_like(coef), coef) * gw[:, None]
-        grad_l = torch.cat([c[:, 1:].sum(1, keepdim=True), -c[:, 1:]], dim=1)
+        # ∂ℓ/∂L_j = λ_{j+1} - λ_j (λ_0 = λ_R = 0): each L_j is the end of one step and the start of the next
+        step = lam[:, 1:]
+        grad_l = (F.pad(step, (0, 1)) - F.pad(step, (1, 0))) * (grad.to(torch.float64) * factor)[:, None]
         g = expand_kernel(log_mass_gradient(paths, grad_l, log_mass, shift).to(e.dtype), lengths, e.shape[1])
         g.mul_(e)
         return (g if to_class is None else g.index_select(1, to_class),) + none

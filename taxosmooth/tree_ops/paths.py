@@ -10,6 +10,7 @@ become per-segment values ``(B, S)`` by :func:`ring_segments`, and a
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from taxosmooth.tree_ops.segments import expand, segment_max, segment_sum
 
@@ -37,19 +38,23 @@ def path_log_masses(tree, x_leaf: torch.Tensor, lengths: torch.Tensor) -> torch.
     b, width = x_leaf.shape
     shift = torch.nan_to_num(segment_max(x_leaf.detach(), lengths), neginf=0.0)
     e = torch.exp(x_leaf - expand(shift, lengths, width))
-    out = log_masses_of_segments(tree, segment_sum(e, lengths), shift)
-    return out.masked_fill(out < NEG / 2, float("-inf"))
+    return log_masses_of_segments(tree, segment_sum(e, lengths), shift)
 
 
 def log_masses_of_segments(tree, sums: torch.Tensor, shift: torch.Tensor, differentiable: bool = True) -> torch.Tensor:
-    """``L`` ``(B, D + 1)`` float64 from segment sums ``(B, 2D + 1)`` of ``exp(x - shift)``, ``shift`` the segments'
-    maxima (0 where empty). A mass of 0 is ``NEG`` (finite: gradients stay finite), not ``-inf``.
+    """``L`` ``(B, R)`` float64 from segment sums ``(B, 2R - 1)`` of ``exp(x - shift)``, ``shift`` the segments'
+    maxima (0 where empty): the log-mass under each node of the path, ``-inf`` where it is 0.
 
-    ``differentiable=False`` (a fused forward, which writes its own gradient) gathers the rings with one
-    cumulative log-sum-exp; otherwise one log-sum-exp per ring, which has finite derivatives of every order
-    (``logcumsumexp``'s second derivative is NaN where a gradient is 0).
+    ``differentiable=False`` (a fused forward, which writes its own gradient): a log per segment, one per ring,
+    one cumulative log-sum-exp. Otherwise masses of 0 are ``NEG`` while the rings are gathered (finite
+    gradients of every order; ``logcumsumexp``'s second derivative is NaN where a gradient is 0) and the rings
+    are added one log-sum-exp at a time.
     """
     s = sums.to(torch.float64)
+    if not differentiable:
+        log_seg = F.pad(s.log_().add_(shift), (0, 1), value=float("-inf"))
+        sides = log_seg.index_select(1, tree.ring_sides.reshape(-1)).view(s.shape[0], 2, tree.num_rings)
+        return torch.logcumsumexp(torch.logsumexp(sides, dim=1), dim=1).flip(1)
     # a non-empty segment with a finite maximum has s >= 1 (its maximum contributes exp(0)); s == 0: empty or -inf
     log_seg = (torch.log(s.clamp_min(1.0)) + shift.to(torch.float64)).masked_fill(s == 0, NEG)
     padded = torch.cat([log_seg, torch.full_like(log_seg[:, :1], NEG)], dim=1)
@@ -57,27 +62,37 @@ def log_masses_of_segments(tree, sums: torch.Tensor, shift: torch.Tensor, differ
     # logaddexp, whose second derivative overflows at NEG
     sides = padded.index_select(1, tree.ring_sides.reshape(-1)).view(-1, 2, tree.num_rings)
     ring = torch.logsumexp(sides, dim=1)
-    if not differentiable:
-        return torch.logcumsumexp(ring, dim=1).flip(1)
     running = [ring[:, 0]]
     for k in range(1, ring.shape[1]):
         running.append(torch.logsumexp(torch.stack([running[-1], ring[:, k]]), dim=0))
-    return torch.stack(running[::-1], dim=1)
+    out = torch.stack(running[::-1], dim=1)
+    return out.masked_fill(out < NEG / 2, float("-inf"))
 
 
 def log_mass_gradient(tree, grad_l: torch.Tensor, log_mass: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """The gradient of a function of ``L = path log-masses`` with respect to the segments' shifted exponentials.
 
-    ``grad_l`` ``(B, D + 1)``: ``∂f/∂L_d``; ``log_mass`` the ``L`` of :func:`log_masses_of_segments` (finite);
-    ``shift`` ``(B, 2D + 1)`` the segments' shifts. Returns ``g`` ``(B, 2D + 1)`` float64 such that
+    ``grad_l`` ``(B, R)``: ``∂f/∂L_d``; ``log_mass`` the ``L`` of :func:`log_masses_of_segments`; ``shift``
+    ``(B, 2R - 1)`` the segments' shifts. Returns ``g`` ``(B, 2R - 1)`` float64 such that
     ``∂f/∂x_j = exp(x_j - shift_s) · g_s`` for ``j`` in segment ``s`` of ring ``r``:
-    ``g_s = exp(shift_s - L_r) Σ_{d ≤ r} ∂f/∂L_d exp(L_r - L_d)`` (every exponent ``<= 0``; the sum by two
-    cumulative log-sum-exps, one for each sign, so nothing overflows at any depth).
+    ``g_s = exp(shift_s - L_r) Σ_{d ≤ r} ∂f/∂L_d exp(L_r - L_d)``, every exponent ``<= 0`` (the masses are
+    nested). The sum is a triangular ``(R, R)`` product per row for short paths, and two cumulative
+    log-sum-exps (one per sign) for long ones, so nothing overflows at any depth.
     """
     with torch.no_grad():
-        signed = torch.stack([grad_l.clamp_min(0.0), (-grad_l).clamp_min(0.0)])
-        running = torch.exp(torch.logcumsumexp(torch.log(signed) - log_mass, dim=2) + log_mass)
-        t = running[0] - running[1]  # Σ_{d <= r} ∂f/∂L_d exp(L_r - L_d), each sign in log space
-        ring = tree.segment_ring
-        g = torch.exp(shift.to(torch.float64) - log_mass.index_select(1, ring)) * t.index_select(1, ring)
-        return torch.where(torch.isfinite(g), g, torch.zeros_like(g))
+        L = log_mass.clamp_min(NEG)
+        R = L.shape[1]
+        if R <= _TRIANGLE_RINGS:
+            ratio = (L[:, :, None] - L[:, None, :]).exp_().tril_()  # exp(L_r - L_d) for d <= r
+            t = torch.bmm(ratio, grad_l[:, :, None])[:, :, 0]
+        else:
+            signed = torch.stack([grad_l.clamp_min(0.0), (-grad_l).clamp_min(0.0)])
+            running = torch.exp(torch.logcumsumexp(torch.log(signed) - L, dim=2) + L)
+            t = running[0] - running[1]
+        at = torch.stack([L, t]).index_select(2, tree.segment_ring)
+        g = torch.exp(shift.to(torch.float64) - at[0]).mul_(at[1])
+        return g.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+
+
+#: paths up to this many rings sum their gradient with an (R, R) product per row, longer ones in log space
+_TRIANGLE_RINGS = 64
