@@ -66,6 +66,7 @@ class RowTarget:
     class_weight: torch.Tensor | None = None
     target_weight: torch.Tensor | None = None
     eps: float = 0.0
+    reduce: bool = False  # the rows may be returned summed (a 0-d tensor): the reduction is not "none"
 
 
 def no_autocast(device_type: str):
@@ -115,8 +116,9 @@ def run_loss(rows: Callable[[torch.Tensor, RowTarget], torch.Tensor], input, tar
                 return z.new_zeros(flat.out_shape)
             return empty / 0.0 if reduction == "mean" else empty
         plan, nothing = _plan(flat, weight, reduction, label_smoothing, num_classes, target_weights)
+        plan.reduce = reduction != "none"
         out = rows(z, plan)
-        if reduction != "none":
+        if reduction != "none" and out.dim():
             out = out.sum()
         if nothing:
             out = out + float("nan")
@@ -209,6 +211,26 @@ def _name_bad_logit(input, z, flat: FlatBatch, out, name) -> None:
                              "everywhere; softmax is undefined")
         raise ValueError(f"{name}: the loss is nan although every logit is finite or -inf")
     # +inf: target mass on a class whose logit is -inf, a legitimate infinite loss
+
+
+def fused_factor(factor: Any) -> Any:
+    """A row factor as the fused functions take it: a Python float, or a float64 ``(M,)`` tensor."""
+    return float(factor) if not isinstance(factor, torch.Tensor) else factor.to(torch.float64)
+
+
+def finish(rows: torch.Tensor, factor: Any, reduce: bool, dtype: torch.dtype) -> torch.Tensor:
+    """A fused function's output: the rows times their factor (``0`` where the factor is: an ignored row),
+    summed when ``reduce``, in the logits' dtype."""
+    rows = rows * factor if isinstance(factor, float) else torch.where(factor == 0, 0.0, rows * factor)
+    return (rows.sum() if reduce else rows).to(dtype)
+
+
+def upstream(grad: torch.Tensor, factor: Any, reduce: bool, rows: int) -> torch.Tensor:
+    """The incoming gradient of a fused function's output as one float64 number per row, the factor folded in."""
+    g = grad.to(torch.float64)
+    if reduce:
+        g = g.expand(rows)
+    return g * factor
 
 
 def fused(z: torch.Tensor) -> bool:

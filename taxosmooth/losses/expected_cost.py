@@ -21,7 +21,7 @@ import torch
 
 from taxosmooth._checks import check_positive
 from taxosmooth.costs import resolve_costs
-from taxosmooth.losses._frame import RowTarget, as_rows, fused, run_loss, times
+from taxosmooth.losses._frame import RowTarget, finish, fused, fused_factor, run_loss, times, upstream
 from taxosmooth.losses._module import TreeLoss, check_options
 from taxosmooth.losses._rows import soft_cross_entropy
 from taxosmooth.taxonomy import Taxonomy
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from taxosmooth.distances import Source
 
-__all__ = ["ExpectedCostLoss", "expected_cost_loss", "CostLoss", "cost_tables", "ring_costs", "target_log_mass"]
+__all__ = ["ExpectedCostLoss", "expected_cost_loss", "CostLoss", "cost_tables", "target_log_mass"]
 
 
 # ----------------------------------------------------------------------------- the formula
@@ -43,30 +43,34 @@ def expected_cost_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, ga
                        coarse: bool) -> torch.Tensor:
     """Expected cost (+ ``γ`` cross entropy) of every row ``(M,)``, the rows' factors applied (``z`` class order)."""
     c = z.shape[1]
-    log_p = torch.log_softmax(z, 1)
-    p = log_p.exp()
+    tree = costs.tree
     if target.kind == "prob":
+        log_p = torch.log_softmax(z, 1)
         q = target.prob
         assert q is not None
         if target.class_weight is not None:
             q = q * target.class_weight.to(q.dtype)
-        risk = (p * costs.expected(q)).sum(1)
+        risk = (log_p.exp() * costs.expected(q)).sum(1)
         return times(target.scale, risk + gamma * soft_cross_entropy(z, q) if gamma else risk)
     ids = target.ids
     assert ids is not None
-    tree = costs.tree
     if tree is not None and not coarse and fused(z):
-        path, lengths = tree.paths(ids)
-        rows = _RiskPaths.apply(z, lengths, ring_costs(costs, path), tree.class_position.index_select(0, ids), None,
-                                float(gamma), as_rows(target.label, z), *tree.leaf_permutation())
+        lengths, kappa = costs.on_paths(ids)
+        reduce = target.reduce and target.uniform is None
+        rows = _RiskPaths.apply(z, lengths, kappa, tree.class_position.index_select(0, ids), None, float(gamma),
+                                fused_factor(target.label), reduce, *tree.leaf_permutation())
+        if target.uniform is None:
+            return rows
+        log_p = torch.log_softmax(z, 1)
     else:
+        log_p = torch.log_softmax(z, 1)
         if tree is not None:
             zl = tree.to_leaf_order(z)
-            path, lengths = tree.paths(ids)
-            risk = (ring_costs(costs, path) * segment_sum(tree.to_leaf_order(p), lengths).to(torch.float64)).sum(1)
+            lengths, kappa = costs.on_paths(ids)
+            risk = (kappa * segment_sum(tree.to_leaf_order(log_p.exp()), lengths).to(torch.float64)).sum(1)
         else:
             zl = z
-            risk = (p * costs.rows(ids).to(p.dtype)).sum(1)
+            risk = (log_p.exp() * costs.rows(ids).to(z.dtype)).sum(1)
         rows = risk
         if gamma:
             rows = rows + gamma * -target_log_mass(z, zl, log_p, ids, tree, coarse)
@@ -74,7 +78,7 @@ def expected_cost_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, ga
     if target.uniform is not None:
         w = torch.full((c,), 1.0 / c, dtype=torch.float64, device=z.device) if target.class_weight is None \
             else target.class_weight / c
-        uniform = p @ costs.expected(w.unsqueeze(0))[0].to(p.dtype)
+        uniform = log_p.exp() @ costs.expected(w.unsqueeze(0))[0].to(z.dtype)
         if gamma:
             uniform = uniform + gamma * soft_cross_entropy(z, w)
         rows = rows + times(target.uniform, uniform)
@@ -82,13 +86,13 @@ def expected_cost_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, ga
 
 
 class _RiskPaths(torch.autograd.Function):
-    """``factor · (Σ_j p_j (κ_{s(j)} + w_j) - γ log p_t)`` per row, ``p = softmax(z)``, ``κ`` ``(M, 2D + 1)`` per
+    """``factor · (Σ_j p_j (κ_{s(j)} + w_j) - γ log p_t)`` per row, ``p = softmax(z)``, ``κ`` ``(M, 2R - 1)`` per
     segment of the target's path and ``w`` ``(C,)`` per class (leaf order; ``None``: 0). The expected cost (``w``
     = 0) and the tree-Wasserstein distance to a class (``κ`` from the weighted depths, ``w`` the classes' own)
     with their cross entropy. Gradient written out: ``∂ℓ/∂z_j = p_j (κ_{s(j)} + w_j - risk + γ) - γ [j = t]``."""
 
     @staticmethod
-    def forward(ctx, z, lengths, kappa, pos, w, gamma, factor, to_leaf, to_class):
+    def forward(ctx, z, lengths, kappa, pos, w, gamma, factor, reduce, to_leaf, to_class):
         zl = z if to_leaf is None else z.index_select(1, to_leaf)
         log_p = torch.log_softmax(zl, 1)
         p = torch.exp(log_p)
@@ -96,14 +100,18 @@ class _RiskPaths(torch.autograd.Function):
         if w is not None:
             risk = risk + (p @ w.to(p.dtype)).to(torch.float64)
         rows = risk - gamma * log_p.gather(1, pos[:, None])[:, 0].to(torch.float64) if gamma else risk
-        ctx.save_for_backward(z, p, lengths, kappa, pos, w, risk, factor, to_leaf, to_class)
-        ctx.gamma = gamma
-        return torch.where(factor == 0, torch.zeros_like(rows), factor * rows)
+        ctx.save_for_backward(z, p, lengths, kappa, pos, w, risk, factor if isinstance(factor, torch.Tensor) else None,
+                              to_leaf, to_class)
+        ctx.gamma, ctx.reduce = gamma, reduce
+        ctx.factor = factor if isinstance(factor, float) else None
+        return finish(rows, factor, reduce, z.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         z, p, lengths, kappa, pos, w, risk, factor, to_leaf, to_class = ctx.saved_tensors
+        factor = ctx.factor if factor is None else factor
         gamma = ctx.gamma
+        none = (None,) * 9
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
                 zl = z if to_leaf is None else z.index_select(1, to_leaf)
@@ -114,24 +122,18 @@ class _RiskPaths(torch.autograd.Function):
                     rows = rows + (q @ w.to(q.dtype)).to(torch.float64)
                 if gamma:
                     rows = rows - gamma * log_q.gather(1, pos[:, None])[:, 0].to(torch.float64)
-                (gz,) = torch.autograd.grad(times(factor, rows), z, grad, create_graph=True)
-            return gz, None, None, None, None, None, None, None, None
-        gw = grad.to(torch.float64) * factor
+                rows = times(factor, rows)
+                out = (rows.sum() if ctx.reduce else rows).to(z.dtype)
+                (gz,) = torch.autograd.grad(out, z, grad, create_graph=True)
+            return (gz,) + none
+        gw = upstream(grad, factor, ctx.reduce, z.shape[0])
         g = expand_kernel(((kappa + (gamma - risk)[:, None]) * gw[:, None]).to(p.dtype), lengths, p.shape[1])
         if w is not None:
             g.addcmul_(gw.to(p.dtype)[:, None], w.to(p.dtype)[None, :])
         g.mul_(p)
         if gamma:
             g.scatter_add_(1, pos[:, None], (-gamma * gw).to(g.dtype)[:, None])
-        return (g if to_class is None else g.index_select(1, to_class)), None, None, None, None, None, None, None, None
-
-
-def ring_costs(costs: CostTables, path: torch.Tensor) -> torch.Tensor:
-    """``cost(t, j)`` on every segment of the targets' paths ``(M, 2D + 1)``: ``κ(a_r)`` on ring ``r``, 0 under ``t``."""
-    assert costs.node_cost is not None
-    depth = path.shape[1] - 1
-    kappa = costs.node_cost.index_select(0, path[:, :depth].reshape(-1)).view(path.shape[0], depth)
-    return ring_segments(torch.cat([kappa, kappa.new_zeros((kappa.shape[0], 1))], dim=1), costs.tree)
+        return (g if to_class is None else g.index_select(1, to_class),) + none
 
 
 def target_log_mass(z: torch.Tensor, z_leaf: torch.Tensor, log_p: torch.Tensor, ids: torch.Tensor,

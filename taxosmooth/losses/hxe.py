@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from taxosmooth._checks import check_positive
-from taxosmooth.losses._frame import RowTarget, as_rows, fused, run_loss, times
+from taxosmooth.losses._frame import RowTarget, finish, fused, fused_factor, run_loss, times, upstream
 from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, float_table
 from taxosmooth.tree_ops import TreeTensors, path_log_masses, tree_tensors
 from taxosmooth.tree_ops.tables import chain_top
@@ -43,12 +43,13 @@ WEIGHTINGS = ("depth", "height")
 
 
 # ----------------------------------------------------------------------------- the formula
-def hxe_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, node_lambda: torch.Tensor) -> torch.Tensor:
+def hxe_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, node_lambda: torch.Tensor,
+             path_lambda: torch.Tensor | None = None) -> torch.Tensor:
     """HXE of every row ``(M,)`` with the rows' factors applied; ``z`` ``(M, C)`` logits in class order.
 
     ``node_lambda`` ``(2, N)`` float64 (:func:`hxe_tables`): ``λ(u)`` of every node, and ``λ(top(u))``, the weight
     at the top of the node's chain of single-child ancestors (a path skips single-child nodes, whose
-    terms vanish).
+    terms vanish). ``path_lambda`` ``(N, R)``: ``λ(top(·))`` along every target id's path, if tabulated.
     """
     zl = tree.to_leaf_order(z)
     if target.kind == "prob":
@@ -59,7 +60,8 @@ def hxe_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, node_lambda:
         mass = tree.subtree_sum(p.to(torch.float64))
         return times(target.scale, _node_terms(zl, z, mass, tree, node_lambda[0])).to(z.dtype)
     assert target.ids is not None
-    rows = _path_terms(z, target.ids, tree, node_lambda[1], target.label)
+    reduce = target.reduce and target.uniform is None
+    rows = _path_terms(z, target.ids, tree, node_lambda[1], path_lambda, target.label, reduce)
     if target.uniform is not None:
         c = tree.num_classes
         w = torch.full((1, c), 1.0 / c, dtype=torch.float64, device=z.device) if target.class_weight is None \
@@ -69,18 +71,22 @@ def hxe_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, node_lambda:
 
 
 def _path_terms(z: torch.Tensor, ids: torch.Tensor, tree: TreeTensors, top_lambda: torch.Tensor,
-                factor) -> torch.Tensor:
-    """``factor · ℓ(z, t)`` per row, float64: ``Σ_{k ≥ 1} λ(top(a_k)) (L_{k-1} - L_k)`` over the target's path.
+                path_lambda: torch.Tensor | None, factor, reduce: bool) -> torch.Tensor:
+    """``factor · ℓ(z, t)`` per row (summed when ``reduce`` on the fused path), float64 on the formula:
+    ``Σ_{k ≥ 1} λ(top(a_k)) (L_{k-1} - L_k)`` over the target's path.
 
     ``a_k`` the path's nodes (the branching ancestors, then the target), ``L_k`` the log-mass under ``a_k``: the
     loss's terms ``λ(C^(l)) log P(C^(l+1)) / P(C^(l))`` vanish below a single-child node (``P`` is the same), and
     the others are one per path step. The padding repeats the target: its steps are 0.
     """
-    path, lengths = tree.paths(ids)
-    lam = top_lambda.index_select(0, path.reshape(-1)).view(path.shape)
+    if path_lambda is not None:
+        lengths, lam = tree.lengths_of(ids), path_lambda.index_select(0, ids)
+    else:
+        path, lengths = tree.paths(ids)
+        lam = top_lambda.index_select(0, path.reshape(-1)).view(path.shape)
     if fused(z):
-        return _HXEPaths.apply(z, lengths, lam, factor if isinstance(factor, float) else factor.to(torch.float64),
-                               *tree.leaf_permutation(), tree.segment_ring, tree.ring_sides)
+        return _HXEPaths.apply(z, lengths, lam, fused_factor(factor), reduce, *tree.leaf_permutation(),
+                               tree.segment_ring, tree.ring_sides)
     return times(factor, _from_log_masses(path_log_masses(tree, tree.to_leaf_order(z), lengths), lam))
 
 
@@ -113,7 +119,7 @@ class _HXEPaths(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, lengths, lam, factor, to_leaf, to_class, segment_ring, ring_sides):
+    def forward(ctx, z, lengths, lam, factor, reduce, to_leaf, to_class, segment_ring, ring_sides):
         zl = z if to_leaf is None else z.index_select(1, to_leaf)
         layout = host_layout(lengths, zl.shape[1])
         shift = segment_max_kernel(zl, lengths, layout).nan_to_num_(nan=float("nan"), neginf=0.0)
@@ -121,29 +127,29 @@ class _HXEPaths(torch.autograd.Function):
         torch.sub(zl, e, out=e).exp_()
         log_mass = log_masses_of_segments(_RingIndex(segment_ring, ring_sides), segment_sum_kernel(e, lengths, layout),
                                           shift, differentiable=False)
-        rows = _from_log_masses(log_mass, lam)
+        # ℓ = Σ_k λ_k (L_{k-1} - L_k) = Σ_j c_j L_j with c_j = λ_{j+1} - λ_j (λ_0 = λ_R = 0), also ∂ℓ/∂L_j
+        step = lam[:, 1:]
+        c = F.pad(step, (0, 1)) - F.pad(step, (1, 0))
+        rows = (c * log_mass.clamp_min(NEG)).sum(1).masked_fill(torch.isneginf(log_mass[:, -1]), float("inf"))
         ctx.save_for_backward(z, e, shift, log_mass, lengths, lam, factor if isinstance(factor, torch.Tensor) else None,
-                              to_leaf, to_class, segment_ring, ring_sides)
-        ctx.factor = factor if isinstance(factor, float) else None
-        if isinstance(factor, float):
-            return rows * factor
-        return torch.where(factor == 0, 0.0, rows * factor)
+                              to_leaf, to_class, segment_ring, ring_sides, c)
+        ctx.factor, ctx.reduce = (factor if isinstance(factor, float) else None), reduce
+        return finish(rows, factor, reduce, z.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        z, e, shift, log_mass, lengths, lam, factor, to_leaf, to_class, segment_ring, ring_sides = ctx.saved_tensors
+        z, e, shift, log_mass, lengths, lam, factor, to_leaf, to_class, segment_ring, ring_sides, c = ctx.saved_tensors
         factor = ctx.factor if factor is None else factor
         paths = _RingIndex(segment_ring, ring_sides)
-        none = (None,) * 7
+        none = (None,) * 8
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
                 zl = z if to_leaf is None else z.index_select(1, to_leaf)
                 rows = times(factor, _from_log_masses(path_log_masses(paths, zl, lengths), lam))
-                (gz,) = torch.autograd.grad(rows, z, grad, create_graph=True)
+                out = (rows.sum() if ctx.reduce else rows).to(z.dtype)
+                (gz,) = torch.autograd.grad(out, z, grad, create_graph=True)
             return (gz,) + none
-        # ∂ℓ/∂L_j = λ_{j+1} - λ_j (λ_0 = λ_R = 0): each L_j is the end of one step and the start of the next
-        step = lam[:, 1:]
-        grad_l = (F.pad(step, (0, 1)) - F.pad(step, (1, 0))) * (grad.to(torch.float64) * factor)[:, None]
+        grad_l = c * upstream(grad, factor, ctx.reduce, z.shape[0])[:, None]
         g = expand_kernel(log_mass_gradient(paths, grad_l, log_mass, shift).to(e.dtype), lengths, e.shape[1])
         g.mul_(e)
         return (g if to_class is None else g.index_select(1, to_class),) + none
@@ -189,10 +195,15 @@ def hxe_tables(taxonomy: Taxonomy, alpha: float, weighting: str = "depth", norma
 
 
 # ----------------------------------------------------------------------------- the functional core
-def _run(input, target, tree: TreeTensors, node_lambda, weight, ignore_index, reduction, label_smoothing,
-         coarse_labels: bool) -> torch.Tensor:
+def path_lambda_table(tree: TreeTensors, node_lambda: torch.Tensor) -> torch.Tensor | None:
+    """``λ(top(·))`` along every target id's path ``(N, R)`` (``None`` where paths are searched)."""
+    return tree.per_target(lambda path, ids: node_lambda[1].index_select(0, path.reshape(-1)).view(path.shape))
+
+
+def _run(input, target, tree: TreeTensors, node_lambda, path_lambda, weight, ignore_index, reduction,
+         label_smoothing, coarse_labels: bool) -> torch.Tensor:
     num_targets = tree.num_nodes if coarse_labels else tree.num_classes
-    return run_loss(lambda z, t: hxe_rows(z, t, tree, node_lambda), input, target, name="HXELoss",
+    return run_loss(lambda z, t: hxe_rows(z, t, tree, node_lambda, path_lambda), input, target, name="HXELoss",
                     num_classes=tree.num_classes, num_targets=num_targets, num_nodes=tree.num_nodes, weight=weight,
                     ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
                     target_weights=tree.target_means if coarse_labels else None)
@@ -215,7 +226,8 @@ def hxe_loss(input: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, alph
     alpha = check_positive(alpha, "alpha", allow_zero=True)
     lam = tree.derived(("hxe", alpha, weighting, normalize),
                        lambda: float_table(hxe_tables(tax, alpha, weighting, normalize)))
-    return _run(input, target, tree, lam, weight, ignore_index, reduction, label_smoothing, coarse_labels)
+    on_paths = tree.derived(("hxe paths", alpha, weighting, normalize), lambda: path_lambda_table(tree, lam))
+    return _run(input, target, tree, lam, on_paths, weight, ignore_index, reduction, label_smoothing, coarse_labels)
 
 
 # ----------------------------------------------------------------------------- the module
@@ -290,7 +302,8 @@ class HXELoss(TreeLoss):
     True
     """
 
-    node_lambda: torch.Tensor  # a buffer
+    node_lambda: torch.Tensor  # buffers
+    path_lambda: torch.Tensor | None
 
     def __init__(self, taxonomy: Taxonomy, alpha: float, weighting: str = "depth", normalize: bool = False,
                  weight: ArrayLike | None = None, ignore_index: int = -100, reduction: str = "mean",
@@ -302,6 +315,7 @@ class HXELoss(TreeLoss):
         self.alpha, self.weighting, self.normalize = float(alpha), weighting, normalize
         self.tree = TreeTensors(tax)
         self.register_buffer("node_lambda", float_table(lam), persistent=False)
+        self.register_buffer("path_lambda", path_lambda_table(self.tree, self.node_lambda), persistent=False)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
@@ -309,5 +323,5 @@ class HXELoss(TreeLoss):
                 + (", " + base if base else ""))
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return _run(input, target, self.tree, self.node_lambda, self.weight, self.ignore_index, self.reduction,
-                    self.label_smoothing, self.coarse_labels)
+        return _run(input, target, self.tree, self.node_lambda, self.path_lambda, self.weight, self.ignore_index,
+                    self.reduction, self.label_smoothing, self.coarse_labels)

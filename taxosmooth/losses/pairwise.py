@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from taxosmooth.losses._frame import RowTarget, as_rows, fused, times
+from taxosmooth.losses._frame import RowTarget, finish, fused, fused_factor, times, upstream
 from taxosmooth.losses._module import check_options
 from taxosmooth.losses._rows import logit_dot
-from taxosmooth.losses.expected_cost import CostLoss, _run, functional_costs, ring_costs, target_log_mass
+from taxosmooth.losses.expected_cost import CostLoss, _run, functional_costs, target_log_mass
 from taxosmooth.tree_ops import expand
 from taxosmooth.tree_ops.segments import expand_kernel
 from taxosmooth.tree_ops.costs import CostTables
@@ -60,15 +60,15 @@ def pairwise_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, coarse:
     if costs.structured and target.uniform is None and not coarse and fused(z):
         tree = costs.tree
         assert tree is not None
-        path, lengths = tree.paths(ids)
-        return _PairwisePaths.apply(z, lengths, ring_costs(costs, path), tree.class_position.index_select(0, ids),
-                                    as_rows(target.label, z), *tree.leaf_permutation()).to(z.dtype)
+        lengths, kappa = costs.on_paths(ids)
+        return _PairwisePaths.apply(z, lengths, kappa, tree.class_position.index_select(0, ids),
+                                    fused_factor(target.label), target.reduce, *tree.leaf_permutation())
     if costs.structured:
         tree = costs.tree
         assert tree is not None
-        path, lengths = tree.paths(ids)
+        lengths, kappa = costs.on_paths(ids)
         zl = tree.to_leaf_order(z)
-        row_costs = tree.to_class_order(expand(ring_costs(costs, path).to(z.dtype), lengths, c))
+        row_costs = tree.to_class_order(expand(kappa.to(z.dtype), lengths, c))
     else:
         zl = z
         row_costs = costs.rows(ids).to(z.dtype)
@@ -108,31 +108,36 @@ class _PairwisePaths(torch.autograd.Function):
     ``∂ℓ/∂z_t = -Σ_j κ_j σ(z_j - z_t)``."""
 
     @staticmethod
-    def forward(ctx, z, lengths, kappa, pos, factor, to_leaf, to_class):
+    def forward(ctx, z, lengths, kappa, pos, factor, reduce, to_leaf, to_class):
         zl = z if to_leaf is None else z.index_select(1, to_leaf)
         cost = expand_kernel(kappa.to(zl.dtype), lengths, zl.shape[1])
         zt = zl.gather(1, pos[:, None])
         u = zl - zt.clamp_min(torch.finfo(zl.dtype).min)
         rows = torch.linalg.vecdot(cost, F.softplus(u), dim=1).to(torch.float64)
         rows = torch.where(torch.isneginf(zt[:, 0]), torch.full_like(rows, float("inf")), rows)
-        ctx.save_for_backward(z, u, cost, lengths, kappa, pos, factor, to_leaf, to_class)
-        return torch.where(factor == 0, torch.zeros_like(rows), factor * rows)
+        ctx.save_for_backward(z, u, cost, lengths, kappa, pos, factor if isinstance(factor, torch.Tensor) else None,
+                              to_leaf, to_class)
+        ctx.factor, ctx.reduce = (factor if isinstance(factor, float) else None), reduce
+        return finish(rows, factor, reduce, z.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         z, u, cost, lengths, kappa, pos, factor, to_leaf, to_class = ctx.saved_tensors
+        factor = ctx.factor if factor is None else factor
+        none = (None,) * 7
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
                 zl = z if to_leaf is None else z.index_select(1, to_leaf)
                 zeta = zl.gather(1, pos[:, None])[:, 0].to(torch.float64)
-                rows = _against(zl, expand(kappa.to(zl.dtype), lengths, zl.shape[1]), zeta)
-                (gz,) = torch.autograd.grad(times(factor, rows), z, grad, create_graph=True)
-            return gz, None, None, None, None, None, None
-        gw = (grad.to(torch.float64) * factor).to(u.dtype)
+                rows = times(factor, _against(zl, expand(kappa.to(zl.dtype), lengths, zl.shape[1]), zeta))
+                out = (rows.sum() if ctx.reduce else rows).to(z.dtype)
+                (gz,) = torch.autograd.grad(out, z, grad, create_graph=True)
+            return (gz,) + none
+        gw = upstream(grad, factor, ctx.reduce, z.shape[0]).to(u.dtype)
         g = torch.sigmoid(u)
         g.mul_(cost).mul_(gw[:, None])
         g.scatter_add_(1, pos[:, None], -g.sum(1, keepdim=True))
-        return (g if to_class is None else g.index_select(1, to_class)), None, None, None, None, None, None
+        return (g if to_class is None else g.index_select(1, to_class),) + none
 
 
 # ----------------------------------------------------------------------------- the functional core

@@ -24,7 +24,7 @@ import torch
 
 from taxosmooth._checks import check_positive, check_probability
 from taxosmooth.distances import resolve_source
-from taxosmooth.losses._frame import RowTarget, as_rows, fused, run_loss, times
+from taxosmooth.losses._frame import RowTarget, finish, fused, fused_factor, run_loss, times, upstream
 from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, float_table
 from taxosmooth.losses._rows import soft_cross_entropy
 from taxosmooth.targets import resolve_scale
@@ -42,10 +42,11 @@ __all__ = ["HierarchicalSoftLabelLoss", "hierarchical_soft_label_loss", "soft_la
 
 # ----------------------------------------------------------------------------- the formula
 def soft_label_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, tables: torch.Tensor, mix: float,
-                    coarse: bool) -> torch.Tensor:
+                    coarse: bool, path_q: torch.Tensor | None = None) -> torch.Tensor:
     """Soft-label cross entropy of every row ``(M,)`` with the rows' factors applied (``z`` class order).
 
-    ``tables`` ``(2, N)`` float64: ``e(u)`` of every node and ``1 / Z`` of every target id (:func:`soft_label_tables`).
+    ``tables`` ``(2, N)`` float64: ``e(u)`` of every node and ``1 / Z`` of every target id (:func:`soft_label_tables`);
+    ``path_q`` ``(N, 2R - 1)``: the target mass on each segment of every target id's path, if tabulated.
     """
     e, inv_z = tables[0], tables[1]
     if target.kind == "prob":
@@ -57,11 +58,13 @@ def soft_label_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, table
     ids = target.ids
     assert ids is not None
     zl = tree.to_leaf_order(z)
-    path, lengths = tree.paths(ids)
     depth = tree.num_rings - 1
-    iz = inv_z.index_select(0, ids)
-    ring_q = mix * e.index_select(0, path[:, :depth].reshape(-1)).view(path.shape[0], depth) * iz[:, None]
-    q = ring_segments(torch.cat([ring_q, ((1.0 - mix) + mix * iz)[:, None]], dim=1), tree)  # (M, 2R - 1)
+    if path_q is not None:
+        lengths, q = tree.lengths_of(ids), path_q.index_select(0, ids)
+    else:
+        path, lengths = tree.paths(ids)
+        q = path_segments(tree, e, inv_z, mix, path, ids)
+    reduce = target.reduce and target.uniform is None
     if coarse:  # the classes under the target are one outcome: its log-mass, not a sum of logits
         log_p = torch.log_softmax(zl, 1)
         lp_seg = segment_sum(log_p, lengths).to(torch.float64)
@@ -69,7 +72,7 @@ def soft_label_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, table
         lp_seg = torch.cat([lp_seg[:, :depth], center[:, None], lp_seg[:, depth + 1 :]], dim=1)
         rows = times(target.label, _cross_entropy(q, lp_seg))
     elif fused(z):
-        rows = _SoftLabelPaths.apply(z, lengths, q, as_rows(target.label, z), *tree.leaf_permutation())
+        rows = _SoftLabelPaths.apply(z, lengths, q, fused_factor(target.label), reduce, *tree.leaf_permutation())
     else:
         rows = times(target.label, _cross_entropy(q, segment_sum(torch.log_softmax(zl, 1), lengths)))
     if target.uniform is not None:
@@ -78,6 +81,16 @@ def soft_label_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, table
             else (target.class_weight / c).unsqueeze(0)
         rows = rows + times(target.uniform, soft_cross_entropy(z, _mixture(w, tree, e, inv_z, mix)[0]))
     return rows.to(z.dtype)
+
+
+def path_segments(tree: TreeTensors, e: torch.Tensor, inv_z: torch.Tensor, mix: float, path: torch.Tensor,
+                  ids: torch.Tensor) -> torch.Tensor:
+    """The target mass on each segment of the targets' paths ``(M, 2R - 1)``: ``mix · e(a_r) / Z_t`` on ring
+    ``r``, and ``1 - mix + mix / Z_t`` on the target's own subtree (one outcome)."""
+    depth = tree.num_rings - 1
+    iz = inv_z.index_select(0, ids)
+    ring_q = mix * e.index_select(0, path[:, :depth].reshape(-1)).view(path.shape[0], depth) * iz[:, None]
+    return ring_segments(torch.cat([ring_q, ((1.0 - mix) + mix * iz)[:, None]], dim=1), tree)
 
 
 def _cross_entropy(q: torch.Tensor, lp_seg: torch.Tensor) -> torch.Tensor:
@@ -91,27 +104,32 @@ class _SoftLabelPaths(torch.autograd.Function):
     ``∂ℓ/∂z_j = softmax(z)_j Σ_s q_s |s| - q_{s(j)}`` (one exponential, one expansion)."""
 
     @staticmethod
-    def forward(ctx, z, lengths, q, factor, to_leaf, to_class):
+    def forward(ctx, z, lengths, q, factor, reduce, to_leaf, to_class):
         zl = z if to_leaf is None else z.index_select(1, to_leaf)
         log_p = torch.log_softmax(zl, 1)
         rows = _cross_entropy(q, segment_sum_kernel(log_p, lengths))
-        ctx.save_for_backward(z, log_p, lengths, q, factor, to_leaf, to_class)
-        return torch.where(factor == 0, torch.zeros_like(rows), factor * rows)
+        ctx.save_for_backward(z, log_p, lengths, q, factor if isinstance(factor, torch.Tensor) else None, to_leaf,
+                              to_class)
+        ctx.factor, ctx.reduce = (factor if isinstance(factor, float) else None), reduce
+        return finish(rows, factor, reduce, z.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         z, log_p, lengths, q, factor, to_leaf, to_class = ctx.saved_tensors
+        factor = ctx.factor if factor is None else factor
+        none = (None,) * 6
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
                 zl = z if to_leaf is None else z.index_select(1, to_leaf)
                 rows = times(factor, _cross_entropy(q, segment_sum(torch.log_softmax(zl, 1), lengths)))
-                (gz,) = torch.autograd.grad(rows, z, grad, create_graph=True)
-            return gz, None, None, None, None, None
-        gw = grad.to(torch.float64) * factor
-        g = torch.exp(log_p)
-        g.mul_(((q * lengths).sum(1) * gw).to(g.dtype)[:, None])
+                out = (rows.sum() if ctx.reduce else rows).to(z.dtype)
+                (gz,) = torch.autograd.grad(out, z, grad, create_graph=True)
+            return (gz,) + none
+        # a class's target row sums to 1: Σ_s q_s |s| = 1 - mix + mix (1 + Σ_r |ring r| e(a_r)) / Z_t
+        gw = upstream(grad, factor, ctx.reduce, z.shape[0])
+        g = torch.exp(log_p).mul_(gw.to(log_p.dtype)[:, None])
         g.sub_(expand_kernel((q * gw[:, None]).to(g.dtype), lengths, g.shape[1]))
-        return (g if to_class is None else g.index_select(1, to_class)), None, None, None, None, None
+        return (g if to_class is None else g.index_select(1, to_class),) + none
 
 
 def _mixture(p: torch.Tensor, tree: TreeTensors, e: torch.Tensor, inv_z: torch.Tensor, mix: float) -> torch.Tensor:
@@ -156,10 +174,15 @@ def soft_label_tables(taxonomy: Taxonomy, beta: float, distance: str | None = No
 
 
 # ----------------------------------------------------------------------------- the functional core
-def _run(input, target, tree: TreeTensors, tables, mix, weight, ignore_index, reduction, label_smoothing,
+def path_q_table(tree: TreeTensors, tables: torch.Tensor, mix: float) -> torch.Tensor | None:
+    """:func:`path_segments` of every target id ``(N, 2R - 1)`` (``None`` where paths are searched)."""
+    return tree.per_target(lambda path, ids: path_segments(tree, tables[0], tables[1], mix, path, ids))
+
+
+def _run(input, target, tree: TreeTensors, tables, mix, path_q, weight, ignore_index, reduction, label_smoothing,
          coarse_labels: bool) -> torch.Tensor:
     num_targets = tree.num_nodes if coarse_labels else tree.num_classes
-    return run_loss(lambda z, t: soft_label_rows(z, t, tree, tables, mix, coarse_labels), input, target,
+    return run_loss(lambda z, t: soft_label_rows(z, t, tree, tables, mix, coarse_labels, path_q), input, target,
                     name="HierarchicalSoftLabelLoss", num_classes=tree.num_classes, num_targets=num_targets,
                     num_nodes=tree.num_nodes, weight=weight, ignore_index=ignore_index, reduction=reduction,
                     label_smoothing=label_smoothing, target_weights=tree.target_means if coarse_labels else None)
@@ -190,7 +213,9 @@ def hierarchical_soft_label_loss(input: torch.Tensor, target: torch.Tensor, taxo
         scale = check_positive(scale, "scale")
     tables = tree.derived(("soft_labels", beta, distance, scale),
                           lambda: float_table(soft_label_tables(tax, beta, distance, scale)))
-    return _run(input, target, tree, tables, _mix(mix), weight, ignore_index, reduction, label_smoothing,
+    m = _mix(mix)
+    path_q = tree.derived(("soft_labels paths", beta, distance, scale, m), lambda: path_q_table(tree, tables, m))
+    return _run(input, target, tree, tables, m, path_q, weight, ignore_index, reduction, label_smoothing,
                 coarse_labels)
 
 
@@ -267,7 +292,8 @@ class HierarchicalSoftLabelLoss(TreeLoss):
     True
     """
 
-    tables: torch.Tensor  # a buffer
+    tables: torch.Tensor  # buffers
+    path_q: torch.Tensor | None
 
     def __init__(self, taxonomy: Taxonomy, beta: float, distance: str | None = None,
                  scale: str | float | None = "max", mix: float | None = None, weight: ArrayLike | None = None,
@@ -281,6 +307,7 @@ class HierarchicalSoftLabelLoss(TreeLoss):
         self.mix = mix if mix is None else _mix(mix)
         self.tree = TreeTensors(tax)
         self.register_buffer("tables", float_table(tables), persistent=False)
+        self.register_buffer("path_q", path_q_table(self.tree, self.tables, _mix(self.mix)), persistent=False)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
@@ -288,5 +315,5 @@ class HierarchicalSoftLabelLoss(TreeLoss):
                 + (", " + base if base else ""))
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return _run(input, target, self.tree, self.tables, _mix(self.mix), self.weight, self.ignore_index,
-                    self.reduction, self.label_smoothing, self.coarse_labels)
+        return _run(input, target, self.tree, self.tables, _mix(self.mix), self.path_q, self.weight,
+                    self.ignore_index, self.reduction, self.label_smoothing, self.coarse_labels)

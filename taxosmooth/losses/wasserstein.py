@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from taxosmooth._checks import check_positive
-from taxosmooth.losses._frame import RowTarget, as_rows, fused, run_loss, times
+from taxosmooth.losses._frame import RowTarget, fused, fused_factor, run_loss, times
 from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, float_table
 from taxosmooth.losses._rows import soft_cross_entropy
 from taxosmooth.tree_ops import TreeTensors, segment_sum, tree_tensors
@@ -38,13 +38,26 @@ __all__ = ["TreeWassersteinLoss", "tree_wasserstein_loss", "wasserstein_tables"]
 
 # ----------------------------------------------------------------------------- the formula
 def wasserstein_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, tables: torch.Tensor, gamma: float,
-                     coarse: bool) -> torch.Tensor:
+                     coarse: bool, path_wd: torch.Tensor | None = None) -> torch.Tensor:
     """``W_1`` (+ ``γ`` cross entropy) of every row ``(M,)``, the rows' factors applied (``z`` class order).
 
     ``tables`` ``(3, N)`` float64 (:func:`wasserstein_tables`): the weighted depth ``wd``, ``wd`` of the
-    shallowest class under every node (``reach``), and the edge lengths ``w``.
+    shallowest class under every node (``reach``), and the edge lengths ``w``; ``path_wd`` ``(N, 2R - 1)``:
+    ``wd(t) - 2 wd(a_r)`` on every segment of every target id's path, if tabulated.
     """
     c = z.shape[1]
+    ids = target.ids
+    if target.kind != "prob" and target.uniform is None and not coarse and fused(z):
+        # to a class: Σ_j p_j (wd(t) - 2 wd(LCA(t, j)) + wd(j)), the first two constant on each ring of t
+        assert ids is not None
+        if path_wd is not None:
+            lengths, per_segment = tree.lengths_of(ids), path_wd.index_select(0, ids)
+        else:
+            path, lengths = tree.paths(ids)
+            per_segment = distance_segments(tree, tables, path)
+        leaf_wd = tables[0].index_select(0, tree.leaf_node_ids)
+        return _RiskPaths.apply(z, lengths, per_segment, tree.class_position.index_select(0, ids), leaf_wd,
+                                float(gamma), fused_factor(target.label), target.reduce, *tree.leaf_permutation())
     log_p = torch.log_softmax(z, 1)
     p = log_p.exp()
     if target.kind == "prob":
@@ -56,18 +69,8 @@ def wasserstein_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, tabl
             qw = q if target.class_weight is None else q * target.class_weight.to(q.dtype)
             rows = rows + gamma * soft_cross_entropy(z, qw)
         return times(target.scale, rows).to(z.dtype)
-    ids = target.ids
     assert ids is not None
     zl = tree.to_leaf_order(z)
-    if target.uniform is None and not coarse and fused(z):
-        # to a class: Σ_j p_j (wd(t) - 2 wd(LCA(t, j)) + wd(j)), the first two constant on each ring of t
-        wd = tables[0]
-        path, lengths = tree.paths(ids)
-        ring_wd = wd.index_select(0, path.reshape(-1)).view(path.shape)
-        per_ring = ring_wd[:, -1:] - 2.0 * ring_wd
-        leaf_wd = wd.index_select(0, tree.class_node).index_select(0, tree.position_class)
-        return _RiskPaths.apply(z, lengths, ring_segments(per_ring, tree), tree.class_position.index_select(0, ids),
-                                leaf_wd, float(gamma), as_rows(target.label, z), *tree.leaf_permutation()).to(z.dtype)
     rows = _distance_to_target(p, ids, tree, tables)
     if gamma:
         rows = rows + gamma * -target_log_mass(z, zl, log_p, ids, tree, coarse)
@@ -96,6 +99,13 @@ def wasserstein_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, tabl
     if gamma:
         coarse_rows = coarse_rows + times(target.uniform, ce_u)
     return torch.where(ids >= c, coarse_rows, smoothed).to(z.dtype)
+
+
+def distance_segments(tree: TreeTensors, tables: torch.Tensor, path: torch.Tensor) -> torch.Tensor:
+    """``wd(t) - 2 wd(a_r)`` on every segment of targets' paths ``(M, 2R - 1)`` (ring ``r``; the last ring's node
+    is the target itself)."""
+    ring_wd = tables[0].index_select(0, path.reshape(-1)).view(path.shape)
+    return ring_segments(ring_wd[:, -1:] - 2.0 * ring_wd, tree)
 
 
 def _distance_to_target(p: torch.Tensor, ids: torch.Tensor, tree: TreeTensors, tables: torch.Tensor) -> torch.Tensor:
@@ -138,10 +148,15 @@ def wasserstein_tables(taxonomy: Taxonomy) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- the functional core
-def _run(input, target, tree: TreeTensors, tables, gamma, weight, ignore_index, reduction, label_smoothing,
+def path_wd_table(tree: TreeTensors, tables: torch.Tensor) -> torch.Tensor | None:
+    """:func:`distance_segments` of every target id (``None`` where paths are searched)."""
+    return tree.per_target(lambda path, ids: distance_segments(tree, tables, path))
+
+
+def _run(input, target, tree: TreeTensors, tables, path_wd, gamma, weight, ignore_index, reduction, label_smoothing,
          coarse_labels: bool) -> torch.Tensor:
     num_targets = tree.num_nodes if coarse_labels else tree.num_classes
-    return run_loss(lambda z, t: wasserstein_rows(z, t, tree, tables, gamma, coarse_labels), input, target,
+    return run_loss(lambda z, t: wasserstein_rows(z, t, tree, tables, gamma, coarse_labels, path_wd), input, target,
                     name="TreeWassersteinLoss", num_classes=tree.num_classes, num_targets=num_targets,
                     num_nodes=tree.num_nodes, weight=weight, ignore_index=ignore_index, reduction=reduction,
                     label_smoothing=label_smoothing, target_weights=tree.target_means if coarse_labels else None)
@@ -160,7 +175,9 @@ def tree_wasserstein_loss(input: torch.Tensor, target: torch.Tensor, taxonomy: T
         ignore_index, reduction, label_smoothing)
     gamma = check_positive(ce_weight, "ce_weight", allow_zero=True)
     tables = tree.derived(("wasserstein",), lambda: float_table(wasserstein_tables(tax)))
-    return _run(input, target, tree, tables, gamma, weight, ignore_index, reduction, label_smoothing, coarse_labels)
+    path_wd = tree.derived(("wasserstein paths",), lambda: path_wd_table(tree, tables))
+    return _run(input, target, tree, tables, path_wd, gamma, weight, ignore_index, reduction, label_smoothing,
+                coarse_labels)
 
 
 # ----------------------------------------------------------------------------- the module
@@ -225,7 +242,8 @@ class TreeWassersteinLoss(TreeLoss):
     2.5
     """
 
-    tables: torch.Tensor  # a buffer
+    tables: torch.Tensor  # buffers
+    path_wd: torch.Tensor | None
 
     def __init__(self, taxonomy: Taxonomy, ce_weight: float = 1.0, weight: ArrayLike | None = None,
                  ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
@@ -236,11 +254,12 @@ class TreeWassersteinLoss(TreeLoss):
         self.ce_weight = check_positive(ce_weight, "ce_weight", allow_zero=True)
         self.tree = TreeTensors(tax)
         self.register_buffer("tables", float_table(wasserstein_tables(tax)), persistent=False)
+        self.register_buffer("path_wd", path_wd_table(self.tree, self.tables), persistent=False)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
         return f"ce_weight={self.ce_weight}" + (", " + base if base else "")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return _run(input, target, self.tree, self.tables, self.ce_weight, self.weight, self.ignore_index,
-                    self.reduction, self.label_smoothing, self.coarse_labels)
+        return _run(input, target, self.tree, self.tables, self.path_wd, self.ce_weight, self.weight,
+                    self.ignore_index, self.reduction, self.label_smoothing, self.coarse_labels)

@@ -35,6 +35,7 @@ class CostTables(nn.Module):
     node_cost: torch.Tensor | None  # buffers
     node_step: torch.Tensor | None
     matrix: torch.Tensor | None
+    path_cost: torch.Tensor | None
 
     def __init__(self, tree: TreeTensors | None, node_table: np.ndarray | None = None, matrix=None,
                  dtype: torch.dtype | None = None) -> None:
@@ -52,12 +53,15 @@ class CostTables(nn.Module):
             self.register_buffer("node_step", torch.from_numpy(step), persistent=False)
             self.register_buffer("matrix", None, persistent=False)
             self.num_classes = tree.num_classes
+            self.register_buffer("path_cost", tree.per_target(lambda path, ids: self.segment_costs(path)),
+                                 persistent=False)
         else:
             m = torch.as_tensor(np.array(matrix) if not isinstance(matrix, torch.Tensor) else matrix)
             self.register_buffer("node_cost", None, persistent=False)
             self.register_buffer("node_step", None, persistent=False)
             self.register_buffer("matrix", m.to(dtype or (m.dtype if m.is_floating_point() else torch.float64)),
                                  persistent=False)
+            self.register_buffer("path_cost", None, persistent=False)
             self.num_classes = int(m.shape[0])
 
     @classmethod
@@ -88,6 +92,23 @@ class CostTables(nn.Module):
         assert tree is not None
         mass = tree.subtree_sum(p) * self.node_step.to(p.dtype)
         return tree.node_to_class(tree.accumulate_down(mass))
+
+    def segment_costs(self, path: torch.Tensor) -> torch.Tensor:
+        """``cost(t, j)`` on every segment of targets' paths ``(M, 2R - 1)`` (structured costs): ``κ(a_r)`` on ring
+        ``r``, 0 under the target."""
+        assert self.node_cost is not None and self.tree is not None
+        depth = path.shape[1] - 1
+        kappa = self.node_cost.index_select(0, path[:, :depth].reshape(-1)).view(path.shape[0], depth)
+        return torch.cat([kappa, kappa.new_zeros((kappa.shape[0], 1))], dim=1).index_select(1, self.tree.segment_ring)
+
+    def on_paths(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(lengths, segment costs)`` of target ids' paths (structured costs): a gather where tabulated."""
+        tree = self.tree
+        assert tree is not None
+        if self.path_cost is not None:
+            return tree.lengths_of(ids), self.path_cost.index_select(0, ids)
+        path, lengths = tree.paths(ids)
+        return lengths, self.segment_costs(path)
 
     def rows(self, classes: torch.Tensor) -> torch.Tensor:
         """``cost(c, ·)`` for classes ``c`` ``(B,)``: dense matrices only (structured costs use the paths)."""

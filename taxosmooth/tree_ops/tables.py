@@ -213,6 +213,7 @@ class TreeTensors(nn.Module):
     leaf_hi: torch.Tensor
     parent: torch.Tensor
     class_node: torch.Tensor
+    leaf_node_ids: torch.Tensor
     target_path: torch.Tensor | None
     target_lengths: torch.Tensor | None
     branching_depth: torch.Tensor
@@ -238,7 +239,7 @@ class TreeTensors(nn.Module):
         for name, arr in (("class_position", c.class_position), ("position_class", c.position_class),
                           ("target_node", c.target_node), ("node_target", c.node_target), ("node_depth", c.depth),
                           ("leaf_lo", c.leaf_lo), ("leaf_hi", c.leaf_hi), ("parent", parent),
-                          ("class_node", c.class_node), ("branching_depth", b)):
+                          ("class_node", c.class_node), ("branching_depth", b), ("leaf_node_ids", c.leaf_node)):
             self.register_buffer(name, _t(arr), persistent=False)
 
         # paths of every target id: a table while it is small, else a binary search per batch over the
@@ -326,6 +327,22 @@ class TreeTensors(nn.Module):
         lo = self.leaf_lo.index_select(0, path.reshape(-1)).view_as(path)
         hi = self.leaf_hi.index_select(0, path.reshape(-1)).view_as(path)
         return Paths(path, _segment_lengths(lo, hi, torch))
+
+    def lengths_of(self, ids: torch.Tensor) -> torch.Tensor:
+        """The segment lengths ``(B, 2R - 1)`` of target ids' paths (:meth:`paths` without the node ids)."""
+        if self.target_lengths is not None:
+            return self.target_lengths.index_select(0, ids)
+        return self.paths(ids).lengths
+
+    def per_target(self, segment_values) -> torch.Tensor | None:
+        """``segment_values(path, ids)`` for every target id at once, ``(N, ...)``: a loss's table of per-segment
+        values, gathered per batch instead of recomputed. ``None`` where paths are searched (deep trees with
+        many nodes, where such a table would be large): the loss then computes them per batch."""
+        if self.target_path is None:
+            return None
+        ids = torch.arange(self.num_nodes, device=self.target_path.device)
+        with torch.no_grad():
+            return segment_values(self.target_path, ids)
 
     # ------------------------------------------------------------------ passes over all nodes (exact, differentiable)
     def _levels(self):
@@ -417,7 +434,7 @@ class TreeTensors(nn.Module):
     # ------------------------------------------------------------------ tables derived from the tree, cached
     def derived(self, key, make):
         """A tensor or module derived from the tree (a loss's node table), built once by ``make()`` on this
-        tree's device and kept (the last 64).
+        tree's device and kept (the last 64); ``None`` is a value too.
 
         The functional losses use it so that a training loop builds no table twice; ``key`` must name
         everything ``make`` depends on.
@@ -426,11 +443,13 @@ class TreeTensors(nn.Module):
         try:
             value = cache.get(key)
         except TypeError:  # an option that cannot be a key (a list): nothing is kept
-            return make().to(self.leaf_lo.device)
-        if value is None:
+            value = make()
+            return value if value is None else value.to(self.leaf_lo.device)
+        if key not in cache:
             if len(cache) >= 64:
                 cache.pop(next(iter(cache)))
-            value = cache[key] = make().to(self.leaf_lo.device)
+            value = make()
+            value = cache[key] = value if value is None else value.to(self.leaf_lo.device)
         return value
 
 
