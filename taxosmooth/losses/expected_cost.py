@@ -98,7 +98,7 @@ class _RiskPaths(torch.autograd.Function):
         p = torch.exp(log_p)
         risk = (kappa * segment_sum_kernel(p, lengths).to(torch.float64)).sum(1)
         if w is not None:
-            risk = risk + (p @ w.to(p.dtype)).to(torch.float64)
+            risk = risk + (p @ w.to(p.dtype)[:, None])[:, 0].to(torch.float64)  # a matrix product: BLAS also compiled
         rows = risk - gamma * log_p.gather(1, pos[:, None])[:, 0].to(torch.float64) if gamma else risk
         ctx.save_for_backward(z, p, lengths, kappa, pos, w, risk, factor if isinstance(factor, torch.Tensor) else None,
                               to_leaf, to_class)

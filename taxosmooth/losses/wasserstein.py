@@ -38,12 +38,14 @@ __all__ = ["TreeWassersteinLoss", "tree_wasserstein_loss", "wasserstein_tables"]
 
 # ----------------------------------------------------------------------------- the formula
 def wasserstein_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, tables: torch.Tensor, gamma: float,
-                     coarse: bool, path_wd: torch.Tensor | None = None) -> torch.Tensor:
+                     coarse: bool, path_wd: torch.Tensor | None = None,
+                     leaf_wd: torch.Tensor | None = None) -> torch.Tensor:
     """``W_1`` (+ ``γ`` cross entropy) of every row ``(M,)``, the rows' factors applied (``z`` class order).
 
     ``tables`` ``(3, N)`` float64 (:func:`wasserstein_tables`): the weighted depth ``wd``, ``wd`` of the
     shallowest class under every node (``reach``), and the edge lengths ``w``; ``path_wd`` ``(N, 2R - 1)``:
-    ``wd(t) - 2 wd(a_r)`` on every segment of every target id's path, if tabulated.
+    ``wd(t) - 2 wd(a_r)`` on every segment of every target id's path, if tabulated; ``leaf_wd`` ``(C,)`` the
+    classes' weighted depths in leaf order.
     """
     c = z.shape[1]
     ids = target.ids
@@ -55,7 +57,8 @@ def wasserstein_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, tabl
         else:
             path, lengths = tree.paths(ids)
             per_segment = distance_segments(tree, tables, path)
-        leaf_wd = tables[0].index_select(0, tree.leaf_node_ids)
+        if leaf_wd is None:
+            leaf_wd = tables[0].index_select(0, tree.leaf_node_ids)
         return _RiskPaths.apply(z, lengths, per_segment, tree.class_position.index_select(0, ids), leaf_wd,
                                 float(gamma), fused_factor(target.label), target.reduce, *tree.leaf_permutation())
     log_p = torch.log_softmax(z, 1)
@@ -153,11 +156,11 @@ def path_wd_table(tree: TreeTensors, tables: torch.Tensor) -> torch.Tensor | Non
     return tree.per_target(lambda path, ids: distance_segments(tree, tables, path))
 
 
-def _run(input, target, tree: TreeTensors, tables, path_wd, gamma, weight, ignore_index, reduction, label_smoothing,
-         coarse_labels: bool) -> torch.Tensor:
+def _run(input, target, tree: TreeTensors, tables, path_wd, leaf_wd, gamma, weight, ignore_index, reduction,
+         label_smoothing, coarse_labels: bool) -> torch.Tensor:
     num_targets = tree.num_nodes if coarse_labels else tree.num_classes
-    return run_loss(lambda z, t: wasserstein_rows(z, t, tree, tables, gamma, coarse_labels, path_wd), input, target,
-                    name="TreeWassersteinLoss", num_classes=tree.num_classes, num_targets=num_targets,
+    return run_loss(lambda z, t: wasserstein_rows(z, t, tree, tables, gamma, coarse_labels, path_wd, leaf_wd), input,
+                    target, name="TreeWassersteinLoss", num_classes=tree.num_classes, num_targets=num_targets,
                     num_nodes=tree.num_nodes, weight=weight, ignore_index=ignore_index, reduction=reduction,
                     label_smoothing=label_smoothing, target_weights=tree.target_means if coarse_labels else None)
 
@@ -176,8 +179,9 @@ def tree_wasserstein_loss(input: torch.Tensor, target: torch.Tensor, taxonomy: T
     gamma = check_positive(ce_weight, "ce_weight", allow_zero=True)
     tables = tree.derived(("wasserstein",), lambda: float_table(wasserstein_tables(tax)))
     path_wd = tree.derived(("wasserstein paths",), lambda: path_wd_table(tree, tables))
-    return _run(input, target, tree, tables, path_wd, gamma, weight, ignore_index, reduction, label_smoothing,
-                coarse_labels)
+    leaf_wd = tree.derived(("wasserstein leaves",), lambda: tables[0].index_select(0, tree.leaf_node_ids))
+    return _run(input, target, tree, tables, path_wd, leaf_wd, gamma, weight, ignore_index, reduction,
+                label_smoothing, coarse_labels)
 
 
 # ----------------------------------------------------------------------------- the module
@@ -244,6 +248,7 @@ class TreeWassersteinLoss(TreeLoss):
 
     tables: torch.Tensor  # buffers
     path_wd: torch.Tensor | None
+    leaf_wd: torch.Tensor
 
     def __init__(self, taxonomy: Taxonomy, ce_weight: float = 1.0, weight: ArrayLike | None = None,
                  ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
@@ -255,11 +260,14 @@ class TreeWassersteinLoss(TreeLoss):
         self.tree = TreeTensors(tax)
         self.register_buffer("tables", float_table(wasserstein_tables(tax)), persistent=False)
         self.register_buffer("path_wd", path_wd_table(self.tree, self.tables), persistent=False)
+        # the classes' weighted depths in leaf order, a buffer: a gather in the step would be fused into the
+        # compiled loop over every (sample, class)
+        self.register_buffer("leaf_wd", self.tables[0].index_select(0, self.tree.leaf_node_ids), persistent=False)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
         return f"ce_weight={self.ce_weight}" + (", " + base if base else "")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return _run(input, target, self.tree, self.tables, self.path_wd, self.ce_weight, self.weight,
+        return _run(input, target, self.tree, self.tables, self.path_wd, self.leaf_wd, self.ce_weight, self.weight,
                     self.ignore_index, self.reduction, self.label_smoothing, self.coarse_labels)
