@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from taxosmooth._checks import check_positive
 from taxosmooth.losses._frame import RowTarget, finish, fused, fused_factor, run_loss, times, upstream
 from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, float_table
-from taxosmooth.tree_ops import TreeTensors, path_log_masses, tree_tensors
+from taxosmooth.tree_ops import TreeTensors, nodes, path_log_masses, tree_tensors
 from taxosmooth.tree_ops.tables import chain_top
 from taxosmooth.tree_ops.paths import NEG, log_mass_gradient, log_masses_of_segments
 from taxosmooth.tree_ops.segments import expand_kernel, host_layout, segment_max_kernel, segment_sum_kernel
@@ -51,14 +51,12 @@ def hxe_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, node_lambda:
     at the top of the node's chain of single-child ancestors (a path skips single-child nodes, whose
     terms vanish). ``path_lambda`` ``(N, R)``: ``λ(top(·))`` along every target id's path, if tabulated.
     """
-    zl = tree.to_leaf_order(z)
     if target.kind == "prob":
         p = target.prob
         assert p is not None
         if target.class_weight is not None:
             p = p * target.class_weight.to(p.dtype)
-        mass = tree.subtree_sum(p.to(torch.float64))
-        return times(target.scale, _node_terms(zl, z, mass, tree, node_lambda[0])).to(z.dtype)
+        return times(target.scale, _node_terms(z, p, tree, node_lambda[0])).to(z.dtype)
     assert target.ids is not None
     reduce = target.reduce and target.uniform is None
     rows = _path_terms(z, target.ids, tree, node_lambda[1], path_lambda, target.label, reduce)
@@ -66,7 +64,7 @@ def hxe_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, node_lambda:
         c = tree.num_classes
         w = torch.full((1, c), 1.0 / c, dtype=torch.float64, device=z.device) if target.class_weight is None \
             else (target.class_weight / c).unsqueeze(0)
-        rows = rows + times(target.uniform, _node_terms(zl, z, tree.subtree_sum(w), tree, node_lambda[0]))
+        rows = rows + times(target.uniform, _node_terms(z, w, tree, node_lambda[0]))
     return rows.to(z.dtype)
 
 
@@ -155,14 +153,45 @@ class _HXEPaths(torch.autograd.Function):
         return (g if to_class is None else g.index_select(1, to_class),) + none
 
 
-def _node_terms(zl: torch.Tensor, z: torch.Tensor, mass: torch.Tensor, tree: TreeTensors,
-                node_lambda: torch.Tensor) -> torch.Tensor:
-    """``-Σ_{u ≠ root} a(u) log P(u)`` per row for target masses ``T`` ``(M or 1, N)`` under every node."""
-    lam_t = mass * node_lambda
-    a = lam_t - tree.children_sum(lam_t)
-    log_p = tree.subtree_logsumexp(z.to(torch.float64)) - torch.logsumexp(z.to(torch.float64), 1, keepdim=True)
-    a = torch.cat([torch.zeros_like(a[:, :1]), a[:, 1:]], dim=1).expand_as(log_p)  # log P(root) = 0
-    return -torch.where(a == 0, torch.zeros_like(log_p), a * log_p).sum(1)
+def _node_terms(z: torch.Tensor, p: torch.Tensor, tree: TreeTensors, node_lambda: torch.Tensor) -> torch.Tensor:
+    """``Σ_c p_c ℓ(z, c) = -Σ_{u ≠ root} λ(u) T(u) (log P(u) - log P(parent(u)))`` per row for target rows ``p``
+    ``(M or 1, C)``, ``T`` the target mass under each node; in node-major level order, ``z``'s dtype.
+
+    A step between two subtrees without mass counts 0; target mass on a ``-inf`` class makes the row ``+inf``.
+    """
+    mass = nodes.up(tree, nodes.place(tree, p.to(z.dtype)), overwrite=True)
+    coef = mass * nodes.column(tree, node_lambda, z.dtype)
+    log_mass = nodes.subtree_logsumexp(tree, z)
+    if fused(z) and not coef.requires_grad:
+        rows = _NodeSteps.apply(log_mass, coef, tree.level_parent)
+    else:
+        rows = _node_steps(log_mass, coef, tree.level_parent)
+    dead = torch.isneginf(z) & (p > 0)
+    return rows.masked_fill(dead.any(1), float("inf"))
+
+
+def _node_steps(log_mass: torch.Tensor, coef: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+    """``-Σ_u coef(u) (L(u) - L(parent(u)))`` per column of node-major ``(N, B)`` log-masses (the root is its own
+    parent: its step is 0); a subtree without mass has a floored log-mass, so a step between two counts 0."""
+    floored = log_mass.clamp_min(torch.finfo(log_mass.dtype).min / 4)
+    return -(coef * (floored - floored.index_select(0, parent))).sum(0)
+
+
+class _NodeSteps(torch.autograd.Function):
+    """:func:`_node_steps`, its gradient written out: ``∂/∂L(v) = -coef(v) [v ≠ root] + Σ_{children c} coef(c)``."""
+
+    @staticmethod
+    def forward(ctx, log_mass, coef, parent):
+        ctx.save_for_backward(log_mass, coef, parent)
+        return _node_steps(log_mass, coef, parent)
+
+    @staticmethod
+    def backward(ctx, grad):
+        log_mass, coef, parent = ctx.saved_tensors
+        g = torch.zeros_like(coef).index_add_(0, parent[1:], coef[1:])
+        g[1:] -= coef[1:]
+        g = g * grad  # differentiable in grad: a double backward goes through
+        return torch.where(torch.isneginf(log_mass), torch.zeros_like(g), g), None, None
 
 
 # ----------------------------------------------------------------------------- node weights

@@ -54,7 +54,7 @@ def soft_label_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, table
         assert p is not None
         if target.class_weight is not None:
             p = p * target.class_weight.to(p.dtype)
-        return times(target.scale, soft_cross_entropy(z, _mixture(p.to(torch.float64), tree, e, inv_z, mix)))
+        return times(target.scale, soft_cross_entropy(z, _mixture(p, tree, e, inv_z, mix)))
     ids = target.ids
     assert ids is not None
     zl = tree.to_leaf_order(z)
@@ -138,10 +138,9 @@ def _mixture(p: torch.Tensor, tree: TreeTensors, e: torch.Tensor, inv_z: torch.T
     ``q_c(j) = Σ_{u ancestor of j and of c} (e(u) - e(parent(u))) / Z_c``: subtree sums of ``p / Z``,
     times the steps of ``e``, summed over every class's ancestors.
     """
-    inv_z_class = inv_z[: tree.num_classes]
     step = e - e.index_select(0, tree.parent) * (torch.arange(e.shape[0], device=e.device) > 0)
-    mass = tree.subtree_sum(p * inv_z_class) * step
-    return (1.0 - mix) * p + mix * tree.node_to_class(tree.accumulate_down(mass))
+    spread = tree.lca_expectation(p, step * mix, scale=inv_z[: tree.num_classes])
+    return spread if mix == 1.0 else spread + (1.0 - mix) * p
 
 
 # ----------------------------------------------------------------------------- the tables

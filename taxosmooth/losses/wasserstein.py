@@ -24,7 +24,7 @@ from taxosmooth._checks import check_positive
 from taxosmooth.losses._frame import RowTarget, fused, fused_factor, run_loss, times
 from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, float_table
 from taxosmooth.losses._rows import soft_cross_entropy
-from taxosmooth.tree_ops import TreeTensors, segment_sum, tree_tensors
+from taxosmooth.tree_ops import TreeTensors, nodes, segment_sum, tree_tensors
 from taxosmooth.tree_ops.paths import ring_segments
 from taxosmooth.losses.expected_cost import _RiskPaths, target_log_mass
 
@@ -129,9 +129,10 @@ def _distance_to_target(p: torch.Tensor, ids: torch.Tensor, tree: TreeTensors, t
 
 
 def _w1(p: torch.Tensor, q: torch.Tensor, tree: TreeTensors, edge: torch.Tensor) -> torch.Tensor:
-    """``Σ_v w(v) |P(v) - Q(v)|`` per row for rows ``p``, ``q`` ``(M, C)`` (class order), float64."""
-    diff = tree.subtree_sum(p.to(torch.float64)) - tree.subtree_sum(q.to(torch.float64))
-    return diff.abs() @ edge
+    """``Σ_v w(v) |P(v) - Q(v)|`` per row for rows ``p``, ``q`` ``(M, C)`` (class order), in ``p``'s dtype: one
+    pass up of ``p - q`` (level order)."""
+    diff = nodes.up(tree, nodes.place(tree, p - q.to(p.dtype)), overwrite=True)
+    return (diff.abs() * nodes.column(tree, edge, p.dtype)).sum(0)
 
 
 # ----------------------------------------------------------------------------- the tables

@@ -90,8 +90,7 @@ class CostTables(nn.Module):
             return p @ self.matrix.to(p.dtype)
         tree = self.tree
         assert tree is not None
-        mass = tree.subtree_sum(p) * self.node_step.to(p.dtype)
-        return tree.node_to_class(tree.accumulate_down(mass))
+        return tree.lca_expectation(p, self.node_step)
 
     def segment_costs(self, path: torch.Tensor) -> torch.Tensor:
         """``cost(t, j)`` on every segment of targets' paths ``(M, 2R - 1)`` (structured costs): ``κ(a_r)`` on ring

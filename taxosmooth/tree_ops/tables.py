@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from taxosmooth.taxonomy import CompiledTree, Taxonomy
+from taxosmooth.tree_ops import nodes
 
 __all__ = ["TreeTensors", "Paths", "tree_tensors", "compiled_tree", "chain_top", "PATH_TABLE_BYTES"]
 
@@ -226,6 +227,9 @@ class TreeTensors(nn.Module):
     level_class: torch.Tensor
     level_children: torch.Tensor
     level_is_leaf: torch.Tensor
+    class_level_pos: torch.Tensor
+    level_parent: torch.Tensor
+    level_parent_local: torch.Tensor
 
     def __init__(self, taxonomy: Taxonomy | CompiledTree) -> None:
         super().__init__()
@@ -274,6 +278,7 @@ class TreeTensors(nn.Module):
         level_order = np.concatenate(c.levels)
         offsets = np.concatenate([[0], np.cumsum([len(lv) for lv in c.levels])]).astype(np.int64)
         self.level_offsets = tuple(int(o) for o in offsets)
+        self.level_has_leaf = tuple(bool(c.is_leaf[lv].any()) for lv in c.levels)
         level_pos = np.empty(n, dtype=np.int64)
         level_pos[level_order] = np.arange(n)
         node_class = np.full(n, C, dtype=np.int64)  # C: a zero (or -inf) column appended to the classes
@@ -284,6 +289,12 @@ class TreeTensors(nn.Module):
         self.register_buffer("level_class", _t(node_class[level_order]), persistent=False)
         self.register_buffer("level_children", _t(n_children[level_order]), persistent=False)
         self.register_buffer("level_is_leaf", torch.as_tensor(c.is_leaf[level_order].copy()), persistent=False)
+        self.register_buffer("class_level_pos", _t(level_pos[c.class_node]), persistent=False)
+        level_parent = level_pos[parent[level_order]]
+        self.register_buffer("level_parent", _t(level_parent), persistent=False)
+        depth_of = np.repeat(np.arange(len(c.levels)), np.diff(offsets))
+        local = level_parent - offsets[np.maximum(depth_of - 1, 0)]
+        self.register_buffer("level_parent_local", _t(local), persistent=False)
 
     def extra_repr(self) -> str:
         return f"num_nodes={self.num_nodes}, num_classes={self.num_classes}, num_rings={self.num_rings}"
@@ -357,18 +368,9 @@ class TreeTensors(nn.Module):
         prefix sums, so small subtrees beside large ones keep their digits. O(batch × nodes);
         differentiable to any order.
         """
-        from taxosmooth.tree_ops.segments import segment_sum
-
         x, shape = _rows(x, self.num_classes, "x")
-        b = x.shape[0]
-        ext = torch.cat([x, x.new_zeros((b, 1))], dim=1)
-        lev = ext.index_select(1, self.level_class)  # leaves hold their values, internal nodes 0
-        levels = self._levels()
-        parts = [lev[:, a:z] for a, z in levels]
-        for d in range(len(levels) - 2, -1, -1):
-            a, z = levels[d]
-            parts[d] = parts[d] + segment_sum(parts[d + 1], self.level_children[a:z])
-        return torch.cat(parts, dim=1).index_select(1, self.level_pos).reshape(*shape, self.num_nodes)
+        lev = nodes.up(self, nodes.place(self, x), overwrite=True)
+        return lev.index_select(0, self.level_pos).t().reshape(*shape, self.num_nodes)
 
     def subtree_logsumexp(self, x: torch.Tensor) -> torch.Tensor:
         """``log Σ_{classes j under v} exp(x_j)`` for every node ``v``: ``(..., C)`` → ``(..., N)``, in log space.
@@ -377,26 +379,9 @@ class TreeTensors(nn.Module):
         combines a node's children shifted by their own maximum. A subtree whose classes are all
         ``-inf`` is ``-inf`` (with a zero gradient). Differentiable to any order.
         """
-        from taxosmooth.tree_ops.segments import expand, segment_max, segment_sum
-
         x, shape = _rows(x, self.num_classes, "x")
-        b = x.shape[0]
-        ext = torch.cat([x, x.new_full((b, 1), float("-inf"))], dim=1)
-        lev = ext.index_select(1, self.level_class)
-        levels = self._levels()
-        parts = [lev[:, a:z] for a, z in levels]
-        for d in range(len(levels) - 2, -1, -1):
-            a, z = levels[d]
-            counts = self.level_children[a:z]
-            below = parts[d + 1]
-            m = segment_max(below.detach(), counts)
-            m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-            s = segment_sum(torch.exp(below - expand(m, counts, below.shape[1])), counts)
-            empty = s == 0  # leaves of this level, and subtrees whose classes are all -inf
-            combined = torch.log(torch.where(empty, torch.ones_like(s), s)) + m
-            combined = combined.masked_fill(empty, float("-inf"))
-            parts[d] = torch.where(self.level_is_leaf[a:z], parts[d], combined)
-        return torch.cat(parts, dim=1).index_select(1, self.level_pos).reshape(*shape, self.num_nodes)
+        lev = nodes.subtree_logsumexp(self, x)
+        return lev.index_select(0, self.level_pos).t().reshape(*shape, self.num_nodes)
 
     def accumulate_down(self, values: torch.Tensor) -> torch.Tensor:
         """``A(v) = Σ_{u ancestor of v, v included} values(u)``: ``(..., N)`` → ``(..., N)``, node order.
@@ -406,16 +391,21 @@ class TreeTensors(nn.Module):
         of ``p``, ``accumulate_down(P * g)`` at a class ``j`` is ``Σ_i p_i table(LCA(i, j))``: an expected
         cost for every class at once. O(batch × nodes); differentiable to any order.
         """
-        from taxosmooth.tree_ops.segments import expand
-
         values, shape = _rows(values, self.num_nodes, "values")
-        lev = values.index_select(1, self.level_order)
-        levels = self._levels()
-        parts = [lev[:, a:z] for a, z in levels]
-        for d in range(1, len(levels)):
-            a, z = levels[d - 1]
-            parts[d] = parts[d] + expand(parts[d - 1], self.level_children[a:z], parts[d].shape[1])
-        return torch.cat(parts, dim=1).index_select(1, self.level_pos).reshape(*shape, self.num_nodes)
+        lev = nodes.down(self, values.t().index_select(0, self.level_order))
+        return lev.index_select(0, self.level_pos).t().reshape(*shape, self.num_nodes)
+
+    def lca_expectation(self, x: torch.Tensor, step: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``y[b, j] = Σ_i x[b, i] table(LCA(i, j))`` for rows ``x`` ``(B, C)`` (class order) and a node table given by
+        its steps ``step(u) = table(u) - table(parent(u))`` ``(N,)`` (node order; ``step(root) = table(root)``).
+
+        ``Σ_i x_i table(LCA(i, j)) = Σ_{u ancestor of j} step(u) Σ_{i under u} x_i``: one pass up, one product,
+        one pass down, in level order (two gathers a call). ``scale`` ``(C,)`` multiplies ``x``'s classes first.
+        O(batch × nodes), in ``x``'s dtype; differentiable to any order (the map is symmetric: its backward is
+        itself). The result is a transposed view.
+        """
+        lev = nodes.up(self, nodes.place(self, x, scale=scale), overwrite=True) * nodes.column(self, step, x.dtype)
+        return nodes.classes_of(self, nodes.down(self, lev, overwrite=True))
 
     def node_to_class(self, values: torch.Tensor) -> torch.Tensor:
         """Node values ``(..., N)`` → the values at the class nodes ``(..., C)``, class order."""

@@ -1,0 +1,238 @@
+"""Passes over every node of the tree, level by level: subtree sums, sums over ancestors, subtree log-masses.
+
+The passes work on **node-major, level-ordered** ``(N, B)`` tensors: one row per node, nodes by depth, each
+level in id order (so the children of consecutive nodes of one level are consecutive in the next), the
+batch along the row. A level's subtree sums are then one ``index_add`` of the level below into it (rows of
+``B`` contiguous numbers), and its sums over ancestors one ``index_select`` of the level above. The two linear
+passes are each other's adjoint:
+
+* ``up(y)(u) = Σ_{v in the subtree of u} y(v)`` (bottom-up),
+* ``down(y)(u) = Σ_{v ancestor of u, u included} y(v)`` (top-down),
+
+so each is the other's backward and every derivative order exists. :func:`subtree_logsumexp` combines each
+node's children in log space, shifted by their own maximum (no underflow, whatever the spread of the
+logits), and writes its gradient out (the children's softmax weights, top-down); a second derivative
+differentiates its formula. Every pass adds children to parents: no prefix sums, no cancellation.
+
+A loss moves its ``(B, C)`` rows into this layout once (:func:`place`), runs its passes there and reads the
+classes back once (:func:`classes_of`). Each pass is a few torch operations per level, in place on one
+buffer, with no autograd graph of its own: O(batch × nodes), on any device, traced whole by
+``torch.compile``. Inside ``torch.func`` transforms the same passes run out of place (the formula).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from taxosmooth.tree_ops.tracing import is_functorch_wrapped
+
+__all__ = ["place", "classes_of", "up", "down", "subtree_logsumexp", "column"]
+
+
+def _levels(offsets: tuple[int, ...]) -> list[tuple[int, int]]:
+    return [(offsets[d], offsets[d + 1]) for d in range(len(offsets) - 1)]
+
+
+def place(tree, x: torch.Tensor, fill: float = 0.0, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Class values ``(B, C)`` (class order), times a per-class ``scale`` ``(C,)`` if given → node-major level
+    order ``(N, B)``, the internal nodes ``fill``."""
+    if scale is None:
+        xt = x.t().contiguous()
+    elif is_functorch_wrapped(x):
+        xt = (x * scale.to(x.dtype)).t().contiguous()
+    else:  # the scaling and the transposition in one pass
+        xt = torch.mul(x.t(), scale.to(x.dtype)[:, None], out=x.new_empty((x.shape[1], x.shape[0])))
+    out = x.new_full((tree.num_nodes, x.shape[0]), fill)
+    return out.index_copy(0, tree.class_level_pos, xt)
+
+
+def classes_of(tree, lev: torch.Tensor) -> torch.Tensor:
+    """Node-major level-ordered values ``(N, B)`` → the classes' values ``(B, C)``, class order."""
+    return lev.index_select(0, tree.class_level_pos).t().contiguous()
+
+
+def column(tree, node_values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A per-node table ``(N,)`` (node-id order) as a level-ordered column ``(N, 1)`` that scales ``(N, B)``."""
+    return node_values.to(dtype).index_select(0, tree.level_order).unsqueeze(1)
+
+
+# ------------------------------------------------------------------ the linear passes
+def _up_levels(lev: torch.Tensor, parent: torch.Tensor, offsets: tuple[int, ...]) -> torch.Tensor:
+    """In place: each node adds its children's totals, deepest level first (``parent``: each node's parent's
+    position in the level above)."""
+    levels = _levels(offsets)
+    for d in range(len(levels) - 1, 0, -1):
+        (a, b), (c, e) = levels[d - 1], levels[d]
+        lev[a:b].index_add_(0, parent[c:e], lev[c:e])
+    return lev
+
+
+def _down_levels(lev: torch.Tensor, parent: torch.Tensor, offsets: tuple[int, ...]) -> torch.Tensor:
+    """In place: each node adds its parent's running sum, top level first."""
+    levels = _levels(offsets)
+    for d in range(1, len(levels)):
+        (a, b), (c, e) = levels[d - 1], levels[d]
+        lev[c:e] += lev[a:b].index_select(0, parent[c:e])
+    return lev
+
+
+class _Up(torch.autograd.Function):
+    """``up`` on node-major level-ordered values; the backward is ``down``."""
+
+    @staticmethod
+    def forward(ctx, y, parent, offsets):
+        ctx.save_for_backward(parent)
+        ctx.offsets = offsets
+        return _up_levels(y.clone(), parent, offsets)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (parent,) = ctx.saved_tensors
+        return _Down.apply(grad, parent, ctx.offsets), None, None
+
+
+class _Down(torch.autograd.Function):
+    """``down`` on node-major level-ordered values; the backward is ``up``."""
+
+    @staticmethod
+    def forward(ctx, y, parent, offsets):
+        ctx.save_for_backward(parent)
+        ctx.offsets = offsets
+        return _down_levels(y.clone(), parent, offsets)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (parent,) = ctx.saved_tensors
+        return _Up.apply(grad, parent, ctx.offsets), None, None
+
+
+def _formula_up(tree, lev: torch.Tensor) -> torch.Tensor:
+    levels = _levels(tree.level_offsets)
+    parts = [lev[a:b] for a, b in levels]
+    for d in range(len(levels) - 1, 0, -1):
+        c, e = levels[d]
+        parts[d - 1] = parts[d - 1].index_add(0, tree.level_parent_local[c:e], parts[d])
+    return torch.cat(parts, dim=0)
+
+
+def _formula_down(tree, lev: torch.Tensor) -> torch.Tensor:
+    levels = _levels(tree.level_offsets)
+    parts = [lev[a:b] for a, b in levels]
+    for d in range(1, len(levels)):
+        c, e = levels[d]
+        parts[d] = parts[d] + parts[d - 1].index_select(0, tree.level_parent_local[c:e])
+    return torch.cat(parts, dim=0)
+
+
+def _no_graph(lev: torch.Tensor) -> bool:
+    return not (lev.requires_grad and torch.is_grad_enabled())
+
+
+def up(tree, lev: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
+    """``Σ_{v in the subtree of u} y(v)`` for every node ``u``: node-major level-ordered ``(N, B)`` → ``(N, B)``.
+
+    ``overwrite``: ``lev`` is a temporary of the caller's, which the pass may overwrite when no gradient flows.
+    """
+    if is_functorch_wrapped(lev):  # torch.func batches and differentiates the formula
+        return _formula_up(tree, lev)
+    if overwrite and _no_graph(lev):
+        return _up_levels(lev, tree.level_parent_local, tree.level_offsets)
+    return _Up.apply(lev, tree.level_parent_local, tree.level_offsets)
+
+
+def down(tree, lev: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
+    """``Σ_{v ancestor of u, u included} y(v)`` for every node ``u``: node-major level-ordered ``(N, B)`` → ``(N, B)``."""
+    if is_functorch_wrapped(lev):
+        return _formula_down(tree, lev)
+    if overwrite and _no_graph(lev):
+        return _down_levels(lev, tree.level_parent_local, tree.level_offsets)
+    return _Down.apply(lev, tree.level_parent_local, tree.level_offsets)
+
+
+# ------------------------------------------------------------------ log space
+def _lse_levels(lev: torch.Tensor, parent: torch.Tensor, is_leaf: torch.Tensor, offsets: tuple[int, ...],
+                leafy: tuple[bool, ...]):
+    """In place on a buffer holding the classes' values (internal nodes ``-inf``): each internal node becomes
+    the log-sum-exp of its children, every child shifted by the children's maximum (``leafy[d]``: level ``d``
+    holds leaves, whose values stay)."""
+    levels = _levels(offsets)
+    for d in range(len(levels) - 1, 0, -1):
+        (a, b), (c, e) = levels[d - 1], levels[d]
+        below, idx = lev[c:e], parent[c:e]
+        m = torch.full_like(lev[a:b], float("-inf")).scatter_reduce_(0, idx[:, None].expand(below.shape), below, "amax")
+        m.nan_to_num_(nan=float("nan"), posinf=float("inf"), neginf=0.0)  # no child with mass: any finite shift
+        ex = (below - m.index_select(0, idx)).exp_()
+        # log 0 = -inf: a node without children on this level (a leaf), or classes all -inf
+        if leafy[d - 1]:
+            s = torch.zeros_like(m).index_add_(0, idx, ex).log_().add_(m)
+            lev[a:b] = torch.where(is_leaf[a:b, None], lev[a:b], s)
+        else:
+            lev[a:b].zero_().index_add_(0, idx, ex).log_().add_(m)
+    return lev
+
+
+def _formula_lse(tree, x: torch.Tensor) -> torch.Tensor:
+    lev = place(tree, x, float("-inf"))
+    levels = _levels(tree.level_offsets)
+    parts = [lev[a:b] for a, b in levels]
+    for d in range(len(levels) - 1, 0, -1):
+        (a, b), (c, e) = levels[d - 1], levels[d]
+        idx, below = tree.level_parent_local[c:e], parts[d]
+        index = idx[:, None].expand(below.shape)
+        m = torch.full_like(parts[d - 1], float("-inf")).scatter_reduce(0, index, below.detach(), "amax")
+        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+        s = torch.zeros_like(m).index_add(0, idx, torch.exp(below - m.index_select(0, idx)))
+        empty = s == 0
+        combined = (torch.log(torch.where(empty, torch.ones_like(s), s)) + m).masked_fill(empty, float("-inf"))
+        parts[d - 1] = torch.where(tree.level_is_leaf[a:b, None], parts[d - 1], combined)
+    return torch.cat(parts, dim=0)
+
+
+class _LevelIndex:
+    """The index tensors and sizes :func:`_formula_lse` reads, for a double backward inside the fused function."""
+
+    def __init__(self, class_level_pos, parent, is_leaf, offsets):
+        self.num_nodes, self.class_level_pos, self.level_parent_local = is_leaf.shape[0], class_level_pos, parent
+        self.level_is_leaf, self.level_offsets = is_leaf, offsets
+
+
+class _SubtreeLSE(torch.autograd.Function):
+    """Log-masses of every subtree (node-major level order), the gradient written out: ``∂V_u/∂V_c =
+    exp(V_c - V_u)`` for a child ``c``, carried top-down level by level (every exponent ``<= 0``); a second
+    derivative differentiates the formula."""
+
+    @staticmethod
+    def forward(ctx, x, class_level_pos, parent, is_leaf, offsets, leafy):
+        lev = place(_LevelIndex(class_level_pos, parent, is_leaf, offsets), x, float("-inf"))
+        lev = _lse_levels(lev, parent, is_leaf, offsets, leafy)
+        ctx.save_for_backward(x, lev, class_level_pos, parent, is_leaf)
+        ctx.offsets = offsets
+        return lev
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, lev, class_level_pos, parent, is_leaf = ctx.saved_tensors
+        offsets = ctx.offsets
+        none = (None,) * 5
+        if torch.is_grad_enabled():  # a double backward: differentiate the formula
+            with torch.enable_grad():
+                out = _formula_lse(_LevelIndex(class_level_pos, parent, is_leaf, offsets), x)
+                (gx,) = torch.autograd.grad(out, x, grad, create_graph=True)
+            return (gx,) + none
+        g = grad.clone()
+        levels = _levels(offsets)
+        for d in range(1, len(levels)):
+            (a, b), (c, e) = levels[d - 1], levels[d]
+            idx = parent[c:e]
+            w = (lev[c:e] - lev[a:b].index_select(0, idx)).exp_()  # exp(V_c - V_u) <= 1 (0: a child without mass)
+            g[c:e] += w.mul_(g[a:b].index_select(0, idx)).nan_to_num_(nan=0.0)
+        return (g.index_select(0, class_level_pos).t(),) + none
+
+
+def subtree_logsumexp(tree, x: torch.Tensor) -> torch.Tensor:
+    """``log Σ_{classes j under u} exp(x_j)`` for every node ``u``: ``(B, C)`` class order → ``(N, B)`` node-major
+    level order; ``-inf`` for a subtree whose classes are all ``-inf``."""
+    if is_functorch_wrapped(x):
+        return _formula_lse(tree, x)
+    return _SubtreeLSE.apply(x, tree.class_level_pos, tree.level_parent_local, tree.level_is_leaf,
+                             tree.level_offsets, tree.level_has_leaf)
