@@ -143,7 +143,7 @@ def target_log_mass(z: torch.Tensor, z_leaf: torch.Tensor, log_p: torch.Tensor, 
         return log_p.gather(1, ids[:, None])[:, 0].to(torch.float64)
     assert tree is not None
     _, lengths = tree.paths(ids)
-    return path_log_masses(tree, z_leaf, lengths)[:, -1] - torch.logsumexp(z.to(torch.float64), 1)
+    return path_log_masses(tree, z_leaf, lengths)[:, -1] - torch.logsumexp(z, 1).to(torch.float64)
 
 
 # ----------------------------------------------------------------------------- the costs of a source

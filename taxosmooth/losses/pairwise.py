@@ -54,7 +54,7 @@ def pairwise_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, coarse:
         q = target.prob
         assert q is not None
         qw = q if target.class_weight is None else q * target.class_weight.to(q.dtype)
-        return times(target.scale, _against(z, costs.expected(qw.to(torch.float64)), logit_dot(z, q)))
+        return times(target.scale, _against(z, costs.expected(qw.to(z.dtype)), logit_dot(z, q)))
     ids = target.ids
     assert ids is not None
     if costs.structured and target.uniform is None and not coarse and fused(z):
@@ -73,7 +73,7 @@ def pairwise_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, coarse:
         zl = z
         row_costs = costs.rows(ids).to(z.dtype)
     log_p = torch.log_softmax(z, 1)
-    zeta = target_log_mass(z, zl, log_p, ids, costs.tree, coarse) + torch.logsumexp(z.to(torch.float64), 1) \
+    zeta = target_log_mass(z, zl, log_p, ids, costs.tree, coarse) + torch.logsumexp(z, 1).to(torch.float64) \
         if coarse else z.gather(1, ids.clamp_max(c - 1)[:, None])[:, 0].to(torch.float64)
     if target.uniform is None:
         return times(target.label, _against(z, row_costs, zeta)).to(z.dtype)
@@ -83,7 +83,7 @@ def pairwise_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, coarse:
     w = torch.full((c,), 1.0 / c, dtype=torch.float64, device=z.device) if target.class_weight is None \
         else target.class_weight / c
     mean_cost = costs.expected(w.unsqueeze(0)).to(z.dtype)  # (1, C): the uniform part's expected costs
-    mean_z = z.to(torch.float64).mean(1)
+    mean_z = z.mean(1).to(torch.float64)
     label = target.label if isinstance(target.label, torch.Tensor) else torch.full_like(zeta, target.label)
     weighted = row_costs * label.to(z.dtype)[:, None] + mean_cost * target.uniform.to(z.dtype)[:, None]
     smoothed = _against(z, weighted, (1.0 - eps) * zeta + eps * mean_z)

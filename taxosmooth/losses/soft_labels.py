@@ -68,7 +68,7 @@ def soft_label_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, table
     if coarse:  # the classes under the target are one outcome: its log-mass, not a sum of logits
         log_p = torch.log_softmax(zl, 1)
         lp_seg = segment_sum(log_p, lengths).to(torch.float64)
-        center = path_log_masses(tree, zl, lengths)[:, depth] - torch.logsumexp(zl.to(torch.float64), 1)
+        center = path_log_masses(tree, zl, lengths)[:, depth] - torch.logsumexp(zl, 1).to(torch.float64)
         lp_seg = torch.cat([lp_seg[:, :depth], center[:, None], lp_seg[:, depth + 1 :]], dim=1)
         rows = times(target.label, _cross_entropy(q, lp_seg))
     elif fused(z):
