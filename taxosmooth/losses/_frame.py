@@ -67,6 +67,7 @@ class RowTarget:
     target_weight: torch.Tensor | None = None
     eps: float = 0.0
     reduce: bool = False  # the rows may be returned summed (a 0-d tensor): the reduction is not "none"
+    num_classes: int = 0  # C as a Python int (not a traced size: jit.trace would turn 1 / C into float32)
 
 
 def no_autocast(device_type: str):
@@ -154,8 +155,11 @@ def _plan(flat: FlatBatch, weight, reduction: str, eps: float, num_classes: int,
         assert p is not None
         if eps:
             p = p * (1.0 - eps) + eps / num_classes
-        scale = 1.0 / z.shape[0] if reduction == "mean" else 1.0
-        return RowTarget(kind="prob", prob=p, scale=scale, class_weight=class_w, eps=eps), False
+        scale: Any = 1.0 / z.shape[0] if reduction == "mean" else 1.0
+        if reduction == "mean" and torch.jit.is_tracing():  # the traced batch size: a float64 factor, not float32
+            scale = torch.ones((), dtype=torch.float64, device=z.device) / z.shape[0]
+        return RowTarget(kind="prob", prob=p, scale=scale, class_weight=class_w, eps=eps,
+                         num_classes=int(num_classes)), False
     ids, valid = flat.ids, flat.valid
     assert ids is not None
     if cw is None:
@@ -170,6 +174,8 @@ def _plan(flat: FlatBatch, weight, reduction: str, eps: float, num_classes: int,
     if reduction == "mean":
         if w_rows is None:
             scale = 1.0 / z.shape[0]
+            if torch.jit.is_tracing():
+                scale = torch.ones((), dtype=torch.float64, device=z.device) / z.shape[0]
         else:
             denom = w_rows.sum()
             readable = denom.device.type == "cpu" and not torch.compiler.is_compiling() and values_readable(denom) \
@@ -187,7 +193,7 @@ def _plan(flat: FlatBatch, weight, reduction: str, eps: float, num_classes: int,
         elif uniform.dim() == 0:
             uniform = uniform.expand(ids.shape)
     return RowTarget(kind="ids", ids=ids, label=label, uniform=uniform, class_weight=class_w,
-                     target_weight=target_weight, eps=eps), nothing
+                     target_weight=target_weight, eps=eps, num_classes=int(num_classes)), nothing
 
 
 def _name_bad_logit(input, z, flat: FlatBatch, out, name) -> None:

@@ -42,7 +42,7 @@ __all__ = ["ExpectedCostLoss", "expected_cost_loss", "CostLoss", "cost_tables", 
 def expected_cost_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, gamma: float,
                        coarse: bool) -> torch.Tensor:
     """Expected cost (+ ``γ`` cross entropy) of every row ``(M,)``, the rows' factors applied (``z`` class order)."""
-    c = z.shape[1]
+    c = target.num_classes
     tree = costs.tree
     if target.kind == "prob":
         log_p = torch.log_softmax(z, 1)

@@ -49,7 +49,7 @@ __all__ = ["PairwiseCostLoss", "pairwise_cost_loss"]
 # ----------------------------------------------------------------------------- the formula
 def pairwise_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, coarse: bool) -> torch.Tensor:
     """The pairwise loss of every row ``(M,)``, the rows' factors applied (``z`` class order)."""
-    c = z.shape[1]
+    c = target.num_classes
     if target.kind == "prob":
         q = target.prob
         assert q is not None

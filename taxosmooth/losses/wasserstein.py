@@ -47,7 +47,7 @@ def wasserstein_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, tabl
     ``wd(t) - 2 wd(a_r)`` on every segment of every target id's path, if tabulated; ``leaf_wd`` ``(C,)`` the
     classes' weighted depths in leaf order.
     """
-    c = z.shape[1]
+    c = target.num_classes
     ids = target.ids
     if target.kind != "prob" and target.uniform is None and not coarse and fused(z):
         # to a class: Σ_j p_j (wd(t) - 2 wd(LCA(t, j)) + wd(j)), the first two constant on each ring of t

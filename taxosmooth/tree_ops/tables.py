@@ -38,7 +38,6 @@ whatever the tree; a chain of single-child nodes costs nothing.
 
 from __future__ import annotations
 
-import weakref
 from typing import NamedTuple
 
 import numpy as np
@@ -444,19 +443,18 @@ class TreeTensors(nn.Module):
 
 
 # ------------------------------------------------------------------ one TreeTensors per taxonomy and device
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def tree_tensors(taxonomy: Taxonomy | CompiledTree, device: torch.device | str | None = None) -> TreeTensors:
     """The cached :class:`TreeTensors` of a taxonomy on ``device`` (built once per compiled tree and device).
 
     The functional losses, the decisions and the metrics share these; a loss module holds its own (a
-    submodule that follows ``.to()``).
+    submodule that follows ``.to()``). The cache lives on the compiled tree (an attribute lookup, which
+    ``torch.compile`` traces as a constant once the tables exist).
     """
     c = compiled_tree(taxonomy)
-    per_device = _CACHE.get(c)
+    per_device = getattr(c, "_tree_tensors", None)
     if per_device is None:
-        per_device = _CACHE[c] = {}
+        per_device = {}
+        object.__setattr__(c, "_tree_tensors", per_device)  # a frozen dataclass: the cache is not a field
     key = str(torch.device("cpu") if device is None else torch.device(device))
     tt = per_device.get(key)
     if tt is None:
