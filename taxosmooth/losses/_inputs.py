@@ -242,7 +242,7 @@ def _check_probabilities(p: torch.Tensor, dtype, name: str, shape, class_dim: in
     off = (sums - 1).abs() > tol
     row = int(off.nonzero()[0, 0])
     raise ValueError(f"{name}: the target probabilities of row {_row_name(row, shape, class_dim)} sum to "
-                     f"{float(sums[row])!r}, not 1 (tolerance {tol:g} for {dtype})")
+                     f"{float(sums[row]):.{12 if acc == torch.float64 else 7}g}, not 1 (tolerance {tol:g} for {dtype})")
 
 
 def _row_name(row: int, shape, class_dim: int) -> str:
