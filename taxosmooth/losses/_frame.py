@@ -62,7 +62,7 @@ class RowTarget:
     label: Any = 1.0
     uniform: Any = None
     prob: torch.Tensor | None = None
-    scale: float = 1.0
+    scale: Any = 1.0
     class_weight: torch.Tensor | None = None
     target_weight: torch.Tensor | None = None
     eps: float = 0.0
@@ -148,6 +148,7 @@ def _plan(flat: FlatBatch, weight, reduction: str, eps: float, num_classes: int,
     the mean is 0/0 = nan, with a zero gradient, as in cross_entropy).
     """
     z = flat.z
+    scale: Any  # a float, or a float64 tensor (weights, tracing)
     cw = None if weight is None else weight.to(device=z.device, dtype=torch.float64)
     class_w = None if cw is None else cw[:num_classes]
     if flat.kind == "prob":
@@ -155,7 +156,7 @@ def _plan(flat: FlatBatch, weight, reduction: str, eps: float, num_classes: int,
         assert p is not None
         if eps:
             p = p * (1.0 - eps) + eps / num_classes
-        scale: Any = 1.0 / z.shape[0] if reduction == "mean" else 1.0
+        scale = 1.0 / z.shape[0] if reduction == "mean" else 1.0
         if reduction == "mean" and torch.jit.is_tracing():  # the traced batch size: a float64 factor, not float32
             scale = torch.ones((), dtype=torch.float64, device=z.device) / z.shape[0]
         return RowTarget(kind="prob", prob=p, scale=scale, class_weight=class_w, eps=eps,
@@ -170,7 +171,7 @@ def _plan(flat: FlatBatch, weight, reduction: str, eps: float, num_classes: int,
         target_weight = table.index_select(0, ids)
         w_rows = target_weight if valid is None else torch.where(valid, target_weight, torch.zeros_like(target_weight))
     nothing = False
-    scale: Any = 1.0
+    scale = 1.0
     if reduction == "mean":
         if w_rows is None:
             scale = 1.0 / z.shape[0]

@@ -24,7 +24,6 @@ Validation per call (:func:`set_checks`):
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,60 +75,6 @@ def check_mode(device: torch.device) -> str:
     if _CHECKS == "auto":
         return "full" if device.type == "cpu" else "device"
     return _CHECKS
-
-
-def check_weight(weight, num_classes: int, num_targets: int | None = None) -> torch.Tensor | None:
-    """``weight`` as a float tensor ``(C,)`` (or ``(N,)``, one per target id), a copy; or ``None``."""
-    if weight is None:
-        return None
-    if not isinstance(weight, torch.Tensor):
-        try:
-            weight = torch.as_tensor(np.asarray(weight, dtype=np.float64) if not isinstance(weight, torch.Tensor)
-                                     else weight)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"weight must be a sequence of numbers, got {type(weight).__name__} ({exc})") from None
-    if weight.is_complex() or weight.dtype == torch.bool:
-        raise TypeError(f"weight must be real numbers, got dtype {weight.dtype}")
-    w = weight.detach().clone()
-    if not w.is_floating_point():
-        w = w.to(torch.get_default_dtype())
-    sizes = (num_classes,) if num_targets in (None, num_classes) else (num_classes, num_targets)
-    if w.dim() != 1 or w.shape[0] not in sizes:
-        want = " or ".join(f"({s},)" for s in sizes)
-        what = "one entry per class" + (", or one per target id" if len(sizes) > 1 else "")
-        raise ValueError(f"weight must have shape {want} ({what}), got {tuple(w.shape)}")
-    bad = ~torch.isfinite(w) | (w < 0)
-    if bool(bad.any()):
-        k = int(bad.nonzero()[0, 0])
-        raise ValueError(f"weight[{k}] = {w[k].item()}; class weights must be finite and >= 0")
-    return w
-
-
-def check_reduction(reduction) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
-    return reduction
-
-
-def check_ignore_index(ignore_index) -> int:
-    """An int (a numpy or 0-dim integer tensor is fine); 1.5, "3" or True are refused, not coerced."""
-    if isinstance(ignore_index, torch.Tensor) and ignore_index.numel() == 1 and not ignore_index.is_floating_point() \
-            and ignore_index.dtype != torch.bool:
-        ignore_index = ignore_index.item()
-    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index must be an int, got {ignore_index!r} ({type(ignore_index).__name__})")
-    return int(ignore_index)
-
-
-def check_label_smoothing(label_smoothing) -> float:
-    if isinstance(label_smoothing, torch.Tensor) and label_smoothing.numel() == 1:
-        label_smoothing = label_smoothing.item()
-    if isinstance(label_smoothing, (bool, np.bool_)) or not isinstance(label_smoothing, numbers.Real):
-        raise TypeError(f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}")
-    value = float(label_smoothing)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    return value
 
 
 @dataclass
@@ -242,7 +187,7 @@ def _check_probabilities(p: torch.Tensor, dtype, name: str, shape, class_dim: in
     off = (sums - 1).abs() > tol
     row = int(off.nonzero()[0, 0])
     raise ValueError(f"{name}: the target probabilities of row {_row_name(row, shape, class_dim)} sum to "
-                     f"{float(sums[row]):.{12 if acc == torch.float64 else 7}g}, not 1 (tolerance {tol:g} for {dtype})")
+                     f"{float(sums[row]):.{12 if acc == torch.float64 else 6}g}, not 1 (tolerance {tol:g} for {dtype})")
 
 
 def _row_name(row: int, shape, class_dim: int) -> str:

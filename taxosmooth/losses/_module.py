@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from taxosmooth.losses._inputs import check_ignore_index, check_label_smoothing, check_reduction, check_weight
+from taxosmooth._validation import check_ignore_index, check_label_smoothing, check_reduction, check_weight
 from taxosmooth.taxonomy import Taxonomy
 
 __all__ = ["TreeLoss", "as_taxonomy", "check_options"]

@@ -86,7 +86,7 @@ def wasserstein_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, tabl
     w = torch.full((c,), 1.0 / c, dtype=torch.float64, device=z.device) if target.class_weight is None \
         else target.class_weight / c
     mean_w = float(c) * w.mean() if target.class_weight is not None else 1.0
-    ce_u = gamma * soft_cross_entropy(z, w) if gamma else 0.0
+    ce_u = gamma * soft_cross_entropy(z, w) if gamma else torch.zeros_like(p[:, 0])
     q = torch.full_like(p, eps / c)
     pos = ids.clamp_max(c - 1)[:, None]
     q = q.scatter_add(1, pos, torch.full(pos.shape, 1.0 - eps, dtype=q.dtype, device=q.device))

@@ -38,7 +38,7 @@ whatever the tree; a chain of single-child nodes costs nothing.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -147,7 +147,7 @@ def _path_table(c: CompiledTree, b: np.ndarray, branching: np.ndarray, rings: in
     return table
 
 
-def _segment_lengths(lo: np.ndarray, hi: np.ndarray, lib) -> object:
+def _segment_lengths(lo: Any, hi: Any, lib) -> Any:
     """Segment lengths ``(.., 2D + 1)`` from the leaf ranges ``(.., D + 1)`` of a path (numpy or torch)."""
     if lib is np:
         return np.concatenate([np.diff(lo, axis=-1), hi[..., -1:] - lo[..., -1:], -np.diff(hi, axis=-1)[..., ::-1]],
