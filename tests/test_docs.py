@@ -11,8 +11,12 @@ WordNet need its data (skipped without it, except under
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import html
+import importlib
 import importlib.util
+import inspect
 import os
 import re
 import shutil
@@ -129,6 +133,319 @@ def test_the_distance_kinds_link_resolves(site):
     assert 'id="taxosmooth.distances.DISTANCE_KINDS"' in top and "lca_depth_complement" in top
 
 
+# --- the API reference: what the renderer made of the numpydoc docstrings -------------------------------
+
+# each documented object starts at its heading (a module without one at its anchor)
+OBJECT_START = re.compile(r'<(?:h[1-6]|a) id="(taxosmooth(?:\.\w+)*)"')
+PARAMETER_TABLE = re.compile(
+    r'<span class="doc-section-title">(?:Other )?Parameters:</span></p>\s*<table>(.*?)</table>', re.S)
+ROW = re.compile(r'<tr class="doc-section-item">(.*?)</tr>', re.S)
+CELL = re.compile(r"<td>(.*?)</td>", re.S)
+SIGNATURE = re.compile(r'<div class="doc-signature highlight"><pre>(.*?)</pre></div>', re.S)
+
+
+def text_of(fragment: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", fragment)).strip()
+
+
+def full_text_of(fragment: str) -> str:
+    """The text of a rendered type or default, each name as its full path (``torch.float32`` where the page
+    shows ``float32`` with the path as the title)."""
+    named = re.sub(r'<(span|a)\b[^>]*?\btitle="([^"]*)"[^>]*>.*?</\1>',
+                   lambda m: m.group(2).split(" (")[0], fragment, flags=re.S)
+    return text_of(named)
+
+
+def api_pages(site: Path) -> list[Path]:
+    return sorted((site / "api").glob("*/index.html"))
+
+
+def documented_objects(site: Path):
+    """``(page, dotted name, live object, the HTML of its entry up to the next entry)`` for every object of
+    the API reference."""
+    for page in api_pages(site):
+        text = page.read_text(encoding="utf-8")
+        starts = list(OBJECT_START.finditer(text))
+        for m, nxt in zip(starts, [*starts[1:], None]):
+            obj = live_object(m.group(1))
+            if obj is not None:
+                yield page.parent.name, m.group(1), obj, text[m.end():nxt.start() if nxt else len(text)]
+
+
+def live_object(dotted: str):
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            obj = inspect.getattr_static(obj, attr, None)
+            if isinstance(obj, (staticmethod, classmethod)):
+                obj = obj.__func__
+            if obj is None:
+                return None
+        return obj
+    return None
+
+
+def signature_of(obj) -> inspect.Signature | None:
+    if not callable(obj) or isinstance(obj, property):
+        return None
+    try:
+        return inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None
+
+
+def same_default(shown: str, expected, namespace: dict) -> bool:
+    """Whether the default the page shows (source text, or "required") is the parameter's default."""
+    if shown == "required":
+        return expected is inspect.Parameter.empty
+    if expected is inspect.Parameter.empty:
+        return False
+    root = shown.split(".")[0]
+    try:  # the text of a default: a literal, a name of the module or a full path (numpy.float64)
+        value = eval(shown, dict(namespace))
+    except NameError:
+        try:
+            value = eval(shown, {root: importlib.import_module(root)})
+        except Exception:
+            return False
+    except Exception:
+        return False
+    if value is expected:
+        return True
+    try:
+        return bool(value == expected) or (value != value and expected != expected)
+    except Exception:
+        return False
+
+
+def rendered_parameters(entry: str) -> list[tuple[str, str, str]]:
+    """``(name, type, default)`` of each row of the entry's own parameter tables."""
+    body = entry.split('<div class="doc doc-children">', 1)[0]  # not the members' tables
+    rows = []
+    for table in PARAMETER_TABLE.findall(body):
+        for row in ROW.findall(table):
+            cells = CELL.findall(row)
+            if len(cells) == 4:
+                rows.append((text_of(cells[0]).lstrip("*"), full_text_of(cells[1]), full_text_of(cells[3])))
+    return rows
+
+
+def test_rendered_defaults_are_the_signatures(site):
+    """Every default the API reference shows, in a signature or a parameter table, is the live object's
+    (numpydoc entries that name several parameters were all given the first one's type and default)."""
+    site, _ = site
+    checked, wrong = 0, []
+    for page, name, obj, entry in documented_objects(site):
+        sig = signature_of(obj)
+        if sig is None:
+            continue
+        namespace = vars(inspect.getmodule(obj) or sys.modules["taxosmooth"])
+        shown = [(p, "table", default) for p, _, default in rendered_parameters(entry)]
+        m = SIGNATURE.search(entry.split('<div class="doc doc-contents', 1)[0])
+        if m:
+            tree = ast.parse(f"def {text_of(m.group(1))}: pass").body[0]
+            args = [*tree.args.posonlyargs, *tree.args.args]
+            defaults = [None] * (len(args) - len(tree.args.defaults)) + tree.args.defaults
+            pairs = [*zip(args, defaults), *zip(tree.args.kwonlyargs, tree.args.kw_defaults)]
+            shown += [(a.arg, "signature", "required" if d is None else ast.unparse(d)) for a, d in pairs]
+        for param, where, default in shown:
+            if param not in sig.parameters or sig.parameters[param].kind in (inspect.Parameter.VAR_POSITIONAL,
+                                                                                inspect.Parameter.VAR_KEYWORD):
+                continue
+            checked += 1
+            expected = sig.parameters[param].default
+            if not same_default(default, expected, namespace):
+                wrong.append(f"{page}: {name}({param}): the {where} shows {default}, the default is "
+                             f"{'required' if expected is inspect.Parameter.empty else repr(expected)}")
+    assert checked > 300 and not wrong, f"{len(wrong)} wrong defaults:\n" + "\n".join(wrong)
+
+
+def untyped_entries(doc: str) -> set[str]:
+    """The parameters whose numpydoc entry gives no type (``name`` or ``a, b`` alone on its line)."""
+    lines, found, inside = doc.splitlines(), set(), False
+    for line, under in zip(lines, [*lines[1:], ""]):
+        if line.strip() and re.fullmatch(r"\s*-{3,}\s*", under):
+            inside = line.strip() in ("Parameters", "Other Parameters")
+        elif inside and re.fullmatch(r"\*{0,2}\w+(, \*{0,2}\w+)*", line):
+            found.update(n.lstrip("*") for n in line.split(", "))
+    return found
+
+
+def brief(annotation: str) -> str:
+    """An annotation with each dotted name cut to its last part, without spaces."""
+    return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", re.sub(r"\s+", "", annotation))
+
+
+def test_untyped_parameters_show_their_own_annotation(site):
+    """A parameter documented without a type shows its own annotation (not the one of the first name of
+    its entry: ``ignore_index`` was shown as ``ArrayLike | None``)."""
+    site, _ = site
+    checked, wrong = 0, []
+    for page, name, obj, entry in documented_objects(site):
+        sig = signature_of(obj)
+        if sig is None:
+            continue
+        untyped = untyped_entries(inspect.getdoc(obj) or "")
+        for param, shown, _ in rendered_parameters(entry):
+            if param in untyped and param in sig.parameters:
+                annotation = sig.parameters[param].annotation
+                if annotation is inspect.Parameter.empty:
+                    continue
+                expected = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+                checked += 1
+                if brief(shown) != brief(expected):
+                    wrong.append(f"{page}: {name}({param}): shows the type {shown}, annotated {expected}")
+    assert checked > 30 and not wrong, f"{len(wrong)} wrong types:\n" + "\n".join(wrong)
+
+
+# a Sphinx role the renderer did not read, printed as text (":func:" before the name in code)
+RAW_ROLE = re.compile(r":(?:py:)?(?:func|class|meth|attr|data|mod|exc|obj|const|ref|math|term|doc):(?=<code>|`)")
+
+
+def test_no_raw_sphinx_roles(site):
+    """No page prints a Sphinx role (``:func:`x```) as text: the docstrings' roles are links or code."""
+    site, _ = site
+    raw = {}
+    for page in sorted(site.rglob("*.html")):
+        count = len(RAW_ROLE.findall(page.read_text(encoding="utf-8")))
+        if count:
+            raw[str(page.relative_to(site))] = count
+    assert not raw, f"{sum(raw.values())} raw Sphinx roles: {raw}"
+
+
+def math_directives() -> list[tuple[str, str]]:
+    """``(where, TeX)`` of every ``.. math::`` directive in the package's docstrings."""
+    found = []
+    for path in sorted((ROOT / "taxosmooth").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            doc = ast.get_docstring(node) or ""
+            lines = doc.splitlines()
+            for i, line in enumerate(lines):
+                m = re.match(r"(\s*)\.\. math::(.*)$", line)
+                if not m:
+                    continue
+                body = [m.group(2)]
+                for nxt in lines[i + 1:]:
+                    if nxt.strip() and len(nxt) - len(nxt.lstrip()) <= len(m.group(1)):
+                        break
+                    body.append(nxt)
+                where = f"{path.relative_to(ROOT)}:{getattr(node, 'name', '<module>')}"
+                found.append((where, " ".join(" ".join(body).split())))
+    return found
+
+
+def test_docstring_formulas_render_as_math(site):
+    """Every ``.. math::`` of a docstring that the API reference shows is a formula (marked for KaTeX), not
+    a code block that prints the directive."""
+    site, _ = site
+    directives = math_directives()
+    assert len(directives) > 30
+    pages = {}
+    for page in sorted(site.rglob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        found = re.findall(r'class="arithmatex">(.*?)</(?:div|span)>', text, re.S)
+        maths = {" ".join(text_of(m).split()) for m in found}
+        pages[str(page.relative_to(site))] = (" ".join(text_of(text).split()), " ".join(maths))
+    shown, wrong = 0, []
+    for where, tex in directives:
+        for page, (plain, maths) in pages.items():
+            if tex in plain:
+                shown += 1
+                if tex not in maths:
+                    wrong.append(f"{page}: {where}: {tex[:60]}")
+    printed = [page for page, (plain, _) in pages.items() if ".. math::" in plain]
+    assert shown > 25 and not wrong and not printed, (
+        f"{len(wrong)} formulas of docstrings shown as text or code:\n" + "\n".join(wrong)
+        + f"\npages that print '.. math::': {printed}")
+
+
+def test_references_to_documented_objects_are_links(site):
+    """A role that names an object of the API reference links to it, whatever path it names it by
+    (``:class:`Taxonomy``` in a module that imports it from ``taxosmooth.taxonomy``)."""
+    site, _ = site
+    documented = {id(obj) for _, _, obj, _ in documented_objects(site) if callable(obj) or inspect.ismodule(obj)}
+    links = unlinked = 0
+    wrong = []
+    for page in api_pages(site):
+        text = page.read_text(encoding="utf-8")
+        links += len(re.findall(r'<a class="autorefs autorefs-internal"[^>]*><code>', text))
+        for target in sorted(set(re.findall(r'<span title="(taxosmooth[\w.]*)"><code>', text))):
+            unlinked += 1
+            obj = live_object(target)
+            if obj is not None and id(obj) in documented:
+                wrong.append(f"{page.parent.name}: {target}")
+    assert links > 200 and unlinked < 30 and not wrong, wrong
+
+
+# --- the griffe extension that translates the docstrings' markup (docs/_ext, configured in mkdocs.yml) ---
+
+@pytest.fixture(scope="module")
+def ext():
+    pytest.importorskip("griffe")
+    spec = importlib.util.spec_from_file_location("sphinx_docstrings", DOCS / "_ext" / "sphinx_docstrings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_extension_is_configured():
+    assert "docs/_ext/sphinx_docstrings.py:SphinxDocstrings" in (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+
+
+def test_roles_become_references(ext):
+    ref = ext.roles_to_references
+    assert ref("as in :func:`~taxosmooth.cost_matrix`.") == (
+        'as in <autoref identifier="taxosmooth.cost_matrix" optional>`cost_matrix`</autoref>.')
+    assert ref(":mod:`taxosmooth.losses`") == (
+        '<autoref identifier="taxosmooth.losses" optional>`taxosmooth.losses`</autoref>')
+    assert ref(":py:meth:`the encoder <taxosmooth.Taxonomy.encode>`") == (
+        '<autoref identifier="taxosmooth.Taxonomy.encode" optional>`the encoder`</autoref>')
+    # outside the package, unresolvable or not to be linked: code
+    assert ref("like :func:`torch.nn.functional.cross_entropy`") == "like `torch.nn.functional.cross_entropy`"
+    assert ref(":meth:`~torch.nn.Module.load_state_dict`, :class:`Foo`") == "`load_state_dict`, `Foo`"
+    assert ref(":func:`!taxosmooth.cost_matrix`") == "`taxosmooth.cost_matrix`"
+    assert ref("``:func:`` and :term:`x`") == "``:func:`` and :term:`x`"  # not a role the API reference links
+
+
+def test_roles_resolve_in_the_docstrings_scope(ext):
+    griffe = pytest.importorskip("griffe")
+    pkg = griffe.load("taxosmooth", search_paths=[str(ROOT)], resolve_aliases=True)
+    crm, nodes = pkg["decision.crm"], pkg["decision.nodes"]
+    assert ext.resolve(crm, "Taxonomy") == "taxosmooth.taxonomy.core.Taxonomy"  # imported: its own path
+    assert ext.resolve(crm, "Taxonomy.encode") == "taxosmooth.taxonomy.core.Taxonomy.encode"
+    assert ext.resolve(nodes["predict_node"], "node_probabilities") == (
+        "taxosmooth.decision.nodes.node_probabilities")
+    assert ext.resolve(crm, "taxosmooth.HXELoss") == "taxosmooth.losses.hxe.HXELoss"
+    assert ext.resolve(crm, "torch") is None and ext.resolve(crm, "no_such_name") is None
+
+
+def test_math_becomes_blocks(ext):
+    math = ext.math_to_blocks
+    assert math("A\n\n.. math:: x^2\n\nB") == "A\n\n$$\nx^2\n$$\n\nB"
+    assert math("A:\n.. math::\n\n    a = b\n        + c\n\n    d = e\nB") == (
+        "A:\n\n$$\na = b\n+ c\n$$\n\n$$\nd = e\n$$\n\nB")  # one block per equation, the text apart
+    assert math("term\n:   text\n\n    .. math:: y\n\n    more") == (
+        "term\n:   text\n\n    $$\n    y\n    $$\n\n    more")  # inside a definition (def_list)
+    assert math("* item\n\n  .. math::\n\n      z\n") == "* item\n\n$$\nz\n$$"  # 2 spaces nest nothing in Markdown
+    assert math("no math here\n    x") == "no math here\n    x"
+
+
+def test_entry_types(ext):
+    doc = ("Text\n\nParameters\n----------\nweight, ignore_index\n    As in torch.\nx, y : str\n    Names.\n"
+           "mode : {\"a\", \"b\"} or bool\n**options\n    More.\n\nReturns\n-------\nz : int\n")
+    assert ext.entry_types(doc) == {"weight": None, "ignore_index": None, "x": "str", "y": "str",
+                                    "mode": '{"a", "b"} or bool', "options": None}
+    assert ext.same_default('"wup"', "'wup'") and ext.same_default("float32", "torch.float32")
+    assert not ext.same_default("0.5", "None")
+
+
 TAG = re.compile(r"<(script|link)\b[^>]*>", re.I)
 ATTR = re.compile(r"""\b(src|href)\s*=\s*["']?([^"'\s>]+)""", re.I)
 REMOTE = re.compile(r"^(https?:)?//", re.I)
@@ -192,7 +509,13 @@ def test_formula_page_carries_katex(site):
         assert (site / "vendor" / "katex" / font).is_file(), font
 
 
-def test_formulas_render_in_a_browser(site):
+# pages with formulas, and how many each has at least (the API pages: the docstrings' ``.. math::``)
+FORMULA_PAGES = {"concepts": 11, "api/losses": 5, "api/metrics": 5, "api/decision": 5, "api/heads": 5,
+                 "api/taxosmooth": 2}
+
+
+@pytest.mark.parametrize("page", FORMULA_PAGES)
+def test_formulas_render_in_a_browser(site, page):
     """Headless Chromium runs the page's scripts: every formula becomes KaTeX markup, none an error."""
     site, _ = site
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -202,7 +525,7 @@ def test_formulas_render_in_a_browser(site):
         pytest.skip("no Chromium to render the page (apt-get install chromium)")
     proc = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--virtual-time-budget=10000", "--dump-dom", (site / "concepts" / "index.html").as_uri()],
+         "--virtual-time-budget=10000", "--dump-dom", (site / page / "index.html").as_uri()],
         capture_output=True, text=True, timeout=180,
     )
     dom = proc.stdout
@@ -210,7 +533,7 @@ def test_formulas_render_in_a_browser(site):
     formulas = len(re.findall(r'class="arithmatex"', dom))
     # auto-render puts KaTeX's output in a <span> in place of the TeX text
     rendered = len(re.findall(r'class="arithmatex"><span><span class="katex(-display)?">', dom))
-    assert formulas > 10 and rendered == formulas, f"{rendered} of {formulas} formulas rendered"
+    assert formulas >= FORMULA_PAGES[page] and rendered == formulas, f"{rendered} of {formulas} formulas rendered"
     assert "katex-error" not in dom
 
 

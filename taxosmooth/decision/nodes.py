@@ -12,7 +12,7 @@ over the classes (0 at the root); ``LCA(i, u)`` the lowest common ancestor.
 Rules (:data:`NODE_RULES`)
 --------------------------
 ``"threshold"`` (``threshold=τ`` in ``(0, 1]``, default 0.5)
-    Among the nodes with ``P(v) > τ``, the most specific one: fewest classes
+:   Among the nodes with ``P(v) > τ``, the most specific one: fewest classes
     under it, ties to the larger ``P(v)``. The root is always admissible, so
     ``τ = 1`` answers the root; for ``τ >= 0.5`` the admissible nodes form a
     path from the root and the answer is the deepest of them; as ``τ → 0`` it is
@@ -20,13 +20,15 @@ Rules (:data:`NODE_RULES`)
     multiple operating points", NeurIPS 2022 (jvlmdr/hiercls,
     ``infer.argmax_with_confidence``). Sweeping ``τ`` gives the operating curve
     of :func:`taxosmooth.metrics.operating_curve`.
+
 ``"max_info"``
-    The node of most information among those that hold a majority,
+:   The node of most information among those that hold a majority,
     ``P(v) > 1/2``: the ``"threshold"`` rule at ``τ = 1/2`` (Valmadre 2022,
     ``infer.max_info_majority_subtree``: information ``−log`` of the leaf
     fraction, decreasing in ``n(v)``).
+
 ``"crm"`` (``value="depth"`` or ``"information"``, ``excess_cost=α >= 0``, default 1)
-    Conditional risk over all nodes: ``argmin_u Σ_i p_i cost(i, u)`` with the
+:   Conditional risk over all nodes: ``argmin_u Σ_i p_i cost(i, u)`` with the
     cost of answering ``u`` when the class is ``i``, ``a = LCA(i, u)``,
 
     .. math:: \\mathrm{cost}(i, u) = \\big(\\ell(i) - \\ell(a)\\big) + \\alpha \\, \\big(\\ell(u) - \\ell(a)\\big),
@@ -47,8 +49,9 @@ Rules (:data:`NODE_RULES`)
     ``"max_info"``); for ``α < 1`` it weighs the whole path, where the threshold
     rule looks only at the last node. Karthik et al., ICLR 2021 (CRM), with costs
     over nodes.
+
 ``"f_beta"`` (``beta=β > 0``, default 1)
-    The node of largest expected hierarchical ``F_β`` (per sample, on
+:   The node of largest expected hierarchical ``F_β`` (per sample, on
     ancestor-or-self sets without the root, ``|A(u)| = depth(u)``,
     ``|A(u) ∩ A(i)| = depth(LCA(u, i))``), the Bayes decision for that metric
     ("To Each Metric Its Decoding", ICML 2025):
