@@ -133,7 +133,9 @@ def up(tree, lev: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
 
     ``overwrite``: ``lev`` is a temporary of the caller's, which the pass may overwrite when no gradient flows.
     """
-    if is_functorch_wrapped(lev):  # torch.func batches and differentiates the formula
+    if is_functorch_wrapped(lev) or torch.compiler.is_compiling():
+        # torch.func batches and differentiates the formula; a compiler functionalises in-place passes anyway
+        # (and inductor's CPU code generation rejects them on a single column)
         return _formula_up(tree, lev)
     if overwrite and _no_graph(lev):
         return _up_levels(lev, tree.level_parent_local, tree.level_offsets)
@@ -142,7 +144,7 @@ def up(tree, lev: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
 
 def down(tree, lev: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
     """``Σ_{v ancestor of u, u included} y(v)`` for every node ``u``: node-major level-ordered ``(N, B)`` → ``(N, B)``."""
-    if is_functorch_wrapped(lev):
+    if is_functorch_wrapped(lev) or torch.compiler.is_compiling():
         return _formula_down(tree, lev)
     if overwrite and _no_graph(lev):
         return _down_levels(lev, tree.level_parent_local, tree.level_offsets)
