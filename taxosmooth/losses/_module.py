@@ -52,6 +52,26 @@ class TreeLoss(nn.Module):
             name, self.num_classes, self.num_targets, weight, ignore_index, reduction, label_smoothing)
         self.register_buffer("weight", weight)
         self._fingerprint = taxonomy.fingerprint if taxonomy is not None else None
+        self.process_group = None
+        self.shard_slack = 0.02
+
+    def shard(self, process_group, taxonomy: Taxonomy | None = None, slack: float = 0.02) -> None:
+        """Make the loss class-sharded over ``process_group``: ``input`` is then this rank's columns, the classes
+        :func:`~taxosmooth.parallel.shard_classes` ``(taxonomy, world, slack)`` gives it (a loss built from a
+        matrix: consecutive class ids, ``torch.chunk``'s split when ``slack=0``)."""
+        if process_group is None:
+            return
+        from taxosmooth.parallel.shards import shard_bounds
+
+        if taxonomy is None:  # a matrix: the classes in their own order, one flat level
+            taxonomy = Taxonomy.from_nested({"_all": [f"c{i}" for i in range(self.num_classes)]}, classes="tree")
+        compiled = taxonomy.compiled
+        shard_bounds(compiled, _world_size(process_group), slack)  # the checks, at construction
+        self.process_group, self.shard_slack, self._compiled = process_group, float(slack), compiled
+        self._class_position = torch.from_numpy(compiled.class_position.astype(np.int64))
+        self._leaf_lo = torch.from_numpy(compiled.leaf_lo.astype(np.int64))
+        self._leaf_hi = torch.from_numpy(compiled.leaf_hi.astype(np.int64))
+        self._target_node = torch.from_numpy(compiled.target_node.astype(np.int64))
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self):
@@ -101,6 +121,21 @@ class TreeLoss(nn.Module):
         if self.coarse_labels:
             parts.append("coarse_labels=True")
         return ", ".join(parts)
+
+
+def _world_size(group) -> int:
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError("process_group: torch.distributed is not initialised (call init_process_group first)")
+    return dist.get_world_size(group)
+
+
+def sharded(mod: TreeLoss, input, target):
+    """The class-sharded loss of ``mod`` (see :mod:`taxosmooth.parallel.losses`)."""
+    from taxosmooth.parallel.losses import sharded_loss
+
+    return sharded_loss(mod, input, target)
 
 
 def float_table(values: np.ndarray) -> torch.Tensor:

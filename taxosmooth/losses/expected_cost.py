@@ -22,7 +22,7 @@ import torch
 from taxosmooth._checks import check_positive
 from taxosmooth.costs import resolve_costs
 from taxosmooth.losses._frame import RowTarget, finish, fused, fused_factor, run_loss, times, upstream
-from taxosmooth.losses._module import TreeLoss, check_options
+from taxosmooth.losses._module import TreeLoss, check_options, sharded
 from taxosmooth.losses._rows import soft_cross_entropy
 from taxosmooth.taxonomy import Taxonomy
 from taxosmooth.tree_ops import TreeTensors, path_log_masses, segment_sum, tree_tensors
@@ -172,6 +172,7 @@ class CostLoss(TreeLoss):
         super().__init__(costs.num_classes, weight, ignore_index, reduction, label_smoothing, coarse_labels,
                          structured_tax.num_nodes if structured_tax is not None else None, structured_tax)
         self.costs = costs
+        self._cost_taxonomy = structured_tax
 
     @property
     def structured(self) -> bool:
@@ -279,16 +280,20 @@ class ExpectedCostLoss(CostLoss):
     def __init__(self, source: Source, ce_weight: float = 1.0, distance: str | None = None,
                  transform: str | Callable | None = "identity", power: float = 1.0, weight: ArrayLike | None = None,
                  ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
-                 coarse_labels: bool = False) -> None:
+                 coarse_labels: bool = False, process_group=None,
+                 shard_slack: float = 0.02) -> None:
         super().__init__(source, distance, transform, power, weight, ignore_index, reduction, label_smoothing,
                          coarse_labels)
         self.ce_weight = check_positive(ce_weight, "ce_weight", allow_zero=True)
+        self.shard(process_group, self._cost_taxonomy, shard_slack)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
         return f"ce_weight={self.ce_weight}, structured={self.structured}" + (", " + base if base else "")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.process_group is not None:
+            return sharded(self, input, target)
         return _run("ExpectedCostLoss",
                     lambda z, t: expected_cost_rows(z, t, self.costs, self.ce_weight, self.coarse_labels), input,
                     target, self.costs, self.weight, self.ignore_index, self.reduction, self.label_smoothing,

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from taxosmooth._checks import check_positive
 from taxosmooth.losses._frame import RowTarget, finish, fused, fused_factor, run_loss, times, upstream
-from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, float_table
+from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, float_table, sharded
 from taxosmooth.tree_ops import TreeTensors, nodes, path_log_masses, tree_tensors
 from taxosmooth.tree_ops.tables import chain_top
 from taxosmooth.tree_ops.paths import NEG, log_mass_gradient, log_masses_of_segments
@@ -336,7 +336,8 @@ class HXELoss(TreeLoss):
 
     def __init__(self, taxonomy: Taxonomy, alpha: float, weighting: str = "depth", normalize: bool = False,
                  weight: ArrayLike | None = None, ignore_index: int = -100, reduction: str = "mean",
-                 label_smoothing: float = 0.0, coarse_labels: bool = False) -> None:
+                 label_smoothing: float = 0.0, coarse_labels: bool = False, process_group=None,
+                 shard_slack: float = 0.02) -> None:
         tax = as_taxonomy(taxonomy, "HXELoss")
         lam = hxe_tables(tax, alpha, weighting, normalize)
         super().__init__(tax.num_classes, weight, ignore_index, reduction, label_smoothing, coarse_labels,
@@ -345,6 +346,7 @@ class HXELoss(TreeLoss):
         self.tree = TreeTensors(tax)
         self.register_buffer("node_lambda", float_table(lam), persistent=False)
         self.register_buffer("path_lambda", path_lambda_table(self.tree, self.node_lambda), persistent=False)
+        self.shard(process_group, tax, shard_slack)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
@@ -352,5 +354,7 @@ class HXELoss(TreeLoss):
                 + (", " + base if base else ""))
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.process_group is not None:
+            return sharded(self, input, target)
         return _run(input, target, self.tree, self.node_lambda, self.path_lambda, self.weight, self.ignore_index,
                     self.reduction, self.label_smoothing, self.coarse_labels)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from taxosmooth.losses._frame import RowTarget, finish, fused, fused_factor, times, upstream
-from taxosmooth.losses._module import check_options
+from taxosmooth.losses._module import check_options, sharded
 from taxosmooth.losses._rows import logit_dot
 from taxosmooth.losses.expected_cost import CostLoss, _run, functional_costs, target_log_mass
 from taxosmooth.tree_ops import expand
@@ -210,15 +210,19 @@ class PairwiseCostLoss(CostLoss):
 
     def __init__(self, source: Source, distance: str | None = None, transform: str | Callable | None = "identity",
                  power: float = 1.0, weight: ArrayLike | None = None, ignore_index: int = -100,
-                 reduction: str = "mean", label_smoothing: float = 0.0, coarse_labels: bool = False) -> None:
+                 reduction: str = "mean", label_smoothing: float = 0.0, coarse_labels: bool = False, process_group=None,
+                 shard_slack: float = 0.02) -> None:
         super().__init__(source, distance, transform, power, weight, ignore_index, reduction, label_smoothing,
                          coarse_labels)
+        self.shard(process_group, self._cost_taxonomy, shard_slack)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
         return f"structured={self.structured}" + (", " + base if base else "")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.process_group is not None:
+            return sharded(self, input, target)
         return _run("PairwiseCostLoss", lambda z, t: pairwise_rows(z, t, self.costs, self.coarse_labels), input,
                     target, self.costs, self.weight, self.ignore_index, self.reduction, self.label_smoothing,
                     self.coarse_labels)

@@ -25,7 +25,7 @@ import torch
 from taxosmooth._checks import check_positive, check_probability
 from taxosmooth.distances import resolve_source
 from taxosmooth.losses._frame import RowTarget, finish, fused, fused_factor, run_loss, times, upstream
-from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, float_table
+from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, float_table, sharded
 from taxosmooth.losses._rows import soft_cross_entropy
 from taxosmooth.targets import resolve_scale
 from taxosmooth.tree_ops import TreeTensors, path_log_masses, segment_sum, tree_tensors
@@ -297,7 +297,8 @@ class HierarchicalSoftLabelLoss(TreeLoss):
     def __init__(self, taxonomy: Taxonomy, beta: float, distance: str | None = None,
                  scale: str | float | None = "max", mix: float | None = None, weight: ArrayLike | None = None,
                  ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
-                 coarse_labels: bool = False) -> None:
+                 coarse_labels: bool = False, process_group=None,
+                 shard_slack: float = 0.02) -> None:
         tax = as_taxonomy(taxonomy, "HierarchicalSoftLabelLoss")
         tables = soft_label_tables(tax, beta, distance, scale)
         super().__init__(tax.num_classes, weight, ignore_index, reduction, label_smoothing, coarse_labels,
@@ -307,6 +308,7 @@ class HierarchicalSoftLabelLoss(TreeLoss):
         self.tree = TreeTensors(tax)
         self.register_buffer("tables", float_table(tables), persistent=False)
         self.register_buffer("path_q", path_q_table(self.tree, self.tables, _mix(self.mix)), persistent=False)
+        self.shard(process_group, tax, shard_slack)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
@@ -314,5 +316,7 @@ class HierarchicalSoftLabelLoss(TreeLoss):
                 + (", " + base if base else ""))
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.process_group is not None:
+            return sharded(self, input, target)
         return _run(input, target, self.tree, self.tables, _mix(self.mix), self.path_q, self.weight,
                     self.ignore_index, self.reduction, self.label_smoothing, self.coarse_labels)

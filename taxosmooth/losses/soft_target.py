@@ -20,7 +20,7 @@ import torch
 from taxosmooth._checks import as_numpy
 from taxosmooth.distances import given_float_dtype
 from taxosmooth.losses._frame import RowTarget, run_loss, times
-from taxosmooth.losses._module import TreeLoss, check_options
+from taxosmooth.losses._module import TreeLoss, check_options, sharded
 from taxosmooth.losses._rows import soft_cross_entropy
 
 if TYPE_CHECKING:
@@ -142,7 +142,8 @@ class SoftTargetCrossEntropy(TreeLoss):
 
     def __init__(self, matrix: torch.Tensor | ArrayLike | None = None,
                  weight: torch.Tensor | np.ndarray | Sequence[float] | None = None, ignore_index: int = -100,
-                 reduction: str = "mean", label_smoothing: float = 0.0) -> None:
+                 reduction: str = "mean", label_smoothing: float = 0.0, process_group=None,
+                 shard_slack: float = 0.02) -> None:
         q = None if matrix is None else check_target_matrix(matrix)
         if q is not None:
             num_classes = q.shape[0]
@@ -151,6 +152,7 @@ class SoftTargetCrossEntropy(TreeLoss):
         super().__init__(max(num_classes, 0), weight, ignore_index, reduction, label_smoothing)
         self._any_width = num_classes == -1
         self.register_buffer("matrix", q)
+        self.shard(process_group, None, shard_slack)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
@@ -158,6 +160,8 @@ class SoftTargetCrossEntropy(TreeLoss):
         return f"{what}{', ' + base if base else ''}"
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.process_group is not None:
+            return sharded(self, input, target)
         return _run(input, target, self.matrix, self.num_classes, self._any_width, self.weight, self.ignore_index,
                     self.reduction, self.label_smoothing)
 

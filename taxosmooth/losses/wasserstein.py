@@ -22,7 +22,7 @@ import torch
 
 from taxosmooth._checks import check_positive
 from taxosmooth.losses._frame import RowTarget, fused, fused_factor, run_loss, times
-from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, float_table
+from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, float_table, sharded
 from taxosmooth.losses._rows import soft_cross_entropy
 from taxosmooth.tree_ops import TreeTensors, nodes, segment_sum, tree_tensors
 from taxosmooth.tree_ops.paths import ring_segments
@@ -253,7 +253,8 @@ class TreeWassersteinLoss(TreeLoss):
 
     def __init__(self, taxonomy: Taxonomy, ce_weight: float = 1.0, weight: ArrayLike | None = None,
                  ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
-                 coarse_labels: bool = False) -> None:
+                 coarse_labels: bool = False, process_group=None,
+                 shard_slack: float = 0.02) -> None:
         tax = as_taxonomy(taxonomy, "TreeWassersteinLoss")
         super().__init__(tax.num_classes, weight, ignore_index, reduction, label_smoothing, coarse_labels,
                          tax.num_nodes, tax)
@@ -264,11 +265,14 @@ class TreeWassersteinLoss(TreeLoss):
         # the classes' weighted depths in leaf order, a buffer: a gather in the step would be fused into the
         # compiled loop over every (sample, class)
         self.register_buffer("leaf_wd", self.tables[0].index_select(0, self.tree.leaf_node_ids), persistent=False)
+        self.shard(process_group, tax, shard_slack)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
         return f"ce_weight={self.ce_weight}" + (", " + base if base else "")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.process_group is not None:
+            return sharded(self, input, target)
         return _run(input, target, self.tree, self.tables, self.path_wd, self.leaf_wd, self.ce_weight, self.weight,
                     self.ignore_index, self.reduction, self.label_smoothing, self.coarse_labels)

@@ -1,0 +1,551 @@
+r"""Every loss on class-sharded logits: each rank holds the columns of its classes, the loss is exact.
+
+Rank ``r`` holds the logits of the classes ``shard_classes(taxonomy, world)[r]`` (a run of leaves in depth-first
+order). Each loss is computed in its node form, which serves every target kind at once (class ids, probability
+rows, label smoothing: all are rows ``q`` of target mass, this rank's columns of them):
+
+* soft labels: ``ℓ = Σ_j s_j (lse(z) - z_j)``, ``s = (1 - mix) q + mix · Σ_i q_i/Z_i e(LCA(i, ·))`` (one pass up,
+  one down: :meth:`~taxosmooth.tree_ops.TreeTensors.lca_expectation`);
+* expected cost: ``ℓ = Σ_j softmax(z)_j E_j + γ CE(z, q)``, ``E_j = Σ_i q_i cost(i, j)``;
+* pairwise: ``ℓ = Σ_j c̄_j softplus(z_j - ζ)``, ``c̄_j = Σ_i q_i cost(i, j)``, ``ζ = Σ_i q_i z_i``;
+* tree-Wasserstein: ``ℓ = Σ_{v ≠ r} w(v) |P(v) - Q(v)| + γ CE(z, q)``;
+* HXE: ``ℓ = -Σ_{v ≠ r} λ(v) T(v) (log P(v) - log P(parent(v)))``, ``T(v)`` the target mass under ``v`` (a coarse
+  label ``u``: ``T(v) = [u under v]``).
+
+The node passes run on the rank's **local tree** (the nodes whose leaves meet its shard); the nodes straddling a
+cut between ranks (the boundary, ``O(depth)`` per cut) get their global values from collective 1 (an
+``all_gather`` of their partial log-sum-exps and sums), and collective 2 (an ``all_reduce``) sums the rows'
+local terms: two collectives of ``O(batch × boundary)`` numbers in the forward, none in the backward
+(:class:`~taxosmooth.parallel.exchange.ShardedRows`).
+"""
+
+from __future__ import annotations
+
+import math
+import torch
+import torch.distributed as dist
+
+from taxosmooth.losses._inputs import _check_ids, check_mode
+from taxosmooth.parallel.exchange import ShardedRows, reduce_sum
+from taxosmooth.parallel.shards import ShardPlan, shard_plan
+from taxosmooth.tree_ops import nodes
+
+__all__ = ["sharded_loss"]
+
+
+# ------------------------------------------------------------------ the local tree and its boundary
+def _boundary_of(plan: ShardPlan, lev: torch.Tensor, fill: float) -> torch.Tensor:
+    """This rank's values ``(n, B)`` at the boundary nodes as ``(B, K)`` (``fill`` where it holds none)."""
+    rows = plan.local_rows
+    out = lev.new_full((plan.boundary.shape[0], lev.shape[1]), fill)
+    return out.index_copy(0, plan.local_boundary.index_select(0, rows), lev.index_select(0, rows)).t()
+
+
+def _with_boundary(plan: ShardPlan, lev: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``lev`` ``(n, B)`` with its boundary nodes' rows replaced by their global ``values`` ``(B, K)``."""
+    rows = plan.local_rows
+    return lev.index_copy(0, rows, values.t().index_select(0, plan.local_boundary.index_select(0, rows)))
+
+
+def _own(plan: ShardPlan) -> torch.Tensor:
+    """``(n, 1)``: 1 for the local nodes no other rank holds (their terms are this rank's), 0 on the boundary."""
+    return (plan.local_boundary < 0).unsqueeze(1)
+
+
+def _column(plan: ShardPlan, table: torch.Tensor, dtype) -> torch.Tensor:
+    """A global node table ``(N,)`` on the local tree: ``(n, 1)``."""
+    return table.to(dtype).index_select(0, plan.nodes).unsqueeze(1)
+
+
+def _boundary_table(plan: ShardPlan, table: torch.Tensor, dtype) -> torch.Tensor:
+    """A global node table on the boundary nodes: ``(1, K)``."""
+    return table.to(dtype).index_select(0, plan.boundary).unsqueeze(0)
+
+
+def _lse_merge(parts: torch.Tensor) -> torch.Tensor:
+    """The log-sum-exp over ranks (dim 0) of partial log-sum-exps (``-inf``: nothing on that rank)."""
+    return torch.logsumexp(parts, dim=0)
+
+
+def _dot(q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``Σ_j q_j z_j`` per row; a ``-inf`` logit counts 0 without mass and ``-inf`` with mass."""
+    return torch.nansum(q * z, dim=1)
+
+
+def _steps(v: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+    """``log P(u) - log P(parent(u))`` on node-major log-masses; 0 between two empty subtrees."""
+    floored = v.clamp_min(torch.finfo(v.dtype).min / 4)
+    return floored - floored.index_select(0, parent)
+
+
+# ------------------------------------------------------------------ the specifications, one per loss
+class _Spec:
+    """A sharded loss's parts (:class:`~taxosmooth.parallel.exchange.ShardedRows`); the statistics are laid out as
+    ``[lse | boundary log-sum-exps (K) | boundary sums (K × s) | row sums (r)]``."""
+
+    lse_nodes = False  # the boundary nodes' log-sum-exps of the logits
+    sums: tuple = ()  # (n, B) target-side tensors whose boundary sums are exchanged
+    rows: tuple = ()  # (B,) per-row partial sums exchanged
+
+    def __init__(self, plan: ShardPlan):
+        self.plan = plan
+        self.K = int(plan.boundary.shape[0])
+
+    def _local_lse(self, z):
+        return nodes.subtree_logsumexp(self.plan, z)
+
+    check: torch.Tensor | None = None  # (B, 2): this rank's row sums of a probability target and its bad entries
+
+    def stats(self, z):
+        parts = [torch.logsumexp(z, 1, keepdim=True)]
+        if self.lse_nodes:
+            self.v_local = self._local_lse(z)
+            parts.append(_boundary_of(self.plan, self.v_local, -math.inf))
+        parts += [_boundary_of(self.plan, s, 0.0) for s in self.sums]
+        parts += [r[:, None] for r in self.rows]
+        if self.check is not None:
+            parts.append(self.check.to(z.dtype))
+        return torch.cat(parts, dim=1)
+
+    def combine(self, everyone, own):
+        rank = self.plan.rank
+        everyone = torch.cat([everyone[:rank], own[None], everyone[rank + 1:]], dim=0)  # own slice: the graph
+        K = self.K
+        out = [_lse_merge(everyone[:, :, :1])]
+        at = 1
+        if self.lse_nodes:
+            out.append(_lse_merge(everyone[:, :, at: at + K]))
+            at += K
+        rest = everyone[:, :, at:].sum(0)
+        self.combined = torch.cat(out + [rest], dim=1).detach()
+        return torch.cat(out + [rest], dim=1)
+
+    def split(self, g):
+        """``G`` as ``(lse (B,), boundary lse (B, K) or None, [boundary sums (B, K)], [row sums (B,)])``."""
+        K = self.K
+        lse = g[:, 0]
+        at = 1
+        v_b = None
+        if self.lse_nodes:
+            v_b, at = g[:, at: at + K], at + K
+        sums = []
+        for _ in self.sums:
+            sums.append(g[:, at: at + K])
+            at += K
+        rows = [g[:, at + i] for i in range(len(self.rows))]
+        return lse, v_b, sums, rows
+
+    def replicated(self, g):
+        return torch.zeros_like(g[:, 0])
+
+
+class _SoftCE(_Spec):
+    """Soft cross entropy ``Σ_j s_j (lse - z_j)`` against target rows ``s`` (local columns, given)."""
+
+    def __init__(self, plan, s):
+        super().__init__(plan)
+        self.s = s
+
+    def local(self, z, g):
+        lse = g[:, 0]
+        return lse * self.s.sum(1) - _dot(self.s, z)
+
+
+class _SoftLabels(_Spec):
+    def __init__(self, plan, q, e, inv_z, mix):
+        super().__init__(plan)
+        self.q, self.mix = q, mix
+        step = e - e.index_select(0, plan.global_parent) * (torch.arange(e.shape[0], device=e.device) > 0)
+        self.step = _column(plan, step * mix, q.dtype)
+        self.up = nodes.up(plan, nodes.place(plan, q, scale=inv_z.index_select(0, plan.class_ids)))
+        self.sums = (self.up,)
+
+    def local(self, z, g):
+        lse, _, (u_b,), _ = self.split(g)
+        spread = nodes.classes_of(self.plan, nodes.down(self.plan, _with_boundary(self.plan, self.up, u_b) * self.step))
+        s = spread if self.mix == 1.0 else spread + (1.0 - self.mix) * self.q
+        return lse * s.sum(1) - _dot(s, z)
+
+
+class _ExpectedCost(_Spec):
+    def __init__(self, plan, q, node_step, gamma):
+        super().__init__(plan)
+        self.q, self.gamma = q, gamma
+        self.step = _column(plan, node_step, q.dtype)
+        self.up = nodes.up(plan, nodes.place(plan, q))
+        self.sums = (self.up,)
+
+    def local(self, z, g):
+        lse, _, (u_b,), _ = self.split(g)
+        expected = nodes.classes_of(self.plan, nodes.down(self.plan, _with_boundary(self.plan, self.up, u_b) * self.step))
+        p = torch.exp(z - lse[:, None])
+        rows = (p * expected).sum(1)
+        if self.gamma:
+            rows = rows + self.gamma * (lse * self.q.sum(1) - _dot(self.q, z))
+        return rows
+
+
+class _Pairwise(_Spec):
+    def __init__(self, plan, q_cost, q_logit, node_step):
+        super().__init__(plan)
+        self.q_logit = q_logit
+        self.step = _column(plan, node_step, q_cost.dtype)
+        self.up = nodes.up(plan, nodes.place(plan, q_cost))
+        self.sums = (self.up,)
+
+    def stats(self, z):
+        self.rows = (_dot(self.q_logit, z),)
+        return super().stats(z)
+
+    def local(self, z, g):
+        _, _, (u_b,), (zeta,) = self.split(g)
+        cbar = nodes.classes_of(self.plan, nodes.down(self.plan, _with_boundary(self.plan, self.up, u_b) * self.step))
+        finite = zeta.clamp_min(torch.finfo(z.dtype).min)
+        u = z - finite[:, None]
+        terms = torch.where(cbar == 0, torch.zeros_like(u), cbar * torch.nn.functional.softplus(u))
+        rows = terms.sum(1)
+        return torch.where(torch.isneginf(zeta), torch.full_like(rows, math.inf), rows)
+
+
+class _Wasserstein(_Spec):
+    lse_nodes = True
+
+    def __init__(self, plan, q_unit, q_ce, mass, edge, gamma):
+        super().__init__(plan)
+        self.q_unit, self.q_ce, self.gamma = q_unit, q_ce, gamma
+        self.edge = _column(plan, edge, q_unit.dtype)
+        self.edge_b = _boundary_table(plan, edge, q_unit.dtype)
+        self.target_up = nodes.up(plan, nodes.place(plan, q_unit))
+        self.sums = (self.target_up,)
+        self.mass_local = mass  # (B,) this rank's part of Σ_c q_c w_c
+
+    def _local_lse(self, z):  # the boundary's log-masses only: P of the local nodes comes from one pass up
+        return nodes.subtree_logsumexp(self.plan, z)
+
+    def stats(self, z):
+        self.rows = (self.mass_local,)
+        return super().stats(z)
+
+    def local(self, z, g):
+        lse, _, _, (mass,) = self.split(g)
+        p = torch.exp(z - lse[:, None])
+        diff = nodes.up(self.plan, nodes.place(self.plan, p - self.q_unit))
+        w1 = (diff.abs() * self.edge * _own(self.plan)).sum(0)
+        rows = mass * w1
+        if self.gamma:
+            rows = rows + self.gamma * (lse * self.q_ce.sum(1) - _dot(self.q_ce, z))
+        return rows
+
+    def replicated(self, g):
+        lse, v_b, (t_b,), (mass,) = self.split(g)
+        p_b = torch.exp(v_b - lse[:, None])
+        return mass * ((p_b - t_b).abs() * self.edge_b).sum(1)
+
+
+class _HXE(_Spec):
+    lse_nodes = True
+
+    def __init__(self, plan, lam, mass_local, mass_boundary):
+        """``mass_local`` ``(n, B)``: the target mass under each local node (this rank's part at the boundary when
+        ``mass_boundary`` is None, whose boundary sums are then exchanged; else the global ``(B, K)``)."""
+        super().__init__(plan)
+        self.lam = _column(plan, lam, mass_local.dtype)
+        self.lam_b = _boundary_table(plan, lam, mass_local.dtype)
+        self.mass_local, self.mass_boundary = mass_local, mass_boundary
+        self.sums = (mass_local,) if mass_boundary is None else ()
+
+    def _masses(self, g):
+        lse, v_b, sums, _ = self.split(g)
+        t_b = sums[0] if self.mass_boundary is None else self.mass_boundary
+        return lse, v_b, t_b
+
+    def local(self, z, g):
+        _, v_b, t_b = self._masses(g)
+        plan = self.plan
+        v = _with_boundary(plan, self.v_local_for(z), v_b)
+        t = _with_boundary(plan, self.mass_local, t_b)
+        coef = t * self.lam * _own(plan)
+        terms = torch.where(coef == 0, torch.zeros_like(v), coef * _steps(v, plan.level_parent))
+        rows = -terms.sum(0)
+        dead = ((coef > 0) & torch.isneginf(v)).any(0)
+        return torch.where(dead, torch.full_like(rows, math.inf), rows)
+
+    def v_local_for(self, z):
+        return self.v_local if getattr(self, "_z", None) is z else self._local_lse(z)
+
+    def stats(self, z):
+        self._z = z
+        return super().stats(z)
+
+    def replicated(self, g):
+        _, v_b, t_b = self._masses(g)
+        coef = t_b * self.lam_b
+        steps = _steps(v_b.t(), self.plan.boundary_parent).t()
+        terms = torch.where(coef == 0, torch.zeros_like(steps), coef * steps)
+        root = self.plan.boundary == 0
+        terms = terms.masked_fill(root.unsqueeze(0), 0.0)
+        rows = -terms.sum(1)
+        dead = ((coef > 0) & torch.isneginf(v_b) & ~root.unsqueeze(0)).any(1)
+        return torch.where(dead, torch.full_like(rows, math.inf), rows)
+
+
+# ------------------------------------------------------------------ the frame
+def _plan_for(mod, z: torch.Tensor, group) -> ShardPlan:
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    compiled = mod._compiled
+    plan = shard_plan(compiled, world, rank, mod.shard_slack)
+    key = (world, rank, str(z.device))
+    cache = mod.__dict__.setdefault("_shard_plans", {})
+    if key not in cache:
+        p = plan.to(z.device)
+        mask = p.local_boundary >= 0
+        object.__setattr__(p, "local_rows", torch.nonzero(mask)[:, 0])  # once per plan: no read per call
+        object.__setattr__(p, "global_parent", torch.as_tensor(compiled.parent.clip(min=0), device=z.device))
+        cache[key] = p
+    return cache[key]
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dim() == 2 else x.movedim(1, -1).reshape(-1, x.shape[1])
+
+
+def sharded_loss(mod, input, target) -> torch.Tensor:
+    """The loss of module ``mod`` (built with ``process_group=``) on this rank's columns ``input``."""
+    from torch.distributed.tensor import DTensor
+
+    name = type(mod).__name__
+    group = mod.process_group
+    if isinstance(input, DTensor):
+        input, group = _from_dtensor(input, name)
+    if not isinstance(input, torch.Tensor) or input.dim() < 2:
+        raise ValueError(f"{name}: with process_group the input is this rank's columns (N, C_rank) or "
+                         f"(N, C_rank, d1, ...), got {type(input).__name__} of shape "
+                         f"{tuple(getattr(input, 'shape', ()))}")
+    compute = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+    plan = _plan_for(mod, input, group)
+    mode = check_mode(input.device)
+    _agree(mod, input, target, plan, group, name, mode)
+    z = _flat(input).to(compute)
+    C = plan.num_classes
+    w = None if mod.weight is None else mod.weight.to(device=z.device, dtype=torch.float64)
+    w_local = None if w is None else w[:C].index_select(0, plan.class_ids).to(compute)
+    eps = mod.label_smoothing
+    prob = target.is_floating_point()
+    coarse = False
+    check = None
+    if prob:
+        p = _flat(target).to(compute)
+        if mode != "off":
+            check = torch.stack([torch.nan_to_num(p, nan=0.0, posinf=0.0).sum(1),
+                                 (~torch.isfinite(p) | (p < 0)).sum(1).to(compute)], dim=1)
+        out_shape = (input.shape[0],) + tuple(input.shape[2:])
+        valid = None
+        row_w = None
+        if eps:
+            p = p * (1.0 - eps) + eps / C
+        q_unit = p
+        q = p if w_local is None else p * w_local
+        denom = float(z.shape[0])
+        counted = None
+    else:
+        num_targets = mod.num_targets
+        flat = _check_ids(z, target.reshape(-1), C, num_targets, mod.ignore_index, name, tuple(target.shape), mode,
+                          getattr(mod, "num_nodes", None))
+        ids, valid = flat.ids, flat.valid
+        out_shape = tuple(target.shape)
+        safe = ids if valid is None else torch.where(valid, ids, torch.zeros_like(ids))
+        counted = None if valid is None else valid.to(compute)
+        coarse = mod.coarse_labels and num_targets > C
+        if w is None:
+            row_w = None
+        elif coarse:
+            row_w = mod.tree.target_means(w[:C]).index_select(0, safe).to(compute) if w.shape[0] == C else \
+                w.index_select(0, safe).to(compute)
+        else:
+            row_w = w.index_select(0, safe).to(compute)
+        factor = torch.ones_like(safe, dtype=compute) if row_w is None else row_w
+        if counted is not None:
+            factor = factor * counted
+        denom = factor.sum()
+        onehot = _local_onehot(plan, safe, z, mod, coarse)
+        label = factor[:, None] * (1.0 - eps)
+        q = onehot * label
+        uniform = None
+        if eps:
+            base = (torch.ones_like(z[0]) if w_local is None else w_local) / C
+            uniform = (counted[:, None] if counted is not None else torch.ones_like(z[:, :1])) * eps * base
+            q = q + uniform
+        q_unit = onehot * (1.0 - eps) + eps / C  # the unweighted target row (tree-Wasserstein)
+        p = None
+    spec = _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w if not prob else None, counted, coarse,
+                     safe if not prob else None, C)
+    spec.check = check
+    rows = ShardedRows.apply(z, spec, group)
+    if check is not None:
+        _check_sums(spec.combined[:, -2:], name, plan, input.dtype)
+    if not prob and counted is not None:
+        rows = torch.where(counted > 0, rows, torch.zeros_like(rows))
+    reduction = mod.reduction
+    if reduction == "none":
+        return rows.reshape(out_shape).to(input.dtype if input.is_floating_point() else compute)
+    total = rows.sum()
+    if reduction == "mean":
+        total = total / denom
+    return total.to(input.dtype) if input.dtype in (torch.float16, torch.bfloat16) else total
+
+
+def _check_sums(sums: torch.Tensor, name: str, plan: ShardPlan, dtype) -> None:
+    """Probability rows across the ranks: finite, >= 0, summing to 1 (every rank sees the same sums: the same
+    error on every rank)."""
+    from taxosmooth.losses._inputs import _ROW_SUM_TOLERANCE
+
+    tol = _ROW_SUM_TOLERANCE.get(dtype, 1e-5)
+    bad = sums[:, 1] > 0
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        raise ValueError(f"{name}: row {row} of the probability target has a negative or non-finite entry on some "
+                         "rank; probabilities must be finite and >= 0")
+    off = (sums[:, 0] - 1).abs() > tol
+    if bool(off.any()):
+        row = int(off.nonzero()[0, 0])
+        raise ValueError(f"{name}: the target probabilities of row {row} sum to {float(sums[row, 0]):.7g} across the "
+                         f"{plan.world} ranks, not 1 (tolerance {tol:g})")
+
+
+def _local_onehot(plan: ShardPlan, ids: torch.Tensor, z: torch.Tensor, mod, coarse: bool) -> torch.Tensor:
+    """This rank's columns of the one-hot rows of class ids ``(B, C_r)`` (a coarse label: zeros, its mass lives at
+    its node)."""
+    pos = mod._class_position.to(z.device).index_select(0, ids.clamp_max(plan.num_classes - 1)) - plan.lo
+    inside = (pos >= 0) & (pos < plan.width)
+    if coarse:
+        inside = inside & (ids < plan.num_classes)
+    out = torch.zeros_like(z)
+    return out.scatter(1, pos.clamp(0, max(plan.width - 1, 0))[:, None], inside.to(z.dtype)[:, None])
+
+
+def _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w, counted, coarse, ids, C):
+    from taxosmooth.losses.expected_cost import ExpectedCostLoss
+    from taxosmooth.losses.hxe import HXELoss
+    from taxosmooth.losses.pairwise import PairwiseCostLoss
+    from taxosmooth.losses.soft_labels import HierarchicalSoftLabelLoss, _mix
+    from taxosmooth.losses.soft_target import SoftTargetCrossEntropy
+    from taxosmooth.losses.wasserstein import TreeWassersteinLoss
+
+    name = type(mod).__name__
+    if coarse and not isinstance(mod, HXELoss):
+        raise NotImplementedError(f"{name}: coarse labels with process_group are supported by HXELoss only so far")
+    if isinstance(mod, HierarchicalSoftLabelLoss):
+        tables = mod.tables
+        return _SoftLabels(plan, q, tables[0], tables[1][:C], _mix(mod.mix))
+    if isinstance(mod, SoftTargetCrossEntropy):
+        if mod.matrix is None:
+            return _SoftCE(plan, q)
+        if prob:
+            raise NotImplementedError(f"{name}: probability targets with a matrix and process_group need every "
+                                      "class's target mass on each rank; pass the target rows p @ matrix instead")
+        m = mod.matrix.to(device=z.device, dtype=z.dtype)
+        cols = m.index_select(1, plan.class_ids)
+        rows_of = cols.index_select(0, ids.clamp_max(C - 1))
+        factor = torch.ones_like(z[:, 0]) if row_w is None else row_w
+        if counted is not None:
+            factor = factor * counted
+        s = rows_of * (factor * (1.0 - eps))[:, None]
+        if eps:
+            base = (torch.ones_like(z[0]) if w_local is None else w_local) / C
+            s = s + eps * base * (torch.ones_like(z[:, :1]) if counted is None else counted[:, None])
+        return _SoftCE(plan, s)
+    if isinstance(mod, (ExpectedCostLoss, PairwiseCostLoss)):
+        if mod.costs.node_step is None:
+            raise NotImplementedError(f"{name}: process_group needs costs that are a function of the LCA node "
+                                      "(a taxonomy's distance), not a dense matrix")
+        if isinstance(mod, ExpectedCostLoss):
+            return _ExpectedCost(plan, q, mod.costs.node_step, float(mod.ce_weight))
+        # pairwise: the costs take the weighted target, the reference logit ζ the unweighted one
+        q_logit = q_unit if prob else _unweighted(q, row_w, counted, eps, w_local, C)
+        return _Pairwise(plan, q, q_logit, mod.costs.node_step)
+    if isinstance(mod, TreeWassersteinLoss):
+        tables = mod.tables
+        if prob:
+            mass = q.sum(1)  # this rank's part of Σ_c p_c w_c
+            return _Wasserstein(plan, q_unit, q, mass, tables[2], float(mod.ce_weight))
+        # a class target: the row weighs (1 - ε) w[t] + ε mean(w); the transport is to the unweighted row
+        factor = torch.ones_like(z[:, 0]) if row_w is None else row_w
+        mean_w = 1.0 if w_local is None else float(mod.weight[:C].double().mean())
+        mass = factor * (1.0 - eps) + eps * mean_w
+        if counted is not None:
+            mass = mass * counted
+        mass = mass * (1.0 if plan.rank == 0 else 0.0)  # a replicated number: counted once in the sum
+        return _Wasserstein(plan, q_unit, q, mass, tables[2], float(mod.ce_weight))
+    if isinstance(mod, HXELoss):
+        lam = mod.node_lambda[0]
+        if coarse:
+            return _coarse_hxe(plan, lam, ids, mod, z, row_w, counted, eps, w_local, C)
+        t = nodes.up(plan, nodes.place(plan, q))
+        return _HXE(plan, lam, t, None)
+    raise TypeError(f"{name} has no class-sharded form")
+
+
+def _unweighted(q, row_w, counted, eps, w_local, C):
+    """The unweighted target row of class targets (``(1 - ε) onehot + ε / C`` on counted rows)."""
+    if row_w is None and w_local is None:
+        return q
+    raise NotImplementedError("pairwise with class weights and process_group")
+
+
+def _coarse_hxe(plan, lam, ids, mod, z, row_w, counted, eps, w_local, C):
+    """HXE of coarse labels (and classes): ``T(v) = [target under v]``, on the local tree and the boundary."""
+    lo_t = mod._leaf_lo.to(z.device)
+    hi_t = mod._leaf_hi.to(z.device)
+    node = mod._target_node.to(z.device).index_select(0, ids)
+    t_lo, t_hi = lo_t.index_select(0, node), hi_t.index_select(0, node)
+    n_lo, n_hi = lo_t.index_select(0, plan.nodes), hi_t.index_select(0, plan.nodes)
+    factor = torch.ones_like(z[:, 0]) if row_w is None else row_w
+    if counted is not None:
+        factor = factor * counted
+    under = ((n_lo[:, None] <= t_lo[None]) & (t_hi[None] <= n_hi[:, None])).to(z.dtype) * (factor * (1 - eps))[None]
+    b_under = ((plan.boundary_lo[None] <= t_lo[:, None]) & (t_hi[:, None] <= plan.boundary_hi[None])).to(z.dtype)
+    b_under = b_under * (factor * (1 - eps))[:, None]
+    if eps:
+        size = (n_hi - n_lo).to(z.dtype)
+        b_size = (plan.boundary_hi - plan.boundary_lo).to(z.dtype)
+        if w_local is not None:
+            raise NotImplementedError("HXELoss: coarse labels with class weights, label smoothing and process_group")
+        c = torch.ones_like(factor) if counted is None else counted
+        under = under + eps * size[:, None] / C * c[None]
+        b_under = b_under + eps * b_size[None] / C * c[:, None]
+    return _HXE(plan, lam, under, b_under)
+
+
+def _from_dtensor(x, name):
+    from torch.distributed.tensor import Shard
+
+    placements = x.placements
+    if len(placements) != 1 or not isinstance(placements[0], Shard) or placements[0].dim != 1:
+        raise ValueError(f"{name}: a DTensor input must be sharded on the class dimension (placements "
+                         f"[Shard(1)]), got {list(placements)}")
+    return x.to_local(), x.device_mesh.get_group()
+
+
+def _agree(mod, input, target, plan, group, name, mode) -> None:
+    """Every rank checks its shard's width and the batch; in "full" mode the ranks agree first (one small
+    collective) so that a mistake on one rank is an error on every rank, never a hang."""
+    width = input.shape[1]
+    rows = input.shape[0] * int(torch.tensor(input.shape[2:]).prod()) if input.dim() > 2 else input.shape[0]
+    bad = 0.0 if width == plan.width else 1.0
+    if target.is_floating_point() and tuple(target.shape) != tuple(input.shape):
+        bad = 2.0
+    if mode == "full":
+        dtype = torch.float64 if input.device.type == "cpu" else torch.float32
+        info = torch.tensor([bad, float(rows), -float(rows)], dtype=dtype, device=input.device)
+        dist.all_reduce(info, op=dist.ReduceOp.MAX, group=group)
+        worst, top, neg_low = (float(v) for v in info)
+        if worst or top != -neg_low:
+            raise ValueError(
+                f"{name} (rank {plan.rank} of {plan.world}): the ranks' inputs disagree with the shards of "
+                f"shard_classes(taxonomy, {plan.world}, slack={mod.shard_slack}): this rank holds {width} columns, "
+                f"its shard {plan.width}; {'a probability target must have the input shape; ' if worst == 2 else ''}"
+                f"batch sizes {int(-neg_low)} to {int(top)}"
+            )
+    elif bad:
+        raise ValueError(f"{name} (rank {plan.rank} of {plan.world}): this rank holds {width} columns, its shard of "
+                         f"shard_classes(taxonomy, {plan.world}, slack={mod.shard_slack}) {plan.width}")
