@@ -63,6 +63,9 @@ class TreeLoss(nn.Module):
             return
         from taxosmooth.parallel.shards import shard_bounds
 
+        if taxonomy is None and self.num_classes < 1:
+            raise ValueError(f"{type(self).__name__}: with process_group the number of classes must be known: pass a "
+                             "matrix, or weight (one per class)")
         if taxonomy is None:  # a matrix: the classes in their own order, one flat level
             taxonomy = Taxonomy.from_nested({"_all": [f"c{i}" for i in range(self.num_classes)]}, classes="tree")
         compiled = taxonomy.compiled

@@ -450,8 +450,10 @@ def _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w, counted, coars
         if counted is not None:
             factor = factor * counted
         s = rows_of * (factor * (1.0 - eps))[:, None]
-        if eps:
-            base = (torch.ones_like(z[0]) if w_local is None else w_local) / C
+        if eps:  # the smoothed target (1 - ε) onehot + ε w / C, through the matrix
+            w_all = torch.ones(C, dtype=z.dtype, device=z.device) if mod.weight is None else \
+                mod.weight[:C].to(device=z.device, dtype=z.dtype)
+            base = (w_all / C) @ cols
             s = s + eps * base * (torch.ones_like(z[:, :1]) if counted is None else counted[:, None])
         return _SoftCE(plan, s)
     if isinstance(mod, (ExpectedCostLoss, PairwiseCostLoss)):
@@ -461,8 +463,7 @@ def _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w, counted, coars
         if isinstance(mod, ExpectedCostLoss):
             return _ExpectedCost(plan, q, mod.costs.node_step, float(mod.ce_weight))
         # pairwise: the costs take the weighted target, the reference logit ζ the unweighted one
-        q_logit = q_unit if prob else _unweighted(q, row_w, counted, eps, w_local, C)
-        return _Pairwise(plan, q, q_logit, mod.costs.node_step)
+        return _Pairwise(plan, q, q_unit, mod.costs.node_step)
     if isinstance(mod, TreeWassersteinLoss):
         tables = mod.tables
         if prob:
@@ -483,13 +484,6 @@ def _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w, counted, coars
         t = nodes.up(plan, nodes.place(plan, q))
         return _HXE(plan, lam, t, None)
     raise TypeError(f"{name} has no class-sharded form")
-
-
-def _unweighted(q, row_w, counted, eps, w_local, C):
-    """The unweighted target row of class targets (``(1 - ε) onehot + ε / C`` on counted rows)."""
-    if row_w is None and w_local is None:
-        return q
-    raise NotImplementedError("pairwise with class weights and process_group")
 
 
 def _coarse_hxe(plan, lam, ids, mod, z, row_w, counted, eps, w_local, C):

@@ -1,0 +1,335 @@
+"""Class-sharded losses over torch.distributed (gloo, 2 and 4 CPU processes) against the one-process loss.
+
+Each rank holds the columns of its shard (``shard_classes``) of float64 logits; every loss and target kind must
+give every rank the one-process loss on the whole logits (to 1e-10), and each rank the gradient of its columns
+(to 1e-10). A counting wrapper around ``torch.distributed`` pins the collectives: two in the forward
+(``all_gather`` then ``all_reduce``, each of O(batch × boundary) numbers), none in the backward.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from _spawn import run_ranks
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import taxosmooth as ts
+from taxosmooth.parallel import shard_bounds, shard_classes, shard_plan
+
+# classes not in depth-first order, unary chains (b1 -> b2 -> b3, d -> d5 -> d6), leaves at depths 1-4
+TREE = {"r": {"a": {"a1": None, "a2": {"a3": None, "a4": None}}, "b": {"b1": {"b2": {"b3": None}}},
+              "c": ["c1", "c2", "c3"], "d": {"d1": ["d2", "d3"], "d4": None, "d5": {"d6": ["d7", "d8"]}}, "e": None}}
+CLASSES = ["c2", "a1", "b3", "a4", "c1", "d7", "a3", "c3", "d2", "e", "d3", "d4", "d8"]
+SMALL = {"r": {"x": ["x1", "x2"], "y": ["y1", "y2", "y3"]}}  # 5 classes: on 4 ranks, ranks holding one class
+
+
+def taxonomy(name: str = "tree") -> ts.Taxonomy:
+    if name == "small":
+        return ts.Taxonomy.from_nested(SMALL)
+    return ts.Taxonomy.from_nested(TREE, classes=CLASSES)
+
+
+LOSSES = {
+    "soft": lambda tax, **k: ts.HierarchicalSoftLabelLoss(tax, 2.0, **k),
+    "soft_mix": lambda tax, **k: ts.HierarchicalSoftLabelLoss(tax, 3.0, mix=0.4, **k),
+    "hxe": lambda tax, **k: ts.HXELoss(tax, 0.5, **k),
+    "cost": lambda tax, **k: ts.ExpectedCostLoss(tax, ce_weight=0.3, **k),
+    "pairwise": lambda tax, **k: ts.PairwiseCostLoss(tax, **k),
+    "wasserstein": lambda tax, **k: ts.TreeWassersteinLoss(tax, ce_weight=0.2, **k),
+    "soft_target": lambda tax, **k: ts.SoftTargetCrossEntropy(ts.soft_targets(tax, 2.0), **k),
+    "soft_target_rows": lambda tax, **k: ts.SoftTargetCrossEntropy(**{"weight": torch.ones(tax.num_classes), **k}),
+}
+KINDS = ["ids", "prob", "smooth", "weighted", "ignored_sum", "spatial_none", "coarse"]
+
+
+def _skip(loss: str, kind: str) -> bool:
+    if kind == "coarse":
+        return loss != "hxe"
+    if loss == "soft_target_rows":
+        return kind not in ("prob", "spatial_none")
+    if loss == "soft_target" and kind in ("prob",):
+        return True
+    return False
+
+
+def cases(tax: ts.Taxonomy):
+    """(key, loss options, target, logits) of every case, deterministic."""
+    C = tax.num_classes
+    g = torch.Generator().manual_seed(7)
+    out = []
+    for loss in LOSSES:
+        for kind in KINDS:
+            if _skip(loss, kind):
+                continue
+            options: dict = {}
+            z = 3 * torch.randn(6, C, generator=g, dtype=torch.float64)
+            if kind == "prob" or (loss == "soft_target_rows" and kind != "spatial_none"):
+                t = torch.softmax(torch.randn(6, C, generator=g, dtype=torch.float64), 1)
+                if loss == "wasserstein":
+                    options["weight"] = torch.linspace(0.5, 1.5, C, dtype=torch.float64)
+            elif kind == "spatial_none":
+                z = 3 * torch.randn(2, C, 3, generator=g, dtype=torch.float64)
+                t = torch.randint(0, C, (2, 3), generator=g)
+                if loss == "soft_target_rows":
+                    t = torch.softmax(torch.randn(2, C, 3, generator=g, dtype=torch.float64), 1)
+                options["reduction"] = "none"
+            elif kind == "coarse":
+                t = torch.randint(0, tax.num_nodes, (6,), generator=g)
+                options.update(coarse_labels=True, label_smoothing=0.1)
+            else:
+                t = torch.randint(0, C, (6,), generator=g)
+                if kind == "smooth":
+                    options["label_smoothing"] = 0.15
+                if kind == "weighted":
+                    options.update(weight=torch.linspace(0.25, 2.0, C, dtype=torch.float64), label_smoothing=0.1)
+                if kind == "ignored_sum":
+                    t[[1, 4]] = -100
+                    options["reduction"] = "sum"
+            out.append((f"{loss}-{kind}", loss, options, t, z))
+    return out
+
+
+def _columns(loss: str, tax: ts.Taxonomy, world: int, rank: int) -> torch.Tensor:
+    if loss.startswith("soft_target"):  # built from a matrix (or none): consecutive class ids
+        cuts = shard_bounds(ts.Taxonomy.from_nested({"_all": [f"c{i}" for i in range(tax.num_classes)]},
+                                                    classes="tree"), world)
+        return torch.arange(int(cuts[rank]), int(cuts[rank + 1]))
+    return shard_classes(tax, world)[rank]
+
+
+class Counter:
+    """Counts the collectives (name, number of elements) while active."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, int]] = []
+        self._saved = {}
+
+    def __enter__(self):
+        for name in ("all_reduce", "all_gather_single", "all_gather_into_tensor", "all_gather", "broadcast",
+                     "reduce_scatter_tensor"):
+            original = getattr(dist, name, None)
+            if original is None:
+                continue
+            self._saved[name] = original
+
+            def wrapped(tensor_or_out, *a, _name=name, _orig=original, **k):
+                self.calls.append((_name, int(tensor_or_out.numel())))
+                return _orig(tensor_or_out, *a, **k)
+
+            setattr(dist, name, wrapped)
+        return self
+
+    def __exit__(self, *exc):
+        for name, original in self._saved.items():
+            setattr(dist, name, original)
+
+
+def _sharded_worker(rank: int, world: int, out_dir: str, tree_name: str) -> None:
+    tax = taxonomy(tree_name)
+    results = {}
+    ts.set_checks("device")  # the collectives of a GPU run: no agreement round
+    try:
+        for key, loss, options, t, z in cases(tax):
+            cols = _columns(loss, tax, world, rank)
+            mod = LOSSES[loss](tax, process_group=dist.group.WORLD, **options)
+            zl = z.index_select(1, cols).clone().requires_grad_()
+            tl = t.index_select(1, cols) if t.is_floating_point() else t
+            with Counter() as fwd:
+                value = mod(zl, tl)
+            with Counter() as bwd:
+                value.sum().backward()
+            results[key] = {"value": value.detach(), "grad": zl.grad, "forward": fwd.calls, "backward": bwd.calls}
+    finally:
+        ts.set_checks("auto")
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(tree_name: str):
+    tax = taxonomy(tree_name)
+    out = {}
+    for key, loss, options, t, z in cases(tax):
+        zz = z.clone().requires_grad_()
+        value = LOSSES[loss](tax, **options)(zz, t)
+        value.sum().backward()
+        out[key] = (value.detach(), zz.grad)
+    return out
+
+
+@pytest.fixture(scope="module", params=[("tree", 2), ("tree", 4), ("small", 4)], ids=lambda p: f"{p[0]}-{p[1]}ranks")
+def sharded_results(request, tmp_path_factory):
+    tree_name, world = request.param
+    out = tmp_path_factory.mktemp(f"shards{world}")
+    run_ranks(_sharded_worker, world, str(out), tree_name)
+    return tree_name, world, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
+@pytest.mark.distributed
+def test_every_loss_and_target_kind_equals_one_process(sharded_results):
+    tree_name, world, per_rank = sharded_results
+    tax = taxonomy(tree_name)
+    ref = _reference(tree_name)
+    assert set(per_rank[0]) == set(ref)
+    for key, (value, grad) in ref.items():
+        loss = key.split("-")[0]
+        for rank, res in enumerate(per_rank):
+            got = res[key]
+            torch.testing.assert_close(got["value"], value, rtol=1e-10, atol=1e-10, msg=f"{key} rank {rank} value")
+            cols = _columns(loss, tax, world, rank)
+            torch.testing.assert_close(got["grad"], grad.index_select(1, cols), rtol=1e-10, atol=1e-10,
+                                       msg=f"{key} rank {rank} gradient")
+
+
+@pytest.mark.distributed
+def test_two_collectives_forward_none_backward(sharded_results):
+    tree_name, world, per_rank = sharded_results
+    tax = taxonomy(tree_name)
+    for key, loss, options, t, z in cases(tax):
+        rows = z.shape[0] * (z.shape[2] if z.dim() == 3 else 1)
+        for rank, res in enumerate(per_rank):
+            calls = res[key]["forward"]
+            assert [name for name, _ in calls] == ["all_gather_single", "all_reduce"], (key, calls)
+            boundary = int(shard_plan(tax, world, rank).boundary.numel()) if not loss.startswith("soft_target") \
+                else 1
+            for _, numel in calls:  # O(batch × boundary): a few numbers per boundary node and row
+                assert numel <= world * rows * (4 * boundary + 8), (key, calls)
+            assert res[key]["backward"] == [], key
+
+
+def _errors_worker(rank: int, world: int, out_dir: str) -> None:
+    tax = taxonomy()
+    C = tax.num_classes
+    cols = shard_classes(tax, world)[rank]
+    g = torch.Generator().manual_seed(11)  # the same numbers on every rank
+    z = torch.randn(4, C, dtype=torch.float64, generator=g)
+    errors = {}
+
+    def attempt(name, fn):
+        try:
+            fn()
+            errors[name] = None
+        except Exception as exc:  # noqa: BLE001 - the message is the result
+            errors[name] = f"{type(exc).__name__}: {exc}"
+
+    group = dist.group.WORLD
+    loss = ts.HXELoss(tax, 0.5, process_group=group)
+    wrong = cols[:-1] if rank == world - 1 else cols  # the last rank drops a column
+    attempt("width", lambda: loss(z.index_select(1, wrong), torch.tensor([0, 1, 2, 3])))
+    attempt("target", lambda: loss(z.index_select(1, cols), torch.tensor([0, C, 2, 3])))
+    p = torch.softmax(torch.randn(4, C, dtype=torch.float64, generator=g), 1)
+    p[2] *= 0.5
+    attempt("sums", lambda: loss(z.index_select(1, cols), p.index_select(1, cols)))
+    q = torch.softmax(torch.randn(4, C, dtype=torch.float64, generator=g), 1)
+    if rank == 0:
+        q[1, cols[0]] = -0.25
+    attempt("negative", lambda: loss(z.index_select(1, cols), q.index_select(1, cols)))
+    attempt("dense_costs", lambda: ts.PairwiseCostLoss(torch.ones(C, C) - torch.eye(C), process_group=group)(
+        z.index_select(1, cols), torch.tensor([0, 1, 2, 3])))
+    attempt("coarse_other", lambda: ts.ExpectedCostLoss(tax, coarse_labels=True, process_group=group)(
+        z.index_select(1, cols), torch.tensor([0, 1, 2, 3])))
+    # after every refusal the group still works: one more loss, the same on every rank
+    errors["after"] = float(loss(z.index_select(1, cols), torch.tensor([0, 1, 2, 3])))
+    # a DTensor sharded on the class dimension (torch.chunk's split: slack=0), the logits in depth-first order
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Shard
+
+    mesh = init_device_mesh("cpu", (world,))
+    even = shard_classes(tax, world, slack=0.0)[rank]
+    local = z.index_select(1, even).clone().requires_grad_()
+    dz = DTensor.from_local(local, mesh, [Shard(1)], run_check=False)
+    dloss = ts.HXELoss(tax, 0.5, process_group=mesh.get_group(), shard_slack=0.0)
+    value = dloss(dz, torch.tensor([0, 1, 2, 3]))
+    value.backward()
+    errors["dtensor"] = (float(value), local.grad.clone(), even)
+    torch.save(errors, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+@pytest.mark.distributed
+def test_misuse_is_named_on_every_rank_never_a_hang(tmp_path):
+    world = 2
+    run_ranks(_errors_worker, world, str(tmp_path), timeout=180)
+    per_rank = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    tax = taxonomy()
+    for errors in per_rank:
+        assert "disagree with the shards" in errors["width"] and "holds" in errors["width"], errors["width"]
+        assert errors["target"].startswith("IndexError") and f"[0, {tax.num_classes})" in errors["target"]
+        assert "row 2" in errors["sums"] and "across the 2 ranks" in errors["sums"], errors["sums"]
+        assert "row 1" in errors["negative"] and "negative or non-finite" in errors["negative"], errors["negative"]
+        assert errors["dense_costs"].startswith(("NotImplementedError", "ValueError")), errors["dense_costs"]
+        assert "coarse labels with process_group" in errors["coarse_other"]
+    assert per_rank[0]["after"] == per_rank[1]["after"]
+    z = torch.randn(4, tax.num_classes, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+    zz = z.clone().requires_grad_()
+    want = ts.HXELoss(tax, 0.5)(zz, torch.tensor([0, 1, 2, 3]))
+    want.backward()
+    for errors in per_rank:
+        value, grad, cols = errors["dtensor"]
+        assert abs(value - float(want)) < 1e-10
+        torch.testing.assert_close(grad, zz.grad.index_select(1, cols), rtol=1e-10, atol=1e-10)
+
+
+# ------------------------------------------------------------------ the shards themselves (one process)
+def _random_tree(draw_sizes):
+    """A random tree from a list of child counts (breadth first), as nested dicts."""
+    names = iter(f"n{i}" for i in range(10_000))
+    root = next(names)
+    tree: dict = {root: {}}
+    frontier = [tree[root]]
+    for k in draw_sizes:
+        if not frontier:
+            break
+        node = frontier.pop(0)
+        for _ in range(k):
+            child = next(names)
+            node[child] = {}
+            frontier.append(node[child])
+    def clean(d):
+        return {k: (clean(v) if v else None) for k, v in d.items()}
+    return ts.Taxonomy.from_nested(clean(tree))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 4), min_size=2, max_size=30), st.integers(1, 6), st.sampled_from([0.0, 0.02, 0.3]))
+def test_shards_are_runs_of_leaves_that_cover_every_class(sizes, world, slack):
+    tax = _random_tree(sizes)
+    C = tax.num_classes
+    if world > C:
+        with pytest.raises(ValueError, match="every rank must hold"):
+            shard_classes(tax, world, slack)
+        return
+    parts = shard_classes(tax, world, slack)
+    assert len(parts) == world and all(len(p) >= 1 for p in parts)
+    leaf_order = tax.compiled.position_class
+    assert np.array_equal(np.concatenate([p.numpy() for p in parts]), leaf_order)  # DFS runs, every class once
+    if slack == 0 and -(-C // world) * (world - 1) < C:
+        assert [len(p) for p in parts] == [len(c) for c in torch.arange(C).chunk(world)]  # DTensor's split
+    cuts = shard_bounds(tax, world, slack)
+    c = tax.compiled
+    for rank in range(world):
+        plan = shard_plan(tax, world, rank, slack)
+        # the boundary: every node whose leaves straddle a cut (a loop over nodes and cuts)
+        want = [u for u in range(c.num_nodes) if any(c.leaf_lo[u] < k < c.leaf_hi[u] for k in cuts[1:-1])]
+        assert sorted(plan.boundary.tolist()) == want
+        local = [u for u in range(c.num_nodes) if c.leaf_lo[u] < cuts[rank + 1] and c.leaf_hi[u] > cuts[rank]]
+        assert sorted(plan.nodes.tolist()) == local
+
+
+def test_cuts_move_to_shallow_boundaries_within_the_slack():
+    tax = ts.Taxonomy.from_nested({"r": {f"g{i}": [f"g{i}s{j}" for j in range(10)] for i in range(10)}})
+    even = shard_bounds(tax, 3, slack=0.0)
+    moved = shard_bounds(tax, 3, slack=0.3)
+    assert even.tolist() == [0, 34, 68, 100]  # torch.chunk's sizes
+    assert moved.tolist() == [0, 30, 70, 100]  # the genus boundaries nearby: only the root straddles
+    assert shard_plan(tax, 3, 0, 0.3).boundary.tolist() == [0]
+
+
+def test_process_group_needs_an_initialised_group():
+    tax = taxonomy()
+    with pytest.raises(RuntimeError, match="not initialised"):
+        ts.HXELoss(tax, 0.5, process_group=object())
