@@ -17,12 +17,14 @@ The stages, and where they live:
 * :mod:`taxosmooth.decision` and :mod:`taxosmooth.metrics`: decisions by expected
   cost and metrics; :mod:`taxosmooth.plots` (matplotlib) draws them;
 * :mod:`taxosmooth.data`: the bundled animal taxonomy, and synthetic features
-  shaped by any taxonomy (:func:`taxosmooth.data.make_tree_blobs`).
+  shaped by any taxonomy (:func:`taxosmooth.data.make_tree_blobs`);
+* :mod:`taxosmooth.parallel`: class shards for losses split over processes
+  (every loss takes ``process_group=``).
 """
 
 from types import ModuleType as _ModuleType
 
-from taxosmooth import calibration, data, decision, embeddings, functional, heads, losses, metrics, tree_ops
+from taxosmooth import calibration, data, decision, embeddings, functional, heads, losses, metrics, parallel, tree_ops
 from taxosmooth.costs import cost_matrix, node_costs
 from taxosmooth.calibration import fit_temperature
 from taxosmooth.decision import CRMClassifier, conditional_risk, crm_predict, node_probabilities, predict_node
@@ -102,6 +104,7 @@ __all__ = [
     # modules
     "calibration",
     "data",
+    "parallel",
     "decision",
     "embeddings",
     "functional",

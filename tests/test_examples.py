@@ -25,11 +25,12 @@ def run_example(name: str, *args: str, cwd: Path, timeout: float = 600) -> str:
 
 
 def test_every_example_is_tested():
-    tested = {"quickstart.py", "custom_taxonomy.py", "wordnet_synsets.py", "wordnet_glosses.py"}
+    tested = {"quickstart.py", "custom_taxonomy.py", "wordnet_synsets.py", "wordnet_glosses.py", "class_parallel.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
-@pytest.mark.parametrize("name", ["quickstart.py", "custom_taxonomy.py", "wordnet_synsets.py", "wordnet_glosses.py"])
+@pytest.mark.parametrize("name", ["quickstart.py", "custom_taxonomy.py", "wordnet_synsets.py", "wordnet_glosses.py",
+                                  "class_parallel.py"])
 def test_help(name, tmp_path):
     out = run_example(name, "--help", cwd=tmp_path)
     assert "--quick" in out
@@ -93,3 +94,22 @@ def test_wordnet_glosses_quick(wordnet, tmp_path):
         assert not (above & chosen), c
     png = out_dir / "tradeoff.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+@pytest.mark.distributed
+def test_class_parallel_spawns_two_processes_and_equals_one(tmp_path):
+    out = run_example("class_parallel.py", "--quick", cwd=tmp_path, timeout=300)
+    assert "process 0: classes 0-" in out and "process 1: classes" in out
+    assert "(equal within float32)" in out
+
+
+@pytest.mark.distributed
+def test_class_parallel_under_torchrun(tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
+         str(EXAMPLES / "class_parallel.py"), "--quick", "--no-check"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "process 1: classes" in proc.stdout and "losses:" in proc.stdout

@@ -270,7 +270,7 @@ def test_misuse_is_named_on_every_rank_never_a_hang(tmp_path):
     want.backward()
     for errors in per_rank:
         value, grad, cols = errors["dtensor"]
-        assert abs(value - float(want)) < 1e-10
+        assert abs(value - want.item()) < 1e-10
         torch.testing.assert_close(grad, zz.grad.index_select(1, cols), rtol=1e-10, atol=1e-10)
 
 
