@@ -107,7 +107,7 @@ def test_class_parallel_spawns_two_processes_and_equals_one(tmp_path):
 def test_class_parallel_under_torchrun(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          str(EXAMPLES / "class_parallel.py"), "--quick", "--no-check"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
