@@ -71,55 +71,9 @@ def _apply(d: np.ndarray, power: float, transform, max_value: float, what: str) 
     return out
 
 
-class CostSource:
-    """A resolved cost ``source``: a node-cost table (structured) or a dense ``(C, C)`` matrix.
-
-    Built by :func:`resolve_costs`.
-
-    Attributes
-    ----------
-    taxonomy : Taxonomy or None
-    num_classes : int
-    node_table : ndarray (N,) or None
-        ``cost[i, j] = node_table[LCA(i, j)]`` (0 on leaves) when the costs are
-        a function of the LCA node; ``None`` otherwise.
-    given_dtype : torch dtype or None
-        The floating dtype of a user matrix (losses keep it).
-    """
-
-    __slots__ = ("taxonomy", "num_classes", "node_table", "_dense", "given_dtype", "distance")
-
-    def __init__(self, taxonomy: Taxonomy | None, distance: str, num_classes: int, node_table: np.ndarray | None,
-                 dense: np.ndarray | None, given_dtype: torch.dtype | None) -> None:
-        self.taxonomy = taxonomy
-        self.distance = distance
-        self.num_classes = num_classes
-        self.node_table = node_table
-        self._dense = dense
-        self.given_dtype = given_dtype
-
-    @property
-    def structured(self) -> bool:
-        return self.node_table is not None
-
-    def dense(self) -> np.ndarray:
-        """The ``(C, C)`` float64 costs (read-only); for structured costs built on first use."""
-        if self._dense is None:
-            from taxosmooth.distances import class_distances, lca_matrix
-
-            assert self.taxonomy is not None  # a given matrix fills _dense up front
-            if self.node_table is not None:
-                m = self.node_table[lca_matrix(self.taxonomy)]
-                np.fill_diagonal(m, 0.0)
-            else:  # pragma: no cover - resolve_costs fills _dense for the dense kinds
-                m = class_distances(self.taxonomy, self.distance)
-            m.setflags(write=False)
-            self._dense = m
-        return self._dense
-
-    def __repr__(self) -> str:
-        kind = "structured" if self.structured else "dense"
-        return f"<CostSource {kind}, {self.num_classes} classes>"
+#: A resolved cost source: the same class as a resolved distance source (one concept, one holder), its node
+#: table holding the costs (transformed distances) of each LCA node, or its dense matrix the costs.
+CostSource = DistanceSource
 
 
 def resolve_costs(

@@ -177,7 +177,9 @@ def class_distances(taxonomy: Taxonomy, distance: str = DEFAULT_DISTANCE,
 
 
 class DistanceSource:
-    """A resolved ``source``: a taxonomy with a distance kind, or a validated ``(C, C)`` matrix.
+    """A resolved ``source``: a taxonomy with a distance kind, or a validated ``(C, C)`` matrix; also a resolved
+    cost source (:func:`~taxosmooth.costs.resolve_costs`: ``CostSource`` is this class), whose node table holds
+    the transformed costs.
 
     Built by :func:`resolve_source`; consumers ask it for what they need:
     the node table of an LCA kind (:attr:`node_table`, structured, O(nodes)),
@@ -211,10 +213,15 @@ class DistanceSource:
         return self.node_table is not None
 
     def dense(self) -> np.ndarray:
-        """The ``(C, C)`` float64 distances, class order (a read-only array, computed once)."""
+        """The ``(C, C)`` float64 values, class order (a read-only array, computed once): ``node_table[LCA(i, j)]``
+        (0 on the diagonal) when structured, else the taxonomy's distances of this kind."""
         if self._dense is None:
             assert self.taxonomy is not None  # a given matrix is kept as _dense: this is a taxonomy's
-            d = class_distances(self.taxonomy, self.distance)
+            if self.node_table is not None:
+                d = self.node_table[lca_matrix(self.taxonomy)]
+                np.fill_diagonal(d, 0.0)
+            else:
+                d = class_distances(self.taxonomy, self.distance)
             d.setflags(write=False)
             self._dense = d
         return self._dense

@@ -22,6 +22,7 @@ local terms: two collectives of ``O(batch × boundary)`` numbers in the forward,
 from __future__ import annotations
 
 import math
+from typing import Any
 import torch
 import torch.distributed as dist
 
@@ -155,8 +156,9 @@ class _SoftLabels(_Spec):
     def __init__(self, plan, q, e, inv_z, mix):
         super().__init__(plan)
         self.q, self.mix = q, mix
-        step = e - e.index_select(0, plan.global_parent) * (torch.arange(e.shape[0], device=e.device) > 0)
-        self.step = _column(plan, step * mix, q.dtype)
+        e_nodes = e.index_select(0, plan.nodes)
+        step = e_nodes - e.index_select(0, plan.node_parent) * (plan.nodes > 0)
+        self.step = (step * mix).to(q.dtype).unsqueeze(1)
         self.up = nodes.up(plan, nodes.place(plan, q, scale=inv_z.index_select(0, plan.class_ids)))
         self.sums = (self.up,)
 
@@ -297,11 +299,7 @@ def _plan_for(mod, z: torch.Tensor, group) -> ShardPlan:
     key = (world, rank, str(z.device))
     cache = mod.__dict__.setdefault("_shard_plans", {})
     if key not in cache:
-        p = plan.to(z.device)
-        mask = p.local_boundary >= 0
-        object.__setattr__(p, "local_rows", torch.nonzero(mask)[:, 0])  # once per plan: no read per call
-        object.__setattr__(p, "global_parent", torch.as_tensor(compiled.parent.clip(min=0), device=z.device))
-        cache[key] = p
+        cache[key] = plan.to(z.device)
     return cache[key]
 
 
@@ -345,7 +343,7 @@ def sharded_loss(mod, input, target) -> torch.Tensor:
             p = p * (1.0 - eps) + eps / C
         q_unit = p
         q = p if w_local is None else p * w_local
-        denom = float(z.shape[0])
+        denom: Any = float(z.shape[0])
         counted = None
     else:
         num_targets = mod.num_targets
@@ -471,7 +469,7 @@ def _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w, counted, coars
             return _Wasserstein(plan, q_unit, q, mass, tables[2], float(mod.ce_weight))
         # a class target: the row weighs (1 - ε) w[t] + ε mean(w); the transport is to the unweighted row
         factor = torch.ones_like(z[:, 0]) if row_w is None else row_w
-        mean_w = 1.0 if w_local is None else float(mod.weight[:C].double().mean())
+        mean_w = 1.0 if mod.weight is None else float(mod.weight[:C].double().mean())
         mass = factor * (1.0 - eps) + eps * mean_w
         if counted is not None:
             mass = mass * counted

@@ -9,7 +9,9 @@ ranks exchange (``O(batch × depth × world)`` numbers, whatever the number of c
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,10 +88,11 @@ class ShardPlan:
     ``lo, hi``: its leaf positions. ``nodes`` ``(n,)``: the global ids of the nodes whose leaf range meets
     ``[lo, hi)``, in level order (depth, then id): its **local tree**, on which the node passes run (the same
     level layout as :class:`~taxosmooth.tree_ops.TreeTensors`: ``level_offsets``, ``level_parent_local``,
-    ``level_is_leaf``, ``class_level_pos``). ``boundary`` ``(K,)``: the global ids of every node straddling a cut
-    between two ranks (the same on every rank), in level order; ``local_boundary`` ``(n,)``: each local node's
-    index in ``boundary`` (-1 for a node that lies on this rank alone); ``boundary_parent`` ``(K,)``: each boundary
-    node's parent's index in ``boundary`` (the root: itself).
+    ``level_is_leaf``, ``class_level_pos``; ``node_parent`` the global id of each one's parent).
+    ``boundary`` ``(K,)``: the global ids of every node straddling a cut between two ranks (the same on every
+    rank), in level order; ``local_boundary`` ``(n,)``: each local node's index in ``boundary`` (-1 for a node that
+    lies on this rank alone), ``local_rows`` the local nodes that are on the boundary; ``boundary_parent``
+    ``(K,)``: each boundary node's parent's index in ``boundary`` (the root: itself).
     """
 
     world: int
@@ -106,6 +109,8 @@ class ShardPlan:
     class_level_pos: torch.Tensor
     class_ids: torch.Tensor
     local_boundary: torch.Tensor
+    local_rows: torch.Tensor
+    node_parent: torch.Tensor
     boundary: torch.Tensor
     boundary_parent: torch.Tensor
     boundary_lo: torch.Tensor
@@ -120,8 +125,8 @@ class ShardPlan:
         return self.hi - self.lo
 
     def to(self, device) -> ShardPlan:
-        fields = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
-        return ShardPlan(**fields)
+        moved: dict[str, Any] = {k: v.to(device) for k, v in self.__dict__.items() if isinstance(v, torch.Tensor)}
+        return dataclasses.replace(self, **moved)
 
 
 def _level_layout(c: CompiledTree, nodes: np.ndarray):
@@ -179,6 +184,8 @@ def shard_plan(taxonomy: Taxonomy | CompiledTree, world: int, rank: int, slack: 
         class_level_pos=torch.from_numpy(class_level_pos.astype(np.int64)),
         class_ids=torch.from_numpy(c.position_class[lo:hi].astype(np.int64)),
         local_boundary=torch.from_numpy(bwhere[nodes].astype(np.int64)),
+        local_rows=torch.from_numpy(np.flatnonzero(bwhere[nodes] >= 0).astype(np.int64)),
+        node_parent=torch.from_numpy(np.maximum(c.parent[nodes], 0).astype(np.int64)),
         boundary=torch.from_numpy(bnodes.astype(np.int64)),
         boundary_parent=torch.from_numpy(boundary_parent.astype(np.int64)),
         boundary_lo=torch.from_numpy(leaf_lo[bnodes].astype(np.int64)),
