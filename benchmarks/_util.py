@@ -1,4 +1,4 @@
-"""Tiny helpers shared by the benchmark scripts: best-of-n timing and peak memory."""
+"""Tiny helpers shared by the benchmark scripts: best-of-n timing, peak memory, launching-op counts."""
 
 from __future__ import annotations
 
@@ -74,3 +74,46 @@ def table(rows: list[dict], markdown: bool = False) -> str:
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
     return "\n".join(out)
+
+
+#: aten ops that launch no kernel: views, metadata, allocation (``aten::to`` is counted apart)
+NON_LAUNCHING = frozenset({
+    "view", "reshape", "slice", "select", "as_strided", "unsqueeze", "squeeze", "expand", "t", "transpose",
+    "permute", "detach", "alias", "narrow", "_unsafe_view", "view_as", "flatten", "unflatten", "lift_fresh",
+    "result_type", "is_nonzero", "item", "_local_scalar_dense", "empty", "empty_strided", "split", "unbind",
+    "chunk", "expand_as", "movedim", "resolve_conj", "resolve_neg", "detach_", "numpy_T", "contiguous", "set_",
+    "empty_like",
+})
+_OPS = ("aten::", "taxosmooth::")
+
+
+def launching_ops(step: Callable[[], object], warmup: int = 1) -> int:
+    """Kernel-launching top-level ops of one call of ``step`` (after ``warmup`` calls), by torch.profiler.
+
+    Counted: the ``aten::`` and ``taxosmooth::`` events (CPU activity) whose parent is not itself such an
+    op (an op called by another op is part of it), less the view-like and metadata ops of
+    :data:`NON_LAUNCHING`; ``aten::to`` only where it copies (an ``aten::_to_copy`` child). Forward and
+    backward of ``F.cross_entropy`` count 4: ``cross_entropy_loss``, ``ones_like`` (the seed gradient),
+    ``nll_loss_backward``, ``_log_softmax_backward_data``. Work done outside torch's dispatcher (numpy
+    calls, the C++ or Triton kernels of compiled code) is not seen.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(warmup):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return sum(1 for e in prof.events() if _launches(e))
+
+
+def _launches(event) -> bool:
+    name = event.name
+    parent = event.cpu_parent
+    if not name.startswith(_OPS) or (parent is not None and parent.name.startswith(_OPS)):
+        return False
+    if name.startswith("taxosmooth::"):
+        return True
+    op = name[len("aten::"):]
+    if op == "to":
+        return any(c.name == "aten::_to_copy" for c in event.cpu_children)
+    return op not in NON_LAUNCHING

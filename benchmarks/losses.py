@@ -3,22 +3,40 @@
 Forward + backward, float32, batch 256, C = 1,000 and 10,000 on a synthetic
 taxonomy (depth 7 by default, classes in the file's DFS order). Every method is
 timed in the same run, methods taking turns round by round, and reported as the
-median; ratios are against ``F.cross_entropy`` with hard labels measured
-alongside. Two timings:
+median; every ``× CE`` is a ratio to eager ``F.cross_entropy`` with hard labels,
+measured alongside. The main table:
 
-* steady (``ms``): each turn is a block of consecutive calls of one method
-  (the first two dropped), as ``timeit`` measures;
-* cold (``cold ms``): one call per method per turn, so each call follows
+* ``ms``, ``× CE`` (steady): each turn is a block of consecutive calls of one
+  method (the first two dropped), as ``timeit`` measures;
+* ``cold ms``, ``cold × CE``: one call per method per turn, so each call follows
   another method's pass over memory (caches hold someone else's data), as a
-  loss follows the model's forward in training. A loss made of several small
-  steps (the structured ones) pays more for this than one fused kernel.
+  loss follows the model's forward in training;
+* ``compiled ms``, ``compiled × CE``, ``× eager`` (unless ``--no-compile``):
+  ``torch.compile(method, fullgraph=True, dynamic=False)`` (inductor), warmed
+  up before timing (compile time is not counted; the total is printed below
+  the tables), timed in the steady rounds with the eager methods; ``× eager``
+  is compiled / eager of the same method. ``torch.compile(F.cross_entropy)``
+  is its own row: the compiled baseline;
+* ``launching ops``: the kernel-launching top-level ops of one eager
+  forward+backward, counted by ``torch.profiler`` (``_util.launching_ops``;
+  ``F.cross_entropy`` counts 4). On the CPU the eager segment kernels are numpy
+  calls, which the profiler does not see: CPU counts are 1-4 lower than CUDA's.
 
-    python benchmarks/losses.py                   # CPU, text table
-    python benchmarks/losses.py --markdown        # a table for the docs
+``--target-kinds`` adds a table of every loss on four kinds of target: class
+ids, probability rows (Mixup: two classes per row), label smoothing 0.1, coarse
+labels (every target one level up); ``× classes`` is the ratio to the same
+loss (eager or compiled) on class ids. ``--breakdown`` times the primitives
+alone: the path layout of a batch (``TreeTensors.lengths_of``), and
+``segment_sum`` / ``expand`` on that ``(B, 2R-1)`` layout. The memory table
+lists the buffers each loss holds.
+
+    python benchmarks/losses.py                   # CPU, text tables
+    python benchmarks/losses.py --markdown        # tables for the docs
     python benchmarks/losses.py --device cuda     # on a GPU
+    python benchmarks/losses.py --no-compile      # eager only (compiling takes a while on a CPU)
     python benchmarks/losses.py --shuffle-classes # class order != DFS order
 
-Baselines written here:
+Baselines written here (up to ``DENSE_MAX_CLASSES`` classes):
 
 * dense soft targets: ``SoftTargetCrossEntropy(soft_targets(tax, beta))`` — a
   ``(C, C)`` matrix and a ``(B, C)`` gather per step;
@@ -34,14 +52,37 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 import taxosmooth as ts
+from _util import fmt_bytes, launching_ops, table
+from taxosmooth.tree_ops import expand, segment_sum
+
+DENSE_MAX_CLASSES = 20_000  # a (C, C) float32 matrix: 1.6 GB at 20,000 classes
+DENSE_HXE_MAX_CLASSES = 1_000
+CE = "F.cross_entropy"
+COMPILED_CE = "torch.compile(F.cross_entropy)"
+COMPILED_COLUMNS = ("compiled ms", "compiled × CE", "× eager", "compiled × classes")
+
+#: the losses measured, built on a taxonomy with extra options (label_smoothing, coarse_labels)
+LOSSES: dict[str, Callable[..., torch.nn.Module]] = {
+    "HierarchicalSoftLabelLoss": lambda tax, **kw: ts.HierarchicalSoftLabelLoss(tax, beta=10.0, **kw),
+    "HXELoss": lambda tax, **kw: ts.HXELoss(tax, alpha=0.5, **kw),
+    "ExpectedCostLoss": lambda tax, **kw: ts.ExpectedCostLoss(tax, **kw),
+    "TreeWassersteinLoss": lambda tax, **kw: ts.TreeWassersteinLoss(tax, ce_weight=0.0, **kw),
+    "PairwiseCostLoss": lambda tax, **kw: ts.PairwiseCostLoss(tax, **kw),
+}
+
+Method = Callable[[torch.Tensor], Any]  # logits -> loss (anything with .backward())
 
 
+# ------------------------------------------------------------------ problems
 def synthetic_taxonomy(num_classes: int, depth: int, seed: int = 0, shuffle_classes: bool = False) -> ts.Taxonomy:
     """All classes at ``depth``; level ``d`` has about ``C^(d/depth)`` nodes with random fan-out."""
     rng = np.random.default_rng(seed)
@@ -67,6 +108,47 @@ def synthetic_taxonomy(num_classes: int, depth: int, seed: int = 0, shuffle_clas
         rng.shuffle(order)
         tax = ts.Taxonomy.from_paths(lines, classes=order)
     return tax
+
+
+def problem(num_classes: int, batch: int, depth: int, device: str, shuffle_classes: bool = False):
+    """``(taxonomy, logits (B, C), class ids (B,))``, the same for every run."""
+    tax = synthetic_taxonomy(num_classes, depth, shuffle_classes=shuffle_classes)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(batch, num_classes, generator=g).mul_(3).to(device)
+    target = torch.randint(0, num_classes, (batch,), generator=g).to(device)
+    return tax, logits, target
+
+
+def build_losses(tax: ts.Taxonomy, device: str, **options) -> dict[str, torch.nn.Module]:
+    return {k: make(tax, **options).to(device) for k, make in LOSSES.items()}
+
+
+def mixup_rows(target: torch.Tensor, num_classes: int, seed: int = 1) -> torch.Tensor:
+    """Probability rows as timm's Mixup makes them: ``λ`` on the row's class, ``1 - λ`` on another row's."""
+    g = torch.Generator().manual_seed(seed)
+    b = target.shape[0]
+    lam = torch.rand(b, 1, generator=g)
+    partner = target.cpu()[torch.randperm(b, generator=g)]
+    rows = torch.zeros(b, num_classes)
+    rows.scatter_(1, target.cpu()[:, None], lam)
+    rows.scatter_add_(1, partner[:, None], 1 - lam)
+    return rows.to(target.device)
+
+
+def coarse_ids(tax: ts.Taxonomy, target: torch.Tensor) -> torch.Tensor:
+    """Every class id replaced by its parent's node id (a coarse label one level up)."""
+    parents = [tax.parent(tax.classes[int(t)]) for t in target.cpu()]
+    return torch.from_numpy(tax.encode(parents)).to(target.device)
+
+
+def loss_cases(tax: ts.Taxonomy, losses: dict, target: torch.Tensor, device: str) -> dict[str, tuple]:
+    """``"Loss (kind)" -> (loss module, its target)`` for every loss on four kinds of target: class ids,
+    probability rows (Mixup), label smoothing 0.1, coarse labels (every target one level up)."""
+    kinds = {"classes": (losses, target),
+             "probabilities": (losses, mixup_rows(target, tax.num_classes)),
+             "label smoothing": (build_losses(tax, device, label_smoothing=0.1), target),
+             "coarse labels": (build_losses(tax, device, coarse_labels=True), coarse_ids(tax, target))}
+    return {f"{k} ({kind})": (modules[k], t) for k in losses for kind, (modules, t) in kinds.items()}
 
 
 class DenseHXE(torch.nn.Module):
@@ -100,8 +182,55 @@ class DenseHXE(torch.nn.Module):
         return -(self.w[target] * torch.log(ratio.clamp_min(1e-30))).sum(1).mean()
 
 
-def time_methods(methods: dict, logits: torch.Tensor, target: torch.Tensor, rounds: int, device: str,
-                 block: int = 1) -> dict:
+# ------------------------------------------------------------------ measuring
+def bind(fn: Callable, target: torch.Tensor) -> Method:
+    return lambda z: fn(z, target)
+
+
+def compiled(fn: Callable) -> Callable:
+    """``fn`` compiled whole (inductor), for the fixed shapes of a training step."""
+    return torch.compile(fn, fullgraph=True, dynamic=False)
+
+
+def compile_all(cases: Mapping[str, tuple[Callable, torch.Tensor]], logits: torch.Tensor, notes: list[str],
+                where: str) -> dict[str, Method]:
+    """``case -> compiled method`` (bound to its target), compiled and warmed up; a case whose compilation
+    fails is left out (its cells read ``—``), with a note."""
+    out: dict[str, Method] = {}
+    t0 = time.perf_counter()
+    for k, (fn, target) in cases.items():
+        method = bind(compiled(fn), target)
+        try:
+            warm_up({k: method}, logits)
+        except Exception as exc:  # an inductor bug in one case must not cost the whole table
+            notes.append(f"{where}: torch.compile of {k} failed: {type(exc).__name__}: {first_line(exc)}")
+            continue
+        out[k] = method
+    notes.append(f"{where}: compiling and warming up {len(cases)} functions took {time.perf_counter() - t0:.0f} s "
+                 "(not timed)")
+    return out
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def step(fn: Method, logits: torch.Tensor) -> None:
+    """One forward+backward of ``fn`` on a fresh leaf view of ``logits``."""
+    z = logits.detach().requires_grad_(True)
+    fn(z).backward()
+
+
+def warm_up(methods: Mapping[Any, Method], logits: torch.Tensor, calls: int = 3) -> None:
+    """Call every method ``calls`` times (compiling the compiled ones)."""
+    for fn in methods.values():
+        for _ in range(calls):
+            step(fn, logits)
+    if logits.is_cuda:
+        torch.cuda.synchronize()
+
+
+def time_methods(methods: Mapping[Any, Method], logits: torch.Tensor, rounds: int, block: int = 1) -> dict:
     """Median seconds per forward+backward: single-threaded CPU, the CPU time of the process (robust
     to other processes competing for the cores); otherwise wall time (after a synchronize on CUDA).
 
@@ -111,73 +240,161 @@ def time_methods(methods: dict, logits: torch.Tensor, target: torch.Tensor, roun
     ``block`` consecutive calls per turn, the first two discarded, so a method is timed after
     itself, as ``timeit`` does.
     """
-    cuda = device.startswith("cuda")
+    cuda = logits.is_cuda
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     # process CPU time only means "time of this computation" single-threaded (idle OpenMP workers spin)
     clock = time.process_time if not cuda and torch.get_num_threads() == 1 else time.perf_counter
-
-    def step(fn):
-        z = logits.detach().requires_grad_(True)
-        fn(z, target).backward()
-
-    for fn in methods.values():  # warm up
-        step(fn)
-        step(fn)
+    warm_up(methods, logits, calls=2)
     skip = 0 if block == 1 else 2
-    times = {k: [] for k in methods}
+    times: dict[Any, list[float]] = {k: [] for k in methods}
     for _ in range(rounds):
         for k, fn in methods.items():
             for i in range(block):
                 sync()
                 t0 = clock()
-                step(fn)
+                step(fn, logits)
                 sync()
                 if i >= skip:
                     times[k].append(clock() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _no_backward(fn):
-    """Wrap a forward-only callable so that time_methods' ``.backward()`` is a no-op for it."""
+def count_ops(methods: Mapping[Any, Method], logits: torch.Tensor) -> dict:
+    """Launching ops of one forward+backward of every method (:func:`_util.launching_ops`)."""
+    return {k: launching_ops(partial(step, fn, logits)) for k, fn in methods.items()}
 
-    class _Done:
-        def backward(self):
-            pass
 
-    def run(z, t):
-        out = fn(z, t)
-        if out.requires_grad:
-            return out
-        _ = float(out)
+class _Done:
+    def backward(self):
+        pass
+
+
+def forward_only(fn: Callable[[torch.Tensor], object]) -> Method:
+    """``fn`` run for its forward alone (:func:`step`'s ``.backward()`` does nothing)."""
+
+    def run(z):
+        fn(z)
         return _Done()
 
     return run
 
 
-def fmt_ms(s: float) -> str:
-    return f"{s * 1e3:.2f}"
+# ------------------------------------------------------------------ tables
+def ms(s: float | None) -> str:
+    return "—" if s is None else f"{s * 1e3:.2f}"
 
 
-def fmt_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""
+def ratio(a: float | None, b: float | None) -> str:
+    return "—" if a is None or b is None else f"{a / b:.2f}"
 
 
-def render(rows: list[dict], markdown: bool) -> str:
-    keys = list(rows[0])
-    cells = [[str(r[k]) for k in keys] for r in rows]
-    if markdown:
-        out = ["| " + " | ".join(keys) + " |", "|" + "|".join("---" for _ in keys) + "|"]
-        return "\n".join(out + ["| " + " | ".join(c) + " |" for c in cells])
-    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    out = ["  ".join(k.ljust(w) for k, w in zip(keys, widths)), "  ".join("-" * w for w in widths)]
-    return "\n".join(out + ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells])
+def eager_only(rows: list[dict]) -> list[dict]:
+    """``rows`` without the compiled columns (``--no-compile``)."""
+    return [{k: v for k, v in r.items() if k not in COMPILED_COLUMNS} for r in rows]
 
 
-def main(argv=None) -> int:
+def speed_table(C, tax, logits, target, losses, dense, args, notes) -> list[dict]:
+    """The main table's rows for ``C`` classes: every loss and baseline, eager and compiled."""
+    eager = {CE: bind(F.cross_entropy, target), **{k: bind(m, target) for k, m in losses.items()}}
+    if dense is not None:
+        eager["dense soft targets"] = bind(dense, target)
+    if C <= DENSE_HXE_MAX_CLASSES:
+        eager["dense HXE (C,C,K)"] = bind(DenseHXE(tax, alpha=0.5).to(args.device), target)
+    comp = {}
+    if args.compile:
+        comp = compile_all({COMPILED_CE: (F.cross_entropy, target), **{k: (m, target) for k, m in losses.items()}},
+                           logits, notes, f"C = {C}")
+    steady = time_methods({**eager, **{("compiled", k): f for k, f in comp.items()}}, logits,
+                          max(2, args.rounds // 5), block=args.block)
+    cold = time_methods(eager, logits, args.rounds)
+    ops = count_ops(eager, logits)
+    ce, cold_ce = steady[CE], cold[CE]
+    baselines = {"HierarchicalSoftLabelLoss": "dense soft targets", "HXELoss": "dense HXE (C,C,K)"}
+    rows = []
+    for k in eager:
+        c = steady.get(("compiled", k))
+        b = baselines.get(k)
+        rows.append({"C": C, "loss": k, "ms": ms(steady[k]), "× CE": ratio(steady[k], ce),
+                     "cold ms": ms(cold[k]), "cold × CE": ratio(cold[k], cold_ce),
+                     "compiled ms": ms(c), "compiled × CE": ratio(c, ce), "× eager": ratio(c, steady[k]),
+                     "launching ops": ops[k],
+                     "vs baseline": f"{steady[b] / steady[k]:.1f}× (cold {cold[b] / cold[k]:.1f}×) faster than {b}"
+                     if b in eager else ""})
+        if k == CE and args.compile:
+            c = steady.get(("compiled", COMPILED_CE))
+            rows.append({"C": C, "loss": COMPILED_CE, "ms": "—", "× CE": "—", "cold ms": "—", "cold × CE": "—",
+                         "compiled ms": ms(c), "compiled × CE": ratio(c, ce), "× eager": ratio(c, ce),
+                         "launching ops": "—", "vs baseline": "the compiled baseline"})
+    return rows if args.compile else eager_only(rows)
+
+
+def kind_table(C, tax, logits, target, losses, dense, args, notes) -> list[dict]:
+    """Every loss on every kind of target (steady timing), eager and compiled, with launching ops; the dense
+    baseline of probability rows is ``F.cross_entropy(z, p @ Q)``."""
+    cases = loss_cases(tax, losses, target, args.device)
+    ce_cases: dict[str, tuple[Callable, torch.Tensor]] = {f"{CE} (classes)": (F.cross_entropy, target)}
+    if dense is not None:
+        ce_cases[f"{CE} (probabilities, dense p @ Q)"] = (lambda z, p: F.cross_entropy(z, p @ dense.matrix),
+                                                          mixup_rows(target, C))
+    cases = ce_cases | cases
+    eager = {k: bind(fn, t) for k, (fn, t) in cases.items()}
+    comp = compile_all(cases, logits, notes, f"C = {C}, target kinds") if args.compile else {}
+    steady = time_methods({**eager, **{("compiled", k): f for k, f in comp.items()}}, logits,
+                          max(2, args.rounds // 5), block=args.block)
+    ops = count_ops(eager, logits)
+    ce = steady[f"{CE} (classes)"]
+    rows = []
+    for k in eager:
+        own = f"{k.rsplit(' (', 1)[0]} (classes)"
+        c, c_own = steady.get(("compiled", k)), steady.get(("compiled", own))
+        rows.append({"C": C, "loss (target)": k, "ms": ms(steady[k]), "× CE": ratio(steady[k], ce),
+                     "× classes": ratio(steady[k], steady[own]),
+                     "compiled ms": ms(c), "compiled × CE": ratio(c, ce), "compiled × classes": ratio(c, c_own),
+                     "launching ops": ops[k]})
+    return rows if args.compile else eager_only(rows)
+
+
+def breakdown_table(C, losses, logits, target, args) -> list[dict]:
+    """The primitives alone, forward only: the path layout of the batch and the two segment operations."""
+    tree = losses["HXELoss"].tree
+    lengths = tree.lengths_of(target)
+    values = torch.rand(lengths.shape, generator=torch.Generator().manual_seed(2)).to(logits.device)
+    kernels = {
+        f"{CE} (forward+backward)": bind(F.cross_entropy, target),
+        "log_softmax": forward_only(lambda z: torch.log_softmax(z.detach(), 1)),
+        "path layout: lengths_of(ids) (B, 2R-1)": forward_only(lambda z: tree.lengths_of(target)),
+        "segment_sum (B, C) -> (B, 2R-1)": forward_only(lambda z: segment_sum(z.detach(), lengths)),
+        "expand (B, 2R-1) -> (B, C)": forward_only(lambda z: expand(values, lengths, C)),
+    }
+    steady = time_methods(kernels, logits, max(2, args.rounds // 5), block=args.block)
+    cold = time_methods(kernels, logits, args.rounds)
+    ce, cold_ce = steady[f"{CE} (forward+backward)"], cold[f"{CE} (forward+backward)"]
+    return [{"C": C, "R": tree.num_rings, "kernel (forward only)": k, "ms": ms(steady[k]), "× CE": ratio(steady[k], ce),
+             "cold ms": ms(cold[k]), "cold × CE": ratio(cold[k], cold_ce)} for k in kernels]
+
+
+def memory_table(C, tax, losses) -> list[dict]:
+    rows = [{"C": C, "nodes": tax.num_nodes, "loss": k, "buffers": fmt_bytes(m.buffer_bytes()),
+             "bytes / node": f"{m.buffer_bytes() / tax.num_nodes:.0f}"} for k, m in losses.items()]
+    dense = C * C * 4
+    rows.append({"C": C, "nodes": tax.num_nodes, "loss": "dense soft targets (C, C)", "buffers": fmt_bytes(dense),
+                 "bytes / node": f"{dense / tax.num_nodes:.0f}"})
+    return rows
+
+
+# ------------------------------------------------------------------ main
+def header(args) -> str:
+    dev = args.device
+    name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else "cpu"
+    clock = "process CPU time" if not dev.startswith("cuda") and args.threads == 1 else "wall time"
+    return (f"# device {dev} ({name}), threads {torch.get_num_threads()}, batch {args.batch}, depth {args.depth}, "
+            f"float32, forward+backward; steady: median over {max(2, args.rounds // 5)} rounds of {args.block} "
+            f"consecutive calls per method; cold: median over {args.rounds} rounds of one call per method ({clock})"
+            + ("; compiled: torch.compile(fullgraph=True, dynamic=False), inductor" if args.compile else "")
+            + (", shuffled class order" if args.shuffle_classes else ""))
+
+
+def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=256)
@@ -190,132 +407,47 @@ def main(argv=None) -> int:
                     help="torch CPU threads (default 1: CPU time is then robust to other load; with more, wall time)")
     ap.add_argument("--shuffle-classes", action="store_true", help="class order differs from the DFS leaf order")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--no-compile", dest="compile", action="store_false",
+                    help="skip the compiled timings (compiling takes a while on a CPU)")
     ap.add_argument("--target-kinds", action="store_true",
                     help="also time every loss on probability (Mixup) rows, smoothed and coarse targets")
     ap.add_argument("--breakdown", action="store_true",
-                    help="also time the two structured kernels (ring segment sum, ring expansion) alone")
-    args = ap.parse_args(argv)
+                    help="also time the primitives alone (path layout, segment sum, expansion)")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
     torch.set_num_threads(args.threads)
-    dev = args.device
-    print(f"# torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}, batch {args.batch}, "
-          f"depth {args.depth}, float32, forward+backward; steady: median over {max(2, args.rounds // 5)} "
-          f"rounds of {args.block} consecutive calls per method; cold: median over {args.rounds} rounds of "
-          f"one call per method ({'process CPU time' if not dev.startswith('cuda') and args.threads == 1 else 'wall time'})"
-          + (", shuffled class order" if args.shuffle_classes else ""))
-    speed_rows, mem_rows, kind_rows = [], [], []
+    if args.compile:
+        torch._dynamo.config.recompile_limit = 64  # one entry per loss and kind of target
+        torch._dynamo.config.fail_on_recompile_limit_hit = True  # never time eager code as compiled
+    print(header(args))
+    tables: dict[str, list[dict]] = {"speed": [], "kinds": [], "breakdown": [], "memory": []}
+    notes: list[str] = []
     for C in args.classes:
-        tax = synthetic_taxonomy(C, args.depth, shuffle_classes=args.shuffle_classes)
-        g = torch.Generator().manual_seed(0)
-        logits = torch.randn(args.batch, C, generator=g).mul_(3).to(dev)
-        target = torch.randint(0, C, (args.batch,), generator=g).to(dev)
-        losses = {
-            "HierarchicalSoftLabelLoss": ts.HierarchicalSoftLabelLoss(tax, beta=10.0),
-            "HXELoss": ts.HXELoss(tax, alpha=0.5),
-            "ExpectedCostLoss": ts.ExpectedCostLoss(tax),
-            "TreeWassersteinLoss": ts.TreeWassersteinLoss(tax, ce_weight=0.0),
-            "PairwiseCostLoss": ts.PairwiseCostLoss(tax),
-        }
-        losses = {k: m.to(dev) for k, m in losses.items()}
-        methods = {"F.cross_entropy": F.cross_entropy, **losses}
-        dense_soft = ts.SoftTargetCrossEntropy(ts.soft_targets(tax, beta=10.0)).to(dev)
-        methods["dense soft targets"] = dense_soft
-        if C <= 1000:
-            methods["dense HXE (C,C,K)"] = DenseHXE(tax, alpha=0.5).to(dev)
-        steady = time_methods(methods, logits, target, max(2, args.rounds // 5), dev, block=args.block)
-        cold = time_methods(methods, logits, target, args.rounds, dev)
-        base = {"HierarchicalSoftLabelLoss": ("dense soft targets", "dense soft targets"),
-                "HXELoss": ("dense HXE (C,C,K)", "dense HXE")}
-        for k in methods:
-            s, c = steady[k], cold[k]
-            row = {"C": C, "loss": k, "ms": fmt_ms(s), "× CE": f"{s / steady['F.cross_entropy']:.2f}",
-                   "cold ms": fmt_ms(c), "cold × CE": f"{c / cold['F.cross_entropy']:.2f}", "vs baseline": ""}
-            if k in base and base[k][0] in methods:
-                b = base[k][0]
-                row["vs baseline"] = (f"{steady[b] / s:.1f}× (cold {cold[b] / c:.1f}×) faster than {base[k][1]}")
-            speed_rows.append(row)
+        torch._dynamo.reset()
+        tax, logits, target = problem(C, args.batch, args.depth, args.device, args.shuffle_classes)
+        losses = build_losses(tax, args.device)
+        dense = None
+        if C <= DENSE_MAX_CLASSES:
+            dense = ts.SoftTargetCrossEntropy(ts.soft_targets(tax, beta=10.0)).to(args.device)
+        tables["speed"] += speed_table(C, tax, logits, target, losses, dense, args, notes)
         if args.target_kinds:
-            kind_rows += target_kind_rows(tax, logits, target, losses, dense_soft, args, dev, C)
+            tables["kinds"] += kind_table(C, tax, logits, target, losses, dense, args, notes)
         if args.breakdown:
-            tree = losses["HXELoss"].tree
-            values = np.random.default_rng(0).random((args.batch, 2 * tree.num_rings - 1)).astype(np.float32)
-            kernels = {
-                "F.cross_entropy": lambda z, t: F.cross_entropy(z, t),
-                "  log_softmax (forward only)": lambda z, t: torch.log_softmax(z.detach(), 1).sum(),
-                "  ring layout (forward only)": lambda z, t: torch.tensor(float(tree.rings(t).lengths.sum())),
-                "  ring segment sum (forward only)":
-                    lambda z, t: torch.tensor(float(tree.rings(t).sum(z.detach().numpy()).sum())),
-                "  ring expansion (forward only)":
-                    lambda z, t: torch.tensor(float(tree.rings(t).expand(values).sum())),
-            }
-            fns = {k: _no_backward(f) for k, f in kernels.items()}
-            ks = time_methods(fns, logits, target, max(2, args.rounds // 5), dev, block=args.block)
-            kc = time_methods(fns, logits, target, args.rounds, dev)
-            for k in kernels:
-                speed_rows.append({"C": C, "loss": k, "ms": fmt_ms(ks[k]), "× CE": f"{ks[k] / ks['F.cross_entropy']:.2f}",
-                                   "cold ms": fmt_ms(kc[k]), "cold × CE": f"{kc[k] / kc['F.cross_entropy']:.2f}",
-                                   "vs baseline": "kernel alone" if k.startswith(" ") else "forward+backward"})
-        for k, m in losses.items():
-            mem_rows.append({"C": C, "nodes": tax.num_nodes, "loss": k, "buffers": fmt_bytes(m.buffer_bytes()),
-                             "bytes / node": f"{m.buffer_bytes() / tax.num_nodes:.0f}"})
-        mem_rows.append({"C": C, "nodes": tax.num_nodes, "loss": "dense soft targets (C, C)",
-                         "buffers": fmt_bytes(dense_soft.matrix.numel() * 4),
-                         "bytes / node": f"{dense_soft.matrix.numel() * 4 / tax.num_nodes:.0f}"})
-    print()
-    print(render(speed_rows, args.markdown))
-    if kind_rows:
+            tables["breakdown"] += breakdown_table(C, losses, logits, target, args)
+        tables["memory"] += memory_table(C, tax, losses)
+        if C > DENSE_MAX_CLASSES:
+            notes.append(f"C = {C}: no dense baselines (a (C, C) matrix takes {fmt_bytes(C * C * 4)})")
+    for rows in tables.values():
+        if rows:
+            print()
+            print(table(rows, args.markdown))
+    if notes:
         print()
-        print(render(kind_rows, args.markdown))
-    print()
-    print(render(mem_rows, args.markdown))
+        print("\n".join(notes))
     return 0
-
-
-def target_kind_rows(tax, logits, target, losses, dense_soft, args, dev, C):
-    """Each loss on four kinds of target, timed side by side (steady): classes, Mixup rows (two classes
-    per row, as timm's Mixup makes them), label smoothing 0.1, and coarse labels (every target one
-    level up); the dense baseline of probability targets is F.cross_entropy(z, p @ Q)."""
-    B = args.batch
-    g = torch.Generator().manual_seed(1)
-    lam = torch.rand(B, 1, generator=g)
-    partner = target[torch.randperm(B, generator=g)]
-    mixed = torch.zeros(B, C)
-    mixed.scatter_(1, target.cpu()[:, None], lam)
-    mixed.scatter_add_(1, partner.cpu()[:, None], 1 - lam)
-    mixed = mixed.to(dev)
-    coarse = torch.from_numpy(tax.encode([tax.parent(tax.classes[int(t)]) for t in target.cpu()])).to(dev)
-    smoothed = {k: type(m)(**_options(tax, m, label_smoothing=0.1)).to(dev) for k, m in losses.items()}
-    coarse_mods = {k: type(m)(**_options(tax, m, coarse_labels=True)).to(dev) for k, m in losses.items()}
-    q = dense_soft.matrix
-    methods = {"F.cross_entropy (classes)": lambda z, t: F.cross_entropy(z, target),
-               "F.cross_entropy (probabilities, dense p @ Q)": lambda z, t: F.cross_entropy(z, mixed @ q)}
-    skipped = []
-    for k, m in losses.items():
-        methods[f"{k} (classes)"] = lambda z, t, m=m: m(z, target)
-        methods[f"{k} (probabilities)"] = lambda z, t, m=m: m(z, mixed)
-        if k == "PairwiseCostLoss" and C > 2000:  # its uniform part is every pair of classes: O(B·C²)
-            skipped.append(f"{k} (label smoothing)")
-        else:
-            methods[f"{k} (label smoothing)"] = lambda z, t, m=smoothed[k]: m(z, target)
-        methods[f"{k} (coarse labels)"] = lambda z, t, m=coarse_mods[k]: m(z, coarse)
-    steady = time_methods(methods, logits, target, max(2, args.rounds // 5), dev, block=args.block)
-    rows = [{"C": C, "loss (target)": k, "ms": "not timed", "× CE": "O(B·C²)", "× classes": ""} for k in skipped]
-    for k, s in steady.items():
-        base = k.rsplit(" (", 1)[0]
-        classes = steady.get(f"{base} (classes)", steady["F.cross_entropy (classes)"])
-        rows.append({"C": C, "loss (target)": k, "ms": fmt_ms(s), "× CE": f"{s / steady['F.cross_entropy (classes)']:.2f}",
-                     "× classes": f"{s / classes:.2f}"})
-    return rows
-
-
-def _options(tax, mod, **extra):
-    """Constructor arguments that rebuild ``mod`` with ``extra`` options (the benchmark's own losses)."""
-    kind = type(mod).__name__
-    base = {"HierarchicalSoftLabelLoss": lambda: dict(taxonomy=tax, beta=mod.beta),
-            "HXELoss": lambda: dict(taxonomy=tax, alpha=mod.alpha),
-            "ExpectedCostLoss": lambda: dict(source=tax),
-            "TreeWassersteinLoss": lambda: dict(taxonomy=tax, ce_weight=mod.ce_weight),
-            "PairwiseCostLoss": lambda: dict(source=tax)}[kind]()
-    return base | extra
 
 
 if __name__ == "__main__":
