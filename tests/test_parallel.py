@@ -274,6 +274,56 @@ def test_misuse_is_named_on_every_rank_never_a_hang(tmp_path):
         torch.testing.assert_close(grad, zz.grad.index_select(1, cols), rtol=1e-10, atol=1e-10)
 
 
+def _decisions_worker(rank: int, world: int, out_dir: str) -> None:
+    tax = taxonomy()
+    cols = shard_classes(tax, world)[rank]
+    g = torch.Generator().manual_seed(5)
+    logits = 2 * torch.randn(9, tax.num_classes, dtype=torch.float64, generator=g)
+    logits[0, :] = 0.0  # ties: every class equal
+    local = logits.index_select(1, cols)
+    out = {
+        "topk": ts.parallel.topk(local, 4, tax)[1],
+        "bottomk": ts.parallel.topk(local, 3, tax, largest=False)[1],
+        "nodes": ts.parallel.node_probabilities(local, tax, from_logits=True),
+        "threshold_0.3": ts.parallel.predict_node(local, tax, threshold=0.3, from_logits=True),
+        "threshold_0.6": ts.parallel.predict_node(local, tax, threshold=0.6, from_logits=True),
+        "crm": ts.parallel.crm_predict(local, tax, from_logits=True),
+        "crm_3": ts.parallel.crm_predict(local, tax, k=3, from_logits=True),
+        "probs_crm": ts.parallel.crm_predict(torch.softmax(logits, 1).index_select(1, cols), tax),
+    }
+    torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("world", [2, 4])
+def test_sharded_decisions_equal_one_process(tmp_path, world):
+    run_ranks(_decisions_worker, world, str(tmp_path), timeout=180)
+    per_rank = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    tax = taxonomy()
+    g = torch.Generator().manual_seed(5)
+    logits = 2 * torch.randn(9, tax.num_classes, dtype=torch.float64, generator=g)
+    logits[0, :] = 0.0
+    probs = torch.softmax(logits, 1)
+    want_topk = torch.sort(logits, dim=1, descending=True, stable=True).indices[:, :4]
+    want_bottom = torch.sort(logits, dim=1, stable=True).indices[:, :3]
+    P = ts.node_probabilities(probs, tax)
+    for rank, got in enumerate(per_rank):
+        assert torch.equal(got["topk"], want_topk) and torch.equal(got["bottomk"], want_bottom)
+        ids, local_P = got["nodes"]
+        torch.testing.assert_close(local_P, P.index_select(1, ids), rtol=1e-12, atol=1e-12)
+        for tau in (0.3, 0.6):
+            want = ts.predict_node(probs, tax, threshold=tau)
+            assert torch.equal(got[f"threshold_{tau}"], want), (rank, tau)
+        # row 0 (every class equal) has exact ties in the expected costs, broken by rounding: compare the costs
+        risk = ts.conditional_risk(probs, tax)
+        for key, k in (("crm", 1), ("crm_3", 3), ("probs_crm", 1)):
+            want = ts.crm_predict(probs, tax, k=k)
+            assert torch.equal(got[key][1:], want[1:]), (rank, key)
+            chosen = got[key][:1].reshape(1, -1)
+            torch.testing.assert_close(risk[:1].gather(1, chosen), risk[:1].gather(1, want[:1].reshape(1, -1)),
+                                       rtol=1e-12, atol=1e-12)
+
+
 # ------------------------------------------------------------------ the shards themselves (one process)
 def _random_tree(draw_sizes):
     """A random tree from a list of child counts (breadth first), as nested dicts."""
