@@ -51,7 +51,7 @@ __all__ = ["TreeTensors", "Paths", "tree_tensors", "compiled_tree", "chain_top",
 
 #: the per-target path tables are kept while they take at most this many bytes; beyond (deep trees with many
 #: nodes) each batch's paths are found by a binary search over the levels instead: O(nodes) memory either way
-PATH_TABLE_BYTES = 64 * 1024**2
+PATH_TABLE_BYTES = 32 * 1024**2
 
 
 def compiled_tree(tree: Taxonomy | CompiledTree) -> CompiledTree:
@@ -254,7 +254,8 @@ class TreeTensors(nn.Module):
         # a sentinel first (key -1, the root) keeps the search in range when no node branches
         self.register_buffer("branch_keys", _t(np.concatenate([[-1], keys[sort]])), persistent=False)
         self.register_buffer("branch_nodes", _t(np.concatenate([[0], order[sort]])), persistent=False)
-        self.uses_path_table = n * (3 * R - 1) * 8 <= PATH_TABLE_BYTES
+        # the path table, its segment lengths and one loss's float64 table per segment: (R + 2 S) numbers a node
+        self.uses_path_table = n * (5 * R - 2) * 8 <= PATH_TABLE_BYTES
         if self.uses_path_table:
             table = _path_table(c, b, branching, R)[c.target_node]
             lengths = _segment_lengths(c.leaf_lo[table], c.leaf_hi[table], np)
