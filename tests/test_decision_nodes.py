@@ -268,33 +268,23 @@ def test_f_beta_on_a_deep_clade_with_many_class_depths(beta):
 
 
 def test_f_beta_costs_one_top_down_pass_per_class_depth(monkeypatch):
-    """The documented cost: K top-down passes per chunk, K the number of distinct class depths (1 when equal)."""
-    from taxosmooth.decision import nodes
+    """The documented cost: K passes up and K down per chunk, K the number of distinct class depths (one each
+    when they are equal, as "crm")."""
+    from taxosmooth.tree_ops import nodes as passes
 
     calls = []
-
-    class Counting:
-        def __init__(self, tree):
-            self._tree = tree
-
-        def __getattr__(self, name):
-            return getattr(self._tree, name)
-
-        def accumulate_down_t(self, *args, **kwargs):
-            calls.append(1)
-            return self._tree.accumulate_down_t(*args, **kwargs)
-
-    real = nodes._check_taxonomy
-    monkeypatch.setattr(nodes, "_check_taxonomy", lambda tax, where: Counting(real(tax, where)))
+    for name in ("up", "down"):
+        real = getattr(passes, name)
+        monkeypatch.setattr(passes, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
     _, deep = caterpillar_with_a_bush()
     for tax, K in [(deep, 40), (ts.Taxonomy.from_nested({"r": {"a": ["x", "y"], "b": ["z", "w"]}}), 1)]:
         calls.clear()
         p = smooth(0, 5, tax.num_classes)
         ref = predict_node(p, tax, "crm")
-        assert len(calls) == 1  # crm: one pass
+        assert calls == ["up", "down"]  # crm: one pass each way
         calls.clear()
         predict_node(p, tax, "f_beta")
-        assert len(calls) == K, (len(calls), K)
+        assert calls.count("down") == K and calls.count("up") == K, (calls, K)
         assert ref.shape == (5,)
 
 
@@ -309,6 +299,23 @@ def test_chunks_give_the_same_answers(monkeypatch):
     for r in NODE_RULES:
         assert torch.equal(predict_node(p, tax, r), ref[r])
     torch.testing.assert_close(node_probabilities(p, tax)[:, tax.encode(["mammal"])[0]], p[:, :2].sum(1))
+
+
+def test_keys_in_float64_where_the_nodes_outnumber_float32_integers(monkeypatch):
+    """The rules select by integer keys (fewer classes, rank) multiplied into 0/1 masks; past 2**24 nodes float32
+    cannot hold them exactly and the keys are float64: the same answers."""
+    from taxosmooth.data import load_animals
+    from taxosmooth.decision import nodes
+
+    tax = load_animals()
+    for p in (dyadic(4, 200, tax.num_classes).float(), smooth(4, 200, tax.num_classes).float()):
+        ref = {r: predict_node(p, tax, r) for r in NODE_RULES}
+        monkeypatch.setattr(nodes, "_EXACT_INTEGERS", {torch.float64: 2**53})
+        tree = nodes.tree_tensors(tax)
+        assert nodes._key_dtype(nodes.rules(tree, tax), torch.float32) == torch.float64
+        for r in NODE_RULES:
+            assert torch.equal(predict_node(p, tax, r), ref[r]), r
+        monkeypatch.undo()
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -327,14 +334,41 @@ def test_devices_and_dtypes(device, dtype):
     assert P.device.type == device and P.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
 
 
-def test_torch_path_equals_the_host_path():
+def test_gradient_path_equals_the_chunked_path(monkeypatch):
+    """With a gradient the whole batch is one differentiable pass; without, chunks: the same sums, the same bits."""
     from taxosmooth.data import load_animals
+    from taxosmooth.decision import nodes
 
     tax = load_animals()
-    p = smooth(5, 30, tax.num_classes).requires_grad_(True)  # autograd: the torch kernels
-    P_torch = node_probabilities(p, tax)
-    P_host = node_probabilities(p.detach(), tax)
-    torch.testing.assert_close(P_torch.detach(), P_host, rtol=0, atol=1e-15)
+    p = smooth(5, 300, tax.num_classes).requires_grad_(True)
+    P_grad = node_probabilities(p, tax)
+    monkeypatch.setitem(nodes._CHUNK_ELEMENTS, "cpu", 7)  # 64 rows per chunk
+    P_chunks = node_probabilities(p.detach(), tax)
+    assert torch.equal(P_grad.detach(), P_chunks) and P_grad.is_contiguous()
+    (g,) = torch.autograd.grad(P_grad[:, tax.num_classes:].sum(), p)  # every class is under the root
+    assert torch.equal(g, torch.tensor([[float(tax.depth(c)) for c in tax.classes]], dtype=g.dtype).expand_as(g))
+
+
+@pytest.mark.parametrize("rule", NODE_RULES)
+def test_a_decision_pass_compiles_to_one_graph_with_the_eager_answers(rule):
+    """The pass of one chunk (node masses, rule, tie rule) under torch.compile(fullgraph=True): no graph break, no
+    host read, the same answers as eager."""
+    from taxosmooth.data import load_animals
+    from taxosmooth.decision import nodes
+    from taxosmooth.tree_ops import tree_tensors
+
+    tax = load_animals()
+    tree = tree_tensors(tax)
+    r = nodes.rules(tree, tax)
+    opts = nodes._options(rule, None, None, None, None)
+    batches = (dyadic(2, 60, tax.num_classes), smooth(3, 60, tax.num_classes))
+    eager = [nodes.decide(tree, r, p, rule, opts) for p in batches]
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda p: nodes.decide(tree, r, p, rule, opts), fullgraph=True, backend="aot_eager")
+    for p, want in zip(batches, eager):
+        got = compiled(p)
+        assert torch.equal(got, want), rule
+        assert torch.equal(got, predict_node(p, tax, rule))
 
 
 # ---------------------------------------------------------------------- bad input

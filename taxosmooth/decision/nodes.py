@@ -91,10 +91,20 @@ exact whenever the compared values are computed equal (e.g. probabilities that
 are exact in binary); values that agree only to rounding (about 1e-7 relative
 in float32) may fall either way: pass float64 where this matters.
 
-Computation: in chunks of samples (bounded memory), ``P`` by the exact level
-sums of the compiled tree, then a few masked reductions per chunk; no loop over
-samples or nodes, only over depth levels (and, for ``"f_beta"``, over the
-distinct class depths: see its cost above). Any device; float64 stays float64,
+Computation: in chunks of samples (bounded memory; on a CPU, small enough to
+stay in cache), on the tree engine (:mod:`taxosmooth.tree_ops`). ``P`` is one
+pass up the levels in the engine's node-major level order ``(nodes, samples)``
+(:func:`taxosmooth.tree_ops.nodes.up`: children added directly, no prefix
+sums); ``"crm"`` and ``"f_beta"`` add passes down
+(:func:`~taxosmooth.tree_ops.nodes.down`). Each rule then picks its node by a
+few elementwise products and reductions over the nodes. Every tie rule above is
+one order of the nodes, a rank table built once per tree (fewer classes, then
+deeper, then the lower target id), so the answer is the node of least rank among
+the best: a 0/1 mask of the best nodes times ``N - rank``, one maximum, and no
+argmin or sort. No loop over samples or nodes, only over depth levels (and,
+for ``"f_beta"``, over the distinct class depths: see its cost above); torch
+operations only, none that reads a value on the host, so a rule runs on any
+device without synchronising and compiles as one graph. float64 stays float64,
 other dtypes are computed in float32.
 """
 
@@ -106,10 +116,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+from torch import nn
 
 from taxosmooth._tensor_checks import as_probabilities
-from taxosmooth._tree_index import TreeIndex, take, tree_index
-from taxosmooth.taxonomy import Taxonomy
+from taxosmooth.taxonomy import CompiledTree, Taxonomy
+from taxosmooth.tree_ops import TreeTensors, tree_tensors
+from taxosmooth.tree_ops import nodes as passes
+from taxosmooth.tree_ops.ancestors import take
 
 __all__ = ["NODE_RULES", "NODE_VALUES", "node_probabilities", "predict_node"]
 
@@ -118,19 +131,18 @@ NODE_RULES = ("threshold", "max_info", "crm", "f_beta")
 #: the node values ``ℓ`` of the ``"crm"`` rule
 NODE_VALUES = ("depth", "information")
 
-_BIG = torch.iinfo(torch.int64).max
-_BIG32 = torch.iinfo(torch.int32).max
-#: elements per chunk (samples × nodes) of the node passes
-_CHUNK_ELEMENTS = {"cpu": 1 << 22}
+#: elements per chunk (samples × nodes) of the node passes; on a CPU a chunk's buffers stay in a core's cache
+#: (2 MiB in float32) through the ten or so passes of a rule
+_CHUNK_ELEMENTS = {"cpu": 1 << 19}
 _CHUNK_DEFAULT = 1 << 26
 
 
-def _check_taxonomy(taxonomy, where: str) -> TreeIndex:
+def _check_taxonomy(taxonomy, where: str) -> Taxonomy:
     if not isinstance(taxonomy, Taxonomy):
         raise TypeError(
             f"{where}: taxonomy must be a Taxonomy (decisions at nodes need the tree), got {type(taxonomy).__name__}"
         )
-    return tree_index(taxonomy)
+    return taxonomy
 
 
 def chunks(num_rows: int, num_nodes: int, device: torch.device) -> Iterator[tuple[int, int]]:
@@ -141,43 +153,61 @@ def chunks(num_rows: int, num_nodes: int, device: torch.device) -> Iterator[tupl
         yield a, min(num_rows, a + step)
 
 
-class _Static:
-    """Per-tree, per-device tensors of the rules (compiled node order)."""
+class Rules(nn.Module):
+    """Per-tree tables of the rules, in the engine's level order (row ``r`` is node ``level_order[r]``).
 
-    def __init__(self, tree: TreeIndex, device):
-        t = tree.tensors(device)
-        depth = tree.depth_np
-        leaves = tree.leaves_np
-        target = tree.node_target_np
-        n = tree.num_nodes
-        # ranks used to break ties by one argmin: (depth desc, target id asc) and (leaves asc, depth desc, id asc)
-        deep = np.lexsort((target, -depth))
+    ``rank`` orders the nodes as every tie rule does: fewer classes, then deeper, then the lower target id
+    (``(leaves, -depth, target id)`` ascending); ``rank_target`` is the target id at each rank, so the answer
+    of a rule is ``rank_target[min rank among its best nodes]``. Built once on the host from the compiled
+    tree (:func:`rules`), kept by the tree's :meth:`~taxosmooth.tree_ops.TreeTensors.derived`.
+    """
+
+    leaves: torch.Tensor
+    rank: torch.Tensor
+    fewer: torch.Tensor
+    first: torch.Tensor
+    rank_target: torch.Tensor
+    node: torch.Tensor
+    depth: torch.Tensor
+    info: torch.Tensor
+    class_depth: torch.Tensor
+    target_rows: torch.Tensor
+
+    def __init__(self, tree: TreeTensors, c: CompiledTree) -> None:
+        super().__init__()
+        order = tree.level_order.cpu().numpy()
+        depth = c.depth[order]
+        leaves = (c.leaf_hi - c.leaf_lo)[order]
+        target = c.node_target[order]
         spec = np.lexsort((target, -depth, leaves))
-        deep_rank = np.empty(n, dtype=np.int64)
-        deep_rank[deep] = np.arange(n)
-        spec_rank = np.empty(n, dtype=np.int64)
-        spec_rank[spec] = np.arange(n)
-        self.leaves = t["leaves"]
-        self.depth = t["depth"]
-        self.info = t["info"]
-        self.parent = t["parent"]
-        self.node_target = t["node_target"]
-        self.deep_rank = torch.from_numpy(deep_rank).to(device)
-        self.deep_rank32 = self.deep_rank.to(torch.int32)
-        self.leaves32 = self.leaves.to(torch.int32)
-        self.spec_rank = torch.from_numpy(spec_rank).to(device)
-        # class depths for f_beta
-        cdepth = depth[np.asarray(tree.class_node_np)]
-        self.class_depths = sorted(set(int(d) for d in cdepth))
-        self.class_depth = torch.from_numpy(cdepth).to(device)
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[spec] = np.arange(len(order))
+        level_pos = np.empty(len(order), dtype=np.int64)
+        level_pos[order] = np.arange(len(order))
+        class_depth = c.depth[c.class_node]
+        self.num_classes, self.num_nodes = c.num_classes, c.num_nodes
+        self.root_target = int(c.node_target[0])
+        self.class_depths = tuple(sorted({int(d) for d in class_depth}))
+        for name, arr, dtype in (
+            ("leaves", leaves, torch.int64),
+            ("rank", rank, torch.int64),
+            # the keys of the rules, as columns that broadcast over (N, B): fewer classes, then first in rank
+            ("fewer", (c.num_classes + 1 - leaves)[:, None], torch.float64),
+            ("first", (c.num_nodes - rank)[:, None], torch.float64),
+            ("rank_target", target[spec], torch.int64),
+            ("node", order, torch.int64),
+            ("depth", depth, torch.int64),
+            # information log2(C / n(v)) in float64 on the host, as the metrics compute it
+            ("info", np.log2(c.num_classes / leaves), torch.float64),
+            ("class_depth", class_depth, torch.int64),
+            ("target_rows", level_pos[c.target_node], torch.int64),
+        ):
+            self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(arr)).to(dtype), persistent=False)
 
 
-def _static(tree: TreeIndex, device) -> _Static:
-    cache = tree.__dict__.setdefault("_node_rules", {})  # lives and dies with the cached TreeIndex
-    key = str(torch.device(device))
-    if key not in cache:
-        cache[key] = _Static(tree, device)
-    return cache[key]
+def rules(tree: TreeTensors, taxonomy: Taxonomy) -> Rules:
+    """The :class:`Rules` of ``taxonomy`` on ``tree``'s device (``tree`` is ``tree_tensors(taxonomy, device)``)."""
+    return tree.derived(("decision.nodes.rules",), lambda: Rules(tree, taxonomy.compiled))
 
 
 # ---------------------------------------------------------------------- validation
@@ -226,65 +256,89 @@ def _options(rule, threshold, beta, value, excess_cost) -> dict:
     return out
 
 
-# ---------------------------------------------------------------------- the rules on one chunk, node-major (N, B)
-def _threshold(P: torch.Tensor, s: _Static, tau: float) -> torch.Tensor:
+# ---------------------------------------------------------------------- the rules on one chunk, level order (N, B)
+def node_mass(tree: TreeTensors, p: torch.Tensor) -> torch.Tensor:
+    """``P(v) = Σ_{classes i under v} p_i``: class probabilities ``(B, C)`` → the engine's level order ``(N, B)``."""
+    return passes.up(tree, passes.place(tree, p), overwrite=True)
+
+
+#: integers up to these are exact in each dtype: the rules' keys (< nodes) must be
+_EXACT_INTEGERS = {torch.float32: 2**24, torch.float64: 2**53}
+
+
+def _key_dtype(r: Rules, dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the rules' keys: the values' own while the integer keys (<= nodes) are exact in it."""
+    return dtype if r.num_nodes <= _EXACT_INTEGERS.get(dtype, 0) else torch.float64
+
+
+def _least_rank(best: torch.Tensor, r: Rules) -> torch.Tensor:
+    """Target id of the node of least rank among ``best`` ``(N, B)`` (1 where a node is among the best, else 0;
+    overwritten): the tie rule as one product and one reduction (``first = N - rank`` > 0)."""
+    top = best.mul_(r.first.to(best.dtype)).amax(0)
+    return take(r.rank_target, (r.num_nodes - top).long().clamp_(0, r.num_nodes - 1))
+
+
+def _threshold(P: torch.Tensor, r: Rules, tau: float) -> torch.Tensor:
     if tau >= 1:
         # a sum that rounds above 1 counts as 1: nothing but the root passes τ = 1
-        return torch.zeros(P.shape[1], dtype=torch.int64, device=P.device)
-    adm = P > tau
-    adm[0] = True  # the root (node 0) is always an admissible answer
-    if tau >= 0.5:
-        # P > 1/2: the admissible nodes form a path from the root (two disjoint subtrees cannot both hold more
-        # than half), and the most specific of them is the deepest. Rows whose probabilities sum a little above
-        # 1 can break the path; they take the general rule below.
-        node = torch.where(adm, s.deep_rank32[:, None], _BIG32).argmin(0)
-        path = adm.sum(0) == take(s.depth, node) + 1
-        if bool(path.all()):
-            return node
-        rest = (~path).nonzero()[:, 0]
-        node[rest] = _threshold_general(P[:, rest], adm[:, rest], s)
-        return node
-    return _threshold_general(P, adm, s)
+        return torch.full((P.shape[1],), r.root_target, dtype=torch.int64, device=P.device)
+    # Among P > τ (and the root), fewest classes, then the larger min(P, 1), then the rank. For τ >= 1/2 the
+    # admissible nodes form a path and this is its deepest node; written generally, it also holds for rows whose
+    # sums round above 1 (two disjoint nodes above 1/2), without a branch on the values. Masks are 0/1 numbers
+    # and selections products (a select with a mask costs several times a product on a CPU).
+    key = torch.gt(P, tau, out=torch.empty_like(P, dtype=_key_dtype(r, P.dtype)))
+    key[0] = 1  # the root (row 0) is always an admissible answer
+    key.mul_(r.fewer.to(key.dtype))  # C + 1 - n(v) > 0 on the admissible nodes, 0 elsewhere
+    cand = key.eq_(key.amax(0))  # the admissible nodes with the fewest classes
+    # min(P, 1) == min(best, 1) for a candidate (P <= best) iff P >= min(best, 1): sums that round above 1 tie
+    # at 1, without clamping the whole chunk
+    tmp = torch.empty_like(cand)
+    best = torch.mul(cand, P, out=tmp).amax(0).clamp_(max=1.0)
+    return _least_rank(torch.ge(P, best, out=tmp).mul_(cand), r)
 
 
-def _threshold_general(P: torch.Tensor, adm: torch.Tensor, s: _Static) -> torch.Tensor:
-    P = P.clamp(max=1.0)  # equal when rounding puts sums above 1
-    n = s.leaves32[:, None]
-    fewest = torch.where(adm, n, _BIG32).amin(0)
-    cand = adm & (n == fewest)
-    best = torch.where(cand, P, -1.0).amax(0)
-    cand &= P == best
-    return torch.where(cand, s.deep_rank32[:, None], _BIG32).argmin(0)
-
-
-def _best_by(score: torch.Tensor, s: _Static, largest: bool) -> torch.Tensor:
+def _best_by(score: torch.Tensor, r: Rules, largest: bool) -> torch.Tensor:
+    """The rule's answer: the least rank among the nodes of best ``score`` (overwritten)."""
     best = score.amax(0) if largest else score.amin(0)
-    return torch.where(score == best, s.spec_rank[:, None], _BIG).argmin(0)
+    kd = _key_dtype(r, score.dtype)
+    is_best = score.eq_(best) if kd == score.dtype else torch.eq(score, best, out=torch.empty_like(score, dtype=kd))
+    return _least_rank(is_best, r)
 
 
-def _crm(P: torch.Tensor, s: _Static, tree: TreeIndex, value: str, alpha: float) -> torch.Tensor:
-    ell = (s.depth if value == "depth" else s.info).to(P.dtype)
-    step = ell - take(ell, s.parent)  # 0 at the root (parent[root] = root), whose depth and information are 0
-    gain = tree.accumulate_down_t(P * step[:, None])
-    risk = alpha * ell[:, None] - (1 + alpha) * gain  # R(u) - E[ℓ(i)]
-    return _best_by(risk, s, largest=False)
+def _crm(P: torch.Tensor, r: Rules, tree: TreeTensors, value: str, alpha: float) -> torch.Tensor:
+    ell = (r.depth if value == "depth" else r.info).to(P.dtype)
+    step = ell - ell.index_select(0, tree.level_parent)  # 0 at the root (its own parent), whose ℓ is 0
+    gain = passes.down(tree, P.mul_(step[:, None]), overwrite=True)
+    risk = gain.mul_(-(1 + alpha)).add_(alpha * ell[:, None])  # α ℓ(u) - (1 + α) gain = R(u) - E[ℓ(i)]
+    return _best_by(risk, r, largest=False)
 
 
-def _f_beta(p: torch.Tensor, P: torch.Tensor, s: _Static, tree: TreeIndex, beta: float) -> torch.Tensor:
+def _f_beta(p: torch.Tensor, r: Rules, tree: TreeTensors, beta: float) -> torch.Tensor:
     b2 = beta * beta
-    depth = s.depth.to(P.dtype)[:, None]
-    score = torch.zeros_like(P)
-    for L in s.class_depths:
+    depth = r.depth.to(p.dtype)[:, None]
+    score = None
+    for L in r.class_depths:
         if L == 0:
             continue  # a single-node tree: the root is the only answer
-        if len(s.class_depths) == 1:
-            PL = P
-        else:
-            PL = tree.subtree_sum_t(p * (s.class_depth == L).to(p.dtype))
-        PL = PL.clone() if PL is P else PL
+        # the classes at depth L alone (all of them when they share one depth): K passes up and K down
+        scale = None if len(r.class_depths) == 1 else r.class_depth == L
+        PL = passes.up(tree, passes.place(tree, p, scale=scale), overwrite=True)
         PL[0] = 0  # |A(u) ∩ A(i)| counts the ancestors below the root
-        score += tree.accumulate_down_t(PL) / (b2 * L + depth)
-    return _best_by(score, s, largest=True)
+        term = passes.down(tree, PL, overwrite=True).div_(b2 * L + depth)
+        score = term if score is None else score.add_(term)
+    assert score is not None  # a tree of two or more nodes has a class below the root
+    return _best_by(score, r, largest=True)
+
+
+def decide(tree: TreeTensors, r: Rules, p: torch.Tensor, rule: str, opts: dict) -> torch.Tensor:
+    """The answers (target ids ``(B,)``) of one chunk of probabilities ``(B, C)``: torch operations only, no
+    host read; ``opts`` from the option check of :func:`predict_node`."""
+    if rule == "f_beta":
+        return _f_beta(p, r, tree, opts["beta"])
+    P = node_mass(tree, p)
+    if rule == "crm":
+        return _crm(P, r, tree, opts["value"], opts["excess_cost"])
+    return _threshold(P, r, opts["threshold"])
 
 
 def _segmented_max(values: torch.Tensor, segment: torch.Tensor, reverse: bool = False) -> torch.Tensor:
@@ -300,8 +354,8 @@ def _segmented_max(values: torch.Tensor, segment: torch.Tensor, reverse: bool = 
     return out.flip(0) if reverse else out
 
 
-def threshold_steps(P: torch.Tensor, s: _Static, p_max: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The prediction sequence of the threshold rule on a chunk ``P`` ``(N, B)`` (node-major, compiled order).
+def threshold_steps(P: torch.Tensor, r: Rules, p_max: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The prediction sequence of the threshold rule on a chunk ``P`` ``(N, B)`` (the engine's level order).
 
     As ``τ`` falls from 1 the answer moves from the root through the **records**:
     the nodes ``v`` (root excluded) whose probability beats that of every node with
@@ -317,11 +371,13 @@ def threshold_steps(P: torch.Tensor, s: _Static, p_max: torch.Tensor) -> tuple[t
     pass over the chunk, then, per sample and in the fixed order (classes
     ascending, depth descending, target id ascending), a running maximum (the
     first condition) and a maximum within equal class counts (the second).
+    Their number depends on the values: this is for the operating curves, not a
+    decision pass.
 
     Parameters
     ----------
     P : Tensor (N, B)
-    s : the rule tensors of the tree
+    r : the rule tables of the tree (:func:`rules`)
     p_max : Tensor (B,)
         The largest class probability of each sample.
 
@@ -330,23 +386,23 @@ def threshold_steps(P: torch.Tensor, s: _Static, p_max: torch.Tensor) -> tuple[t
     """
     cand = P >= p_max.to(P.dtype)[None, :]
     cand[0] = False  # the root: every sample's first answer, handled by the caller
-    node, sample = cand.nonzero(as_tuple=True)
-    if node.numel() == 0:
-        return sample, node, P.new_zeros(0)
-    value = take(P.reshape(-1), node * P.shape[1] + sample).clamp(max=1.0)
-    order = torch.sort(sample * P.shape[0] + take(s.spec_rank, node)).indices
-    node, sample, value = take(node, order), take(sample, order), take(value, order)
-    leaves = take(s.leaves, node)
+    row, sample = cand.nonzero(as_tuple=True)
+    if row.numel() == 0:
+        return sample, row, P.new_zeros(0)
+    value = take(P.reshape(-1), row * P.shape[1] + sample).clamp(max=1.0)
+    order = torch.sort(sample * P.shape[0] + take(r.rank, row)).indices
+    row, sample, value = take(row, order), take(sample, order), take(value, order)
+    leaves = take(r.leaves, row)
     # first condition: above every earlier candidate of the sample (fewer classes, or as many and first in order)
     running = _segmented_max(value, sample)
     before = torch.cat([value.new_full((1,), -math.inf), running[:-1]])
     before = torch.where(torch.cat([sample.new_ones(1, dtype=torch.bool), sample[1:] != sample[:-1]]), -math.inf, before)
     # second condition: at least every later candidate with as many classes
-    group = sample * (s.leaves.max() + 1) + leaves
+    group = sample * (r.num_classes + 1) + leaves
     later = _segmented_max(value, group, reverse=True)
     record = (value > before) & (value >= later) & (value > 0)
     keep = record.nonzero()[:, 0]
-    return take(sample, keep), take(node, keep), take(value, keep)
+    return take(sample, keep), take(r.node, take(row, keep)), take(value, keep)
 
 
 # ---------------------------------------------------------------------- public
@@ -379,14 +435,15 @@ def node_probabilities(probs: torch.Tensor, taxonomy: Taxonomy, from_logits: boo
     >>> dict(zip(tax.target_names, P[0].tolist()))
     {'horse': 0.5, 'zebra': 0.25, 'whale': 0.125, 'shark': 0.125, 'animal': 1.0, 'mammal': 0.75, 'sea': 0.25}
     """
-    tree = _check_taxonomy(taxonomy, "node_probabilities")
-    p = as_probabilities(probs, from_logits, tree.num_classes)
-    target_node = tree.tensors(p.device)["target_node"]
+    tax = _check_taxonomy(taxonomy, "node_probabilities")
+    p = as_probabilities(probs, from_logits, tax.num_classes)
+    tree = tree_tensors(tax, p.device)
+    rows = rules(tree, tax).target_rows  # level rows of the target ids
     if p.requires_grad:
-        return tree.subtree_sum_t(p).T.index_select(1, target_node)
+        return passes.up(tree, passes.place(tree, p)).index_select(0, rows).t().contiguous()
     out = p.new_empty((p.shape[0], tree.num_nodes))
     for a, b in chunks(p.shape[0], tree.num_nodes, p.device):
-        out[a:b] = tree.subtree_sum_t(p[a:b]).index_select(0, target_node).T
+        out[a:b] = node_mass(tree, p[a:b]).index_select(0, rows).t()
     return out
 
 
@@ -443,21 +500,15 @@ def predict_node(
     ['horse', 'horse']
     """
     opts = _options(rule, threshold, beta, value, excess_cost)
-    tree = _check_taxonomy(taxonomy, "predict_node")
-    p = as_probabilities(probs, from_logits, tree.num_classes).detach()
+    tax = _check_taxonomy(taxonomy, "predict_node")
+    p = as_probabilities(probs, from_logits, tax.num_classes).detach()
     out = torch.zeros(p.shape[0], dtype=torch.int64, device=p.device)
-    if tree.num_nodes == 1:
+    if tax.num_nodes == 1:
         return out
-    s = _static(tree, p.device)
+    tree = tree_tensors(tax, p.device)
+    r = rules(tree, tax)
     for a, b in chunks(p.shape[0], tree.num_nodes, p.device):
-        P = tree.subtree_sum_t(p[a:b]).to(p.device)
-        if rule in ("threshold", "max_info"):
-            node = _threshold(P, s, opts["threshold"])
-        elif rule == "crm":
-            node = _crm(P, s, tree, opts["value"], opts["excess_cost"])
-        else:
-            node = _f_beta(p[a:b], P, s, tree, opts["beta"])
-        out[a:b] = take(s.node_target, node)
+        out[a:b] = decide(tree, r, p[a:b], rule, opts)
     return out
 
 

@@ -1,12 +1,13 @@
 """Distances and LCA metrics of (label, prediction) pairs, one pair per sample.
 
 Labels and predictions are target ids (classes ``[0, C)``, internal nodes
-``[C, N)``); the lowest common ancestors come from
-:class:`taxosmooth._tree_index.TreeIndex` (no ``C × C`` or ``classes × depth``
-table). From a user matrix only class pairs exist: a gather.
+``[C, N)``); the lowest common ancestors come from the tree engine's ancestor
+queries (:mod:`taxosmooth.tree_ops.ancestors`: binary lifting over pre-order
+id ranges, O(N log depth) memory, no ``C × C`` or ``classes × depth`` table),
+on the labels' device. From a user matrix only class pairs exist: a gather.
 
 **Coarse labels.** A prediction at or below the label counts as the label
-(:meth:`TreeIndex.truncate`) before anything is measured: the truth is
+(:meth:`~taxosmooth.tree_ops.ancestors.AncestorTable.truncate`) before anything is measured: the truth is
 somewhere under the label, so that part of the prediction can be neither
 confirmed nor refuted. A prediction under a coarse label is therefore correct,
 at distance 0.
@@ -17,8 +18,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from taxosmooth._tree_index import TreeIndex, take, tree_index
 from taxosmooth.distances import resolve_source
+from taxosmooth.tree_ops import TreeTensors, tree_tensors
+from taxosmooth.tree_ops.ancestors import AncestorTable, ancestor_table, take
 
 __all__ = ["PairDistances", "lca_values", "LCA_FIELDS"]
 
@@ -51,11 +53,21 @@ class PairDistances:
         self.taxonomy = src.taxonomy
         self.num_classes = src.num_classes
         self.distance = src.distance
-        self.tree: TreeIndex | None = tree_index(self.taxonomy) if self.taxonomy is not None else None
-        self.num_nodes = self.tree.num_nodes if self.tree is not None else src.num_classes
+        #: the deepest node's depth; None for a matrix
+        self.max_depth: int | None = None
         if self.taxonomy is not None:
-            cpu = {"node_value": torch.from_numpy(np.array(src.node_table))} if src.structured else {}
+            c = self.taxonomy.compiled
+            self.num_nodes = c.num_nodes
+            self.max_depth = int(c.depth.max())
+            leaves = c.leaf_hi - c.leaf_lo
+            # node values in float64 (node-id order), built once on the host
+            cpu = {"depth": torch.from_numpy(c.depth.astype(np.float64)),
+                   "info": torch.from_numpy(np.log2(c.num_classes / leaves)),
+                   "weighted_depth": torch.from_numpy(np.array(c.weighted_depth))}
+            if src.structured:
+                cpu["node_value"] = torch.from_numpy(np.array(src.node_table))
         else:
+            self.num_nodes = src.num_classes
             dense = torch.from_numpy(np.array(src.dense()))
             cpu = {"matrix": dense if src.given_dtype is None else dense.to(src.given_dtype)}
         self._cpu = cpu
@@ -67,16 +79,35 @@ class PairDistances:
             self._cache[key] = {name: t.to(device) for name, t in self._cpu.items()}
         return self._cache[key]
 
+    def tree_on(self, device: torch.device) -> TreeTensors:
+        """The taxonomy's :class:`~taxosmooth.tree_ops.TreeTensors` on ``device`` (a taxonomy's only)."""
+        assert self.taxonomy is not None  # a matrix knows no nodes; its callers compare classes instead
+        return tree_tensors(self.taxonomy, device)
+
+    def ancestors(self, device: torch.device) -> AncestorTable:
+        """The ancestor queries of the taxonomy on ``device``."""
+        return ancestor_table(self.tree_on(device))
+
+    def node_of(self, ids: torch.Tensor) -> torch.Tensor:
+        """Compiled node ids of target ids."""
+        return take(self.tree_on(ids.device).target_node, ids)
+
+    def is_leaf(self, nodes: torch.Tensor) -> torch.Tensor:
+        """Whether compiled node ids are classes (their target ids are below ``C``)."""
+        return take(self.tree_on(nodes.device).node_target, nodes) < self.num_classes
+
+    def value(self, name: str, nodes: torch.Tensor) -> torch.Tensor:
+        """A float64 node value (``depth``, ``info``, ``weighted_depth``) at compiled node ids."""
+        return take(self._tensors(nodes.device)[name], nodes)
+
     def nodes(self, label: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Compiled node ids of label and prediction target ids, the prediction truncated at the label."""
-        tree = self.tree
-        assert tree is not None  # a matrix knows no nodes; its callers compare classes instead
-        a, b = torch.broadcast_tensors(tree.node_of(label), tree.node_of(pred))
-        return a, tree.truncate(b, a)
+        a, b = torch.broadcast_tensors(self.node_of(label), self.node_of(pred))
+        return a, self.ancestors(pred.device).truncate(b, a)
 
     def correct(self, label: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         """Whether the prediction is the label or lies under it (equality for a matrix)."""
-        if self.tree is None:
+        if self.taxonomy is None:
             return label == pred
         a, b = self.nodes(label, pred)
         return a == b
@@ -87,12 +118,11 @@ class PairDistances:
         if "matrix" in t:
             return t["matrix"][label, pred].to(dtype)
         a, b = self.nodes(label, pred)
-        assert self.tree is not None  # no "matrix": a taxonomy's
-        u = self.tree.lca(a, b)
+        u = self.ancestors(pred.device).lca(a, b)
         if "node_value" in t:
             d = take(t["node_value"], u).to(dtype)
         else:
-            wd = self.tree.tensors(pred.device)["weighted_depth"]
+            wd = t["weighted_depth"]
             d = (take(wd, a) + take(wd, b) - 2 * take(wd, u)).to(dtype)
         return torch.where(a == b, torch.zeros_like(d), d)
 
@@ -110,7 +140,7 @@ def _ratio_one(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den == 0, torch.ones_like(num), num / torch.where(den == 0, torch.ones_like(den), den))
 
 
-def lca_values(tree: TreeIndex, label: torch.Tensor, pred: torch.Tensor) -> dict[str, torch.Tensor]:
+def lca_values(pairs: PairDistances, label: torch.Tensor, pred: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-pair LCA metrics (float64) of compiled node ids, the prediction already truncated at the label.
 
     With ``a = LCA(label, pred)`` and a node value ``f`` (``depth``, or ``info``
@@ -120,10 +150,10 @@ def lca_values(tree: TreeIndex, label: torch.Tensor, pred: torch.Tensor) -> dict
     ``exact``: the prediction is the label; ``correct``: one of the two is an
     ancestor of (or is) the other. Valmadre, NeurIPS 2022 (jvlmdr/hiercls ``metrics.py``).
     """
-    a = tree.lca(label, pred)
+    a = pairs.ancestors(label.device).lca(label, pred)
     out = {"exact": (pred == label).double(), "correct": ((a == label) | (a == pred)).double()}
-    for name, key in (("depth", "depth"), ("info", "info")):
-        f_label, f_pred, f_a = (tree.value(key, x) for x in (label, pred, a))
+    for name in ("depth", "info"):
+        f_label, f_pred, f_a = (pairs.value(name, x) for x in (label, pred, a))
         p = _ratio_one(f_a, f_pred)
         r = _ratio_one(f_a, f_label)
         out[f"{name}_excess"] = f_pred - f_a

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from taxosmooth._tensor_checks import as_probabilities
-from taxosmooth._tree_index import take
 from taxosmooth.metrics._pairs import LCA_FIELDS, PairDistances, lca_values
+from taxosmooth.tree_ops.ancestors import take
 
 if TYPE_CHECKING:
     from taxosmooth.taxonomy import Taxonomy
@@ -184,27 +184,29 @@ def pareto_integrate(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------- the curve
 def _curve_steps(probs, target, pairs: PairDistances, from_logits: bool, coarse_labels: bool):
     """The steps of every sample's sequence: ``(values (R,), deltas (R, F), sums at the root (F,), N)``."""
-    from taxosmooth.decision.nodes import _static, chunks, threshold_steps
+    from taxosmooth.decision.nodes import chunks, node_mass, rules, threshold_steps
     from taxosmooth.metrics.functional import _labels
 
-    tree = pairs.tree
-    assert tree is not None  # _tree_pairs: a taxonomy's
-    p = as_probabilities(probs.detach() if isinstance(probs, torch.Tensor) else probs, from_logits, tree.num_classes)
-    label = _labels(target, p.shape[0], pairs, tree.num_classes, coarse_labels, p.device)
-    v = tree.node_of(label)
+    tax = pairs.taxonomy
+    assert tax is not None  # _tree_pairs: a taxonomy's
+    p = as_probabilities(probs.detach() if isinstance(probs, torch.Tensor) else probs, from_logits, tax.num_classes)
+    label = _labels(target, p.shape[0], pairs, tax.num_classes, coarse_labels, p.device)
+    v = pairs.node_of(label)
     nf = len(LCA_FIELDS)
+    anc = pairs.ancestors(p.device)
 
     def stacked(label_nodes, pred_nodes):
-        vals = lca_values(tree, label_nodes, tree.truncate(pred_nodes, label_nodes))
+        vals = lca_values(pairs, label_nodes, anc.truncate(pred_nodes, label_nodes))
         return torch.stack([vals[k] for k in LCA_FIELDS], dim=-1)
 
     root = stacked(v, torch.zeros_like(v))  # (N, F)
-    if tree.num_nodes == 1 or p.shape[0] == 0:
+    if tax.num_nodes == 1 or p.shape[0] == 0:
         return p.new_zeros(0, dtype=torch.float64), root.new_zeros(0, nf), root.sum(0), p.shape[0]
-    s = _static(tree, p.device)
+    tree = pairs.tree_on(p.device)
+    r = rules(tree, tax)
     samples, nodes, values = [], [], []
     for a, b in chunks(p.shape[0], tree.num_nodes, p.device):
-        sample, node, value = threshold_steps(tree.subtree_sum_t(p[a:b]).to(p.device), s, p[a:b].amax(1))
+        sample, node, value = threshold_steps(node_mass(tree, p[a:b]), r, p[a:b].amax(1))
         samples.append(sample + a)
         nodes.append(node)
         values.append(value.to(torch.float64))

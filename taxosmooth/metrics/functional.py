@@ -57,9 +57,9 @@ import torch
 
 from taxosmooth._ranking import rank_of, stable_topk
 from taxosmooth._tensor_checks import accumulate_dtype, as_probabilities, check_scores
-from taxosmooth._tree_index import take
 from taxosmooth._validation import check_coarse, check_k, check_node_ids, check_target
 from taxosmooth.metrics._pairs import LCA_FIELDS, PairDistances, lca_values
+from taxosmooth.tree_ops.ancestors import take
 
 if TYPE_CHECKING:
     from taxosmooth.distances import Source
@@ -93,7 +93,7 @@ def _pairs(source, distance: str | None) -> PairDistances:
 
 def _tree_pairs(taxonomy, what: str) -> PairDistances:
     pairs = _pairs(taxonomy, None)
-    if pairs.tree is None:
+    if pairs.taxonomy is None:
         raise TypeError(f"{what} need a Taxonomy (ancestor sets), not a distance matrix")
     return pairs
 
@@ -106,7 +106,7 @@ def _optional_pairs(taxonomy, coarse_labels) -> PairDistances | None:
 
 def _labels(target, n: int, pairs: PairDistances | None, num_classes: int, coarse_labels: bool,
             device) -> torch.Tensor:
-    tax = pairs.taxonomy if pairs is not None and pairs.tree is not None else None
+    tax = pairs.taxonomy if pairs is not None else None
     num_nodes = tax.num_nodes if tax is not None else None
     names = tax.target_names if tax is not None else None
     return check_target(target, n, num_classes, coarse_labels=coarse_labels, num_nodes=num_nodes,
@@ -128,7 +128,7 @@ def _is_ids(scores) -> bool:
 def _predicted(scores, target, pairs: PairDistances, coarse_labels: bool, nodes: bool):
     """(top-1 prediction or the given node ids, labels): both target ids on the scores' device."""
     if nodes and _is_ids(scores):
-        if pairs.tree is None:
+        if pairs.taxonomy is None:
             raise TypeError("node predictions (target ids) need a Taxonomy, not a distance matrix")
         if scores.ndim != 1:
             raise ValueError(f"predicted target ids must have shape (N,), got shape {tuple(scores.shape)}")
@@ -163,9 +163,9 @@ def _check_average(average) -> str:
 def _check_depth(depth, pairs: PairDistances) -> int:
     if isinstance(depth, bool) or not isinstance(depth, numbers.Integral):
         raise TypeError(f"depth must be an int, got {depth!r}")
-    assert pairs.tree is not None  # the metrics that take a depth need a taxonomy
-    if not 0 <= int(depth) <= pairs.tree.max_depth:
-        raise ValueError(f"depth = {depth} is out of range: the taxonomy's depths are 0 to {pairs.tree.max_depth}")
+    assert pairs.max_depth is not None  # the metrics that take a depth need a taxonomy
+    if not 0 <= int(depth) <= pairs.max_depth:
+        raise ValueError(f"depth = {depth} is out of range: the taxonomy's depths are 0 to {pairs.max_depth}")
     return int(depth)
 
 
@@ -199,13 +199,12 @@ def _hdist_stats(topk, label, pairs, k) -> dict:
 
 
 def _hprf_stats(pred, label, pairs) -> dict:
-    tree = pairs.tree
     a, b = pairs.nodes(label, pred)
-    values = lca_values(tree, a, b)
+    values = lca_values(pairs, a, b)
     dt = accumulate_dtype(pred.device)
-    depth = tree.tensors(pred.device)["depth"]
+    depth = pairs.tree_on(pred.device).node_depth
     return {
-        "ancestors_common": take(depth, tree.lca(a, b)).sum(),
+        "ancestors_common": take(depth, pairs.ancestors(pred.device).lca(a, b)).sum(),
         "ancestors_pred": take(depth, b).sum(),
         "ancestors_true": take(depth, a).sum(),
         "sample_precision": values["depth_precision"].to(dt).sum(),
@@ -218,43 +217,40 @@ def _hprf_stats(pred, label, pairs) -> dict:
 def _lca_stats(pred, label, pairs) -> dict:
     a, b = pairs.nodes(label, pred)
     dt = accumulate_dtype(pred.device)
-    values = lca_values(pairs.tree, a, b)
+    values = lca_values(pairs, a, b)
     return {f"lca_{k}": v.to(dt).sum() for k, v in values.items()} | {"total": _count(pred.shape[0], pred.device)}
 
 
-def _extended_ancestor(tree, nodes: torch.Tensor, depth: int) -> torch.Tensor:
+def _extended_ancestor(pairs: PairDistances, nodes: torch.Tensor, depth: int) -> torch.Tensor:
     """Ancestor at ``depth``; a class shallower than ``depth`` stands for itself there; -1 for an internal node
     shallower than ``depth`` (it says nothing at that depth)."""
-    t = tree.tensors(nodes.device)
-    anc = tree.ancestor_at_depth(nodes, depth)
-    return torch.where((anc < 0) & take(t["is_leaf"], nodes), nodes, anc)
+    anc = pairs.ancestors(nodes.device).ancestor_at_depth(nodes, depth)
+    return torch.where((anc < 0) & pairs.is_leaf(nodes), nodes, anc)
 
 
 def _depth_stats(pred, label, pairs, depth: int) -> dict:
-    tree = pairs.tree
-    a, b = tree.node_of(label), tree.node_of(pred)
-    truth = _extended_ancestor(tree, a, depth)
+    a, b = pairs.node_of(label), pairs.node_of(pred)
+    truth = _extended_ancestor(pairs, a, depth)
     counted = truth >= 0  # a coarse label above this depth does not say what is right there
-    right = counted & (_extended_ancestor(tree, b, depth) == truth)
+    right = counted & (_extended_ancestor(pairs, b, depth) == truth)
     return {f"right_at_depth_{depth}": right.sum(), f"counted_at_depth_{depth}": counted.sum()}
 
 
 def _check_levels(level_preds, pairs: PairDistances, name: str = "preds") -> torch.Tensor:
-    tree = pairs.tree
-    assert tree is not None  # the path metrics need a taxonomy
+    max_depth = pairs.max_depth
+    assert max_depth is not None  # the path metrics need a taxonomy
     if not isinstance(level_preds, torch.Tensor):
         level_preds = torch.as_tensor(level_preds)
-    if level_preds.ndim != 2 or not 1 <= level_preds.shape[1] <= tree.max_depth:
+    if level_preds.ndim != 2 or not 1 <= level_preds.shape[1] <= max_depth:
         raise ValueError(
-            f"{name} must have shape (N, L): one predicted node per depth 1 … L, L <= {tree.max_depth} "
+            f"{name} must have shape (N, L): one predicted node per depth 1 … L, L <= {max_depth} "
             f"(the taxonomy's depth), got shape {tuple(level_preds.shape)}"
         )
     ids = check_node_ids(level_preds, level_preds.shape[0], pairs.num_nodes, name, shape=tuple(level_preds.shape))
-    t = tree.tensors(ids.device)
-    nodes = tree.node_of(ids)
-    depth = take(t["depth"], nodes)
+    nodes = pairs.node_of(ids)
+    depth = take(pairs.tree_on(ids.device).node_depth, nodes)
     level = torch.arange(1, ids.shape[1] + 1, device=ids.device)
-    ok = (depth == level) | (take(t["is_leaf"], nodes) & (depth < level))
+    ok = (depth == level) | (pairs.is_leaf(nodes) & (depth < level))
     if not ok.all():
         i, j = (int(x) for x in (~ok).nonzero()[0])
         raise ValueError(
@@ -265,13 +261,12 @@ def _check_levels(level_preds, pairs: PairDistances, name: str = "preds") -> tor
 
 
 def _full_path_stats(level_ids, label, pairs) -> dict:
-    tree = pairs.tree
-    a = tree.node_of(label)
-    nodes = tree.node_of(level_ids)
+    a = pairs.node_of(label)
+    nodes = pairs.node_of(level_ids)
     judged = torch.zeros_like(nodes, dtype=torch.bool)
     right = torch.ones(nodes.shape[0], dtype=torch.bool, device=nodes.device)
     for j in range(nodes.shape[1]):  # one pass per depth level
-        truth = _extended_ancestor(tree, a, j + 1)
+        truth = _extended_ancestor(pairs, a, j + 1)
         judged[:, j] = truth >= 0
         right &= (truth < 0) | (nodes[:, j] == truth)
     counted = judged.any(dim=1)
@@ -279,11 +274,10 @@ def _full_path_stats(level_ids, label, pairs) -> dict:
 
 
 def _consistency_stats(level_ids, pairs) -> dict:
-    tree = pairs.tree
-    nodes = tree.node_of(level_ids)
+    nodes = pairs.node_of(level_ids)
     ok = torch.ones(nodes.shape[0], dtype=torch.bool, device=nodes.device)
     for j in range(1, nodes.shape[1]):
-        ok &= _extended_ancestor(tree, nodes[:, j], j) == nodes[:, j - 1]
+        ok &= _extended_ancestor(pairs, nodes[:, j], j) == nodes[:, j - 1]
     return {"consistent": ok.sum(), "total": _count(nodes.shape[0], nodes.device)}
 
 
@@ -734,9 +728,9 @@ def _report_stats(scores, label, pairs, ks, probs, n_bins, coarse_labels) -> dic
     stats |= _severity_stats(top1, label, pairs)
     for k in ks:
         stats |= _hdist_stats(topk, label, pairs, k)
-    if pairs.tree is not None:
+    if pairs.max_depth is not None:
         stats |= _hprf_stats(top1, label, pairs)
-        for d in range(1, pairs.tree.max_depth + 1):
+        for d in range(1, pairs.max_depth + 1):
             stats |= _depth_stats(top1, label, pairs, d)
     if probs is not None:
         stats |= _ece_stats(probs, label, n_bins, pairs, coarse_labels)
@@ -874,5 +868,5 @@ def report(
         raise ValueError("from_logits=True applies to probs=, which is not given (the calibration error "
                          "needs the model's probabilities or logits: pass probs=logits, from_logits=True)")
     stats = _report_stats(scores, label, pairs, ks, p, _check_bins(n_bins), coarse_labels)
-    max_depth = pairs.tree.max_depth if pairs.tree is not None else None
+    max_depth = pairs.max_depth
     return _ReportDict((name, float(v)) for name, v in _report_from(stats, ks, max_depth).items())

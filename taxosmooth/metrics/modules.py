@@ -99,10 +99,10 @@ class _SumMetric(torchmetrics.Metric):
 
     def _source(self, source, distance: str | None, coarse_labels: bool, taxonomy_only: str | None = None) -> None:
         self.pairs = PairDistances(source, distance)
-        if taxonomy_only and self.pairs.tree is None:
+        if taxonomy_only and self.pairs.taxonomy is None:
             raise TypeError(f"{type(self).__name__} needs a Taxonomy ({taxonomy_only}), not a distance matrix")
         self.coarse_labels = check_coarse(coarse_labels)
-        if coarse_labels and self.pairs.tree is None:
+        if coarse_labels and self.pairs.taxonomy is None:
             raise TypeError("coarse_labels=True needs a Taxonomy (the subtree of each coarse label), not a distance matrix")
         self.num_classes = self.pairs.num_classes
 
@@ -523,8 +523,8 @@ class HierarchicalReport(_SumMetric):
         self._sum_state("total", floating=False)
         self._sum_state("mistake_distance", floating=True)
         self._sum_state("mistakes", floating=False)
-        self.max_depth = self.pairs.tree.max_depth if self.pairs.tree is not None else None
-        if self.pairs.tree is not None:
+        self.max_depth = self.pairs.max_depth
+        if self.pairs.taxonomy is not None:
             for name in _HPRF_STATES[:-1]:
                 self._sum_state(name, floating=name.startswith("sample_"))
             assert self.max_depth is not None  # a taxonomy's

@@ -43,7 +43,9 @@ def place(tree, x: torch.Tensor, fill: float = 0.0, scale: torch.Tensor | None =
     else:  # the scaling and the transposition in one pass
         xt = torch.mul(x.t(), scale.to(x.dtype)[:, None], out=x.new_empty((x.shape[1], x.shape[0])))
     out = x.new_full((tree.num_nodes, x.shape[0]), fill)
-    return out.index_copy(0, tree.class_level_pos, xt)
+    if is_functorch_wrapped(x):  # torch.func cannot write a batched tensor into a plain one
+        return out.index_copy(0, tree.class_level_pos, xt)
+    return out.index_copy_(0, tree.class_level_pos, xt)  # into the fresh buffer: no copy of all N rows
 
 
 def classes_of(tree, lev: torch.Tensor) -> torch.Tensor:
