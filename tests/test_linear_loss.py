@@ -366,6 +366,7 @@ def test_errors_name_the_argument():
     # the loss's own checks still run on every chunk, with the loss's name
     with pytest.raises(IndexError, match="HXELoss: target 42 at position"):
         ts.linear_loss(h, w, torch.full((N,), 42), mod, chunk_size=3)
+    assert mod.reduction == "mean"  # set to "sum" for the chunks, restored on error too
     with pytest.raises(ValueError, match="linear_loss: weight must have shape"):
         ts.LinearLoss(mod)(h, w.t(), t)
 
@@ -551,3 +552,30 @@ def test_compiles_without_graph_breaks(reduction):
     for x, y in zip(got_grads, want_grads):
         torch.testing.assert_close(x, y, **TOL)
     torch._dynamo.reset()
+
+
+def test_a_second_backward_is_refused_with_a_clear_error():
+    """The gradients of "mean" / "sum" are made in the forward pass and handed out (scaled in place) once."""
+    g = torch.Generator().manual_seed(17)
+    t, _ = _targets("ids", g)
+    h, w, b = _params(g)
+    out = ts.linear_loss(h, w, t, ts.HXELoss(TAX, 0.5), bias=b, chunk_size=2)
+    out.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match=r"backward through the same loss twice \(retain_graph=True\)"):
+        out.backward()
+    # "none" computes its gradients in backward: twice is fine
+    out = ts.linear_loss(h, w, t, ts.HXELoss(TAX, 0.5, reduction="none"), bias=b, chunk_size=2).sum()
+    first = torch.autograd.grad(out, (h, w, b), retain_graph=True)
+    for x, y in zip(torch.autograd.grad(out, (h, w, b)), first):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+def test_the_automatic_chunk():
+    from taxosmooth.losses.linear import CHUNK_BYTES, auto_chunk_size
+
+    assert auto_chunk_size(10**6, 64) == 64  # the memory budget alone would give 16 thin rows
+    assert auto_chunk_size(10**6, 8) == CHUNK_BYTES // (4 * 10**6) == 16
+    assert auto_chunk_size(10**6, 4096) == 128
+    assert auto_chunk_size(1000, 64) == CHUNK_BYTES // 4000
+    assert auto_chunk_size(1000, 64, torch.float64) == CHUNK_BYTES // 8000
+    assert auto_chunk_size(10**9, 1) == 1

@@ -22,7 +22,8 @@ targets; a coarse label counts its node's mean class weight), so the value equal
 logits. The gradients of ``"mean"`` and ``"sum"`` are computed during the forward pass and only scaled by the
 incoming gradient in the backward pass (no second pass over the classes); ``"none"`` recomputes each chunk in the
 backward pass, with its rows' incoming gradients. Peak memory: ``W``, its gradient and one chunk's logits, their
-gradient and the loss's intermediates (a budget of 64 MiB of logits per chunk by default) instead of ``N × C``.
+gradient and the loss's intermediates (by default 64 MiB of logits, or ``min(H, 128)`` rows if more: see
+:func:`auto_chunk_size`) instead of ``N × C``.
 
 Rows are enough: a hierarchical loss normalises over the whole class row (its log-sum-exp and the subtree sums
 of the softmax), so each chunk holds whole rows. Class-sharded training (``process_group``) splits the classes
@@ -38,7 +39,6 @@ row normalisation makes row chunks the exact choice here).
 
 from __future__ import annotations
 
-import copy
 import functools
 import numbers
 from dataclasses import dataclass
@@ -52,10 +52,26 @@ from taxosmooth._tensor_checks import compute_dtype
 from taxosmooth.losses._frame import mean_denominator, no_autocast
 from taxosmooth.losses._inputs import REDUCTIONS
 
-__all__ = ["linear_loss", "LinearLoss", "CHUNK_BYTES"]
+__all__ = ["linear_loss", "LinearLoss", "auto_chunk_size", "CHUNK_BYTES", "MIN_CHUNK_ROWS"]
 
-#: the automatic chunk: as many rows as keep one chunk's logits (in the loss's compute dtype) under this many bytes
+#: the automatic chunk: as many rows as keep one chunk's logits (in the loss's compute dtype) under this many bytes,
+#: but at least ``min(H, MIN_CHUNK_ROWS)`` rows (:func:`auto_chunk_size`)
 CHUNK_BYTES = 64 * 2**20
+MIN_CHUNK_ROWS = 128
+
+
+def auto_chunk_size(num_classes: int, hidden_size: int, dtype: torch.dtype = torch.float32) -> int:
+    """The rows of a chunk when ``chunk_size=None``: ``max(CHUNK_BYTES // (C · itemsize), min(H, 128))``.
+
+    The memory budget alone would make chunks thin at many classes (16 rows at a million float32 classes), and
+    every chunk passes over ``weight`` twice (its logits, the hidden gradient) and over the weight gradient
+    once, ``(C, H)`` each, while its logits take about ten passes of ``(r, C)``: with ``r >= H`` rows the
+    weight's passes cost no more than the logits' (at C = 10⁶, H = 64 on a CPU, 16-row chunks took 1.5x the
+    time of 64-row chunks). A chunk's logits are then at most the size of ``weight`` itself.
+    """
+    per_row = max(1, int(num_classes) * torch.empty((), dtype=dtype).element_size())
+    return max(1, CHUNK_BYTES // per_row, min(int(hidden_size), MIN_CHUNK_ROWS))
+
 
 _DOUBLE_BACKWARD = (b"linear_loss: double backward is not supported (its gradients are computed during the "
                     b"forward pass, chunk by chunk); materialise the logits, loss(F.linear(hidden, weight, bias), "
@@ -72,7 +88,6 @@ class _Job:
     chunk_reduction: str  # the chunks': "sum" or "none"
     rows: int  # rows per chunk
     out_shape: tuple  # the rows' shape ("none")
-    prob: bool  # probability targets
     denominator: Any  # (flat target) -> float64 0-d tensor, for "mean"
     group: Any  # process group: the hidden gradient is summed over it
 
@@ -138,57 +153,68 @@ def _finish(job: _Job, parts, total, dtype, hidden, weight, denom) -> torch.Tens
 
 
 class _LinearLoss(torch.autograd.Function):
-    """The chunked loss and its gradients for ``hidden`` ``(M, H)``, ``weight`` ``(C, H)``, ``bias`` ``(C,)``."""
+    """The chunked loss and its gradients for ``hidden`` ``(M, H)``, ``weight`` ``(C, H)``, ``bias`` ``(C,)``.
+
+    ``"mean"`` / ``"sum"``: the gradients are computed in forward and kept on ``ctx`` (not saved tensors: they are
+    scaled in place by the incoming gradient and handed out, so no second copy of ``weight``'s gradient exists);
+    ``"none"``: the inputs are saved and each chunk is computed again in backward.
+    """
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, target, job: _Job):
-        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        need_b = bias is not None and ctx.needs_input_grad[2]
-        ctx.job, ctx.has_bias = job, bias is not None
+        need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2])
+        ctx.job, ctx.need = job, need
         if job.reduction == "none":  # the rows' incoming gradients are not known yet: recompute in backward
             ctx.save_for_backward(hidden, weight, bias, target)
-            ctx.need = (need_h, need_w, need_b)
             return _loss_only(job, hidden, weight, bias, target)
-        acc = compute_dtype(weight.dtype)
-        gh = torch.empty_like(hidden) if need_h else None
-        gw = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
-        gb = torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b else None
-        total, dtype = None, None
-        for a, b in _chunks(hidden.shape[0], job.rows):
-            h = hidden[a:b]
-            z = _leaf(h, weight, bias).requires_grad_()
-            with torch.enable_grad():
-                out = _chunk_rows(job, z, target[a:b])
-            (g,) = torch.autograd.grad(out, z)
-            _fold(g, h, weight, gh, gw, gb, a, b)
-            del g, z
-            dtype = out.dtype
-            s = out.detach().to(torch.float64)
-            total = s if total is None else total + s
-        if gh is not None and job.group is not None:
-            _all_reduce(gh, job.group)
+        grads, total, dtype = _chunk_grads(job, hidden, weight, bias, target, need)
         denom = job.denominator(target) if job.reduction == "mean" else None
         value = _finish(job, [], total, dtype, hidden, weight, denom)
-        scale = None
         if denom is not None:  # nothing counted: the gradient is 0, as in cross_entropy
-            scale = torch.where(denom == 0, torch.zeros_like(denom), 1.0 / denom)
-        ctx.save_for_backward(gh, gw, gb, scale)
+            grads.append(torch.where(denom == 0, torch.zeros_like(denom), 1.0 / denom))
+        ctx.grads = grads
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         return value
 
     @staticmethod
     def backward(ctx, grad):
-        return _backward(ctx, grad)
+        gh, gw, gb = _grads(ctx, grad)
+        return gh, gw, gb, None, None
 
 
-def _fold(g, h, weight, gh, gw, gb, a: int, b: int) -> None:
-    """A chunk's logits gradient ``g`` ``(r, C)`` into the gradients of hidden (rows ``a:b``), weight and bias."""
-    if gh is not None:
-        torch.mm(g.to(weight.dtype), weight, out=gh[a:b])
-    if gw is not None:
-        gw.addmm_(g.t().to(gw.dtype), h.to(gw.dtype))
-    if gb is not None:
-        gb.add_(g.sum(0).to(gb.dtype))
+def _chunk_grads(job: _Job, hidden, weight, bias, target, need, upstream=None):
+    """The chunk loop with gradients: ``([grad hidden, grad weight, grad bias], summed loss, loss dtype)``.
+
+    ``upstream`` ``(M,)``: the rows' incoming gradients (``"none"``); else each chunk's summed loss is
+    differentiated. The gradients of ``weight`` and ``bias`` are accumulated in the compute dtype (float32 for
+    float16 / bfloat16); the hidden gradient is summed over the process group.
+    """
+    need_h, need_w, need_b = need
+    acc = compute_dtype(weight.dtype)
+    gh = torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device) if need_h else None  # contiguous
+    gw = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
+    gb = torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b else None
+    total, dtype = None, None
+    for a, b in _chunks(hidden.shape[0], job.rows):
+        h = hidden[a:b]
+        z = _leaf(h, weight, bias).requires_grad_()
+        with torch.enable_grad():
+            out = _chunk_rows(job, z, target[a:b])
+        (g,) = torch.autograd.grad(out, z, None if upstream is None else upstream[a:b].to(out.dtype))
+        if gh is not None:
+            torch.mm(g.to(weight.dtype), weight, out=gh[a:b])
+        if gw is not None:
+            gw.addmm_(g.t().to(acc), h.to(acc))
+        if gb is not None:
+            gb.add_(g.sum(0).to(acc))
+        del g, z
+        if upstream is None:
+            dtype = out.dtype
+            s = out.detach().to(torch.float64)
+            total = s if total is None else total + s
+    if gh is not None and job.group is not None:
+        _all_reduce(gh, job.group)
+    return [gh, gw, gb], total, dtype
 
 
 def _once_differentiable(fn):
@@ -218,32 +244,19 @@ def _grads(ctx, grad):
     job: _Job = ctx.job
     if job.reduction == "none":
         hidden, weight, bias, target = ctx.saved_tensors
-        need_h, need_w, need_b = ctx.need
-        acc = compute_dtype(weight.dtype)
-        gh = torch.empty_like(hidden) if need_h else None
-        gw = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
-        gb = torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b else None
-        go = grad.reshape(-1)
-        for a, b in _chunks(hidden.shape[0], job.rows):
-            h = hidden[a:b]
-            z = _leaf(h, weight, bias).requires_grad_()
-            with torch.enable_grad():
-                out = _chunk_rows(job, z, target[a:b])
-            (g,) = torch.autograd.grad(out, z, go[a:b].to(out.dtype))
-            _fold(g, h, weight, gh, gw, gb, a, b)
-            del g, z
-        if gh is not None and job.group is not None:
-            _all_reduce(gh, job.group)
-        return (gh, None if gw is None else gw.to(weight.dtype), None if gb is None else gb.to(bias.dtype))
-    gh, gw, gb, scale = ctx.saved_tensors
-    dh, dw, db = ctx.dtypes
-    s = grad.to(torch.float64) if scale is None else grad.to(torch.float64) * scale
-    return tuple(None if x is None else (x * s.to(x.dtype)).to(dt) for x, dt in ((gh, dh), (gw, dw), (gb, db)))
-
-
-def _backward(ctx, grad):
-    gh, gw, gb = _grads(ctx, grad)
-    return gh, gw, gb if ctx.has_bias else None, None, None
+        (gh, gw, gb), _, _ = _chunk_grads(job, hidden, weight, bias, target, ctx.need, upstream=grad.reshape(-1))
+        dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return tuple(None if x is None else x.to(dt) for x, dt in zip((gh, gw, gb), dtypes))
+    grads = ctx.grads
+    if grads is None:
+        raise RuntimeError("linear_loss: backward through the same loss twice (retain_graph=True) is not supported: "
+                           "its gradients, computed in the forward pass, were handed out by the first backward")
+    ctx.grads = None
+    s = grad.to(torch.float64)
+    if len(grads) == 4:
+        s = s * grads[3]
+    # in place: the kept gradients become the results (float64 scale, rounded once to each gradient's dtype)
+    return tuple(None if x is None else x.mul_(s.to(x.dtype)).to(dt) for x, dt in zip(grads[:3], ctx.dtypes))
 
 
 # ----------------------------------------------------------------------------- the boundary
@@ -254,16 +267,6 @@ def _reduction_of(loss) -> str:
                         f"{', '.join(REDUCTIONS)} (a taxosmooth loss, nn.CrossEntropyLoss, ...), got "
                         f"{type(loss).__name__}" + ("" if reduction is None else f" with reduction={reduction!r}"))
     return reduction
-
-
-def _with_reduction(loss, reduction: str):
-    """The loss computing ``reduction``: itself, or a shallow copy (its buffers and tables shared) whose
-    ``reduction`` is set; the user's module is not changed."""
-    if loss.reduction == reduction:
-        return loss
-    clone = copy.copy(loss)
-    clone.reduction = reduction
-    return clone
 
 
 def _loss_classes(loss) -> int | None:
@@ -393,12 +396,14 @@ def linear_loss(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor
         :class:`torch.nn.CrossEntropyLoss`: a module with a ``reduction`` attribute whose loss is a sum over
         rows. Its ``reduction``, ``weight``, ``ignore_index``, ``label_smoothing`` and ``coarse_labels`` apply
         as they do on logits; ``"mean"`` needs the conventions of ``F.cross_entropy`` (an ``ignore_index``
-        attribute). The module is not changed (a chunk is computed by a shallow copy with
-        ``reduction="sum"``).
+        attribute). With ``"mean"`` or ``"sum"`` the chunks are computed with the module's ``reduction`` set to
+        ``"sum"`` during the call (restored on return and on error; do not share the module with another
+        thread during the call).
     bias : Tensor (C,), optional
     chunk_size : int, optional
-        Rows per chunk. ``None``: as many as keep a chunk's logits under :data:`CHUNK_BYTES` (64 MiB) in the
-        loss's compute dtype (16 rows at a million float32 classes); at least 1. Chunks need not divide ``N``.
+        Rows per chunk; chunks need not divide ``N``. ``None``: :func:`auto_chunk_size` — as many rows as keep
+        a chunk's logits under :data:`CHUNK_BYTES` (64 MiB) in the loss's compute dtype, but at least
+        ``min(H, 128)`` (64 rows, 256 MB of logits, at a million float32 classes and H = 64).
     process_group : optional
         Class sharding: each rank passes its weight rows (and bias rows, and probability columns) and a loss that
         meets the other ranks (built with ``process_group=``); the gradient of ``hidden`` (replicated on every
@@ -445,7 +450,7 @@ def linear_loss(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor
     if process_group is None and expected is not None and expected != c:
         raise ValueError(f"linear_loss: weight has {c} rows (classes) but {type(loss).__name__} expects {expected} "
                          f"classes; weight must have shape ({expected}, H)")
-    if any(p.requires_grad for p in loss.parameters()) if isinstance(loss, nn.Module) else False:
+    if isinstance(loss, nn.Module) and any(p.requires_grad for p in loss.parameters()):
         raise ValueError(f"linear_loss: {type(loss).__name__} has parameters that require grad; linear_loss "
                          "differentiates hidden, weight and bias only")
     device = hidden.device
@@ -458,15 +463,15 @@ def linear_loss(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor
     flat_h = hidden.reshape(-1, hidden.shape[-1])
     flat_t = target.reshape(-1, c) if prob else target.reshape(-1)
     if chunk_size is None:
-        per_row = compute_dtype(hidden.dtype).itemsize * (expected if (process_group is not None and expected)
-                                                          else c)
-        chunk_size = max(1, CHUNK_BYTES // max(per_row, 1))
+        columns = expected if (process_group is not None and expected) else c
+        chunk_size = auto_chunk_size(columns, hidden.shape[-1], compute_dtype(hidden.dtype))
     chunk_reduction = "none" if reduction == "none" else "sum"
-    # eager: a shallow copy computes the chunks; torch.compile cannot trace a module's copy, so there the loss's
-    # reduction is set for the forward pass and restored (a "none" loss is used as it is, in backward too)
-    swap = chunk_reduction != reduction and torch.compiler.is_compiling()
-    job = _Job(loss=loss if swap else _with_reduction(loss, chunk_reduction), reduction=reduction,
-               chunk_reduction=chunk_reduction, rows=chunk_size, out_shape=rows, prob=prob,
+    # "mean" and "sum": the chunks are summed by the loss itself, its reduction set to "sum" for this call (the
+    # forward pass; restored on the way out, errors included); a copy of the module would lose the caches a loss
+    # keeps on itself (a sharded loss's shard plan), and torch.compile cannot trace one. "none": used as it is,
+    # in the backward pass too.
+    swap = chunk_reduction != reduction
+    job = _Job(loss=loss, reduction=reduction, chunk_reduction=chunk_reduction, rows=chunk_size, out_shape=rows,
                denominator=_denominator(loss, c, prob) if reduction == "mean" else None, group=process_group)
     with no_autocast(device.type):
         wants_grad = torch.is_grad_enabled() and (
@@ -497,7 +502,7 @@ class LinearLoss(nn.Module):
     loss : nn.Module
         A taxosmooth loss or :class:`torch.nn.CrossEntropyLoss` (see :func:`linear_loss`).
     chunk_size : int, optional
-        Rows per chunk (``None``: a chunk's logits under 64 MiB).
+        Rows per chunk (``None``: :func:`auto_chunk_size`).
 
     Shape
     -----
