@@ -108,7 +108,7 @@ def _step(method: str, loss, tensors, chunk_size) -> float:
     else:
         out = ts.linear_loss(h, w, y, loss, bias=b, chunk_size=chunk_size)
     out.backward()
-    return float(out)
+    return float(out.detach())
 
 
 def child(args) -> dict:
@@ -156,56 +156,133 @@ def _run_child(args, loss: str, method: str, timed: bool) -> dict:
     return out
 
 
-# ----------------------------------------------------------------------------- class sharding (to be filled in)
+# ----------------------------------------------------------------------------- class sharding
+#: the sharded losses measured (taxosmooth.parallel: every loss takes process_group=)
+SHARDED = {
+    "soft_labels": lambda tax, group: ts.HierarchicalSoftLabelLoss(tax, beta=4.0, process_group=group),
+    "hxe": lambda tax, group: ts.HXELoss(tax, alpha=0.1, process_group=group),
+    "wasserstein": lambda tax, group: ts.TreeWassersteinLoss(tax, process_group=group),
+}
+
+
+def _has_parallel() -> bool:
+    """Whether this taxosmooth has :mod:`taxosmooth.parallel` (its own, not one found elsewhere on the path)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("taxosmooth.parallel")
+    except ImportError:
+        return False
+    here = os.path.dirname(os.path.abspath(ts.__file__))
+    return spec is not None and spec.origin is not None and os.path.abspath(spec.origin).startswith(here + os.sep)
+
+
+def _sharded_worker(rank: int, world: int, port: int, args, method: str, out_dir: str) -> None:
+    """One rank: its classes' weight rows, the sharded loss; the step peak of one method (see :func:`child`)."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+    from losses import synthetic_taxonomy
+
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=args.timeout))
+    try:
+        tax = synthetic_taxonomy(args.classes, args.depth, seed=0)
+        loss = SHARDED[args.loss](tax, dist.group.WORLD)
+        ids = ts.parallel.shard_classes(tax, world)[rank]
+        g = torch.Generator().manual_seed(0)  # the same batch on every rank
+        h = torch.randn(args.batch, args.hidden, generator=g).requires_grad_()
+        y = torch.randint(0, tax.num_classes, (args.batch,), generator=g)
+        gw = torch.Generator().manual_seed(1 + rank)
+        w = (0.02 * torch.randn(len(ids), args.hidden, generator=gw)).requires_grad_()
+        b = torch.zeros(len(ids), requires_grad=True)
+        tensors = (h, w, b, y)
+        _step(method, loss, tensors, args.chunk_size)  # warm: the shard plan, tables, first touch
+        for x in tensors[:3]:
+            x.grad = None
+        dist.barrier()
+        base = _settle()
+        t0 = time.perf_counter()
+        value = _step(method, loss, tensors, args.chunk_size)
+        seconds = time.perf_counter() - t0
+        info = {"rank": rank, "classes": len(ids), "rss_before": base, "step_peak": _status("VmHWM") - base,
+                "time": seconds, "value": value}
+        with open(os.path.join(out_dir, f"{method}-{world}-{rank}.json"), "w") as f:
+            json.dump(info, f)
+    finally:
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    os._exit(0)  # gloo's threads can abort a process at interpreter exit
+
+
 def sharded_per_rank_memory(args, world_sizes=(2, 4)) -> list[dict] | None:
     """SHARDED LOSS — per-rank memory of the class-sharded loss at 2 and 4 ranks.
 
-    To be written with :mod:`taxosmooth.parallel`: for each world size, start that many gloo processes (as
-    ``tests/test_linear_loss.py`` does), give rank ``r`` its DFS range of classes (weight rows
-    ``(C_r, H)``) and the sharded loss built with ``process_group=``, run one warm step, reset the high-water
-    mark (:func:`_settle`) and report each rank's step peak, materialised (``loss(F.linear(h, W_r, b_r), y)``)
-    and chunked (``ts.linear_loss(h, W_r, y, loss, bias=b_r)``, the same chunks on every rank).
+    For each world size and method, that many gloo processes on this machine (so the ranks share its cores:
+    the times are not a speed-up measurement); rank ``r`` holds ``ts.parallel.shard_classes(taxonomy,
+    world)[r]`` (weight rows ``(C_r, H)``) and the loss built with ``process_group=``; the batch is the same on
+    every rank. Reported per rank: the step peak (as in :func:`child`) of the materialised local logits
+    (``loss(F.linear(h, W_r, b_r), y)``) and of ``ts.linear_loss(h, W_r, y, loss, bias=b_r)`` (the same chunks
+    on every rank: the automatic size comes from the loss's global class count). Each rank also holds the whole
+    taxonomy (built once per process), which is in its resident set before the step, not in the step peak.
     """
-    try:
-        import taxosmooth.parallel  # noqa: F401
-    except ImportError:
+    if not _has_parallel():
         print(f"sharded per-rank memory at {' and '.join(map(str, world_sizes))} ranks: not available yet "
               "(no taxosmooth.parallel)")
         return None
-    print("sharded per-rank memory: taxosmooth.parallel exists, but this measurement is not written yet")
-    return None
+    import socket
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    rows = []
+    with tempfile.TemporaryDirectory() as out_dir:
+        for world in world_sizes:
+            for method in METHODS:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", 0))
+                    port = sock.getsockname()[1]
+                mp.start_processes(_sharded_worker, args=(world, port, args, method, out_dir), nprocs=world,
+                                   start_method="spawn")
+                for rank in range(world):
+                    with open(os.path.join(out_dir, f"{method}-{world}-{rank}.json")) as f:
+                        rows.append({"world": world, "method": method, **json.load(f)})
+    return rows
+
+
+def _print_sharded(rows: list[dict], args) -> None:
+    print(f"Class-sharded {LOSSES[args.loss][0]} (taxosmooth.parallel), per rank, C = {args.classes:,}, batch "
+          f"{args.batch}, hidden {args.hidden}: step peak of the rank's process (gloo, all ranks on this machine)")
+    head = ["ranks", "rank", "classes", "materialised step peak", "chunked step peak", "ratio",
+            "materialised time", "chunked time"]
+    table = []
+    for world in sorted({r["world"] for r in rows}):
+        for rank in range(world):
+            m = next(r for r in rows if (r["world"], r["method"], r["rank"]) == (world, "materialised", rank))
+            c = next(r for r in rows if (r["world"], r["method"], r["rank"]) == (world, "chunked", rank))
+            table.append([str(world), str(rank), f"{m['classes']:,}", fmt_bytes(m["step_peak"]),
+                          fmt_bytes(c["step_peak"]), f"{c['step_peak'] / m['step_peak']:.2f}x",
+                          fmt_seconds(m["time"]), fmt_seconds(c["time"])])
+    _table(head, table, args.markdown)
+
+
+def _table(head, table, markdown: bool) -> None:
+    if markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for r in table:
+            print("| " + " | ".join(r) + " |")
+    else:
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *table)]
+        for r in [head] + table:
+            print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
 
 
 # ----------------------------------------------------------------------------- the report
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--classes", type=int, default=1_000_000)
-    ap.add_argument("--depth", type=int, default=6)
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--losses", nargs="+", default=["soft_labels", "hxe", "cross_entropy"], choices=sorted(LOSSES))
-    ap.add_argument("--chunk-size", type=int, default=None, help="rows per chunk (default: linear_loss's choice)")
-    ap.add_argument("--repeat", type=int, default=3, help="timed steps per method (best reported)")
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--timeout", type=float, default=1800, help="seconds per child process")
-    ap.add_argument("--markdown", action="store_true")
-    ap.add_argument("--no-sharded", action="store_true", help="skip the sharded per-rank measurement")
-    # one child process: one loss, one method
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--loss", default="soft_labels", help=argparse.SUPPRESS)
-    ap.add_argument("--method", default="chunked", help=argparse.SUPPRESS)
-    ap.add_argument("--time", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(args)))
-        return 0
-
-    from taxosmooth.losses.linear import auto_chunk_size
-
-    chunk = args.chunk_size or auto_chunk_size(args.classes, args.hidden)
-    print(f"taxosmooth {ts.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs visible, "
-          f"{args.threads} torch threads; float32, batch {args.batch}, hidden {args.hidden}, "
-          f"C = {args.classes:,}, synthetic taxonomy of depth {args.depth}; chunk {chunk} rows")
+def single_process(args) -> bool:
+    """The chunked and the materialised step of each loss in ``args.losses``, side by side; whether the goals
+    are met."""
     print("memory: resident-set high-water mark of a fresh process per method, above the resident set before the "
           "step (step peak), and the whole process's peak; time: best of "
           f"{args.repeat} steps (forward + backward), the methods taking turns in one process\n")
@@ -231,19 +308,50 @@ def main(argv=None) -> int:
               fmt_bytes(m["process_peak"]), fmt_bytes(c["process_peak"]), fmt_seconds(m["time"]["materialised"]),
               fmt_seconds(m["time"]["chunked"]), f"{tr:.2f}x", "yes" if agree else "NO"]
              for label, m, c, mr, tr, agree in rows]
-    if args.markdown:
-        print("| " + " | ".join(head) + " |")
-        print("|" + "---|" * len(head))
-        for r in table:
-            print("| " + " | ".join(r) + " |")
-    else:
-        widths = [max(len(str(x)) for x in col) for col in zip(head, *table)]
-        for r in [head] + table:
-            print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
+    _table(head, table, args.markdown)
     print(f"\ngoals: chunked step peak <= 0.5x, time <= 1.5x, same loss value: {'met' if ok else 'NOT met'}")
+    return ok
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--classes", type=int, default=1_000_000)
+    ap.add_argument("--depth", type=int, default=6)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--losses", nargs="+", default=["soft_labels", "hxe", "cross_entropy"], choices=sorted(LOSSES))
+    ap.add_argument("--chunk-size", type=int, default=None, help="rows per chunk (default: linear_loss's choice)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed steps per method (best reported)")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per child process")
+    ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--no-sharded", action="store_true", help="skip the sharded per-rank measurement")
+    ap.add_argument("--sharded-only", action="store_true", help="only the sharded per-rank measurement")
+    ap.add_argument("--sharded-loss", default="hxe", choices=sorted(SHARDED), help="the sharded loss measured")
+    # one child process: one loss, one method
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--loss", default="soft_labels", help=argparse.SUPPRESS)
+    ap.add_argument("--method", default="chunked", help=argparse.SUPPRESS)
+    ap.add_argument("--time", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args)))
+        return 0
+
+    from taxosmooth.losses.linear import auto_chunk_size
+
+    chunk = args.chunk_size or auto_chunk_size(args.classes, args.hidden)
+    print(f"taxosmooth {ts.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs visible, "
+          f"{args.threads} torch threads; float32, batch {args.batch}, hidden {args.hidden}, "
+          f"C = {args.classes:,}, synthetic taxonomy of depth {args.depth}; chunk {chunk} rows")
+    if not args.sharded_only:
+        single_process(args)
     if not args.no_sharded:
         print()
-        sharded_per_rank_memory(args)
+        args.loss = args.sharded_loss
+        rows = sharded_per_rank_memory(args)
+        if rows:
+            _print_sharded(rows, args)
     return 0
 
 
