@@ -421,9 +421,13 @@ def linear_loss(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor
     -----
     float16 / bfloat16: the logits are computed in the input's dtype (as ``F.linear``) and the loss in float32;
     the gradient of ``weight`` and ``bias`` is accumulated in float32. Under autocast the inputs are cast to
-    the autocast dtype first, as ``F.linear`` would be. Not supported: double backward (a clear error is raised
-    when the gradients are differentiated), gradients for the target or the loss's own parameters, and
-    ``torch.func`` transforms.
+    the autocast dtype first, as ``F.linear`` would be. ``torch.compile(fullgraph=True)`` traces the chunk loop
+    with ``torch._dynamo.config.trace_autograd_ops = True`` (each chunk's gradient is a ``torch.autograd.grad``
+    inside the forward pass); without it Dynamo breaks the graph there, with the same results. No value is read
+    on the host. Not supported: double backward (a clear error is raised when the gradients are
+    differentiated), a second backward through the same graph with ``"mean"`` / ``"sum"`` (``retain_graph=True``:
+    a clear error; the kept gradients are handed out once), gradients for the target or the loss's own
+    parameters, and ``torch.func`` transforms.
 
     Examples
     --------
@@ -476,15 +480,16 @@ def linear_loss(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor
     with no_autocast(device.type):
         wants_grad = torch.is_grad_enabled() and (
             flat_h.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
+        mod: Any = loss
         if swap:
-            loss.reduction = chunk_reduction
+            mod.reduction = chunk_reduction
         try:
             if not wants_grad:
                 return _loss_only(job, flat_h, weight, bias, flat_t)
             return _LinearLoss.apply(flat_h, weight, bias, flat_t, job)
         finally:
             if swap:
-                loss.reduction = reduction
+                mod.reduction = reduction
 
 
 class LinearLoss(nn.Module):
