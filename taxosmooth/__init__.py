@@ -45,9 +45,11 @@ from taxosmooth.losses import (
     ExpectedCostLoss,
     HierarchicalSoftLabelLoss,
     HXELoss,
+    LinearLoss,
     PairwiseCostLoss,
     SoftTargetCrossEntropy,
     TreeWassersteinLoss,
+    linear_loss,
     set_checks,
 )
 from taxosmooth.targets import beta_for_mass, soft_targets
@@ -75,6 +77,8 @@ __all__ = [
     "ExpectedCostLoss",
     "TreeWassersteinLoss",
     "PairwiseCostLoss",
+    "LinearLoss",
+    "linear_loss",
     "set_checks",
     "TreeTensors",
     # heads and class vectors

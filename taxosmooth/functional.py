@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from taxosmooth.losses.expected_cost import expected_cost_loss
 from taxosmooth.losses.hxe import hxe_loss
+from taxosmooth.losses.linear import linear_loss
 from taxosmooth.losses.pairwise import pairwise_cost_loss
 from taxosmooth.losses.soft_labels import hierarchical_soft_label_loss
 from taxosmooth.losses.soft_target import soft_target_cross_entropy
@@ -27,6 +28,7 @@ __all__ = [
     "expected_cost_loss",
     "tree_wasserstein_loss",
     "pairwise_cost_loss",
+    "linear_loss",
 ]
 
 

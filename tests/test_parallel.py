@@ -324,6 +324,52 @@ def test_sharded_decisions_equal_one_process(tmp_path, world):
                                        rtol=1e-12, atol=1e-12)
 
 
+def _linear_worker(rank: int, world: int, out_dir: str) -> None:
+    """linear_loss over each rank's weight rows with a sharded loss: chunks of rows, every chunk meeting the
+    other ranks."""
+    tax = taxonomy()
+    cols = shard_classes(tax, world)[rank]
+    g = torch.Generator().manual_seed(11)
+    h = torch.randn(10, 6, dtype=torch.float64, generator=g)
+    w = torch.randn(tax.num_classes, 6, dtype=torch.float64, generator=g)
+    b = torch.randn(tax.num_classes, dtype=torch.float64, generator=g)
+    y = torch.randint(0, tax.num_classes, (10,), generator=g)
+    out = {}
+    for name in ("hxe", "soft", "cost", "wasserstein"):
+        for reduction in ("mean", "none"):
+            hh = h.clone().requires_grad_()
+            wl = w.index_select(0, cols).clone().requires_grad_()
+            bl = b.index_select(0, cols).clone().requires_grad_()
+            mod = LOSSES[name](tax, process_group=dist.group.WORLD, reduction=reduction)
+            value = ts.linear_loss(hh, wl, y, mod, bias=bl, chunk_size=3)
+            value.sum().backward()
+            out[(name, reduction)] = (value.detach(), hh.grad, wl.grad, bl.grad, cols)
+    torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+@pytest.mark.distributed
+def test_linear_loss_over_sharded_weight_rows_equals_one_process(tmp_path):
+    world = 2
+    run_ranks(_linear_worker, world, str(tmp_path), timeout=180)
+    per_rank = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    tax = taxonomy()
+    g = torch.Generator().manual_seed(11)
+    h = torch.randn(10, 6, dtype=torch.float64, generator=g)
+    w = torch.randn(tax.num_classes, 6, dtype=torch.float64, generator=g)
+    b = torch.randn(tax.num_classes, dtype=torch.float64, generator=g)
+    y = torch.randint(0, tax.num_classes, (10,), generator=g)
+    for (name, reduction) in per_rank[0]:
+        hh, ww, bb = (x.clone().requires_grad_() for x in (h, w, b))
+        want = LOSSES[name](tax, reduction=reduction)(torch.nn.functional.linear(hh, ww, bb), y)
+        want.sum().backward()
+        for got in per_rank:
+            value, gh, gw, gb, cols = got[(name, reduction)]
+            torch.testing.assert_close(value, want.detach(), rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(gh, hh.grad, rtol=1e-10, atol=1e-10)  # summed over the ranks
+            torch.testing.assert_close(gw, ww.grad.index_select(0, cols), rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(gb, bb.grad.index_select(0, cols), rtol=1e-10, atol=1e-10)
+
+
 # ------------------------------------------------------------------ the shards themselves (one process)
 def _random_tree(draw_sizes):
     """A random tree from a list of child counts (breadth first), as nested dicts."""

@@ -25,6 +25,7 @@ from taxosmooth.losses._inputs import set_checks
 from taxosmooth.losses.cosine import CosineLoss
 from taxosmooth.losses.expected_cost import ExpectedCostLoss
 from taxosmooth.losses.hxe import HXELoss
+from taxosmooth.losses.linear import LinearLoss, linear_loss
 from taxosmooth.losses.pairwise import PairwiseCostLoss
 from taxosmooth.losses.soft_labels import HierarchicalSoftLabelLoss
 from taxosmooth.losses.soft_target import SoftTargetCrossEntropy
@@ -38,6 +39,8 @@ __all__ = [
     "TreeWassersteinLoss",
     "PairwiseCostLoss",
     "CosineLoss",
+    "LinearLoss",
+    "linear_loss",
     "set_checks",
 ]
 

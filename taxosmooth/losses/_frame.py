@@ -268,3 +268,17 @@ def times(x: Any, rows: torch.Tensor) -> torch.Tensor:
     if x == 0.0:
         return rows * 0.0
     return rows * float(x)
+
+
+def mean_denominator(ids: torch.Tensor, valid: torch.Tensor | None, weight: torch.Tensor | None, num_classes: int,
+                     target_weights: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """What ``reduction="mean"`` divides the rows' sum by, for integer target ids ``(M,)`` (``valid`` ``(M,)``
+    bool or ``None``; ignored ids replaced by an id in range), by :func:`_plan`'s rules: ``Σ weight[t]`` over the
+    counted rows (a coarse label's weight by ``target_weights``), their number without weights. A float64 0-d
+    tensor, no host read. (Probability rows divide by their number ``M``.)"""
+    flat = FlatBatch(z=ids.new_empty((ids.shape[0], 0), dtype=torch.float64), kind="index",
+                     out_shape=tuple(ids.shape), ids=ids, valid=valid)
+    plan, _ = _plan(flat, weight, "sum", 0.0, num_classes, target_weights)  # label: the rows' weights
+    if isinstance(plan.label, torch.Tensor):
+        return plan.label.sum()
+    return torch.tensor(float(plan.label) * ids.shape[0], dtype=torch.float64, device=ids.device)
