@@ -32,8 +32,7 @@ import torch
 from taxosmooth._tensor_checks import compute_dtype
 from taxosmooth.tree_ops.tracing import is_symbolic
 
-__all__ = ["set_checks", "check_mode", "flatten", "FlatBatch", "check_reduction", "check_ignore_index",
-           "check_label_smoothing", "check_weight", "REDUCTIONS", "CHECK_MODES"]
+__all__ = ["set_checks", "check_mode", "flatten", "FlatBatch", "REDUCTIONS", "CHECK_MODES"]
 
 REDUCTIONS = ("mean", "sum", "none")
 CHECK_MODES = ("auto", "full", "device", "off")
