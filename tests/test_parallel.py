@@ -30,6 +30,8 @@ SMALL = {"r": {"x": ["x1", "x2"], "y": ["y1", "y2", "y3"]}}  # 5 classes: on 4 r
 
 
 def taxonomy(name: str = "tree") -> ts.Taxonomy:
+    """``"tree"``, ``"small"``, or ``"searched"``: the tree, its paths searched per batch instead of tabulated (set
+    by the worker)."""
     if name == "small":
         return ts.Taxonomy.from_nested(SMALL)
     return ts.Taxonomy.from_nested(TREE, classes=CLASSES)
@@ -131,6 +133,10 @@ class Counter:
 
 
 def _sharded_worker(rank: int, world: int, out_dir: str, tree_name: str) -> None:
+    if tree_name == "searched":  # no path tables: the paths of each batch are searched
+        from taxosmooth.tree_ops import tables
+
+        tables.PATH_TABLE_BYTES = 0
     tax = taxonomy(tree_name)
     results = {}
     ts.set_checks("device")  # the collectives of a GPU run: no agreement round
@@ -162,7 +168,7 @@ def _reference(tree_name: str):
     return out
 
 
-@pytest.fixture(scope="module", params=[("tree", 2), ("tree", 4), ("small", 4)], ids=lambda p: f"{p[0]}-{p[1]}ranks")
+@pytest.fixture(scope="module", params=[("tree", 2), ("tree", 4), ("small", 4), ("searched", 2)], ids=lambda p: f"{p[0]}-{p[1]}ranks")
 def sharded_results(request, tmp_path_factory):
     tree_name, world = request.param
     out = tmp_path_factory.mktemp(f"shards{world}")
@@ -194,11 +200,16 @@ def test_two_collectives_forward_none_backward(sharded_results):
         rows = z.shape[0] * (z.shape[2] if z.dim() == 3 else 1)
         for rank, res in enumerate(per_rank):
             calls = res[key]["forward"]
-            assert [name for name, _ in calls] == ["all_gather_single", "all_reduce"], (key, calls)
+            names = [name for name, _ in calls]
+            # class ids on their paths: one all-gather; the node form: an all-gather and an all-reduce
+            assert names in (["all_gather_single"], ["all_gather_single", "all_reduce"]), (key, calls)
+            if names == ["all_gather_single"]:
+                assert key.split("-")[1] in ("ids", "weighted", "ignored_sum", "spatial_none", "coarse"), key
             boundary = int(shard_plan(tax, world, rank).boundary.numel()) if not loss.startswith("soft_target") \
                 else 1
-            for _, numel in calls:  # O(batch × boundary): a few numbers per boundary node and row
-                assert numel <= world * rows * (4 * boundary + 8), (key, calls)
+            segments = 2 * ts.tree_ops.tree_tensors(tax).num_rings - 1
+            for _, numel in calls:  # O(batch × (boundary + depth)): numbers per boundary node, path segment, row
+                assert numel <= world * rows * (4 * boundary + 3 * segments + 8), (key, calls)
             assert res[key]["backward"] == [], key
 
 
@@ -324,6 +335,21 @@ def test_sharded_decisions_equal_one_process(tmp_path, world):
                                        rtol=1e-12, atol=1e-12)
 
 
+def _linear_cases(tax, y):
+    """(loss, target kind, reduction, options, target) for linear_loss over sharded weight rows."""
+    g = torch.Generator().manual_seed(12)
+    mix = torch.softmax(torch.randn(y.shape[0], tax.num_classes, dtype=torch.float64, generator=g), 1)
+    weight = torch.rand(tax.num_classes, dtype=torch.float64, generator=g) + 0.5
+    out = []
+    for name in ("hxe", "soft", "cost", "wasserstein", "pairwise"):
+        for reduction in ("mean", "none"):
+            out.append((name, "ids", reduction, {}, y))
+        out.append((name, "prob", "mean", {}, mix))
+        out.append((name, "smooth", "sum", {"label_smoothing": 0.1}, y))
+        out.append((name, "weighted", "mean", {"weight": weight}, y))
+    return out
+
+
 def _linear_worker(rank: int, world: int, out_dir: str) -> None:
     """linear_loss over each rank's weight rows with a sharded loss: chunks of rows, every chunk meeting the
     other ranks."""
@@ -335,15 +361,15 @@ def _linear_worker(rank: int, world: int, out_dir: str) -> None:
     b = torch.randn(tax.num_classes, dtype=torch.float64, generator=g)
     y = torch.randint(0, tax.num_classes, (10,), generator=g)
     out = {}
-    for name in ("hxe", "soft", "cost", "wasserstein"):
-        for reduction in ("mean", "none"):
-            hh = h.clone().requires_grad_()
-            wl = w.index_select(0, cols).clone().requires_grad_()
-            bl = b.index_select(0, cols).clone().requires_grad_()
-            mod = LOSSES[name](tax, process_group=dist.group.WORLD, reduction=reduction)
-            value = ts.linear_loss(hh, wl, y, mod, bias=bl, chunk_size=3)
-            value.sum().backward()
-            out[(name, reduction)] = (value.detach(), hh.grad, wl.grad, bl.grad, cols)
+    for name, kind, reduction, options, t in _linear_cases(tax, y):
+        hh = h.clone().requires_grad_()
+        wl = w.index_select(0, cols).clone().requires_grad_()
+        bl = b.index_select(0, cols).clone().requires_grad_()
+        mod = LOSSES[name](tax, process_group=dist.group.WORLD, reduction=reduction, **options)
+        tl = t.index_select(1, cols) if t.is_floating_point() else t
+        value = ts.linear_loss(hh, wl, tl, mod, bias=bl, chunk_size=3)
+        value.sum().backward()
+        out[(name, kind, reduction)] = (value.detach(), hh.grad, wl.grad, bl.grad, cols)
     torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
@@ -358,12 +384,14 @@ def test_linear_loss_over_sharded_weight_rows_equals_one_process(tmp_path):
     w = torch.randn(tax.num_classes, 6, dtype=torch.float64, generator=g)
     b = torch.randn(tax.num_classes, dtype=torch.float64, generator=g)
     y = torch.randint(0, tax.num_classes, (10,), generator=g)
-    for (name, reduction) in per_rank[0]:
+    cases = _linear_cases(tax, y)
+    assert set(per_rank[0]) == {c[:3] for c in cases}
+    for name, kind, reduction, options, t in cases:
         hh, ww, bb = (x.clone().requires_grad_() for x in (h, w, b))
-        want = LOSSES[name](tax, reduction=reduction)(torch.nn.functional.linear(hh, ww, bb), y)
+        want = LOSSES[name](tax, reduction=reduction, **options)(torch.nn.functional.linear(hh, ww, bb), t)
         want.sum().backward()
         for got in per_rank:
-            value, gh, gw, gb, cols = got[(name, reduction)]
+            value, gh, gw, gb, cols = got[(name, kind, reduction)]
             torch.testing.assert_close(value, want.detach(), rtol=1e-10, atol=1e-10)
             torch.testing.assert_close(gh, hh.grad, rtol=1e-10, atol=1e-10)  # summed over the ranks
             torch.testing.assert_close(gw, ww.grad.index_select(0, cols), rtol=1e-10, atol=1e-10)

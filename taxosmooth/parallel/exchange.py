@@ -60,7 +60,9 @@ class ShardedRows(torch.autograd.Function):
                 (d_rep,) = torch.autograd.grad(rep.sum(), gd, retain_graph=True, allow_unused=True)
         d_local = torch.zeros_like(gd) if d_local is None else d_local
         d_rep = torch.zeros_like(gd) if d_rep is None else d_rep
-        packed = reduce_sum(torch.cat([local.detach()[:, None].to(gd.dtype), d_local], dim=1), group)
+        packed = torch.cat([local.detach()[:, None].to(gd.dtype), d_local], dim=1)
+        if getattr(spec, "has_local", True):  # a loss with every term replicated needs no collective 2
+            packed = reduce_sum(packed, group)
         ctx.zl, ctx.g, ctx.local = zl, g, local
         ctx.d_g = d_rep + packed[:, 1:]
         return (rep.detach() + packed[:, 0].to(rep.dtype)).to(z.dtype)

@@ -29,7 +29,8 @@ import torch.distributed as dist
 from taxosmooth.losses._inputs import _check_ids, check_mode
 from taxosmooth.parallel.exchange import ShardedRows, reduce_sum
 from taxosmooth.parallel.shards import ShardPlan, shard_plan
-from taxosmooth.tree_ops import nodes
+from taxosmooth.tree_ops import expand, nodes, segment_max, segment_sum
+from taxosmooth.tree_ops.paths import log_masses_of_segments
 
 __all__ = ["sharded_loss"]
 
@@ -291,6 +292,158 @@ class _HXE(_Spec):
         return torch.where(dead, torch.full_like(rows, math.inf), rows)
 
 
+# ------------------------------------------------------------------ class ids on their paths
+class _Paths(_Spec):
+    """Class ids (and coarse labels) on their targets' paths, as one process computes them: every term of the loss
+    lives on the ``2R - 1`` segments that the target's path cuts the leaf-order row into, so the rank cuts its
+    columns into the same segments and exchanges, per segment, its maximum ``m_r`` and the sum ``s_r`` of
+    ``exp(z - m_r)`` (and of ``exp(z - m_r) w`` or of ``z`` where a loss needs them): ``O(batch × depth)`` numbers,
+    ``O(batch × C_rank)`` work, no node pass. Every term is then computed from the global segments by every rank
+    (:meth:`replicated`); nothing is local.
+    """
+
+    has_local = False  # every term is replicated: no collective 2
+
+    def __init__(self, plan: ShardPlan, tree, ids: torch.Tensor, factor: torch.Tensor | None, weighted=None,
+                 z_sums: bool = False):
+        super().__init__(plan)
+        self.tree, self.factor, self.weighted, self.z_sums = tree, factor, weighted, z_sums
+        full = tree.lengths_of(ids)  # (B, S) on the whole leaf-order row
+        ends = full.cumsum(1)
+        starts = ends - full
+        self.full = full
+        self.lengths = ends.clamp(plan.lo, plan.hi) - starts.clamp(plan.lo, plan.hi)  # this rank's part
+        self.S = int(full.shape[1])
+
+    def stats(self, z):
+        lengths, width = self.lengths, z.shape[1]
+        m = segment_max(z.detach(), lengths)  # -inf: no column of the segment here
+        e = torch.exp(z - expand(torch.nan_to_num(m, neginf=0.0), lengths, width))
+        parts = [m, segment_sum(e, lengths)]
+        if self.weighted is not None:
+            parts.append(segment_sum(e * self.weighted, lengths))
+        if self.z_sums:
+            parts.append(segment_sum(z, lengths))
+        return torch.cat(parts, dim=1)
+
+    def combine(self, everyone, own):
+        rank, S = self.plan.rank, self.S
+        everyone = torch.cat([everyone[:rank], own[None], everyone[rank + 1:]], dim=0)  # own slice: the graph
+        m = everyone[:, :, :S].detach()
+        top = torch.nan_to_num(m.amax(0), neginf=0.0)  # each segment's global maximum (0 where empty)
+        scale = torch.exp(m - top)  # a rank's sums to the global maximum's scale (0 where it has none)
+        out = [top] + [(everyone[:, :, k * S:(k + 1) * S] * scale).sum(0)
+                       for k in range(1, 2 + (self.weighted is not None))]
+        if self.z_sums:
+            out.append(everyone[:, :, -S:].sum(0))
+        g = torch.cat(out, dim=1)
+        self.combined = g.detach()
+        return g
+
+    def part(self, g, k: int) -> torch.Tensor:
+        return g[:, k * self.S:(k + 1) * self.S]
+
+    def log_masses(self, g) -> torch.Tensor:
+        """``L`` ``(B, R)`` float64: the log-mass under each node of the path (root first, the target last)."""
+        return log_masses_of_segments(self.tree, self.part(g, 1), self.part(g, 0))
+
+    def probabilities(self, g, k: int, lse: torch.Tensor) -> torch.Tensor:
+        """Part ``k``'s sums as shares of the softmax: ``(B, S)`` float64."""
+        return self.part(g, k).to(torch.float64) * torch.exp(self.part(g, 0).to(torch.float64) - lse[:, None])
+
+    def local(self, z, g):
+        return torch.zeros_like(g[:, 0])
+
+    def scaled(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows if self.factor is None else rows * self.factor.to(rows.dtype)
+
+
+class _PathHXE(_Paths):
+    """``Σ_{k ≥ 1} λ(top(a_k)) (L_{k-1} - L_k)`` along the target's path (:func:`taxosmooth.losses.hxe.hxe_rows`)."""
+
+    def __init__(self, plan, tree, ids, factor, lam):
+        super().__init__(plan, tree, ids, factor)
+        self.lam = lam
+
+    def replicated(self, g):
+        from taxosmooth.losses.hxe import _from_log_masses
+
+        return self.scaled(_from_log_masses(self.log_masses(g), self.lam))
+
+
+class _PathSoftLabels(_Paths):
+    """``-Σ_s q_s Σ_{j ∈ s} log p_j = Σ_s q_s (|s| lse - Σ_{j ∈ s} z_j)`` on the target's segments."""
+
+    def __init__(self, plan, tree, ids, factor, q):
+        super().__init__(plan, tree, ids, factor, z_sums=True)
+        self.q = q
+
+    def replicated(self, g):
+        from taxosmooth.losses.soft_labels import _cross_entropy
+
+        lse = self.log_masses(g)[:, 0]
+        lp_seg = g[:, -self.S:].to(torch.float64) - self.full.to(torch.float64) * lse[:, None]
+        return self.scaled(_cross_entropy(self.q, lp_seg))
+
+
+class _PathRisk(_Paths):
+    """``Σ_j p_j (κ_{s(j)} + w_j) + γ (lse - z_t)``: the expected cost (``w = 0``) and the tree-Wasserstein distance
+    to a class (``κ`` from the weighted depths, ``w`` the classes' own), as :class:`~taxosmooth.losses.expected_cost.
+    _RiskPaths` computes them in one process."""
+
+    def __init__(self, plan, tree, ids, factor, kappa, w_local, gamma):
+        super().__init__(plan, tree, ids, factor, weighted=w_local)
+        self.kappa, self.gamma = kappa, gamma
+
+    def replicated(self, g):
+        L = self.log_masses(g)
+        lse = L[:, 0]
+        risk = (self.kappa * self.probabilities(g, 1, lse)).sum(1)
+        if self.weighted is not None:
+            risk = risk + self.probabilities(g, 2, lse).sum(1)
+        if self.gamma:
+            risk = risk + self.gamma * (lse - L[:, -1])
+        return self.scaled(risk)
+
+
+def _path_spec(mod, plan, z, ids, factor, coarse: bool):
+    """The path form of ``mod`` for class ids without smoothing, or ``None`` (then the node form)."""
+    from taxosmooth.losses.expected_cost import ExpectedCostLoss
+    from taxosmooth.losses.hxe import HXELoss
+    from taxosmooth.losses.soft_labels import HierarchicalSoftLabelLoss, _mix, path_segments
+    from taxosmooth.losses.wasserstein import TreeWassersteinLoss, distance_segments
+
+    if isinstance(mod, HXELoss):
+        tree = mod.tree
+        if mod.path_lambda is not None:
+            lam = mod.path_lambda.index_select(0, ids)
+        else:
+            path = tree.paths(ids).path
+            lam = mod.node_lambda[1].index_select(0, path.reshape(-1)).view(path.shape)
+        return _PathHXE(plan, tree, ids, factor, lam)
+    if coarse:
+        return None
+    if isinstance(mod, HierarchicalSoftLabelLoss):
+        tree = mod.tree
+        if mod.path_q is not None:
+            q = mod.path_q.index_select(0, ids)
+        else:
+            q = path_segments(tree, mod.tables[0], mod.tables[1], _mix(mod.mix), tree.paths(ids).path, ids)
+        return _PathSoftLabels(plan, tree, ids, factor, q)
+    if isinstance(mod, ExpectedCostLoss) and mod.costs.tree is not None:
+        lengths, kappa = mod.costs.on_paths(ids)
+        return _PathRisk(plan, mod.costs.tree, ids, factor, kappa, None, float(mod.ce_weight))
+    if isinstance(mod, TreeWassersteinLoss):
+        tree = mod.tree
+        if mod.path_wd is not None:
+            kappa = mod.path_wd.index_select(0, ids)
+        else:
+            kappa = distance_segments(tree, mod.tables, tree.paths(ids).path)
+        w_local = mod.leaf_wd.index_select(0, torch.arange(plan.lo, plan.hi, device=z.device)).to(z.dtype)
+        return _PathRisk(plan, tree, ids, factor, kappa, w_local, float(mod.ce_weight))
+    return None
+
+
 # ------------------------------------------------------------------ the frame
 def _plan_for(mod, z: torch.Tensor, group) -> ShardPlan:
     world, rank = dist.get_world_size(group), dist.get_rank(group)
@@ -365,6 +518,9 @@ def sharded_loss(mod, input, target) -> torch.Tensor:
         if counted is not None:
             factor = factor * counted
         denom = factor.sum()
+        path_spec = None if eps else _path_spec(mod, plan, z, safe, factor, coarse)
+        if path_spec is not None:
+            return _finish(mod, input, path_spec, z, group, None, plan, name, counted, out_shape, denom, False)
         onehot = _local_onehot(plan, safe, z, mod, coarse)
         label = factor[:, None] * (1.0 - eps)
         q = onehot * label
@@ -377,6 +533,12 @@ def sharded_loss(mod, input, target) -> torch.Tensor:
         p = None
     spec = _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w if not prob else None, counted, coarse,
                      safe if not prob else None, C)
+    return _finish(mod, input, spec, z, group, check, plan, name, counted, out_shape, denom, prob)
+
+
+def _finish(mod, input, spec, z, group, check, plan, name, counted, out_shape, denom, prob) -> torch.Tensor:
+    """The exchange, the probability rows' check, and the reduction."""
+    compute = z.dtype
     spec.check = check
     rows = ShardedRows.apply(z, spec, group)
     if check is not None:
