@@ -47,12 +47,15 @@ LOSSES = {
     "soft_target": lambda tax, **k: ts.SoftTargetCrossEntropy(ts.soft_targets(tax, 2.0), **k),
     "soft_target_rows": lambda tax, **k: ts.SoftTargetCrossEntropy(**{"weight": torch.ones(tax.num_classes), **k}),
 }
-KINDS = ["ids", "prob", "smooth", "weighted", "ignored_sum", "spatial_none", "coarse"]
+KINDS = ["ids", "prob", "smooth", "weighted", "weighted_ids", "ignored_sum", "spatial_none", "coarse", "coarse_ids"]
+PATH_FORM = ("ids", "weighted_ids", "ignored_sum", "spatial_none", "coarse_ids")  # class ids without smoothing
 
 
 def _skip(loss: str, kind: str) -> bool:
     if kind == "coarse":
         return loss != "hxe"
+    if kind == "coarse_ids":
+        return loss not in ("hxe", "soft", "soft_mix", "cost", "wasserstein")
     if loss == "soft_target_rows":
         return kind not in ("prob", "spatial_none")
     if loss == "soft_target" and kind in ("prob",):
@@ -81,15 +84,19 @@ def cases(tax: ts.Taxonomy):
                 if loss == "soft_target_rows":
                     t = torch.softmax(torch.randn(2, C, 3, generator=g, dtype=torch.float64), 1)
                 options["reduction"] = "none"
-            elif kind == "coarse":
+            elif kind in ("coarse", "coarse_ids"):
                 t = torch.randint(0, tax.num_nodes, (6,), generator=g)
-                options.update(coarse_labels=True, label_smoothing=0.1)
+                options.update(coarse_labels=True, label_smoothing=0.1 if kind == "coarse" else 0.0)
+                if kind == "coarse_ids":
+                    options["weight"] = torch.linspace(0.25, 2.0, C, dtype=torch.float64)
             else:
                 t = torch.randint(0, C, (6,), generator=g)
                 if kind == "smooth":
                     options["label_smoothing"] = 0.15
                 if kind == "weighted":
                     options.update(weight=torch.linspace(0.25, 2.0, C, dtype=torch.float64), label_smoothing=0.1)
+                if kind == "weighted_ids":
+                    options["weight"] = torch.linspace(0.25, 2.0, C, dtype=torch.float64)
                 if kind == "ignored_sum":
                     t[[1, 4]] = -100
                     options["reduction"] = "sum"
@@ -203,8 +210,9 @@ def test_two_collectives_forward_none_backward(sharded_results):
             names = [name for name, _ in calls]
             # class ids on their paths: one all-gather; the node form: an all-gather and an all-reduce
             assert names in (["all_gather_single"], ["all_gather_single", "all_reduce"]), (key, calls)
-            if names == ["all_gather_single"]:
-                assert key.split("-")[1] in ("ids", "weighted", "ignored_sum", "spatial_none", "coarse"), key
+            kind = key.split("-")[1]
+            path_form = kind in PATH_FORM and loss not in ("pairwise", "soft_target", "soft_target_rows")
+            assert (names == ["all_gather_single"]) == path_form, (key, calls)
             boundary = int(shard_plan(tax, world, rank).boundary.numel()) if not loss.startswith("soft_target") \
                 else 1
             segments = 2 * ts.tree_ops.tree_tensors(tax).num_rings - 1
@@ -242,7 +250,10 @@ def _errors_worker(rank: int, world: int, out_dir: str) -> None:
     attempt("negative", lambda: loss(z.index_select(1, cols), q.index_select(1, cols)))
     attempt("dense_costs", lambda: ts.PairwiseCostLoss(torch.ones(C, C) - torch.eye(C), process_group=group)(
         z.index_select(1, cols), torch.tensor([0, 1, 2, 3])))
-    attempt("coarse_other", lambda: ts.ExpectedCostLoss(tax, coarse_labels=True, process_group=group)(
+    attempt("coarse_other", lambda: ts.PairwiseCostLoss(tax, coarse_labels=True, process_group=group)(
+        z.index_select(1, cols), torch.tensor([0, 1, 2, 3])))
+    attempt("coarse_smoothed", lambda: ts.ExpectedCostLoss(tax, coarse_labels=True, label_smoothing=0.1,
+                                                            process_group=group)(
         z.index_select(1, cols), torch.tensor([0, 1, 2, 3])))
     # after every refusal the group still works: one more loss, the same on every rank
     errors["after"] = float(loss(z.index_select(1, cols), torch.tensor([0, 1, 2, 3])))
@@ -273,7 +284,8 @@ def test_misuse_is_named_on_every_rank_never_a_hang(tmp_path):
         assert "row 2" in errors["sums"] and "across the 2 ranks" in errors["sums"], errors["sums"]
         assert "row 1" in errors["negative"] and "negative or non-finite" in errors["negative"], errors["negative"]
         assert errors["dense_costs"].startswith(("NotImplementedError", "ValueError")), errors["dense_costs"]
-        assert "coarse labels with process_group" in errors["coarse_other"]
+        assert "coarse labels with process_group are not supported" in errors["coarse_other"]
+        assert "coarse labels with label_smoothing and process_group" in errors["coarse_smoothed"]
     assert per_rank[0]["after"] == per_rank[1]["after"]
     z = torch.randn(4, tax.num_classes, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
     zz = z.clone().requires_grad_()

@@ -1,8 +1,16 @@
 r"""Every loss on class-sharded logits: each rank holds the columns of its classes, the loss is exact.
 
 Rank ``r`` holds the logits of the classes ``shard_classes(taxonomy, world)[r]`` (a run of leaves in depth-first
-order). Each loss is computed in its node form, which serves every target kind at once (class ids, probability
-rows, label smoothing: all are rows ``q`` of target mass, this rank's columns of them):
+order).
+
+Class ids (without smoothing) take the **path form** of soft labels, HXE, expected cost and tree-Wasserstein, as
+one process does: the terms live on the ``2R - 1`` segments the target's path cuts the leaf-order row into; each
+rank cuts its columns into them and one ``all_gather`` exchanges each segment's maximum and sums (``O(batch ×
+depth)`` numbers), from which every rank computes the loss (:class:`_Paths`).
+
+Every other target (and the pairwise and soft-target losses) takes the **node form**, which serves every target
+kind at once (class ids, probability rows, label smoothing: all are rows ``q`` of target mass, this rank's columns
+of them):
 
 * soft labels: ``ℓ = Σ_j s_j (lse(z) - z_j)``, ``s = (1 - mix) q + mix · Σ_i q_i/Z_i e(LCA(i, ·))`` (one pass up,
   one down: :meth:`~taxosmooth.tree_ops.TreeTensors.lca_expectation`);
@@ -30,7 +38,7 @@ from taxosmooth.losses._inputs import _check_ids, check_mode
 from taxosmooth.parallel.exchange import ShardedRows, reduce_sum
 from taxosmooth.parallel.shards import ShardPlan, shard_plan
 from taxosmooth.tree_ops import expand, nodes, segment_max, segment_sum
-from taxosmooth.tree_ops.paths import log_masses_of_segments
+from taxosmooth.tree_ops.paths import log_masses_of_segments, ring_segments
 
 __all__ = ["sharded_loss"]
 
@@ -374,15 +382,19 @@ class _PathHXE(_Paths):
 class _PathSoftLabels(_Paths):
     """``-Σ_s q_s Σ_{j ∈ s} log p_j = Σ_s q_s (|s| lse - Σ_{j ∈ s} z_j)`` on the target's segments."""
 
-    def __init__(self, plan, tree, ids, factor, q):
+    def __init__(self, plan, tree, ids, factor, q, coarse: bool):
         super().__init__(plan, tree, ids, factor, z_sums=True)
-        self.q = q
+        self.q, self.coarse = q, coarse
 
     def replicated(self, g):
         from taxosmooth.losses.soft_labels import _cross_entropy
 
-        lse = self.log_masses(g)[:, 0]
+        L = self.log_masses(g)
+        lse = L[:, 0]
         lp_seg = g[:, -self.S:].to(torch.float64) - self.full.to(torch.float64) * lse[:, None]
+        if self.coarse:  # the classes under a coarse label are one outcome: its log-mass
+            depth = self.S // 2
+            lp_seg = torch.cat([lp_seg[:, :depth], (L[:, -1] - lse)[:, None], lp_seg[:, depth + 1:]], dim=1)
         return self.scaled(_cross_entropy(self.q, lp_seg))
 
 
@@ -391,16 +403,17 @@ class _PathRisk(_Paths):
     to a class (``κ`` from the weighted depths, ``w`` the classes' own), as :class:`~taxosmooth.losses.expected_cost.
     _RiskPaths` computes them in one process."""
 
-    def __init__(self, plan, tree, ids, factor, kappa, w_local, gamma):
+    def __init__(self, plan, tree, ids, factor, kappa, w_local, gamma, outside=None):
         super().__init__(plan, tree, ids, factor, weighted=w_local)
-        self.kappa, self.gamma = kappa, gamma
+        self.kappa, self.gamma, self.outside = kappa, gamma, outside
 
     def replicated(self, g):
         L = self.log_masses(g)
         lse = L[:, 0]
         risk = (self.kappa * self.probabilities(g, 1, lse)).sum(1)
         if self.weighted is not None:
-            risk = risk + self.probabilities(g, 2, lse).sum(1)
+            w = self.probabilities(g, 2, lse)
+            risk = risk + (w if self.outside is None else w * self.outside).sum(1)
         if self.gamma:
             risk = risk + self.gamma * (lse - L[:, -1])
         return self.scaled(risk)
@@ -421,26 +434,33 @@ def _path_spec(mod, plan, z, ids, factor, coarse: bool):
             path = tree.paths(ids).path
             lam = mod.node_lambda[1].index_select(0, path.reshape(-1)).view(path.shape)
         return _PathHXE(plan, tree, ids, factor, lam)
-    if coarse:
-        return None
     if isinstance(mod, HierarchicalSoftLabelLoss):
         tree = mod.tree
         if mod.path_q is not None:
             q = mod.path_q.index_select(0, ids)
         else:
             q = path_segments(tree, mod.tables[0], mod.tables[1], _mix(mod.mix), tree.paths(ids).path, ids)
-        return _PathSoftLabels(plan, tree, ids, factor, q)
+        return _PathSoftLabels(plan, tree, ids, factor, q, coarse)
     if isinstance(mod, ExpectedCostLoss) and mod.costs.tree is not None:
         lengths, kappa = mod.costs.on_paths(ids)
         return _PathRisk(plan, mod.costs.tree, ids, factor, kappa, None, float(mod.ce_weight))
     if isinstance(mod, TreeWassersteinLoss):
         tree = mod.tree
-        if mod.path_wd is not None:
-            kappa = mod.path_wd.index_select(0, ids)
-        else:
-            kappa = distance_segments(tree, mod.tables, tree.paths(ids).path)
         w_local = mod.leaf_wd.index_select(0, torch.arange(plan.lo, plan.hi, device=z.device)).to(z.dtype)
-        return _PathRisk(plan, tree, ids, factor, kappa, w_local, float(mod.ce_weight))
+        if not coarse:  # Σ_j p_j (wd(t) - 2 wd(LCA(t, j)) + wd(j))
+            kappa = mod.path_wd.index_select(0, ids) if mod.path_wd is not None else \
+                distance_segments(tree, mod.tables, tree.paths(ids).path)
+            return _PathRisk(plan, tree, ids, factor, kappa, w_local, float(mod.ce_weight))
+        # Σ_{j not under v} p_j (wd(j) + reach(v) - 2 wd(LCA(v, j))) (wasserstein._distance_to_target)
+        path = tree.paths(ids).path
+        depth = tree.num_rings - 1
+        wd, reach = mod.tables[0], mod.tables[1]
+        ring_wd = wd.index_select(0, path[:, :depth].reshape(-1)).view(path.shape[0], depth)
+        r = reach.index_select(0, path[:, depth])
+        kappa = ring_segments(torch.cat([r[:, None] - 2.0 * ring_wd, torch.zeros_like(r[:, None])], dim=1), tree)
+        outside = torch.ones(2 * depth + 1, dtype=torch.float64, device=z.device)
+        outside[depth] = 0.0  # nothing under the target costs anything
+        return _PathRisk(plan, tree, ids, factor, kappa, w_local, float(mod.ce_weight), outside)
     return None
 
 
@@ -593,7 +613,11 @@ def _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w, counted, coars
 
     name = type(mod).__name__
     if coarse and not isinstance(mod, HXELoss):
-        raise NotImplementedError(f"{name}: coarse labels with process_group are supported by HXELoss only so far")
+        if eps and not isinstance(mod, (PairwiseCostLoss, SoftTargetCrossEntropy)):
+            raise NotImplementedError(f"{name}: coarse labels with label_smoothing and process_group are supported "
+                                      "by HXELoss only (without smoothing, this loss takes them)")
+        raise NotImplementedError(f"{name}: coarse labels with process_group are not supported (HXELoss, the "
+                                  "soft-label, expected-cost and tree-Wasserstein losses take them)")
     if isinstance(mod, HierarchicalSoftLabelLoss):
         tables = mod.tables
         return _SoftLabels(plan, q, tables[0], tables[1][:C], _mix(mod.mix))
