@@ -3,12 +3,13 @@ r"""Every loss on class-sharded logits: each rank holds the columns of its class
 Rank ``r`` holds the logits of the classes ``shard_classes(taxonomy, world)[r]`` (a run of leaves in depth-first
 order).
 
-Class ids (without smoothing) take the **path form** of soft labels, HXE, expected cost and tree-Wasserstein, as
-one process does: the terms live on the ``2R - 1`` segments the target's path cuts the leaf-order row into; each
-rank cuts its columns into them and one ``all_gather`` exchanges each segment's maximum and sums (``O(batch ×
-depth)`` numbers), from which every rank computes the loss (:class:`_Paths`).
+Class ids and coarse labels (without smoothing) take the **path form** of soft labels, HXE, expected cost,
+tree-Wasserstein and pairwise costs, as one process does: the terms live on the ``2R - 1`` segments the target's
+path cuts the leaf-order row into; each rank cuts its columns into them and one ``all_gather`` exchanges each
+segment's maximum and sums (``O(batch × depth)`` numbers), from which every rank computes the loss (:class:`_Paths`;
+the pairwise loss then sums each rank's terms against the target's logit in an ``all_reduce``).
 
-Every other target (and the pairwise and soft-target losses) takes the **node form**, which serves every target
+Every other target (and the soft-target loss with a matrix) takes the **node form**, which serves every target
 kind at once (class ids, probability rows, label smoothing: all are rows ``q`` of target mass, this rank's columns
 of them):
 
@@ -419,10 +420,32 @@ class _PathRisk(_Paths):
         return self.scaled(risk)
 
 
+class _PathPairwise(_Paths):
+    """``Σ_j κ_{s(j)} softplus(z_j - ζ)``, ``ζ = L_t`` the target's log-mass (a class: its logit): ``ζ`` from
+    collective 1, each rank's terms summed by collective 2."""
+
+    has_local = True
+
+    def __init__(self, plan, tree, ids, factor, kappa):
+        super().__init__(plan, tree, ids, factor)
+        self.kappa = kappa
+
+    def local(self, z, g):
+        from taxosmooth.losses.pairwise import _against
+
+        zeta = self.log_masses(g)[:, -1]
+        cost = expand(self.kappa.to(z.dtype), self.lengths, z.shape[1])
+        return self.scaled(_against(z, cost, zeta))
+
+    def replicated(self, g):
+        return torch.zeros_like(g[:, 0])
+
+
 def _path_spec(mod, plan, z, ids, factor, coarse: bool):
     """The path form of ``mod`` for class ids without smoothing, or ``None`` (then the node form)."""
     from taxosmooth.losses.expected_cost import ExpectedCostLoss
     from taxosmooth.losses.hxe import HXELoss
+    from taxosmooth.losses.pairwise import PairwiseCostLoss
     from taxosmooth.losses.soft_labels import HierarchicalSoftLabelLoss, _mix, path_segments
     from taxosmooth.losses.wasserstein import TreeWassersteinLoss, distance_segments
 
@@ -444,6 +467,9 @@ def _path_spec(mod, plan, z, ids, factor, coarse: bool):
     if isinstance(mod, ExpectedCostLoss) and mod.costs.tree is not None:
         lengths, kappa = mod.costs.on_paths(ids)
         return _PathRisk(plan, mod.costs.tree, ids, factor, kappa, None, float(mod.ce_weight))
+    if isinstance(mod, PairwiseCostLoss) and mod.costs.tree is not None:
+        lengths, kappa = mod.costs.on_paths(ids)
+        return _PathPairwise(plan, mod.costs.tree, ids, factor, kappa)
     if isinstance(mod, TreeWassersteinLoss):
         tree = mod.tree
         w_local = mod.leaf_wd.index_select(0, torch.arange(plan.lo, plan.hi, device=z.device)).to(z.dtype)
@@ -612,12 +638,9 @@ def _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w, counted, coars
     from taxosmooth.losses.wasserstein import TreeWassersteinLoss
 
     name = type(mod).__name__
-    if coarse and not isinstance(mod, HXELoss):
-        if eps and not isinstance(mod, (PairwiseCostLoss, SoftTargetCrossEntropy)):
-            raise NotImplementedError(f"{name}: coarse labels with label_smoothing and process_group are supported "
-                                      "by HXELoss only (without smoothing, this loss takes them)")
-        raise NotImplementedError(f"{name}: coarse labels with process_group are not supported (HXELoss, the "
-                                  "soft-label, expected-cost and tree-Wasserstein losses take them)")
+    if coarse and not isinstance(mod, HXELoss):  # the path form (no smoothing) takes them
+        raise NotImplementedError(f"{name}: coarse labels with label_smoothing and process_group are supported by "
+                                  "HXELoss only (without smoothing, by every loss built on a taxonomy)")
     if isinstance(mod, HierarchicalSoftLabelLoss):
         tables = mod.tables
         return _SoftLabels(plan, q, tables[0], tables[1][:C], _mix(mod.mix))
