@@ -8,13 +8,10 @@ rows or more. No tensor of N × C elements is made (a dispatch mode records ever
 from __future__ import annotations
 
 import os
-import socket
-import sys
-import time
-from datetime import timedelta
 
 import pytest
 import torch
+from _spawn import run_ranks
 import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -443,71 +440,31 @@ def _sharded_problem():
     return h, w, b, t
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _sharded_worker(rank: int, port: int, out_dir: str) -> None:
+def _sharded_worker(rank: int, world: int, out_dir: str) -> None:
     import torch.distributed as dist
 
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))
-    try:
-        h, w, b, t = _sharded_problem()
-        lo = sum(SPLIT[:rank])
-        hi = lo + SPLIT[rank]
-        results = {}
-        for reduction in ("mean", "sum", "none"):
-            for chunk in (3, None):
-                hr = h.clone().requires_grad_()
-                wr = w[lo:hi].clone().requires_grad_()
-                br = b[lo:hi].clone().requires_grad_()
-                loss = _ShardedCrossEntropy(lo, hi, C, group=dist.group.WORLD, reduction=reduction)
-                out = ts.linear_loss(hr, wr, t, loss, bias=br, chunk_size=chunk)
-                upstream = torch.linspace(0.5, 1.5, out.numel(), dtype=out.dtype).reshape(out.shape)
-                out.backward(upstream)
-                results[(reduction, chunk)] = (out.detach(), hr.grad, wr.grad, br.grad)
-        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def _run_sharded(out_dir: str) -> None:
-    import torch.multiprocessing as mp
-
-    ctx = mp.start_processes(_sharded_worker, args=(_free_port(), out_dir), nprocs=WORLD, join=False,
-                             start_method="spawn")
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while not ctx.join(timeout=5):
-            if time.monotonic() > deadline:
-                pytest.fail(f"the {WORLD} processes did not finish within {TIMEOUT_S} s")
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
+    h, w, b, t = _sharded_problem()
+    lo = sum(SPLIT[:rank])
+    hi = lo + SPLIT[rank]
+    results = {}
+    for reduction in ("mean", "sum", "none"):
+        for chunk in (3, None):
+            hr = h.clone().requires_grad_()
+            wr = w[lo:hi].clone().requires_grad_()
+            br = b[lo:hi].clone().requires_grad_()
+            loss = _ShardedCrossEntropy(lo, hi, C, group=dist.group.WORLD, reduction=reduction)
+            out = ts.linear_loss(hr, wr, t, loss, bias=br, chunk_size=chunk)
+            upstream = torch.linspace(0.5, 1.5, out.numel(), dtype=out.dtype).reshape(out.shape)
+            out.backward(upstream)
+            results[(reduction, chunk)] = (out.detach(), hr.grad, wr.grad, br.grad)
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 @pytest.mark.distributed
 def test_class_sharded_loss_with_a_process_group(tmp_path):
     """Each rank its weight rows and a loss that meets the other ranks: every rank gets the whole loss, the whole
     hidden gradient (summed over the group), and its rows of the weight and bias gradients."""
-    import torch.multiprocessing as mp
-
-    try:
-        _run_sharded(str(tmp_path))
-    except mp.ProcessExitedException as exc:
-        if exc.signal_name is None:
-            raise
-        _run_sharded(str(tmp_path))  # gloo has aborted processes under load now and then: once more
+    run_ranks(_sharded_worker, WORLD, str(tmp_path), timeout=TIMEOUT_S)
     per_rank = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     h, w, b, t = _sharded_problem()
     for (reduction, chunk), _ in per_rank[0].items():
