@@ -22,8 +22,8 @@ Goals (issue 20): step peak of the chunked loss <= 0.5 x the materialised one, t
     python benchmarks/scale.py --classes 100000       # quicker
     python benchmarks/scale.py --markdown             # a table for the docs
 
-The class-sharded loss's per-rank memory at 2 and 4 ranks: :func:`sharded_per_rank_memory` (it says "not
-available yet" while :mod:`taxosmooth.parallel` does not exist).
+The class-sharded loss's per-rank memory at 2 and 4 ranks: :func:`sharded_per_rank_memory`
+(``--sharded-only`` runs it alone).
 
 Linux only (``/proc``).
 """
@@ -165,18 +165,6 @@ SHARDED = {
 }
 
 
-def _has_parallel() -> bool:
-    """Whether this taxosmooth has :mod:`taxosmooth.parallel` (its own, not one found elsewhere on the path)."""
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec("taxosmooth.parallel")
-    except ImportError:
-        return False
-    here = os.path.dirname(os.path.abspath(ts.__file__))
-    return spec is not None and spec.origin is not None and os.path.abspath(spec.origin).startswith(here + os.sep)
-
-
 def _sharded_worker(rank: int, world: int, port: int, args, method: str, out_dir: str) -> None:
     """One rank: its classes' weight rows, the sharded loss; the step peak of one method (see :func:`child`)."""
     from datetime import timedelta
@@ -216,7 +204,7 @@ def _sharded_worker(rank: int, world: int, port: int, args, method: str, out_dir
     os._exit(0)  # gloo's threads can abort a process at interpreter exit
 
 
-def sharded_per_rank_memory(args, world_sizes=(2, 4)) -> list[dict] | None:
+def sharded_per_rank_memory(args, world_sizes=(2, 4)) -> list[dict]:
     """SHARDED LOSS — per-rank memory of the class-sharded loss at 2 and 4 ranks.
 
     For each world size and method, that many gloo processes on this machine (so the ranks share its cores:
@@ -227,10 +215,6 @@ def sharded_per_rank_memory(args, world_sizes=(2, 4)) -> list[dict] | None:
     on every rank: the automatic size comes from the loss's global class count). Each rank also holds the whole
     taxonomy (built once per process), which is in its resident set before the step, not in the step peak.
     """
-    if not _has_parallel():
-        print(f"sharded per-rank memory at {' and '.join(map(str, world_sizes))} ranks: not available yet "
-              "(no taxosmooth.parallel)")
-        return None
     import socket
     import tempfile
 
@@ -349,9 +333,7 @@ def main(argv=None) -> int:
     if not args.no_sharded:
         print()
         args.loss = args.sharded_loss
-        rows = sharded_per_rank_memory(args)
-        if rows:
-            _print_sharded(rows, args)
+        _print_sharded(sharded_per_rank_memory(args), args)
     return 0
 
 

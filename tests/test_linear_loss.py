@@ -11,8 +11,8 @@ import os
 
 import pytest
 import torch
-from _spawn import run_ranks
 import torch.nn.functional as F
+from _spawn import run_ranks
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
