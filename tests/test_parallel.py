@@ -18,6 +18,7 @@ import torch.distributed as dist
 from _spawn import run_ranks
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import taxosmooth as ts
 from taxosmooth.parallel import shard_bounds, shard_classes, shard_plan
@@ -139,6 +140,26 @@ class Counter:
             setattr(dist, name, original)
 
 
+class HostReads(TorchDispatchMode):
+    """Records the operations that read a tensor's values on the host (a GPU would synchronise) from the sharded
+    code (the shared target checks read CPU tensors only on the CPU, where it costs nothing)."""
+
+    READS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::equal", "aten::is_nonzero")
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.name in self.READS:
+            import traceback
+
+            where = [f for f in traceback.extract_stack() if "taxosmooth" in f.filename]
+            if where and ("parallel" in where[-1].filename or "tree_ops" in where[-1].filename):
+                self.ops.append(f"{func._schema.name} at {where[-1].filename}:{where[-1].lineno}")
+        return func(*args, **(kwargs or {}))
+
+
 def _sharded_worker(rank: int, world: int, out_dir: str, tree_name: str) -> None:
     if tree_name == "searched":  # no path tables: the paths of each batch are searched
         from taxosmooth.tree_ops import tables
@@ -153,11 +174,12 @@ def _sharded_worker(rank: int, world: int, out_dir: str, tree_name: str) -> None
             mod = LOSSES[loss](tax, process_group=dist.group.WORLD, **options)
             zl = z.index_select(1, cols).clone().requires_grad_()
             tl = t.index_select(1, cols) if t.is_floating_point() else t
-            with Counter() as fwd:
+            with Counter() as fwd, HostReads() as reads:
                 value = mod(zl, tl)
-            with Counter() as bwd:
+            with Counter() as bwd, reads:
                 value.sum().backward()
-            results[key] = {"value": value.detach(), "grad": zl.grad, "forward": fwd.calls, "backward": bwd.calls}
+            results[key] = {"value": value.detach(), "grad": zl.grad, "forward": fwd.calls, "backward": bwd.calls,
+                            "host_reads": reads.ops}
     finally:
         ts.set_checks("auto")
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -221,6 +243,7 @@ def test_two_collectives_forward_none_backward(sharded_results):
             for _, numel in calls:  # O(batch × (boundary + depth)): numbers per boundary node, path segment, row
                 assert numel <= world * rows * (4 * boundary + 3 * segments + 8), (key, calls)
             assert res[key]["backward"] == [], key
+            assert res[key]["host_reads"] == [], (key, res[key]["host_reads"])  # "device" checks: no host read
 
 
 def _errors_worker(rank: int, world: int, out_dir: str) -> None:
@@ -246,6 +269,11 @@ def _errors_worker(rank: int, world: int, out_dir: str) -> None:
     p = torch.softmax(torch.randn(4, C, dtype=torch.float64, generator=g), 1)
     p[2] *= 0.5
     attempt("sums", lambda: loss(z.index_select(1, cols), p.index_select(1, cols)))
+    ts.set_checks("device")  # a GPU's checks: an asynchronous assertion, no host read
+    try:
+        attempt("sums_device", lambda: loss(z.index_select(1, cols), p.index_select(1, cols)))
+    finally:
+        ts.set_checks("auto")
     q = torch.softmax(torch.randn(4, C, dtype=torch.float64, generator=g), 1)
     if rank == 0:
         q[1, cols[0]] = -0.25
@@ -282,6 +310,7 @@ def test_misuse_is_named_on_every_rank_never_a_hang(tmp_path):
         assert "disagree with the shards" in errors["width"] and "holds" in errors["width"], errors["width"]
         assert errors["target"].startswith("IndexError") and f"[0, {tax.num_classes})" in errors["target"]
         assert "row 2" in errors["sums"] and "across the 2 ranks" in errors["sums"], errors["sums"]
+        assert "does not sum to 1 across the 2 ranks" in errors["sums_device"], errors["sums_device"]
         assert "row 1" in errors["negative"] and "negative or non-finite" in errors["negative"], errors["negative"]
         assert errors["dense_costs"].startswith(("NotImplementedError", "ValueError")), errors["dense_costs"]
         assert "coarse labels with label_smoothing and process_group" in errors["coarse_smoothed"]

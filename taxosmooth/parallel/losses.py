@@ -588,7 +588,7 @@ def _finish(mod, input, spec, z, group, check, plan, name, counted, out_shape, d
     spec.check = check
     rows = ShardedRows.apply(z, spec, group)
     if check is not None:
-        _check_sums(spec.combined[:, -2:], name, plan, input.dtype)
+        _check_sums(spec.combined[:, -2:], name, plan, input.dtype, check_mode(input.device))
     if not prob and counted is not None:
         rows = torch.where(counted > 0, rows, torch.zeros_like(rows))
     reduction = mod.reduction
@@ -600,12 +600,17 @@ def _finish(mod, input, spec, z, group, check, plan, name, counted, out_shape, d
     return total.to(input.dtype) if input.dtype in (torch.float16, torch.bfloat16) else total
 
 
-def _check_sums(sums: torch.Tensor, name: str, plan: ShardPlan, dtype) -> None:
+def _check_sums(sums: torch.Tensor, name: str, plan: ShardPlan, dtype, mode: str) -> None:
     """Probability rows across the ranks: finite, >= 0, summing to 1 (every rank sees the same sums: the same
-    error on every rank)."""
+    error on every rank). ``"device"`` checks: an asynchronous assertion, no host synchronisation."""
     from taxosmooth.losses._inputs import _ROW_SUM_TOLERANCE
 
     tol = _ROW_SUM_TOLERANCE.get(dtype, 1e-5)
+    if mode == "device":
+        ok = (sums[:, 1] == 0).all() & ((sums[:, 0] - 1).abs() <= tol).all()
+        torch._assert_async(ok, f"{name}: a probability target is negative, not finite, or its row does not sum to "
+                                f"1 across the {plan.world} ranks")
+        return
     bad = sums[:, 1] > 0
     if bool(bad.any()):
         row = int(bad.nonzero()[0, 0])
@@ -678,7 +683,7 @@ def _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w, counted, coars
             return _Wasserstein(plan, q_unit, q, mass, tables[2], float(mod.ce_weight))
         # a class target: the row weighs (1 - ε) w[t] + ε mean(w); the transport is to the unweighted row
         factor = torch.ones_like(z[:, 0]) if row_w is None else row_w
-        mean_w = 1.0 if mod.weight is None else float(mod.weight[:C].double().mean())
+        mean_w = 1.0 if mod.weight is None else mod.weight[:C].to(device=z.device, dtype=z.dtype).mean()  # no host read
         mass = factor * (1.0 - eps) + eps * mean_w
         if counted is not None:
             mass = mass * counted
@@ -731,7 +736,7 @@ def _agree(mod, input, target, plan, group, name, mode) -> None:
     """Every rank checks its shard's width and the batch; in "full" mode the ranks agree first (one small
     collective) so that a mistake on one rank is an error on every rank, never a hang."""
     width = input.shape[1]
-    rows = input.shape[0] * int(torch.tensor(input.shape[2:]).prod()) if input.dim() > 2 else input.shape[0]
+    rows = input.shape[0] * math.prod(input.shape[2:])
     bad = 0.0 if width == plan.width else 1.0
     if target.is_floating_point() and tuple(target.shape) != tuple(input.shape):
         bad = 2.0
