@@ -30,6 +30,7 @@ from taxosmooth.losses.pairwise import PairwiseCostLoss
 from taxosmooth.losses.soft_labels import HierarchicalSoftLabelLoss
 from taxosmooth.losses.soft_target import SoftTargetCrossEntropy
 from taxosmooth.losses.wasserstein import TreeWassersteinLoss
+from taxosmooth.losses import sharded as _sharded  # noqa: E402,F401 - registers the class-sharded form (process_group=)
 
 __all__ = [
     "SoftTargetCrossEntropy",

@@ -134,11 +134,18 @@ def _world_size(group) -> int:
     return dist.get_world_size(group)
 
 
-def sharded(mod: TreeLoss, input, target):
-    """The class-sharded loss of ``mod`` (see :mod:`taxosmooth.parallel.losses`)."""
-    from taxosmooth.parallel.losses import sharded_loss
+#: the class-sharded form of every loss: :func:`taxosmooth.losses.sharded.sharded_loss`, registered when that module
+#: is imported (by this package's ``__init__``; it imports the losses, they do not import it)
+_SHARDED: list = []
 
-    return sharded_loss(mod, input, target)
+
+def register_sharded(fn) -> None:
+    _SHARDED[:] = [fn]
+
+
+def sharded(mod: TreeLoss, input, target):
+    """The class-sharded loss of ``mod`` (see :mod:`taxosmooth.losses.sharded`)."""
+    return _SHARDED[0](mod, input, target)
 
 
 def float_table(values: np.ndarray) -> torch.Tensor:

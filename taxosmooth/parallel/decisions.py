@@ -20,8 +20,7 @@ import torch
 import torch.distributed as dist
 
 from taxosmooth.parallel.exchange import gather_stats
-from taxosmooth.parallel.losses import _boundary_of, _with_boundary
-from taxosmooth.parallel.shards import ShardPlan, shard_plan
+from taxosmooth.parallel.shards import ShardPlan, boundary_values, shard_plan, with_boundary
 from taxosmooth.taxonomy import Taxonomy
 from taxosmooth.tree_ops import nodes
 
@@ -78,7 +77,7 @@ def _probabilities(scores, plan, from_logits, group):
     lse_local = torch.logsumexp(x, 1, keepdim=True) if from_logits else x.new_zeros((x.shape[0], 1))
     p_local_shift = torch.exp(x - lse_local) if from_logits else x
     up = nodes.up(plan, nodes.place(plan, p_local_shift))
-    stats = torch.cat([lse_local, _boundary_of(plan, up, 0.0)], dim=1)
+    stats = torch.cat([lse_local, boundary_values(plan, up, 0.0)], dim=1)
     everyone = gather_stats(stats, group)
     if from_logits:  # each rank's sums were taken with its own shift: rescale to the global softmax
         lse = torch.logsumexp(everyone[:, :, 0], dim=0)
@@ -90,7 +89,7 @@ def _probabilities(scores, plan, from_logits, group):
     else:
         boundary = everyone[:, :, 1:].sum(0)
         p = x
-    return p, _with_boundary(plan, up, boundary)
+    return p, with_boundary(plan, up, boundary)
 
 
 def node_probabilities(scores: torch.Tensor, taxonomy: Taxonomy, process_group=None, *, from_logits: bool = False,

@@ -19,7 +19,7 @@ import torch
 from taxosmooth.taxonomy import CompiledTree, Taxonomy
 from taxosmooth.tree_ops.tables import compiled_tree
 
-__all__ = ["shard_classes", "shard_bounds", "ShardPlan", "shard_plan"]
+__all__ = ["shard_classes", "shard_bounds", "ShardPlan", "shard_plan", "boundary_values", "with_boundary"]
 
 
 def shard_bounds(taxonomy: Taxonomy | CompiledTree, world_size: int, slack: float = 0.02) -> np.ndarray:
@@ -193,3 +193,17 @@ def shard_plan(taxonomy: Taxonomy | CompiledTree, world: int, rank: int, slack: 
     )
     cache[key] = plan
     return plan
+
+
+# ------------------------------------------------------------------ values on the local tree and its boundary
+def boundary_values(plan: ShardPlan, lev: torch.Tensor, fill: float) -> torch.Tensor:
+    """This rank's values ``(n, B)`` at the boundary nodes as ``(B, K)`` (``fill`` where it holds none)."""
+    rows = plan.local_rows
+    out = lev.new_full((plan.boundary.shape[0], lev.shape[1]), fill)
+    return out.index_copy(0, plan.local_boundary.index_select(0, rows), lev.index_select(0, rows)).t()
+
+
+def with_boundary(plan: ShardPlan, lev: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``lev`` ``(n, B)`` with its boundary nodes' rows replaced by their global ``values`` ``(B, K)``."""
+    rows = plan.local_rows
+    return lev.index_copy(0, rows, values.t().index_select(0, plan.local_boundary.index_select(0, rows)))

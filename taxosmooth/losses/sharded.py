@@ -35,9 +35,16 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from taxosmooth.losses._inputs import _check_ids, check_mode
+from taxosmooth.losses._inputs import _ROW_SUM_TOLERANCE, _check_ids, check_mode
+from taxosmooth.losses._module import register_sharded
+from taxosmooth.losses.expected_cost import ExpectedCostLoss
+from taxosmooth.losses.hxe import HXELoss, _from_log_masses
+from taxosmooth.losses.pairwise import PairwiseCostLoss, _against
+from taxosmooth.losses.soft_labels import HierarchicalSoftLabelLoss, _cross_entropy, _mix, path_segments
+from taxosmooth.losses.soft_target import SoftTargetCrossEntropy
+from taxosmooth.losses.wasserstein import TreeWassersteinLoss, distance_segments
 from taxosmooth.parallel.exchange import ShardedRows, reduce_sum
-from taxosmooth.parallel.shards import ShardPlan, shard_plan
+from taxosmooth.parallel.shards import ShardPlan, boundary_values, shard_plan, with_boundary
 from taxosmooth.tree_ops import expand, nodes, segment_max, segment_sum
 from taxosmooth.tree_ops.paths import log_masses_of_segments, ring_segments
 
@@ -45,19 +52,6 @@ __all__ = ["sharded_loss"]
 
 
 # ------------------------------------------------------------------ the local tree and its boundary
-def _boundary_of(plan: ShardPlan, lev: torch.Tensor, fill: float) -> torch.Tensor:
-    """This rank's values ``(n, B)`` at the boundary nodes as ``(B, K)`` (``fill`` where it holds none)."""
-    rows = plan.local_rows
-    out = lev.new_full((plan.boundary.shape[0], lev.shape[1]), fill)
-    return out.index_copy(0, plan.local_boundary.index_select(0, rows), lev.index_select(0, rows)).t()
-
-
-def _with_boundary(plan: ShardPlan, lev: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """``lev`` ``(n, B)`` with its boundary nodes' rows replaced by their global ``values`` ``(B, K)``."""
-    rows = plan.local_rows
-    return lev.index_copy(0, rows, values.t().index_select(0, plan.local_boundary.index_select(0, rows)))
-
-
 def _own(plan: ShardPlan) -> torch.Tensor:
     """``(n, 1)``: 1 for the local nodes no other rank holds (their terms are this rank's), 0 on the boundary."""
     return (plan.local_boundary < 0).unsqueeze(1)
@@ -111,8 +105,8 @@ class _Spec:
         parts = [torch.logsumexp(z, 1, keepdim=True)]
         if self.lse_nodes:
             self.v_local = self._local_lse(z)
-            parts.append(_boundary_of(self.plan, self.v_local, -math.inf))
-        parts += [_boundary_of(self.plan, s, 0.0) for s in self.sums]
+            parts.append(boundary_values(self.plan, self.v_local, -math.inf))
+        parts += [boundary_values(self.plan, s, 0.0) for s in self.sums]
         parts += [r[:, None] for r in self.rows]
         if self.check is not None:
             parts.append(self.check.to(z.dtype))
@@ -174,7 +168,7 @@ class _SoftLabels(_Spec):
 
     def local(self, z, g):
         lse, _, (u_b,), _ = self.split(g)
-        spread = nodes.classes_of(self.plan, nodes.down(self.plan, _with_boundary(self.plan, self.up, u_b) * self.step))
+        spread = nodes.classes_of(self.plan, nodes.down(self.plan, with_boundary(self.plan, self.up, u_b) * self.step))
         s = spread if self.mix == 1.0 else spread + (1.0 - self.mix) * self.q
         return lse * s.sum(1) - _dot(s, z)
 
@@ -189,7 +183,7 @@ class _ExpectedCost(_Spec):
 
     def local(self, z, g):
         lse, _, (u_b,), _ = self.split(g)
-        expected = nodes.classes_of(self.plan, nodes.down(self.plan, _with_boundary(self.plan, self.up, u_b) * self.step))
+        expected = nodes.classes_of(self.plan, nodes.down(self.plan, with_boundary(self.plan, self.up, u_b) * self.step))
         p = torch.exp(z - lse[:, None])
         rows = (p * expected).sum(1)
         if self.gamma:
@@ -211,7 +205,7 @@ class _Pairwise(_Spec):
 
     def local(self, z, g):
         _, _, (u_b,), (zeta,) = self.split(g)
-        cbar = nodes.classes_of(self.plan, nodes.down(self.plan, _with_boundary(self.plan, self.up, u_b) * self.step))
+        cbar = nodes.classes_of(self.plan, nodes.down(self.plan, with_boundary(self.plan, self.up, u_b) * self.step))
         finite = zeta.clamp_min(torch.finfo(z.dtype).min)
         u = z - finite[:, None]
         terms = torch.where(cbar == 0, torch.zeros_like(u), cbar * torch.nn.functional.softplus(u))
@@ -274,8 +268,8 @@ class _HXE(_Spec):
     def local(self, z, g):
         _, v_b, t_b = self._masses(g)
         plan = self.plan
-        v = _with_boundary(plan, self.v_local_for(z), v_b)
-        t = _with_boundary(plan, self.mass_local, t_b)
+        v = with_boundary(plan, self.v_local_for(z), v_b)
+        t = with_boundary(plan, self.mass_local, t_b)
         coef = t * self.lam * _own(plan)
         terms = torch.where(coef == 0, torch.zeros_like(v), coef * _steps(v, plan.level_parent))
         rows = -terms.sum(0)
@@ -375,8 +369,6 @@ class _PathHXE(_Paths):
         self.lam = lam
 
     def replicated(self, g):
-        from taxosmooth.losses.hxe import _from_log_masses
-
         return self.scaled(_from_log_masses(self.log_masses(g), self.lam))
 
 
@@ -388,8 +380,6 @@ class _PathSoftLabels(_Paths):
         self.q, self.coarse = q, coarse
 
     def replicated(self, g):
-        from taxosmooth.losses.soft_labels import _cross_entropy
-
         L = self.log_masses(g)
         lse = L[:, 0]
         lp_seg = g[:, -self.S:].to(torch.float64) - self.full.to(torch.float64) * lse[:, None]
@@ -431,8 +421,6 @@ class _PathPairwise(_Paths):
         self.kappa = kappa
 
     def local(self, z, g):
-        from taxosmooth.losses.pairwise import _against
-
         zeta = self.log_masses(g)[:, -1]
         cost = expand(self.kappa.to(z.dtype), self.lengths, z.shape[1])
         return self.scaled(_against(z, cost, zeta))
@@ -443,11 +431,6 @@ class _PathPairwise(_Paths):
 
 def _path_spec(mod, plan, z, ids, factor, coarse: bool):
     """The path form of ``mod`` for class ids without smoothing, or ``None`` (then the node form)."""
-    from taxosmooth.losses.expected_cost import ExpectedCostLoss
-    from taxosmooth.losses.hxe import HXELoss
-    from taxosmooth.losses.pairwise import PairwiseCostLoss
-    from taxosmooth.losses.soft_labels import HierarchicalSoftLabelLoss, _mix, path_segments
-    from taxosmooth.losses.wasserstein import TreeWassersteinLoss, distance_segments
 
     if isinstance(mod, HXELoss):
         tree = mod.tree
@@ -603,8 +586,6 @@ def _finish(mod, input, spec, z, group, check, plan, name, counted, out_shape, d
 def _check_sums(sums: torch.Tensor, name: str, plan: ShardPlan, dtype, mode: str) -> None:
     """Probability rows across the ranks: finite, >= 0, summing to 1 (every rank sees the same sums: the same
     error on every rank). ``"device"`` checks: an asynchronous assertion, no host synchronisation."""
-    from taxosmooth.losses._inputs import _ROW_SUM_TOLERANCE
-
     tol = _ROW_SUM_TOLERANCE.get(dtype, 1e-5)
     if mode == "device":
         ok = (sums[:, 1] == 0).all() & ((sums[:, 0] - 1).abs() <= tol).all()
@@ -635,13 +616,6 @@ def _local_onehot(plan: ShardPlan, ids: torch.Tensor, z: torch.Tensor, mod, coar
 
 
 def _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w, counted, coarse, ids, C):
-    from taxosmooth.losses.expected_cost import ExpectedCostLoss
-    from taxosmooth.losses.hxe import HXELoss
-    from taxosmooth.losses.pairwise import PairwiseCostLoss
-    from taxosmooth.losses.soft_labels import HierarchicalSoftLabelLoss, _mix
-    from taxosmooth.losses.soft_target import SoftTargetCrossEntropy
-    from taxosmooth.losses.wasserstein import TreeWassersteinLoss
-
     name = type(mod).__name__
     if coarse and not isinstance(mod, HXELoss):  # the path form (no smoothing) takes them
         raise NotImplementedError(f"{name}: coarse labels with label_smoothing and process_group are supported by "
@@ -755,3 +729,6 @@ def _agree(mod, input, target, plan, group, name, mode) -> None:
     elif bad:
         raise ValueError(f"{name} (rank {plan.rank} of {plan.world}): this rank holds {width} columns, its shard of "
                          f"shard_classes(taxonomy, {plan.world}, slack={mod.shard_slack}) {plan.width}")
+
+
+register_sharded(sharded_loss)
