@@ -68,6 +68,7 @@ class RowTarget:
     eps: float = 0.0
     reduce: bool = False  # the rows may be returned summed (a 0-d tensor): the reduction is not "none"
     num_classes: int = 0  # C as a Python int (not a traced size: jit.trace would turn 1 / C into float32)
+    floor: torch.Tensor | None = None  # probability rows: their minima (smoothed), when the checks computed them
 
 
 def no_autocast(device_type: str):
@@ -84,11 +85,14 @@ def no_autocast(device_type: str):
 def run_loss(rows: Callable[[torch.Tensor, RowTarget], torch.Tensor], input, target, *, name: str,
              num_classes: int, num_targets: int, num_nodes: int | None, weight: torch.Tensor | None,
              ignore_index: int, reduction: str, label_smoothing: float,
-             target_weights: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+             target_weights: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             linear_in_target: bool = False) -> torch.Tensor:
     """Validate, flatten, compute ``rows(z, RowTarget)`` (the loss's rows with their factors), reduce.
 
     ``target_weights(class_weight)`` gives the weight of every target id ``(num_targets,)`` when it differs
-    from the class weight (coarse labels: a node's mean class weight).
+    from the class weight (coarse labels: a node's mean class weight). ``linear_in_target``: the loss of a
+    probability row is ``Σ_c p_c ℓ(z, c)``, so a row of a few classes on a uniform floor (Mixup, CutMix) may
+    take the class path once per class (:func:`_few_classes`).
     """
     device = input.device if isinstance(input, torch.Tensor) else torch.device("cpu")
     with no_autocast(device.type):
@@ -118,7 +122,14 @@ def run_loss(rows: Callable[[torch.Tensor, RowTarget], torch.Tensor], input, tar
             return empty / 0.0 if reduction == "mean" else empty
         plan, nothing = _plan(flat, weight, reduction, label_smoothing, num_classes, target_weights)
         plan.reduce = reduction != "none"
-        out = rows(z, plan)
+        parts = _few_classes(z, plan) if linear_in_target and plan.kind == "prob" else None
+        if parts is None:
+            out = rows(z, plan)
+        else:
+            out = rows(z, parts[0])
+            for part in parts[1:]:  # a part's rows may come summed (reduce): add sums then
+                more = rows(z, part)
+                out = out.sum() + more.sum() if plan.reduce and (out.dim() or more.dim()) else out + more
         if reduction != "none" and out.dim():
             out = out.sum()
         if nothing:
@@ -140,6 +151,54 @@ def run_loss(rows: Callable[[torch.Tensor, RowTarget], torch.Tensor], input, tar
         return out
 
 
+#: a probability row with at most this many classes above its smallest entry takes the class path per class
+FEW_CLASSES = 4
+
+
+def _few_classes(z: torch.Tensor, target: RowTarget) -> list[RowTarget] | None:
+    """Probability rows of at most :data:`FEW_CLASSES` classes above a uniform floor ``f`` (Mixup and CutMix
+    rows, with or without label smoothing), ``p = f + Σ_j v_j onehot(c_j)``, as class targets: for a loss
+    linear in its target, ``Σ_c p_c ℓ(z, c) = Σ_j v_j ℓ(z, c_j) + C f · Σ_c ℓ(z, c) / C`` — the class path
+    once per column ``j`` and, where ``f > 0``, the uniform term of label smoothing. The same number as the
+    dense rows (an identity, not an approximation), at the class path's cost instead of passes over every node.
+
+    Eager CPU tensors only (finding the classes reads the rows, a host synchronisation elsewhere; compiled and
+    transformed calls keep the dense rows), and only with finite logits (a ``-inf`` logit keeps the dense
+    rows' ``+inf``). ``None``: take the dense rows.
+    """
+    p = target.prob
+    if p is None or z.device.type != "cpu" or p.dim() != 2 or p.shape[0] == 0 or torch.jit.is_tracing() \
+            or torch.compiler.is_compiling() or is_functorch_wrapped(z) or is_functorch_wrapped(p) \
+            or not values_readable(p) or not values_readable(z):
+        return None
+    floor = p.amin(dim=1) if target.floor is None else target.floor
+    above = p > floor[:, None]
+    counts = above.sum(dim=1)
+    k = int(counts.max())
+    if k > FEW_CLASSES or not bool(torch.isfinite(z).all()):
+        return None
+    m, c = p.shape
+    k = max(k, 1)
+    row, col = above.nonzero(as_tuple=True)
+    slot = torch.arange(row.shape[0]) - (counts.cumsum(0) - counts).index_select(0, row)
+    ids = torch.zeros((m, k), dtype=torch.int64)
+    ids[row, slot] = col
+    values = torch.zeros((m, k), dtype=torch.float64)
+    values[row, slot] = p[row, col].to(torch.float64) - floor.index_select(0, row).to(torch.float64)
+    scale = target.scale
+    w = target.class_weight
+    parts = []
+    for j in range(k):
+        label = values[:, j] * scale
+        if w is not None:
+            label = label * w.index_select(0, ids[:, j])
+        parts.append(RowTarget(kind="ids", ids=ids[:, j], label=label, class_weight=w, reduce=target.reduce,
+                               num_classes=target.num_classes))
+    if bool((floor > 0).any()):
+        parts[0].uniform = floor.to(torch.float64) * (c * scale)
+    return parts
+
+
 def _plan(flat: FlatBatch, weight, reduction: str, eps: float, num_classes: int,
           target_weights) -> tuple[RowTarget, bool]:
     """Fold class weights, ignored targets, label smoothing and the mean into per-row factors.
@@ -159,8 +218,11 @@ def _plan(flat: FlatBatch, weight, reduction: str, eps: float, num_classes: int,
         scale = 1.0 / z.shape[0] if reduction == "mean" else 1.0
         if reduction == "mean" and torch.jit.is_tracing():  # the traced batch size: a float64 factor, not float32
             scale = torch.ones((), dtype=torch.float64, device=z.device) / z.shape[0]
+        floor = flat.floor
+        if floor is not None and eps:
+            floor = floor * (1.0 - eps) + eps / num_classes  # the same arithmetic as the rows'
         return RowTarget(kind="prob", prob=p, scale=scale, class_weight=class_w, eps=eps,
-                         num_classes=int(num_classes)), False
+                         num_classes=int(num_classes), floor=floor), False
     ids, valid = flat.ids, flat.valid
     assert ids is not None
     if cw is None:

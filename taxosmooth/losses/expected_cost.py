@@ -193,7 +193,8 @@ def _run(name: str, rows, input, target, costs: CostTables, weight, ignore_index
                     num_targets=n_nodes if (coarse_labels and n_nodes is not None) else costs.num_classes,
                     num_nodes=n_nodes, weight=weight, ignore_index=ignore_index, reduction=reduction,
                     label_smoothing=label_smoothing,
-                    target_weights=tree.target_means if (coarse_labels and tree is not None) else None)
+                    target_weights=tree.target_means if (coarse_labels and tree is not None) else None,
+                    linear_in_target=name == "ExpectedCostLoss")  # the pairwise loss is not: ζ = Σ_c p_c z_c
 
 
 def functional_costs(source, distance, transform, power, device, where: str, coarse_labels: bool) -> CostTables:

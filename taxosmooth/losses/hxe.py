@@ -235,7 +235,7 @@ def _run(input, target, tree: TreeTensors, node_lambda, path_lambda, weight, ign
     return run_loss(lambda z, t: hxe_rows(z, t, tree, node_lambda, path_lambda), input, target, name="HXELoss",
                     num_classes=tree.num_classes, num_targets=num_targets, num_nodes=tree.num_nodes, weight=weight,
                     ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-                    target_weights=tree.target_means if coarse_labels else None)
+                    target_weights=tree.target_means if coarse_labels else None, linear_in_target=True)
 
 
 def hxe_loss(input: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, alpha: float, weighting: str = "depth",

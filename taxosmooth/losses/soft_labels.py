@@ -184,7 +184,8 @@ def _run(input, target, tree: TreeTensors, tables, mix, path_q, weight, ignore_i
     return run_loss(lambda z, t: soft_label_rows(z, t, tree, tables, mix, coarse_labels, path_q), input, target,
                     name="HierarchicalSoftLabelLoss", num_classes=tree.num_classes, num_targets=num_targets,
                     num_nodes=tree.num_nodes, weight=weight, ignore_index=ignore_index, reduction=reduction,
-                    label_smoothing=label_smoothing, target_weights=tree.target_means if coarse_labels else None)
+                    label_smoothing=label_smoothing, target_weights=tree.target_means if coarse_labels else None,
+                    linear_in_target=True)
 
 
 def _mix(mix) -> float:
