@@ -136,3 +136,45 @@ def test_random_trees(tax, seed, k, smoothing):
     for name in ("soft", "hxe", "cost"):
         loss = LINEAR[name](tax, reduction="none")
         torch.testing.assert_close(loss(z, p), _dense(loss, z, p), rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("name", ["soft", "hxe", "cost"])
+def test_a_target_that_requires_grad_gets_the_dense_rows_gradient(tax, name):
+    g = torch.Generator().manual_seed(8)
+    C = tax.num_classes
+    z = torch.randn(4, C, dtype=torch.float64, generator=g)
+    base = _mixup(C, 4, 0.1, g, 2)
+    grads = []
+    for split in (True, False):
+        p = base.clone().requires_grad_()
+        loss = LINEAR[name](tax)
+        try:
+            (loss(z, p) if split else _dense(loss, z, p)).backward()
+        except RuntimeError:  # a loss that does not differentiate its target refuses on both paths
+            grads.append(None)
+            continue
+        grads.append(p.grad)
+    if grads[1] is None:
+        assert grads[0] is None
+    else:
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-12)
+
+
+def test_unchecked_rows_with_a_negative_floor_or_nan_give_the_dense_number(tax):
+    C = tax.num_classes
+    z = torch.randn(2, C, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    neg = torch.zeros(2, C, dtype=torch.float64)
+    neg[0, 1] = 1.0
+    neg[1] = -0.1
+    neg[1, 0] = 1 + 0.1 * (C - 1)  # sums to 1, a negative floor
+    nan = torch.zeros(2, C, dtype=torch.float64)
+    nan[0, 1] = 1.0
+    nan[1, 0] = float("nan")
+    ts.set_checks("off")
+    try:
+        for name in ("soft", "hxe", "cost"):
+            loss = LINEAR[name](tax, reduction="none")
+            torch.testing.assert_close(loss(z, neg), _dense(loss, z, neg), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(loss(z, nan), _dense(loss, z, nan), rtol=1e-12, atol=1e-12, equal_nan=True)
+    finally:
+        ts.set_checks("auto")

@@ -375,6 +375,82 @@ def test_sharded_decisions_equal_one_process(tmp_path, world):
                                        rtol=1e-12, atol=1e-12)
 
 
+def _edges_worker(rank: int, world: int, out_dir: str) -> None:
+    """Edge cases where a sharded loss must give the one-process number (see the test)."""
+    tax = taxonomy()
+    C = tax.num_classes
+    cols = shard_classes(tax, world)[rank]
+    z, t = _edge_inputs(C)
+    out = {}
+    for name, (options, zz, tt) in _edge_cases(C, z, t).items():
+        loss_name, *_ = name.split("/")
+        mod = LOSSES[loss_name](tax, process_group=dist.group.WORLD, **options)
+        zl = zz.index_select(1, cols).clone().requires_grad_()
+        value = mod(zl, tt)
+        value.sum().backward()
+        out[name] = (value.detach(), zl.grad, cols)
+    # a NaN logit on one rank: a ValueError on every rank, the holder naming it
+    bad = z.index_select(1, cols).clone()
+    if rank == world - 1:
+        bad[1, 0] = float("nan")
+    try:
+        LOSSES["hxe"](tax, process_group=dist.group.WORLD)(bad, t)
+        out["nan"] = None
+    except ValueError as exc:
+        out["nan"] = str(exc)
+    torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def _edge_inputs(C):
+    g = torch.Generator().manual_seed(21)
+    return torch.randn(4, C, dtype=torch.float64, generator=g), torch.tensor([0, 5, 7, 2])
+
+
+def _edge_cases(C, z, t):
+    w0 = torch.ones(C, dtype=torch.float64)
+    w0[0] = 0.0  # target 0 weighs nothing, and its logit is -inf
+    minus_inf = z.clone()
+    minus_inf[0, 0] = float("-inf")
+    low = z.clone()
+    low[1] -= 800.0  # the row's log-sum-exp below exp's range
+    cases = {}
+    for loss in ("hxe", "soft", "cost", "wasserstein", "pairwise"):
+        cases[f"{loss}/weight0"] = ({"weight": w0, "reduction": "none"}, minus_inf, t)
+        cases[f"{loss}/weight0_sum"] = ({"weight": w0, "reduction": "sum"}, minus_inf, t)
+        cases[f"{loss}/low"] = ({"reduction": "none"}, low, t)
+        cases[f"{loss}/half"] = ({}, z.float(), t)
+        cases[f"{loss}/nothing"] = ({"weight": torch.zeros(C, dtype=torch.float64)}, z, t)  # mean of nothing
+    return cases
+
+
+@pytest.mark.distributed
+def test_edge_cases_equal_one_process_and_a_nan_logit_is_named_on_every_rank(tmp_path):
+    world = 2
+    run_ranks(_edges_worker, world, str(tmp_path), timeout=180)
+    per_rank = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    tax = taxonomy()
+    C = tax.num_classes
+    z, t = _edge_inputs(C)
+    for name, (options, zz, tt) in _edge_cases(C, z, t).items():
+        loss_name = name.split("/")[0]
+        x = zz.clone().requires_grad_()
+        want = LOSSES[loss_name](tax, **options)(x, tt)
+        want.sum().backward()
+        for got in per_rank:
+            value, grad, cols = got[name]
+            assert value.dtype == want.dtype, name  # float32 for half logits, as one process
+            tol = 1e-5 if zz.dtype == torch.float32 else 1e-10
+            torch.testing.assert_close(value, want.detach(), rtol=tol, atol=tol, equal_nan=True, msg=name)
+            if not torch.isnan(want).any():
+                torch.testing.assert_close(grad.to(x.grad.dtype), x.grad.index_select(1, cols), rtol=tol, atol=tol,
+                                           msg=name)
+            else:  # the mean of nothing: nan, with a zero gradient
+                assert torch.equal(grad, torch.zeros_like(grad)), name
+    holder, other = per_rank[world - 1]["nan"], per_rank[0]["nan"]
+    assert holder is not None and "is nan at column 0" in holder, holder
+    assert other is not None and f"a logit of rank {world - 1} is NaN or +inf" in other, other
+
+
 def _linear_cases(tax, y):
     """(loss, target kind, reduction, options, target) for linear_loss over sharded weight rows."""
     g = torch.Generator().manual_seed(12)

@@ -167,11 +167,13 @@ def _few_classes(z: torch.Tensor, target: RowTarget) -> list[RowTarget] | None:
     rows' ``+inf``). ``None``: take the dense rows.
     """
     p = target.prob
-    if p is None or z.device.type != "cpu" or p.dim() != 2 or p.shape[0] == 0 or torch.jit.is_tracing() \
-            or torch.compiler.is_compiling() or is_functorch_wrapped(z) or is_functorch_wrapped(p) \
-            or not values_readable(p) or not values_readable(z):
-        return None
+    if p is None or p.requires_grad or z.device.type != "cpu" or p.dim() != 2 or p.shape[0] == 0 \
+            or torch.jit.is_tracing() or torch.compiler.is_compiling() or is_functorch_wrapped(z) \
+            or is_functorch_wrapped(p) or not values_readable(p) or not values_readable(z):
+        return None  # (a target that requires grad: its gradient is the dense rows')
     floor = p.amin(dim=1) if target.floor is None else target.floor
+    if not bool((floor >= 0).all()):  # a negative or NaN entry (unchecked rows): the dense rows' number
+        return None
     above = p > floor[:, None]
     counts = above.sum(dim=1)
     k = int(counts.max())
@@ -194,7 +196,7 @@ def _few_classes(z: torch.Tensor, target: RowTarget) -> list[RowTarget] | None:
             label = label * w.index_select(0, ids[:, j])
         parts.append(RowTarget(kind="ids", ids=ids[:, j], label=label, class_weight=w, reduce=target.reduce,
                                num_classes=target.num_classes))
-    if bool((floor > 0).any()):
+    if bool((floor != 0).any()):
         parts[0].uniform = floor.to(torch.float64) * (c * scale)
     return parts
 

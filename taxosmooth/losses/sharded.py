@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 
 from taxosmooth.losses._inputs import _ROW_SUM_TOLERANCE, _check_ids, check_mode
+from taxosmooth.losses._frame import times
 from taxosmooth.losses._module import register_sharded
 from taxosmooth.losses.expected_cost import ExpectedCostLoss
 from taxosmooth.losses.hxe import HXELoss, _from_log_masses
@@ -351,14 +352,18 @@ class _Paths(_Spec):
         return log_masses_of_segments(self.tree, self.part(g, 1), self.part(g, 0))
 
     def probabilities(self, g, k: int, lse: torch.Tensor) -> torch.Tensor:
-        """Part ``k``'s sums as shares of the softmax: ``(B, S)`` float64."""
-        return self.part(g, k).to(torch.float64) * torch.exp(self.part(g, 0).to(torch.float64) - lse[:, None])
+        """Part ``k``'s sums as shares of the softmax: ``(B, S)`` float64 (0 on an empty segment, whatever
+        ``lse``)."""
+        sums = self.part(g, k).to(torch.float64)
+        power = self.part(g, 0).to(torch.float64) - lse[:, None]
+        # an empty segment: exp(-inf) = 0 (its maximum stands at 0, so exp(0 - lse) could be inf, and 0 · inf NaN)
+        return sums * torch.exp(torch.where(sums == 0, torch.full_like(power, -math.inf), power))
 
     def local(self, z, g):
         return torch.zeros_like(g[:, 0])
 
     def scaled(self, rows: torch.Tensor) -> torch.Tensor:
-        return rows if self.factor is None else rows * self.factor.to(rows.dtype)
+        return rows if self.factor is None else times(self.factor, rows)  # 0 · inf = 0: a row of weight 0
 
 
 class _PathHXE(_Paths):
@@ -549,7 +554,7 @@ def sharded_loss(mod, input, target) -> torch.Tensor:
         denom = factor.sum()
         path_spec = None if eps else _path_spec(mod, plan, z, safe, factor, coarse)
         if path_spec is not None:
-            return _finish(mod, input, path_spec, z, group, None, plan, name, counted, out_shape, denom, False)
+            return _finish(mod, input, path_spec, z, group, None, plan, name, factor, out_shape, denom, False)
         onehot = _local_onehot(plan, safe, z, mod, coarse)
         label = factor[:, None] * (1.0 - eps)
         q = onehot * label
@@ -562,25 +567,32 @@ def sharded_loss(mod, input, target) -> torch.Tensor:
         p = None
     spec = _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w if not prob else None, counted, coarse,
                      safe if not prob else None, C)
-    return _finish(mod, input, spec, z, group, check, plan, name, counted, out_shape, denom, prob)
+    keep = None if prob else (factor if not eps else counted)  # with smoothing, a row of weight 0 still counts
+    return _finish(mod, input, spec, z, group, check, plan, name, keep, out_shape, denom, prob)
 
 
-def _finish(mod, input, spec, z, group, check, plan, name, counted, out_shape, denom, prob) -> torch.Tensor:
-    """The exchange, the probability rows' check, and the reduction."""
-    compute = z.dtype
+def _finish(mod, input, spec, z, group, check, plan, name, keep, out_shape, denom, prob) -> torch.Tensor:
+    """The exchange, the probability rows' check, and the reduction, in the compute dtype (float32 for half
+    inputs, as the one-process losses). ``keep`` ``(M,)``: rows that count (a row of factor 0 is 0, never
+    ``0 · inf``), or ``None``."""
     spec.check = check
     rows = ShardedRows.apply(z, spec, group)
     if check is not None:
         _check_sums(spec.combined[:, -2:], name, plan, input.dtype, check_mode(input.device))
-    if not prob and counted is not None:
-        rows = torch.where(counted > 0, rows, torch.zeros_like(rows))
+    if not prob and keep is not None:
+        rows = torch.where(keep != 0, rows, torch.zeros_like(rows))
     reduction = mod.reduction
     if reduction == "none":
-        return rows.reshape(out_shape).to(input.dtype if input.is_floating_point() else compute)
+        return rows.reshape(out_shape)
     total = rows.sum()
     if reduction == "mean":
-        total = total / denom
-    return total.to(input.dtype) if input.dtype in (torch.float16, torch.bfloat16) else total
+        if isinstance(denom, torch.Tensor):  # nothing counted: nan, with a zero gradient (as cross_entropy)
+            empty = denom == 0
+            total = torch.where(empty, total * 0.0 + math.nan, total / torch.where(empty, torch.ones_like(denom),
+                                                                                     denom))
+        else:
+            total = total / denom
+    return total
 
 
 def _check_sums(sums: torch.Tensor, name: str, plan: ShardPlan, dtype, mode: str) -> None:
@@ -715,10 +727,28 @@ def _agree(mod, input, target, plan, group, name, mode) -> None:
     if target.is_floating_point() and tuple(target.shape) != tuple(input.shape):
         bad = 2.0
     if mode == "full":
+        # a NaN or +inf logit in a counted row of this rank's columns (the one-process loss names it too)
+        where = None
+        if not bad and input.is_floating_point():
+            z = _flat(input)
+            wrong = torch.isnan(z) | (z == math.inf)
+            if not target.is_floating_point():
+                wrong &= (target.reshape(-1) != mod.ignore_index).unsqueeze(1)
+            if bool(wrong.any()):
+                where = tuple(int(i) for i in wrong.nonzero()[0])
         dtype = torch.float64 if input.device.type == "cpu" else torch.float32
-        info = torch.tensor([bad, float(rows), -float(rows)], dtype=dtype, device=input.device)
+        info = torch.tensor([bad, float(rows), -float(rows), 0.0 if where is None else plan.rank + 1.0], dtype=dtype,
+                            device=input.device)
         dist.all_reduce(info, op=dist.ReduceOp.MAX, group=group)
-        worst, top, neg_low = (float(v) for v in info)
+        worst, top, neg_low, holder = (float(v) for v in info)
+        if holder and not worst and top == -neg_low:
+            if where is not None:
+                row, col = where
+                raise ValueError(f"{name} (rank {plan.rank} of {plan.world}): row {row} of this rank's logits is "
+                                 f"{float(_flat(input)[row, col])} at column {col} (class "
+                                 f"{int(plan.class_ids[col])}); logits must be finite or -inf")
+            raise ValueError(f"{name} (rank {plan.rank} of {plan.world}): a logit of rank {int(holder) - 1} is NaN or "
+                             "+inf; logits must be finite or -inf")
         if worst or top != -neg_low:
             raise ValueError(
                 f"{name} (rank {plan.rank} of {plan.world}): the ranks' inputs disagree with the shards of "
