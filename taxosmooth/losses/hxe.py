@@ -162,7 +162,12 @@ def _node_terms(z: torch.Tensor, p: torch.Tensor, tree: TreeTensors, node_lambda
     mass = nodes.up(tree, nodes.place(tree, p.to(z.dtype)), overwrite=True)
     coef = mass * nodes.column(tree, node_lambda, z.dtype)
     log_mass = nodes.subtree_logsumexp(tree, z)
-    if fused(z) and not coef.requires_grad:
+    if fused(z) and not coef.requires_grad and coef.shape[1] == 1:
+        # one target row for every row (label smoothing's uniform part): the steps telescope into one product,
+        # -Σ_u a(u) L(u) with a(u) = coef(u) - Σ_{children c} coef(c), the same for every row
+        a = coef[:, 0].index_add(0, tree.level_parent, coef[:, 0], alpha=-1.0)
+        rows = _FixedSteps.apply(log_mass, a)
+    elif fused(z) and not coef.requires_grad:
         rows = _NodeSteps.apply(log_mass, coef, tree.level_parent)
     else:
         rows = _node_steps(log_mass, coef, tree.level_parent)
@@ -192,6 +197,24 @@ class _NodeSteps(torch.autograd.Function):
         g[1:] -= coef[1:]
         g = g * grad  # differentiable in grad: a double backward goes through
         return torch.where(torch.isneginf(log_mass), torch.zeros_like(g), g), None, None
+
+
+class _FixedSteps(torch.autograd.Function):
+    """:func:`_node_steps` for a coefficient column shared by every row, telescoped: ``-Σ_u a(u) L(u)`` (one
+    matrix-vector product; ``∂/∂L = -a``, 0 where a subtree has no mass, as :class:`_NodeSteps`). With the floor
+    for ``L = -inf`` the identity is exact; such a subtree holds target mass only in a row that is ``+inf``."""
+
+    @staticmethod
+    def forward(ctx, log_mass, a):
+        ctx.save_for_backward(log_mass, a)
+        floored = log_mass.clamp_min(torch.finfo(log_mass.dtype).min / 4)
+        return -torch.mv(floored.t(), a)
+
+    @staticmethod
+    def backward(ctx, grad):
+        log_mass, a = ctx.saved_tensors
+        g = -a[:, None] * grad[None, :]  # differentiable in grad: a double backward goes through
+        return torch.where(torch.isneginf(log_mass), torch.zeros_like(g), g), None
 
 
 # ----------------------------------------------------------------------------- node weights
