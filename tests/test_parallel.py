@@ -47,7 +47,10 @@ LOSSES = {
     "wasserstein": lambda tax, **k: ts.TreeWassersteinLoss(tax, ce_weight=0.2, **k),
     "soft_target": lambda tax, **k: ts.SoftTargetCrossEntropy(ts.soft_targets(tax, 2.0), **k),
     "soft_target_rows": lambda tax, **k: ts.SoftTargetCrossEntropy(**{"weight": torch.ones(tax.num_classes), **k}),
+    "cost_matrix": lambda tax, **k: ts.ExpectedCostLoss(ts.cost_matrix(tax) ** 1.5, ce_weight=0.3, **k),
+    "pairwise_matrix": lambda tax, **k: ts.PairwiseCostLoss(ts.cost_matrix(tax) ** 1.5, **k),
 }
+MATRIX = ("soft_target", "soft_target_rows", "cost_matrix", "pairwise_matrix")  # built without a taxonomy
 KINDS = ["ids", "prob", "smooth", "weighted", "weighted_ids", "ignored_sum", "spatial_none", "coarse", "coarse_ids"]
 PATH_FORM = ("ids", "weighted_ids", "ignored_sum", "spatial_none", "coarse_ids")  # class ids without smoothing
 
@@ -59,7 +62,7 @@ def _skip(loss: str, kind: str) -> bool:
         return loss not in ("hxe", "soft", "soft_mix", "cost", "wasserstein", "pairwise")
     if loss == "soft_target_rows":
         return kind not in ("prob", "spatial_none")
-    if loss == "soft_target" and kind in ("prob",):
+    if loss in ("soft_target", "cost_matrix", "pairwise_matrix") and kind in ("prob",):
         return True
     return False
 
@@ -106,7 +109,7 @@ def cases(tax: ts.Taxonomy):
 
 
 def _columns(loss: str, tax: ts.Taxonomy, world: int, rank: int) -> torch.Tensor:
-    if loss.startswith("soft_target"):  # built from a matrix (or none): consecutive class ids
+    if loss in MATRIX:  # built from a matrix (or none): consecutive class ids
         cuts = shard_bounds(ts.Taxonomy.from_nested({"_all": [f"c{i}" for i in range(tax.num_classes)]},
                                                     classes="tree"), world)
         return torch.arange(int(cuts[rank]), int(cuts[rank + 1]))
@@ -233,12 +236,11 @@ def test_two_collectives_forward_none_backward(sharded_results):
             # class ids on their paths: one all-gather; the node form: an all-gather and an all-reduce
             assert names in (["all_gather_single"], ["all_gather_single", "all_reduce"]), (key, calls)
             kind = key.split("-")[1]
-            path_form = kind in PATH_FORM and loss not in ("soft_target", "soft_target_rows")
+            path_form = kind in PATH_FORM and loss not in MATRIX
             # the pairwise path form needs collective 2 (the rows' terms against the target's logit)
             want = ["all_gather_single"] + (["all_reduce"] if loss == "pairwise" or not path_form else [])
             assert names == want, (key, calls)
-            boundary = int(shard_plan(tax, world, rank).boundary.numel()) if not loss.startswith("soft_target") \
-                else 1
+            boundary = int(shard_plan(tax, world, rank).boundary.numel()) if loss not in MATRIX else 1
             segments = 2 * ts.tree_ops.tree_tensors(tax).num_rings - 1
             for _, numel in calls:  # O(batch × (boundary + depth)): numbers per boundary node, path segment, row
                 assert numel <= world * rows * (4 * boundary + 3 * segments + 8), (key, calls)
@@ -279,7 +281,7 @@ def _errors_worker(rank: int, world: int, out_dir: str) -> None:
         q[1, cols[0]] = -0.25
     attempt("negative", lambda: loss(z.index_select(1, cols), q.index_select(1, cols)))
     attempt("dense_costs", lambda: ts.PairwiseCostLoss(torch.ones(C, C) - torch.eye(C), process_group=group)(
-        z.index_select(1, cols), torch.tensor([0, 1, 2, 3])))
+        z.index_select(1, cols), p.index_select(1, cols) * 0 + 1.0 / C))
     attempt("coarse_smoothed", lambda: ts.ExpectedCostLoss(tax, coarse_labels=True, label_smoothing=0.1,
                                                             process_group=group)(
         z.index_select(1, cols), torch.tensor([0, 1, 2, 3])))

@@ -182,9 +182,13 @@ class _ExpectedCost(_Spec):
         self.up = nodes.up(plan, nodes.place(plan, q))
         self.sums = (self.up,)
 
+    def _expected(self, g):
+        _, _, (u_b,), _ = self.split(g)
+        return nodes.classes_of(self.plan, nodes.down(self.plan, with_boundary(self.plan, self.up, u_b) * self.step))
+
     def local(self, z, g):
-        lse, _, (u_b,), _ = self.split(g)
-        expected = nodes.classes_of(self.plan, nodes.down(self.plan, with_boundary(self.plan, self.up, u_b) * self.step))
+        lse = g[:, 0]
+        expected = self._expected(g)
         p = torch.exp(z - lse[:, None])
         rows = (p * expected).sum(1)
         if self.gamma:
@@ -204,14 +208,56 @@ class _Pairwise(_Spec):
         self.rows = (_dot(self.q_logit, z),)
         return super().stats(z)
 
+    def _expected(self, g):
+        _, _, (u_b,), _ = self.split(g)
+        return nodes.classes_of(self.plan, nodes.down(self.plan, with_boundary(self.plan, self.up, u_b) * self.step))
+
     def local(self, z, g):
-        _, _, (u_b,), (zeta,) = self.split(g)
-        cbar = nodes.classes_of(self.plan, nodes.down(self.plan, with_boundary(self.plan, self.up, u_b) * self.step))
+        zeta = self.split(g)[3][0]
+        cbar = self._expected(g)
         finite = zeta.clamp_min(torch.finfo(z.dtype).min)
         u = z - finite[:, None]
         terms = torch.where(cbar == 0, torch.zeros_like(u), cbar * torch.nn.functional.softplus(u))
         rows = terms.sum(1)
         return torch.where(torch.isneginf(zeta), torch.full_like(rows, math.inf), rows)
+
+
+class _DenseExpectedCost(_ExpectedCost):
+    """Expected cost with a dense cost matrix, class targets: ``E_j = Σ_i q_i M[i, j]`` of this rank's columns from
+    the target's row of ``M`` (every rank holds ``M``), no node pass."""
+
+    def __init__(self, plan, q, expected, gamma):
+        _Spec.__init__(self, plan)
+        self.q, self.gamma, self.expected = q, gamma, expected
+
+    def _expected(self, g):
+        return self.expected
+
+
+class _DensePairwise(_Pairwise):
+    """The pairwise loss with a dense cost matrix, class targets (see :class:`_DenseExpectedCost`)."""
+
+    def __init__(self, plan, q_logit, expected):
+        _Spec.__init__(self, plan)
+        self.q_logit, self.expected = q_logit, expected
+
+    def _expected(self, g):
+        return self.expected
+
+
+def _dense_expected(mod, plan, z, ids, row_w, counted, eps, C) -> torch.Tensor:
+    """``Σ_i q_i M[i, j]`` for this rank's columns ``j``, ``q = (1 - ε) w[t] onehot(t) + ε w / C`` (counted rows)."""
+    m = mod.costs.matrix.to(device=z.device, dtype=z.dtype).index_select(1, plan.class_ids)  # (C, C_rank)
+    factor = torch.ones_like(z[:, 0]) if row_w is None else row_w
+    if counted is not None:
+        factor = factor * counted
+    expected = m.index_select(0, ids.clamp_max(C - 1)) * (factor * (1.0 - eps))[:, None]
+    if eps:
+        w_all = torch.ones(C, dtype=z.dtype, device=z.device) if mod.weight is None else \
+            mod.weight[:C].to(device=z.device, dtype=z.dtype)
+        expected = expected + eps * ((w_all / C) @ m) * (torch.ones_like(z[:, :1]) if counted is None
+                                                        else counted[:, None])
+    return expected
 
 
 class _Wasserstein(_Spec):
@@ -656,8 +702,13 @@ def _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w, counted, coars
         return _SoftCE(plan, s)
     if isinstance(mod, (ExpectedCostLoss, PairwiseCostLoss)):
         if mod.costs.node_step is None:
-            raise NotImplementedError(f"{name}: process_group needs costs that are a function of the LCA node "
-                                      "(a taxonomy's distance), not a dense matrix")
+            if prob:
+                raise NotImplementedError(f"{name}: probability targets with a dense cost matrix and process_group "
+                                          "need every class's target mass on each rank; use costs from a taxonomy")
+            expected = _dense_expected(mod, plan, z, ids, row_w, counted, eps, C)
+            if isinstance(mod, ExpectedCostLoss):
+                return _DenseExpectedCost(plan, q, expected, float(mod.ce_weight))
+            return _DensePairwise(plan, q_unit, expected)
         if isinstance(mod, ExpectedCostLoss):
             return _ExpectedCost(plan, q, mod.costs.node_step, float(mod.ce_weight))
         # pairwise: the costs take the weighted target, the reference logit ζ the unweighted one
