@@ -51,12 +51,13 @@ LOSSES = {
     "pairwise_matrix": lambda tax, **k: ts.PairwiseCostLoss(ts.cost_matrix(tax) ** 1.5, **k),
 }
 MATRIX = ("soft_target", "soft_target_rows", "cost_matrix", "pairwise_matrix")  # built without a taxonomy
-KINDS = ["ids", "prob", "smooth", "weighted", "weighted_ids", "ignored_sum", "spatial_none", "coarse", "coarse_ids"]
+KINDS = ["ids", "prob", "smooth", "weighted", "weighted_ids", "ignored_sum", "spatial_none", "coarse", "coarse_ids",
+         "coarse_weighted"]
 PATH_FORM = ("ids", "weighted_ids", "ignored_sum", "spatial_none", "coarse_ids")  # class ids without smoothing
 
 
 def _skip(loss: str, kind: str) -> bool:
-    if kind == "coarse":
+    if kind in ("coarse", "coarse_weighted"):
         return loss != "hxe"
     if kind == "coarse_ids":
         return loss not in ("hxe", "soft", "soft_mix", "cost", "wasserstein", "pairwise")
@@ -88,10 +89,10 @@ def cases(tax: ts.Taxonomy):
                 if loss == "soft_target_rows":
                     t = torch.softmax(torch.randn(2, C, 3, generator=g, dtype=torch.float64), 1)
                 options["reduction"] = "none"
-            elif kind in ("coarse", "coarse_ids"):
+            elif kind in ("coarse", "coarse_ids", "coarse_weighted"):
                 t = torch.randint(0, tax.num_nodes, (6,), generator=g)
-                options.update(coarse_labels=True, label_smoothing=0.1 if kind == "coarse" else 0.0)
-                if kind == "coarse_ids":
+                options.update(coarse_labels=True, label_smoothing=0.0 if kind == "coarse_ids" else 0.1)
+                if kind in ("coarse_ids", "coarse_weighted"):
                     options["weight"] = torch.linspace(0.25, 2.0, C, dtype=torch.float64)
             else:
                 t = torch.randint(0, C, (6,), generator=g)

@@ -748,11 +748,16 @@ def _coarse_hxe(plan, lam, ids, mod, z, row_w, counted, eps, w_local, C):
     under = ((n_lo[:, None] <= t_lo[None]) & (t_hi[None] <= n_hi[:, None])).to(z.dtype) * (factor * (1 - eps))[None]
     b_under = ((plan.boundary_lo[None] <= t_lo[:, None]) & (t_hi[:, None] <= plan.boundary_hi[None])).to(z.dtype)
     b_under = b_under * (factor * (1 - eps))[:, None]
-    if eps:
-        size = (n_hi - n_lo).to(z.dtype)
-        b_size = (plan.boundary_hi - plan.boundary_lo).to(z.dtype)
-        if w_local is not None:
-            raise NotImplementedError("HXELoss: coarse labels with class weights, label smoothing and process_group")
+    if eps:  # the uniform part: Σ_c (w_c / C) over the classes under each node (w = 1 without weights)
+        if w_local is None:
+            size = (n_hi - n_lo).to(z.dtype)
+            b_size = (plan.boundary_hi - plan.boundary_lo).to(z.dtype)
+        else:  # the class weights in leaf order, summed over each node's leaf range (float64 prefix sums)
+            w = mod.weight[:C].to(device=z.device, dtype=torch.float64)
+            leaf_w = torch.zeros_like(w).index_copy(0, mod._class_position.to(z.device), w)
+            acc = torch.cat([leaf_w.new_zeros(1), leaf_w.cumsum(0)])
+            size = (acc.index_select(0, n_hi) - acc.index_select(0, n_lo)).to(z.dtype)
+            b_size = (acc.index_select(0, plan.boundary_hi) - acc.index_select(0, plan.boundary_lo)).to(z.dtype)
         c = torch.ones_like(factor) if counted is None else counted
         under = under + eps * size[:, None] / C * c[None]
         b_under = b_under + eps * b_size[None] / C * c[:, None]
