@@ -344,6 +344,8 @@ def _decisions_worker(rank: int, world: int, out_dir: str) -> None:
         "crm": ts.parallel.crm_predict(local, tax, from_logits=True),
         "crm_3": ts.parallel.crm_predict(local, tax, k=3, from_logits=True),
         "probs_crm": ts.parallel.crm_predict(torch.softmax(logits, 1).index_select(1, cols), tax),
+        "crm_path": ts.parallel.crm_predict(local, tax, from_logits=True, distance="path_length"),
+        "crm_path_2": ts.parallel.crm_predict(local, tax, k=2, from_logits=True, distance="path_length"),
     }
     torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
 
@@ -370,11 +372,14 @@ def test_sharded_decisions_equal_one_process(tmp_path, world):
             assert torch.equal(got[f"threshold_{tau}"], want), (rank, tau)
         # row 0 (every class equal) has exact ties in the expected costs, broken by rounding: compare the costs
         risk = ts.conditional_risk(probs, tax)
-        for key, k in (("crm", 1), ("crm_3", 3), ("probs_crm", 1)):
-            want = ts.crm_predict(probs, tax, k=k)
+        path_risk = ts.conditional_risk(probs, tax, distance="path_length")
+        for key, k, dist_kind, r in (("crm", 1, None, risk), ("crm_3", 3, None, risk), ("probs_crm", 1, None, risk),
+                                     ("crm_path", 1, "path_length", path_risk),
+                                     ("crm_path_2", 2, "path_length", path_risk)):
+            want = ts.crm_predict(probs, tax, k=k, distance=dist_kind)
             assert torch.equal(got[key][1:], want[1:]), (rank, key)
             chosen = got[key][:1].reshape(1, -1)
-            torch.testing.assert_close(risk[:1].gather(1, chosen), risk[:1].gather(1, want[:1].reshape(1, -1)),
+            torch.testing.assert_close(r[:1].gather(1, chosen), r[:1].gather(1, want[:1].reshape(1, -1)),
                                        rtol=1e-12, atol=1e-12)
 
 

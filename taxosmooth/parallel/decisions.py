@@ -7,9 +7,10 @@ r"""Decisions and rankings on class-sharded scores: each rank holds its shard's 
   shard's classes and their ancestors, as target ids), the boundary nodes summed over the ranks (one ``all_gather``);
 * :func:`predict_node` (``rule="threshold"``): among the nodes with ``P(v) > τ``, the most specific one (fewest
   classes, then larger ``P(v)``, then deeper, then lower id), as :func:`taxosmooth.decision.predict_node`;
-* :func:`crm_predict`: ``argmin_j Σ_i p_i cost(i, j)`` (Karthik et al., ICLR 2021) for structured costs, the
-  expected costs by one pass up and one down the local tree (:meth:`~taxosmooth.tree_ops.TreeTensors.lca_expectation`)
-  and the ``k`` best by :func:`topk`.
+* :func:`crm_predict`: ``argmin_j Σ_i p_i cost(i, j)`` (Karthik et al., ICLR 2021): for costs of the LCA node,
+  the expected costs by one pass up and one down the local tree (:meth:`~taxosmooth.tree_ops.TreeTensors.lca_expectation`);
+  for a dense cost matrix (e.g. the path length), each rank's share ``p_r · cost[rows_r, :]`` summed by one
+  ``all_reduce`` of ``N × C`` numbers; the ``k`` best by :func:`topk`.
 """
 
 from __future__ import annotations
@@ -132,6 +133,16 @@ def predict_node(scores: torch.Tensor, taxonomy: Taxonomy, process_group=None, *
     return everyone[:, :, 3].gather(0, pick[None])[0].to(torch.int64)
 
 
+def _dense_probabilities(scores: torch.Tensor, from_logits: bool, group) -> torch.Tensor:
+    """This rank's columns of the probabilities (the global softmax of logits: one all-gather of the row
+    log-sum-exps)."""
+    x = scores.to(torch.float64) if scores.dtype == torch.float64 else scores.float()
+    if not from_logits:
+        return x
+    lse = torch.logsumexp(gather_stats(torch.logsumexp(x, 1, keepdim=True), group)[:, :, 0], dim=0)
+    return torch.exp(x - lse[:, None])
+
+
 def _lexmin(keys: list[torch.Tensor]) -> torch.Tensor:
     """The index along dim 0 of the lexicographically smallest column of ``keys`` (each ``(M, N)``)."""
     cand = torch.ones_like(keys[0], dtype=torch.bool)
@@ -144,15 +155,22 @@ def _lexmin(keys: list[torch.Tensor]) -> torch.Tensor:
 def crm_predict(scores: torch.Tensor, taxonomy: Taxonomy, process_group=None, k: int = 1, *,
                 from_logits: bool = False, distance: str | None = None, transform="identity", power: float = 1.0,
                 slack: float = 0.02) -> torch.Tensor:
-    """:func:`taxosmooth.decision.crm_predict` on class-sharded scores (costs a function of the LCA node): class ids
-    ``(N,)`` (``(N, k)`` for ``k > 1``), the same on every rank."""
+    """:func:`taxosmooth.decision.crm_predict` on class-sharded scores: class ids ``(N,)`` (``(N, k)`` for
+    ``k > 1``), the same on every rank (a dense cost matrix costs one ``all_reduce`` of ``N × C`` numbers)."""
     from taxosmooth.costs import resolve_costs
 
     group = process_group if process_group is not None else dist.group.WORLD
     plan = _plan(taxonomy, group, slack, scores.device)
     costs = resolve_costs(taxonomy, distance, transform, power, where="crm_predict")
-    if costs.node_table is None:
-        raise NotImplementedError("crm_predict with process_group needs costs that are a function of the LCA node")
+    if costs.node_table is None:  # a dense cost matrix (path length, a transform): the risks by one all-reduce
+        local = _local(scores, plan, "crm_predict")
+        p = _dense_probabilities(local, from_logits, group)
+        cost = torch.as_tensor(costs.dense(), device=scores.device, dtype=p.dtype)
+        partial = p @ cost.index_select(0, plan.class_ids)  # (N, C): this rank's classes' share of every risk
+        dist.all_reduce(partial, group=group)
+        risk = partial.index_select(1, plan.class_ids)
+        ids = topk(risk, k, taxonomy, group, largest=False, slack=slack)[1]
+        return ids[:, 0] if k == 1 else ids
     p, P = _probabilities(_local(scores, plan, "crm_predict"), plan, from_logits, group)
     table = torch.as_tensor(costs.node_table, device=scores.device, dtype=P.dtype)
     parent = plan.node_parent
