@@ -245,6 +245,16 @@ class _DensePairwise(_Pairwise):
         return self.expected
 
 
+def _through_matrix(q: torch.Tensor, matrix: torch.Tensor, plan: ShardPlan, group) -> torch.Tensor:
+    """This rank's columns of ``q @ M`` for target rows ``q`` held by columns across the ranks: each rank's share
+    ``q_r · M[rows_r, :]`` summed by one ``all_reduce`` of ``N × C`` numbers (a dense matrix is ``C × C`` on every
+    rank already). The target is a constant: no gradient flows to it."""
+    m = matrix.to(device=q.device, dtype=q.dtype)
+    out = q.detach() @ m.index_select(0, plan.class_ids)
+    dist.all_reduce(out, group=group)
+    return out.index_select(1, plan.class_ids)
+
+
 def _dense_expected(mod, plan, z, ids, row_w, counted, eps, C) -> torch.Tensor:
     """``Σ_i q_i M[i, j]`` for this rank's columns ``j``, ``q = (1 - ε) w[t] onehot(t) + ε w / C`` (counted rows)."""
     m = mod.costs.matrix.to(device=z.device, dtype=z.dtype).index_select(1, plan.class_ids)  # (C, C_rank)
@@ -612,7 +622,7 @@ def sharded_loss(mod, input, target) -> torch.Tensor:
         q_unit = onehot * (1.0 - eps) + eps / C  # the unweighted target row (tree-Wasserstein)
         p = None
     spec = _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w if not prob else None, counted, coarse,
-                     safe if not prob else None, C)
+                     safe if not prob else None, C, group)
     keep = None if prob else (factor if not eps else counted)  # with smoothing, a row of weight 0 still counts
     return _finish(mod, input, spec, z, group, check, plan, name, keep, out_shape, denom, prob)
 
@@ -673,7 +683,7 @@ def _local_onehot(plan: ShardPlan, ids: torch.Tensor, z: torch.Tensor, mod, coar
     return out.scatter(1, pos.clamp(0, max(plan.width - 1, 0))[:, None], inside.to(z.dtype)[:, None])
 
 
-def _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w, counted, coarse, ids, C):
+def _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w, counted, coarse, ids, C, group):
     name = type(mod).__name__
     if coarse and not isinstance(mod, HXELoss):  # the path form (no smoothing) takes them
         raise NotImplementedError(f"{name}: coarse labels with label_smoothing and process_group are supported by "
@@ -684,9 +694,8 @@ def _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w, counted, coars
     if isinstance(mod, SoftTargetCrossEntropy):
         if mod.matrix is None:
             return _SoftCE(plan, q)
-        if prob:
-            raise NotImplementedError(f"{name}: probability targets with a matrix and process_group need every "
-                                      "class's target mass on each rank; pass the target rows p @ matrix instead")
+        if prob:  # the target rows p @ M: every rank's share of them summed by one more all-reduce
+            return _SoftCE(plan, _through_matrix(q, mod.matrix, plan, group))
         m = mod.matrix.to(device=z.device, dtype=z.dtype)
         cols = m.index_select(1, plan.class_ids)
         rows_of = cols.index_select(0, ids.clamp_max(C - 1))
@@ -702,10 +711,10 @@ def _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w, counted, coars
         return _SoftCE(plan, s)
     if isinstance(mod, (ExpectedCostLoss, PairwiseCostLoss)):
         if mod.costs.node_step is None:
-            if prob:
-                raise NotImplementedError(f"{name}: probability targets with a dense cost matrix and process_group "
-                                          "need every class's target mass on each rank; use costs from a taxonomy")
-            expected = _dense_expected(mod, plan, z, ids, row_w, counted, eps, C)
+            if prob:  # the expected costs q @ M: every rank's share of them summed by one more all-reduce
+                expected = _through_matrix(q, mod.costs.matrix, plan, group)
+            else:
+                expected = _dense_expected(mod, plan, z, ids, row_w, counted, eps, C)
             if isinstance(mod, ExpectedCostLoss):
                 return _DenseExpectedCost(plan, q, expected, float(mod.ce_weight))
             return _DensePairwise(plan, q_unit, expected)
