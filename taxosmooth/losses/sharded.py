@@ -711,6 +711,7 @@ def _spec_for(mod, plan, z, q, q_unit, prob, eps, w_local, row_w, counted, coars
         return _SoftCE(plan, s)
     if isinstance(mod, (ExpectedCostLoss, PairwiseCostLoss)):
         if mod.costs.node_step is None:
+            assert mod.costs.matrix is not None  # costs without a node table are a dense matrix
             if prob:  # the expected costs q @ M: every rank's share of them summed by one more all-reduce
                 expected = _through_matrix(q, mod.costs.matrix, plan, group)
             else:
