@@ -36,7 +36,15 @@ def single_class_tax():
     return ts.Taxonomy.from_edges([("r", "a")])
 
 
-TREES = {"seed": seed_taxonomy, "weighted": weighted_tax, "chain": chain_tax, "one": single_class_tax}
+def comb_tax(depth: int = 70):
+    """A spine with a class beside every spine node: paths of ``depth + 1`` rings, past the length where HXE's
+    gradient sums over the path by an ``(S, R)`` product (``TRIANGLE_RINGS``) and goes to log space."""
+    return ts.Taxonomy.from_edges([(f"s{i}", f"s{i + 1}") for i in range(depth)]
+                                  + [(f"s{i}", f"x{i}") for i in range(depth + 1)])
+
+
+TREES = {"seed": seed_taxonomy, "weighted": weighted_tax, "chain": chain_tax, "one": single_class_tax,
+         "comb": comb_tax}
 
 
 def loss_cases(tax, view):

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,7 +31,7 @@ from taxosmooth.losses._frame import RowTarget, finish, fused, fused_factor, run
 from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, float_table, sharded
 from taxosmooth.tree_ops import TreeTensors, nodes, path_log_masses, tree_tensors
 from taxosmooth.tree_ops.tables import chain_top
-from taxosmooth.tree_ops.paths import NEG, log_mass_gradient, log_masses_of_segments
+from taxosmooth.tree_ops.paths import NEG, log_mass_gradient
 from taxosmooth.tree_ops.segments import expand_kernel, host_layout, segment_max_kernel, segment_sum_kernel
 
 if TYPE_CHECKING:
@@ -44,12 +46,13 @@ WEIGHTINGS = ("depth", "height")
 
 # ----------------------------------------------------------------------------- the formula
 def hxe_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, node_lambda: torch.Tensor,
-             path_lambda: torch.Tensor | None = None) -> torch.Tensor:
+             path_steps: torch.Tensor | None = None) -> torch.Tensor:
     """HXE of every row ``(M,)`` with the rows' factors applied; ``z`` ``(M, C)`` logits in class order.
 
     ``node_lambda`` ``(2, N)`` float64 (:func:`hxe_tables`): ``λ(u)`` of every node, and ``λ(top(u))``, the weight
     at the top of the node's chain of single-child ancestors (a path skips single-child nodes, whose
-    terms vanish). ``path_lambda`` ``(N, R)``: ``λ(top(·))`` along every target id's path, if tabulated.
+    terms vanish). ``path_steps`` ``(N, R)``: the path coefficients of every target id (:func:`path_steps_of`),
+    if tabulated.
     """
     if target.kind == "prob":
         p = target.prob
@@ -59,7 +62,7 @@ def hxe_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, node_lambda:
         return times(target.scale, _node_terms(z, p, tree, node_lambda[0])).to(z.dtype)
     assert target.ids is not None
     reduce = target.reduce and target.uniform is None
-    rows = _path_terms(z, target.ids, tree, node_lambda[1], path_lambda, target.label, reduce)
+    rows = _path_terms(z, target.ids, tree, node_lambda[1], path_steps, target.label, reduce)
     if target.uniform is not None:
         c = tree.num_classes
         w = torch.full((1, c), 1.0 / c, dtype=torch.float64, device=z.device) if target.class_weight is None \
@@ -68,8 +71,22 @@ def hxe_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, node_lambda:
     return rows.to(z.dtype)
 
 
+def path_steps_of(lam: torch.Tensor) -> torch.Tensor:
+    """The coefficients ``c`` of the path's log-masses, target first: ``ℓ = Σ_k λ_k (L_{k-1} - L_k) = Σ_d c_d L_d``
+    with ``c_d = λ_{d+1} - λ_d`` (``λ_0 = λ_R = 0``), ``(M, R)`` → ``(M, R)`` with column ``k`` holding ``c_{R-1-k}``.
+
+    ``lam`` ``(M, R)``: ``λ(top(a_k))`` along the path, root first (column 0 is not used)."""
+    step = lam[:, 1:]
+    return (F.pad(step, (0, 1)) - F.pad(step, (1, 0))).flip(1)
+
+
+def _path_lambda(steps: torch.Tensor) -> torch.Tensor:
+    """:func:`path_steps_of`'s inverse: ``λ`` along the path, root first (column 0 is 0)."""
+    return F.pad(steps.flip(1).cumsum(1), (1, 0))[:, :-1]
+
+
 def _path_terms(z: torch.Tensor, ids: torch.Tensor, tree: TreeTensors, top_lambda: torch.Tensor,
-                path_lambda: torch.Tensor | None, factor, reduce: bool) -> torch.Tensor:
+                path_steps: torch.Tensor | None, factor, reduce: bool) -> torch.Tensor:
     """``factor · ℓ(z, t)`` per row (summed when ``reduce`` on the fused path), float64 on the formula:
     ``Σ_{k ≥ 1} λ(top(a_k)) (L_{k-1} - L_k)`` over the target's path.
 
@@ -77,14 +94,15 @@ def _path_terms(z: torch.Tensor, ids: torch.Tensor, tree: TreeTensors, top_lambd
     loss's terms ``λ(C^(l)) log P(C^(l+1)) / P(C^(l))`` vanish below a single-child node (``P`` is the same), and
     the others are one per path step. The padding repeats the target: its steps are 0.
     """
-    if path_lambda is not None:
-        lengths, lam = tree.lengths_of(ids), path_lambda.index_select(0, ids)
+    if path_steps is not None:
+        lengths, steps = tree.lengths_of(ids), path_steps.index_select(0, ids)
     else:
         path, lengths = tree.paths(ids)
-        lam = top_lambda.index_select(0, path.reshape(-1)).view(path.shape)
+        steps = path_steps_of(top_lambda.index_select(0, path.reshape(-1)).view(path.shape))
     if fused(z):
-        return _HXEPaths.apply(z, lengths, lam, fused_factor(factor), reduce, *tree.leaf_permutation(),
-                               tree.segment_ring, tree.ring_sides)
+        return _HXEPaths.apply(z, lengths, steps, fused_factor(factor), reduce, *tree.leaf_permutation(),
+                               tree.ring_gather, tree.ring_outside, (tree.segment_ring, tree.ring_sides))
+    lam = _path_lambda(steps)
     return times(factor, _from_log_masses(path_log_masses(tree, tree.to_leaf_order(z), lengths), lam))
 
 
@@ -97,8 +115,8 @@ def _from_log_masses(log_mass: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
 
 
 class _RingIndex(NamedTuple):
-    """The index tensors of a tree's paths that the log-mass functions read (the fused functions get these, not
-    the whole module)."""
+    """The index tensors of a tree's paths that :func:`path_log_masses` reads (a fused function gets these, not the
+    whole module)."""
 
     segment_ring: torch.Tensor
     ring_sides: torch.Tensor
@@ -109,47 +127,55 @@ class _RingIndex(NamedTuple):
 
 
 class _HXEPaths(torch.autograd.Function):
-    """``factor · Σ_{k ≥ 1} λ_k (L_{k-1} - L_k)`` per row, its gradient written out (the formula's passes, fused).
+    """``factor · Σ_d c_d L_d`` per row, ``L`` the log-masses along the path (target first), its gradient written
+    out.
 
-    Forward: the segments' maxima, ``e = exp(z - max)`` in one buffer, its segment sums, the path's log-masses
-    ``L``. Backward: ``∂ℓ/∂z_j = e_j · g_s`` (:func:`~taxosmooth.tree_ops.paths.log_mass_gradient`): one
-    expansion and one product. A second derivative differentiates the formula instead.
+    Forward: the segments' maxima, ``e = exp(z - max)`` in one buffer, its segment sums; from the target's own
+    segment outward one cumulative log-sum-exp over the segments gives ``L`` (every ring adds its two
+    segments). Backward: ``∂ℓ/∂z_j = e_j Σ_{d ≤ r(j)} c_d exp(max_s - L_d)`` for ``j`` in segment ``s`` of ring
+    ``r(j)``: one ``(S, R)`` product per row (every exponent ``<= 0``: a segment lies under each such node), one
+    expansion, one product. A second derivative differentiates the formula instead.
     """
 
     @staticmethod
-    def forward(ctx, z, lengths, lam, factor, reduce, to_leaf, to_class, segment_ring, ring_sides):
+    def forward(ctx, z, lengths, steps, factor, reduce, to_leaf, to_class, ring_gather, ring_outside, rings):
         zl = z if to_leaf is None else z.index_select(1, to_leaf)
         layout = host_layout(lengths, zl.shape[1])
         shift = segment_max_kernel(zl, lengths, layout).nan_to_num_(nan=float("nan"), neginf=0.0)
         e = expand_kernel(shift, lengths, zl.shape[1])
         torch.sub(zl, e, out=e).exp_()
-        log_mass = log_masses_of_segments(_RingIndex(segment_ring, ring_sides), segment_sum_kernel(e, lengths, layout),
-                                          shift, differentiable=False)
-        # ℓ = Σ_k λ_k (L_{k-1} - L_k) = Σ_j c_j L_j with c_j = λ_{j+1} - λ_j (λ_0 = λ_R = 0), also ∂ℓ/∂L_j
-        step = lam[:, 1:]
-        c = F.pad(step, (0, 1)) - F.pad(step, (1, 0))
-        rows = (c * log_mass.clamp_min(NEG)).sum(1).masked_fill(torch.isneginf(log_mass[:, -1]), float("inf"))
-        ctx.save_for_backward(z, e, shift, log_mass, lengths, lam, factor if isinstance(factor, torch.Tensor) else None,
-                              to_leaf, to_class, segment_ring, ring_sides, c)
+        # log 0 = -inf: an empty segment adds nothing
+        log_seg = segment_sum_kernel(e, lengths, layout).to(torch.float64).log_().add_(shift)
+        log_mass = torch.logcumsumexp(log_seg.index_select(1, ring_gather), dim=1)[:, ::2]
+        floored = log_mass.clamp_min(NEG)
+        rows = (steps * floored).sum(1).masked_fill(torch.isneginf(log_mass[:, 0]), float("inf"))
+        ctx.save_for_backward(z, e, shift, floored, lengths, steps, factor if isinstance(factor, torch.Tensor)
+                              else None, to_leaf, to_class, ring_outside, *rings)
         ctx.factor, ctx.reduce = (factor if isinstance(factor, float) else None), reduce
         return finish(rows, factor, reduce, z.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        z, e, shift, log_mass, lengths, lam, factor, to_leaf, to_class, segment_ring, ring_sides, c = ctx.saved_tensors
+        z, e, shift, floored, lengths, steps, factor, to_leaf, to_class, ring_outside, *rings = ctx.saved_tensors
         factor = ctx.factor if factor is None else factor
-        paths = _RingIndex(segment_ring, ring_sides)
-        none = (None,) * 8
+        none = (None,) * 9
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
                 zl = z if to_leaf is None else z.index_select(1, to_leaf)
-                rows = times(factor, _from_log_masses(path_log_masses(paths, zl, lengths), lam))
+                rows = times(factor, _from_log_masses(path_log_masses(_RingIndex(*rings), zl, lengths),
+                                                        _path_lambda(steps)))
                 out = (rows.sum() if ctx.reduce else rows).to(z.dtype)
                 (gz,) = torch.autograd.grad(out, z, grad, create_graph=True)
             return (gz,) + none
-        grad_l = c * upstream(grad, factor, ctx.reduce, z.shape[0])[:, None]
-        g = expand_kernel(log_mass_gradient(paths, grad_l, log_mass, shift).to(e.dtype), lengths, e.shape[1])
-        g.mul_(e)
+        grad_l = steps * upstream(grad, factor, ctx.reduce, z.shape[0])[:, None]
+        if ring_outside is not None:
+            # exp(max_s - L_d) where segment s lies under the path's node d, else 0; a subtree without mass (L
+            # floored) overflows, and its rows (+inf) get no gradient
+            ratio = (shift[:, :, None] - floored[:, None, :]).masked_fill_(ring_outside, -math.inf).exp_()
+            g = torch.bmm(ratio, grad_l[:, :, None])[:, :, 0].nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        else:  # long paths: the sums over the path in log space, root first
+            g = log_mass_gradient(_RingIndex(*rings), grad_l.flip(1), floored.flip(1), shift)
+        g = expand_kernel(g.to(e.dtype), lengths, e.shape[1]).mul_(e)
         return (g if to_class is None else g.index_select(1, to_class),) + none
 
 
@@ -247,15 +273,16 @@ def hxe_tables(taxonomy: Taxonomy, alpha: float, weighting: str = "depth", norma
 
 
 # ----------------------------------------------------------------------------- the functional core
-def path_lambda_table(tree: TreeTensors, node_lambda: torch.Tensor) -> torch.Tensor | None:
-    """``λ(top(·))`` along every target id's path ``(N, R)`` (``None`` where paths are searched)."""
-    return tree.per_target(lambda path, ids: node_lambda[1].index_select(0, path.reshape(-1)).view(path.shape))
+def path_steps_table(tree: TreeTensors, node_lambda: torch.Tensor) -> torch.Tensor | None:
+    """:func:`path_steps_of` of every target id's path ``(N, R)`` (``None`` where paths are searched)."""
+    return tree.per_target(
+        lambda path, ids: path_steps_of(node_lambda[1].index_select(0, path.reshape(-1)).view(path.shape)))
 
 
-def _run(input, target, tree: TreeTensors, node_lambda, path_lambda, weight, ignore_index, reduction,
+def _run(input, target, tree: TreeTensors, node_lambda, path_steps, weight, ignore_index, reduction,
          label_smoothing, coarse_labels: bool) -> torch.Tensor:
     num_targets = tree.num_nodes if coarse_labels else tree.num_classes
-    return run_loss(lambda z, t: hxe_rows(z, t, tree, node_lambda, path_lambda), input, target, name="HXELoss",
+    return run_loss(lambda z, t: hxe_rows(z, t, tree, node_lambda, path_steps), input, target, name="HXELoss",
                     num_classes=tree.num_classes, num_targets=num_targets, num_nodes=tree.num_nodes, weight=weight,
                     ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
                     target_weights=tree.target_means if coarse_labels else None, linear_in_target=True)
@@ -278,7 +305,7 @@ def hxe_loss(input: torch.Tensor, target: torch.Tensor, taxonomy: Taxonomy, alph
     alpha = check_positive(alpha, "alpha", allow_zero=True)
     lam = tree.derived(("hxe", alpha, weighting, normalize),
                        lambda: float_table(hxe_tables(tax, alpha, weighting, normalize)))
-    on_paths = tree.derived(("hxe paths", alpha, weighting, normalize), lambda: path_lambda_table(tree, lam))
+    on_paths = tree.derived(("hxe steps", alpha, weighting, normalize), lambda: path_steps_table(tree, lam))
     return _run(input, target, tree, lam, on_paths, weight, ignore_index, reduction, label_smoothing, coarse_labels)
 
 
@@ -355,7 +382,7 @@ class HXELoss(TreeLoss):
     """
 
     node_lambda: torch.Tensor  # buffers
-    path_lambda: torch.Tensor | None
+    path_steps: torch.Tensor | None
 
     def __init__(self, taxonomy: Taxonomy, alpha: float, weighting: str = "depth", normalize: bool = False,
                  weight: ArrayLike | None = None, ignore_index: int = -100, reduction: str = "mean",
@@ -368,7 +395,7 @@ class HXELoss(TreeLoss):
         self.alpha, self.weighting, self.normalize = float(alpha), weighting, normalize
         self.tree = TreeTensors(tax)
         self.register_buffer("node_lambda", float_table(lam), persistent=False)
-        self.register_buffer("path_lambda", path_lambda_table(self.tree, self.node_lambda), persistent=False)
+        self.register_buffer("path_steps", path_steps_table(self.tree, self.node_lambda), persistent=False)
         self.shard(process_group, tax, shard_slack)
 
     def extra_repr(self) -> str:
@@ -379,5 +406,5 @@ class HXELoss(TreeLoss):
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.process_group is not None:
             return sharded(self, input, target)
-        return _run(input, target, self.tree, self.node_lambda, self.path_lambda, self.weight, self.ignore_index,
+        return _run(input, target, self.tree, self.node_lambda, self.path_steps, self.weight, self.ignore_index,
                     self.reduction, self.label_smoothing, self.coarse_labels)

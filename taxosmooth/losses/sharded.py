@@ -39,7 +39,7 @@ from taxosmooth.losses._inputs import _ROW_SUM_TOLERANCE, _check_ids, check_mode
 from taxosmooth.losses._frame import times
 from taxosmooth.losses._module import register_sharded
 from taxosmooth.losses.expected_cost import ExpectedCostLoss
-from taxosmooth.losses.hxe import HXELoss, _from_log_masses
+from taxosmooth.losses.hxe import HXELoss, _from_log_masses, _path_lambda
 from taxosmooth.losses.pairwise import PairwiseCostLoss, _against
 from taxosmooth.losses.soft_labels import HierarchicalSoftLabelLoss, _cross_entropy, _mix, path_segments
 from taxosmooth.losses.soft_target import SoftTargetCrossEntropy
@@ -495,8 +495,8 @@ def _path_spec(mod, plan, z, ids, factor, coarse: bool):
 
     if isinstance(mod, HXELoss):
         tree = mod.tree
-        if mod.path_lambda is not None:
-            lam = mod.path_lambda.index_select(0, ids)
+        if mod.path_steps is not None:
+            lam = _path_lambda(mod.path_steps.index_select(0, ids))
         else:
             path = tree.paths(ids).path
             lam = mod.node_lambda[1].index_select(0, path.reshape(-1)).view(path.shape)

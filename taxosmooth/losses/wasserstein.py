@@ -74,11 +74,12 @@ def wasserstein_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, tabl
         return times(target.scale, rows).to(z.dtype)
     assert ids is not None
     zl = tree.to_leaf_order(z)
-    rows = _distance_to_target(p, ids, tree, tables)
-    if gamma:
-        rows = rows + gamma * -target_log_mass(z, zl, log_p, ids, tree, coarse)
-    if target.uniform is None:
-        return times(target.label, rows).to(z.dtype)
+    if target.uniform is None or coarse:
+        rows = _distance_to_target(p, ids, tree, tables)
+        if gamma:
+            rows = rows + gamma * -target_log_mass(z, zl, log_p, ids, tree, coarse)
+        if target.uniform is None:
+            return times(target.label, rows).to(z.dtype)
     # label smoothing: the exact W1 to (1 - ε) onehot(t) + ε / C for a class (weighted by the target's
     # expected weight), (1 - ε) · the coarse distance + ε · W1 to uniform for a coarse label; cross
     # entropy as for every loss
@@ -129,10 +130,52 @@ def _distance_to_target(p: torch.Tensor, ids: torch.Tensor, tree: TreeTensors, t
 
 
 def _w1(p: torch.Tensor, q: torch.Tensor, tree: TreeTensors, edge: torch.Tensor) -> torch.Tensor:
-    """``Σ_v w(v) |P(v) - Q(v)|`` per row for rows ``p``, ``q`` ``(M, C)`` (class order), in ``p``'s dtype: one
-    pass up of ``p - q`` (level order)."""
+    """``Σ_v w(v) |P(v) - Q(v)|`` per row for rows ``p``, ``q`` ``(M, C)`` (class order; ``q`` may be ``(1, C)``), in
+    ``p``'s dtype: one pass up of ``p - q`` (level order)."""
+    if fused(p) and not torch.compiler.is_compiling():
+        return _TreeW1.apply(p, q, tree.class_level_pos, tree.level_parent_local, tree.level_offsets,
+                             nodes.column(tree, edge, p.dtype))
+    return _w1_formula(p, q, tree, edge)
+
+
+def _w1_formula(p: torch.Tensor, q: torch.Tensor, tree, edge: torch.Tensor) -> torch.Tensor:
     diff = nodes.up(tree, nodes.place(tree, p - q.to(p.dtype)), overwrite=True)
     return (diff.abs() * nodes.column(tree, edge, p.dtype)).sum(0)
+
+
+class _TreeW1(torch.autograd.Function):
+    """:func:`_w1` in one buffer, its gradient written out: ``∂/∂p_j = Σ_{v ancestor of j} w(v) sign(P(v) - Q(v))``
+    (one pass down of the signs) and the opposite for ``q``. A second derivative differentiates the formula."""
+
+    @staticmethod
+    def forward(ctx, p, q, class_level_pos, parent, offsets, edge):
+        lev = p.new_zeros((edge.shape[0], p.shape[0]))
+        lev.index_copy_(0, class_level_pos, torch.sub(p.t(), q.t().to(p.dtype), out=p.new_empty(p.shape[::-1])))
+        nodes._up_levels(lev, parent, offsets)
+        signed = torch.sign(lev).mul_(edge)
+        rows = lev.abs_().mul_(edge).sum(0)  # torch's cascaded sum: float32 keeps its digits over 10⁵ nodes
+        ctx.save_for_backward(p, q, class_level_pos, parent, edge, signed)
+        ctx.offsets = offsets
+        return rows
+
+    @staticmethod
+    def backward(ctx, grad):
+        p, q, class_level_pos, parent, edge, signed = ctx.saved_tensors
+        none = (None,) * 4
+        if torch.is_grad_enabled():  # a double backward: differentiate the formula
+            index = nodes._LevelIndex(class_level_pos, parent, None, ctx.offsets)
+            with torch.enable_grad():
+                diff = nodes.up(index, nodes.place(index, p - q.to(p.dtype)))
+                rows = (diff.abs() * edge).sum(0)
+                wrt = [t for t in (p, q) if t.requires_grad]
+                grads = iter(torch.autograd.grad(rows, wrt, grad, create_graph=True))
+            return (next(grads) if p.requires_grad else None, next(grads) if q.requires_grad else None) + none
+        g = nodes._down_levels(signed * grad, parent, ctx.offsets).index_select(0, class_level_pos).t()
+        gq = None
+        if ctx.needs_input_grad[1]:
+            gq = -g if q.shape[0] == g.shape[0] else -g.sum(0, keepdim=True)
+            gq = gq.to(q.dtype)
+        return (g if ctx.needs_input_grad[0] else None, gq) + none
 
 
 # ----------------------------------------------------------------------------- the tables

@@ -193,10 +193,11 @@ def _formula_lse(tree, x: torch.Tensor) -> torch.Tensor:
 
 
 class _LevelIndex:
-    """The index tensors and sizes :func:`_formula_lse` reads, for a double backward inside the fused function."""
+    """The index tensors and sizes the formulas read (``is_leaf``: for :func:`_formula_lse` only), for a double
+    backward inside a fused function."""
 
     def __init__(self, class_level_pos, parent, is_leaf, offsets):
-        self.num_nodes, self.class_level_pos, self.level_parent_local = is_leaf.shape[0], class_level_pos, parent
+        self.num_nodes, self.class_level_pos, self.level_parent_local = offsets[-1], class_level_pos, parent
         self.level_is_leaf, self.level_offsets = is_leaf, offsets
 
 

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from taxosmooth.tree_ops.segments import expand, segment_max, segment_sum
 
-__all__ = ["ring_segments", "path_log_masses", "log_masses_of_segments", "log_mass_gradient", "NEG"]
+__all__ = ["ring_segments", "path_log_masses", "log_masses_of_segments", "log_mass_gradient", "NEG",
+           "TRIANGLE_RINGS"]
 
 #: a stand-in for log(0) in float64 whose gradients stay finite (exp(NEG - x) = 0 for any finite x)
 NEG = -1e300
@@ -82,7 +83,7 @@ def log_mass_gradient(tree, grad_l: torch.Tensor, log_mass: torch.Tensor, shift:
     with torch.no_grad():
         L = log_mass.clamp_min(NEG)
         R = L.shape[1]
-        if R <= _TRIANGLE_RINGS:
+        if R <= TRIANGLE_RINGS:
             ratio = (L[:, :, None] - L[:, None, :]).exp_().tril_()  # exp(L_r - L_d) for d <= r
             t = torch.bmm(ratio, grad_l[:, :, None])[:, :, 0]
         else:
@@ -95,4 +96,4 @@ def log_mass_gradient(tree, grad_l: torch.Tensor, log_mass: torch.Tensor, shift:
 
 
 #: paths up to this many rings sum their gradient with an (R, R) product per row, longer ones in log space
-_TRIANGLE_RINGS = 64
+TRIANGLE_RINGS = 64

@@ -46,6 +46,7 @@ from torch import nn
 
 from taxosmooth.taxonomy import CompiledTree, Taxonomy
 from taxosmooth.tree_ops import nodes
+from taxosmooth.tree_ops.paths import TRIANGLE_RINGS
 
 __all__ = ["TreeTensors", "Paths", "tree_tensors", "compiled_tree", "chain_top", "PATH_TABLE_BYTES"]
 
@@ -221,6 +222,8 @@ class TreeTensors(nn.Module):
     branch_nodes: torch.Tensor
     segment_ring: torch.Tensor
     ring_sides: torch.Tensor
+    ring_gather: torch.Tensor
+    ring_outside: torch.Tensor | None
     level_order: torch.Tensor
     level_pos: torch.Tensor
     level_class: torch.Tensor
@@ -272,6 +275,16 @@ class TreeTensors(nn.Module):
         left = list(range(R - 1, -1, -1))
         right = [S] + [S - 1 - k for k in range(R - 2, -1, -1)]
         self.register_buffer("ring_sides", _t([left, right]), persistent=False)
+        # the segments from the target outward, each ring's two in turn: [D, D-1, D+1, …, 0, 2D] (D = R - 1); a
+        # cumulative log-sum-exp over them holds the path's log-masses, target first, at the even columns
+        D = R - 1
+        self.register_buffer("ring_gather", _t([D] + [s for k in range(1, R) for s in (D - k, D + k)]),
+                             persistent=False)
+        # (S, R): whether segment s lies outside the path's node at depth D - k (k < D - ring(s)); for paths of up
+        # to TRIANGLE_RINGS rings (a gradient takes an (S, R) product per row)
+        ring_of = np.array([k if k < R else S - 1 - k for k in range(S)])
+        outside = torch.as_tensor(np.arange(R)[None, :] < (D - ring_of)[:, None]) if R <= TRIANGLE_RINGS else None
+        self.register_buffer("ring_outside", outside, persistent=False)
 
         # the levels, for the passes over all nodes: nodes by depth, each level in id order, so that the
         # children of consecutive nodes of one level are consecutive in the next
