@@ -289,10 +289,16 @@ def fused_factor(factor: Any) -> Any:
     return float(factor) if not isinstance(factor, torch.Tensor) else factor.to(torch.float64)
 
 
+def scaled(rows: torch.Tensor, factor: Any) -> torch.Tensor:
+    """A fused function's rows times their factor (a float or an ``(M,)`` tensor; ``0`` where the factor is: an
+    ignored row, ``0 · inf = 0``)."""
+    return rows * factor if isinstance(factor, float) else torch.where(factor == 0, 0.0, rows * factor)
+
+
 def finish(rows: torch.Tensor, factor: Any, reduce: bool, dtype: torch.dtype) -> torch.Tensor:
-    """A fused function's output: the rows times their factor (``0`` where the factor is: an ignored row),
-    summed when ``reduce``, in the logits' dtype."""
-    rows = rows * factor if isinstance(factor, float) else torch.where(factor == 0, 0.0, rows * factor)
+    """A fused function's output: the rows times their factor (:func:`scaled`), summed when ``reduce``, in the
+    logits' dtype."""
+    rows = scaled(rows, factor)
     return (rows.sum() if reduce else rows).to(dtype)
 
 

@@ -21,7 +21,7 @@ import torch
 
 from taxosmooth._checks import check_positive
 from taxosmooth.costs import resolve_costs
-from taxosmooth.losses._frame import RowTarget, finish, fused, fused_factor, run_loss, times, upstream
+from taxosmooth.losses._frame import RowTarget, finish, fused, fused_factor, run_loss, scaled, times, upstream
 from taxosmooth.losses._module import TreeLoss, check_options, sharded
 from taxosmooth.losses._rows import soft_cross_entropy
 from taxosmooth.taxonomy import Taxonomy
@@ -56,25 +56,26 @@ def expected_cost_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, ga
     assert ids is not None
     if tree is not None and not coarse and fused(z):
         lengths, kappa = costs.on_paths(ids)
-        reduce = target.reduce and target.uniform is None
-        rows = _RiskPaths.apply(z, lengths, kappa, tree.class_position.index_select(0, ids), None, float(gamma),
-                                fused_factor(target.label), reduce, *tree.leaf_permutation())
-        if target.uniform is None:
-            return rows
-        log_p = torch.log_softmax(z, 1)
+        smoothing: tuple = (None, None, None)
+        if target.uniform is not None:  # label smoothing's uniform part in the same pass
+            w = torch.full((c,), 1.0 / c, dtype=torch.float64, device=z.device) if target.class_weight is None \
+                else target.class_weight / c
+            u = costs.expected(w.unsqueeze(0))[0]
+            smoothing = (tree.to_leaf_order(u), tree.to_leaf_order(w), fused_factor(target.uniform))
+        return _RiskPaths.apply(z, lengths, kappa, tree.class_position.index_select(0, ids), None, float(gamma),
+                                fused_factor(target.label), target.reduce, *tree.leaf_permutation(), *smoothing)
+    log_p = torch.log_softmax(z, 1)
+    if tree is not None:
+        zl = tree.to_leaf_order(z)
+        lengths, kappa = costs.on_paths(ids)
+        risk = (kappa * segment_sum(tree.to_leaf_order(log_p.exp()), lengths).to(torch.float64)).sum(1)
     else:
-        log_p = torch.log_softmax(z, 1)
-        if tree is not None:
-            zl = tree.to_leaf_order(z)
-            lengths, kappa = costs.on_paths(ids)
-            risk = (kappa * segment_sum(tree.to_leaf_order(log_p.exp()), lengths).to(torch.float64)).sum(1)
-        else:
-            zl = z
-            risk = (log_p.exp() * costs.rows(ids).to(z.dtype)).sum(1)
-        rows = risk
-        if gamma:
-            rows = rows + gamma * -target_log_mass(z, zl, log_p, ids, tree, coarse)
-        rows = times(target.label, rows)
+        zl = z
+        risk = (log_p.exp() * costs.rows(ids).to(z.dtype)).sum(1)
+    rows = risk
+    if gamma:
+        rows = rows + gamma * -target_log_mass(z, zl, log_p, ids, tree, coarse)
+    rows = times(target.label, rows)
     if target.uniform is not None:
         w = torch.full((c,), 1.0 / c, dtype=torch.float64, device=z.device) if target.class_weight is None \
             else target.class_weight / c
@@ -86,13 +87,18 @@ def expected_cost_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, ga
 
 
 class _RiskPaths(torch.autograd.Function):
-    """``factor · (Σ_j p_j (κ_{s(j)} + w_j) - γ log p_t)`` per row, ``p = softmax(z)``, ``κ`` ``(M, 2R - 1)`` per
-    segment of the target's path and ``w`` ``(C,)`` per class (leaf order; ``None``: 0). The expected cost (``w``
-    = 0) and the tree-Wasserstein distance to a class (``κ`` from the weighted depths, ``w`` the classes' own)
-    with their cross entropy. Gradient written out: ``∂ℓ/∂z_j = p_j (κ_{s(j)} + w_j - risk + γ) - γ [j = t]``."""
+    """``factor · (Σ_j p_j (κ_{s(j)} + w_j) - γ log p_t) + ufactor · (Σ_j p_j u_j - γ Σ_j v_j log p_j)`` per row,
+    ``p = softmax(z)``, ``κ`` ``(M, 2R - 1)`` per segment of the target's path, ``w``, ``u``, ``v`` ``(C,)`` per class
+    (leaf order; ``None``: 0).
+
+    The expected cost (``w = 0``) and the tree-Wasserstein distance to a class (``κ`` from the weighted depths,
+    ``w`` the classes' own) with their cross entropy; the second term is label smoothing's uniform part (``u`` the
+    uniform target's expected costs, ``v`` its class weights), its own factor per row. Gradient written out:
+    ``∂ℓ/∂z_j = p_j (factor (κ_{s(j)} + w_j - risk + γ) + ufactor (u_j - urisk + γ Σ v)) - γ (factor [j = t] +
+    ufactor v_j)``."""
 
     @staticmethod
-    def forward(ctx, z, lengths, kappa, pos, w, gamma, factor, reduce, to_leaf, to_class):
+    def forward(ctx, z, lengths, kappa, pos, w, gamma, factor, reduce, to_leaf, to_class, u, v, ufactor):
         zl = z if to_leaf is None else z.index_select(1, to_leaf)
         log_p = torch.log_softmax(zl, 1)
         p = torch.exp(log_p)
@@ -100,18 +106,29 @@ class _RiskPaths(torch.autograd.Function):
         if w is not None:
             risk = risk + (p @ w.to(p.dtype)[:, None])[:, 0].to(torch.float64)  # a matrix product: BLAS also compiled
         rows = risk - gamma * log_p.gather(1, pos[:, None])[:, 0].to(torch.float64) if gamma else risk
+        urisk = None
+        if u is not None:
+            urisk = (p @ u.to(p.dtype)[:, None])[:, 0].to(torch.float64)
+            urows = urisk
+            if gamma:  # 0 · log 0 = 0 (nansum), v_j · log 0 = -inf: the row is +inf
+                urows = urows - gamma * torch.nansum(log_p * v.to(p.dtype), 1).to(torch.float64)
+            rows = scaled(rows, factor) + scaled(urows, ufactor)
         ctx.save_for_backward(z, p, lengths, kappa, pos, w, risk, factor if isinstance(factor, torch.Tensor) else None,
-                              to_leaf, to_class)
+                              to_leaf, to_class, u, v, urisk, ufactor if isinstance(ufactor, torch.Tensor) else None)
         ctx.gamma, ctx.reduce = gamma, reduce
         ctx.factor = factor if isinstance(factor, float) else None
+        ctx.ufactor = ufactor if isinstance(ufactor, float) else None
+        if u is not None:
+            return (rows.sum() if reduce else rows).to(z.dtype)
         return finish(rows, factor, reduce, z.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        z, p, lengths, kappa, pos, w, risk, factor, to_leaf, to_class = ctx.saved_tensors
+        z, p, lengths, kappa, pos, w, risk, factor, to_leaf, to_class, u, v, urisk, ufactor = ctx.saved_tensors
         factor = ctx.factor if factor is None else factor
+        ufactor = ctx.ufactor if ufactor is None else ufactor
         gamma = ctx.gamma
-        none = (None,) * 9
+        none = (None,) * 12
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
                 zl = z if to_leaf is None else z.index_select(1, to_leaf)
@@ -123,16 +140,29 @@ class _RiskPaths(torch.autograd.Function):
                 if gamma:
                     rows = rows - gamma * log_q.gather(1, pos[:, None])[:, 0].to(torch.float64)
                 rows = times(factor, rows)
+                if u is not None:
+                    urows = (q @ u.to(q.dtype)).to(torch.float64)
+                    if gamma:
+                        urows = urows - gamma * torch.nansum(log_q * v.to(q.dtype), 1).to(torch.float64)
+                    rows = rows + times(ufactor, urows)
                 out = (rows.sum() if ctx.reduce else rows).to(z.dtype)
                 (gz,) = torch.autograd.grad(out, z, grad, create_graph=True)
             return (gz,) + none
         gw = upstream(grad, factor, ctx.reduce, z.shape[0])
-        g = expand_kernel(((kappa + (gamma - risk)[:, None]) * gw[:, None]).to(p.dtype), lengths, p.shape[1])
+        per_row = (gamma - risk) * gw
+        if u is not None:
+            gu = upstream(grad, ufactor, ctx.reduce, z.shape[0])
+            per_row = per_row + gu * ((gamma * v.sum() if gamma else 0.0) - urisk)
+        g = expand_kernel((kappa * gw[:, None] + per_row[:, None]).to(p.dtype), lengths, p.shape[1])
         if w is not None:
             g.addcmul_(gw.to(p.dtype)[:, None], w.to(p.dtype)[None, :])
+        if u is not None:
+            g.addcmul_(gu.to(p.dtype)[:, None], u.to(p.dtype)[None, :])
         g.mul_(p)
         if gamma:
             g.scatter_add_(1, pos[:, None], (-gamma * gw).to(g.dtype)[:, None])
+            if u is not None:
+                g.addcmul_(gu.to(p.dtype)[:, None], v.to(p.dtype)[None, :], value=-gamma)
         return (g if to_class is None else g.index_select(1, to_class),) + none
 
 

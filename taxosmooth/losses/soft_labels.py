@@ -24,7 +24,7 @@ import torch
 
 from taxosmooth._checks import check_positive, check_probability
 from taxosmooth.distances import resolve_source
-from taxosmooth.losses._frame import RowTarget, finish, fused, fused_factor, run_loss, times, upstream
+from taxosmooth.losses._frame import RowTarget, finish, fused, fused_factor, run_loss, scaled, times, upstream
 from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, float_table, sharded
 from taxosmooth.losses._rows import soft_cross_entropy
 from taxosmooth.targets import resolve_scale
@@ -72,7 +72,14 @@ def soft_label_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, table
         lp_seg = torch.cat([lp_seg[:, :depth], center[:, None], lp_seg[:, depth + 1 :]], dim=1)
         rows = times(target.label, _cross_entropy(q, lp_seg))
     elif fused(z):
-        rows = _SoftLabelPaths.apply(z, lengths, q, fused_factor(target.label), reduce, *tree.leaf_permutation())
+        smoothing: tuple = (None, None)
+        if target.uniform is not None:  # label smoothing's uniform part in the same pass
+            c = tree.num_classes
+            w = torch.full((1, c), 1.0 / c, dtype=torch.float64, device=z.device) if target.class_weight is None \
+                else (target.class_weight / c).unsqueeze(0)
+            smoothing = (tree.to_leaf_order(_mixture(w, tree, e, inv_z, mix)[0]), fused_factor(target.uniform))
+        return _SoftLabelPaths.apply(z, lengths, q, fused_factor(target.label), target.reduce,
+                                     *tree.leaf_permutation(), *smoothing)
     else:
         rows = times(target.label, _cross_entropy(q, segment_sum(torch.log_softmax(zl, 1), lengths)))
     if target.uniform is not None:
@@ -100,35 +107,53 @@ def _cross_entropy(q: torch.Tensor, lp_seg: torch.Tensor) -> torch.Tensor:
 
 
 class _SoftLabelPaths(torch.autograd.Function):
-    """``factor · -Σ_s q_s Σ_{j ∈ s} log softmax(z)_j`` per row, its gradient written out:
-    ``∂ℓ/∂z_j = softmax(z)_j Σ_s q_s |s| - q_{s(j)}`` (one exponential, one expansion)."""
+    """``factor · -Σ_s q_s Σ_{j ∈ s} log softmax(z)_j + ufactor · -Σ_j u_j log softmax(z)_j`` per row, its gradient
+    written out: ``∂ℓ/∂z_j = softmax(z)_j (factor Σ_s q_s |s| + ufactor Σ u) - factor q_{s(j)} - ufactor u_j`` (one
+    exponential, one expansion). ``u`` ``(C,)`` (leaf order, or ``None``): label smoothing's uniform part, the
+    mixture row of the uniform target, with its own factor per row."""
 
     @staticmethod
-    def forward(ctx, z, lengths, q, factor, reduce, to_leaf, to_class):
+    def forward(ctx, z, lengths, q, factor, reduce, to_leaf, to_class, u, ufactor):
         zl = z if to_leaf is None else z.index_select(1, to_leaf)
         log_p = torch.log_softmax(zl, 1)
         rows = _cross_entropy(q, segment_sum_kernel(log_p, lengths))
+        if u is not None:  # 0 · log 0 = 0 (nansum), u_j · log 0 = -inf: the row is +inf
+            urows = -torch.nansum(log_p * u.to(log_p.dtype), 1).to(torch.float64)
+            rows = scaled(rows, factor) + scaled(urows, ufactor)
         ctx.save_for_backward(z, log_p, lengths, q, factor if isinstance(factor, torch.Tensor) else None, to_leaf,
-                              to_class)
+                              to_class, u, ufactor if isinstance(ufactor, torch.Tensor) else None)
         ctx.factor, ctx.reduce = (factor if isinstance(factor, float) else None), reduce
+        ctx.ufactor = ufactor if isinstance(ufactor, float) else None
+        if u is not None:
+            return (rows.sum() if reduce else rows).to(z.dtype)
         return finish(rows, factor, reduce, z.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        z, log_p, lengths, q, factor, to_leaf, to_class = ctx.saved_tensors
+        z, log_p, lengths, q, factor, to_leaf, to_class, u, ufactor = ctx.saved_tensors
         factor = ctx.factor if factor is None else factor
-        none = (None,) * 6
+        ufactor = ctx.ufactor if ufactor is None else ufactor
+        none = (None,) * 8
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
                 zl = z if to_leaf is None else z.index_select(1, to_leaf)
-                rows = times(factor, _cross_entropy(q, segment_sum(torch.log_softmax(zl, 1), lengths)))
+                lp = torch.log_softmax(zl, 1)
+                rows = times(factor, _cross_entropy(q, segment_sum(lp, lengths)))
+                if u is not None:
+                    rows = rows + times(ufactor, -torch.nansum(lp * u.to(lp.dtype), 1).to(torch.float64))
                 out = (rows.sum() if ctx.reduce else rows).to(z.dtype)
                 (gz,) = torch.autograd.grad(out, z, grad, create_graph=True)
             return (gz,) + none
         # a class's target row sums to 1: Σ_s q_s |s| = 1 - mix + mix (1 + Σ_r |ring r| e(a_r)) / Z_t
         gw = upstream(grad, factor, ctx.reduce, z.shape[0])
-        g = torch.exp(log_p).mul_(gw.to(log_p.dtype)[:, None])
+        total = gw
+        if u is not None:
+            gu = upstream(grad, ufactor, ctx.reduce, z.shape[0])
+            total = gw + gu * u.sum()
+        g = torch.exp(log_p).mul_(total.to(log_p.dtype)[:, None])
         g.sub_(expand_kernel((q * gw[:, None]).to(g.dtype), lengths, g.shape[1]))
+        if u is not None:
+            g.addcmul_(gu.to(g.dtype)[:, None], u.to(g.dtype)[None, :], value=-1.0)
         return (g if to_class is None else g.index_select(1, to_class),) + none
 
 

@@ -36,6 +36,10 @@ def _levels(offsets: tuple[int, ...]) -> list[tuple[int, int]]:
 def place(tree, x: torch.Tensor, fill: float = 0.0, scale: torch.Tensor | None = None) -> torch.Tensor:
     """Class values ``(B, C)`` (class order), times a per-class ``scale`` ``(C,)`` if given → node-major level
     order ``(N, B)``, the internal nodes ``fill``."""
+    if torch.compiler.is_compiling() and not is_functorch_wrapped(x):
+        if scale is not None:
+            x = x * scale.to(x.dtype)
+        return _place_op(x, tree.class_level_pos, tree.num_nodes, fill)
     if scale is None:
         xt = x.t().contiguous()
     elif is_functorch_wrapped(x):
@@ -50,7 +54,53 @@ def place(tree, x: torch.Tensor, fill: float = 0.0, scale: torch.Tensor | None =
 
 def classes_of(tree, lev: torch.Tensor) -> torch.Tensor:
     """Node-major level-ordered values ``(N, B)`` → the classes' values ``(B, C)``, class order."""
+    if torch.compiler.is_compiling() and not is_functorch_wrapped(lev):
+        return _classes_op(lev, tree.class_level_pos)
     return lev.index_select(0, tree.class_level_pos).t().contiguous()
+
+
+# Compiled code moves rows between the two layouts by operators: fused into its neighbours by inductor, the
+# transposition would be recomputed per element (several times slower than the copy itself).
+@torch.library.custom_op("taxosmooth::place", mutates_args=())
+def _place_op(x: torch.Tensor, class_level_pos: torch.Tensor, num_nodes: int, fill: float) -> torch.Tensor:
+    return x.new_full((num_nodes, x.shape[0]), fill).index_copy_(0, class_level_pos, x.t().contiguous())
+
+
+@torch.library.custom_op("taxosmooth::classes_of", mutates_args=())
+def _classes_op(lev: torch.Tensor, class_level_pos: torch.Tensor) -> torch.Tensor:
+    return lev.index_select(0, class_level_pos).t().contiguous()
+
+
+@_place_op.register_fake
+def _place_fake(x, class_level_pos, num_nodes, fill):
+    return x.new_empty((num_nodes, x.shape[0]))
+
+
+@_classes_op.register_fake
+def _classes_fake(lev, class_level_pos):
+    return lev.new_empty((lev.shape[1], class_level_pos.shape[0]))
+
+
+def _place_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+    ctx.num_nodes = output.shape[0] if output.dim() else 0
+
+
+def _place_backward(ctx, grad):
+    return _classes_op(grad.contiguous(), ctx.saved_tensors[0]), None, None, None
+
+
+def _classes_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+    ctx.num_nodes = inputs[0].shape[0]
+
+
+def _classes_backward(ctx, grad):
+    return _place_op(grad.contiguous(), ctx.saved_tensors[0], ctx.num_nodes, 0.0), None
+
+
+_place_op.register_autograd(_place_backward, setup_context=_place_context)
+_classes_op.register_autograd(_classes_backward, setup_context=_classes_context)
 
 
 def column(tree, node_values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -108,6 +158,45 @@ class _Down(torch.autograd.Function):
         return _Up.apply(grad, parent, ctx.offsets), None, None
 
 
+# Compiled code calls the passes as operators: inductor would turn each level's index_add into a scatter loop
+# (several times slower than the eager kernels on the CPU), so they stay opaque, each with its adjoint as backward.
+@torch.library.custom_op("taxosmooth::up_levels", mutates_args=())
+def _up_op(lev: torch.Tensor, parent: torch.Tensor, offsets: list[int]) -> torch.Tensor:
+    return _up_levels(lev.clone(), parent, tuple(offsets))
+
+
+@torch.library.custom_op("taxosmooth::down_levels", mutates_args=())
+def _down_op(lev: torch.Tensor, parent: torch.Tensor, offsets: list[int]) -> torch.Tensor:
+    return _down_levels(lev.clone(), parent, tuple(offsets))
+
+
+@_up_op.register_fake
+def _up_fake(lev, parent, offsets):
+    return torch.empty_like(lev)
+
+
+@_down_op.register_fake
+def _down_fake(lev, parent, offsets):
+    return torch.empty_like(lev)
+
+
+def _pass_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+    ctx.offsets = inputs[2]
+
+
+def _up_backward(ctx, grad):
+    return _down_op(grad.contiguous(), ctx.saved_tensors[0], ctx.offsets), None, None
+
+
+def _down_backward(ctx, grad):
+    return _up_op(grad.contiguous(), ctx.saved_tensors[0], ctx.offsets), None, None
+
+
+_up_op.register_autograd(_up_backward, setup_context=_pass_context)
+_down_op.register_autograd(_down_backward, setup_context=_pass_context)
+
+
 def _formula_up(tree, lev: torch.Tensor) -> torch.Tensor:
     levels = _levels(tree.level_offsets)
     parts = [lev[a:b] for a, b in levels]
@@ -135,10 +224,10 @@ def up(tree, lev: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
 
     ``overwrite``: ``lev`` is a temporary of the caller's, which the pass may overwrite when no gradient flows.
     """
-    if is_functorch_wrapped(lev) or torch.compiler.is_compiling():
-        # torch.func batches and differentiates the formula; a compiler functionalises in-place passes anyway
-        # (and inductor's CPU code generation rejects them on a single column)
+    if is_functorch_wrapped(lev):  # torch.func batches and differentiates the formula
         return _formula_up(tree, lev)
+    if torch.compiler.is_compiling():
+        return _up_op(lev, tree.level_parent_local, list(tree.level_offsets))
     if overwrite and _no_graph(lev):
         return _up_levels(lev, tree.level_parent_local, tree.level_offsets)
     return _Up.apply(lev, tree.level_parent_local, tree.level_offsets)
@@ -146,8 +235,10 @@ def up(tree, lev: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
 
 def down(tree, lev: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
     """``Σ_{v ancestor of u, u included} y(v)`` for every node ``u``: node-major level-ordered ``(N, B)`` → ``(N, B)``."""
-    if is_functorch_wrapped(lev) or torch.compiler.is_compiling():
+    if is_functorch_wrapped(lev):
         return _formula_down(tree, lev)
+    if torch.compiler.is_compiling():
+        return _down_op(lev, tree.level_parent_local, list(tree.level_offsets))
     if overwrite and _no_graph(lev):
         return _down_levels(lev, tree.level_parent_local, tree.level_offsets)
     return _Down.apply(lev, tree.level_parent_local, tree.level_offsets)
@@ -224,14 +315,57 @@ class _SubtreeLSE(torch.autograd.Function):
                 out = _formula_lse(_LevelIndex(class_level_pos, parent, is_leaf, offsets), x)
                 (gx,) = torch.autograd.grad(out, x, grad, create_graph=True)
             return (gx,) + none
-        g = grad.clone()
-        levels = _levels(offsets)
-        for d in range(1, len(levels)):
-            (a, b), (c, e) = levels[d - 1], levels[d]
-            idx = parent[c:e]
-            w = (lev[c:e] - lev[a:b].index_select(0, idx)).exp_()  # exp(V_c - V_u) <= 1 (0: a child without mass)
-            g[c:e] += w.mul_(g[a:b].index_select(0, idx)).nan_to_num_(nan=0.0)
-        return (g.index_select(0, class_level_pos).t(),) + none
+        return (_lse_gradient(grad, lev, class_level_pos, parent, offsets),) + none
+
+
+def _lse_gradient(grad, lev, class_level_pos, parent, offsets) -> torch.Tensor:
+    """The gradient of the subtree log-masses ``lev`` with respect to the classes ``(B, C)`` (a transposed view),
+    top-down level by level: each child adds ``exp(V_c - V_u)`` times its parent's."""
+    g = grad.clone()
+    levels = _levels(offsets)
+    for d in range(1, len(levels)):
+        (a, b), (c, e) = levels[d - 1], levels[d]
+        idx = parent[c:e]
+        w = (lev[c:e] - lev[a:b].index_select(0, idx)).exp_()  # exp(V_c - V_u) <= 1 (0: a child without mass)
+        g[c:e] += w.mul_(g[a:b].index_select(0, idx)).nan_to_num_(nan=0.0)
+    return g.index_select(0, class_level_pos).t()
+
+
+# the same under a compiler: operators, the passes in their eager kernels (see _up_op)
+@torch.library.custom_op("taxosmooth::subtree_logsumexp", mutates_args=())
+def _lse_op(x: torch.Tensor, class_level_pos: torch.Tensor, parent: torch.Tensor, is_leaf: torch.Tensor,
+            offsets: list[int], leafy: list[bool]) -> torch.Tensor:
+    lev = x.new_full((is_leaf.shape[0], x.shape[0]), float("-inf")).index_copy_(0, class_level_pos, x.t().contiguous())
+    return _lse_levels(lev, parent, is_leaf, tuple(offsets), tuple(leafy))
+
+
+@torch.library.custom_op("taxosmooth::subtree_logsumexp_backward", mutates_args=())
+def _lse_backward_op(grad: torch.Tensor, lev: torch.Tensor, class_level_pos: torch.Tensor, parent: torch.Tensor,
+                     offsets: list[int]) -> torch.Tensor:
+    return _lse_gradient(grad, lev, class_level_pos, parent, tuple(offsets)).contiguous()
+
+
+@_lse_op.register_fake
+def _lse_fake(x, class_level_pos, parent, is_leaf, offsets, leafy):
+    return x.new_empty((is_leaf.shape[0], x.shape[0]))
+
+
+@_lse_backward_op.register_fake
+def _lse_backward_fake(grad, lev, class_level_pos, parent, offsets):
+    return grad.new_empty((grad.shape[1], class_level_pos.shape[0]))
+
+
+def _lse_context(ctx, inputs, output):
+    ctx.save_for_backward(output, inputs[1], inputs[2])
+    ctx.offsets = inputs[4]
+
+
+def _lse_op_backward(ctx, grad):
+    lev, class_level_pos, parent = ctx.saved_tensors
+    return (_lse_backward_op(grad.contiguous(), lev, class_level_pos, parent, ctx.offsets),) + (None,) * 5
+
+
+_lse_op.register_autograd(_lse_op_backward, setup_context=_lse_context)
 
 
 def subtree_logsumexp(tree, x: torch.Tensor) -> torch.Tensor:
@@ -239,5 +373,8 @@ def subtree_logsumexp(tree, x: torch.Tensor) -> torch.Tensor:
     level order; ``-inf`` for a subtree whose classes are all ``-inf``."""
     if is_functorch_wrapped(x):
         return _formula_lse(tree, x)
+    if torch.compiler.is_compiling():
+        return _lse_op(x, tree.class_level_pos, tree.level_parent_local, tree.level_is_leaf,
+                       list(tree.level_offsets), list(tree.level_has_leaf))
     return _SubtreeLSE.apply(x, tree.class_level_pos, tree.level_parent_local, tree.level_is_leaf,
                              tree.level_offsets, tree.level_has_leaf)
