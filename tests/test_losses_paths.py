@@ -363,6 +363,35 @@ def test_far_below_subtrees_with_label_smoothing(dtype, gap, reduction, monkeypa
         torch.testing.assert_close(gr.double(), zz.grad, **tol)
 
 
+@pytest.mark.parametrize("dtype,gap", [(torch.float32, 250.0), (torch.float32, 1000.0), (torch.float64, 800.0)])
+def test_far_below_coarse_labels_fused_and_unfused(dtype, gap, monkeypatch):
+    """A coarse label whose whole subtree lies far below the best logit: its cross entropy ``-log P(v)`` is a
+    log-mass in log space on the fused path (soft labels, expected cost) as on the formula, against a float64
+    loop of log-sum-exps."""
+    tax = chain_tax()
+    C = tax.num_classes
+    g = torch.Generator().manual_seed(8)
+    z = torch.randn(3, C, generator=g, dtype=torch.float64)
+    v = tax.encode(["h"])[0]  # an internal node: the classes i and j under it
+    under = [tax.class_index(n) for n in ("i", "j")]
+    t = torch.tensor([v, v, 0])
+    z[0, under] -= gap
+    z[1] -= gap
+    z[1, 0] += 2 * gap
+    for make in (lambda: ts.ExpectedCostLoss(tax, coarse_labels=True, reduction="none"),
+                 lambda: ts.HierarchicalSoftLabelLoss(tax, 2.0, coarse_labels=True, reduction="none")):
+        mod = make()
+        (fv, fg), (dv, dg) = both_paths(monkeypatch, mod, z.to(dtype), t)
+        tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+        assert torch.isfinite(fv).all() and torch.isfinite(fg).all()
+        torch.testing.assert_close(fv, dv, **tol)
+        torch.testing.assert_close(fg, dg, **tol)
+        # the cross entropy of each row's label grows with the gap: log P(v) in log space, not log of an underflow
+        lp = torch.log_softmax(z, 1)
+        log_pv = torch.logsumexp(lp[:2][:, under], 1)
+        assert bool((log_pv < -gap / 2).all()) and bool((fv[:2].double() > -log_pv.min() / 4).all())
+
+
 # ----------------------------------------------------------------------------- checks, errors, compile
 def test_checks_off_gives_the_same_values(monkeypatch):
     tax = chain_tax()

@@ -27,7 +27,7 @@ from taxosmooth.losses._rows import soft_cross_entropy
 from taxosmooth.taxonomy import Taxonomy
 from taxosmooth.tree_ops import TreeTensors, path_log_masses, segment_sum, tree_tensors
 from taxosmooth.tree_ops.costs import CostTables
-from taxosmooth.tree_ops.paths import ring_segments
+from taxosmooth.tree_ops.paths import own_log_mass, own_mass, ring_segments
 from taxosmooth.tree_ops.segments import expand_kernel, segment_sum_kernel
 
 if TYPE_CHECKING:
@@ -54,16 +54,19 @@ def expected_cost_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, ga
         return times(target.scale, risk + gamma * soft_cross_entropy(z, q) if gamma else risk)
     ids = target.ids
     assert ids is not None
-    if tree is not None and not coarse and fused(z):
+    if tree is not None and fused(z):
         lengths, kappa = costs.on_paths(ids)
+        # a coarse label's cross entropy is its subtree's log-mass: the path's own segment (a class's is its logit)
+        center = tree.num_rings - 1 if coarse else None
         smoothing: tuple = (None, None, None)
         if target.uniform is not None:  # label smoothing's uniform part in the same pass
             w = torch.full((c,), 1.0 / c, dtype=torch.float64, device=z.device) if target.class_weight is None \
                 else target.class_weight / c
             u = costs.expected(w.unsqueeze(0))[0]
             smoothing = (tree.to_leaf_order(u), tree.to_leaf_order(w), fused_factor(target.uniform))
-        return _RiskPaths.apply(z, lengths, kappa, tree.class_position.index_select(0, ids), None, float(gamma),
-                                fused_factor(target.label), target.reduce, *tree.leaf_permutation(), *smoothing)
+        pos = tree.class_position.index_select(0, ids.clamp_max(c - 1) if coarse else ids)
+        return _RiskPaths.apply(z, lengths, kappa, pos, None, float(gamma), fused_factor(target.label), target.reduce,
+                                *tree.leaf_permutation(), *smoothing, center)
     log_p = torch.log_softmax(z, 1)
     if tree is not None:
         zl = tree.to_leaf_order(z)
@@ -98,14 +101,25 @@ class _RiskPaths(torch.autograd.Function):
     ufactor v_j)``."""
 
     @staticmethod
-    def forward(ctx, z, lengths, kappa, pos, w, gamma, factor, reduce, to_leaf, to_class, u, v, ufactor):
+    def forward(ctx, z, lengths, kappa, pos, w, gamma, factor, reduce, to_leaf, to_class, u, v, ufactor, center):
         zl = z if to_leaf is None else z.index_select(1, to_leaf)
         log_p = torch.log_softmax(zl, 1)
         p = torch.exp(log_p)
         risk = (kappa * segment_sum_kernel(p, lengths).to(torch.float64)).sum(1)
         if w is not None:
             risk = risk + (p @ w.to(p.dtype)[:, None])[:, 0].to(torch.float64)  # a matrix product: BLAS also compiled
-        rows = risk - gamma * log_p.gather(1, pos[:, None])[:, 0].to(torch.float64) if gamma else risk
+        e = inv_own = None
+        if not gamma:
+            rows = risk
+        elif center is None:
+            rows = risk - gamma * log_p.gather(1, pos[:, None])[:, 0].to(torch.float64)
+        else:  # a coarse label: -log P(v), the log-mass of the path's own segment
+            e, own, top = own_mass(zl, lengths, center)
+            own = own.to(torch.float64)
+            lse = zl.amax(1) - log_p.amax(1)  # log-sum-exp from the log-softmax at the row's best logit
+            log_own = own.log() + top.to(torch.float64) - lse.to(torch.float64)
+            rows = risk - gamma * log_own
+            inv_own = torch.where(own > 0, 1.0 / own, 0.0)
         urisk = None
         if u is not None:
             urisk = (p @ u.to(p.dtype)[:, None])[:, 0].to(torch.float64)
@@ -114,8 +128,9 @@ class _RiskPaths(torch.autograd.Function):
                 urows = urows - gamma * torch.nansum(log_p * v.to(p.dtype), 1).to(torch.float64)
             rows = scaled(rows, factor) + scaled(urows, ufactor)
         ctx.save_for_backward(z, p, lengths, kappa, pos, w, risk, factor if isinstance(factor, torch.Tensor) else None,
-                              to_leaf, to_class, u, v, urisk, ufactor if isinstance(ufactor, torch.Tensor) else None)
-        ctx.gamma, ctx.reduce = gamma, reduce
+                              to_leaf, to_class, u, v, urisk, ufactor if isinstance(ufactor, torch.Tensor) else None,
+                              e, inv_own)
+        ctx.gamma, ctx.reduce, ctx.center = gamma, reduce, center
         ctx.factor = factor if isinstance(factor, float) else None
         ctx.ufactor = ufactor if isinstance(ufactor, float) else None
         if u is not None:
@@ -124,11 +139,12 @@ class _RiskPaths(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        z, p, lengths, kappa, pos, w, risk, factor, to_leaf, to_class, u, v, urisk, ufactor = ctx.saved_tensors
+        z, p, lengths, kappa, pos, w, risk, factor, to_leaf, to_class, u, v, urisk, ufactor, e, inv_own = \
+            ctx.saved_tensors
         factor = ctx.factor if factor is None else factor
         ufactor = ctx.ufactor if ufactor is None else ufactor
-        gamma = ctx.gamma
-        none = (None,) * 12
+        gamma, center = ctx.gamma, ctx.center
+        none = (None,) * 13
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
                 zl = z if to_leaf is None else z.index_select(1, to_leaf)
@@ -137,8 +153,10 @@ class _RiskPaths(torch.autograd.Function):
                 rows = (kappa * segment_sum(q, lengths).to(torch.float64)).sum(1)
                 if w is not None:
                     rows = rows + (q @ w.to(q.dtype)).to(torch.float64)
-                if gamma:
+                if gamma and center is None:
                     rows = rows - gamma * log_q.gather(1, pos[:, None])[:, 0].to(torch.float64)
+                elif gamma:
+                    rows = rows - gamma * (own_log_mass(zl, lengths, center) - torch.logsumexp(zl, 1).to(torch.float64))
                 rows = times(factor, rows)
                 if u is not None:
                     urows = (q @ u.to(q.dtype)).to(torch.float64)
@@ -159,8 +177,13 @@ class _RiskPaths(torch.autograd.Function):
         if u is not None:
             g.addcmul_(gu.to(p.dtype)[:, None], u.to(p.dtype)[None, :])
         g.mul_(p)
-        if gamma:
+        if gamma and center is None:
             g.scatter_add_(1, pos[:, None], (-gamma * gw).to(g.dtype)[:, None])
+        elif gamma:  # -γ ∂log P(v)/∂z_j = -γ (e_j / s - p_j) on v's segment (the p_j part is in the row's γ)
+            own = torch.zeros_like(kappa)
+            own[:, center] = -gamma * gw * inv_own
+            g.add_(expand_kernel(own.to(g.dtype), lengths, g.shape[1]).mul_(e))
+        if gamma:
             if u is not None:
                 g.addcmul_(gu.to(p.dtype)[:, None], v.to(p.dtype)[None, :], value=-gamma)
         return (g if to_class is None else g.index_select(1, to_class),) + none

@@ -29,7 +29,7 @@ from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, floa
 from taxosmooth.losses._rows import soft_cross_entropy
 from taxosmooth.targets import resolve_scale
 from taxosmooth.tree_ops import TreeTensors, path_log_masses, segment_sum, tree_tensors
-from taxosmooth.tree_ops.paths import ring_segments
+from taxosmooth.tree_ops.paths import own_log_mass, own_mass, ring_segments
 from taxosmooth.tree_ops.segments import expand_kernel, segment_sum_kernel
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def soft_label_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, table
         path, lengths = tree.paths(ids)
         q = path_segments(tree, e, inv_z, mix, path, ids)
     reduce = target.reduce and target.uniform is None
-    if coarse:  # the classes under the target are one outcome: its log-mass, not a sum of logits
+    if coarse and not fused(z):  # the classes under the target are one outcome: its log-mass, not a sum of logits
         log_p = torch.log_softmax(zl, 1)
         lp_seg = segment_sum(log_p, lengths).to(torch.float64)
         center = path_log_masses(tree, zl, lengths)[:, depth] - torch.logsumexp(zl, 1).to(torch.float64)
@@ -79,7 +79,7 @@ def soft_label_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, table
                 else (target.class_weight / c).unsqueeze(0)
             smoothing = (tree.to_leaf_order(_mixture(w, tree, e, inv_z, mix)[0]), fused_factor(target.uniform))
         return _SoftLabelPaths.apply(z, lengths, q, fused_factor(target.label), target.reduce,
-                                     *tree.leaf_permutation(), *smoothing)
+                                     *tree.leaf_permutation(), *smoothing, depth if coarse else None)
     else:
         rows = times(target.label, _cross_entropy(q, segment_sum(torch.log_softmax(zl, 1), lengths)))
     if target.uniform is not None:
@@ -113,16 +113,24 @@ class _SoftLabelPaths(torch.autograd.Function):
     mixture row of the uniform target, with its own factor per row."""
 
     @staticmethod
-    def forward(ctx, z, lengths, q, factor, reduce, to_leaf, to_class, u, ufactor):
+    def forward(ctx, z, lengths, q, factor, reduce, to_leaf, to_class, u, ufactor, center):
         zl = z if to_leaf is None else z.index_select(1, to_leaf)
         log_p = torch.log_softmax(zl, 1)
-        rows = _cross_entropy(q, segment_sum_kernel(log_p, lengths))
+        lp_seg = segment_sum_kernel(log_p, lengths).to(torch.float64)
+        e = inv_own = None
+        if center is not None:  # a coarse label: its classes are one outcome, their log-mass log P(v)
+            e, own, top = own_mass(zl, lengths, center)
+            own = own.to(torch.float64)
+            lse = zl.amax(1) - log_p.amax(1)  # log-sum-exp from the log-softmax at the row's best logit
+            lp_seg[:, center] = own.log() + top.to(torch.float64) - lse.to(torch.float64)
+            inv_own = torch.where(own > 0, 1.0 / own, 0.0)
+        rows = _cross_entropy(q, lp_seg)
         if u is not None:  # 0 · log 0 = 0 (nansum), u_j · log 0 = -inf: the row is +inf
             urows = -torch.nansum(log_p * u.to(log_p.dtype), 1).to(torch.float64)
             rows = scaled(rows, factor) + scaled(urows, ufactor)
         ctx.save_for_backward(z, log_p, lengths, q, factor if isinstance(factor, torch.Tensor) else None, to_leaf,
-                              to_class, u, ufactor if isinstance(ufactor, torch.Tensor) else None)
-        ctx.factor, ctx.reduce = (factor if isinstance(factor, float) else None), reduce
+                              to_class, u, ufactor if isinstance(ufactor, torch.Tensor) else None, e, inv_own)
+        ctx.factor, ctx.reduce, ctx.center = (factor if isinstance(factor, float) else None), reduce, center
         ctx.ufactor = ufactor if isinstance(ufactor, float) else None
         if u is not None:
             return (rows.sum() if reduce else rows).to(z.dtype)
@@ -130,15 +138,20 @@ class _SoftLabelPaths(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        z, log_p, lengths, q, factor, to_leaf, to_class, u, ufactor = ctx.saved_tensors
+        z, log_p, lengths, q, factor, to_leaf, to_class, u, ufactor, e, inv_own = ctx.saved_tensors
         factor = ctx.factor if factor is None else factor
         ufactor = ctx.ufactor if ufactor is None else ufactor
-        none = (None,) * 8
+        center = ctx.center
+        none = (None,) * 9
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
                 zl = z if to_leaf is None else z.index_select(1, to_leaf)
                 lp = torch.log_softmax(zl, 1)
-                rows = times(factor, _cross_entropy(q, segment_sum(lp, lengths)))
+                lp_seg = segment_sum(lp, lengths).to(torch.float64)
+                if center is not None:
+                    own = own_log_mass(zl, lengths, center) - torch.logsumexp(zl, 1).to(torch.float64)
+                    lp_seg = torch.cat([lp_seg[:, :center], own[:, None], lp_seg[:, center + 1:]], dim=1)
+                rows = times(factor, _cross_entropy(q, lp_seg))
                 if u is not None:
                     rows = rows + times(ufactor, -torch.nansum(lp * u.to(lp.dtype), 1).to(torch.float64))
                 out = (rows.sum() if ctx.reduce else rows).to(z.dtype)
@@ -151,7 +164,13 @@ class _SoftLabelPaths(torch.autograd.Function):
             gu = upstream(grad, ufactor, ctx.reduce, z.shape[0])
             total = gw + gu * u.sum()
         g = torch.exp(log_p).mul_(total.to(log_p.dtype)[:, None])
-        g.sub_(expand_kernel((q * gw[:, None]).to(g.dtype), lengths, g.shape[1]))
+        qg = q * gw[:, None]
+        if center is not None:  # -q_v ∂log P(v)/∂z_j = -q_v e_j / s on v's segment (its p_j part is in total)
+            own = torch.zeros_like(qg)
+            own[:, center] = qg[:, center] * inv_own
+            qg[:, center] = 0.0
+            g.sub_(expand_kernel(own.to(g.dtype), lengths, g.shape[1]).mul_(e))
+        g.sub_(expand_kernel(qg.to(g.dtype), lengths, g.shape[1]))
         if u is not None:
             g.addcmul_(gu.to(g.dtype)[:, None], u.to(g.dtype)[None, :], value=-1.0)
         return (g if to_class is None else g.index_select(1, to_class),) + none

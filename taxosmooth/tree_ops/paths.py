@@ -9,12 +9,16 @@ become per-segment values ``(B, S)`` by :func:`ring_segments`, and a
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-from taxosmooth.tree_ops.segments import expand, segment_max, segment_sum
+from taxosmooth.tree_ops.segments import expand, expand_kernel, segment_max, segment_max_kernel, segment_sum, \
+    segment_sum_kernel
 
-__all__ = ["ring_segments", "path_log_masses", "log_masses_of_segments", "log_mass_gradient", "NEG",
+__all__ = ["ring_segments", "path_log_masses", "log_masses_of_segments", "log_mass_gradient", "own_mass", "own_log_mass",
+           "NEG",
            "TRIANGLE_RINGS"]
 
 #: a stand-in for log(0) in float64 whose gradients stay finite (exp(NEG - x) = 0 for any finite x)
@@ -40,6 +44,30 @@ def path_log_masses(tree, x_leaf: torch.Tensor, lengths: torch.Tensor) -> torch.
     shift = torch.nan_to_num(segment_max(x_leaf.detach(), lengths), neginf=0.0)
     e = torch.exp(x_leaf - expand(shift, lengths, width))
     return log_masses_of_segments(tree, segment_sum(e, lengths), shift)
+
+
+def own_mass(x_leaf: torch.Tensor, lengths: torch.Tensor, center: int):
+    """For a function that writes its own gradient: the mass of one segment of every row (a coarse label's own
+    subtree, segment ``center``), in log space without autograd.
+
+    Returns ``(e, s, m)``: ``e = exp(x - max of its segment)`` ``(B, C)``, the segment's sum of ``e`` ``(B,)`` and its
+    maximum ``(B,)`` (0 where empty or all ``-inf``), so that the log-mass is ``log s + m`` (exact far below the
+    row's best logit) and its gradient ``e_j / s`` on the segment.
+    """
+    shift = segment_max_kernel(x_leaf, lengths).nan_to_num_(nan=float("nan"), neginf=0.0)
+    e = expand_kernel(shift, lengths, x_leaf.shape[1])
+    torch.sub(x_leaf, e, out=e).exp_()
+    return e, segment_sum_kernel(e, lengths)[:, center], shift[:, center]
+
+
+def own_log_mass(x_leaf: torch.Tensor, lengths: torch.Tensor, center: int) -> torch.Tensor:
+    """:func:`own_mass` as a formula: ``log Σ exp(x_j)`` over segment ``center`` of every row ``(B,)`` float64,
+    ``-inf`` where it is empty; differentiable to any order (finite gradients where the mass is 0)."""
+    shift = torch.nan_to_num(segment_max(x_leaf.detach(), lengths), neginf=0.0)[:, center]
+    e = torch.exp(x_leaf - expand(shift[:, None].expand(-1, lengths.shape[-1]).contiguous(), lengths, x_leaf.shape[1]))
+    s = segment_sum(e, lengths)[:, center].to(torch.float64)
+    empty = s == 0
+    return (torch.log(torch.where(empty, torch.ones_like(s), s)) + shift.to(torch.float64)).masked_fill(empty, -math.inf)
 
 
 def log_masses_of_segments(tree, sums: torch.Tensor, shift: torch.Tensor, differentiable: bool = True) -> torch.Tensor:
