@@ -187,18 +187,23 @@ def _node_terms(z: torch.Tensor, p: torch.Tensor, tree: TreeTensors, node_lambda
     """
     mass = nodes.up(tree, nodes.place(tree, p.to(z.dtype)), overwrite=True)
     coef = mass * nodes.column(tree, node_lambda, z.dtype)
-    log_mass = nodes.subtree_logsumexp(tree, z)
+    dead = (torch.isneginf(z) & (p > 0)).any(1)
     if fused(z) and not coef.requires_grad and coef.shape[1] == 1:
         # one target row for every row (label smoothing's uniform part): the steps telescope into one product,
         # -Σ_u a(u) L(u) with a(u) = coef(u) - Σ_{children c} coef(c), the same for every row
         a = coef[:, 0].index_add(0, tree.level_parent, coef[:, 0], alpha=-1.0)
-        rows = _FixedSteps.apply(log_mass, a)
-    elif fused(z) and not coef.requires_grad:
+        if torch.compiler.is_compiling():
+            rows = _FixedSteps.apply(nodes.subtree_logsumexp(tree, z), a)
+        else:
+            rows = _UniformSteps.apply(z, a, tree.class_level_pos, tree.level_parent_local, tree.level_is_leaf,
+                                       tree.level_offsets, tree.level_inner)
+        return rows.masked_fill(dead, float("inf"))
+    log_mass = nodes.subtree_logsumexp(tree, z)
+    if fused(z) and not coef.requires_grad:
         rows = _NodeSteps.apply(log_mass, coef, tree.level_parent)
     else:
         rows = _node_steps(log_mass, coef, tree.level_parent)
-    dead = torch.isneginf(z) & (p > 0)
-    return rows.masked_fill(dead.any(1), float("inf"))
+    return rows.masked_fill(dead, float("inf"))
 
 
 def _node_steps(log_mass: torch.Tensor, coef: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
@@ -223,6 +228,41 @@ class _NodeSteps(torch.autograd.Function):
         g[1:] -= coef[1:]
         g = g * grad  # differentiable in grad: a double backward goes through
         return torch.where(torch.isneginf(log_mass), torch.zeros_like(g), g), None, None
+
+
+class _UniformSteps(torch.autograd.Function):
+    """``-Σ_u a(u) L(u)`` per row with ``L`` the subtree log-masses of ``z`` and one coefficient column ``a`` for
+    every row (:class:`_FixedSteps` on :func:`~taxosmooth.tree_ops.nodes.subtree_logsumexp`, in one function):
+    the backward starts the top-down pass from ``-a ⊗ grad`` in its own buffer. A ``-inf`` logit gets no
+    gradient; a second derivative differentiates the formula."""
+
+    @staticmethod
+    def forward(ctx, z, a, class_level_pos, parent, is_leaf, offsets, inner):
+        lev = nodes.place(nodes._LevelIndex(class_level_pos, parent, is_leaf, offsets), z, float("-inf"))
+        lev = nodes._lse_levels(lev, parent, offsets, inner)
+        ctx.save_for_backward(z, a, lev, class_level_pos, parent, is_leaf)
+        ctx.offsets, ctx.inner = offsets, inner
+        return -torch.mv(lev.clamp_min(torch.finfo(lev.dtype).min / 4).t(), a)
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, a, lev, class_level_pos, parent, is_leaf = ctx.saved_tensors
+        none = (None,) * 6
+        if torch.is_grad_enabled():  # a double backward: differentiate the formula
+            index = nodes._LevelIndex(class_level_pos, parent, is_leaf, ctx.offsets)
+            with torch.enable_grad():
+                log_mass = nodes._formula_lse(index, z)
+                rows = _node_steps_fixed(log_mass, a)
+                (gz,) = torch.autograd.grad(rows, z, grad, create_graph=True)
+            return (gz,) + none
+        g = nodes._lse_gradient(torch.outer(-a, grad), lev, class_level_pos, parent, ctx.offsets, own=True)
+        return (g.masked_fill(torch.isneginf(z), 0.0),) + none
+
+
+def _node_steps_fixed(log_mass: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``-Σ_u a(u) L(u)`` per column, ``L`` floored (a formula: differentiable to any order)."""
+    floored = log_mass.clamp_min(torch.finfo(log_mass.dtype).min / 4)
+    return -(floored * a[:, None]).sum(0)
 
 
 class _FixedSteps(torch.autograd.Function):

@@ -102,7 +102,7 @@ class ShardPlan:
     num_classes: int
     nodes: torch.Tensor
     level_offsets: tuple
-    level_has_leaf: tuple
+    level_inner: tuple
     level_parent_local: torch.Tensor
     level_parent: torch.Tensor
     level_is_leaf: torch.Tensor
@@ -130,10 +130,10 @@ class ShardPlan:
 
 
 def _level_layout(c: CompiledTree, nodes: np.ndarray):
-    """Level order of a set of nodes closed under parents: offsets, each node's parent's position in the level
-    above, leaf flags."""
+    """Level order of a set of nodes closed under parents (each level's internal nodes first): offsets, each
+    node's parent's position in the level above, leaf flags."""
     depth = c.depth[nodes]
-    order = np.lexsort((nodes, depth))
+    order = np.lexsort((nodes, c.is_leaf[nodes], depth))  # by depth, internal nodes first, by id
     nodes = nodes[order]
     depth = depth[order]
     offsets = np.concatenate([[0], np.cumsum(np.bincount(depth, minlength=int(depth.max()) + 1))]).astype(np.int64)
@@ -177,7 +177,7 @@ def shard_plan(taxonomy: Taxonomy | CompiledTree, world: int, rank: int, slack: 
         world=world, rank=rank, lo=lo, hi=hi, num_classes=c.num_classes,
         nodes=torch.from_numpy(nodes.astype(np.int64)),
         level_offsets=tuple(int(o) for o in offsets),
-        level_has_leaf=tuple(bool(is_leaf[depth == d].any()) for d in range(len(offsets) - 1)),
+        level_inner=tuple(int((~is_leaf[depth == d]).sum()) for d in range(len(offsets) - 1)),
         level_parent_local=torch.from_numpy(local_parent.astype(np.int64)),
         level_parent=torch.from_numpy(level_parent.astype(np.int64)),
         level_is_leaf=torch.from_numpy(is_leaf.copy()),

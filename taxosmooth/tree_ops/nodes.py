@@ -1,8 +1,8 @@
 """Passes over every node of the tree, level by level: subtree sums, sums over ancestors, subtree log-masses.
 
 The passes work on **node-major, level-ordered** ``(N, B)`` tensors: one row per node, nodes by depth, each
-level in id order (so the children of consecutive nodes of one level are consecutive in the next), the
-batch along the row. A level's subtree sums are then one ``index_add`` of the level below into it (rows of
+level's internal nodes first (the parents of the level below: one block of rows), then its leaves, the batch
+along the row. A level's subtree sums are then one ``index_add`` of the level below into it (rows of
 ``B`` contiguous numbers), and its sums over ancestors one ``index_select`` of the level above. The two linear
 passes are each other's adjoint:
 
@@ -245,24 +245,20 @@ def down(tree, lev: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ log space
-def _lse_levels(lev: torch.Tensor, parent: torch.Tensor, is_leaf: torch.Tensor, offsets: tuple[int, ...],
-                leafy: tuple[bool, ...]):
-    """In place on a buffer holding the classes' values (internal nodes ``-inf``): each internal node becomes
-    the log-sum-exp of its children, every child shifted by the children's maximum (``leafy[d]``: level ``d``
-    holds leaves, whose values stay)."""
+def _lse_levels(lev: torch.Tensor, parent: torch.Tensor, offsets: tuple[int, ...], inner: tuple[int, ...]):
+    """In place on a buffer holding the classes' values: each internal node becomes the log-sum-exp of its
+    children, every child shifted by the children's maximum. ``inner[d]``: level ``d`` starts with that many
+    internal nodes (every one has a child; the leaves after them keep their values)."""
     levels = _levels(offsets)
     for d in range(len(levels) - 1, 0, -1):
-        (a, b), (c, e) = levels[d - 1], levels[d]
+        (a, _), (c, e) = levels[d - 1], levels[d]
         below, idx = lev[c:e], parent[c:e]
-        m = torch.full_like(lev[a:b], float("-inf")).scatter_reduce_(0, idx[:, None].expand(below.shape), below, "amax")
+        parents = lev[a:a + inner[d - 1]]
+        m = torch.empty_like(parents).scatter_reduce_(0, idx[:, None].expand(below.shape), below, "amax",
+                                                      include_self=False)
         m.nan_to_num_(nan=float("nan"), posinf=float("inf"), neginf=0.0)  # no child with mass: any finite shift
         ex = (below - m.index_select(0, idx)).exp_()
-        # log 0 = -inf: a node without children on this level (a leaf), or classes all -inf
-        if leafy[d - 1]:
-            s = torch.zeros_like(m).index_add_(0, idx, ex).log_().add_(m)
-            lev[a:b] = torch.where(is_leaf[a:b, None], lev[a:b], s)
-        else:
-            lev[a:b].zero_().index_add_(0, idx, ex).log_().add_(m)
+        parents.zero_().index_add_(0, idx, ex).log_().add_(m)  # log 0 = -inf: classes all -inf
     return lev
 
 
@@ -298,9 +294,9 @@ class _SubtreeLSE(torch.autograd.Function):
     derivative differentiates the formula."""
 
     @staticmethod
-    def forward(ctx, x, class_level_pos, parent, is_leaf, offsets, leafy):
+    def forward(ctx, x, class_level_pos, parent, is_leaf, offsets, inner):
         lev = place(_LevelIndex(class_level_pos, parent, is_leaf, offsets), x, float("-inf"))
-        lev = _lse_levels(lev, parent, is_leaf, offsets, leafy)
+        lev = _lse_levels(lev, parent, offsets, inner)
         ctx.save_for_backward(x, lev, class_level_pos, parent, is_leaf)
         ctx.offsets = offsets
         return lev
@@ -318,10 +314,11 @@ class _SubtreeLSE(torch.autograd.Function):
         return (_lse_gradient(grad, lev, class_level_pos, parent, offsets),) + none
 
 
-def _lse_gradient(grad, lev, class_level_pos, parent, offsets) -> torch.Tensor:
+def _lse_gradient(grad, lev, class_level_pos, parent, offsets, own: bool = False) -> torch.Tensor:
     """The gradient of the subtree log-masses ``lev`` with respect to the classes ``(B, C)`` (a transposed view),
-    top-down level by level: each child adds ``exp(V_c - V_u)`` times its parent's."""
-    g = grad.clone()
+    top-down level by level: each child adds ``exp(V_c - V_u)`` times its parent's (``own``: ``grad`` is the
+    caller's buffer, overwritten)."""
+    g = grad if own else grad.clone()
     levels = _levels(offsets)
     for d in range(1, len(levels)):
         (a, b), (c, e) = levels[d - 1], levels[d]
@@ -334,9 +331,9 @@ def _lse_gradient(grad, lev, class_level_pos, parent, offsets) -> torch.Tensor:
 # the same under a compiler: operators, the passes in their eager kernels (see _up_op)
 @torch.library.custom_op("taxosmooth::subtree_logsumexp", mutates_args=())
 def _lse_op(x: torch.Tensor, class_level_pos: torch.Tensor, parent: torch.Tensor, is_leaf: torch.Tensor,
-            offsets: list[int], leafy: list[bool]) -> torch.Tensor:
+            offsets: list[int], inner: list[int]) -> torch.Tensor:
     lev = x.new_full((is_leaf.shape[0], x.shape[0]), float("-inf")).index_copy_(0, class_level_pos, x.t().contiguous())
-    return _lse_levels(lev, parent, is_leaf, tuple(offsets), tuple(leafy))
+    return _lse_levels(lev, parent, tuple(offsets), tuple(inner))
 
 
 @torch.library.custom_op("taxosmooth::subtree_logsumexp_backward", mutates_args=())
@@ -346,7 +343,7 @@ def _lse_backward_op(grad: torch.Tensor, lev: torch.Tensor, class_level_pos: tor
 
 
 @_lse_op.register_fake
-def _lse_fake(x, class_level_pos, parent, is_leaf, offsets, leafy):
+def _lse_fake(x, class_level_pos, parent, is_leaf, offsets, inner):
     return x.new_empty((is_leaf.shape[0], x.shape[0]))
 
 
@@ -375,6 +372,6 @@ def subtree_logsumexp(tree, x: torch.Tensor) -> torch.Tensor:
         return _formula_lse(tree, x)
     if torch.compiler.is_compiling():
         return _lse_op(x, tree.class_level_pos, tree.level_parent_local, tree.level_is_leaf,
-                       list(tree.level_offsets), list(tree.level_has_leaf))
+                       list(tree.level_offsets), list(tree.level_inner))
     return _SubtreeLSE.apply(x, tree.class_level_pos, tree.level_parent_local, tree.level_is_leaf,
-                             tree.level_offsets, tree.level_has_leaf)
+                             tree.level_offsets, tree.level_inner)

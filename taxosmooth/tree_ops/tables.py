@@ -286,12 +286,12 @@ class TreeTensors(nn.Module):
         outside = torch.as_tensor(np.arange(R)[None, :] < (D - ring_of)[:, None]) if R <= TRIANGLE_RINGS else None
         self.register_buffer("ring_outside", outside, persistent=False)
 
-        # the levels, for the passes over all nodes: nodes by depth, each level in id order, so that the
-        # children of consecutive nodes of one level are consecutive in the next
-        level_order = np.concatenate(c.levels)
+        # the levels, for the passes over all nodes: nodes by depth, each level's internal nodes first (a pass
+        # writes its parents as one block of rows), then its leaves, each part in id order
+        level_order = np.concatenate([lv[np.argsort(c.is_leaf[lv], kind="stable")] for lv in c.levels])
         offsets = np.concatenate([[0], np.cumsum([len(lv) for lv in c.levels])]).astype(np.int64)
         self.level_offsets = tuple(int(o) for o in offsets)
-        self.level_has_leaf = tuple(bool(c.is_leaf[lv].any()) for lv in c.levels)
+        self.level_inner = tuple(int((~c.is_leaf[lv]).sum()) for lv in c.levels)
         level_pos = np.empty(n, dtype=np.int64)
         level_pos[level_order] = np.arange(n)
         node_class = np.full(n, C, dtype=np.int64)  # C: a zero (or -inf) column appended to the classes
