@@ -174,19 +174,16 @@ def _few_classes(z: torch.Tensor, target: RowTarget) -> list[RowTarget] | None:
     floor = p.amin(dim=1) if target.floor is None else target.floor
     if not bool((floor >= 0).all()):  # a negative or NaN entry (unchecked rows): the dense rows' number
         return None
-    above = p > floor[:, None]
-    counts = above.sum(dim=1)
-    k = int(counts.max())
-    if k > FEW_CLASSES or not bool(z.detach().amin() > -math.inf):  # a -inf (or NaN) logit: the dense rows
-        return None
     m, c = p.shape
-    k = max(k, 1)
-    row, col = above.nonzero(as_tuple=True)
-    slot = torch.arange(row.shape[0]) - (counts.cumsum(0) - counts).index_select(0, row)
-    ids = torch.zeros((m, k), dtype=torch.int64)
-    ids[row, slot] = col
-    values = torch.zeros((m, k), dtype=torch.float64)
-    values[row, slot] = p[row, col].to(torch.float64) - floor.index_select(0, row).to(torch.float64)
+    # the largest entries of each row: at most FEW_CLASSES above the floor, or the dense rows
+    top, ids = torch.topk(p, min(FEW_CLASSES + 1, c), dim=1)
+    if top.shape[1] > FEW_CLASSES and bool((top[:, FEW_CLASSES] > floor).any()):
+        return None
+    if not bool(z.detach().amin() > -math.inf):  # a -inf (or NaN) logit: the dense rows' +inf
+        return None
+    k = max(int((top[:, :FEW_CLASSES] > floor[:, None]).sum(dim=1).max()), 1)
+    ids = ids[:, :k]
+    values = top[:, :k].to(torch.float64) - floor.to(torch.float64)[:, None]  # 0 on a column at the floor
     scale = target.scale
     w = target.class_weight
     parts = []

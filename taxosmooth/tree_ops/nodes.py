@@ -22,6 +22,7 @@ buffer, with no autograd graph of its own: O(batch × nodes), on any device, tra
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from taxosmooth.tree_ops.tracing import is_functorch_wrapped
@@ -33,6 +34,15 @@ def _levels(offsets: tuple[int, ...]) -> list[tuple[int, int]]:
     return [(offsets[d], offsets[d + 1]) for d in range(len(offsets) - 1)]
 
 
+def _transposed(x: torch.Tensor) -> torch.Tensor:
+    """``x.t()`` made contiguous; on eager CPU tensors outside autograd by numpy, whose blocked transposition
+    runs about twice as fast as torch's copy here."""
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not torch.jit.is_tracing() \
+            and not (x.requires_grad and torch.is_grad_enabled()) and not is_functorch_wrapped(x):
+        return torch.from_numpy(np.ascontiguousarray(x.detach().numpy().T))
+    return x.t().contiguous()
+
+
 def place(tree, x: torch.Tensor, fill: float = 0.0, scale: torch.Tensor | None = None) -> torch.Tensor:
     """Class values ``(B, C)`` (class order), times a per-class ``scale`` ``(C,)`` if given → node-major level
     order ``(N, B)``, the internal nodes ``fill``."""
@@ -41,7 +51,7 @@ def place(tree, x: torch.Tensor, fill: float = 0.0, scale: torch.Tensor | None =
             x = x * scale.to(x.dtype)
         return _place_op(x, tree.class_level_pos, tree.num_nodes, fill)
     if scale is None:
-        xt = x.t().contiguous()
+        xt = _transposed(x)
     elif is_functorch_wrapped(x):
         xt = (x * scale.to(x.dtype)).t().contiguous()
     else:  # the scaling and the transposition in one pass
@@ -56,7 +66,7 @@ def classes_of(tree, lev: torch.Tensor) -> torch.Tensor:
     """Node-major level-ordered values ``(N, B)`` → the classes' values ``(B, C)``, class order."""
     if torch.compiler.is_compiling() and not is_functorch_wrapped(lev):
         return _classes_op(lev, tree.class_level_pos)
-    return lev.index_select(0, tree.class_level_pos).t().contiguous()
+    return _transposed(lev.index_select(0, tree.class_level_pos))
 
 
 # Compiled code moves rows between the two layouts by operators: fused into its neighbours by inductor, the
