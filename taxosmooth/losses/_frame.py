@@ -30,6 +30,7 @@ float32 (as under autocast, where ``cross_entropy`` also runs in float32).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,6 +70,9 @@ class RowTarget:
     reduce: bool = False  # the rows may be returned summed (a 0-d tensor): the reduction is not "none"
     num_classes: int = 0  # C as a Python int (not a traced size: jit.trace would turn 1 / C into float32)
     floor: torch.Tensor | None = None  # probability rows: their minima (smoothed), when the checks computed them
+    # the few-class split's further class columns of the same rows, ``(ids (M,), label)`` each: the loss adds
+    # ``label · ℓ(z, ids)`` for each (a loss that shares its softmax over them; see ``run_loss(shared_columns=)``)
+    columns: list | None = None
 
 
 def no_autocast(device_type: str):
@@ -86,13 +90,14 @@ def run_loss(rows: Callable[[torch.Tensor, RowTarget], torch.Tensor], input, tar
              num_classes: int, num_targets: int, num_nodes: int | None, weight: torch.Tensor | None,
              ignore_index: int, reduction: str, label_smoothing: float,
              target_weights: Callable[[torch.Tensor], torch.Tensor] | None = None,
-             linear_in_target: bool = False) -> torch.Tensor:
+             linear_in_target: bool = False, shared_columns: bool = False) -> torch.Tensor:
     """Validate, flatten, compute ``rows(z, RowTarget)`` (the loss's rows with their factors), reduce.
 
     ``target_weights(class_weight)`` gives the weight of every target id ``(num_targets,)`` when it differs
     from the class weight (coarse labels: a node's mean class weight). ``linear_in_target``: the loss of a
     probability row is ``Σ_c p_c ℓ(z, c)``, so a row of a few classes on a uniform floor (Mixup, CutMix) may
-    take the class path once per class (:func:`_few_classes`).
+    take the class path once per class (:func:`_few_classes`); ``shared_columns``: the loss takes those classes in
+    one call (``RowTarget.columns``), sharing its softmax.
     """
     device = input.device if isinstance(input, torch.Tensor) else torch.device("cpu")
     with no_autocast(device.type):
@@ -125,6 +130,9 @@ def run_loss(rows: Callable[[torch.Tensor, RowTarget], torch.Tensor], input, tar
         parts = _few_classes(z, plan) if linear_in_target and plan.kind == "prob" else None
         if parts is None:
             out = rows(z, plan)
+        elif shared_columns and len(parts) > 1:
+            parts[0].columns = [(part.ids, part.label) for part in parts[1:]]
+            out = rows(z, parts[0])
         else:
             out = rows(z, parts[0])
             for part in parts[1:]:  # a part's rows may come summed (reduce): add sums then
@@ -196,6 +204,18 @@ def _few_classes(z: torch.Tensor, target: RowTarget) -> list[RowTarget] | None:
     if bool((floor != 0).any()):
         parts[0].uniform = floor.to(torch.float64) * (c * scale)
     return parts
+
+
+def sum_columns(rows: Callable[[RowTarget], torch.Tensor], target: RowTarget) -> torch.Tensor:
+    """A loss's rows for a target with further class columns (:attr:`RowTarget.columns`) taken one column at a
+    time: the first column with the target's own options, each further one as class ids with its label."""
+    first = dataclasses.replace(target, columns=None)
+    out = rows(first)
+    for ids, label in target.columns or ():
+        more = rows(RowTarget(kind="ids", ids=ids, label=label, class_weight=target.class_weight,
+                              reduce=target.reduce, num_classes=target.num_classes))
+        out = out.sum() + more.sum() if target.reduce and (out.dim() or more.dim()) else out + more
+    return out
 
 
 def _plan(flat: FlatBatch, weight, reduction: str, eps: float, num_classes: int,

@@ -21,7 +21,8 @@ import torch
 
 from taxosmooth._checks import check_positive
 from taxosmooth.costs import resolve_costs
-from taxosmooth.losses._frame import RowTarget, finish, fused, fused_factor, run_loss, scaled, times, upstream
+from taxosmooth.losses._frame import (RowTarget, as_rows, finish, fused, fused_factor, run_loss, scaled, sum_columns,
+                                      times, upstream)
 from taxosmooth.losses._module import TreeLoss, check_options, sharded
 from taxosmooth.losses._rows import soft_cross_entropy
 from taxosmooth.taxonomy import Taxonomy
@@ -54,6 +55,8 @@ def expected_cost_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, ga
         return times(target.scale, risk + gamma * soft_cross_entropy(z, q) if gamma else risk)
     ids = target.ids
     assert ids is not None
+    if target.columns and (tree is None or coarse or not fused(z)):
+        return sum_columns(lambda t: expected_cost_rows(z, t, costs, gamma, coarse), target)
     if tree is not None and fused(z):
         lengths, kappa = costs.on_paths(ids)
         # a coarse label's cross entropy is its subtree's log-mass: the path's own segment (a class's is its logit)
@@ -65,8 +68,14 @@ def expected_cost_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, ga
             u = costs.expected(w.unsqueeze(0))[0]
             smoothing = (tree.to_leaf_order(u), tree.to_leaf_order(w), fused_factor(target.uniform))
         pos = tree.class_position.index_select(0, ids.clamp_max(c - 1) if coarse else ids)
+        extra = None
+        if target.columns:  # further class columns of the same rows: their paths, one softmax for all
+            paths = [costs.on_paths(ids_k) for ids_k, _ in target.columns]
+            extra = (torch.stack([lk for lk, _ in paths]), torch.stack([kk for _, kk in paths]),
+                     torch.stack([tree.class_position.index_select(0, ids_k) for ids_k, _ in target.columns]),
+                     torch.stack([as_rows(f, z) for _, f in target.columns]))
         return _RiskPaths.apply(z, lengths, kappa, pos, None, float(gamma), fused_factor(target.label), target.reduce,
-                                *tree.leaf_permutation(), *smoothing, center)
+                                *tree.leaf_permutation(), *smoothing, center, extra)
     log_p = torch.log_softmax(z, 1)
     if tree is not None:
         zl = tree.to_leaf_order(z)
@@ -101,7 +110,8 @@ class _RiskPaths(torch.autograd.Function):
     ufactor v_j)``."""
 
     @staticmethod
-    def forward(ctx, z, lengths, kappa, pos, w, gamma, factor, reduce, to_leaf, to_class, u, v, ufactor, center):
+    def forward(ctx, z, lengths, kappa, pos, w, gamma, factor, reduce, to_leaf, to_class, u, v, ufactor, center,
+                extra):
         zl = z if to_leaf is None else z.index_select(1, to_leaf)
         log_p = torch.log_softmax(zl, 1)
         p = torch.exp(log_p)
@@ -120,31 +130,42 @@ class _RiskPaths(torch.autograd.Function):
             log_own = own.log() + top.to(torch.float64) - lse.to(torch.float64)
             rows = risk - gamma * log_own
             inv_own = torch.where(own > 0, 1.0 / own, 0.0)
+        if u is not None or extra is not None:
+            rows = scaled(rows, factor)
         urisk = None
         if u is not None:
             urisk = (p @ u.to(p.dtype)[:, None])[:, 0].to(torch.float64)
             urows = urisk
             if gamma:  # 0 · log 0 = 0 (nansum), v_j · log 0 = -inf: the row is +inf
                 urows = urows - gamma * torch.nansum(log_p * v.to(p.dtype), 1).to(torch.float64)
-            rows = scaled(rows, factor) + scaled(urows, ufactor)
+            rows = rows + scaled(urows, ufactor)
+        more_risk = None
+        if extra is not None:  # further class columns of the same rows (a Mixup row's classes): one softmax
+            more_lengths, more_kappa, more_pos, more_factor = extra
+            more_risk = torch.stack([(more_kappa[k] * segment_sum_kernel(p, more_lengths[k]).to(torch.float64)).sum(1)
+                                     for k in range(more_lengths.shape[0])])
+            more_rows = more_risk
+            if gamma:
+                more_rows = more_rows - gamma * log_p.gather(1, more_pos.t()).t().to(torch.float64)
+            rows = rows + torch.where(more_factor == 0, 0.0, more_rows * more_factor).sum(0)
         ctx.save_for_backward(z, p, lengths, kappa, pos, w, risk, factor if isinstance(factor, torch.Tensor) else None,
                               to_leaf, to_class, u, v, urisk, ufactor if isinstance(ufactor, torch.Tensor) else None,
-                              e, inv_own)
+                              e, inv_own, more_risk, *(extra or ()))
         ctx.gamma, ctx.reduce, ctx.center = gamma, reduce, center
         ctx.factor = factor if isinstance(factor, float) else None
         ctx.ufactor = ufactor if isinstance(ufactor, float) else None
-        if u is not None:
+        if u is not None or extra is not None:
             return (rows.sum() if reduce else rows).to(z.dtype)
         return finish(rows, factor, reduce, z.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        z, p, lengths, kappa, pos, w, risk, factor, to_leaf, to_class, u, v, urisk, ufactor, e, inv_own = \
-            ctx.saved_tensors
+        z, p, lengths, kappa, pos, w, risk, factor, to_leaf, to_class, u, v, urisk, ufactor, e, inv_own, more_risk, \
+            *extra = ctx.saved_tensors
         factor = ctx.factor if factor is None else factor
         ufactor = ctx.ufactor if ufactor is None else ufactor
         gamma, center = ctx.gamma, ctx.center
-        none = (None,) * 13
+        none = (None,) * 14
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
                 zl = z if to_leaf is None else z.index_select(1, to_leaf)
@@ -163,6 +184,11 @@ class _RiskPaths(torch.autograd.Function):
                     if gamma:
                         urows = urows - gamma * torch.nansum(log_q * v.to(q.dtype), 1).to(torch.float64)
                     rows = rows + times(ufactor, urows)
+                for k in range(extra[0].shape[0] if extra else 0):
+                    more = (extra[1][k] * segment_sum(q, extra[0][k]).to(torch.float64)).sum(1)
+                    if gamma:
+                        more = more - gamma * log_q.gather(1, extra[2][k][:, None])[:, 0].to(torch.float64)
+                    rows = rows + times(extra[3][k], more)
                 out = (rows.sum() if ctx.reduce else rows).to(z.dtype)
                 (gz,) = torch.autograd.grad(out, z, grad, create_graph=True)
             return (gz,) + none
@@ -172,6 +198,10 @@ class _RiskPaths(torch.autograd.Function):
             gu = upstream(grad, ufactor, ctx.reduce, z.shape[0])
             per_row = per_row + gu * ((gamma * v.sum() if gamma else 0.0) - urisk)
         g = expand_kernel((kappa * gw[:, None] + per_row[:, None]).to(p.dtype), lengths, p.shape[1])
+        more = [upstream(grad, extra[3][k], ctx.reduce, z.shape[0]) for k in range(extra[0].shape[0])] if extra else []
+        for k, gk in enumerate(more):
+            step = extra[1][k] * gk[:, None] + ((gamma - more_risk[k]) * gk)[:, None]
+            g.add_(expand_kernel(step.to(p.dtype), extra[0][k], p.shape[1]))
         if w is not None:
             g.addcmul_(gw.to(p.dtype)[:, None], w.to(p.dtype)[None, :])
         if u is not None:
@@ -186,6 +216,8 @@ class _RiskPaths(torch.autograd.Function):
         if gamma:
             if u is not None:
                 g.addcmul_(gu.to(p.dtype)[:, None], v.to(p.dtype)[None, :], value=-gamma)
+            for k, gk in enumerate(more):
+                g.scatter_add_(1, extra[2][k][:, None], (-gamma * gk).to(g.dtype)[:, None])
         return (g if to_class is None else g.index_select(1, to_class),) + none
 
 
@@ -247,7 +279,8 @@ def _run(name: str, rows, input, target, costs: CostTables, weight, ignore_index
                     num_nodes=n_nodes, weight=weight, ignore_index=ignore_index, reduction=reduction,
                     label_smoothing=label_smoothing,
                     target_weights=tree.target_means if (coarse_labels and tree is not None) else None,
-                    linear_in_target=name == "ExpectedCostLoss")  # the pairwise loss is not: ζ = Σ_c p_c z_c
+                    linear_in_target=name == "ExpectedCostLoss",  # the pairwise loss is not: ζ = Σ_c p_c z_c
+                    shared_columns=name == "ExpectedCostLoss")
 
 
 def functional_costs(source, distance, transform, power, device, where: str, coarse_labels: bool) -> CostTables:

@@ -24,7 +24,8 @@ import torch
 
 from taxosmooth._checks import check_positive, check_probability
 from taxosmooth.distances import resolve_source
-from taxosmooth.losses._frame import RowTarget, finish, fused, fused_factor, run_loss, scaled, times, upstream
+from taxosmooth.losses._frame import (RowTarget, as_rows, finish, fused, fused_factor, run_loss, scaled, sum_columns,
+                                      times, upstream)
 from taxosmooth.losses._module import TreeLoss, as_taxonomy, check_options, float_table, sharded
 from taxosmooth.losses._rows import soft_cross_entropy
 from taxosmooth.targets import resolve_scale
@@ -59,11 +60,9 @@ def soft_label_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, table
     assert ids is not None
     zl = tree.to_leaf_order(z)
     depth = tree.num_rings - 1
-    if path_q is not None:
-        lengths, q = tree.lengths_of(ids), path_q.index_select(0, ids)
-    else:
-        path, lengths = tree.paths(ids)
-        q = path_segments(tree, e, inv_z, mix, path, ids)
+    if target.columns and (coarse or not fused(z)):
+        return sum_columns(lambda t: soft_label_rows(z, t, tree, tables, mix, coarse, path_q), target)
+    lengths, q = _path_q(tree, ids, path_q, e, inv_z, mix)
     reduce = target.reduce and target.uniform is None
     if coarse and not fused(z):  # the classes under the target are one outcome: its log-mass, not a sum of logits
         log_p = torch.log_softmax(zl, 1)
@@ -72,6 +71,11 @@ def soft_label_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, table
         lp_seg = torch.cat([lp_seg[:, :depth], center[:, None], lp_seg[:, depth + 1 :]], dim=1)
         rows = times(target.label, _cross_entropy(q, lp_seg))
     elif fused(z):
+        extra = None
+        if target.columns:  # further class columns of the same rows: their paths, one softmax for all
+            more = [_path_q(tree, ids_k, path_q, e, inv_z, mix) for ids_k, _ in target.columns]
+            extra = (torch.stack([m[0] for m in more]), torch.stack([m[1] for m in more]),
+                     torch.stack([as_rows(f, z) for _, f in target.columns]))
         smoothing: tuple = (None, None)
         if target.uniform is not None:  # label smoothing's uniform part in the same pass
             c = tree.num_classes
@@ -79,7 +83,7 @@ def soft_label_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, table
                 else (target.class_weight / c).unsqueeze(0)
             smoothing = (tree.to_leaf_order(_mixture(w, tree, e, inv_z, mix)[0]), fused_factor(target.uniform))
         return _SoftLabelPaths.apply(z, lengths, q, fused_factor(target.label), target.reduce,
-                                     *tree.leaf_permutation(), *smoothing, depth if coarse else None)
+                                     *tree.leaf_permutation(), *smoothing, depth if coarse else None, extra)
     else:
         rows = times(target.label, _cross_entropy(q, segment_sum(torch.log_softmax(zl, 1), lengths)))
     if target.uniform is not None:
@@ -88,6 +92,14 @@ def soft_label_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, table
             else (target.class_weight / c).unsqueeze(0)
         rows = rows + times(target.uniform, soft_cross_entropy(z, _mixture(w, tree, e, inv_z, mix)[0]))
     return rows.to(z.dtype)
+
+
+def _path_q(tree: TreeTensors, ids: torch.Tensor, path_q: torch.Tensor | None, e, inv_z, mix: float):
+    """The segment lengths of target ids' paths and the target mass on each segment, ``(M, 2R - 1)`` both."""
+    if path_q is not None:
+        return tree.lengths_of(ids), path_q.index_select(0, ids)
+    path, lengths = tree.paths(ids)
+    return lengths, path_segments(tree, e, inv_z, mix, path, ids)
 
 
 def path_segments(tree: TreeTensors, e: torch.Tensor, inv_z: torch.Tensor, mix: float, path: torch.Tensor,
@@ -113,7 +125,7 @@ class _SoftLabelPaths(torch.autograd.Function):
     mixture row of the uniform target, with its own factor per row."""
 
     @staticmethod
-    def forward(ctx, z, lengths, q, factor, reduce, to_leaf, to_class, u, ufactor, center):
+    def forward(ctx, z, lengths, q, factor, reduce, to_leaf, to_class, u, ufactor, center, extra):
         zl = z if to_leaf is None else z.index_select(1, to_leaf)
         log_p = torch.log_softmax(zl, 1)
         lp_seg = segment_sum_kernel(log_p, lengths).to(torch.float64)
@@ -125,24 +137,31 @@ class _SoftLabelPaths(torch.autograd.Function):
             lp_seg[:, center] = own.log() + top.to(torch.float64) - lse.to(torch.float64)
             inv_own = torch.where(own > 0, 1.0 / own, 0.0)
         rows = _cross_entropy(q, lp_seg)
+        if u is not None or extra is not None:
+            rows = scaled(rows, factor)
         if u is not None:  # 0 · log 0 = 0 (nansum), u_j · log 0 = -inf: the row is +inf
-            urows = -torch.nansum(log_p * u.to(log_p.dtype), 1).to(torch.float64)
-            rows = scaled(rows, factor) + scaled(urows, ufactor)
+            rows = rows + scaled(-torch.nansum(log_p * u.to(log_p.dtype), 1).to(torch.float64), ufactor)
+        if extra is not None:  # further class columns of the same rows (a Mixup row's classes): one softmax
+            more_lengths, more_q, more_factor = extra
+            for k in range(more_lengths.shape[0]):
+                rows = rows + scaled(_cross_entropy(more_q[k], segment_sum_kernel(log_p, more_lengths[k])),
+                                     more_factor[k])
         ctx.save_for_backward(z, log_p, lengths, q, factor if isinstance(factor, torch.Tensor) else None, to_leaf,
-                              to_class, u, ufactor if isinstance(ufactor, torch.Tensor) else None, e, inv_own)
+                              to_class, u, ufactor if isinstance(ufactor, torch.Tensor) else None, e, inv_own,
+                              *(extra or ()))
         ctx.factor, ctx.reduce, ctx.center = (factor if isinstance(factor, float) else None), reduce, center
         ctx.ufactor = ufactor if isinstance(ufactor, float) else None
-        if u is not None:
+        if u is not None or extra is not None:
             return (rows.sum() if reduce else rows).to(z.dtype)
         return finish(rows, factor, reduce, z.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        z, log_p, lengths, q, factor, to_leaf, to_class, u, ufactor, e, inv_own = ctx.saved_tensors
+        z, log_p, lengths, q, factor, to_leaf, to_class, u, ufactor, e, inv_own, *extra = ctx.saved_tensors
         factor = ctx.factor if factor is None else factor
         ufactor = ctx.ufactor if ufactor is None else ufactor
         center = ctx.center
-        none = (None,) * 9
+        none = (None,) * 10
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
                 zl = z if to_leaf is None else z.index_select(1, to_leaf)
@@ -154,6 +173,8 @@ class _SoftLabelPaths(torch.autograd.Function):
                 rows = times(factor, _cross_entropy(q, lp_seg))
                 if u is not None:
                     rows = rows + times(ufactor, -torch.nansum(lp * u.to(lp.dtype), 1).to(torch.float64))
+                for k in range(extra[0].shape[0] if extra else 0):
+                    rows = rows + times(extra[2][k], _cross_entropy(extra[1][k], segment_sum(lp, extra[0][k])))
                 out = (rows.sum() if ctx.reduce else rows).to(z.dtype)
                 (gz,) = torch.autograd.grad(out, z, grad, create_graph=True)
             return (gz,) + none
@@ -163,6 +184,9 @@ class _SoftLabelPaths(torch.autograd.Function):
         if u is not None:
             gu = upstream(grad, ufactor, ctx.reduce, z.shape[0])
             total = gw + gu * u.sum()
+        more = [upstream(grad, extra[2][k], ctx.reduce, z.shape[0]) for k in range(extra[0].shape[0])] if extra else []
+        for gk in more:
+            total = total + gk
         g = torch.exp(log_p).mul_(total.to(log_p.dtype)[:, None])
         qg = q * gw[:, None]
         if center is not None:  # -q_v ∂log P(v)/∂z_j = -q_v e_j / s on v's segment (its p_j part is in total)
@@ -171,6 +195,8 @@ class _SoftLabelPaths(torch.autograd.Function):
             qg[:, center] = 0.0
             g.sub_(expand_kernel(own.to(g.dtype), lengths, g.shape[1]).mul_(e))
         g.sub_(expand_kernel(qg.to(g.dtype), lengths, g.shape[1]))
+        for k, gk in enumerate(more):
+            g.sub_(expand_kernel((extra[1][k] * gk[:, None]).to(g.dtype), extra[0][k], g.shape[1]))
         if u is not None:
             g.addcmul_(gu.to(g.dtype)[:, None], u.to(g.dtype)[None, :], value=-1.0)
         return (g if to_class is None else g.index_select(1, to_class),) + none
@@ -229,7 +255,7 @@ def _run(input, target, tree: TreeTensors, tables, mix, path_q, weight, ignore_i
                     name="HierarchicalSoftLabelLoss", num_classes=tree.num_classes, num_targets=num_targets,
                     num_nodes=tree.num_nodes, weight=weight, ignore_index=ignore_index, reduction=reduction,
                     label_smoothing=label_smoothing, target_weights=tree.target_means if coarse_labels else None,
-                    linear_in_target=True)
+                    linear_in_target=True, shared_columns=True)
 
 
 def _mix(mix) -> float:

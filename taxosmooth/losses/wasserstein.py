@@ -61,7 +61,7 @@ def wasserstein_rows(z: torch.Tensor, target: RowTarget, tree: TreeTensors, tabl
             leaf_wd = tables[0].index_select(0, tree.leaf_node_ids)
         return _RiskPaths.apply(z, lengths, per_segment, tree.class_position.index_select(0, ids), leaf_wd,
                                 float(gamma), fused_factor(target.label), target.reduce, *tree.leaf_permutation(),
-                                None, None, None, None)
+                                None, None, None, None, None)
     log_p = torch.log_softmax(z, 1)
     p = log_p.exp()
     if target.kind == "prob":
