@@ -386,6 +386,12 @@ def test_far_below_coarse_labels_fused_and_unfused(dtype, gap, monkeypatch):
         assert torch.isfinite(fv).all() and torch.isfinite(fg).all()
         torch.testing.assert_close(fv, dv, **tol)
         torch.testing.assert_close(fg, dg, **tol)
+        # a second derivative differentiates the formula: no other segment may overflow there either
+        zz = z.to(dtype).requires_grad_(True)
+        (g1,) = torch.autograd.grad(mod(zz, t).sum(), zz, create_graph=True)
+        torch.testing.assert_close(g1, fg, **tol)
+        (g2,) = torch.autograd.grad(g1.pow(2).sum(), zz)
+        assert torch.isfinite(g2).all()
         # the cross entropy of each row's label grows with the gap: log P(v) in log space, not log of an underflow
         lp = torch.log_softmax(z, 1)
         log_pv = torch.logsumexp(lp[:2][:, under], 1)

@@ -63,11 +63,13 @@ def own_mass(x_leaf: torch.Tensor, lengths: torch.Tensor, center: int):
 def own_log_mass(x_leaf: torch.Tensor, lengths: torch.Tensor, center: int) -> torch.Tensor:
     """:func:`own_mass` as a formula: ``log Σ exp(x_j)`` over segment ``center`` of every row ``(B,)`` float64,
     ``-inf`` where it is empty; differentiable to any order (finite gradients where the mass is 0)."""
-    shift = torch.nan_to_num(segment_max(x_leaf.detach(), lengths), neginf=0.0)[:, center]
-    e = torch.exp(x_leaf - expand(shift[:, None].expand(-1, lengths.shape[-1]).contiguous(), lengths, x_leaf.shape[1]))
+    # every segment shifted by its own maximum: another segment far above this one must not overflow
+    shift = torch.nan_to_num(segment_max(x_leaf.detach(), lengths), neginf=0.0)
+    e = torch.exp(x_leaf - expand(shift, lengths, x_leaf.shape[1]))
     s = segment_sum(e, lengths)[:, center].to(torch.float64)
     empty = s == 0
-    return (torch.log(torch.where(empty, torch.ones_like(s), s)) + shift.to(torch.float64)).masked_fill(empty, -math.inf)
+    return (torch.log(torch.where(empty, torch.ones_like(s), s))
+            + shift[:, center].to(torch.float64)).masked_fill(empty, -math.inf)
 
 
 def log_masses_of_segments(tree, sums: torch.Tensor, shift: torch.Tensor, differentiable: bool = True) -> torch.Tensor:
