@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from taxosmooth.losses._frame import RowTarget, finish, fused, fused_factor, times, upstream
+from taxosmooth.losses._frame import RowTarget, col, finish, fused, fused_factor, times, upstream
 from taxosmooth.losses._module import check_options, sharded
 from taxosmooth.losses._rows import logit_dot
 from taxosmooth.losses.expected_cost import CostLoss, _run, functional_costs, target_log_mass
@@ -57,12 +57,18 @@ def pairwise_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, coarse:
         return times(target.scale, _against(z, costs.expected(qw.to(z.dtype)), logit_dot(z, q)))
     ids = target.ids
     assert ids is not None
-    if costs.structured and target.uniform is None and not coarse and fused(z):
+    if costs.structured and not coarse and fused(z):
         tree = costs.tree
         assert tree is not None
         lengths, kappa = costs.on_paths(ids)
+        smoothing: tuple = (None, None, 0.0)
+        if target.uniform is not None:  # the smoothed target's weights and pivot in the same pass
+            w = torch.full((c,), 1.0 / c, dtype=torch.float64, device=z.device) if target.class_weight is None \
+                else target.class_weight / c
+            mean_cost = tree.to_leaf_order(costs.expected(w.unsqueeze(0))[0])
+            smoothing = (mean_cost, fused_factor(target.uniform), float(target.eps))
         return _PairwisePaths.apply(z, lengths, kappa, tree.class_position.index_select(0, ids),
-                                    fused_factor(target.label), target.reduce, *tree.leaf_permutation())
+                                    fused_factor(target.label), target.reduce, *tree.leaf_permutation(), *smoothing)
     if costs.structured:
         tree = costs.tree
         assert tree is not None
@@ -105,38 +111,61 @@ def _against(z: torch.Tensor, weights: torch.Tensor, zeta: torch.Tensor) -> torc
 class _PairwisePaths(torch.autograd.Function):
     """``factor · Σ_j κ_{s(j)} softplus(z_j - z_t)`` per row, ``κ`` ``(M, 2D + 1)`` the cost of every segment of
     the target's path (0 on the target), its gradient written out: ``∂ℓ/∂z_j = κ_j σ(z_j - z_t)`` and
-    ``∂ℓ/∂z_t = -Σ_j κ_j σ(z_j - z_t)``."""
+    ``∂ℓ/∂z_t = -Σ_j κ_j σ(z_j - z_t)``.
+
+    With label smoothing ``ε`` (``mean_cost`` ``(C,)`` leaf order: the uniform target's expected costs, with its
+    own factor ``ufactor`` per row): ``Σ_j W_j softplus(z_j - ζ)`` with ``W = factor · κ + ufactor · mean_cost``
+    and ``ζ = (1 - ε) z_t + ε mean(z)``; then ``∂ℓ/∂z_j = W_j σ_j - (Σ_k W_k σ_k) ∂ζ/∂z_j``."""
 
     @staticmethod
-    def forward(ctx, z, lengths, kappa, pos, factor, reduce, to_leaf, to_class):
+    def forward(ctx, z, lengths, kappa, pos, factor, reduce, to_leaf, to_class, mean_cost, ufactor, eps):
         zl = z if to_leaf is None else z.index_select(1, to_leaf)
         cost = expand_kernel(kappa.to(zl.dtype), lengths, zl.shape[1])
         zt = zl.gather(1, pos[:, None])
-        u = zl - zt.clamp_min(torch.finfo(zl.dtype).min)
+        pivot = zt
+        if mean_cost is not None:  # the weights and the pivot of the smoothed target, the factors inside
+            cost.mul_(col(factor, cost)).add_(col(ufactor, cost) * mean_cost.to(zl.dtype)[None, :])
+            pivot = zt * (1.0 - eps) + eps * zl.mean(1, keepdim=True)
+        u = zl - pivot.clamp_min(torch.finfo(zl.dtype).min)
         rows = torch.linalg.vecdot(cost, F.softplus(u), dim=1).to(torch.float64)
-        rows = torch.where(torch.isneginf(zt[:, 0]), torch.full_like(rows, float("inf")), rows)
+        rows = torch.where(torch.isneginf(pivot[:, 0]), torch.full_like(rows, float("inf")), rows)
         ctx.save_for_backward(z, u, cost, lengths, kappa, pos, factor if isinstance(factor, torch.Tensor) else None,
-                              to_leaf, to_class)
-        ctx.factor, ctx.reduce = (factor if isinstance(factor, float) else None), reduce
+                              to_leaf, to_class, mean_cost, ufactor if isinstance(ufactor, torch.Tensor) else None)
+        ctx.factor, ctx.reduce, ctx.eps = (factor if isinstance(factor, float) else None), reduce, eps
+        ctx.ufactor = ufactor if isinstance(ufactor, float) else None
+        if mean_cost is not None:
+            return (rows.sum() if reduce else rows).to(z.dtype)
         return finish(rows, factor, reduce, z.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        z, u, cost, lengths, kappa, pos, factor, to_leaf, to_class = ctx.saved_tensors
+        z, u, cost, lengths, kappa, pos, factor, to_leaf, to_class, mean_cost, ufactor = ctx.saved_tensors
         factor = ctx.factor if factor is None else factor
-        none = (None,) * 7
+        ufactor = ctx.ufactor if ufactor is None else ufactor
+        eps = ctx.eps
+        none = (None,) * 10
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
                 zl = z if to_leaf is None else z.index_select(1, to_leaf)
                 zeta = zl.gather(1, pos[:, None])[:, 0].to(torch.float64)
-                rows = times(factor, _against(zl, expand(kappa.to(zl.dtype), lengths, zl.shape[1]), zeta))
+                kappa_j = expand(kappa.to(zl.dtype), lengths, zl.shape[1])
+                if mean_cost is None:
+                    rows = times(factor, _against(zl, kappa_j, zeta))
+                else:
+                    weights = kappa_j * col(factor, kappa_j) + col(ufactor, kappa_j) * mean_cost.to(zl.dtype)[None, :]
+                    rows = _against(zl, weights, (1.0 - eps) * zeta + eps * zl.mean(1).to(torch.float64))
                 out = (rows.sum() if ctx.reduce else rows).to(z.dtype)
                 (gz,) = torch.autograd.grad(out, z, grad, create_graph=True)
             return (gz,) + none
-        gw = upstream(grad, factor, ctx.reduce, z.shape[0]).to(u.dtype)
+        scale = factor if mean_cost is None else 1.0  # with smoothing the factors are inside the weights
+        gw = upstream(grad, scale, ctx.reduce, z.shape[0]).to(u.dtype)
         g = torch.sigmoid(u)
         g.mul_(cost).mul_(gw[:, None])
-        g.scatter_add_(1, pos[:, None], -g.sum(1, keepdim=True))
+        total = g.sum(1, keepdim=True)
+        if mean_cost is None:
+            g.scatter_add_(1, pos[:, None], -total)
+        else:  # ∂ζ/∂z_j = (1 - ε) [j = t] + ε / C
+            g.sub_(total * (eps / g.shape[1])).scatter_add_(1, pos[:, None], -total * (1.0 - eps))
         return (g if to_class is None else g.index_select(1, to_class),) + none
 
 
