@@ -365,9 +365,9 @@ def test_far_below_subtrees_with_label_smoothing(dtype, gap, reduction, monkeypa
 
 @pytest.mark.parametrize("dtype,gap", [(torch.float32, 250.0), (torch.float32, 1000.0), (torch.float64, 800.0)])
 def test_far_below_coarse_labels_fused_and_unfused(dtype, gap, monkeypatch):
-    """A coarse label whose whole subtree lies far below the best logit: its cross entropy ``-log P(v)`` is a
-    log-mass in log space on the fused path (soft labels, expected cost) as on the formula, against a float64
-    loop of log-sum-exps."""
+    """A coarse label whose whole subtree lies far below the best logit: its cross entropy ``-log P(v)`` (the
+    pairwise loss's pivot ``ζ_v``) is a log-mass in log space on the fused path (soft labels, expected cost,
+    pairwise) as on the formula, against a float64 loop of log-sum-exps."""
     tax = chain_tax()
     C = tax.num_classes
     g = torch.Generator().manual_seed(8)
@@ -379,7 +379,8 @@ def test_far_below_coarse_labels_fused_and_unfused(dtype, gap, monkeypatch):
     z[1] -= gap
     z[1, 0] += 2 * gap
     for make in (lambda: ts.ExpectedCostLoss(tax, coarse_labels=True, reduction="none"),
-                 lambda: ts.HierarchicalSoftLabelLoss(tax, 2.0, coarse_labels=True, reduction="none")):
+                 lambda: ts.HierarchicalSoftLabelLoss(tax, 2.0, coarse_labels=True, reduction="none"),
+                 lambda: ts.PairwiseCostLoss(tax, coarse_labels=True, reduction="none")):
         mod = make()
         (fv, fg), (dv, dg) = both_paths(monkeypatch, mod, z.to(dtype), t)
         tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)

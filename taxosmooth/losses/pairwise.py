@@ -35,6 +35,7 @@ from taxosmooth.losses._module import check_options, sharded
 from taxosmooth.losses._rows import logit_dot
 from taxosmooth.losses.expected_cost import CostLoss, _run, functional_costs, target_log_mass
 from taxosmooth.tree_ops import expand
+from taxosmooth.tree_ops.paths import own_log_mass, own_mass
 from taxosmooth.tree_ops.segments import expand_kernel
 from taxosmooth.tree_ops.costs import CostTables
 
@@ -57,7 +58,7 @@ def pairwise_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, coarse:
         return times(target.scale, _against(z, costs.expected(qw.to(z.dtype)), logit_dot(z, q)))
     ids = target.ids
     assert ids is not None
-    if costs.structured and not coarse and fused(z):
+    if costs.structured and fused(z) and not (coarse and target.uniform is not None):
         tree = costs.tree
         assert tree is not None
         lengths, kappa = costs.on_paths(ids)
@@ -67,8 +68,10 @@ def pairwise_rows(z: torch.Tensor, target: RowTarget, costs: CostTables, coarse:
                 else target.class_weight / c
             mean_cost = tree.to_leaf_order(costs.expected(w.unsqueeze(0))[0])
             smoothing = (mean_cost, fused_factor(target.uniform), float(target.eps))
-        return _PairwisePaths.apply(z, lengths, kappa, tree.class_position.index_select(0, ids),
-                                    fused_factor(target.label), target.reduce, *tree.leaf_permutation(), *smoothing)
+        pos = tree.class_position.index_select(0, ids.clamp_max(c - 1) if coarse else ids)
+        # a coarse label's pivot is its subtree's log-mass: the path's own segment (a class's is its logit)
+        return _PairwisePaths.apply(z, lengths, kappa, pos, fused_factor(target.label), target.reduce,
+                                    *tree.leaf_permutation(), *smoothing, tree.num_rings - 1 if coarse else None)
     if costs.structured:
         tree = costs.tree
         assert tree is not None
@@ -118,10 +121,18 @@ class _PairwisePaths(torch.autograd.Function):
     and ``ζ = (1 - ε) z_t + ε mean(z)``; then ``∂ℓ/∂z_j = W_j σ_j - (Σ_k W_k σ_k) ∂ζ/∂z_j``."""
 
     @staticmethod
-    def forward(ctx, z, lengths, kappa, pos, factor, reduce, to_leaf, to_class, mean_cost, ufactor, eps):
+    def forward(ctx, z, lengths, kappa, pos, factor, reduce, to_leaf, to_class, mean_cost, ufactor, eps, center):
         zl = z if to_leaf is None else z.index_select(1, to_leaf)
         cost = expand_kernel(kappa.to(zl.dtype), lengths, zl.shape[1])
-        zt = zl.gather(1, pos[:, None])
+        e = inv_own = None
+        if center is None:
+            zt = zl.gather(1, pos[:, None])
+        else:  # a coarse label: ζ_v = log Σ_{c ∈ v} exp(z_c), the log-mass of the path's own segment
+            e, own, top = own_mass(zl, lengths, center)
+            own = own.to(torch.float64)
+            zt = (own.log() + top.to(torch.float64)).clamp_min(torch.finfo(zl.dtype).min).to(zl.dtype)[:, None]
+            zt = zt.masked_fill(own[:, None] == 0, float("-inf"))
+            inv_own = torch.where(own > 0, 1.0 / own, 0.0)
         pivot = zt
         if mean_cost is not None:  # the weights and the pivot of the smoothed target, the factors inside
             cost.mul_(col(factor, cost)).add_(col(ufactor, cost) * mean_cost.to(zl.dtype)[None, :])
@@ -130,8 +141,10 @@ class _PairwisePaths(torch.autograd.Function):
         rows = torch.linalg.vecdot(cost, F.softplus(u), dim=1).to(torch.float64)
         rows = torch.where(torch.isneginf(pivot[:, 0]), torch.full_like(rows, float("inf")), rows)
         ctx.save_for_backward(z, u, cost, lengths, kappa, pos, factor if isinstance(factor, torch.Tensor) else None,
-                              to_leaf, to_class, mean_cost, ufactor if isinstance(ufactor, torch.Tensor) else None)
-        ctx.factor, ctx.reduce, ctx.eps = (factor if isinstance(factor, float) else None), reduce, eps
+                              to_leaf, to_class, mean_cost, ufactor if isinstance(ufactor, torch.Tensor) else None, e,
+                              inv_own)
+        ctx.factor, ctx.reduce, ctx.eps, ctx.center = (factor if isinstance(factor, float) else None), reduce, eps, \
+            center
         ctx.ufactor = ufactor if isinstance(ufactor, float) else None
         if mean_cost is not None:
             return (rows.sum() if reduce else rows).to(z.dtype)
@@ -139,15 +152,16 @@ class _PairwisePaths(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        z, u, cost, lengths, kappa, pos, factor, to_leaf, to_class, mean_cost, ufactor = ctx.saved_tensors
+        z, u, cost, lengths, kappa, pos, factor, to_leaf, to_class, mean_cost, ufactor, e, inv_own = ctx.saved_tensors
         factor = ctx.factor if factor is None else factor
         ufactor = ctx.ufactor if ufactor is None else ufactor
-        eps = ctx.eps
-        none = (None,) * 10
+        eps, center = ctx.eps, ctx.center
+        none = (None,) * 11
         if torch.is_grad_enabled():  # a double backward: differentiate the formula
             with torch.enable_grad():
                 zl = z if to_leaf is None else z.index_select(1, to_leaf)
-                zeta = zl.gather(1, pos[:, None])[:, 0].to(torch.float64)
+                zeta = zl.gather(1, pos[:, None])[:, 0].to(torch.float64) if center is None \
+                    else own_log_mass(zl, lengths, center)
                 kappa_j = expand(kappa.to(zl.dtype), lengths, zl.shape[1])
                 if mean_cost is None:
                     rows = times(factor, _against(zl, kappa_j, zeta))
@@ -162,7 +176,11 @@ class _PairwisePaths(torch.autograd.Function):
         g = torch.sigmoid(u)
         g.mul_(cost).mul_(gw[:, None])
         total = g.sum(1, keepdim=True)
-        if mean_cost is None:
+        if center is not None:  # ∂ζ_v/∂z_j = e_j / s on v's segment
+            own_part = torch.zeros_like(kappa)
+            own_part[:, center] = inv_own
+            g.sub_(expand_kernel(own_part.to(g.dtype), lengths, g.shape[1]).mul_(e).mul_(total))
+        elif mean_cost is None:
             g.scatter_add_(1, pos[:, None], -total)
         else:  # ∂ζ/∂z_j = (1 - ε) [j = t] + ε / C
             g.sub_(total * (eps / g.shape[1])).scatter_add_(1, pos[:, None], -total * (1.0 - eps))
