@@ -119,6 +119,7 @@ def main_process(args) -> None:
     dist.init_process_group("gloo", timeout=timedelta(seconds=120))
     try:
         run(dist.get_rank(), dist.get_world_size(), args)
+        dist.barrier()  # every rank reaches the teardown together: gloo's can abort with a peer still in flight
     finally:
         dist.destroy_process_group()
 

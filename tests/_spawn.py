@@ -34,6 +34,7 @@ def _entry(rank: int, fn, world: int, port: int, out_dir: str, args: tuple) -> N
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
     try:
         fn(rank, world, out_dir, *args)
+        dist.barrier()  # every rank reaches the teardown together: gloo's can abort with a peer still in flight
     finally:
         dist.destroy_process_group()
     # leave without interpreter finalization, where gloo's threads can abort the process now and then
